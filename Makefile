@@ -1,0 +1,48 @@
+# payevents — the two commands a new machine needs: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.stamp-run
+TEST_STAMP := $(VENV)/.stamp-test
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint typecheck system-deps bench clean
+
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+install: $(RUN_STAMP)
+
+## The main job on the embedded default: relay + four services + a realistic mix of payments.
+demo: $(RUN_STAMP)
+	$(BIN)/payevents demo --env dev --data-dir demo-data $(DEMO_ARGS)
+
+## Debian packages the tests use (Chromium for the browser tests), installed where missing.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed" >&2; exit 1; }
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy src/payevents
+
+## The whole suite: lint, then every test (Kafka via Tansu, PostgreSQL at 127.0.0.1:5432, Chromium).
+test: $(TEST_STAMP) system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Every benchmark suite, on both transports; prints a table, writes bench-results.json and a PNG.
+bench: $(TEST_STAMP)
+	$(BIN)/payevents bench all --env dev
+
+clean:
+	rm -rf $(VENV) demo-data payevents-data .pytest_cache bench-results.json bench-results.png

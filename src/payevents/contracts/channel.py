@@ -1,0 +1,124 @@
+"""The Payment Events Channel (v1.0.0) as code: address, env parameter, key rule, headers.
+
+Pure: no I/O. See ``shared/seeds/000_*.txt`` (the channel page).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final
+
+from payevents.errors import ContractError
+
+CHANNEL_VERSION: Final = "1.0.0"
+ADDRESS_TEMPLATE: Final = "payments.{env}.events"
+DEAD_LETTER_SUFFIX: Final = ".dlq"
+PROTOCOL: Final = "kafka"
+
+
+class Env(StrEnum):
+    """The channel's ``env`` parameter: options dev, sit, prod; default N/A (none)."""
+
+    dev = "dev"
+    sit = "sit"
+    prod = "prod"
+
+
+ENV_DESCRIPTION: Final = "Environment to use for payment events"
+
+
+def parse_env(value: Any) -> Env:
+    """Return the Env for ``value``; anything but exactly dev, sit or prod is a ContractError."""
+    if isinstance(value, Env):
+        return value
+    options = ", ".join(e.value for e in Env)
+    if not isinstance(value, str):
+        raise ContractError(f"env: {value!r} is not one of {options} (it has no default)")
+    try:
+        return Env(value)
+    except ValueError:
+        raise ContractError(f"env: {value!r} is not one of {options} (it has no default)") from None
+
+
+def topic_for(env: Env | str) -> str:
+    """``payments.{env}.events`` for a valid env."""
+    return ADDRESS_TEMPLATE.format(env=parse_env(env).value)
+
+
+def dead_letter_topic_for(env: Env | str) -> str:
+    """The dead-letter channel of ``payments.{env}.events``: ``payments.{env}.events.dlq``."""
+    return topic_for(env) + DEAD_LETTER_SUFFIX
+
+
+def partition_key(payment_id: str) -> bytes:
+    """The key rule: key = ``data.paymentId``, UTF-8 encoded."""
+    if not isinstance(payment_id, str) or not payment_id:
+        raise ContractError("data.paymentId: required to build the partition key (non-empty string)")
+    return payment_id.encode("utf-8")
+
+
+# -- message headers -------------------------------------------------------------------------------
+# Transport headers describe the body; audit headers carry the audit trail so that the event body
+# (PaymentProcessed 1.0.0: the page's 20 properties) stays exactly as documented. Both are stored with
+# the event in the outbox. Header values are UTF-8 strings.
+
+H_EVENT_TYPE: Final = "eventType"
+H_VERSION: Final = "version"
+H_EVENT_ID: Final = "eventId"
+H_CONTENT_TYPE: Final = "content-type"
+CONTENT_TYPE_JSON: Final = "application/json"
+
+H_CORRELATION_ID: Final = "correlationId"
+H_CAUSATION_ID: Final = "causationId"
+H_SOURCE: Final = "source"
+H_PRODUCER: Final = "producer"
+H_ENVIRONMENT: Final = "environment"
+H_IDEMPOTENCY_KEY: Final = "idempotencyKey"
+
+TRANSPORT_HEADERS: Final = (H_EVENT_TYPE, H_VERSION, H_EVENT_ID, H_CONTENT_TYPE)
+AUDIT_HEADERS: Final = (H_CORRELATION_ID, H_CAUSATION_ID, H_SOURCE, H_PRODUCER, H_ENVIRONMENT, H_IDEMPOTENCY_KEY)
+
+HEADER_DESCRIPTIONS: Final[dict[str, str]] = {
+    H_EVENT_TYPE: "Event type of the body, e.g. PaymentProcessed",
+    H_VERSION: "Schema version of the body, e.g. 1.0.0",
+    H_EVENT_ID: "The body's eventId",
+    H_CONTENT_TYPE: "Always application/json",
+    H_CORRELATION_ID: "Shared by every event of one business flow (one payment)",
+    H_CAUSATION_ID: "The command or event id that caused this event",
+    H_SOURCE: "The service that emitted the event, e.g. payments",
+    H_PRODUCER: "The producing software and version, e.g. payevents/0.1.0",
+    H_ENVIRONMENT: "dev, sit or prod: the env of the channel the event was written for",
+    H_IDEMPOTENCY_KEY: "The key that makes the emitting command idempotent (one event per key)",
+}
+
+# Dead-letter record headers (besides the original record's own headers, kept as they were).
+DLQ_ORIGINAL_TOPIC: Final = "dlq.original.topic"
+DLQ_ORIGINAL_PARTITION: Final = "dlq.original.partition"
+DLQ_ORIGINAL_OFFSET: Final = "dlq.original.offset"
+DLQ_SERVICE: Final = "dlq.service"
+DLQ_REASON: Final = "dlq.reason"
+DLQ_FAILED_AT: Final = "dlq.failedAt"
+
+
+def audit_headers(
+    *,
+    correlation_id: str,
+    causation_id: str,
+    source: str,
+    producer: str,
+    environment: Env | str,
+    idempotency_key: str,
+) -> dict[str, str]:
+    """The audit trail every emitted event carries, defined once."""
+    values = {
+        H_CORRELATION_ID: correlation_id,
+        H_CAUSATION_ID: causation_id,
+        H_SOURCE: source,
+        H_PRODUCER: producer,
+        H_ENVIRONMENT: parse_env(environment).value,
+        H_IDEMPOTENCY_KEY: idempotency_key,
+    }
+    for name, value in values.items():
+        if not isinstance(value, str) or not value:
+            raise ContractError(f"headers.{name}: required non-empty string")
+    return values

@@ -1,0 +1,1 @@
+"""Faces: the CLI, the HTTP API + dashboard, the generated catalog. Thin layers over services."""

@@ -1,0 +1,63 @@
+"""The ``payevents`` command line. Command groups live in :mod:`payevents.faces.commands`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from payevents.errors import PayeventsError
+
+#: command modules, in help order; each has register(app)
+COMMAND_MODULES = (
+    "contracts",  # validate, schema, example
+    "channel",  # run, relay, topics, tail, dlq, audit
+    "payments",  # payments ...
+    "ledger",
+    "invoices",
+    "analytics",
+    "notifications",  # notifications, customers
+    "web",  # serve, demo
+    "catalog",
+    "bench",
+)
+
+app = typer.Typer(
+    name="payevents",
+    help="Payment events made real: the payments.{env}.events channel, its contracts and services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Payment events made real: the payments.{env}.events channel, its contracts and services."""
+
+
+@app.command()
+def version() -> None:
+    """Print the payevents version."""
+    from payevents import __version__
+
+    typer.echo(f"payevents {__version__}")
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"payevents.faces.commands.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"payevents.faces.commands.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except PayeventsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

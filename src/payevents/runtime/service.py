@@ -1,0 +1,38 @@
+"""How a downstream service plugs into the consumer runtime.
+
+A service is a name (its consumer group is ``payevents.{service}``, its database its own), its
+migrations, and handlers by eventType. The runtime (:mod:`payevents.runtime.consumer`) decodes,
+validates, normalizes legacy events, removes duplicates by eventId, and calls the handler inside the
+batch's store transaction; the handler only writes through the connection it is given.
+
+A handler raises :class:`~payevents.errors.PoisonEvent` for an event it finds impossible (it goes to
+the dead-letter channel); any database error is treated as transient (rollback, retry the batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy.engine import Connection
+
+from payevents.contracts.codec import DecodedEvent
+from payevents.store.db import Migration
+from payevents.transport.base import Message
+
+Handler = Callable[[Connection, DecodedEvent, Message], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    description: str
+    migrations: Sequence[Migration]
+    #: canonical eventType -> handler (legacy events arrive normalized, ``event.legacy`` is True)
+    handlers: Mapping[str, Handler]
+    #: the event page's words for what the service does (shown in the catalog)
+    downstream_action: str = ""
+
+    @property
+    def group(self) -> str:
+        return f"payevents.{self.name}"

@@ -1,0 +1,149 @@
+"""One settings object for the whole platform.
+
+Values come from ``PAYEVENTS_*`` environment variables; the CLI overrides them with flags via
+:meth:`Settings.replace`. ``env`` has no default: the channel page gives its default as N/A, so a
+missing or unknown environment is a :class:`~payevents.errors.ConfigError`, never a silent guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from payevents.contracts.channel import Env, parse_env
+from payevents.errors import ConfigError, ContractError
+
+SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "notifications")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    env: Env
+    #: "embedded" or "kafka://host:port[,host:port...]"
+    broker: str = "embedded"
+    #: where the embedded log, SQLite stores and the Maildir live
+    data_dir: Path = Path("payevents-data")
+    #: None: one SQLite file per service in data_dir. Otherwise a SQLAlchemy URL; for PostgreSQL each
+    #: service gets its own schema (``{db_schema_prefix}{service}``) in that database.
+    database_url: str | None = None
+    db_schema_prefix: str = "payevents_"
+    #: partition count of payments.{env}.events (and its dead-letter channel)
+    partitions: int = 6
+    #: extra librdkafka settings passed through unchanged (SASL/TLS, timeouts, ...)
+    kafka_config: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: None: deliver e-mail into the Maildir in data_dir. Otherwise smtp://[user:pass@]host:port
+    #: (or smtps:// for implicit TLS; ?starttls=1 for STARTTLS)
+    smtp_url: str | None = None
+    mail_from: str = "payments@payevents.local"
+    #: bearer token required by the HTTP API's write endpoints
+    api_token: str = "dev-token"
+
+    @property
+    def is_kafka(self) -> bool:
+        return self.broker.startswith("kafka://")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if not self.is_kafka:
+            raise ConfigError(f"PAYEVENTS_BROKER: {self.broker!r} is not a kafka:// URL")
+        return self.broker.removeprefix("kafka://")
+
+    def database_url_for(self, service: str) -> str:
+        """The SQLAlchemy URL of one service's own database."""
+        if service not in SERVICES and not service.startswith("_"):
+            raise ConfigError(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
+        return self.database_url
+
+    def schema_for(self, service: str) -> str | None:
+        """PostgreSQL schema of one service (None on SQLite, where each service has its own file)."""
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            return None
+        return f"{self.db_schema_prefix}{service}"
+
+    def replace(self, **changes: Any) -> Settings:
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "env" in changes:
+            changes["env"] = _env(changes["env"], "--env")
+        if "data_dir" in changes:
+            changes["data_dir"] = Path(changes["data_dir"])
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``PAYEVENTS_*``; keyword overrides (CLI flags) win over the environment."""
+        e = os.environ if environ is None else environ
+        raw_env = overrides.pop("env", None) or e.get("PAYEVENTS_ENV")
+        if raw_env is None:
+            raise ConfigError("PAYEVENTS_ENV: required (one of dev, sit, prod); the channel has no default env")
+        values: dict[str, Any] = {"env": _env(raw_env, "PAYEVENTS_ENV")}
+        if "PAYEVENTS_BROKER" in e:
+            values["broker"] = e["PAYEVENTS_BROKER"]
+        if "PAYEVENTS_DATA_DIR" in e:
+            values["data_dir"] = Path(e["PAYEVENTS_DATA_DIR"])
+        if e.get("PAYEVENTS_DATABASE_URL"):
+            values["database_url"] = e["PAYEVENTS_DATABASE_URL"]
+        if "PAYEVENTS_DB_SCHEMA_PREFIX" in e:
+            values["db_schema_prefix"] = e["PAYEVENTS_DB_SCHEMA_PREFIX"]
+        if "PAYEVENTS_PARTITIONS" in e:
+            values["partitions"] = _positive_int(e["PAYEVENTS_PARTITIONS"], "PAYEVENTS_PARTITIONS")
+        if e.get("PAYEVENTS_KAFKA_CONFIG"):
+            values["kafka_config"] = _kafka_config(e["PAYEVENTS_KAFKA_CONFIG"])
+        if e.get("PAYEVENTS_SMTP_URL"):
+            values["smtp_url"] = e["PAYEVENTS_SMTP_URL"]
+        if "PAYEVENTS_MAIL_FROM" in e:
+            values["mail_from"] = e["PAYEVENTS_MAIL_FROM"]
+        if "PAYEVENTS_API_TOKEN" in e:
+            values["api_token"] = e["PAYEVENTS_API_TOKEN"]
+        settings = cls(**values)
+        settings = settings.replace(**overrides)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not (self.broker == "embedded" or self.broker.startswith("kafka://")):
+            raise ConfigError(f"PAYEVENTS_BROKER: {self.broker!r} must be 'embedded' or 'kafka://host:port,...'")
+        if self.is_kafka and not self.bootstrap_servers:
+            raise ConfigError("PAYEVENTS_BROKER: kafka:// needs at least one host:port")
+        if self.partitions < 1:
+            raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
+
+
+def _env(value: Any, name: str) -> Env:
+    try:
+        return parse_env(value)
+    except ContractError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _positive_int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not an integer") from None
+    if n < 1:
+        raise ConfigError(f"{name}: {n} must be a positive integer")
+    return n
+
+
+def _kafka_config(value: str) -> dict[str, str]:
+    """JSON object, or comma-separated key=value pairs, of librdkafka settings."""
+    value = value.strip()
+    if value.startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: not valid JSON ({exc.msg})") from None
+        return {str(k): str(v) for k, v in parsed.items()}
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {part!r} is not key=value")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

@@ -1,0 +1,139 @@
+"""Engines and migrations for the services' own databases.
+
+Each service owns one database: on the embedded default a SQLite file ``{data_dir}/{service}.db``;
+with ``PAYEVENTS_DATABASE_URL=postgresql+psycopg://...`` a schema ``{prefix}{service}`` in that
+database (created on first use). Migrations are ordered, numbered steps with SQL per dialect,
+recorded in ``schema_migrations`` and applied on start (``migrate``), each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from payevents.settings import Settings
+
+_engines: dict[tuple[str, str | None], Engine] = {}
+_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One schema step. ``sqlite`` and ``postgresql`` are lists of statements (or a callable
+    taking the connection, for steps that are not plain SQL). ``both`` applies to either dialect."""
+
+    version: int
+    name: str
+    both: Sequence[str] = ()
+    sqlite: Sequence[str] = ()
+    postgresql: Sequence[str] = ()
+    run: Callable[[Connection], None] | None = None
+
+    def statements(self, dialect: str) -> Sequence[str]:
+        own = self.sqlite if dialect == "sqlite" else self.postgresql
+        return [*self.both, *own]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
+    """A new engine. SQLite gets WAL + a busy timeout; PostgreSQL gets ``search_path=schema``."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # Let SQLAlchemy emit BEGIN itself, so a transaction is really one SQLite transaction.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_tx(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        return engine
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    if schema:
+        connect_args["options"] = f"-csearch_path={schema}"
+    engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
+    if schema:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    return engine
+
+
+def engine_for(settings: Settings, service: str) -> Engine:
+    """The (cached, per process) engine of one service's own database."""
+    url = settings.database_url_for(service)
+    schema = settings.schema_for(service)
+    key = (url, schema)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make_engine(url, schema)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests, and before a fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -> Engine:
+    """The service's engine with its migrations applied."""
+    engine = engine_for(settings, service)
+    migrate(engine, service, migrations)
+    return engine
+
+
+def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the migrations not yet recorded; return the versions applied now."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"{service}: migration versions must be unique and increasing: {versions}")
+    applied_now: list[int] = []
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
+            " applied_at VARCHAR(40) NOT NULL, PRIMARY KEY (service, version))"
+        )
+    dialect = engine.dialect.name
+    for m in migrations:
+        with engine.begin() as conn:
+            if dialect == "postgresql":
+                # Serialize concurrent starters of the same service.
+                conn.exec_driver_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            done = conn.execute(
+                sa.text("SELECT 1 FROM schema_migrations WHERE service = :s AND version = :v"),
+                {"s": service, "v": m.version},
+            ).first()
+            if done:
+                continue
+            for stmt in m.statements(dialect):
+                conn.exec_driver_sql(stmt)
+            if m.run is not None:
+                m.run(conn)
+            conn.execute(
+                sa.text("INSERT INTO schema_migrations (service, version, name, applied_at) VALUES (:s, :v, :n, :t)"),
+                {"s": service, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat()},
+            )
+            applied_now.append(m.version)
+    return applied_now

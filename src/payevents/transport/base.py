@@ -1,0 +1,137 @@
+"""The transport interface: moving bytes with keys, headers, partitions, offsets and groups.
+
+Two implementations: :mod:`.embedded` (a durable partitioned log in SQLite, the default) and
+:mod:`.kafka` (confluent-kafka). Both place a key on the same partition number (murmur2, as the Java
+client and kafka-python do). Offsets follow Kafka's convention: a committed offset is the *next*
+offset to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+Headers = tuple[tuple[str, bytes], ...]
+TopicPartition = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """A record to produce."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = ()
+    #: None: partition by key (murmur2), like the Java client
+    partition: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a produced record landed, once the broker acknowledged it."""
+
+    topic: str
+    partition: int
+    offset: int
+    #: time.time() when the acknowledgement reached the producer
+    acked_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    #: broker/log append time, milliseconds since the epoch
+    timestamp_ms: int
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode("utf-8", "replace")
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    #: next offset per partition (the high watermark)
+    end_offsets: Mapping[int, int]
+    config: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class Producer(Protocol):
+    def send(self, records: Sequence[Record]) -> list[Delivery]:
+        """Produce records and block until every one is acknowledged (acks=all on Kafka).
+
+        Returns one Delivery per record, in input order. Records of one key keep their order.
+        Raises :class:`~payevents.errors.TransientError` when the broker cannot be reached in time;
+        then none, some or all records may have been written (at-least-once: the caller resends).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Consumer(Protocol):
+    def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
+        """Up to ``max_records`` messages from the assigned, non-paused partitions, in offset order
+        per partition. Waits up to ``timeout`` seconds for the first one."""
+        ...
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Synchronously commit, per partition, the next offset to read."""
+        ...
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` again from ``offset`` (used to replay after a failed batch)."""
+        ...
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: end offset minus committed (or position) offset."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    name: str
+
+    def producer(self) -> Producer: ...
+
+    def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> Consumer:
+        """A member of consumer group ``group``; partitions are shared among the group's members.
+        With no committed offset, reading starts at the beginning (or the end if not from_beginning)."""
+        ...
+
+    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        """Create topics that do not exist (cleanup.policy=delete). An existing topic with another
+        partition count is a ConfigError: it would break per-payment order."""
+        ...
+
+    def describe(self, topic: str) -> TopicInfo: ...
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Message]:
+        """Read without a group (tail, dead-letter listing, audits)."""
+        ...
+
+    def close(self) -> None: ...
