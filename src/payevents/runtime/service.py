@@ -12,11 +12,13 @@ the dead-letter channel); any database error is treated as transient (rollback, 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.engine import Connection
 
 from payevents.contracts.codec import DecodedEvent
+from payevents.settings import Settings
 from payevents.store.db import Migration
 from payevents.transport.base import Message
 
@@ -32,6 +34,9 @@ class ServiceDef:
     handlers: Mapping[str, Handler]
     #: the event page's words for what the service does (shown in the catalog)
     downstream_action: str = ""
+    #: optional long-running companion started next to the consumer (e.g. the e-mail delivery worker);
+    #: called as ``background(settings, stop)`` in its own thread, returns once ``stop`` is set
+    background: Callable[[Settings, threading.Event], None] | None = None
 
     @property
     def group(self) -> str:
