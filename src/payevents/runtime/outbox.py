@@ -1,0 +1,430 @@
+"""The transactional outbox: events are stored in the producer's own database, in its transaction.
+
+A producing service calls :func:`append` inside the transaction that records its state change, so
+the state change and the event commit together or not at all. The relay (:mod:`.relay`) publishes
+what is pending. Tables (versions 1..99 of a service's migrations are reserved for the outbox):
+
+* ``outbox_events`` — one immutable row per event: body bytes, type, version, payment id, key,
+  topic, headers, ``created_at``, a content hash (idempotency) and a hash chain (``prev_hash``,
+  ``hash``). UPDATE, DELETE (and TRUNCATE on PostgreSQL) are refused by triggers.
+* ``outbox_chain`` — the single chain-head row (last seq, last hash). Appends lock it, so seqs are
+  dense, assigned in chain order, and concurrent writers never fork the chain.
+* ``outbox_pending`` — seqs not yet published (deleted once the broker acknowledged them).
+* ``outbox_published`` — per published seq: when, the publish delay, partition and offset.
+
+SQLite note: append's first statement is a write (it takes the database write lock at once). A
+caller whose transaction only *read* before calling append may get ``database is locked`` if another
+writer committed in between (WAL snapshot upgrade); write first or keep reads after the append.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from payevents.contracts import channel
+from payevents.contracts.channel import Env, partition_key, topic_for
+from payevents.contracts.events import PaymentEvent
+from payevents.errors import ContractError, IdempotencyConflict
+from payevents.store.db import Migration
+
+GENESIS_HASH: Final = "0" * 64
+IMMUTABLE_MESSAGE: Final = "outbox_events is immutable"
+
+_SQLITE_TABLES: Final = [
+    """CREATE TABLE outbox_events (
+        seq INTEGER PRIMARY KEY,
+        event_id VARCHAR(64) NOT NULL UNIQUE,
+        idempotency_key VARCHAR(255) NOT NULL UNIQUE,
+        event_type VARCHAR(64) NOT NULL,
+        version VARCHAR(32) NOT NULL,
+        payment_id VARCHAR(255) NOT NULL,
+        partition_key BLOB NOT NULL,
+        topic VARCHAR(255) NOT NULL,
+        headers TEXT NOT NULL,
+        body BLOB NOT NULL,
+        content_hash CHAR(64) NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        prev_hash CHAR(64) NOT NULL,
+        hash CHAR(64) NOT NULL
+    )""",
+]
+_PG_TABLES: Final = [
+    """CREATE TABLE outbox_events (
+        seq BIGINT PRIMARY KEY,
+        event_id VARCHAR(64) NOT NULL UNIQUE,
+        idempotency_key VARCHAR(255) NOT NULL UNIQUE,
+        event_type VARCHAR(64) NOT NULL,
+        version VARCHAR(32) NOT NULL,
+        payment_id VARCHAR(255) NOT NULL,
+        partition_key BYTEA NOT NULL,
+        topic VARCHAR(255) NOT NULL,
+        headers TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        content_hash CHAR(64) NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        prev_hash CHAR(64) NOT NULL,
+        hash CHAR(64) NOT NULL
+    )""",
+]
+_COMMON_TABLES: Final = [
+    "CREATE INDEX ix_outbox_events_payment ON outbox_events (payment_id, seq)",
+    """CREATE TABLE outbox_chain (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq BIGINT NOT NULL,
+        last_hash CHAR(64) NOT NULL
+    )""",
+    f"INSERT INTO outbox_chain (id, last_seq, last_hash) VALUES (1, 0, '{GENESIS_HASH}')",
+    "CREATE TABLE outbox_pending (seq BIGINT PRIMARY KEY)",
+    """CREATE TABLE outbox_published (
+        seq BIGINT PRIMARY KEY,
+        published_at DOUBLE PRECISION NOT NULL,
+        delay_s DOUBLE PRECISION NOT NULL,
+        partition INTEGER NOT NULL,
+        "offset" BIGINT NOT NULL
+    )""",
+    "CREATE INDEX ix_outbox_published_at ON outbox_published (published_at)",
+]
+
+_SQLITE_TRIGGERS: Final = [
+    f"""CREATE TRIGGER outbox_events_no_update BEFORE UPDATE ON outbox_events
+        BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE}: UPDATE refused'); END""",
+    f"""CREATE TRIGGER outbox_events_no_delete BEFORE DELETE ON outbox_events
+        BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE}: DELETE refused'); END""",
+]
+_PG_TRIGGERS: Final = [
+    f"""CREATE OR REPLACE FUNCTION outbox_events_immutable() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RAISE EXCEPTION USING MESSAGE = '{IMMUTABLE_MESSAGE}: ' || TG_OP || ' refused',
+                                  ERRCODE = 'restrict_violation';
+        END
+        $fn$""",
+    """CREATE TRIGGER outbox_events_no_update BEFORE UPDATE ON outbox_events
+        FOR EACH ROW EXECUTE FUNCTION outbox_events_immutable()""",
+    """CREATE TRIGGER outbox_events_no_delete BEFORE DELETE ON outbox_events
+        FOR EACH ROW EXECUTE FUNCTION outbox_events_immutable()""",
+    """CREATE TRIGGER outbox_events_no_truncate BEFORE TRUNCATE ON outbox_events
+        FOR EACH STATEMENT EXECUTE FUNCTION outbox_events_immutable()""",
+]
+
+#: The outbox's schema steps; a producing service puts them first in its own migration list
+#: (versions 1..99 are reserved for the outbox, the service's own steps use 100+).
+OUTBOX_MIGRATIONS: Final[list[Migration]] = [
+    Migration(1, "outbox tables", sqlite=[*_SQLITE_TABLES, *_COMMON_TABLES], postgresql=[*_PG_TABLES, *_COMMON_TABLES]),
+    Migration(2, "outbox immutability triggers", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppendResult:
+    event_id: str
+    seq: int
+    #: False when the idempotency key was already used with the same content (nothing written)
+    created: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One outbox row with its publish status."""
+
+    seq: int
+    event_id: str
+    idempotency_key: str
+    event_type: str
+    version: str
+    payment_id: str
+    partition_key: bytes
+    topic: str
+    headers: dict[str, str]
+    body: bytes
+    content_hash: str
+    created_at: float
+    prev_hash: str
+    hash: str
+    published_at: float | None = None
+    delay_s: float | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.published_at is not None
+
+
+_DECIMAL_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def content_hash(body: bytes) -> str:
+    """sha256 of the event's eventType + version + data (canonical JSON): eventId and timestamp excluded,
+    so a retried command that builds a fresh envelope around the same data hashes the same."""
+    doc = _DECIMAL_DECODER.decode(body)
+    if not isinstance(doc, dict):
+        raise ContractError("body: an encoded event must be a JSON object")
+    subject = {"eventType": doc.get("eventType"), "version": doc.get("version"), "data": doc.get("data")}
+    return hashlib.sha256(msgspec.json.encode(subject, order="sorted")).hexdigest()
+
+
+def canonical_row(row: Mapping[str, Any]) -> bytes:
+    """The bytes a row's chain hash covers (every stored column except the hashes themselves)."""
+    return orjson.dumps(
+        [
+            int(row["seq"]),
+            row["event_id"],
+            row["idempotency_key"],
+            row["event_type"],
+            row["version"],
+            row["payment_id"],
+            bytes(row["partition_key"]).hex(),
+            row["topic"],
+            row["headers"],
+            hashlib.sha256(bytes(row["body"])).hexdigest(),
+            row["content_hash"],
+            repr(float(row["created_at"])),
+        ]
+    )
+
+
+def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    """hash = sha256(prev_hash + canonical row content)."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_row(row)).hexdigest()
+
+
+def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_key: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name:
+            raise ContractError(f"headers: header names must be non-empty strings, got {name!r}")
+        if not isinstance(value, str) or not value:
+            raise ContractError(f"headers.{name}: required non-empty string")
+        out[name] = value
+    for name in channel.AUDIT_HEADERS:
+        if name not in out:
+            raise ContractError(f"headers.{name}: required audit header (build them with channel.audit_headers)")
+    if out[channel.H_IDEMPOTENCY_KEY] != idempotency_key:
+        raise ContractError(f"headers.{channel.H_IDEMPOTENCY_KEY}: must equal the idempotency_key argument")
+    transport = {
+        channel.H_EVENT_TYPE: event.eventType,
+        channel.H_VERSION: event.version,
+        channel.H_EVENT_ID: event.eventId,
+        channel.H_CONTENT_TYPE: channel.CONTENT_TYPE_JSON,
+    }
+    for name, value in transport.items():
+        if name in out and out[name] != value:
+            raise ContractError(f"headers.{name}: {out[name]!r} contradicts the event ({value!r})")
+        out[name] = value
+    return dict(sorted(out.items()))
+
+
+def _lock_chain(conn: Connection) -> tuple[int, str]:
+    """Lock the chain head for the rest of the caller's transaction and read it."""
+    if conn.dialect.name == "postgresql":
+        row = conn.exec_driver_sql("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1 FOR UPDATE").one()
+    else:
+        # A write first: SQLite takes its (database-wide) write lock now, before any read.
+        conn.exec_driver_sql("UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
+        row = conn.exec_driver_sql("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1").one()
+    return int(row[0]), str(row[1])
+
+
+_INSERT_EVENT = sa.text(
+    "INSERT INTO outbox_events (seq, event_id, idempotency_key, event_type, version, payment_id, partition_key,"
+    " topic, headers, body, content_hash, created_at, prev_hash, hash) VALUES (:seq, :event_id, :idempotency_key,"
+    " :event_type, :version, :payment_id, :partition_key, :topic, :headers, :body, :content_hash, :created_at,"
+    " :prev_hash, :hash)"
+)
+
+
+def append(
+    conn: Connection,
+    event: PaymentEvent,
+    *,
+    headers: Mapping[str, str],
+    idempotency_key: str,
+    env: Env | str,
+) -> AppendResult:
+    """Store ``event`` in the outbox, inside the caller's transaction (``conn`` must be in one).
+
+    Validates and encodes with :func:`payevents.contracts.codec.encode_event`. The idempotency key is
+    unique: the same key with the same content returns the first event (``created=False``, nothing
+    written); with different content it raises :class:`IdempotencyConflict`.
+    """
+    from payevents.contracts import codec
+
+    if not isinstance(idempotency_key, str) or not idempotency_key:
+        raise ContractError("idempotency_key: required non-empty string")
+    if len(idempotency_key) > 255:
+        raise ContractError("idempotency_key: at most 255 characters")
+    if not conn.in_transaction():
+        raise ContractError("append: must be called inside the caller's transaction (conn.begin())")
+    topic = topic_for(env)
+    body = codec.encode_event(event)
+    stored_headers = _check_headers(headers, event, idempotency_key)
+    c_hash = content_hash(body)
+    key = partition_key(event.data.paymentId)
+
+    last_seq, last_hash = _lock_chain(conn)
+    existing = conn.execute(
+        sa.text("SELECT event_id, seq, content_hash FROM outbox_events WHERE idempotency_key = :k"),
+        {"k": idempotency_key},
+    ).first()
+    if existing is not None:
+        if existing.content_hash != c_hash:
+            raise IdempotencyConflict(
+                f"idempotency_key {idempotency_key!r}: already used for event {existing.event_id} with different "
+                "content (same key must carry the same eventType, version and data)"
+            )
+        return AppendResult(event_id=existing.event_id, seq=int(existing.seq), created=False)
+
+    row: dict[str, Any] = {
+        "seq": last_seq + 1,
+        "event_id": event.eventId,
+        "idempotency_key": idempotency_key,
+        "event_type": event.eventType,
+        "version": event.version,
+        "payment_id": event.data.paymentId,
+        "partition_key": key,
+        "topic": topic,
+        "headers": orjson.dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
+        "body": body,
+        "content_hash": c_hash,
+        "created_at": time.time(),
+        "prev_hash": last_hash,
+    }
+    row["hash"] = chain_hash(last_hash, row)
+    conn.execute(_INSERT_EVENT, row)
+    conn.execute(sa.text("INSERT INTO outbox_pending (seq) VALUES (:seq)"), {"seq": row["seq"]})
+    conn.execute(
+        sa.text("UPDATE outbox_chain SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
+        {"seq": row["seq"], "hash": row["hash"]},
+    )
+    return AppendResult(event_id=event.eventId, seq=row["seq"], created=True)
+
+
+# -- read helpers ---------------------------------------------------------------------------------------
+
+_EVENT_COLUMNS: Final = (
+    "e.seq, e.event_id, e.idempotency_key, e.event_type, e.version, e.payment_id, e.partition_key, e.topic,"
+    " e.headers, e.body, e.content_hash, e.created_at, e.prev_hash, e.hash,"
+    ' p.published_at, p.delay_s, p.partition, p."offset"'
+)
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(
+        seq=int(row.seq),
+        event_id=row.event_id,
+        idempotency_key=row.idempotency_key,
+        event_type=row.event_type,
+        version=row.version,
+        payment_id=row.payment_id,
+        partition_key=bytes(row.partition_key),
+        topic=row.topic,
+        headers=orjson.loads(row.headers),
+        body=bytes(row.body),
+        content_hash=row.content_hash,
+        created_at=float(row.created_at),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        published_at=None if row.published_at is None else float(row.published_at),
+        delay_s=None if row.delay_s is None else float(row.delay_s),
+        partition=None if row.partition is None else int(row.partition),
+        offset=None if row.offset is None else int(row.offset),
+    )
+
+
+def events_for_payment(engine: Engine, payment_id: str) -> list[StoredEvent]:
+    """Every stored event of one payment, in seq order, with headers and publish status."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
+                " WHERE e.payment_id = :pid ORDER BY e.seq"
+            ),
+            {"pid": payment_id},
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def get_event(engine: Engine, event_id: str) -> StoredEvent | None:
+    """One stored event by eventId (None if the outbox never stored it)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
+                " WHERE e.event_id = :eid"
+            ),
+            {"eid": event_id},
+        ).first()
+    return None if row is None else _stored(row)
+
+
+def list_events(engine: Engine, *, after_seq: int = 0, limit: int = 100) -> list[StoredEvent]:
+    """Stored events with seq > ``after_seq``, in seq order (paging for tools and dashboards)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
+                " WHERE e.seq > :after ORDER BY e.seq LIMIT :lim"
+            ),
+            {"after": after_seq, "lim": limit},
+        ).all()
+    return [_stored(r) for r in rows]
+
+
+def iter_events(conn: Connection, *, batch: int = 1000) -> Iterator[Any]:
+    """Every outbox row (raw columns, no status) in seq order, fetched in pages."""
+    after = -1
+    while True:
+        rows = conn.execute(
+            sa.text(
+                "SELECT seq, event_id, idempotency_key, event_type, version, payment_id, partition_key, topic,"
+                " headers, body, content_hash, created_at, prev_hash, hash FROM outbox_events"
+                " WHERE seq > :after ORDER BY seq LIMIT :lim"
+            ),
+            {"after": after, "lim": batch},
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = int(rows[-1].seq)
+
+
+def pending_count(engine: Engine) -> int:
+    """How many stored events the relay has not yet published."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT COUNT(*) FROM outbox_pending").scalar_one())
+
+
+def published_delays(engine: Engine, since: float | None = None) -> list[float]:
+    """Publish delays in seconds (broker ack minus outbox created_at) of events published at or after
+    ``since`` (epoch seconds; None: all), in publish order."""
+    with engine.connect() as conn:
+        if since is None:
+            rows = conn.exec_driver_sql("SELECT delay_s FROM outbox_published ORDER BY published_at, seq").all()
+        else:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT delay_s FROM outbox_published WHERE published_at >= :since ORDER BY published_at, seq"
+                ),
+                {"since": since},
+            ).all()
+    return [float(r[0]) for r in rows]
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (0.5, 0.99)) -> dict[float, float]:
+    """Nearest-rank percentiles of ``values`` (empty: {})."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    n = len(ordered)
+    return {q: ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for q in qs}

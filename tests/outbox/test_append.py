@@ -1,0 +1,99 @@
+"""append(): one event per idempotency key, immutable rows, publish status kept apart."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from outbox_helpers import append_one, headers_for, processed_event
+from sqlalchemy.engine import Engine
+
+from payevents.contracts.channel import topic_for
+from payevents.errors import ContractError, IdempotencyConflict
+from payevents.runtime.outbox import append, events_for_payment, get_event, pending_count
+
+
+def test_append_stores_event_with_headers_and_chain(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    first = append_one(outbox_engine, pid, "k1")
+    second = append_one(outbox_engine, pid, "k2", amount="7.00")
+    assert first.created and second.created
+    assert second.seq == first.seq + 1
+    stored = events_for_payment(outbox_engine, pid)
+    assert [e.event_id for e in stored] == [first.event_id, second.event_id]
+    ev = stored[0]
+    assert ev.topic == topic_for("dev") == "payments.dev.events"
+    assert ev.partition_key == pid.encode()
+    assert ev.headers["eventId"] == first.event_id
+    assert ev.headers["eventType"] == "PaymentProcessed" and ev.headers["version"] == "1.0.0"
+    assert ev.headers["content-type"] == "application/json"
+    assert ev.headers["idempotencyKey"] == "k1" and ev.headers["correlationId"] == pid
+    assert orjson.loads(ev.body)["eventId"] == first.event_id
+    assert stored[1].prev_hash == stored[0].hash != stored[1].hash
+    assert not ev.published and pending_count(outbox_engine) == 2
+
+
+def test_same_key_same_content_returns_first_event(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    first = append_one(outbox_engine, pid, "same-key")
+    # A retried command builds a new envelope (new eventId, new timestamp) around the same data.
+    again = append_one(outbox_engine, pid, "same-key")
+    assert again.created is False
+    assert (again.event_id, again.seq) == (first.event_id, first.seq)
+    assert len(events_for_payment(outbox_engine, pid)) == 1
+    assert pending_count(outbox_engine) == 1
+
+
+def test_same_key_different_content_conflicts(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    first = append_one(outbox_engine, pid, "conflict-key")
+    with pytest.raises(IdempotencyConflict, match="conflict-key"):
+        append_one(outbox_engine, pid, "conflict-key", amount="99.99")
+    assert [e.event_id for e in events_for_payment(outbox_engine, pid)] == [first.event_id]
+    assert get_event(outbox_engine, first.event_id) is not None
+
+
+def test_append_rolls_back_with_callers_transaction(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    with pytest.raises(RuntimeError), outbox_engine.begin() as conn:
+        append(conn, processed_event(pid), headers=headers_for("rb", pid), idempotency_key="rb", env="dev")
+        raise RuntimeError("the payment update failed")
+    assert events_for_payment(outbox_engine, pid) == []
+    assert pending_count(outbox_engine) == 0
+    # The chain head was rolled back too: the next append continues the chain from seq 1.
+    assert append_one(outbox_engine, pid, "rb").seq == 1
+
+
+def test_append_requires_audit_headers(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    headers = headers_for("hk", pid)
+    del headers["correlationId"]
+    with pytest.raises(ContractError, match=r"headers\.correlationId"), outbox_engine.begin() as conn:
+        append(conn, processed_event(pid), headers=headers, idempotency_key="hk", env="dev")
+    with pytest.raises(ContractError, match="env"), outbox_engine.begin() as conn:
+        append(conn, processed_event(pid), headers=headers_for("hk", pid), idempotency_key="hk", env="production")
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE outbox_events SET body = :b WHERE seq = 1",
+    "UPDATE outbox_events SET payment_id = 'other' WHERE seq = 1",
+    "DELETE FROM outbox_events WHERE seq = 1",
+])
+def test_database_refuses_update_and_delete_of_events(outbox_engine: Engine, statement: str) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    append_one(outbox_engine, pid, "imm")
+    before = events_for_payment(outbox_engine, pid)
+    with pytest.raises(sa.exc.DatabaseError, match="outbox_events is immutable"), outbox_engine.begin() as conn:
+        conn.execute(sa.text(statement), {"b": b"{}"} if ":b" in statement else {})
+    assert events_for_payment(outbox_engine, pid) == before
+
+
+def test_postgresql_refuses_truncate(outbox_engine: Engine) -> None:
+    if outbox_engine.dialect.name != "postgresql":
+        pytest.skip("TRUNCATE exists on PostgreSQL only")
+    append_one(outbox_engine, "pay-t", "trunc")
+    with pytest.raises(sa.exc.DatabaseError, match="outbox_events is immutable"), outbox_engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE outbox_events")
+    assert pending_count(outbox_engine) == 1
