@@ -1,5 +1,31 @@
 """Transports: the embedded SQLite log (default) and Kafka."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from payevents.transport.base import Consumer, Delivery, Message, Producer, Record, TopicInfo, Transport
 
-__all__ = ["Consumer", "Delivery", "Message", "Producer", "Record", "TopicInfo", "Transport"]
+if TYPE_CHECKING:
+    from payevents.settings import Settings
+
+__all__ = ["Consumer", "Delivery", "Message", "Producer", "Record", "TopicInfo", "Transport", "open_transport"]
+
+
+def open_transport(settings: Settings) -> Transport:
+    """The transport chosen by ``settings.broker``: ``embedded`` (``{data_dir}/channel.db``) or
+    ``kafka://host:port,...`` (confluent-kafka; ``settings.kafka_config`` passed through unchanged).
+
+    On the embedded log, ``session.timeout.ms`` and ``heartbeat.interval.ms`` in ``kafka_config`` (if
+    given) set the group lease timing too."""
+    settings.validate()
+    if settings.is_kafka:
+        from payevents.transport.kafka import KafkaTransport
+
+        return KafkaTransport(settings.bootstrap_servers, settings.kafka_config)
+    from payevents.transport.embedded import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SESSION_TIMEOUT, EmbeddedTransport
+
+    cfg = settings.kafka_config
+    session = float(cfg.get("session.timeout.ms", DEFAULT_SESSION_TIMEOUT * 1000)) / 1000
+    heartbeat = float(cfg.get("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL * 1000)) / 1000
+    return EmbeddedTransport(settings.data_dir / "channel.db", session_timeout=session, heartbeat_interval=heartbeat)

@@ -1,0 +1,529 @@
+"""The embedded transport: a durable partitioned log in one SQLite file (``{data_dir}/channel.db``).
+
+Not an in-memory fake: records get real per-partition offsets starting at 0, keys are placed with the
+Java client's murmur2 (same partition numbers as Kafka), consumer groups keep committed offsets, and
+everything survives process restarts. Several processes (relay, service consumers, ``tail``) share the
+file safely: WAL mode, short write transactions (``BEGIN IMMEDIATE``), a busy timeout.
+
+Layout: ``log.id = (partition_id << 40) | offset`` so a partition is one contiguous rowid range and a
+fetch is a rowid range scan. A whole :meth:`EmbeddedProducer.send` batch is one transaction.
+
+Consumer groups: each member has a row in ``members`` with a lease expiry it renews from ``poll`` and
+``commit`` (heartbeat); ``leases`` maps each partition to at most one live member. Every heartbeat
+computes a balanced assignment over the live members, releases the partitions it should no longer
+own and takes free ones it should own. A member whose lease expired, or whose process is gone (same
+host, checked through /proc), loses its partitions; ``close`` releases them at once. Commits only
+apply to partitions the member still owns (others are skipped with a warning: the new owner re-reads
+from the last committed offset, at-least-once).
+
+Producing to a topic that was not created is a :class:`ConfigError` (no auto-creation: the partition
+count must be chosen on purpose). Retention is not implemented: the log grows until the file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from payevents.errors import ConfigError, TransientError
+from payevents.transport.base import Delivery, Headers, Message, Record, TopicInfo, TopicPartition
+from payevents.transport.murmur2 import partition_for
+
+log = logging.getLogger(__name__)
+
+OFFSET_BITS = 40
+OFFSET_MASK = (1 << OFFSET_BITS) - 1
+DEFAULT_SESSION_TIMEOUT = 10.0
+DEFAULT_HEARTBEAT_INTERVAL = 0.5
+#: while a member waits for partitions another member must release, it heartbeats this often
+PENDING_HEARTBEAT_INTERVAL = 0.05
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS topics (
+        name TEXT PRIMARY KEY, partitions INTEGER NOT NULL, config TEXT NOT NULL, created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS partitions (
+        id INTEGER PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL DEFAULT 0, UNIQUE (topic, partition))""",
+    """CREATE TABLE IF NOT EXISTS log (
+        id INTEGER PRIMARY KEY, key BLOB, value BLOB, headers BLOB, ts INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS offsets (
+        grp TEXT NOT NULL, pid INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (grp, pid)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS members (
+        grp TEXT NOT NULL, member TEXT NOT NULL, topics TEXT NOT NULL, expires REAL NOT NULL,
+        PRIMARY KEY (grp, member)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        grp TEXT NOT NULL, pid INTEGER NOT NULL, member TEXT NOT NULL, PRIMARY KEY (grp, pid)) WITHOUT ROWID""",
+)
+
+_enc_headers = msgspec.msgpack.Encoder()
+_dec_headers = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
+_HOST = socket.gethostname()
+
+
+def _process_start(pid: int) -> str | None:
+    """The process start time (jiffies since boot) from /proc, None if unknown/gone/zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rfind(b")") + 2:].split()
+    if not rest or rest[0] in (b"Z", b"X"):
+        return None
+    return rest[19].decode()
+
+
+def _member_alive(member: str) -> bool | None:
+    """False if ``member`` ran on this host and its process is gone; None when it cannot be told."""
+    parts = member.split("|")
+    if len(parts) != 4 or parts[0] != _HOST or not os.path.isdir("/proc/self"):
+        return None
+    started = _process_start(int(parts[1]))
+    return started is not None and started == parts[2]
+
+
+def _wrap(exc: sqlite3.Error, what: str) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError):
+        return TransientError(f"embedded log {what}: {exc}")
+    return exc
+
+
+class _Db:
+    """One SQLite connection with a lock (objects may be used from more than one thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise _wrap(exc, f"open {path}") from exc
+
+    @contextlib.contextmanager
+    def tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE); SQLite busy/locked/IO errors become TransientError."""
+        with self.lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _wrap(exc, what) from exc
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _wrap(exc, what) from exc
+                raise
+
+    def query(self, sql: str, params: Sequence[Any] = (), what: str = "read") -> list[Any]:
+        with self.lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _wrap(exc, what) from exc
+
+    def data_version(self) -> int:
+        with self.lock:
+            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+
+def _topic_pids(db: _Db, topic: str) -> list[int] | None:
+    rows = db.query("SELECT partition, id FROM partitions WHERE topic = ? ORDER BY partition", (topic,))
+    return [pid for _, pid in rows] or None
+
+
+def _messages(topic: str, partition: int, rows: list[Any]) -> list[Message]:
+    dec = _dec_headers.decode
+    return [
+        Message(topic, partition, rid & OFFSET_MASK, key, value, dec(headers) if headers else (), ts)
+        for rid, key, value, headers, ts in rows
+    ]
+
+
+class EmbeddedTransport:
+    """The SQLite log at ``path``. ``session_timeout``/``heartbeat_interval`` (seconds) govern group
+    membership; they can also come from ``session.timeout.ms``/``heartbeat.interval.ms`` in kafka_config."""
+
+    name = "embedded"
+
+    def __init__(self, path: Path | str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+        self.path = Path(path)
+        self.session_timeout = session_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self._db = _Db(self.path)
+        with self._db.tx("create schema") as conn:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+
+    def producer(self) -> EmbeddedProducer:
+        return EmbeddedProducer(self.path)
+
+    def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self.path, group, topics, from_beginning=from_beginning,
+                                session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval)
+
+    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        if partitions < 1:
+            raise ConfigError(f"partitions: {partitions} must be a positive integer")
+        with self._db.tx("create topics") as conn:
+            for topic in topics:
+                if not topic:
+                    raise ConfigError("topic: a topic name must not be empty")
+                row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+                if row is not None:
+                    if row[0] != partitions:
+                        raise ConfigError(
+                            f"topic {topic!r} exists with {row[0]} partitions, but {partitions} are configured; "
+                            "a different partition count would break per-payment order")
+                    continue
+                conn.execute("INSERT INTO topics (name, partitions, config, created_at) VALUES (?, ?, ?, ?)",
+                             (topic, partitions, '{"cleanup.policy": "delete"}', time.time()))
+                conn.executemany("INSERT INTO partitions (topic, partition) VALUES (?, ?)",
+                                 [(topic, p) for p in range(partitions)])
+
+    def describe(self, topic: str) -> TopicInfo:
+        rows = self._db.query("SELECT t.config, p.partition, p.next_offset FROM topics t "
+                              "JOIN partitions p ON p.topic = t.name WHERE t.name = ? ORDER BY p.partition", (topic,))
+        if not rows:
+            raise ConfigError(f"topic {topic!r} does not exist in the embedded log {self.path} (create it first)")
+        config = msgspec.json.decode(rows[0][0], type=dict[str, str])
+        return TopicInfo(topic, len(rows), {p: end for _, p, end in rows}, config)
+
+    def topics(self) -> list[str]:
+        """Names of the topics in the log."""
+        return [name for (name,) in self._db.query("SELECT name FROM topics ORDER BY name")]
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Message]:
+        pids = _topic_pids(self._db, topic)
+        if pids is None:
+            raise ConfigError(f"topic {topic!r} does not exist in the embedded log {self.path}")
+        if not 0 <= partition < len(pids):
+            raise ConfigError(f"partition: {partition} is not a partition of {topic!r} (0..{len(pids) - 1})")
+        base = pids[partition] << OFFSET_BITS
+        rows = self._db.query("SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                              (base | max(offset, 0), base + OFFSET_MASK + 1, max_records))
+        return _messages(topic, partition, rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class EmbeddedProducer:
+    """Appends batches to the log; one transaction per :meth:`send`."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Db(path)
+        self._topics: dict[str, list[int]] = {}
+
+    def _pids(self, topic: str) -> list[int]:
+        pids = self._topics.get(topic)
+        if pids is None:
+            pids = _topic_pids(self._db, topic)
+            if pids is None:
+                raise ConfigError(f"topic {topic!r} does not exist; create it first (payevents topics create)")
+            self._topics[topic] = pids  # a topic's partition count never changes
+        return pids
+
+    def send(self, records: Sequence[Record]) -> list[Delivery]:
+        if not records:
+            return []
+        targets: list[tuple[int, int]] = []  # (pid, partition) per record
+        for r in records:
+            pids = self._pids(r.topic)
+            n = len(pids)
+            if r.partition is not None:
+                if not 0 <= r.partition < n:
+                    raise ConfigError(f"partition: {r.partition} is not a partition of {r.topic!r} (0..{n - 1})")
+                p = r.partition
+            elif r.key is not None:
+                p = partition_for(r.key, n)
+            else:
+                p = random.randrange(n)
+            targets.append((pids[p], p))
+        distinct = sorted({pid for pid, _ in targets})
+        ts = int(time.time() * 1000)
+        enc = _enc_headers.encode
+        with self._db.tx("send") as conn:
+            marks = ",".join("?" * len(distinct))
+            nxt = dict(conn.execute(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})", distinct).fetchall())
+            rows = []
+            offsets = []
+            for r, (pid, _) in zip(records, targets, strict=True):
+                o = nxt[pid]
+                nxt[pid] = o + 1
+                offsets.append(o)
+                rows.append(((pid << OFFSET_BITS) | o, r.key, r.value, enc(r.headers) if r.headers else None, ts))
+            conn.executemany("INSERT INTO log (id, key, value, headers, ts) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("UPDATE partitions SET next_offset = ? WHERE id = ?", [(o, pid) for pid, o in nxt.items()])
+        acked = time.time()
+        return [Delivery(r.topic, p, o, acked) for r, (_, p), o in zip(records, targets, offsets, strict=True)]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _assign(members: list[tuple[str, set[str]]], partitions: list[tuple[int, str]]) -> dict[int, str]:
+    """Balanced, deterministic assignment: each partition (pid, topic) to the eligible member with the
+    fewest partitions so far (ties: member order)."""
+    counts = {m: 0 for m, _ in members}
+    out: dict[int, str] = {}
+    for pid, topic in partitions:
+        eligible = [m for m, topics in members if topic in topics]
+        if not eligible:
+            continue
+        best = min(eligible, key=lambda m: counts[m])
+        counts[best] += 1
+        out[pid] = best
+    return out
+
+
+class EmbeddedConsumer:
+    """A member of a consumer group on the embedded log."""
+
+    def __init__(self, path: Path, group: str, topics: Sequence[str], *, from_beginning: bool = True,
+                 session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+        if not group:
+            raise ConfigError("group: a consumer group id must not be empty")
+        if not topics:
+            raise ConfigError("topics: a consumer needs at least one topic")
+        self._db = _Db(path)
+        self.group = group
+        self.topics = tuple(dict.fromkeys(topics))
+        self.from_beginning = from_beginning
+        self.session_timeout = session_timeout
+        self.heartbeat_interval = min(heartbeat_interval, session_timeout / 3)
+        pid = os.getpid()
+        self.member_id = f"{_HOST}|{pid}|{_process_start(pid) or '?'}|{uuid.uuid4().hex[:12]}"
+        self._topics_text = "\n".join(self.topics)
+        self._assigned: dict[int, TopicPartition] = {}  # pid -> (topic, partition)
+        self._by_tp: dict[TopicPartition, int] = {}
+        self._positions: dict[int, int] = {}
+        self._paused: set[int] = set()
+        self._pending = False
+        self._next_heartbeat = 0.0
+        self._rr = 0
+        self._closed = False
+        self._heartbeat()
+
+    # -- group membership ------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        now = time.time()
+        g = self.group
+        with self._db.tx("heartbeat") as conn:
+            conn.execute("INSERT INTO members (grp, member, topics, expires) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (grp, member) DO UPDATE SET expires = excluded.expires, topics = excluded.topics",
+                         (g, self.member_id, self._topics_text, now + self.session_timeout))
+            rows = conn.execute("SELECT member, topics, expires FROM members WHERE grp = ? ORDER BY member",
+                                (g,)).fetchall()
+            dead = [m for m, _, exp in rows
+                    if m != self.member_id and (exp < now or _member_alive(m) is False)]
+            if dead:
+                conn.executemany("DELETE FROM leases WHERE grp = ? AND member = ?", [(g, m) for m in dead])
+                conn.executemany("DELETE FROM members WHERE grp = ? AND member = ?", [(g, m) for m in dead])
+            gone = set(dead)
+            members = [(m, set(t.split("\n"))) for m, t, _ in rows if m not in gone]
+            wanted = sorted({t for _, ts in members for t in ts})
+            marks = ",".join("?" * len(wanted))
+            parts = conn.execute(f"SELECT id, topic, partition FROM partitions WHERE topic IN ({marks}) "
+                                 "ORDER BY topic, partition", wanted).fetchall()
+            tp_of = {pid: (topic, p) for pid, topic, p in parts}
+            target = {pid for pid, m in _assign(members, [(pid, t) for pid, t, _ in parts]).items()
+                      if m == self.member_id}
+            leases = dict(conn.execute("SELECT pid, member FROM leases WHERE grp = ?", (g,)).fetchall())
+            mine = {pid for pid, m in leases.items() if m == self.member_id}
+            release = mine - target
+            take = [pid for pid in target if pid not in leases]
+            if release:
+                conn.executemany("DELETE FROM leases WHERE grp = ? AND pid = ? AND member = ?",
+                                 [(g, pid, self.member_id) for pid in release])
+            if take:
+                conn.executemany("INSERT INTO leases (grp, pid, member) VALUES (?, ?, ?)",
+                                 [(g, pid, self.member_id) for pid in take])
+            owned = (mine - release) | set(take)
+            added = owned - self._assigned.keys()
+            starts: dict[int, int] = {}
+            if added:
+                marks = ",".join("?" * len(added))
+                committed = dict(conn.execute(
+                    f"SELECT pid, next_offset FROM offsets WHERE grp = ? AND pid IN ({marks})",
+                    [g, *added]).fetchall())
+                ends = dict(conn.execute(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})",
+                                         list(added)).fetchall())
+                for pid in added:
+                    c = committed.get(pid)
+                    starts[pid] = c if c is not None else (0 if self.from_beginning else ends[pid])
+        revoked = self._assigned.keys() - owned
+        for pid in revoked:
+            tp = self._assigned.pop(pid)
+            self._by_tp.pop(tp, None)
+            self._positions.pop(pid, None)
+            self._paused.discard(pid)
+        for pid in added:
+            tp = tp_of[pid]
+            self._assigned[pid] = tp
+            self._by_tp[tp] = pid
+            self._positions[pid] = starts[pid]
+        if revoked or added:
+            log.debug("group %s member %s: +%s -%s", g, self.member_id, sorted(added), sorted(revoked))
+        self._pending = len(owned) < len(target)
+        interval = PENDING_HEARTBEAT_INTERVAL if self._pending else self.heartbeat_interval
+        self._next_heartbeat = time.monotonic() + interval
+
+    def _maybe_heartbeat(self) -> None:
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat()
+
+    # -- consuming -------------------------------------------------------------------------------
+    def _fetch(self, max_records: int) -> list[Message]:
+        active = [pid for pid in self._assigned if pid not in self._paused]
+        if not active:
+            return []
+        self._rr = (self._rr + 1) % len(active)
+        active = active[self._rr:] + active[:self._rr]
+        out: list[Message] = []
+        sql = "SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+        for pid in active:
+            room = max_records - len(out)
+            if room <= 0:
+                break
+            base = pid << OFFSET_BITS
+            rows = self._db.query(sql, (base | self._positions[pid], base + OFFSET_MASK + 1, room), "poll")
+            if rows:
+                topic, partition = self._assigned[pid]
+                out.extend(_messages(topic, partition, rows))
+                self._positions[pid] = (rows[-1][0] & OFFSET_MASK) + 1
+        return out
+
+    def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
+        self._check_open()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        nap = 0.001
+        while True:
+            version = self._db.data_version()
+            self._maybe_heartbeat()
+            msgs = self._fetch(max_records)
+            if msgs:
+                return msgs
+            # wait until another connection commits (data_version changes), a heartbeat is due, or timeout
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return []
+                if now >= self._next_heartbeat:
+                    break
+                time.sleep(min(nap, deadline - now, max(self._next_heartbeat - now, 0.0)))
+                nap = min(nap * 2, 0.01)
+                if self._db.data_version() != version:
+                    nap = 0.001
+                    break
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._check_open()
+        if not offsets:
+            return
+        now = time.time()
+        g = self.group
+        wanted: dict[int, int] = {}
+        unknown: list[TopicPartition] = []
+        for tp, off in offsets.items():
+            pid = self._by_tp.get(tp)
+            if pid is None:
+                unknown.append(tp)
+            else:
+                wanted[pid] = off
+        with self._db.tx("commit") as conn:
+            conn.execute("UPDATE members SET expires = ? WHERE grp = ? AND member = ?",
+                         (now + self.session_timeout, g, self.member_id))
+            marks = ",".join("?" * len(wanted))
+            owned = {pid for (pid,) in conn.execute(
+                f"SELECT pid FROM leases WHERE grp = ? AND member = ? AND pid IN ({marks})",
+                [g, self.member_id, *wanted]).fetchall()} if wanted else set()
+            conn.executemany(
+                "INSERT INTO offsets (grp, pid, next_offset, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (grp, pid) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+                [(g, pid, off, now) for pid, off in wanted.items() if pid in owned])
+        lost = unknown + [self._assigned[pid] for pid in wanted if pid not in owned]
+        if lost:
+            log.warning("group %s: not committing %s: no longer assigned to this member (the new owner "
+                        "re-reads from the last committed offset)", g, sorted(lost))
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        self._check_open()
+        out: dict[TopicPartition, int | None] = {}
+        for topic, partition in partitions:
+            rows = self._db.query(
+                "SELECT o.next_offset FROM offsets o JOIN partitions p ON p.id = o.pid "
+                "WHERE o.grp = ? AND p.topic = ? AND p.partition = ?", (self.group, topic, partition))
+            out[(topic, partition)] = rows[0][0] if rows else None
+        return out
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Move the position of an assigned partition (ignored for a partition not assigned here)."""
+        pid = self._by_tp.get(partition)
+        if pid is not None:
+            self._positions[pid] = max(offset, 0)
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._paused.update(self._by_tp[tp] for tp in partitions if tp in self._by_tp)
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._paused.difference_update(self._by_tp[tp] for tp in partitions if tp in self._by_tp)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned.values())
+
+    def position(self, partition: TopicPartition) -> int | None:
+        """The next offset ``poll`` reads from an assigned partition."""
+        pid = self._by_tp.get(partition)
+        return None if pid is None else self._positions[pid]
+
+    def lag(self) -> dict[TopicPartition, int]:
+        if not self._assigned:
+            return {}
+        pids = list(self._assigned)
+        marks = ",".join("?" * len(pids))
+        ends = dict(self._db.query(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})", pids))
+        committed = dict(self._db.query(f"SELECT pid, next_offset FROM offsets WHERE grp = ? AND pid IN ({marks})",
+                                        [self.group, *pids]))
+        return {self._assigned[pid]: max(ends[pid] - committed.get(pid, self._positions[pid]), 0) for pid in pids}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("consumer: used after close()")
+
+    def close(self) -> None:
+        """Leave the group: release every partition at once."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(TransientError), self._db.tx("leave group") as conn:
+            conn.execute("DELETE FROM leases WHERE grp = ? AND member = ?", (self.group, self.member_id))
+            conn.execute("DELETE FROM members WHERE grp = ? AND member = ?", (self.group, self.member_id))
+        self._assigned.clear()
+        self._by_tp.clear()
+        self._db.close()
