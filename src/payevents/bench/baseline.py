@@ -1,0 +1,187 @@
+"""The limits: raw loops on the same broker and the same events, doing nothing but move and decode bytes.
+
+* Kafka: a confluent-kafka produce loop (idempotent, acks=all, murmur2_random — the settings our
+  transport uses) and a consume loop that only decodes each value.
+* Embedded: raw ``sqlite3`` inserts of the same rows (batched, WAL, synchronous=NORMAL — the pragmas of
+  our stores) and batched selects of them per partition, decoding each value.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from payevents.bench.events import BenchEvent
+
+BATCH = 500
+
+
+def _decoder() -> Callable[[bytes], Any]:
+    from payevents.contracts.codec import decode_event
+
+    return decode_event
+
+
+# -- Kafka -------------------------------------------------------------------------------------------
+
+
+def kafka_create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 15.0) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for fut in futures.values():
+        fut.result(timeout=timeout)
+
+
+def kafka_produce(
+    bootstrap: str, topic: str, events: Sequence[BenchEvent], extra: Mapping[str, str] | None = None
+) -> float:
+    """Produce every event and wait for all acknowledgements; events/s."""
+    from confluent_kafka import KafkaException, Producer
+
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        "message.timeout.ms": 30000,
+    }
+    conf.update({k: v for k, v in (extra or {}).items() if not k.startswith(("session.", "heartbeat.", "fetch."))})
+    producer = Producer(conf)
+    failed: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    start = time.perf_counter()
+    for ev in events:
+        while True:
+            try:
+                producer.produce(topic, ev.value, ev.key, headers=list(ev.headers), on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    elapsed = time.perf_counter() - start
+    if remaining or failed:
+        raise KafkaException(f"raw produce: {remaining} unacknowledged, {len(failed)} failed ({failed[:1]})")
+    return len(events) / elapsed
+
+
+def kafka_consume(bootstrap: str, topic: str, n: int, extra: Mapping[str, str] | None = None,
+                  timeout: float = 120.0) -> float:
+    """Consume ``n`` records from the beginning with a fresh group, decoding each; events/s counted
+    from the first record (the group join is not part of the rate)."""
+    from confluent_kafka import Consumer
+
+    from payevents.testing.tansu import FAST_GROUP_CONFIG
+
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        **FAST_GROUP_CONFIG,
+        **(extra or {}),
+    }
+    decode = _decoder()
+    consumer = Consumer(conf)
+    consumer.subscribe([topic])
+    seen = 0
+    first: float | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < n and time.monotonic() < deadline:
+            msgs = consumer.consume(BATCH, 0.5)
+            if not msgs:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                decode(m.value())
+                seen += 1
+        end = time.perf_counter()
+    finally:
+        consumer.close()
+    if seen < n or first is None:
+        raise TimeoutError(f"raw consume: {seen} of {n} records within {timeout}s")
+    return n / max(end - first, 1e-9)
+
+
+# -- embedded (raw SQLite) ------------------------------------------------------------------------------
+
+
+def _sqlite(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS log (partition INTEGER NOT NULL, offset INTEGER NOT NULL, key BLOB,"
+        " value BLOB, headers BLOB, ts INTEGER NOT NULL, PRIMARY KEY (partition, offset))"
+    )
+    return conn
+
+
+def _headers_blob(ev: BenchEvent) -> bytes:
+    return b"\n".join(k.encode() + b"=" + v for k, v in ev.headers)
+
+
+def sqlite_insert(path: Path, events: Sequence[BenchEvent], partitions: int) -> float:
+    """Insert the events as log rows, ``BATCH`` rows per transaction; rows/s."""
+    conn = _sqlite(path)
+    next_offset = [0] * partitions
+    start = time.perf_counter()
+    for i in range(0, len(events), BATCH):
+        rows = []
+        now = int(time.time() * 1000)
+        for ev in events[i : i + BATCH]:
+            p = zlib.crc32(ev.key or b"") % partitions
+            rows.append((p, next_offset[p], ev.key, ev.value, _headers_blob(ev), now))
+            next_offset[p] += 1
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(events) / elapsed
+
+
+def sqlite_select(path: Path, n: int, partitions: int) -> float:
+    """Read every row back in ``BATCH``-row selects per partition, decoding each value; rows/s."""
+    conn = _sqlite(path)
+    decode = _decoder()
+    pos = [0] * partitions
+    seen = 0
+    start = time.perf_counter()
+    while seen < n:
+        progressed = False
+        for p in range(partitions):
+            rows = conn.execute(
+                "SELECT offset, key, value, headers, ts FROM log WHERE partition = ? AND offset >= ?"
+                " ORDER BY offset LIMIT ?",
+                (p, pos[p], BATCH),
+            ).fetchall()
+            for row in rows:
+                decode(row[2])
+            if rows:
+                pos[p] = rows[-1][0] + 1
+                seen += len(rows)
+                progressed = True
+        if not progressed:
+            break
+    elapsed = time.perf_counter() - start
+    conn.close()
+    if seen < n:
+        raise RuntimeError(f"raw select: read {seen} of {n} rows")
+    return n / elapsed

@@ -1,0 +1,107 @@
+"""Run benchmark suites: ``run_bench("all", ["embedded", "kafka"], "sqlite")``.
+
+Every transport run gets a fresh environment (:func:`payevents.bench.core.bench_env`) and always
+measures the baselines first on the same broker and the same events, so each figure can be shown as a
+ratio to its limit. A suite that fails is recorded as an error in the report; the others still run.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from payevents.bench.core import BenchEnv, BenchReport, DatabaseName, TransportName, bench_env, finalize, machine_info
+
+SUITES: tuple[str, ...] = ("contracts", "publish", "consume", "end-to-end", "baseline")
+#: default volumes, chosen so that ``bench all`` on both transports stays well under 10 minutes on 2 cores
+DEFAULT_N: dict[str, int] = {
+    "contracts": 50_000,
+    "baseline": 20_000,
+    "consume": 20_000,
+    "publish": 10_000,
+    "end-to-end": 10_000,
+}
+#: the same knobs scaled for kafka (Tansu keeps everything in memory)
+KAFKA_SCALE = 1.0
+
+SuiteFn = Callable[[BenchEnv, BenchReport, int, Console], None]
+
+
+def _suite_fns() -> dict[str, SuiteFn]:
+    from payevents.bench import suites
+
+    return {
+        "baseline": suites.baseline,
+        "publish": suites.publish,
+        "consume": suites.consume,
+        "end-to-end": suites.end_to_end,
+    }
+
+
+def n_for(suite: str, n: int | None) -> int:
+    return n if n is not None else DEFAULT_N[suite]
+
+
+def run_bench(
+    suite: str,
+    transports: Sequence[TransportName] = ("embedded",),
+    database: DatabaseName = "sqlite",
+    *,
+    n: int | None = None,
+    env: str = "dev",
+    console: Console | None = None,
+) -> BenchReport:
+    """Run ``suite`` (one of :data:`SUITES` or ``"all"``) and return the finalized report."""
+    console = console or Console(stderr=True)
+    if suite != "all" and suite not in SUITES:
+        raise ValueError(f"suite: {suite!r} is not one of {', '.join((*SUITES, 'all'))}")
+    chosen = list(SUITES) if suite == "all" else [suite]
+    report = BenchReport(meta={**machine_info(), "suite": suite, "transports": list(transports),
+                               "database": database, "n": n})
+    started = time.perf_counter()
+    if "contracts" in chosen:
+        _guard(report, console, "contracts", lambda: _contracts(report, n_for("contracts", n), console))
+    per_transport = [s for s in chosen if s != "contracts"]
+    if per_transport:
+        fns = _suite_fns()
+        for transport in transports:
+            try:
+                with bench_env(transport, database, env=env) as benv:
+                    # the baseline always runs: every other figure is a ratio to it
+                    names = ["baseline", *[s for s in per_transport if s != "baseline"]]
+                    for name in names:
+                        console.log(f"[bold]{transport}/{database}[/] {name} …")
+                        t0 = time.perf_counter()
+                        _guard(report, console, f"{transport}/{database} {name}",
+                               lambda fn=fns[name], name=name: fn(benv, report, n_for(name, n), console))
+                        console.log(f"{transport}/{database} {name} done in {time.perf_counter() - t0:.1f}s")
+            except Exception as exc:  # broker start, schema drop, ...
+                report.errors.append(f"{transport}/{database}: {type(exc).__name__}: {exc}")
+                console.print_exception()
+    report.meta["seconds"] = round(time.perf_counter() - started, 1)
+    finalize(report)
+    return report
+
+
+def _guard(report: BenchReport, console: Console, what: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        console.log(f"[red]{what} failed[/]\n{traceback.format_exc()}")
+
+
+def _contracts(report: BenchReport, n: int, console: Console) -> None:
+    from payevents.bench import suites
+
+    suites.contracts(report, n, console)
+
+
+def write_outputs(report: BenchReport, out: Path) -> tuple[Path, Path]:
+    from payevents.bench.report import write_json, write_png
+
+    return write_json(report, out), write_png(report, out)
