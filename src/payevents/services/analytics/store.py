@@ -1,0 +1,57 @@
+"""The analytics store: one fact row per event (unique eventId) and one row per payment.
+
+Facts are written once per event (``ON CONFLICT DO NOTHING``: a replay adds nothing); every figure is
+an aggregate over them, so a replay from the beginning gives identical figures. The per-payment row
+keeps each lifecycle timestamp (first write wins) for the authorization-to-capture and
+capture-to-processed times, and the method type and merchant that later events may not carry.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from payevents.settings import Settings
+from payevents.store.db import Migration, connect
+
+SERVICE_NAME = "analytics"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "event facts and per-payment timestamps",
+        both=(
+            "CREATE TABLE analytics_events ("
+            " event_id VARCHAR(64) PRIMARY KEY,"
+            " event_type VARCHAR(32) NOT NULL,"
+            " payment_id VARCHAR(255) NOT NULL,"
+            " occurred_ms BIGINT NOT NULL,"
+            " day CHAR(10) NOT NULL,"
+            " month CHAR(7) NOT NULL,"
+            " currency CHAR(3) NOT NULL,"
+            " amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),"
+            " method_type VARCHAR(64),"
+            " merchant_id VARCHAR(255),"
+            " failure_code VARCHAR(64),"
+            " failed_stage VARCHAR(32),"
+            " legacy SMALLINT NOT NULL DEFAULT 0)",
+            "CREATE INDEX ix_analytics_events_type_day ON analytics_events (event_type, day, currency)",
+            "CREATE INDEX ix_analytics_events_type_month ON analytics_events (event_type, month, currency)",
+            "CREATE INDEX ix_analytics_events_payment ON analytics_events (payment_id)",
+            "CREATE TABLE analytics_payments ("
+            " payment_id VARCHAR(255) PRIMARY KEY,"
+            " currency CHAR(3),"
+            " method_type VARCHAR(64),"
+            " merchant_id VARCHAR(255),"
+            " initiated_ms BIGINT,"
+            " authorized_ms BIGINT,"
+            " captured_ms BIGINT,"
+            " processed_ms BIGINT,"
+            " failed_ms BIGINT)",
+        ),
+    ),
+)
+
+
+def engine(settings: Settings) -> Engine:
+    """The analytics database with its migrations applied."""
+    return connect(settings, SERVICE_NAME, MIGRATIONS)

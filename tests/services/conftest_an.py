@@ -1,0 +1,149 @@
+"""Helpers for the analytics and notifications tests: lifecycle events built from the contract
+models, and a way to feed them to a service's handlers the way the consumer runtime does
+(inside one store transaction per batch)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from payevents.contracts.codec import DecodedEvent
+from payevents.contracts.events import (
+    Amount,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentInitiated,
+    PaymentMethod,
+    PaymentProcessed,
+)
+from payevents.contracts.events import PaymentProcessedData as _PData
+from payevents.contracts.events import ProcessedMetadata as _PMeta
+from payevents.runtime.service import ServiceDef
+from payevents.settings import Settings
+from payevents.store.db import connect
+from payevents.transport.base import Message
+
+T0 = datetime(2025, 12, 11, 10, 30, tzinfo=UTC)
+
+
+def _eid() -> str:
+    return str(uuid.uuid4())
+
+
+def processed(
+    payment_id: str,
+    value: str,
+    currency: str = "USD",
+    *,
+    customer_id: str | None = "cus_johndoe",
+    at: datetime = T0,
+    method: str = "credit_card",
+    last4: str = "4242",
+    invoice_id: str | None = None,
+    order_id: str | None = None,
+    legacy: bool = False,
+    merchant_id: str | None = None,
+    event_id: str | None = None,
+) -> DecodedEvent:
+    """A PaymentProcessed 1.0.0 (or a normalized legacy one: no customerId etc., ``legacy=True``)."""
+    data: dict[str, Any] = {
+        "paymentId": payment_id,
+        "amount": Amount(value=Decimal(value), currency=currency),
+        "paymentMethod": PaymentMethod(type=method, last4=last4),
+        "processedAt": at,
+    }
+    if not legacy:
+        data.update(transactionId=f"txn_{payment_id}", gatewayReference=f"ch_{payment_id}")
+        if customer_id is not None:
+            data["customerId"] = customer_id
+        if invoice_id is not None:
+            data["invoiceId"] = invoice_id
+        meta: dict[str, Any] = {"description": f"Payment {payment_id}"}
+        if order_id is not None:
+            meta["orderId"] = order_id
+        data["metadata"] = _PMeta(**meta)
+    elif order_id is not None:
+        data["metadata"] = _PMeta(orderId=order_id)
+    event = PaymentProcessed(eventId=event_id or _eid(), eventType="PaymentProcessed", timestamp=at,
+                             version="1.0.0", data=_PData(**data))
+    extras = {"merchantId": merchant_id} if legacy and merchant_id else {}
+    return DecodedEvent(event=event, legacy=legacy, extras=extras)
+
+
+def lifecycle(
+    payment_id: str,
+    value: str,
+    currency: str = "USD",
+    *,
+    at: datetime = T0,
+    merchant_id: str | None = "MERCH-1",
+    method: str = "credit_card",
+    customer_id: str = "cus_johndoe",
+    auth_s: float = 2.0,
+    capture_s: float = 3.0,
+    processed_s: float = 0.5,
+    fail: tuple[str, str] | None = None,
+) -> list[DecodedEvent]:
+    """A payment's events in order: initiated, authorized, captured, processed — or failed after
+    authorization when ``fail=(failureCode, failureReason)``."""
+    amount = Amount(value=Decimal(value), currency=currency)
+    pm = PaymentMethod(type=method, last4="4242")
+    merchant: dict[str, Any] = {"merchantId": merchant_id} if merchant_id else {}
+    t_auth = at + timedelta(seconds=auth_s)
+    t_cap = t_auth + timedelta(seconds=capture_s)
+    t_proc = t_cap + timedelta(seconds=processed_s)
+    from payevents.contracts.events import (
+        PaymentAuthorizedData,
+        PaymentCapturedData,
+        PaymentFailedData,
+        PaymentInitiatedData,
+    )
+
+    out = [
+        PaymentInitiated(eventId=_eid(), eventType="PaymentInitiated", timestamp=at, version="1.0.0",
+                         data=PaymentInitiatedData(paymentId=payment_id, customerId=customer_id, amount=amount,
+                                                   paymentMethod=pm, initiatedAt=at, **merchant)),
+        PaymentAuthorized(eventId=_eid(), eventType="PaymentAuthorized", timestamp=t_auth, version="1.0.0",
+                          data=PaymentAuthorizedData(paymentId=payment_id, customerId=customer_id, amount=amount,
+                                                     paymentMethod=pm, authorizationCode="AUTH1",
+                                                     gatewayReference=f"ch_{payment_id}", authorizedAt=t_auth,
+                                                     **merchant)),
+    ]
+    if fail is not None:
+        out.append(PaymentFailed(eventId=_eid(), eventType="PaymentFailed", timestamp=t_cap, version="1.0.0",
+                                 data=PaymentFailedData(paymentId=payment_id, customerId=customer_id, amount=amount,
+                                                        failureCode=fail[0], failureReason=fail[1],  # type: ignore[arg-type]
+                                                        failedStage="authorized", failedAt=t_cap, **merchant)))
+        return [DecodedEvent(event=e) for e in out]
+    out.append(PaymentCaptured(eventId=_eid(), eventType="PaymentCaptured", timestamp=t_cap, version="1.0.0",
+                               data=PaymentCapturedData(paymentId=payment_id, customerId=customer_id, amount=amount,
+                                                        captureId="CAP1", gatewayReference=f"ch_{payment_id}",
+                                                        capturedAt=t_cap, **merchant)))
+    decoded = [DecodedEvent(event=e) for e in out]
+    decoded.append(processed(payment_id, value, currency, customer_id=customer_id, at=t_proc, method=method))
+    return decoded
+
+
+def message_for(decoded: DecodedEvent, offset: int = 0) -> Message:
+    """A consumed-message envelope for a handler call (the handlers only read audit headers)."""
+    return Message(topic="payments.dev.events", partition=0, offset=offset,
+                   key=decoded.payment_id.encode(), value=None,
+                   headers=(("eventId", decoded.event_id.encode()),), timestamp_ms=0)
+
+
+def feed(settings: Settings, service: ServiceDef, events: Iterable[DecodedEvent], batch: int = 50) -> int:
+    """Call ``service``'s handlers like the runtime: one store transaction per batch. Returns events fed.
+
+    Unlike the runtime this does NOT remove duplicates by eventId, so the handlers' own replay safety
+    is what is tested."""
+    engine = connect(settings, service.name, service.migrations)
+    items: Sequence[DecodedEvent] = list(events)
+    for start in range(0, len(items), batch):
+        with engine.begin() as conn:
+            for i, d in enumerate(items[start:start + batch]):
+                service.handlers[d.event_type](conn, d, message_for(d, start + i))
+    return len(items)
