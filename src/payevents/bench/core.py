@@ -160,13 +160,29 @@ class BenchEnv:
     #: things suites share within one run (the generated events, ...)
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def fresh(self, label: str) -> Settings:
-        """Settings for a sub-run with its own data dir (and, on PostgreSQL, its own schemas)."""
-        data_dir = self.tmp / f"{label}-{uuid.uuid4().hex[:6]}"
-        changes: dict[str, Any] = {"data_dir": data_dir}
+    @contextlib.contextmanager
+    def sub(self, label: str) -> Iterator[Settings]:
+        """Settings for a sub-run with a clean channel: its own data dir (embedded log and SQLite stores),
+        its own PostgreSQL schemas, and on Kafka its own Tansu broker (so its topic and consumer groups
+        start empty), stopped afterwards."""
+        from payevents.store.db import dispose_engines
+
+        tag = f"{label.replace('-', '_')[:12]}{uuid.uuid4().hex[:4]}"
+        changes: dict[str, Any] = {"data_dir": self.tmp / tag}
         if self.database == "postgresql":
-            changes["db_schema_prefix"] = f"{self.settings.db_schema_prefix}{label.replace('-', '_')[:12]}_"
-        return dataclasses.replace(self.settings, **changes)
+            changes["db_schema_prefix"] = f"{self.settings.db_schema_prefix}{tag}_"
+        broker = None
+        try:
+            if self.transport == "kafka":
+                from payevents.testing.tansu import TansuBroker
+
+                broker = TansuBroker().start()
+                changes["broker"] = broker.url
+            yield dataclasses.replace(self.settings, **changes)
+        finally:
+            dispose_engines()
+            if broker is not None:
+                broker.stop()
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ def table(report: BenchReport) -> Table:
     t = Table(title="payevents bench", show_lines=False)
     for col, justify in (("run", "left"), ("suite", "left"), ("figure", "left"), ("value", "right"),
                          ("unit", "left"), ("× baseline", "right"), ("target", "left"), ("note", "left")):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+        t.add_column(col, justify=justify, no_wrap=col != "note", overflow="fold")  # type: ignore[arg-type]
     for f in report.figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}× {f.baseline}"
         t.add_row(f"{f.transport}/{f.database}", f.suite, f.name, _num(f.value), f.unit, ratio, _target(f), f.note)

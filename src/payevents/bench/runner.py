@@ -7,6 +7,7 @@ ratio to its limit. A suite that fails is recorded as an error in the report; th
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -105,3 +106,46 @@ def write_outputs(report: BenchReport, out: Path) -> tuple[Path, Path]:
     from payevents.bench.report import write_json, write_png
 
     return write_json(report, out), write_png(report, out)
+
+
+def transports_for(suite: str, transport: str | None) -> list[TransportName]:
+    """``--transport`` embedded|kafka|both; without it ``all`` runs both, a single suite embedded."""
+    if transport is None:
+        transport = "both" if suite == "all" else "embedded"
+    if transport == "both":
+        return ["embedded", "kafka"]
+    if transport not in ("embedded", "kafka"):
+        raise ValueError(f"--transport: {transport!r} is not one of embedded, kafka, both")
+    return [transport]  # type: ignore[list-item]
+
+
+def main(
+    suite: str,
+    *,
+    transport: str | None = None,
+    database: str = "sqlite",
+    n: int | None = None,
+    out: Path = Path("."),
+    env: str = "dev",
+    console: Console | None = None,
+) -> BenchReport:
+    """What ``payevents bench SUITE`` does: run, print the table, write the JSON and the PNG."""
+    from payevents.bench.report import print_report
+
+    if database not in ("sqlite", "postgresql"):
+        raise ValueError(f"--database: {database!r} is not one of sqlite, postgresql")
+    if n is not None and n < 1:
+        raise ValueError(f"--n: {n} must be a positive integer")
+    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
+    report = run_bench(suite, transports_for(suite, transport), database, n=n, env=env,  # type: ignore[arg-type]
+                       console=Console(stderr=True))
+    report.meta["command"] = " ".join(
+        ["payevents bench", suite]
+        + ([f"--transport {transport}"] if transport else [])
+        + ([f"--database {database}"] if database != "sqlite" else [])
+        + ([f"--n {n}"] if n is not None else [])
+    )
+    print_report(report, console)
+    json_path, png_path = write_outputs(report, out)
+    console.print(f"wrote {json_path} and {png_path}")
+    return report

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
 
 from rich.console import Console
 
 from payevents.bench import baseline as raw
-from payevents.bench.core import BenchEnv, BenchReport, Figure
-from payevents.bench.events import BenchEvent, make_events
+from payevents.bench.core import BenchEnv, BenchReport, Figure, latency_summary, peak_rss_kb
+from payevents.bench.events import CURRENCIES, BenchEvent, make_events, to_records
+from payevents.settings import Settings
 
 
 def shared_events(benv: BenchEnv, n: int) -> list[BenchEvent]:
@@ -57,16 +63,349 @@ def baseline(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> N
     report.add(_fig(benv, "baseline", "consume", consume, "events/s", n=len(events), note=how_c))
 
 
-# -- publish / consume / end-to-end ----------------------------------------------------------------------
+# -- helpers shared by the pipeline suites ----------------------------------------------------------------
+
+#: events one completed payment puts on the channel (initiated, authorized, captured, processed)
+EVENTS_PER_PAYMENT = 4
+PAY_BATCH = 500
+
+
+def payment_specs(n: int, run: str, start: int = 0) -> list[Any]:
+    """N payment specs of the whole lifecycle; every second one names an invoice."""
+    from payevents.services.payments.models import PaymentSpec
+
+    specs = []
+    for i in range(start, start + n):
+        currency, digits = CURRENCIES[i % len(CURRENCIES)]
+        minor = 1000 + (i * 7919) % 500_000
+        specs.append(
+            PaymentSpec(
+                customer_id=f"cus_{i % 997:04d}",
+                amount=Decimal(minor).scaleb(-digits),
+                currency=currency,
+                description=f"Payment for Order #{i}",
+                last4=f"{4242 + i % 5000:04d}"[-4:],
+                invoice_id=f"INV-{run}-{i // 2:08d}" if i % 2 == 0 else None,
+                order_id=f"ORD-{run}-{i:08d}",
+                idempotency_key=f"bench:{run}:{i}",
+            )
+        )
+    return specs
+
+
+def write_payments(settings: Settings, specs: Sequence[Any], batch: int = PAY_BATCH) -> None:
+    from payevents.services.payments import process_payments
+
+    for i in range(0, len(specs), batch):
+        process_payments(settings, specs[i : i + batch])
+
+
+def _outbox_seq(settings: Settings) -> int:
+    from payevents.store.db import engine_for
+
+    with engine_for(settings, "payments").connect() as conn:
+        return int(conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM outbox_events").scalar_one())
+
+
+def _pending(settings: Settings) -> int:
+    from payevents.runtime.outbox import pending_count
+    from payevents.store.db import engine_for
+
+    return pending_count(engine_for(settings, "payments"))
+
+
+def _delays_ms(settings: Settings, after_seq: int, upto_seq: int) -> list[float]:
+    import sqlalchemy as sa
+
+    from payevents.store.db import engine_for
+
+    with engine_for(settings, "payments").connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT delay_s FROM outbox_published WHERE seq > :a AND seq <= :b"),
+            {"a": after_seq, "b": upto_seq},
+        ).all()
+    return [float(r[0]) * 1000 for r in rows]
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def _prepare_payments(settings: Settings) -> None:
+    """Apply the payments migrations outside the timed part."""
+    from payevents.services.payments import store
+
+    store.engine(settings)
+
+
+# -- workers in their own processes (spawned: clean memory, their own GIL) -------------------------------
+
+
+def relay_worker(settings: Settings, ready: Any, stop: Any) -> None:
+    """Run the relay until ``stop`` (a multiprocessing Event) is set."""
+    from payevents.runtime.relay import Relay
+
+    with Relay(settings) as relay:
+        relay.ensure_topics()
+        ready.set()
+        relay.run(stop, create_topics=False)
+
+
+def service_worker(settings: Settings, name: str, expected: int, ready: Any, go: Any, results: Any,
+                   timeout: float) -> None:
+    """Consume until ``expected`` records were consumed; report (name, last effect time, stats, peak RSS)."""
+    import threading
+
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    stop = threading.Event()
+    error = None
+    t_last = math.nan
+    rt = ConsumerRuntime(settings, service)
+    try:
+        deadline = time.monotonic() + 60
+        while not rt.consumer.assignment() and time.monotonic() < deadline:
+            rt.step()
+        background = None
+        if service.background is not None:
+            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+            background.start()
+        ready.set()
+        go.wait()
+        deadline = time.monotonic() + timeout
+        while rt.stats.consumed < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {expected} within {timeout:.0f}s")
+            r = rt.step()
+            if r.consumed:
+                t_last = time.time()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop.set()
+        stats = rt.stats.as_dict()
+        rt.close()
+        results.put({"service": name, "t_last": t_last, "stats": stats, "peak_rss_kb": peak_rss_kb(),
+                     "error": error})
+
+
+# -- publish -------------------------------------------------------------------------------------------
+
+LOADS = (100, 1_000, 5_000)
+LOAD_SECONDS = 3.0
+TICK = 0.01
 
 
 def publish(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
-    raise NotImplementedError("publish suite: waiting for runtime.outbox/relay and services.payments")
+    """Payments through the outbox and the relay (its own process) onto the channel: throughput, then
+    publish delay at fixed offered loads written by a paced producer thread."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    run = uuid.uuid4().hex[:8]
+    with benv.sub("publish") as settings:
+        _prepare_payments(settings)
+        ready, stop = ctx.Event(), ctx.Event()
+        relay = ctx.Process(target=relay_worker, args=(settings, ready, stop), name="bench-relay")
+        relay.start()
+        try:
+            if not ready.wait(60):
+                raise TimeoutError("relay did not start within 60s")
+            # 1. throughput: N payments as fast as they can be written, until the relay published them all
+            specs = payment_specs(n, run)
+            seq0 = _outbox_seq(settings)
+            t0 = time.perf_counter()
+            write_payments(settings, specs)
+            t_written = time.perf_counter() - t0
+            _wait(lambda: _pending(settings) == 0, 120 + n / 100, "publish throughput")
+            elapsed = time.perf_counter() - t0
+            seq1 = _outbox_seq(settings)
+            events = seq1 - seq0
+            report.add(_fig(benv, "publish", "payments written", n / t_written, "payments/s", n=n,
+                            note="process_payments, 500 per call"))
+            report.add(_fig(benv, "publish", "throughput", events / elapsed, "events/s", n=events,
+                            baseline="produce",
+                            note=f"{n / elapsed:,.0f} payments/s, {EVENTS_PER_PAYMENT} events each"))
+            thr = _delays_ms(settings, seq0, seq1)
+            report.latencies[f"{benv.transport}/{benv.database} unpaced ({n} payments)"] = thr
+            # 2. fixed offered loads
+            offset = n
+            for rate in LOADS:
+                per_tick = max(1, round(rate * TICK))
+                tick = per_tick / rate
+                count = int(rate * LOAD_SECONDS)
+                seq0 = _outbox_seq(settings)
+                specs = payment_specs(count, run, start=offset)
+                offset += count
+                t0 = time.perf_counter()
+                for k, i in enumerate(range(0, count, per_tick)):
+                    write_payments(settings, specs[i : i + per_tick])
+                    sleep = t0 + (k + 1) * tick - time.perf_counter()
+                    if sleep > 0:
+                        time.sleep(sleep)
+                achieved = count / (time.perf_counter() - t0)
+                _wait(lambda: _pending(settings) == 0, 120, f"publish at {rate}/s")
+                delays = _delays_ms(settings, seq0, _outbox_seq(settings))
+                label = f"{benv.transport}/{benv.database} @{rate:,}/s"
+                report.latencies[label] = delays
+                s = latency_summary(delays)
+                note = f"achieved {achieved:,.0f} payments/s; {s['count']} events"
+                target = ("<=", 50.0, "value") if rate == 1_000 else None
+                report.add(_fig(benv, "publish", f"delay p50 @{rate:,}/s", s["p50"], "ms", n=count, note=note))
+                report.add(_fig(benv, "publish", f"delay p99 @{rate:,}/s", s["p99"], "ms", n=count, target=target))
+                report.add(_fig(benv, "publish", f"delay p99.9 @{rate:,}/s", s["p99.9"], "ms", n=count))
+                report.add(_fig(benv, "publish", f"delay max @{rate:,}/s", s["max"], "ms", n=count,
+                                note=f"5 s rule margin {5000 - s['max']:,.0f} ms"))
+        finally:
+            stop.set()
+            relay.join(30)
+            if relay.is_alive():
+                relay.kill()
+                relay.join()
+
+
+# -- consume -------------------------------------------------------------------------------------------
 
 
 def consume(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
-    raise NotImplementedError("consume suite: waiting for runtime.consumer and the services")
+    """Per service: a pre-filled channel of the run's N events, consumed with effects committed."""
+    import threading
+
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import CONSUMER_SERVICES, load_service
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    events = shared_events(benv, n)
+    with benv.sub("consume") as settings:
+        transport = open_transport(settings)
+        try:
+            transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)],
+                                    settings.partitions)
+            producer = transport.producer()
+            records = to_records(events, settings.env.value)
+            for i in range(0, len(records), 500):
+                producer.send(records[i : i + 500])
+            producer.close()
+        finally:
+            transport.close()
+        for name in CONSUMER_SERVICES:
+            service = load_service(name)
+            stop = threading.Event()
+            rt = ConsumerRuntime(settings, service)
+            background = None
+            if service.background is not None:
+                background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+                background.start()
+            try:
+                first: float | None = None
+                deadline = time.monotonic() + 120 + n / 200
+                while rt.stats.consumed < n:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n}")
+                    r = rt.step()
+                    if r.consumed and first is None:
+                        first = time.perf_counter() - r.seconds
+                end = time.perf_counter()
+                st = rt.stats
+            finally:
+                stop.set()
+                rt.close()
+                if background is not None:
+                    background.join(10)
+            assert first is not None
+            report.add(_fig(benv, "consume", name, n / (end - first), "events/s", n=n, baseline="consume",
+                            target=(">=", 0.30, "ratio"),
+                            note=f"applied {st.applied}, ignored {st.ignored}, dup {st.duplicates}, "
+                                 f"dlq {st.dead_lettered}, batches {st.batches}"))
+
+
+# -- end-to-end ----------------------------------------------------------------------------------------
 
 
 def end_to_end(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
-    raise NotImplementedError("end-to-end suite: waiting for payments, relay, consumer and the services")
+    """N payments from completion to all four services' effects committed, each service and the relay in
+    their own process; repeated at N/5 to show each service's peak RSS stays flat as N grows."""
+    small = max(1, n // 5)
+    rss: dict[int, dict[str, int]] = {}
+    for size in (small, n):
+        rss[size] = _e2e_once(benv, report, size, console, record=size == n)
+    for name in rss[n]:
+        a, b = rss[small].get(name, 0), rss[n][name]
+        report.add(_fig(benv, "end-to-end", f"peak RSS {name}", b / 1024, "MiB", n=n,
+                        note=f"{a / 1024:.1f} MiB at N={small:,} → {b / 1024:.1f} MiB at N={n:,} "
+                             f"({(b - a) / 1024:+.1f} MiB)"))
+
+
+def _e2e_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, record: bool) -> dict[str, int]:
+    import multiprocessing as mp
+    import queue
+
+    from payevents.services import CONSUMER_SERVICES
+
+    ctx = mp.get_context("spawn")
+    run = uuid.uuid4().hex[:8]
+    expected = n * EVENTS_PER_PAYMENT
+    timeout = 120 + n / 50
+    with benv.sub(f"e2e-{n}") as settings:
+        _prepare_payments(settings)
+        go, stop = ctx.Event(), ctx.Event()
+        results = ctx.Queue()
+        relay_ready = ctx.Event()
+        relay = ctx.Process(target=relay_worker, args=(settings, relay_ready, stop), name="bench-relay")
+        relay.start()
+        if not relay_ready.wait(60):
+            stop.set()
+            relay.join(10)
+            raise TimeoutError("relay did not start within 60s")  # topics exist once the relay is ready
+        workers = []
+        readies = []
+        for name in CONSUMER_SERVICES:
+            ready = ctx.Event()
+            p = ctx.Process(target=service_worker, args=(settings, name, expected, ready, go, results, timeout),
+                            name=f"bench-{name}")
+            p.start()
+            workers.append(p)
+            readies.append(ready)
+        try:
+            for name, ready in zip(CONSUMER_SERVICES, readies, strict=True):
+                if not ready.wait(90):
+                    raise TimeoutError(f"{name} worker not ready within 90s")
+            specs = payment_specs(n, run)
+            go.set()
+            t0 = time.time()
+            write_payments(settings, specs)
+            t_written = time.time() - t0
+            out = []
+            for _ in CONSUMER_SERVICES:
+                try:
+                    out.append(results.get(timeout=timeout + 30))
+                except queue.Empty:
+                    raise TimeoutError(f"end-to-end N={n}: services not done within {timeout + 30:.0f}s") from None
+        finally:
+            stop.set()
+            go.set()
+            for p in [*workers, relay]:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+    errors = [f"{r['service']}: {r['error']}" for r in out if r["error"]]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    t_end = max(r["t_last"] for r in out)
+    total = t_end - t0
+    if record:
+        report.add(_fig(benv, "end-to-end", "payments", n / total, "payments/s", n=n,
+                        target=(">=", 10_000.0, "value") if benv.transport == "embedded" else None,
+                        note=f"{expected:,} events; payments written in {t_written:.2f}s"))
+        report.add(_fig(benv, "end-to-end", "events", expected / total, "events/s", n=expected, baseline="produce"))
+        report.add(_fig(benv, "end-to-end", "time to last effect", total, "s", n=n,
+                        note=", ".join(f"{r['service']} {r['t_last'] - t0:.2f}s" for r in out)))
+    return {r["service"]: int(r["peak_rss_kb"]) for r in out}

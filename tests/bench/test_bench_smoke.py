@@ -1,0 +1,104 @@
+"""Smoke tests of the benchmark harness: every suite runs with a tiny N and produces well-formed output.
+
+These never assert on speed: only that the figures exist, are positive, carry their baselines and
+targets, and that the JSON and the PNG are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from payevents.bench import suites
+from payevents.bench.core import BenchReport, Figure, finalize, latency_summary, percentile
+from payevents.bench.report import print_report, write_json, write_png
+from payevents.bench.runner import run_bench, write_outputs
+
+
+def _by_name(report: BenchReport, suite: str) -> dict[str, Figure]:
+    return {f.name: f for f in report.figures if f.suite == suite}
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert math.isnan(percentile([], 50))
+    s = latency_summary([3.0, 1.0, 2.0])
+    assert (s["count"], s["p50"], s["max"]) == (3, 2.0, 3.0)
+
+
+def test_finalize_computes_ratios_and_targets() -> None:
+    r = BenchReport()
+    r.add(Figure("baseline", "consume", 1000.0, "events/s", "embedded", "sqlite"))
+    fast = r.add(Figure("consume", "ledger", 400.0, "events/s", "embedded", "sqlite", baseline="consume",
+                        target=(">=", 0.30, "ratio")))
+    slow = r.add(Figure("consume", "invoices", 200.0, "events/s", "embedded", "sqlite", baseline="consume",
+                        target=(">=", 0.30, "ratio")))
+    lat = r.add(Figure("publish", "delay p99", 60.0, "ms", "embedded", "sqlite", target=("<=", 50.0, "value")))
+    finalize(r)
+    assert fast.ratio == pytest.approx(0.4) and fast.target_met is True
+    assert slow.ratio == pytest.approx(0.2) and slow.target_met is False
+    assert lat.ratio is None and lat.target_met is False
+
+
+def test_baseline_embedded_writes_table_json_and_png(tmp_path: Path) -> None:
+    report = run_bench("baseline", ["embedded"], "sqlite", n=300)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "baseline")
+    assert set(figs) == {"produce", "consume"}
+    assert all(f.value > 0 and f.n == 300 and f.unit == "events/s" for f in figs.values())
+    json_path, png_path = write_outputs(report, tmp_path)
+    data = json.loads(json_path.read_text())
+    assert {"meta", "figures", "latency_summary", "errors"} <= set(data)
+    assert data["meta"]["cores"] and {f["name"] for f in data["figures"]} == {"produce", "consume"}
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print_report(report)
+
+
+@pytest.mark.kafka
+def test_baseline_kafka_on_its_own_tansu() -> None:
+    report = run_bench("baseline", ["kafka"], "sqlite", n=200)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "baseline")
+    assert figs["produce"].value > 0 and figs["consume"].value > 0
+    assert figs["consume"].transport == "kafka"
+
+
+def test_consume_suite_reports_every_service_against_its_baseline() -> None:
+    report = run_bench("consume", ["embedded"], "sqlite", n=120)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "consume")
+    assert set(figs) == {"ledger", "invoices", "analytics", "notifications"}
+    for f in figs.values():
+        assert f.value > 0 and f.baseline == "consume" and f.ratio is not None and f.ratio > 0
+        assert f.target == (">=", 0.30, "ratio") and f.target_met is not None
+
+
+def test_publish_suite_measures_throughput_and_delays(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(suites, "LOADS", (200,))
+    monkeypatch.setattr(suites, "LOAD_SECONDS", 0.25)
+    report = run_bench("publish", ["embedded"], "sqlite", n=60)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "publish")
+    assert figs["throughput"].value > 0 and figs["throughput"].ratio is not None
+    p50, p99, mx = (figs[f"delay {q} @200/s"].value for q in ("p50", "p99", "max"))
+    assert 0 <= p50 <= p99 <= mx
+    label = next(k for k in report.latencies if k.endswith("@200/s"))
+    assert len(report.latencies[label]) == 50 * suites.EVENTS_PER_PAYMENT
+    assert write_png(report, tmp_path).exists() and write_json(report, tmp_path).exists()
+
+
+def test_end_to_end_suite_runs_services_in_processes_and_reports_rss() -> None:
+    report = run_bench("end-to-end", ["embedded"], "sqlite", n=40)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "end-to-end")
+    assert figs["payments"].value > 0 and figs["payments"].target == (">=", 10_000.0, "value")
+    assert figs["time to last effect"].value > 0
+    for name in ("ledger", "invoices", "analytics", "notifications"):
+        rss = figs[f"peak RSS {name}"]
+        assert rss.value > 10 and rss.unit == "MiB"
