@@ -1,0 +1,566 @@
+"""The consumer runtime every downstream service uses: exactly-once effects over at-least-once delivery.
+
+Per batch (:meth:`ConsumerRuntime.step`):
+
+1. poll up to ``max_batch`` records of the service's group;
+2. decode each (:func:`payevents.contracts.codec.decode_event`); undecodable bytes, non-UTF-8,
+   schema-invalid records and anything that looks like a card number are *poison*;
+3. in ONE store transaction: bulk-insert the "seen" marks (``processed_events``, unique per service and
+   eventId) of the batch's new eventIds, call the handlers in offset order, commit. Already-seen
+   eventIds (including repeats inside the batch) are duplicates and change nothing;
+4. produce poison records to the dead-letter channel (original bytes, key and headers + ``dlq.*``);
+5. commit the next offset of every partition of the batch.
+
+A crash anywhere before 5 replays the batch, and the replay changes nothing. A handler raising
+:class:`~payevents.errors.PoisonEvent` costs one rollback: the batch is re-run without that record, which
+is dead-lettered. Transient faults (database unavailable or locked, broker unreachable) roll back,
+seek the batch's partitions back, pause them and retry with bounded exponential backoff and jitter
+while polling on, so the member stays in its group: no skipping, per-payment order kept. Other
+exceptions from a handler are retried the same way up to ``max_handler_attempts`` times, then the
+record is dead-lettered with the exception's type and message (digits that could be a card number
+are masked).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from payevents.contracts import codec
+from payevents.contracts.channel import dead_letter_topic_for, topic_for
+from payevents.errors import PoisonEvent, TransientError
+from payevents.runtime import metrics
+from payevents.runtime.deadletter import dead_letter_record, redact
+from payevents.runtime.service import ServiceDef
+from payevents.settings import Settings
+from payevents.store import db
+from payevents.store.db import Migration
+from payevents.transport.base import Consumer, Message, Producer, TopicPartition, Transport
+
+log = logging.getLogger("payevents.consumer")
+
+#: test-only fault hook: probability of ``os._exit(137)`` right after a batch's store commit
+FAULT_KILL_AFTER_STORE_COMMIT = "PAYEVENTS_FAULT_KILL_AFTER_STORE_COMMIT"
+
+RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "processed_events",
+        both=[
+            "CREATE TABLE IF NOT EXISTS processed_events ("
+            " service VARCHAR(64) NOT NULL,"
+            " event_id VARCHAR(128) NOT NULL,"
+            " event_type VARCHAR(64) NOT NULL,"
+            " outcome VARCHAR(16) NOT NULL,"
+            " topic VARCHAR(249) NOT NULL,"
+            " partition_no INTEGER NOT NULL,"
+            " offset_no BIGINT NOT NULL,"
+            " applied_at VARCHAR(40) NOT NULL,"
+            " PRIMARY KEY (service, event_id))"
+        ],
+    ),
+)
+
+_SEEN_SQL = sa.text(
+    "SELECT event_id FROM processed_events WHERE service = :service AND event_id IN :ids"
+).bindparams(sa.bindparam("ids", expanding=True))
+_MARK_SQL = sa.text(
+    "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at)"
+    " VALUES (:service, :event_id, :event_type, :outcome, :topic, :partition_no, :offset_no, :applied_at)"
+)
+
+# -- card-number guard ------------------------------------------------------------------------------
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_CARD_CANDIDATE = re.compile(r"(?<![0-9])(?:[0-9]{13,19}|[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7})(?![0-9])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def looks_like_card_number(text: str) -> bool:
+    """True if a JSON string value in ``text`` holds 13-19 digits (plain or in groups of four) that
+    pass the Luhn check: a full card number, which must never enter the platform."""
+    for string in _JSON_STRING.finditer(text):
+        for m in _CARD_CANDIDATE.finditer(string.group(1)):
+            digits = re.sub(r"[ -]", "", m.group(0))
+            if 13 <= len(digits) <= 19 and _luhn(digits):
+                return True
+    return False
+
+
+# -- results and statistics -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What one :meth:`ConsumerRuntime.step` did."""
+
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    #: a transient fault rolled the batch back; it will be redelivered after the backoff
+    retried: bool = False
+    #: the step only polled while partitions were paused for a backoff
+    waiting: bool = False
+    #: offsets committed by this step (next offset per partition)
+    committed: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    #: reason of the fault when ``retried``
+    fault: str | None = None
+
+
+@dataclasses.dataclass
+class ConsumerStats:
+    """Running totals of one runtime (also exported as Prometheus metrics labelled by service)."""
+
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+    lag: int = 0
+    lag_by_partition: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
+    last_batch_seconds: float = 0.0
+    #: latencies of the most recent batches (seconds), for benchmarks
+    batch_seconds: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=10_000))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed, "applied": self.applied, "duplicates": self.duplicates,
+            "ignored": self.ignored, "dead_lettered": self.dead_lettered, "retries": self.retries,
+            "batches": self.batches, "lag": self.lag, "last_batch_seconds": self.last_batch_seconds,
+        }
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _HandlerPoison(Exception):
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+class _HandlerFailure(Exception):
+    def __init__(self, index: int, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.index = index
+        self.exc = exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Faults expected to pass: the transport's TransientError, lost or refused database connections,
+    a locked SQLite file, pool timeouts."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    return isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError | sa.exc.ResourceClosedError)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+@dataclasses.dataclass
+class _Item:
+    index: int
+    message: Message
+    decoded: codec.DecodedEvent | None = None
+    reason: str | None = None
+
+
+# -- the runtime -------------------------------------------------------------------------------------
+
+
+class ConsumerRuntime:
+    """Consumes ``payments.{env}.events`` as ``service.group`` and applies ``service.handlers``."""
+
+    backoff_initial = 0.05
+    backoff_max = 5.0
+    max_handler_attempts = 5
+    lag_interval = 1.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: ServiceDef,
+        *,
+        transport: Transport | None = None,
+        max_batch: int = 500,
+        poll_timeout: float = 0.2,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.max_batch = max_batch
+        self.poll_timeout = poll_timeout
+        self.topic = topic_for(settings.env)
+        self.dlq_topic = dead_letter_topic_for(settings.env)
+        self.stats = ConsumerStats()
+        self._own_transport = transport is None
+        if transport is None:
+            from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+            transport = open_transport(settings)
+        self.transport: Transport = transport
+        self.transport.create_topics([self.topic, self.dlq_topic], settings.partitions)
+        self.engine: Engine = db.engine_for(settings, service.name)
+        db.migrate(self.engine, f"{service.name}.runtime", RUNTIME_MIGRATIONS)
+        db.migrate(self.engine, service.name, service.migrations)
+        self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
+        self._producer: Producer | None = None
+        self._kill_p = float(os.environ.get(FAULT_KILL_AFTER_STORE_COMMIT) or 0)
+        # backoff state
+        self._attempt = 0
+        self._retry_at: float | None = None
+        self._paused: set[TopicPartition] = set()
+        self._handler_failures: dict[tuple[str, int, int], int] = {}
+        # offsets whose commit failed, retried with the next commit
+        self._pending: dict[TopicPartition, int] = {}
+        self._lag_at = 0.0
+        self._closed = False
+        self._m = {
+            name: metric.labels(service=service.name)
+            for name, metric in (
+                ("consumed", metrics.CONSUMED), ("applied", metrics.APPLIED), ("duplicates", metrics.DUPLICATES),
+                ("ignored", metrics.IGNORED), ("dead_lettered", metrics.DEAD_LETTERED), ("retries", metrics.RETRIES),
+            )
+        }
+        self._latency = metrics.BATCH_LATENCY.labels(service=service.name)
+
+    # -- public API ----------------------------------------------------------------------------------
+
+    def step(self) -> BatchResult:
+        """Poll one batch, apply it, commit the store, dead-letter poison, commit offsets."""
+        if self._pending:
+            self._commit_offsets({})
+        if self._retry_at is not None:
+            return self._wait_step()
+        started = time.perf_counter()
+        messages = self.consumer.poll(self.max_batch, self.poll_timeout)
+        if not messages:
+            self._update_lag()
+            return BatchResult(seconds=time.perf_counter() - started)
+        try:
+            result = self._process(messages)
+        except _Transient as fault:
+            return self._back_off(messages, fault.reason, started)
+        self._attempt = 0
+        result.seconds = time.perf_counter() - started
+        self._record(result)
+        self._update_lag()
+        return result
+
+    def run(self, stop: threading.Event) -> None:
+        """Step until ``stop`` is set; then finish the current batch, commit and close."""
+        background: threading.Thread | None = None
+        if self.service.background is not None:
+            background = threading.Thread(target=self.service.background, args=(self.settings, stop),
+                                          name=f"{self.service.name}-background", daemon=True)
+            background.start()
+        log.info("%s: consuming %s as group %s", self.service.name, self.topic, self.service.group)
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            stop.set()
+            self.close()
+            if background is not None:
+                background.join(timeout=10)
+        log.info("%s: stopped %s", self.service.name, self.stats.as_dict())
+
+    def close(self) -> None:
+        """Commit what is pending, leave the group (releasing partitions) and close the clients."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pending:
+                self._commit_offsets({})
+        finally:
+            self.consumer.close()
+            if self._producer is not None:
+                self._producer.close()
+            if self._own_transport:
+                self.transport.close()
+
+    def __enter__(self) -> ConsumerRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one batch -----------------------------------------------------------------------------------
+
+    def _decode(self, index: int, message: Message) -> _Item:
+        item = _Item(index, message)
+        raw = message.value
+        if raw is None:
+            item.reason = "empty: the record has no value (tombstone)"
+            return item
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            item.reason = f"not-utf8: invalid UTF-8 byte at position {exc.start} ({exc.reason})"
+            return item
+        if looks_like_card_number(text):
+            item.reason = "card-number: a value looks like a full card number (only type and last4 are allowed)"
+            return item
+        try:
+            item.decoded = codec.decode_event(raw)  # type: ignore[attr-defined]
+        except codec.EventValidationError as exc:
+            item.reason = f"invalid: {redact(str(exc))}"
+        except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
+            item.reason = f"undecodable: {_describe(exc)}"
+        return item
+
+    def _process(self, messages: Sequence[Message]) -> BatchResult:
+        items = [self._decode(i, m) for i, m in enumerate(messages)]
+        poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
+        while True:
+            try:
+                result = self._apply([it for it in items if it.index not in poison])
+                break
+            except _HandlerPoison as hp:
+                poison[hp.index] = f"rejected: {redact(hp.reason)}"
+            except _HandlerFailure as hf:
+                m = messages[hf.index]
+                key = (m.topic, m.partition, m.offset)
+                n = self._handler_failures[key] = self._handler_failures.get(key, 0) + 1
+                if n < self.max_handler_attempts:
+                    raise _Transient(f"handler error (attempt {n}): {_describe(hf.exc)}") from hf.exc
+                poison[hf.index] = f"handler-error: failed {n} times: {_describe(hf.exc)}"
+                self._handler_failures.pop(key, None)
+        result.consumed = len(messages)
+        self._handler_failures.clear()
+        if self._kill_p and random.random() < self._kill_p:
+            os._exit(137)  # test-only: crash between the store commit and the offset commit
+        if poison:
+            records = [dead_letter_record(messages[i], self.service.name, reason, self.settings)
+                       for i, reason in sorted(poison.items())]
+            try:
+                self._dlq_producer().send(records)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise _Transient(f"dead-letter produce: {_describe(exc)}") from exc
+                raise
+            for i, reason in sorted(poison.items()):
+                m = messages[i]
+                log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service.name, m.topic, m.partition,
+                            m.offset, reason)
+            result.dead_lettered = len(poison)
+        offsets: dict[TopicPartition, int] = {}
+        for m in messages:
+            tp = (m.topic, m.partition)
+            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+        result.committed = self._commit_offsets(offsets)
+        return result
+
+    def _apply(self, items: Sequence[_Item]) -> BatchResult:
+        """One store transaction: seen marks + handler effects. Raises _Transient, _HandlerPoison or
+        _HandlerFailure (after rolling back)."""
+        result = BatchResult()
+        try:
+            with self.engine.begin() as conn:
+                fresh = self._mark_seen(conn, items, result)
+                handlers = self.service.handlers
+                for it in fresh:
+                    assert it.decoded is not None
+                    handler = handlers.get(it.decoded.event_type)
+                    if handler is None:
+                        result.ignored += 1
+                        continue
+                    try:
+                        handler(conn, it.decoded, it.message)
+                    except PoisonEvent as exc:
+                        raise _HandlerPoison(it.index, exc.reason) from exc
+                    except Exception as exc:
+                        if is_transient(exc):
+                            raise
+                        raise _HandlerFailure(it.index, exc) from exc
+                    result.applied += 1
+        except (_HandlerPoison, _HandlerFailure):
+            raise
+        except Exception as exc:
+            if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
+                raise _Transient(f"store: {_describe(exc)}") from exc
+            raise
+        return result
+
+    def _mark_seen(self, conn: Connection, items: Sequence[_Item], result: BatchResult) -> list[_Item]:
+        ids = list({it.decoded.event_id for it in items if it.decoded is not None})
+        seen: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            seen.update(conn.execute(_SEEN_SQL, {"service": self.service.name, "ids": chunk}).scalars())
+        fresh: list[_Item] = []
+        rows: list[dict[str, Any]] = []
+        now = datetime.now(UTC).isoformat()
+        for it in items:
+            d = it.decoded
+            assert d is not None
+            if d.event_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(d.event_id)
+            fresh.append(it)
+            m = it.message
+            rows.append({
+                "service": self.service.name, "event_id": d.event_id, "event_type": d.event_type,
+                "outcome": "applied" if d.event_type in self.service.handlers else "ignored",
+                "topic": m.topic, "partition_no": m.partition, "offset_no": m.offset, "applied_at": now,
+            })
+        if rows:
+            conn.execute(_MARK_SQL, rows)
+        return fresh
+
+    # -- offsets, backoff, lag -------------------------------------------------------------------------
+
+    def _commit_offsets(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        todo = dict(self._pending)
+        for tp, off in offsets.items():
+            todo[tp] = max(todo.get(tp, 0), off)
+        if not todo:
+            return {}
+        try:
+            self.consumer.commit(todo)
+        except Exception as exc:
+            # The store already holds the effects; a replay would only find duplicates. Keep the offsets
+            # and commit them with the next batch (partitions moved to another member are dropped).
+            log.warning("%s: offset commit failed, will retry: %s", self.service.name, _describe(exc))
+            try:
+                assigned = self.consumer.assignment()
+                self._pending = {tp: o for tp, o in todo.items() if tp in assigned}
+            except Exception:
+                self._pending = todo
+            return {}
+        self._pending = {}
+        return todo
+
+    def _back_off(self, messages: Sequence[Message], reason: str, started: float) -> BatchResult:
+        first: dict[TopicPartition, int] = {}
+        for m in messages:
+            tp = (m.topic, m.partition)
+            if tp not in first or m.offset < first[tp]:
+                first[tp] = m.offset
+        self._seek_and_pause(first)
+        self._attempt += 1
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (self._attempt - 1))
+        delay = random.uniform(delay / 2, delay)
+        self._retry_at = time.monotonic() + delay
+        self.stats.retries += 1
+        self._m["retries"].inc()
+        log.warning("%s: transient fault, retry %d in %.2fs: %s", self.service.name, self._attempt, delay, reason)
+        return BatchResult(consumed=len(messages), retried=True, fault=reason, seconds=time.perf_counter() - started)
+
+    def _seek_and_pause(self, first: Mapping[TopicPartition, int]) -> None:
+        for tp, off in first.items():
+            self.consumer.seek(tp, off)
+        try:
+            to_pause = set(self.consumer.assignment()) | set(first)
+        except Exception:
+            to_pause = set(first)
+        to_pause -= self._paused
+        if to_pause:
+            self.consumer.pause(sorted(to_pause))
+            self._paused |= to_pause
+
+    def _wait_step(self) -> BatchResult:
+        """Poll while paused (keeps the group membership alive); resume when the backoff is over."""
+        assert self._retry_at is not None
+        started = time.perf_counter()
+        remaining = self._retry_at - time.monotonic()
+        timeout = max(0.0, min(self.poll_timeout, remaining))
+        messages = self.consumer.poll(self.max_batch, timeout)
+        if messages:
+            # a partition assigned during the wait (or one that lost its pause in a rebalance)
+            first: dict[TopicPartition, int] = {}
+            for m in messages:
+                tp = (m.topic, m.partition)
+                first[tp] = min(first.get(tp, m.offset), m.offset)
+            self._paused -= set(first)
+            self._seek_and_pause(first)
+        elapsed = time.perf_counter() - started
+        if elapsed < timeout:
+            time.sleep(timeout - elapsed)
+        if time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            paused, self._paused = sorted(self._paused), set()
+            if paused:
+                try:
+                    self.consumer.resume(paused)
+                except Exception as exc:
+                    log.warning("%s: resume failed: %s", self.service.name, _describe(exc))
+        return BatchResult(waiting=True, seconds=time.perf_counter() - started)
+
+    def _record(self, r: BatchResult) -> None:
+        s = self.stats
+        s.consumed += r.consumed
+        s.applied += r.applied
+        s.duplicates += r.duplicates
+        s.ignored += r.ignored
+        s.dead_lettered += r.dead_lettered
+        s.batches += 1
+        s.last_batch_seconds = r.seconds
+        s.batch_seconds.append(r.seconds)
+        for name in ("consumed", "applied", "duplicates", "ignored", "dead_lettered"):
+            value = getattr(r, name)
+            if value:
+                self._m[name].inc(value)
+        self._latency.observe(r.seconds)
+
+    def _update_lag(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._lag_at < self.lag_interval:
+            return
+        self._lag_at = now
+        try:
+            lag = self.consumer.lag()
+        except Exception as exc:
+            log.debug("%s: lag unavailable: %s", self.service.name, _describe(exc))
+            return
+        self.stats.lag_by_partition = dict(lag)
+        self.stats.lag = sum(max(0, v) for v in lag.values())
+        for (_topic, partition), value in lag.items():
+            metrics.LAG.labels(service=self.service.name, partition=str(partition)).set(value)
+
+    def _dlq_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = self.transport.producer()
+        return self._producer
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(values), size):
+        yield list(values[i : i + size])

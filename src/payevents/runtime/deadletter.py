@@ -1,0 +1,221 @@
+"""The dead-letter channel ``payments.{env}.events.dlq``: write, list, show and replay.
+
+A dead-letter record keeps the original value bytes, key and headers unchanged and adds the
+``dlq.*`` headers of :mod:`payevents.contracts.channel` (original topic/partition/offset, service,
+reason, failedAt). Nothing is dropped: replay re-publishes the original bytes to the channel, with the
+same key (so the same partition) once the cause is fixed; consumers remove the duplicates by eventId.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from payevents.contracts import channel
+from payevents.contracts.channel import dead_letter_topic_for, topic_for
+from payevents.errors import NotFound
+from payevents.settings import Settings
+from payevents.transport.base import Delivery, Headers, Message, Producer, Record, Transport
+
+DLQ_HEADERS: tuple[str, ...] = (
+    channel.DLQ_ORIGINAL_TOPIC,
+    channel.DLQ_ORIGINAL_PARTITION,
+    channel.DLQ_ORIGINAL_OFFSET,
+    channel.DLQ_SERVICE,
+    channel.DLQ_REASON,
+    channel.DLQ_FAILED_AT,
+)
+#: header added to a record re-published by :func:`replay`: "dlqPartition:dlqOffset"
+H_REPLAYED_FROM = "dlq.replayedFrom"
+
+_CARD_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+MAX_REASON = 500
+
+
+def redact(text: str) -> str:
+    """``text`` with any run of 13-19 digits (a possible card number) masked, cut to 500 characters."""
+    return _CARD_RUN.sub("[redacted-digits]", text)[:MAX_REASON]
+
+
+def dead_letter_record(message: Message, service: str, reason: str, settings: Settings,
+                       failed_at: datetime | None = None) -> Record:
+    """The dead-letter record for ``message``: its bytes, key and headers plus the ``dlq.*`` headers."""
+    when = (failed_at or datetime.now(UTC)).isoformat()
+    kept = tuple((k, v) for k, v in message.headers if k not in DLQ_HEADERS and k != H_REPLAYED_FROM)
+    extra: Headers = (
+        (channel.DLQ_ORIGINAL_TOPIC, message.topic.encode()),
+        (channel.DLQ_ORIGINAL_PARTITION, str(message.partition).encode()),
+        (channel.DLQ_ORIGINAL_OFFSET, str(message.offset).encode()),
+        (channel.DLQ_SERVICE, service.encode()),
+        (channel.DLQ_REASON, redact(reason).encode("utf-8")),
+        (channel.DLQ_FAILED_AT, when.encode()),
+    )
+    return Record(topic=dead_letter_topic_for(settings.env), value=message.value or b"", key=message.key,
+                  headers=kept + extra)
+
+
+def dead_letter(producer: Producer, message: Message, service: str, reason: str, settings: Settings) -> Delivery:
+    """Produce ``message`` to the dead-letter channel with ``reason``; blocks until acknowledged."""
+    return producer.send([dead_letter_record(message, service, reason, settings)])[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter channel, with its ``dlq.*`` headers parsed."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    original_topic: str
+    original_partition: int | None
+    original_offset: int | None
+    service: str
+    reason: str
+    failed_at: str
+    timestamp_ms: int
+
+    @property
+    def event_type(self) -> str | None:
+        return _header(self.headers, channel.H_EVENT_TYPE)
+
+    @property
+    def event_id(self) -> str | None:
+        return _header(self.headers, channel.H_EVENT_ID)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly view (value as text when it is UTF-8, else hex)."""
+        try:
+            value: str = self.value.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            value, encoding = self.value.hex(), "hex"
+        return {
+            "partition": self.partition, "offset": self.offset,
+            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "originalTopic": self.original_topic, "originalPartition": self.original_partition,
+            "originalOffset": self.original_offset, "service": self.service, "reason": self.reason,
+            "failedAt": self.failed_at, "eventType": self.event_type, "eventId": self.event_id,
+            "value": value, "valueEncoding": encoding,
+            "headers": {k: v.decode("utf-8", "replace") for k, v in self.headers},
+        }
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v.decode("utf-8", "replace")
+    return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse(message: Message) -> DeadLetter:
+    h = message.headers
+    return DeadLetter(
+        partition=message.partition, offset=message.offset, key=message.key, value=message.value or b"",
+        headers=h, original_topic=_header(h, channel.DLQ_ORIGINAL_TOPIC) or "",
+        original_partition=_int(_header(h, channel.DLQ_ORIGINAL_PARTITION)),
+        original_offset=_int(_header(h, channel.DLQ_ORIGINAL_OFFSET)),
+        service=_header(h, channel.DLQ_SERVICE) or "", reason=_header(h, channel.DLQ_REASON) or "",
+        failed_at=_header(h, channel.DLQ_FAILED_AT) or "", timestamp_ms=message.timestamp_ms,
+    )
+
+
+@contextmanager
+def _transport(settings: Settings, transport: Transport | None) -> Iterator[Transport]:
+    if transport is not None:
+        yield transport
+        return
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    own: Transport = open_transport(settings)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def _read_all(transport: Transport, topic: str, partition: int, start: int, end: int) -> list[Message]:
+    out: list[Message] = []
+    offset = start
+    while offset < end:
+        chunk = transport.read(topic, partition, offset, max_records=min(500, end - offset))
+        if not chunk:
+            break
+        out.extend(m for m in chunk if m.offset < end)
+        offset = chunk[-1].offset + 1
+    return out
+
+
+def list_dead_letters(settings: Settings, limit: int = 100, *, service: str | None = None,
+                      transport: Transport | None = None) -> list[DeadLetter]:
+    """The newest ``limit`` dead letters (all partitions), oldest first, optionally of one service."""
+    topic = dead_letter_topic_for(settings.env)
+    with _transport(settings, transport) as t:
+        t.create_topics([topic], settings.partitions)
+        info = t.describe(topic)
+        found: list[DeadLetter] = []
+        for partition, end in sorted(info.end_offsets.items()):
+            start = 0 if service else max(0, end - limit)
+            found.extend(parse(m) for m in _read_all(t, topic, partition, start, end))
+    if service:
+        found = [d for d in found if d.service == service]
+    found.sort(key=lambda d: (d.failed_at, d.partition, d.offset))
+    return found[-limit:] if limit else found
+
+
+def show(settings: Settings, partition: int, offset: int, *, transport: Transport | None = None) -> DeadLetter:
+    """One dead letter by its position in the dead-letter channel; NotFound if there is none."""
+    topic = dead_letter_topic_for(settings.env)
+    with _transport(settings, transport) as t:
+        t.create_topics([topic], settings.partitions)
+        msgs = t.read(topic, partition, offset, max_records=1)
+    if not msgs or msgs[0].offset != offset:
+        raise NotFound(f"dead letter: nothing at partition {partition} offset {offset} of {topic}")
+    return parse(msgs[0])
+
+
+def replay_records(letters: Sequence[DeadLetter], settings: Settings) -> list[Record]:
+    """Records that re-publish ``letters`` to their original channel: same bytes, key and headers
+    (without the ``dlq.*`` ones), plus ``dlq.replayedFrom``."""
+    out = []
+    for d in letters:
+        headers = tuple((k, v) for k, v in d.headers if k not in DLQ_HEADERS and k != H_REPLAYED_FROM)
+        headers += ((H_REPLAYED_FROM, f"{d.partition}:{d.offset}".encode()),)
+        topic = d.original_topic or topic_for(settings.env)
+        # keyed records are placed by key (same partition as the original); unkeyed ones where they were
+        partition = d.original_partition if d.key is None else None
+        out.append(Record(topic=topic, value=d.value, key=d.key, headers=headers, partition=partition))
+    return out
+
+
+def replay(settings: Settings, *, partition: int | None = None, offset: int | None = None,
+           service: str | None = None, limit: int = 1000,
+           transport: Transport | None = None) -> list[tuple[DeadLetter, Delivery]]:
+    """Re-publish dead letters to the channel after a fix: one (``partition`` and ``offset``), or the
+    newest ``limit`` of ``service`` (or of every service). Returns what was sent and where it landed."""
+    with _transport(settings, transport) as t:
+        if partition is not None and offset is not None:
+            letters = [show(settings, partition, offset, transport=t)]
+        elif partition is not None or offset is not None:
+            raise NotFound("dead letter: give both partition and offset, or neither")
+        else:
+            letters = list_dead_letters(settings, limit, service=service, transport=t)
+        if not letters:
+            return []
+        producer = t.producer()
+        try:
+            deliveries = producer.send(replay_records(letters, settings))
+        finally:
+            producer.close()
+    return list(zip(letters, deliveries, strict=True))
