@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from payevents.errors import ConfigError, TransientError
-from payevents.transport.base import Delivery, Headers, Message, Record, TopicInfo, TopicPartition
+from payevents.transport.base import Delivery, Message, Record, TopicInfo, TopicPartition
 from payevents.transport.murmur2 import partition_for
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ _SCHEMA = (
         grp TEXT NOT NULL, pid INTEGER NOT NULL, member TEXT NOT NULL, PRIMARY KEY (grp, pid)) WITHOUT ROWID""",
 )
 
+_FETCH = "SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
 _enc_headers = msgspec.msgpack.Encoder()
 _dec_headers = msgspec.msgpack.Decoder(tuple[tuple[str, bytes], ...])
 _HOST = socket.gethostname()
@@ -224,8 +225,7 @@ class EmbeddedTransport:
         if not 0 <= partition < len(pids):
             raise ConfigError(f"partition: {partition} is not a partition of {topic!r} (0..{len(pids) - 1})")
         base = pids[partition] << OFFSET_BITS
-        rows = self._db.query("SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                              (base | max(offset, 0), base + OFFSET_MASK + 1, max_records))
+        rows = self._db.query(_FETCH, (base | max(offset, 0), base + OFFSET_MASK + 1, max_records))
         return _messages(topic, partition, rows)
 
     def close(self) -> None:
@@ -269,7 +269,8 @@ class EmbeddedProducer:
         enc = _enc_headers.encode
         with self._db.tx("send") as conn:
             marks = ",".join("?" * len(distinct))
-            nxt = dict(conn.execute(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})", distinct).fetchall())
+            nxt = dict(conn.execute(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})",
+                                    distinct).fetchall())
             rows = []
             offsets = []
             for r, (pid, _) in zip(records, targets, strict=True):
@@ -406,13 +407,12 @@ class EmbeddedConsumer:
         self._rr = (self._rr + 1) % len(active)
         active = active[self._rr:] + active[:self._rr]
         out: list[Message] = []
-        sql = "SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
         for pid in active:
             room = max_records - len(out)
             if room <= 0:
                 break
             base = pid << OFFSET_BITS
-            rows = self._db.query(sql, (base | self._positions[pid], base + OFFSET_MASK + 1, room), "poll")
+            rows = self._db.query(_FETCH, (base | self._positions[pid], base + OFFSET_MASK + 1, room), "poll")
             if rows:
                 topic, partition = self._assigned[pid]
                 out.extend(_messages(topic, partition, rows))
@@ -465,7 +465,8 @@ class EmbeddedConsumer:
                 [g, self.member_id, *wanted]).fetchall()} if wanted else set()
             conn.executemany(
                 "INSERT INTO offsets (grp, pid, next_offset, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (grp, pid) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+                "ON CONFLICT (grp, pid) DO UPDATE SET next_offset = excluded.next_offset, "
+                "updated_at = excluded.updated_at",
                 [(g, pid, off, now) for pid, off in wanted.items() if pid in owned])
         lost = unknown + [self._assigned[pid] for pid in wanted if pid not in owned]
         if lost:
