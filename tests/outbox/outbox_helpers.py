@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -17,6 +19,7 @@ from payevents.contracts.events import (
     ProcessedMetadata,
 )
 from payevents.runtime.outbox import AppendResult, append
+from payevents.transport.base import Message, Transport
 
 
 def processed_event(payment_id: str, amount: str = "125.50", currency: str = "USD",
@@ -50,3 +53,26 @@ def append_one(engine: Engine, payment_id: str, key: str, **kw: str) -> AppendRe
     with engine.begin() as conn:
         return append(conn, processed_event(payment_id, **kw), headers=headers_for(key, payment_id),
                       idempotency_key=key, env="dev")
+
+
+def read_channel(transport: Transport, topic: str) -> list[Message]:
+    """Every record of ``topic``, partition by partition, from offset 0 to the end."""
+    out: list[Message] = []
+    info = transport.describe(topic)
+    for partition in range(info.partitions):
+        offset = 0
+        while True:
+            batch = transport.read(topic, partition, offset, 1000)
+            if not batch:
+                break
+            out.extend(batch)
+            offset = batch[-1].offset + 1
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

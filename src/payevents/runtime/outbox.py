@@ -39,6 +39,8 @@ from payevents.errors import ContractError, IdempotencyConflict
 from payevents.store.db import Migration
 
 GENESIS_HASH: Final = "0" * 64
+#: The clock of ``created_at`` (epoch seconds); a module attribute so tests can age an event.
+clock = time.time
 IMMUTABLE_MESSAGE: Final = "outbox_events is immutable"
 
 _SQLITE_TABLES: Final = [
@@ -297,7 +299,7 @@ def append(
         "headers": orjson.dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
         "body": body,
         "content_hash": c_hash,
-        "created_at": time.time(),
+        "created_at": clock(),
         "prev_hash": last_hash,
     }
     row["hash"] = chain_hash(last_hash, row)

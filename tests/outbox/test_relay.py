@@ -1,0 +1,138 @@
+"""The relay: pending rows reach the channel in per-payment order, are marked published, delays measured."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from collections import defaultdict
+
+import orjson
+import pytest
+from outbox_helpers import append_one, headers_for, processed_event, read_channel, wait_until
+from prometheus_client import REGISTRY
+from sqlalchemy.engine import Engine
+
+from payevents.contracts.channel import dead_letter_topic_for, topic_for
+from payevents.runtime import outbox
+from payevents.runtime.outbox import (
+    OUTBOX_MIGRATIONS,
+    append,
+    events_for_payment,
+    pending_count,
+    percentiles,
+    published_delays,
+)
+from payevents.runtime.relay import DelayStats, Relay
+from payevents.settings import Settings
+from payevents.store.db import connect
+from payevents.transport import open_transport
+
+
+def _histogram_count() -> float:
+    return REGISTRY.get_sample_value("payevents_publish_delay_seconds_count") or 0.0
+
+
+def test_relay_publishes_in_payment_order_and_records_status(outbox_engine: Engine, store_settings: Settings) -> None:
+    payments = [f"pay-{uuid.uuid4()}" for _ in range(5)]
+    expected: dict[str, list[str]] = defaultdict(list)
+    with outbox_engine.begin() as conn:  # one transaction, many events: no commit per event
+        for i in range(60):
+            pid = random.choice(payments)
+            key = f"relay-{i}"
+            ev = processed_event(pid, amount=f"{i + 1}.00")
+            append(conn, ev, headers=headers_for(key, pid), idempotency_key=key, env="dev")
+            expected[pid].append(ev.eventId)
+    before = _histogram_count()
+    with Relay(store_settings, engine=outbox_engine, batch_size=25) as relay:
+        relay.ensure_topics()
+        assert relay.publish_pending(limit=10) == 10
+        assert pending_count(outbox_engine) == 50
+        while relay.publish_pending():
+            pass
+        assert pending_count(outbox_engine) == 0
+        assert relay.stats.published == 60 and relay.stats.batches == 3
+        assert relay.stats.delay["count"] == 60 and 0 < relay.stats.p50 <= relay.stats.p99 <= relay.stats.max
+        messages = read_channel(relay.transport, topic_for("dev"))
+        assert relay.transport.describe(dead_letter_topic_for("dev")).partitions == store_settings.partitions
+    assert _histogram_count() - before == 60
+
+    got: dict[str, list[str]] = defaultdict(list)
+    for m in messages:
+        assert m.key is not None and m.value is not None
+        assert m.header("eventId") == orjson.loads(m.value)["eventId"]
+        assert m.header("content-type") == "application/json" and m.header("source") == "payments"
+        got[m.key.decode()].append(m.header("eventId") or "")
+    assert got == expected  # each payment's events, exactly once, in the order they were stored
+
+    for pid in payments:
+        for ev in events_for_payment(outbox_engine, pid):
+            msg = next(m for m in messages if m.header("eventId") == ev.event_id)
+            assert ev.published and (ev.partition, ev.offset) == (msg.partition, msg.offset)
+            assert ev.delay_s is not None and ev.published_at == pytest.approx(ev.created_at + ev.delay_s)
+    delays = published_delays(outbox_engine)
+    assert len(delays) == 60 and all(d >= 0 for d in delays)
+    assert published_delays(outbox_engine, since=max(e.published_at or 0 for e in
+                                                     events_for_payment(outbox_engine, payments[0])) + 60) == []
+
+
+def test_sla_breach_is_logged_with_event_id(outbox_engine: Engine, store_settings: Settings,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    real_clock = outbox.clock
+    monkeypatch.setattr(outbox, "clock", lambda: real_clock() - 6.0)  # committed 6 s ago
+    late = append_one(outbox_engine, "pay-late", "late")
+    monkeypatch.setattr(outbox, "clock", real_clock)
+    on_time = append_one(outbox_engine, "pay-on-time", "on-time")
+    with caplog.at_level(logging.WARNING, logger="payevents.relay"), \
+            Relay(store_settings, engine=outbox_engine) as relay:
+        relay.ensure_topics()
+        assert relay.publish_pending() == 2
+        assert relay.stats.sla_breaches == 1
+    breaches = [r for r in caplog.records if r.name == "payevents.relay" and "SLA breach" in r.getMessage()]
+    assert len(breaches) == 1 and breaches[0].levelno == logging.WARNING
+    assert late.event_id in breaches[0].getMessage() and on_time.event_id not in breaches[0].getMessage()
+    assert "4242" not in breaches[0].getMessage()  # no card data, not even last4
+    assert max(published_delays(outbox_engine)) > 5.0
+
+
+def test_delay_stats_percentiles_are_within_one_percent() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(-4, 1.2) for _ in range(20_000)]
+    stats = DelayStats()
+    for v in values:
+        stats.record(v)
+    exact = percentiles(values, (0.5, 0.9, 0.99, 0.999))
+    summary = stats.summary()
+    assert summary["count"] == 20_000 and summary["max"] == max(values)
+    for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")):
+        assert summary[name] == pytest.approx(exact[q], rel=0.011)
+
+
+@pytest.mark.kafka
+def test_relay_publishes_to_kafka(kafka_settings: Settings) -> None:
+    engine = connect(kafka_settings, "payments", OUTBOX_MIGRATIONS)
+    pid = f"pay-{uuid.uuid4()}"
+    ids = [append_one(engine, pid, f"kafka-{uuid.uuid4()}", amount=f"{i + 1}.00").event_id for i in range(20)]
+    stop = threading.Event()
+    with Relay(kafka_settings, engine=engine, batch_size=7) as relay:
+        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+        worker.start()
+        try:
+            wait_until(lambda: pending_count(engine) == 0, 60, "the relay to publish 20 events to Kafka")
+        finally:
+            stop.set()
+            worker.join(10)
+        assert relay.stats.published == 20 and relay.stats.p99 > 0
+    transport = open_transport(kafka_settings)
+    try:
+        stored = events_for_payment(engine, pid)
+        partition = stored[0].partition
+        assert partition is not None and {e.partition for e in stored} == {partition}
+        # The shared session broker holds other tests' records too: read from our first offset.
+        first = min(e.offset or 0 for e in stored)
+        messages = [m for m in transport.read(topic_for("dev"), partition, first, 500) if m.key == pid.encode()]
+    finally:
+        transport.close()
+    assert [m.header("eventId") for m in messages] == ids
