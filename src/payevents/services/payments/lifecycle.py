@@ -1,0 +1,498 @@
+"""Payment commands: create, authorize, capture, complete, fail — and the whole lifecycle, one or many.
+
+Every command runs in one transaction of the payments database: it claims its idempotency key,
+checks the transition, talks to the gateway, records the payment and appends the event to the
+outbox. A retried command (same key, same arguments) returns the first result and emits nothing;
+the same key with other arguments is an :class:`IdempotencyConflict`; an illegal transition raises
+:class:`IllegalTransition` and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from payevents.contracts.events import FAILURE_CODES
+from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
+from payevents.runtime import outbox
+from payevents.services.payments import events as ev
+from payevents.services.payments import store
+from payevents.services.payments.gateway import Authorization, Gateway, GatewayRequest, SimulatedGateway
+from payevents.services.payments.models import ALLOWED_FROM, Payment, PaymentSpec, PaymentState
+from payevents.services.payments.money import from_minor, to_minor
+from payevents.settings import Settings
+
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="string")
+_DECODER: Final = msgspec.json.Decoder(Payment)
+_DEFAULT_GATEWAY: Final = SimulatedGateway()
+FAILED_STAGES: Final = ("initiated", "authorized", "captured")
+
+_CLAIM: Final = sa.text(
+    "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
+    " VALUES (:k, :c, :f, :cid, NULL, NULL, :t) ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key"
+)
+_FINISH: Final = sa.text("UPDATE payment_commands SET payment_id = :pid, result = :r WHERE idempotency_key = :k")
+_GET_COMMAND: Final = sa.text(
+    "SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands WHERE idempotency_key = :k"
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _fingerprint(command: str, params: dict[str, Any]) -> str:
+    doc = {"command": command, **{k: (str(v) if isinstance(v, Decimal) else v) for k, v in params.items()}}
+    return hashlib.sha256(msgspec.json.encode(doc, order="sorted")).hexdigest()
+
+
+def _key(key: str | None) -> str:
+    if key is None:
+        return str(uuid.uuid4())
+    if not isinstance(key, str) or not key.strip():
+        raise ContractError("idempotency_key: must be a non-empty string")
+    if len(key) > 200:
+        raise ContractError("idempotency_key: at most 200 characters")
+    return key
+
+
+def _text(value: Any, field: str, *, max_len: int = 255) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ContractError(f"{field}: required non-empty string")
+    if len(value) > max_len:
+        raise ContractError(f"{field}: at most {max_len} characters")
+    return value
+
+
+def _opt_text(value: Any, field: str) -> str | None:
+    return None if value is None else _text(value, field)
+
+
+def _replace(p: Payment, **changes: Any) -> Payment:
+    return msgspec.structs.replace(p, **changes)
+
+
+def _run(
+    settings: Settings,
+    command: str,
+    key: str | None,
+    params: dict[str, Any],
+    body: Callable[[Connection, str, str, datetime], Payment],
+) -> Payment:
+    """Claim the key, run ``body`` and store its result — all in one transaction."""
+    key = _key(key)
+    fingerprint = _fingerprint(command, params)
+    command_id = str(uuid.uuid4())
+    now = _now()
+    with store.engine(settings).begin() as conn:
+        store.write_lock(conn)
+        claimed = conn.execute(
+            _CLAIM, {"k": key, "c": command, "f": fingerprint, "cid": command_id, "t": now.isoformat()}
+        ).first()
+        if claimed is None:
+            row = conn.execute(_GET_COMMAND, {"k": key}).one()
+            return _replay(row, command, fingerprint)
+        payment = body(conn, command_id, key, now)
+        conn.execute(_FINISH, {"pid": payment.payment_id, "r": _ENCODER.encode(payment).decode(), "k": key})
+        return payment
+
+
+def _replay(row: Any, command: str, fingerprint: str) -> Payment:
+    if row.command != command or row.fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            f"idempotency_key {row.idempotency_key!r}: already used for a {row.command} command with other"
+            f" arguments (payment {row.payment_id}); use a new key for a different command"
+        )
+    return _DECODER.decode(row.result)
+
+
+def _emit(conn: Connection, settings: Settings, p: Payment, event: Any, command_id: str, key: str) -> None:
+    headers = ev.headers(p, command_id=command_id, idempotency_key=key, env=settings.env)
+    outbox.append(conn, event, headers=headers, idempotency_key=key, env=settings.env)
+
+
+def _load_for(conn: Connection, payment_id: str, command: str) -> Payment:
+    p = store.load(conn, payment_id, for_update=True)
+    if p is None:
+        raise NotFound(f"payment {payment_id!r}: not found")
+    allowed = ALLOWED_FROM[command]
+    if PaymentState(p.state) not in allowed:
+        names = ", ".join(sorted(s.value for s in allowed))
+        raise IllegalTransition(
+            f"payment {payment_id}: cannot {command} a payment that is {p.state} (allowed from: {names})"
+        )
+    return p
+
+
+def _update(conn: Connection, p: Payment, now: datetime) -> None:
+    conn.execute(store.UPDATE_PAYMENT, store.to_row(p, now))
+
+
+def _with_events(p: Payment) -> Payment:
+    return _replace(p, events=ev.event_refs(p))
+
+
+# -- the commands ----------------------------------------------------------------------------------------
+
+
+def _new_payment(
+    *,
+    customer_id: str,
+    amount: Decimal | str | int,
+    currency: str,
+    description: str,
+    method_type: str,
+    last4: str,
+    invoice_id: str | None,
+    order_id: str | None,
+    merchant_id: str | None,
+    correlation_id: str | None,
+    payment_id: str | None,
+    now: datetime,
+    field_prefix: str = "",
+) -> Payment:
+    f = field_prefix
+    if not isinstance(currency, str):
+        raise ContractError(f"{f}currency: {currency!r} is not an ISO 4217 code")
+    minor = to_minor(amount, currency, field=f"{f}amount")
+    if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
+        raise ContractError(f"{f}last4: {last4!r} must be exactly 4 digits (never a card number)")
+    return Payment(
+        payment_id=_text(payment_id, f"{f}payment_id") if payment_id is not None else _new_id("pay"),
+        state=PaymentState.initiated.value,
+        customer_id=_text(customer_id, f"{f}customer_id"),
+        amount=from_minor(minor, currency),
+        amount_minor=minor,
+        currency=currency,
+        method_type=_text(method_type, f"{f}method_type", max_len=64),
+        last4=last4,
+        description=_text(description, f"{f}description", max_len=1000),
+        correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or str(uuid.uuid4()),
+        invoice_id=_opt_text(invoice_id, f"{f}invoice_id"),
+        order_id=_opt_text(order_id, f"{f}order_id"),
+        merchant_id=_opt_text(merchant_id, f"{f}merchant_id"),
+        created_at=now,
+    )
+
+
+def create(
+    settings: Settings,
+    *,
+    customer_id: str,
+    amount: Decimal | str | int,
+    currency: str,
+    description: str,
+    method_type: str = "credit_card",
+    last4: str = "4242",
+    invoice_id: str | None = None,
+    order_id: str | None = None,
+    merchant_id: str | None = None,
+    correlation_id: str | None = None,
+    payment_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Payment:
+    """Initiate a payment (state ``initiated``) and emit PaymentInitiated."""
+    params = dict(customer_id=customer_id, amount=str(amount), currency=currency, description=description,
+                  method_type=method_type, last4=last4, invoice_id=invoice_id, order_id=order_id,
+                  merchant_id=merchant_id, correlation_id=correlation_id, payment_id=payment_id)  # fmt: skip
+    _new_payment(**{**params, "amount": amount}, now=_now())  # validate before touching the store
+
+    def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
+        p = _new_payment(**{**params, "amount": amount}, now=now)
+        if store.load(conn, p.payment_id) is not None:
+            raise IdempotencyConflict(f"payment_id {p.payment_id!r}: a payment with this id already exists")
+        conn.execute(store.INSERT_PAYMENT, store.to_row(p, now))
+        _emit(conn, settings, p, ev.initiated(p, now), command_id, key)
+        return _with_events(p)
+
+    return _run(settings, "create", idempotency_key, params, body)
+
+
+def authorize(
+    settings: Settings,
+    payment_id: str,
+    *,
+    idempotency_key: str | None = None,
+    gateway: Gateway | None = None,
+    decline: str | None = None,
+) -> Payment:
+    """Ask the gateway to authorize: ``authorized`` + PaymentAuthorized, or on a decline ``failed`` +
+    PaymentFailed (failedStage ``initiated``). ``decline`` asks the simulated gateway to decline."""
+    gw = gateway or _DEFAULT_GATEWAY
+
+    def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
+        p = _load_for(conn, payment_id, "authorize")
+        auth = gw.authorize(_request(p, decline))
+        if auth.approved:
+            p = _replace(p, state=PaymentState.authorized.value, authorization_code=auth.authorization_code,
+                         gateway_reference=auth.gateway_reference, authorized_at=now)
+            event: Any = ev.authorized(p, now)
+        else:
+            p = _declined(p, auth.decline_code, auth.decline_reason, "initiated", auth.gateway_reference, now)
+            event = ev.failed(p, now)
+        _update(conn, p, now)
+        _emit(conn, settings, p, event, command_id, key)
+        return _with_events(p)
+
+    return _run(settings, "authorize", idempotency_key, {"payment_id": payment_id, "decline": decline}, body)
+
+
+def capture(
+    settings: Settings, payment_id: str, *, idempotency_key: str | None = None, gateway: Gateway | None = None
+) -> Payment:
+    """Capture the authorized amount: ``captured`` + PaymentCaptured, or ``failed`` + PaymentFailed."""
+    gw = gateway or _DEFAULT_GATEWAY
+
+    def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
+        p = _load_for(conn, payment_id, "capture")
+        assert p.gateway_reference is not None
+        auth = Authorization(approved=True, gateway_reference=p.gateway_reference,
+                             authorization_code=p.authorization_code)
+        cap = gw.capture(_request(p, None), auth)
+        if cap.captured:
+            p = _replace(p, state=PaymentState.captured.value, capture_id=cap.capture_id, captured_at=now)
+            event: Any = ev.captured(p, now)
+        else:
+            p = _declined(p, cap.failure_code, cap.failure_reason, "authorized", cap.gateway_reference, now)
+            event = ev.failed(p, now)
+        _update(conn, p, now)
+        _emit(conn, settings, p, event, command_id, key)
+        return _with_events(p)
+
+    return _run(settings, "capture", idempotency_key, {"payment_id": payment_id}, body)
+
+
+def complete(settings: Settings, payment_id: str, *, idempotency_key: str | None = None) -> Payment:
+    """Record the transaction (transactionId, processedAt) of a captured payment and emit PaymentProcessed."""
+
+    def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
+        p = _load_for(conn, payment_id, "complete")
+        p = _replace(p, state=PaymentState.processed.value, transaction_id=_new_id("txn"), processed_at=now)
+        _update(conn, p, now)
+        _emit(conn, settings, p, ev.processed(p, now), command_id, key)
+        return _with_events(p)
+
+    return _run(settings, "complete", idempotency_key, {"payment_id": payment_id}, body)
+
+
+def fail(
+    settings: Settings, payment_id: str, *, code: str, reason: str, idempotency_key: str | None = None
+) -> Payment:
+    """Fail an open payment with a reason code (e.g. ``cancelled``) and emit PaymentFailed."""
+    if code not in FAILURE_CODES:
+        raise ContractError(f"code: {code!r} is not a failure code (one of {', '.join(FAILURE_CODES)})")
+    _text(reason, "reason", max_len=1000)
+
+    def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
+        p = _load_for(conn, payment_id, "fail")
+        p = _declined(p, code, reason, p.state, p.gateway_reference, now)
+        _update(conn, p, now)
+        _emit(conn, settings, p, ev.failed(p, now), command_id, key)
+        return _with_events(p)
+
+    return _run(settings, "fail", idempotency_key, {"payment_id": payment_id, "code": code, "reason": reason}, body)
+
+
+def _request(p: Payment, decline: str | None) -> GatewayRequest:
+    return GatewayRequest(payment_id=p.payment_id, customer_id=p.customer_id, amount_minor=p.amount_minor,
+                          currency=p.currency, method_type=p.method_type, last4=p.last4, force_decline=decline)
+
+
+def _declined(
+    p: Payment, code: str | None, reason: str | None, stage: str, reference: str | None, now: datetime
+) -> Payment:
+    code = code if code in FAILURE_CODES else "processing_error"
+    return _replace(p, state=PaymentState.failed.value, failure_code=code,
+                    failure_reason=reason or "The gateway gave no reason.", failed_stage=stage,
+                    gateway_reference=reference, failed_at=now)
+
+
+# -- reads -----------------------------------------------------------------------------------------------
+
+
+def show(settings: Settings, payment_id: str) -> Payment:
+    """One payment with the events it emitted; NotFound if there is none."""
+    with store.engine(settings).connect() as conn:
+        p = store.load(conn, payment_id)
+    if p is None:
+        raise NotFound(f"payment {payment_id!r}: not found")
+    return p
+
+
+def list_payments(
+    settings: Settings, *, state: str | None = None, customer_id: str | None = None, limit: int = 100
+) -> list[Payment]:
+    """The most recent payments, newest first, optionally by state and customer."""
+    if state is not None and state not in PaymentState.__members__:
+        raise ContractError(f"state: {state!r} is not one of {', '.join(PaymentState.__members__)}")
+    where, args = [], {"lim": int(limit)}
+    if state is not None:
+        where.append("state = :state")
+        args["state"] = state  # type: ignore[assignment]
+    if customer_id is not None:
+        where.append("customer_id = :cid")
+        args["cid"] = customer_id  # type: ignore[assignment]
+    sql = "SELECT * FROM payments" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY created_at DESC, payment_id LIMIT :lim"
+    with store.engine(settings).connect() as conn:
+        return [store.from_row(r) for r in conn.execute(sa.text(sql), args)]
+
+
+class TimelineEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """One stored event of a payment with its audit headers and publish status."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    version: str
+    created_at: float
+    headers: dict[str, str]
+    published: bool
+    publish_delay_s: float | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+def timeline(settings: Settings, payment_id: str) -> list[TimelineEvent]:
+    """A payment's events as stored in the outbox, in order, with their audit trail."""
+    rows = outbox.events_for_payment(store.engine(settings), payment_id)
+    return [
+        TimelineEvent(seq=r.seq, event_id=r.event_id, event_type=r.event_type, version=r.version,
+                      created_at=r.created_at, headers=r.headers, published=r.published, publish_delay_s=r.delay_s,
+                      partition=r.partition, offset=r.offset)
+        for r in rows
+    ]
+
+
+# -- the whole lifecycle -----------------------------------------------------------------------------------
+
+CHUNK: Final = 500
+
+
+def process_payment(settings: Settings, spec: PaymentSpec, *, gateway: Gateway | None = None) -> Payment:
+    """Create, authorize, capture and complete one payment in one transaction (see :func:`process_payments`)."""
+    return process_payments(settings, [spec], gateway=gateway)[0]
+
+
+def process_payments(
+    settings: Settings, specs: Sequence[PaymentSpec], *, gateway: Gateway | None = None, chunk: int = CHUNK
+) -> list[Payment]:
+    """Run many payments' whole lifecycles: one transaction per ``chunk`` payments.
+
+    Each payment emits PaymentInitiated, PaymentAuthorized, PaymentCaptured and PaymentProcessed — or
+    PaymentFailed when the gateway declines — exactly as the single-step commands do, with the spec's
+    idempotency key (``{key}:initiate`` … ``{key}:complete`` on the events). A spec whose key was used
+    before returns the first result and emits nothing. Results are in input order.
+    """
+    gw = gateway or _DEFAULT_GATEWAY
+    keyed = []
+    for i, spec in enumerate(specs):  # validate everything before the first write
+        key = _key(spec.idempotency_key)
+        fields = _spec_fields(spec)
+        if spec.decline is not None and spec.decline not in FAILURE_CODES:
+            raise ContractError(f"specs[{i}].decline: {spec.decline!r} is not a failure code")
+        check = {k: v for k, v in fields.items() if k != "decline"}
+        _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
+        keyed.append((key, _fingerprint("process", fields), spec))
+    out: list[Payment] = []
+    eng = store.engine(settings)
+    for start in range(0, len(keyed), max(1, chunk)):
+        with eng.begin() as conn:
+            out.extend(_process_chunk(conn, settings, keyed[start : start + chunk], gw))
+    return out
+
+
+def _spec_fields(spec: PaymentSpec) -> dict[str, Any]:
+    return dict(customer_id=spec.customer_id, amount=str(spec.amount), currency=spec.currency,
+                description=spec.description, method_type=spec.method_type, last4=spec.last4,
+                invoice_id=spec.invoice_id, order_id=spec.order_id, merchant_id=spec.merchant_id,
+                correlation_id=spec.correlation_id, decline=spec.decline)  # fmt: skip
+
+
+_SELECT_COMMANDS: Final = sa.text(
+    "SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands"
+    " WHERE idempotency_key IN :keys"
+).bindparams(sa.bindparam("keys", expanding=True))
+
+
+def _process_chunk(
+    conn: Connection, settings: Settings, items: Sequence[tuple[str, str, PaymentSpec]], gw: Gateway
+) -> list[Payment]:
+    store.write_lock(conn)
+    existing = {r.idempotency_key: r for r in conn.execute(_SELECT_COMMANDS, {"keys": [k for k, _, _ in items]})}
+    results: list[Payment] = []
+    fresh: dict[str, tuple[str, Payment]] = {}
+    payment_rows: list[dict[str, Any]] = []
+    command_rows: list[dict[str, Any]] = []
+    emitted: list[tuple[Payment, Any, str, str]] = []
+    for key, fingerprint, spec in items:
+        if key in existing:
+            results.append(_replay(existing[key], "process", fingerprint))
+            continue
+        if key in fresh:
+            first_fp, first = fresh[key]
+            if first_fp != fingerprint:
+                raise IdempotencyConflict(f"idempotency_key {key!r}: used twice in this batch with other arguments")
+            results.append(first)
+            continue
+        command_id = str(uuid.uuid4())
+        p, events = _lifecycle(spec, gw)
+        now = _now()
+        payment_rows.append(store.to_row(p, now))
+        command_rows.append({"idempotency_key": key, "command": "process", "fingerprint": fingerprint,
+                             "command_id": command_id, "payment_id": p.payment_id,
+                             "result": _ENCODER.encode(p).decode(), "created_at": now.isoformat()})
+        for step, event in events:
+            emitted.append((p, event, command_id, f"{key}:{step}"))
+        fresh[key] = (fingerprint, p)
+        results.append(p)
+    if payment_rows:
+        conn.execute(store.INSERT_PAYMENT, payment_rows)
+        conn.execute(store.INSERT_COMMAND, command_rows)
+    env = settings.env
+    for p, event, command_id, event_key in emitted:
+        headers = ev.headers(p, command_id=command_id, idempotency_key=event_key, env=env)
+        outbox.append(conn, event, headers=headers, idempotency_key=event_key, env=env)
+    return results
+
+
+def _lifecycle(spec: PaymentSpec, gw: Gateway) -> tuple[Payment, list[tuple[str, Any]]]:
+    """One payment's whole lifecycle in memory: the final payment and its events in order."""
+    now = _now()
+    fields = _spec_fields(spec)
+    fields.pop("decline")
+    p = _new_payment(**{**fields, "amount": spec.amount}, payment_id=None, now=now)
+    events: list[tuple[str, Any]] = [("initiate", ev.initiated(p, now))]
+    auth = gw.authorize(_request(p, spec.decline))
+    now = _now()
+    if not auth.approved:
+        p = _declined(p, auth.decline_code, auth.decline_reason, "initiated", auth.gateway_reference, now)
+        events.append(("authorize", ev.failed(p, now)))
+        return _with_events(p), events
+    p = _replace(p, state=PaymentState.authorized.value, authorization_code=auth.authorization_code,
+                 gateway_reference=auth.gateway_reference, authorized_at=now)
+    events.append(("authorize", ev.authorized(p, now)))
+    cap = gw.capture(_request(p, spec.decline), auth)
+    now = _now()
+    if not cap.captured:
+        p = _declined(p, cap.failure_code, cap.failure_reason, "authorized", cap.gateway_reference, now)
+        events.append(("capture", ev.failed(p, now)))
+        return _with_events(p), events
+    p = _replace(p, state=PaymentState.captured.value, capture_id=cap.capture_id, captured_at=now)
+    events.append(("capture", ev.captured(p, now)))
+    now = _now()
+    p = _replace(p, state=PaymentState.processed.value, transaction_id=_new_id("txn"), processed_at=now)
+    events.append(("complete", ev.processed(p, now)))
+    return _with_events(p), events
