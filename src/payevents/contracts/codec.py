@@ -1,20 +1,43 @@
 """Decode + validate incoming bytes, validate + encode outgoing events.
 
-INTERFACE (stable, used by runtime and services) — the contracts work fills in the details:
+INTERFACE (stable, used by runtime and services):
 
 * ``decode_event(raw: bytes) -> DecodedEvent`` — canonical events of every known type/version and the
   legacy envelope (normalized, ``legacy=True``). Raises :class:`EventValidationError` naming JSON
   paths and rules. Unknown extra fields are tolerated on read.
 * ``encode_event(event) -> bytes`` — strict: validates (no unknown fields, canonical-required fields
-  present, money rules, card guard) and encodes; amounts as JSON numbers, losslessly.
+  present, published version, money rules, card guard) and encodes; amounts as JSON numbers, losslessly.
+
+Two paths. The fast path is a msgspec typed decode (Decimal parsed losslessly from JSON numbers) plus
+cheap checks: money (ISO 4217, > 0, minor units), canonical-required fields, a card-number prefilter on
+the raw bytes. Only when something fails does the precise path run: the shipped JSON Schema (draft
+2020-12) plus our own checks, producing every error with its JSON path, rule and (never for card data)
+the bad value. The precise path is the authority: it decides, the fast path only accepts quickly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
 
-from payevents.contracts.events import PaymentEvent
+import msgspec
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError as SchemaError
+
+from payevents.contracts import cardguard, legacy
+from payevents.contracts.events import (
+    CANONICAL_REQUIRED,
+    EVENT_MODELS,
+    UUID_PATTERN,
+    AwareDatetime,
+    PaymentEvent,
+)
+from payevents.contracts.money import MINOR_UNITS, amount_problem
+from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
 
 
@@ -57,3 +80,442 @@ class DecodedEvent:
     @property
     def payment_id(self) -> str:
         return self.event.data.paymentId
+
+
+# -- tables built once ------------------------------------------------------------------------------
+
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+_MODELS: Final[frozenset[type]] = frozenset(EVENT_MODELS.values())
+_KNOWN_TYPES: Final = tuple(dict.fromkeys(t for t, _ in EVENT_MODELS))
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+#: (eventType, major) -> (model, its decoder): a reader accepts every minor/patch of a published major
+_READERS: Final[dict[tuple[str, str], tuple[type, msgspec.json.Decoder[Any]]]] = {}
+for (_t, _v), _m in sorted(EVENT_MODELS.items(), key=lambda kv: tuple(int(p) for p in kv[0][1].split("."))):
+    _READERS[(_t, _major(_v))] = (_m, msgspec.json.Decoder(_m))
+_LEGACY_DECODER: Final = msgspec.json.Decoder(legacy.LegacyPaymentProcessed)
+
+
+class _Peek(msgspec.Struct):
+    eventType: Any = None
+    version: Any = None
+
+
+_PEEK: Final = msgspec.json.Decoder(_Peek)
+_SEMVER: Final = re.compile(r"^\d+\.\d+\.\d+$")
+#: an amount given as a JSON string ("value": "99.99") — msgspec would accept it for a Decimal; the schema does not
+_STRING_VALUE: Final = re.compile(rb'"value"\s*:\s*"')
+
+
+def _getter(path: str) -> Callable[[Any], bool]:
+    """A function telling whether the dotted attribute ``path`` is present (not UNSET) on an event."""
+    names = path.split(".")
+
+    def present(ev: Any) -> bool:
+        obj = ev
+        for name in names:
+            obj = getattr(obj, name, msgspec.UNSET)
+            if obj is msgspec.UNSET:
+                return False
+        return True
+
+    return present
+
+
+_CANONICAL_CHECKS: Final[dict[str, tuple[Callable[[Any], bool], ...]]] = {
+    t: tuple(_getter(p) for p in paths) for t, paths in CANONICAL_REQUIRED.items()
+}
+
+
+# -- the fast path -----------------------------------------------------------------------------------
+
+
+def _money_ok(amount: Any) -> bool:
+    minor = MINOR_UNITS.get(amount.currency)
+    if minor is None:
+        return False
+    value = amount.value
+    try:
+        if not value > 0:
+            return False
+    except InvalidOperation:
+        return False
+    exponent = value.as_tuple().exponent
+    return exponent >= -minor or amount_problem(value, amount.currency) is None
+
+
+def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
+    """The event when every cheap check passes, else None (the precise path then decides)."""
+    try:
+        peek = _PEEK.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    event_type = peek.eventType
+    version = peek.version
+    if event_type == legacy.LEGACY_EVENT_TYPE:
+        if strict:
+            return None
+        return _fast_legacy(raw)
+    if not isinstance(version, str) or not isinstance(event_type, str):
+        return None
+    reader = _READERS.get((event_type, version.split(".", 1)[0]))
+    if reader is None:
+        return None
+    model, decoder = reader
+    if strict and version != model.VERSION:  # type: ignore[attr-defined]
+        return None
+    try:
+        event = decoder.decode(raw)
+    except msgspec.ValidationError:
+        return None
+    if not _money_ok(event.data.amount):
+        return None
+    for present in _CANONICAL_CHECKS.get(event_type, ()):
+        if not present(event):
+            return None
+    if _STRING_VALUE.search(raw) is not None:
+        return None
+    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
+        return None
+    return DecodedEvent(event)
+
+
+def _fast_legacy(raw: bytes) -> DecodedEvent | None:
+    try:
+        env = _LEGACY_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return None
+    if not _money_ok(env.payload.amount):
+        return None
+    if _STRING_VALUE.search(raw) is not None:
+        return None
+    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
+        return None
+    event, extras = legacy.normalize(env)
+    return DecodedEvent(event, legacy=True, extras=extras)
+
+
+# -- the precise path ----------------------------------------------------------------------------------
+
+_FORMATS: Final = FormatChecker(formats=())
+_UUID_RE: Final = re.compile(UUID_PATTERN)
+_DATETIME_DECODER: Final = msgspec.json.Decoder(AwareDatetime)
+
+
+@_FORMATS.checks("uuid")
+def _is_uuid(value: object) -> bool:
+    return not isinstance(value, str) or _UUID_RE.match(value) is not None
+
+
+@_FORMATS.checks("date-time")
+def _is_datetime(value: object) -> bool:
+    """RFC 3339 with an offset, exactly what the msgspec models accept."""
+    if not isinstance(value, str):
+        return True
+    try:
+        _DATETIME_DECODER.decode(msgspec.json.encode(value))
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+_VALIDATORS: dict[tuple[str, str], Draft202012Validator] = {}
+
+
+def _validator(event_type: str, version: str) -> Draft202012Validator:
+    v = _VALIDATORS.get((event_type, version))
+    if v is None:
+        v = Draft202012Validator(load_schema(event_type, version), format_checker=_FORMATS)
+        _VALIDATORS[(event_type, version)] = v
+    return v
+
+
+def _show(value: Any) -> str:
+    """A bad value for a message: scalars as JSON-ish text (shortened), containers by kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal | float):
+        return str(value)
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "...'"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _at(path: str) -> str:
+    return path or "$"
+
+
+_PATTERN_HINTS: Final = {
+    UUID_PATTERN: "is not a UUID",
+    r"^[A-Z]{3}$": "is not an ISO 4217 code",
+    r"^[0-9]{4}$": "is not exactly four digits",
+    r"^\d+\.\d+\.\d+$": r"does not match ^\d+\.\d+\.\d+$ (MAJOR.MINOR.PATCH)",
+}
+_TYPE_NAMES: Final = {"string": "a string", "number": "a number", "object": "an object", "integer": "an integer"}
+
+
+def _schema_errors(err: SchemaError) -> list[FieldError]:
+    path = ""
+    for key in err.absolute_path:
+        path = _join(path, key)
+    inst = err.instance
+    rule = str(err.validator)
+    v = err.validator_value
+    if rule == "required":
+        present = inst if isinstance(inst, dict) else {}
+        return [
+            FieldError(_join(path, name), "required", f"{_join(path, name)}: required property is missing")
+            for name in v
+            if name not in present
+        ]
+    if rule == "type":
+        if inst is None:
+            msg = f"{_at(path)}: null is not allowed (leave the field out when it has no value)"
+        else:
+            want = _TYPE_NAMES.get(v, v) if isinstance(v, str) else " or ".join(v)
+            msg = f"{_at(path)}: {_show(inst)} is not {want}"
+    elif rule == "const":
+        msg = f"{_at(path)}: {_show(inst)} is not {_show(v)}"
+    elif rule == "enum":
+        msg = f"{_at(path)}: {_show(inst)} is not one of {', '.join(map(str, v))}"
+    elif rule == "pattern":
+        msg = f"{_at(path)}: {_show(inst)} {_PATTERN_HINTS.get(v, f'does not match {v}')}"
+    elif rule == "format":
+        what = {"uuid": "a UUID", "date-time": "an RFC 3339 date-time with offset (e.g. 2025-12-11T10:30:00Z)"}
+        msg = f"{_at(path)}: {_show(inst)} is not {what.get(v, v)}"
+    elif rule == "minLength":
+        msg = f"{_at(path)}: must not be empty"
+    elif rule == "exclusiveMinimum":
+        msg = f"{_at(path)}: {_show(inst)} must be greater than {v}"
+    else:
+        msg = f"{_at(path)}: {err.message}"
+    return [FieldError(path, rule, msg)]
+
+
+def _money_errors(amount: Any, path: str) -> list[FieldError]:
+    if not isinstance(amount, dict):
+        return []
+    value, code = amount.get("value"), amount.get("currency")
+    if not isinstance(code, str):
+        return []
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        if code in MINOR_UNITS:
+            return []
+        value = Decimal(1)  # the schema reports the value; still name a bad currency
+    problem = amount_problem(Decimal(value), code)
+    if problem is None:
+        return []
+    rule, tail = problem
+    where = _join(path, "currency" if rule == "iso4217" else "value")
+    return [FieldError(where, rule, f"{where}: {tail}")]
+
+
+def _model_fields(model: type) -> Any:
+    return msgspec.inspect.type_info(model)
+
+
+def _unknown_fields(obj: Any, info: Any, path: str) -> list[FieldError]:
+    """Emit strictness: every key of ``obj`` must be a field of the model (recursively)."""
+    if not isinstance(info, msgspec.inspect.StructType) or not isinstance(obj, Mapping):
+        return []
+    fields = {f.encode_name: f.type for f in info.fields}
+    out = []
+    for key, value in obj.items():
+        sub = _join(path, str(key))
+        if key not in fields:
+            out.append(FieldError(sub, "unknown-field", f"{sub}: unknown field (not in the published schema)"))
+        else:
+            out.extend(_unknown_fields(value, fields[key], sub))
+    return out
+
+
+def _pick(obj: dict[str, Any], strict: bool) -> tuple[str, str] | FieldError:
+    """The (eventType, schema version) to validate ``obj`` against, or the error that prevents it."""
+    event_type = obj.get("eventType")
+    if event_type == legacy.LEGACY_EVENT_TYPE:
+        if strict:
+            return FieldError(
+                "eventType", "legacy", "eventType: the legacy PAYMENT_PROCESSED envelope is never emitted"
+            )
+        return event_type, legacy.LEGACY_VERSION
+    if event_type is None:
+        return FieldError("eventType", "required", "eventType: required property is missing")
+    if not isinstance(event_type, str) or event_type not in _KNOWN_TYPES:
+        known = ", ".join([*_KNOWN_TYPES, f"{legacy.LEGACY_EVENT_TYPE} (legacy)"])
+        return FieldError(
+            "eventType", "known-type", f"eventType: {_show(event_type)} is not a known event type ({known})"
+        )
+    published = sorted((v for t, v in EVENT_MODELS if t == event_type), key=lambda v: tuple(map(int, v.split("."))))
+    version = obj.get("version")
+    if isinstance(version, str) and _SEMVER.match(version):
+        if strict and version not in published:
+            return FieldError(
+                "version",
+                "published",
+                f"version: {_show(version)} is not a published version of {event_type} ({', '.join(published)})",
+            )
+        same_major = [v for v in published if _major(v) == _major(version)]
+        if not same_major:
+            return FieldError(
+                "version",
+                "supported",
+                f"version: {_show(version)} is not a supported version of {event_type} "
+                f"(readable: {', '.join(sorted({_major(v) + '.x.y' for v in published}))})",
+            )
+        return event_type, same_major[-1]
+    return event_type, published[-1]  # the schema names the bad version
+
+
+def _precise(raw: bytes, strict: bool) -> DecodedEvent:
+    """Every error with path, rule and (never for card data) value; the DecodedEvent when there is none."""
+    try:
+        obj = json.loads(raw, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise EventValidationError([FieldError("", "json", f"$: not valid JSON ({reason}{where})")]) from None
+    if not isinstance(obj, dict):
+        raise EventValidationError(
+            [FieldError("", "type", f"$: {_show(obj)} is not an object (an event is a JSON object)")]
+        )
+
+    errors: list[FieldError] = []
+    card = list(dict.fromkeys(cardguard.card_paths(obj)))
+    errors += [FieldError(p, "card-number", f"{_at(p)}: {cardguard.CARD_MESSAGE}") for p in card]
+
+    picked = _pick(obj, strict)
+    if isinstance(picked, FieldError):
+        errors.append(picked)
+        raise EventValidationError(_finish(errors, card))
+    event_type, version = picked
+    is_legacy = event_type == legacy.LEGACY_EVENT_TYPE
+    body = obj.get("payload" if is_legacy else "data")
+    if isinstance(body, dict):
+        errors += _money_errors(body.get("amount"), "payload.amount" if is_legacy else "data.amount")
+    if strict:
+        model = EVENT_MODELS[(event_type, version)]
+        errors += _unknown_fields(obj, _model_fields(model), "")
+    for err in sorted(_validator(event_type, version).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+        errors += _schema_errors(err)
+    if errors:
+        raise EventValidationError(_finish(errors, card))
+
+    # valid by the schema and our rules: decode with the model (the schema and the model agree; a test checks it)
+    try:
+        if is_legacy:
+            event, extras = legacy.normalize(_LEGACY_DECODER.decode(raw))
+            return DecodedEvent(event, legacy=True, extras=extras)
+        _, decoder = _READERS[(event_type, _major(version))]
+        return DecodedEvent(decoder.decode(raw))
+    except msgspec.ValidationError as exc:
+        raise EventValidationError(_finish([_from_msgspec(exc)], card)) from None
+
+
+def _from_msgspec(exc: msgspec.ValidationError) -> FieldError:
+    text = str(exc)
+    path = ""
+    if " - at `$" in text:
+        text, _, where = text.partition(" - at `$")
+        path = where.rstrip("`").lstrip(".")
+    return FieldError(path, "model", f"{_at(path)}: {text}")
+
+
+def _finish(errors: list[FieldError], card_paths: list[str]) -> list[FieldError]:
+    """One error per (path, rule) in order; nothing that could echo card digits."""
+    seen: set[tuple[str, str]] = set()
+    seen_paths: set[str] = set()
+    out = []
+    for e in errors:
+        if (e.path, e.rule) in seen:
+            continue
+        if e.rule != "card-number" and (
+            e.path in card_paths or any(e.path.startswith(p + ".") for p in card_paths if p)
+        ):
+            continue  # the card error names this path; the value must not be echoed
+        if e.rule != "required" and e.path in seen_paths and e.rule in {"pattern", "exclusiveMinimum", "type"}:
+            continue  # our own money rule already named this path
+        if cardguard.contains_card_number(e.message):
+            e = FieldError(e.path, e.rule, f"{_at(e.path)}: invalid ({e.rule}); value not shown")
+        seen.add((e.path, e.rule))
+        seen_paths.add(e.path)
+        out.append(e)
+    return out
+
+
+# -- the public functions ----------------------------------------------------------------------------------
+
+
+def decode_event(raw: bytes) -> DecodedEvent:
+    """Decode and validate one event (canonical or legacy); EventValidationError lists every problem."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    decoded = _fast(raw, False)
+    if decoded is not None:
+        return decoded
+    return _precise(raw, False)
+
+
+def encode_event(event: PaymentEvent | Mapping[str, Any]) -> bytes:
+    """Validate strictly and encode an event we emit: published version, canonical fields, no unknown fields."""
+    if isinstance(event, Mapping):
+        try:
+            raw = _ENCODER.encode(event)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise EventValidationError([FieldError("", "type", f"$: cannot be encoded as JSON ({exc})")]) from None
+        _precise(raw, True)
+        return raw
+    if type(event) not in _MODELS:
+        raise EventValidationError([FieldError("", "type", f"$: {type(event).__name__} is not an event model")])
+    raw = _ENCODER.encode(event)
+    if _fast(raw, True) is None:
+        _precise(raw, True)
+    return raw
+
+
+def validate_document(doc: bytes | str | Mapping[str, Any]) -> list[FieldError]:
+    """Every problem of one document (bytes, text or a parsed object); [] when it is a valid event (read rules)."""
+    if isinstance(doc, Mapping):
+        try:
+            doc = _ENCODER.encode(doc)
+        except (TypeError, msgspec.EncodeError) as exc:
+            return [FieldError("", "type", f"$: cannot be encoded as JSON ({exc})")]
+    try:
+        decode_event(doc if isinstance(doc, bytes) else doc.encode("utf-8"))
+    except EventValidationError as exc:
+        return exc.errors
+    return []
+
+
+def to_builtins(event: PaymentEvent) -> dict[str, Any]:
+    """The event as plain dicts/strings (JSON field names, UNSET omitted, datetimes RFC 3339); amounts stay Decimal."""
+    out = msgspec.to_builtins(event, builtin_types=(Decimal,))
+    assert isinstance(out, dict)
+    return out
+
+
+__all__ = [
+    "DecodedEvent",
+    "EventValidationError",
+    "FieldError",
+    "decode_event",
+    "encode_event",
+    "to_builtins",
+    "validate_document",
+]

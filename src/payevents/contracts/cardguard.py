@@ -1,0 +1,79 @@
+"""The card-data guard: a string that carries a Luhn-valid 13–19 digit number is card data.
+
+Candidates are digit runs of 13–19 digits, either contiguous or grouped the way card numbers are
+written (4-4-4-4[-3] or Amex/Diners 4-6-4/5, the same space or dash between groups). A grouped match
+must stand alone (no letter, digit or further group next to it), so UUIDs and dates never qualify. The
+digits are never returned, logged or put in an error message: only the fact and the place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+_CANDIDATE: Final = re.compile(
+    r"(?<!\d)\d{13,19}(?!\d)"
+    r"|(?<![0-9A-Za-z])(?<!\d[ -])(?<![0-9A-Za-z]-)"
+    r"(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})"
+    r"(?![0-9A-Za-z])(?![ -]\d)(?!-[A-Za-z])"
+)
+#: raw bytes -> a skeleton: digits become "0", space and dash "-", everything else "x"
+_SKELETON: Final = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else ord("-") if b in b" -" else ord("x") for b in range(256)
+)
+_SKELETON_NEEDLES: Final = (b"0" * 13, b"0000-0000-0000", b"0000-000000-0000")
+
+CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); card data is not allowed, value not shown"
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a string of ASCII digits."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def contains_card_number(text: str) -> bool:
+    """True when ``text`` contains a standalone Luhn-valid 13–19 digit number (spaces/dashes allowed)."""
+    for m in _CANDIDATE.finditer(text):
+        digits = m.group(0).replace(" ", "").replace("-", "")
+        if 13 <= len(digits) <= 19 and digits.isascii() and luhn_ok(digits):
+            return True
+    return False
+
+
+def raw_may_contain_card(raw: bytes) -> bool:
+    """Cheap prefilter over raw JSON bytes: False means no string in it can hold a card number.
+
+    JSON ``\\u`` escapes could spell digits or separators, so any ``\\u`` escape also answers True.
+    """
+    if b"\\u" in raw:
+        return True
+    skeleton = raw.translate(_SKELETON)
+    return any(needle in skeleton for needle in _SKELETON_NEEDLES)
+
+
+def card_paths(obj: Any, path: str = "") -> Iterator[str]:
+    """JSON paths (``data.metadata.description``) of every string (value or key) in ``obj`` holding card data."""
+    if isinstance(obj, str):
+        if contains_card_number(obj):
+            yield path
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and contains_card_number(key):
+                yield sub
+            yield from card_paths(value, sub)
+    elif isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            yield from card_paths(value, f"{path}[{i}]")
+
+
+__all__ = ["CARD_MESSAGE", "card_paths", "contains_card_number", "luhn_ok", "raw_may_contain_card"]
