@@ -1,0 +1,375 @@
+"""Posting to the journal, the PaymentProcessed handler, and the ledger's reads and verification."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from payevents.contracts.codec import DecodedEvent
+from payevents.contracts.events import PaymentProcessed
+from payevents.errors import ContractError, NotFound, PoisonEvent
+from payevents.services.ledger import store
+from payevents.services.payments.money import exponent, from_minor, to_minor
+from payevents.settings import Settings
+from payevents.transport.base import Message
+
+NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://payevents.local/services/ledger/entries")
+
+#: the chart of accounts (each exists once per currency, created on first use)
+ACCOUNTS: Final[dict[str, tuple[str, str]]] = {
+    "cash": ("Cash", "asset"),
+    "accounts_receivable": ("Accounts Receivable", "asset"),
+}
+CASH: Final = "cash"
+RECEIVABLE: Final = "accounts_receivable"
+
+
+class Line(msgspec.Struct, kw_only=True, frozen=True):
+    account: str
+    currency: str
+    side: str  # "D" debit, "C" credit
+    amount_minor: int
+
+
+class JournalLine(msgspec.Struct, kw_only=True, frozen=True):
+    line_no: int
+    account: str
+    account_name: str
+    currency: str
+    side: str
+    amount_minor: int
+    amount: Decimal
+
+
+class JournalEntry(msgspec.Struct, kw_only=True, frozen=True):
+    entry_id: str
+    event_id: str
+    payment_id: str
+    kind: str
+    description: str
+    legacy: bool
+    occurred_at: datetime
+    posted_at: datetime
+    lines: list[JournalLine]
+    corrects: str | None = None
+
+
+# -- posting ---------------------------------------------------------------------------------------------
+
+
+def check_balanced(lines: Sequence[Line]) -> None:
+    """The code half of the invariants: ≥ 2 lines, known accounts, valid currency, positive integer
+    minor units, debits = credits per currency. Raises ContractError naming the rule."""
+    if len(lines) < 2:
+        raise ContractError(f"lines: an entry needs at least 2 lines, got {len(lines)}")
+    net: dict[str, int] = defaultdict(int)
+    for i, ln in enumerate(lines):
+        if ln.account not in ACCOUNTS:
+            raise ContractError(f"lines[{i}].account: {ln.account!r} is not in the chart of accounts")
+        exponent(ln.currency)
+        if ln.side not in ("D", "C"):
+            raise ContractError(f"lines[{i}].side: {ln.side!r} must be 'D' or 'C'")
+        if isinstance(ln.amount_minor, bool) or not isinstance(ln.amount_minor, int) or ln.amount_minor <= 0:
+            raise ContractError(f"lines[{i}].amount_minor: {ln.amount_minor!r} must be a positive integer")
+        net[ln.currency] += ln.amount_minor if ln.side == "D" else -ln.amount_minor
+    unbalanced = {c: n for c, n in net.items() if n != 0}
+    if unbalanced:
+        raise ContractError(f"lines: {store.UNBALANCED} (debits - credits: {unbalanced})")
+
+
+_ENSURE_ACCOUNT: Final = sa.text(
+    "INSERT INTO ledger_accounts (code, currency, name, kind, created_at) VALUES (:code, :currency, :name, :kind, :t)"
+    " ON CONFLICT (code, currency) DO NOTHING"
+)
+_INSERT_LINE: Final = sa.text(
+    "INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
+    " VALUES (:entry_id, :line_no, :account_code, :currency, :side, :amount_minor)"
+)
+_INSERT_ENTRY: Final = sa.text(
+    "INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, legacy, line_count, occurred_at,"
+    " posted_at, corrects) VALUES (:entry_id, :event_id, :payment_id, :kind, :description, :legacy, :line_count,"
+    " :occurred_at, :posted_at, :corrects)"
+)
+
+
+def post(
+    conn: Connection,
+    *,
+    event_id: str,
+    payment_id: str,
+    lines: Sequence[Line],
+    description: str,
+    occurred_at: datetime,
+    kind: str = "payment",
+    legacy: bool = False,
+    corrects: str | None = None,
+) -> str:
+    """Post one balanced entry inside the caller's transaction; returns its entry id (uuid5 of the event id)."""
+    check_balanced(lines)
+    entry_id = str(uuid.uuid5(NAMESPACE, event_id))
+    now = datetime.now(UTC).isoformat()
+    accounts = {(ln.account, ln.currency) for ln in lines}
+    conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
+                                    "t": now} for a, c in sorted(accounts)])  # fmt: skip
+    conn.execute(_INSERT_LINE, [{"entry_id": entry_id, "line_no": i, "account_code": ln.account,
+                                 "currency": ln.currency, "side": ln.side, "amount_minor": ln.amount_minor}
+                                for i, ln in enumerate(lines, start=1)])  # fmt: skip
+    conn.execute(_INSERT_ENTRY, {"entry_id": entry_id, "event_id": event_id, "payment_id": payment_id, "kind": kind,
+                                 "description": description, "legacy": int(legacy), "line_count": len(lines),
+                                 "occurred_at": occurred_at.isoformat(), "posted_at": now,
+                                 "corrects": corrects})  # fmt: skip
+    return entry_id
+
+
+_PAYMENT_ENTRY: Final = sa.text(
+    "SELECT entry_id, event_id FROM journal_entries WHERE payment_id = :pid AND kind = 'payment'"
+)
+
+
+def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Message | None = None) -> None:
+    """PaymentProcessed → one balanced entry: debit Cash, credit Accounts Receivable (legacy events too).
+
+    A replay of the same eventId posts nothing. Another PaymentProcessed for a payment already posted
+    is refused (dead-lettered with the reason) rather than posted twice.
+    """
+    event = decoded.event
+    if not isinstance(event, PaymentProcessed):
+        raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
+    d = event.data
+    try:
+        minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+    except ContractError as exc:
+        raise PoisonEvent(f"ledger: {exc}") from None
+    existing = conn.execute(_PAYMENT_ENTRY, {"pid": d.paymentId}).first()
+    if existing is not None:
+        if existing.event_id == event.eventId:
+            return  # a replay: already posted
+        raise PoisonEvent(
+            f"ledger: payment {d.paymentId} was already posted by event {existing.event_id};"
+            f" PaymentProcessed {event.eventId} is a second completion of the same payment"
+        )
+    cur = d.amount.currency
+    description = _description(decoded)
+    post(conn, event_id=event.eventId, payment_id=d.paymentId, description=description,
+         occurred_at=d.processedAt, legacy=decoded.legacy,
+         lines=[Line(account=CASH, currency=cur, side="D", amount_minor=minor),
+                Line(account=RECEIVABLE, currency=cur, side="C", amount_minor=minor)])  # fmt: skip
+
+
+def _description(decoded: DecodedEvent) -> str:
+    d = decoded.event.data
+    meta = getattr(d, "metadata", None)
+    parts = [f"Payment {d.paymentId}"]
+    desc = getattr(meta, "description", None) if meta is not None else None
+    order = getattr(meta, "orderId", None) if meta is not None else None
+    if isinstance(desc, str):
+        parts.append(desc)
+    if isinstance(order, str):
+        parts.append(f"order {order}")
+    invoice = getattr(d, "invoiceId", None)
+    if isinstance(invoice, str):
+        parts.append(f"invoice {invoice}")
+    if decoded.legacy:
+        parts.append("legacy PAYMENT_PROCESSED 1.0")
+    return " · ".join(parts)
+
+
+def reverse(settings: Settings, entry_id: str, *, reason: str) -> JournalEntry:
+    """Correct a posted entry the only way the journal allows: a new entry with every line reversed."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ContractError("reason: required non-empty string")
+    eng = store.engine(settings)
+    with eng.begin() as conn:
+        original = _load_entries(conn, "e.entry_id = :eid", {"eid": entry_id})
+        if not original:
+            raise NotFound(f"journal entry {entry_id!r}: not found")
+        e = original[0]
+        flip = {"D": "C", "C": "D"}
+        lines = [Line(account=ln.account, currency=ln.currency, side=flip[ln.side], amount_minor=ln.amount_minor)
+                 for ln in e.lines]
+        new_id = post(conn, event_id=f"reversal:{e.entry_id}", payment_id=e.payment_id, kind="correction",
+                      description=f"Reversal of {e.entry_id}: {reason}", occurred_at=datetime.now(UTC),
+                      corrects=e.entry_id, lines=lines)  # fmt: skip
+        return _load_entries(conn, "e.entry_id = :eid", {"eid": new_id})[0]
+
+
+# -- reads -----------------------------------------------------------------------------------------------
+
+
+def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int | None = None) -> list[JournalEntry]:
+    sql = f"SELECT * FROM journal_entries e WHERE {where} ORDER BY e.posted_at, e.entry_id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    entries = conn.execute(sa.text(sql), args).all()
+    if not entries:
+        return []
+    lines: dict[str, list[JournalLine]] = defaultdict(list)
+    ids = [e.entry_id for e in entries]
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(
+            sa.text(
+                "SELECT l.entry_id, l.line_no, l.account_code, l.currency, l.side, l.amount_minor, a.name"
+                " FROM journal_lines l JOIN ledger_accounts a ON a.code = l.account_code AND a.currency = l.currency"
+                " WHERE l.entry_id IN :ids ORDER BY l.entry_id, l.line_no"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": ids[start : start + 500]},
+        )
+        for r in rows:
+            lines[r.entry_id].append(JournalLine(line_no=int(r.line_no), account=r.account_code, account_name=r.name,
+                                                 currency=r.currency, side=r.side, amount_minor=int(r.amount_minor),
+                                                 amount=from_minor(int(r.amount_minor), r.currency)))  # fmt: skip
+    return [
+        JournalEntry(entry_id=e.entry_id, event_id=e.event_id, payment_id=e.payment_id, kind=e.kind,
+                     description=e.description, legacy=bool(e.legacy),
+                     occurred_at=datetime.fromisoformat(e.occurred_at), posted_at=datetime.fromisoformat(e.posted_at),
+                     lines=lines[e.entry_id], corrects=e.corrects)
+        for e in entries
+    ]
+
+
+def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 100) -> list[JournalEntry]:
+    """Journal entries with their lines, oldest first (optionally those of one payment)."""
+    with store.engine(settings).connect() as conn:
+        if payment_id is not None:
+            return _load_entries(conn, "e.payment_id = :pid", {"pid": payment_id}, limit)
+        return _load_entries(conn, "1 = 1", {}, limit)
+
+
+class AccountBalance(msgspec.Struct, kw_only=True, frozen=True):
+    account: str
+    name: str
+    kind: str
+    debits_minor: int
+    credits_minor: int
+    #: debits - credits (an asset's natural balance is a debit)
+    balance_minor: int
+    balance: Decimal
+
+
+class CurrencyBalance(msgspec.Struct, kw_only=True, frozen=True):
+    currency: str
+    accounts: list[AccountBalance]
+    total_debits_minor: int
+    total_credits_minor: int
+    total_debits: Decimal
+    total_credits: Decimal
+    balanced: bool
+
+
+class TrialBalance(msgspec.Struct, kw_only=True, frozen=True):
+    currencies: list[CurrencyBalance]
+    balanced: bool
+    entries: int
+
+
+def balances(settings: Settings) -> TrialBalance:
+    """The trial balance per currency: each account's debits and credits, and debits = credits."""
+    with store.engine(settings).connect() as conn:
+        return trial_balance(conn)
+
+
+def trial_balance(conn: Connection) -> TrialBalance:
+    rows = conn.exec_driver_sql(
+        "SELECT a.currency, a.code, a.name, a.kind,"
+        " COALESCE(SUM(CASE WHEN l.side = 'D' THEN l.amount_minor END), 0) AS debits,"
+        " COALESCE(SUM(CASE WHEN l.side = 'C' THEN l.amount_minor END), 0) AS credits"
+        " FROM ledger_accounts a LEFT JOIN journal_lines l ON l.account_code = a.code AND l.currency = a.currency"
+        " GROUP BY a.currency, a.code, a.name, a.kind ORDER BY a.currency, a.code"
+    ).all()
+    per: dict[str, list[AccountBalance]] = defaultdict(list)
+    for r in rows:
+        dr, cr = int(r.debits), int(r.credits)
+        per[r.currency].append(AccountBalance(account=r.code, name=r.name, kind=r.kind, debits_minor=dr,
+                                              credits_minor=cr, balance_minor=dr - cr,
+                                              balance=from_minor(dr - cr, r.currency)))  # fmt: skip
+    out = []
+    for cur, accounts in sorted(per.items()):
+        dr = sum(a.debits_minor for a in accounts)
+        cr = sum(a.credits_minor for a in accounts)
+        out.append(CurrencyBalance(currency=cur, accounts=accounts, total_debits_minor=dr, total_credits_minor=cr,
+                                   total_debits=from_minor(dr, cur), total_credits=from_minor(cr, cur),
+                                   balanced=dr == cr))  # fmt: skip
+    n = int(conn.exec_driver_sql("SELECT COUNT(*) FROM journal_entries").scalar_one())
+    return TrialBalance(currencies=out, balanced=all(c.balanced for c in out), entries=n)
+
+
+class Violation(msgspec.Struct, kw_only=True, frozen=True):
+    rule: str
+    detail: str
+    entry_id: str | None = None
+
+
+class VerifyReport(msgspec.Struct, kw_only=True, frozen=True):
+    ok: bool
+    entries: int
+    lines: int
+    violations: list[Violation]
+
+
+_CHECKS: Final[list[tuple[str, str]]] = [
+    ("balanced-per-currency",
+     "SELECT entry_id, currency, SUM(CASE side WHEN 'D' THEN amount_minor ELSE -amount_minor END) AS net"
+     " FROM journal_lines GROUP BY entry_id, currency"
+     " HAVING SUM(CASE side WHEN 'D' THEN amount_minor ELSE -amount_minor END) <> 0"),
+    ("positive-amount",
+     "SELECT entry_id, line_no, amount_minor FROM journal_lines WHERE amount_minor IS NULL OR amount_minor <= 0"),
+    ("side", "SELECT entry_id, line_no, side FROM journal_lines WHERE side NOT IN ('D', 'C') OR side IS NULL"),
+    ("line-count",
+     "SELECT e.entry_id, e.line_count, COUNT(l.line_no) AS n FROM journal_entries e"
+     " LEFT JOIN journal_lines l ON l.entry_id = e.entry_id GROUP BY e.entry_id, e.line_count"
+     " HAVING COUNT(l.line_no) <> e.line_count OR COUNT(l.line_no) < 2"),
+    ("orphan-line",
+     "SELECT l.entry_id, l.line_no FROM journal_lines l LEFT JOIN journal_entries e ON e.entry_id = l.entry_id"
+     " WHERE e.entry_id IS NULL"),
+    ("account-currency",
+     "SELECT l.entry_id, l.line_no, l.account_code, l.currency FROM journal_lines l LEFT JOIN ledger_accounts a"
+     " ON a.code = l.account_code AND a.currency = l.currency WHERE a.code IS NULL"),
+    ("one-entry-per-event",
+     "SELECT event_id, COUNT(*) FROM journal_entries GROUP BY event_id HAVING COUNT(*) > 1"),
+    ("one-payment-entry-per-payment",
+     "SELECT payment_id, COUNT(*) FROM journal_entries WHERE kind = 'payment' GROUP BY payment_id"
+     " HAVING COUNT(*) > 1"),
+]  # fmt: skip
+
+
+def verify(settings: Settings) -> VerifyReport:
+    """Re-check every invariant over the whole journal (and that the database guards are in place)."""
+    with store.engine(settings).connect() as conn:
+        return verify_conn(conn)
+
+
+def verify_conn(conn: Connection) -> VerifyReport:
+    violations: list[Violation] = []
+    for rule, sql in _CHECKS:
+        for row in conn.exec_driver_sql(sql):
+            values = tuple(row)
+            violations.append(Violation(rule=rule, entry_id=str(values[0]), detail=", ".join(map(str, values))))
+    if conn.dialect.name == "sqlite":
+        for row in conn.exec_driver_sql(
+            "SELECT entry_id, line_no, typeof(amount_minor) FROM journal_lines WHERE typeof(amount_minor) <> 'integer'"
+        ):
+            violations.append(Violation(rule="integer-minor-units", entry_id=row[0],
+                                        detail=f"line {row[1]} amount stored as {row[2]}"))  # fmt: skip
+    for row in conn.exec_driver_sql("SELECT DISTINCT currency FROM journal_lines"):
+        try:
+            exponent(row[0])
+        except ContractError as exc:
+            violations.append(Violation(rule="currency", detail=str(exc)))
+    tb = trial_balance(conn)
+    for c in tb.currencies:
+        if not c.balanced:
+            violations.append(Violation(rule="trial-balance", detail=f"{c.currency}: debits {c.total_debits_minor}"
+                                        f" != credits {c.total_credits_minor} (minor units)"))  # fmt: skip
+    missing = store.GUARD_TRIGGERS - store.trigger_names(conn)
+    for name in sorted(missing):
+        violations.append(Violation(rule="database-guard", detail=f"trigger {name} is missing"))
+    n_lines = int(conn.exec_driver_sql("SELECT COUNT(*) FROM journal_lines").scalar_one())
+    return VerifyReport(ok=not violations, entries=tb.entries, lines=n_lines, violations=violations)

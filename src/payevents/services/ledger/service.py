@@ -1,0 +1,15 @@
+"""The Ledger as a consumer of payments.{env}.events."""
+
+from __future__ import annotations
+
+from payevents.runtime.service import ServiceDef
+from payevents.services.ledger.journal import on_payment_processed
+from payevents.services.ledger.store import MIGRATIONS
+
+SERVICE = ServiceDef(
+    name="ledger",
+    description="Double-entry journal in integer minor units: one balanced entry per processed payment.",
+    migrations=MIGRATIONS,
+    handlers={"PaymentProcessed": on_payment_processed},
+    downstream_action="Creates journal entries (debit Cash, credit Accounts Receivable)",
+)

@@ -1,0 +1,158 @@
+"""The Ledger's store: accounts per currency, an append-only double-entry journal.
+
+Invariants are stated in code (:func:`payevents.services.ledger.journal.post`) and again in the
+database, so a bug or a hand-written SQL statement cannot break them:
+
+* every line has a currency and a positive integer amount in minor units (CHECK);
+* a line's account exists in the line's currency (composite foreign key);
+* an entry balances per currency: lines are inserted first and the entry row seals them — a trigger
+  refuses the entry unless its lines balance (debits = credits per currency) and their count
+  matches; another trigger refuses lines added to a sealed entry; a deferred foreign key refuses
+  lines whose entry never arrives;
+* the journal is append-only: UPDATE, DELETE (and TRUNCATE) are refused by triggers; corrections
+  are new entries;
+* one entry per eventId, and one payment entry per paymentId (unique indexes).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Final
+
+from sqlalchemy.engine import Connection, Engine
+
+from payevents.settings import Settings
+from payevents.store.db import Migration, connect, engine_for
+
+SERVICE: Final = "ledger"
+APPEND_ONLY: Final = "journal is append-only"
+UNBALANCED: Final = "journal entry does not balance per currency"
+SEALED: Final = "journal entry is already posted"
+
+_TABLES: Final = [
+    """CREATE TABLE ledger_accounts (
+        code VARCHAR(40) NOT NULL,
+        currency CHAR(3) NOT NULL CHECK (length(currency) = 3),
+        name VARCHAR(100) NOT NULL,
+        kind VARCHAR(16) NOT NULL CHECK (kind IN ('asset', 'liability', 'equity', 'revenue', 'expense')),
+        created_at VARCHAR(40) NOT NULL,
+        PRIMARY KEY (code, currency)
+    )""",
+    """CREATE TABLE journal_entries (
+        entry_id VARCHAR(64) PRIMARY KEY,
+        event_id VARCHAR(128) NOT NULL UNIQUE,
+        payment_id VARCHAR(255) NOT NULL,
+        kind VARCHAR(16) NOT NULL CHECK (kind IN ('payment', 'correction')),
+        description TEXT NOT NULL,
+        legacy SMALLINT NOT NULL DEFAULT 0 CHECK (legacy IN (0, 1)),
+        line_count INTEGER NOT NULL CHECK (line_count >= 2),
+        occurred_at VARCHAR(40) NOT NULL,
+        posted_at VARCHAR(40) NOT NULL,
+        corrects VARCHAR(64) REFERENCES journal_entries (entry_id),
+        CHECK ((kind = 'correction') = (corrects IS NOT NULL))
+    )""",
+    "CREATE INDEX ix_journal_entries_payment ON journal_entries (payment_id)",
+    "CREATE UNIQUE INDEX ux_journal_payment_entry ON journal_entries (payment_id) WHERE kind = 'payment'",
+    "CREATE UNIQUE INDEX ux_journal_correction ON journal_entries (corrects) WHERE kind = 'correction'",
+    """CREATE TABLE journal_lines (
+        entry_id VARCHAR(64) NOT NULL REFERENCES journal_entries (entry_id) DEFERRABLE INITIALLY DEFERRED,
+        line_no INTEGER NOT NULL CHECK (line_no >= 1),
+        account_code VARCHAR(40) NOT NULL,
+        currency CHAR(3) NOT NULL CHECK (length(currency) = 3),
+        side CHAR(1) NOT NULL CHECK (side IN ('D', 'C')),
+        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+        PRIMARY KEY (entry_id, line_no),
+        FOREIGN KEY (account_code, currency) REFERENCES ledger_accounts (code, currency)
+    )""",
+    "CREATE INDEX ix_journal_lines_account ON journal_lines (account_code, currency)",
+]
+
+_BALANCE_CONDITION: Final = """
+    NEW.line_count < 2
+    OR (SELECT COUNT(*) FROM journal_lines WHERE entry_id = NEW.entry_id) <> NEW.line_count
+    OR EXISTS (SELECT 1 FROM journal_lines WHERE entry_id = NEW.entry_id GROUP BY currency
+               HAVING SUM(CASE side WHEN 'D' THEN amount_minor ELSE -amount_minor END) <> 0)"""
+
+_SQLITE_TRIGGERS: Final = [
+    f"""CREATE TRIGGER journal_entries_balanced BEFORE INSERT ON journal_entries
+        WHEN {_BALANCE_CONDITION}
+        BEGIN SELECT RAISE(ABORT, '{UNBALANCED}'); END""",
+    f"""CREATE TRIGGER journal_lines_sealed BEFORE INSERT ON journal_lines
+        WHEN EXISTS (SELECT 1 FROM journal_entries WHERE entry_id = NEW.entry_id)
+        BEGIN SELECT RAISE(ABORT, '{SEALED}: lines cannot be added'); END""",
+    *[
+        f"""CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
+            BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}: {op} on {table} refused'); END"""
+        for table in ("journal_entries", "journal_lines", "ledger_accounts")
+        for op in ("UPDATE", "DELETE")
+    ],
+]
+
+_PG_TRIGGERS: Final = [
+    f"""CREATE OR REPLACE FUNCTION journal_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RAISE EXCEPTION USING MESSAGE = '{APPEND_ONLY}: ' || TG_OP || ' on ' || TG_TABLE_NAME || ' refused',
+                                  ERRCODE = 'restrict_violation';
+        END
+        $fn$""",
+    f"""CREATE OR REPLACE FUNCTION journal_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF {_BALANCE_CONDITION} THEN
+                RAISE EXCEPTION USING MESSAGE = '{UNBALANCED}: ' || NEW.entry_id, ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END
+        $fn$""",
+    f"""CREATE OR REPLACE FUNCTION journal_line_sealed() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM journal_entries WHERE entry_id = NEW.entry_id) THEN
+                RAISE EXCEPTION USING MESSAGE = '{SEALED}: lines cannot be added to ' || NEW.entry_id,
+                                      ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END
+        $fn$""",
+    """CREATE TRIGGER journal_entries_balanced BEFORE INSERT ON journal_entries
+        FOR EACH ROW EXECUTE FUNCTION journal_entry_balanced()""",
+    """CREATE TRIGGER journal_lines_sealed BEFORE INSERT ON journal_lines
+        FOR EACH ROW EXECUTE FUNCTION journal_line_sealed()""",
+    *[
+        f"""CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
+            FOR EACH {"STATEMENT" if op == "TRUNCATE" else "ROW"} EXECUTE FUNCTION journal_append_only()"""
+        for table in ("journal_entries", "journal_lines", "ledger_accounts")
+        for op in ("UPDATE", "DELETE", "TRUNCATE")
+    ],
+]
+
+MIGRATIONS: Final[list[Migration]] = [
+    Migration(1, "accounts and journal", both=_TABLES),
+    Migration(2, "journal invariants: balanced, sealed, append-only", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
+]
+
+#: trigger names verify() expects to find (a dropped guard is a violation)
+GUARD_TRIGGERS: Final = frozenset(
+    {"journal_entries_balanced", "journal_lines_sealed"}
+    | {f"{t}_no_{op}" for t in ("journal_entries", "journal_lines", "ledger_accounts") for op in ("update", "delete")}
+)
+
+_ready: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def engine(settings: Settings) -> Engine:
+    """The ledger database, migrated once per engine per process."""
+    eng = engine_for(settings, SERVICE)
+    if eng not in _ready:
+        connect(settings, SERVICE, MIGRATIONS)
+        _ready.add(eng)
+    return eng
+
+
+def trigger_names(conn: Connection) -> set[str]:
+    if conn.dialect.name == "sqlite":
+        return set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
+    return set(
+        conn.exec_driver_sql(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
+        ).scalars()
+    )

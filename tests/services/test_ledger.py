@@ -1,0 +1,148 @@
+"""Ledger: balanced entries per PaymentProcessed, replays post nothing, the journal is append-only in
+the database, verify finds every violation. Store tests run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from money_helpers import deliver, processed
+
+from payevents.errors import ContractError, PoisonEvent
+from payevents.services import ledger
+from payevents.services.ledger import store
+from payevents.settings import Settings
+
+
+def test_payment_processed_posts_one_balanced_entry(store_settings: Settings) -> None:
+    e = processed(amount="99.99", currency="USD", invoice_id="INV-1")
+    deliver(store_settings, "ledger", [e])
+    [entry] = ledger.journal(store_settings, payment_id=e.payment_id)
+    assert entry.event_id == e.event_id and entry.kind == "payment" and not entry.legacy
+    assert [(ln.account, ln.side, ln.currency, ln.amount_minor) for ln in entry.lines] == [
+        ("cash", "D", "USD", 9999), ("accounts_receivable", "C", "USD", 9999)]
+    assert entry.lines[0].amount == Decimal("99.99") and entry.lines[0].account_name == "Cash"
+    tb = ledger.balances(store_settings)
+    assert tb.balanced and tb.entries == 1
+    [usd] = tb.currencies
+    assert (usd.currency, usd.total_debits_minor, usd.total_credits_minor) == ("USD", 9999, 9999)
+    assert {a.account: a.balance_minor for a in usd.accounts} == {"accounts_receivable": -9999, "cash": 9999}
+    assert ledger.verify(store_settings).ok
+
+
+def test_replay_posts_nothing_and_second_completion_is_refused(store_settings: Settings) -> None:
+    e = processed(amount="1000", currency="JPY")
+    deliver(store_settings, "ledger", [e, e])
+    deliver(store_settings, "ledger", [e])
+    assert len(ledger.journal(store_settings)) == 1
+    other = processed(amount="1000", currency="JPY", payment_id=e.payment_id)
+    with pytest.raises(PoisonEvent, match="already posted"):
+        deliver(store_settings, "ledger", [other])
+    assert len(ledger.journal(store_settings)) == 1
+
+
+def test_accounts_per_currency_and_legacy_events_post(store_settings: Settings) -> None:
+    events = [processed(amount="1.5", currency="KWD"), processed(amount="0.0001", currency="CLF"),
+              processed(amount="5", currency="JPY"), processed(amount="99.99", currency="USD", legacy=True)]
+    deliver(store_settings, "ledger", events)
+    tb = ledger.balances(store_settings)
+    assert [(c.currency, c.total_debits_minor) for c in tb.currencies] == [
+        ("CLF", 1), ("JPY", 5), ("KWD", 1500), ("USD", 9999)]
+    assert tb.balanced
+    legacy = ledger.journal(store_settings, payment_id=events[-1].payment_id)[0]
+    assert legacy.legacy and "legacy" in legacy.description and "ORD-789" in legacy.description
+    assert ledger.verify(store_settings).ok
+
+
+def test_post_checks_the_invariants_in_code(store_settings: Settings) -> None:
+    L = ledger.Line
+    eng = store.engine(store_settings)
+    bad = [
+        ([L(account="cash", currency="USD", side="D", amount_minor=100),
+          L(account="accounts_receivable", currency="USD", side="C", amount_minor=99)], "balance"),
+        ([L(account="cash", currency="USD", side="D", amount_minor=100),
+          L(account="accounts_receivable", currency="EUR", side="C", amount_minor=100)], "balance"),
+        ([L(account="cash", currency="USD", side="D", amount_minor=0),
+          L(account="accounts_receivable", currency="USD", side="C", amount_minor=0)], "positive integer"),
+        ([L(account="cash", currency="USD", side="D", amount_minor=100)], "at least 2"),
+        ([L(account="petty", currency="USD", side="D", amount_minor=1),
+          L(account="cash", currency="USD", side="C", amount_minor=1)], "chart of accounts"),
+    ]  # fmt: skip
+    for lines, msg in bad:
+        with pytest.raises(ContractError, match=msg), eng.begin() as conn:
+            ledger.post(conn, event_id="e", payment_id="p", lines=lines, description="x",
+                        occurred_at=datetime.now(UTC))
+    assert ledger.journal(store_settings) == []
+
+
+def test_database_refuses_update_and_delete_of_the_journal(store_settings: Settings) -> None:
+    deliver(store_settings, "ledger", [processed(amount="10.00")])
+    eng = store.engine(store_settings)
+    for sql in ["UPDATE journal_lines SET amount_minor = amount_minor + 1",
+                "UPDATE journal_entries SET description = 'edited'",
+                "DELETE FROM journal_lines", "DELETE FROM journal_entries",
+                "UPDATE ledger_accounts SET currency = 'EUR'", "DELETE FROM ledger_accounts"]:  # fmt: skip
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), eng.begin() as conn:
+            conn.exec_driver_sql(sql)
+    if eng.dialect.name == "postgresql":
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), eng.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE journal_lines, journal_entries")
+    [entry] = ledger.journal(store_settings)
+    assert [ln.amount_minor for ln in entry.lines] == [1000, 1000]
+    assert ledger.verify(store_settings).ok
+
+
+def test_database_refuses_unbalanced_and_unsealed_entries(store_settings: Settings) -> None:
+    eng = store.engine(store_settings)
+    deliver(store_settings, "ledger", [processed(amount="10.00")])  # creates the USD accounts
+    line = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
+            " VALUES ('x', {n}, '{a}', 'USD', '{s}', {m})")  # fmt: skip
+    entry = ("INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, line_count, occurred_at,"
+             " posted_at) VALUES ('x', 'ev-x', 'p-x', 'payment', 'hand-written', 2, 't', 't')")  # fmt: skip
+    with pytest.raises(sa.exc.DBAPIError, match="does not balance"), eng.begin() as conn:
+        conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=100))
+        conn.exec_driver_sql(line.format(n=2, a="accounts_receivable", s="C", m=90))
+        conn.exec_driver_sql(entry)
+    with pytest.raises(sa.exc.DBAPIError, match=r"amount_minor|check"), eng.begin() as conn:
+        conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=-5))
+    with pytest.raises(sa.exc.DBAPIError), eng.begin() as conn:  # lines without an entry: deferred FK at commit
+        conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=100))
+        conn.exec_driver_sql(line.format(n=2, a="accounts_receivable", s="C", m=100))
+    with pytest.raises(sa.exc.DBAPIError), eng.begin() as conn:  # an account in another currency
+        conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=100).replace("'USD'", "'EUR'"))
+    with eng.begin() as conn:  # a balanced hand-written entry is accepted ...
+        conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=100))
+        conn.exec_driver_sql(line.format(n=2, a="accounts_receivable", s="C", m=100))
+        conn.exec_driver_sql(entry)
+    with pytest.raises(sa.exc.DBAPIError, match="already posted"), eng.begin() as conn:  # ... and sealed
+        conn.exec_driver_sql(line.format(n=3, a="cash", s="D", m=1))
+    assert ledger.verify(store_settings).ok
+
+
+def test_reversal_is_a_new_entry(store_settings: Settings) -> None:
+    e = processed(amount="12.34")
+    deliver(store_settings, "ledger", [e])
+    [entry] = ledger.journal(store_settings)
+    rev = ledger.reverse(store_settings, entry.entry_id, reason="charged twice")
+    assert rev.kind == "correction" and rev.corrects == entry.entry_id
+    assert [(ln.account, ln.side) for ln in rev.lines] == [("cash", "C"), ("accounts_receivable", "D")]
+    tb = ledger.balances(store_settings)
+    assert tb.balanced and all(a.balance_minor == 0 for a in tb.currencies[0].accounts)
+    assert len(ledger.journal(store_settings, payment_id=e.payment_id)) == 2
+
+
+def test_verify_reports_tampering(settings: Settings) -> None:
+    """With the guards dropped (a rogue DBA on SQLite), verify still catches every broken invariant."""
+    deliver(settings, "ledger", [processed(amount="10.00"), processed(amount="5", currency="JPY")])
+    assert ledger.verify(settings).ok
+    eng = store.engine(settings)
+    with eng.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER journal_lines_no_update")
+        conn.exec_driver_sql("UPDATE journal_lines SET amount_minor = 999 WHERE currency = 'USD' AND side = 'D'")
+    report = ledger.verify(settings)
+    assert not report.ok
+    rules = {v.rule for v in report.violations}
+    assert {"balanced-per-currency", "trial-balance", "database-guard"} <= rules
+    assert any("journal_lines_no_update" in v.detail for v in report.violations)
