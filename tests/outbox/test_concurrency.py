@@ -42,7 +42,7 @@ def test_fifty_concurrent_writers_lose_nothing(outbox_engine: Engine, store_sett
             for t in range(TXS_PER_WRITER):
                 if t and rng.random() < 0.5:  # some writers move on to a new payment, others add to theirs
                     pid = f"pay-{n}-{uuid.uuid4().hex[:6]}"
-                ev = processed_event(pid, amount=f"{n}.{t:02d}")
+                ev = processed_event(pid, amount=f"{n + 1}.{t:02d}")
                 with writers_engine.begin() as conn:
                     conn.execute(sa.text("INSERT INTO writer_payments (id, writer) VALUES (:id, :w)"),
                                  {"id": ev.eventId, "w": n})
@@ -59,13 +59,13 @@ def test_fifty_concurrent_writers_lose_nothing(outbox_engine: Engine, store_sett
     with Relay(store_settings, engine=outbox_engine, batch_size=16) as relay:
         relay_thread = threading.Thread(target=relay.run, args=(stop, 0.002), daemon=True)
         relay_thread.start()
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(120)
-        assert not errors, errors[:3]
         try:
+            threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(120)
+            assert not errors, errors[:3]
             wait_until(lambda: pending_count(outbox_engine) == 0, 60, "the relay to drain the outbox")
         finally:
             stop.set()
