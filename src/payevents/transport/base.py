@@ -106,7 +106,8 @@ class Consumer(Protocol):
     def assignment(self) -> set[TopicPartition]: ...
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Per assigned partition: end offset minus committed (or position) offset."""
+        """Per assigned partition: end offset minus committed offset (with nothing committed: minus the
+        offset reading started from, i.e. the beginning, or the end when not from_beginning)."""
         ...
 
     def close(self) -> None: ...

@@ -324,6 +324,7 @@ class EmbeddedConsumer:
         self._assigned: dict[int, TopicPartition] = {}  # pid -> (topic, partition)
         self._by_tp: dict[TopicPartition, int] = {}
         self._positions: dict[int, int] = {}
+        self._starts: dict[int, int] = {}  # where reading began (lag base while nothing is committed)
         self._paused: set[int] = set()
         self._pending = False
         self._next_heartbeat = 0.0
@@ -383,12 +384,13 @@ class EmbeddedConsumer:
             tp = self._assigned.pop(pid)
             self._by_tp.pop(tp, None)
             self._positions.pop(pid, None)
+            self._starts.pop(pid, None)
             self._paused.discard(pid)
         for pid in added:
             tp = tp_of[pid]
             self._assigned[pid] = tp
             self._by_tp[tp] = pid
-            self._positions[pid] = starts[pid]
+            self._positions[pid] = self._starts[pid] = starts[pid]
         if revoked or added:
             log.debug("group %s member %s: +%s -%s", g, self.member_id, sorted(added), sorted(revoked))
         self._pending = len(owned) < len(target)
@@ -511,7 +513,7 @@ class EmbeddedConsumer:
         ends = dict(self._db.query(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})", pids))
         committed = dict(self._db.query(f"SELECT pid, next_offset FROM offsets WHERE grp = ? AND pid IN ({marks})",
                                         [self.group, *pids]))
-        return {self._assigned[pid]: max(ends[pid] - committed.get(pid, self._positions[pid]), 0) for pid in pids}
+        return {self._assigned[pid]: max(ends[pid] - committed.get(pid, self._starts[pid]), 0) for pid in pids}
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,500 @@
+"""The Kafka transport (confluent-kafka / librdkafka).
+
+Producer: idempotent, ``acks=all``, ``partitioner=murmur2_random`` (the Java client's placement of a
+key), an explicit ``message.timeout.ms``; :meth:`KafkaProducer.send` waits for every delivery report.
+Consumer: manual offset store and synchronous commits of the offsets the caller gives, pause/resume/seek,
+rebalance tracking. Topics are created with the AdminClient (``cleanup.policy=delete``); a topic with
+another partition count is refused. ``kafka_config`` (SASL/TLS, timeouts, ...) is passed to producer,
+consumer and admin client unchanged, except that a setting librdkafka only knows for the other client
+type is not passed to it (it would be ignored with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer as CkConsumer
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Producer as CkProducer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
+
+from payevents.errors import ConfigError, TransientError
+from payevents.transport.base import Delivery, Message, Record, TopicInfo
+from payevents.transport.base import TopicPartition as TP
+
+log = logging.getLogger(__name__)
+_rdkafka_log = logging.getLogger("payevents.transport.librdkafka")
+
+#: settings we rely on; kafka_config may not change them
+PRODUCER_REQUIRED: dict[str, str] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "partitioner": "murmur2_random",
+}
+PRODUCER_DEFAULTS: dict[str, str] = {
+    "message.timeout.ms": "10000",
+    "linger.ms": "5",
+    "batch.num.messages": "10000",
+    "batch.size": "1000000",
+    "queue.buffering.max.messages": "500000",
+    "allow.auto.create.topics": "false",
+}
+CONSUMER_REQUIRED: dict[str, str] = {
+    "enable.auto.commit": "false",
+    "enable.auto.offset.store": "false",
+}
+#: sensible for real Kafka; FAST_GROUP_CONFIG (tests, Tansu) overrides them through kafka_config
+CONSUMER_DEFAULTS: dict[str, str] = {
+    "session.timeout.ms": "30000",
+    "heartbeat.interval.ms": "3000",
+    "max.poll.interval.ms": "300000",
+    "fetch.wait.max.ms": "100",
+    "partition.assignment.strategy": "roundrobin",
+}
+_CONSUMER_ONLY = {
+    "group.id", "group.instance.id", "group.protocol", "session.timeout.ms", "heartbeat.interval.ms",
+    "max.poll.interval.ms", "fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.bytes", "fetch.error.backoff.ms",
+    "max.partition.fetch.bytes", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
+    "auto.commit.interval.ms", "partition.assignment.strategy", "queued.min.messages", "queued.max.messages.kbytes",
+    "enable.partition.eof", "check.crcs", "isolation.level", "coordinator.query.interval.ms",
+}
+_PRODUCER_ONLY = {
+    "enable.idempotence", "acks", "request.required.acks", "partitioner", "message.timeout.ms", "delivery.timeout.ms",
+    "linger.ms", "queue.buffering.max.ms", "batch.num.messages", "batch.size", "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes", "compression.type", "compression.codec", "retries", "message.send.max.retries",
+    "retry.backoff.ms", "transactional.id", "transaction.timeout.ms", "enable.gapless.guarantee",
+    "max.in.flight.requests.per.connection", "max.in.flight", "sticky.partitioning.linger.ms",
+}
+_OFFSET_INVALID = -1001
+_REBALANCE_CODES = {
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST, KafkaError._STATE,
+}
+_MISSING_TOPIC_CODES = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
+
+
+def _bool_equal(a: str, b: str) -> bool:
+    return str(a).lower() == str(b).lower()
+
+
+def _client_config(bootstrap: str, user: Mapping[str, str], *, drop: set[str]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _rdkafka_log}
+    cfg.update({k: v for k, v in user.items() if k not in drop})
+    return cfg
+
+
+def _timeout_s(cfg: Mapping[str, Any], key: str, default_ms: int) -> float:
+    try:
+        return float(cfg.get(key, default_ms)) / 1000
+    except (TypeError, ValueError):
+        return default_ms / 1000
+
+
+def _error(err: KafkaError, what: str) -> Exception:
+    """Map a librdkafka error: missing topic/too large are configuration problems, the rest transient."""
+    code = err.code()
+    if code in _MISSING_TOPIC_CODES:
+        return ConfigError(f"{what}: {err.str()} (create the topic first: payevents topics create)")
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return ConfigError(f"{what}: {err.str()} (record larger than the broker accepts)")
+    return TransientError(f"{what}: {err.str()} ({err.name()})")
+
+
+class KafkaTransport:
+    """confluent-kafka against ``bootstrap`` (``host:port[,host:port...]``)."""
+
+    name = "kafka"
+
+    def __init__(self, bootstrap: str, kafka_config: Mapping[str, str] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.kafka_config = dict(kafka_config or {})
+        self._admin_client: AdminClient | None = None
+        self._reader: CkConsumer | None = None
+
+    # -- clients ---------------------------------------------------------------------------------
+    @property
+    def _admin(self) -> AdminClient:
+        if self._admin_client is None:
+            self._admin_client = AdminClient(_client_config(self.bootstrap, self.kafka_config, drop=_CONSUMER_ONLY))
+        return self._admin_client
+
+    def producer_config(self) -> dict[str, Any]:
+        for key, value in PRODUCER_REQUIRED.items():
+            if key in self.kafka_config and not _bool_equal(self.kafka_config[key], value):
+                raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {key}={self.kafka_config[key]!r} is not allowed; "
+                                  f"payevents needs {key}={value} (ordering and no duplicates per partition)")
+        cfg = {**PRODUCER_DEFAULTS, **_client_config(self.bootstrap, self.kafka_config, drop=_CONSUMER_ONLY)}
+        cfg.update(PRODUCER_REQUIRED)
+        return cfg
+
+    def consumer_config(self, group: str | None, *, from_beginning: bool = True) -> dict[str, Any]:
+        for key, value in CONSUMER_REQUIRED.items():
+            if key in self.kafka_config and not _bool_equal(self.kafka_config[key], value):
+                raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {key}={self.kafka_config[key]!r} is not allowed; "
+                                  f"payevents commits offsets itself after the effects ({key}={value})")
+        cfg: dict[str, Any] = {**CONSUMER_DEFAULTS, "auto.offset.reset": "earliest" if from_beginning else "latest"}
+        cfg.update(_client_config(self.bootstrap, self.kafka_config, drop=_PRODUCER_ONLY))
+        cfg.update(CONSUMER_REQUIRED)
+        if group is not None:
+            cfg["group.id"] = group
+        else:
+            cfg.pop("group.id", None)
+        return cfg
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(self.producer_config(), self)
+
+    def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> KafkaConsumer:
+        if not group:
+            raise ConfigError("group: a consumer group id must not be empty")
+        if not topics:
+            raise ConfigError("topics: a consumer needs at least one topic")
+        return KafkaConsumer(self.consumer_config(group, from_beginning=from_beginning), list(topics))
+
+    # -- administration --------------------------------------------------------------------------
+    def partition_counts(self, topics: Sequence[str] | None = None, timeout: float = 10.0) -> dict[str, int]:
+        """Partition count of each existing topic (of ``topics``, or all)."""
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise _error(exc.args[0], f"list topics at {self.bootstrap}") from exc
+        wanted = None if topics is None else set(topics)
+        return {name: len(t.partitions) for name, t in md.topics.items()
+                if t.error is None and (wanted is None or name in wanted) and not name.startswith("__")}
+
+    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        if partitions < 1:
+            raise ConfigError(f"partitions: {partitions} must be a positive integer")
+        for topic in topics:
+            if not topic:
+                raise ConfigError("topic: a topic name must not be empty")
+        existing = self.partition_counts(topics)
+        self._check_counts(existing, partitions)
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            futures = self._admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=-1, config={"cleanup.policy": "delete"})
+                 for t in missing], operation_timeout=10, request_timeout=15)
+            for topic, fut in futures.items():
+                try:
+                    fut.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise _error(exc.args[0], f"create topic {topic!r}") from exc
+        # wait until the metadata shows every topic (creation propagates asynchronously)
+        deadline = time.monotonic() + 15
+        while True:
+            counts = self.partition_counts(topics)
+            self._check_counts(counts, partitions)
+            if len(counts) == len(set(topics)):
+                return
+            if time.monotonic() > deadline:
+                raise TransientError(f"topics {sorted(set(topics) - counts.keys())} not visible after creation")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _check_counts(counts: Mapping[str, int], partitions: int) -> None:
+        for topic, n in counts.items():
+            if n != partitions:
+                raise ConfigError(f"topic {topic!r} exists with {n} partitions, but {partitions} are configured; "
+                                  "a different partition count would break per-payment order")
+
+    def describe(self, topic: str) -> TopicInfo:
+        counts = self.partition_counts([topic])
+        if topic not in counts:
+            raise ConfigError(f"topic {topic!r} does not exist at {self.bootstrap} (create it first)")
+        n = counts[topic]
+        try:
+            futs = self._admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(n)},
+                                            request_timeout=10)
+            ends = {tp.partition: f.result().offset for tp, f in futs.items()}
+        except KafkaException as exc:
+            raise _error(exc.args[0], f"end offsets of {topic!r}") from exc
+        config: dict[str, str] = {}
+        try:
+            res = self._admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)], request_timeout=10)
+            for fut in res.values():
+                config = {k: str(v.value) for k, v in fut.result().items() if v.value is not None}
+        except KafkaException as exc:  # optional information; some brokers do not support it
+            log.debug("describe_configs %s: %s", topic, exc)
+        return TopicInfo(topic, n, dict(sorted(ends.items())), config)
+
+    def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Message]:
+        counts = self.partition_counts([topic])
+        if topic not in counts:
+            raise ConfigError(f"topic {topic!r} does not exist at {self.bootstrap}")
+        if not 0 <= partition < counts[topic]:
+            raise ConfigError(f"partition: {partition} is not a partition of {topic!r} (0..{counts[topic] - 1})")
+        if self._reader is None:
+            # confluent-kafka requires a group.id; the reader only assign()s and never commits or joins
+            cfg = self.consumer_config(f"payevents-reader-{uuid.uuid4().hex}")
+            cfg["enable.partition.eof"] = True
+            self._reader = CkConsumer(cfg)
+        reader = self._reader
+        tp = TopicPartition(topic, partition, max(offset, 0))
+        reader.assign([tp])
+        out: list[Message] = []
+        deadline = time.monotonic() + 10
+        try:
+            while len(out) < max_records and time.monotonic() < deadline:
+                batch = reader.consume(num_messages=max_records - len(out), timeout=0.5)
+                eof = False
+                for m in batch:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            eof = True
+                            continue
+                        raise _error(err, f"read {topic}[{partition}]")
+                    out.append(_message(m))
+                if eof:
+                    break
+        finally:
+            reader.unassign()
+        return out[:max_records]
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._admin_client = None
+
+
+def _message(m: Any) -> Message:
+    headers = m.headers()
+    _, ts = m.timestamp()
+    return Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                   tuple((k, v if v is not None else b"") for k, v in headers) if headers else (), ts)
+
+
+class KafkaProducer:
+    """Idempotent producer; :meth:`send` blocks until every record is acknowledged."""
+
+    def __init__(self, config: dict[str, Any], transport: KafkaTransport) -> None:
+        self._config = config
+        self._transport = transport
+        self._p = CkProducer(config)
+        self._timeout = _timeout_s(config, "message.timeout.ms", 300000)
+        self._topics: dict[str, int] = {}
+
+    def _partitions(self, topic: str) -> int:
+        n = self._topics.get(topic)
+        if n is None:
+            try:
+                md = self._p.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                raise _error(exc.args[0], f"metadata of {topic!r}") from exc
+            t = md.topics.get(topic)
+            if t is None or t.error is not None or not t.partitions:
+                raise ConfigError(f"topic {topic!r} does not exist; create it first (payevents topics create)")
+            n = self._topics[topic] = len(t.partitions)
+        return n
+
+    def send(self, records: Sequence[Record]) -> list[Delivery]:
+        if not records:
+            return []
+        for r in records:
+            n = self._partitions(r.topic)
+            if r.partition is not None and not 0 <= r.partition < n:
+                raise ConfigError(f"partition: {r.partition} is not a partition of {r.topic!r} (0..{n - 1})")
+        results: list[Delivery | None] = [None] * len(records)
+        errors: list[tuple[int, KafkaError]] = []
+        pending = len(records)
+
+        def report(i: int, err: KafkaError | None, msg: Any) -> None:
+            nonlocal pending
+            pending -= 1
+            if err is not None:
+                errors.append((i, err))
+            else:
+                results[i] = Delivery(msg.topic(), msg.partition(), msg.offset(), time.time())
+
+        produce = self._p.produce
+        deadline = time.monotonic() + self._timeout + 10
+        for i, r in enumerate(records):
+            kwargs: dict[str, Any] = {"key": r.key, "on_delivery": lambda err, msg, i=i: report(i, err, msg)}
+            if r.headers:
+                kwargs["headers"] = list(r.headers)
+            if r.partition is not None:
+                kwargs["partition"] = r.partition
+            while True:
+                try:
+                    produce(r.topic, r.value, **kwargs)
+                    break
+                except BufferError:  # local queue full: serve delivery reports, then retry
+                    self._p.poll(0.05)
+                    if time.monotonic() > deadline:
+                        raise TransientError("kafka producer queue stayed full") from None
+                except KafkaException as exc:
+                    self._p.flush(self._timeout)
+                    raise _error(exc.args[0], f"produce to {r.topic!r}") from exc
+        while pending > 0:
+            self._p.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
+            if pending > 0 and time.monotonic() > deadline:
+                raise TransientError(f"kafka: {pending} of {len(records)} records not acknowledged in time")
+        if errors:
+            i, err = min(errors, key=lambda e: e[0])
+            if err.fatal():  # the idempotent producer cannot continue; start a fresh one
+                log.warning("kafka producer fatal error %s: recreating the producer", err.str())
+                self._p = CkProducer(self._config)
+            raise _error(err, f"deliver record {i} of {len(records)} to {records[i].topic!r}")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._p.flush(self._timeout)
+
+
+class KafkaConsumer:
+    """A group member: subscribe, manual commits, rebalance tracking."""
+
+    def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
+        self.group = str(config["group.id"])
+        self._from_beginning = config.get("auto.offset.reset") in ("earliest", "smallest", "beginning")
+        self._c = CkConsumer(config)
+        self._assigned: set[TP] = set()
+        self._paused: set[TP] = set()
+        self._deferred: Exception | None = None
+        self._closed = False
+        self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_assign(self, _c: Any, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.debug("group %s assigned %s", self.group, sorted(self._assigned))
+
+    def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= gone
+        self._paused -= gone
+        log.debug("group %s revoked %s", self.group, sorted(gone))
+
+    def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
+        self._check_open()
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
+        try:
+            batch = self._c.consume(num_messages=max_records, timeout=timeout)
+        except KafkaException as exc:
+            raise _error(exc.args[0], f"consume ({self.group})") from exc
+        out: list[Message] = []
+        rewind: dict[TP, int] = {}
+        for m in batch:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if self._deferred is None:
+                    self._deferred = _error(err, f"consume ({self.group})")
+                continue
+            tp = (m.topic(), m.partition())
+            if tp in self._paused or tp not in self._assigned:
+                # fetched before a pause: put it back so it is read after resume
+                rewind.setdefault(tp, m.offset())
+                continue
+            out.append(_message(m))
+        for (topic, partition), offset in rewind.items():
+            if (topic, partition) in self._assigned:
+                self.seek((topic, partition), offset)
+        if not out and self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
+        return out
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Synchronously commit offsets of assigned partitions (others are skipped with a warning:
+        their new owner re-reads from the last committed offset)."""
+        self._check_open()
+        mine = {tp: o for tp, o in offsets.items() if tp in self._assigned}
+        lost = sorted(set(offsets) - mine.keys())
+        if lost:
+            log.warning("group %s: not committing %s: no longer assigned to this member", self.group, lost)
+        if not mine:
+            return
+        try:
+            self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in mine.items()], asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in _REBALANCE_CODES:
+                log.warning("group %s: commit of %s refused during a rebalance (%s): the new owner re-reads them",
+                            self.group, sorted(mine), err.name())
+                return
+            raise _error(err, f"commit ({self.group})") from exc
+
+    def committed(self, partitions: Sequence[TP]) -> dict[TP, int | None]:
+        self._check_open()
+        if not partitions:
+            return {}
+        try:
+            res = self._c.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        except KafkaException as exc:
+            raise _error(exc.args[0], f"committed offsets ({self.group})") from exc
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in res}
+
+    def seek(self, partition: TP, offset: int) -> None:
+        """Read ``partition`` again from ``offset`` (must be assigned)."""
+        self._check_open()
+        tp = TopicPartition(partition[0], partition[1], max(offset, 0))
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._c.seek(tp)
+                return
+            except KafkaException as exc:
+                # right after an assignment the fetcher may not be started yet (_STATE): retry briefly
+                if exc.args[0].code() != KafkaError._STATE or time.monotonic() > deadline:
+                    raise _error(exc.args[0], f"seek {partition} to {offset}") from exc
+                time.sleep(0.02)
+
+    def pause(self, partitions: Sequence[TP]) -> None:
+        tps = [tp for tp in partitions if tp in self._assigned]
+        if tps:
+            self._c.pause([TopicPartition(t, p) for t, p in tps])
+            self._paused.update(tps)
+
+    def resume(self, partitions: Sequence[TP]) -> None:
+        tps = [tp for tp in partitions if tp in self._paused]
+        if tps:
+            self._c.resume([TopicPartition(t, p) for t, p in tps])
+            self._paused.difference_update(tps)
+
+    def assignment(self) -> set[TP]:
+        return set(self._assigned)
+
+    def lag(self) -> dict[TP, int]:
+        self._check_open()
+        if not self._assigned:
+            return {}
+        tps = sorted(self._assigned)
+        committed = self.committed(tps)
+        positions = {(tp.topic, tp.partition): tp.offset
+                     for tp in self._c.position([TopicPartition(t, p) for t, p in tps])}
+        out: dict[TP, int] = {}
+        for tp in tps:
+            # the watermarks of the last fetch response first (Tansu's ListOffsets answer is approximate)
+            low, high = self._c.get_watermark_offsets(TopicPartition(*tp), cached=True) or (-1, -1)
+            if high < 0:
+                try:
+                    low, high = self._c.get_watermark_offsets(TopicPartition(*tp), timeout=5, cached=False)
+                except KafkaException as exc:
+                    raise _error(exc.args[0], f"watermarks of {tp}") from exc
+            base = committed.get(tp)
+            if base is None:  # nothing committed: count from where reading starts
+                pos = positions.get(tp, _OFFSET_INVALID)
+                base = low if self._from_beginning or pos < 0 else pos
+            out[tp] = max(high - base, 0)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("consumer: used after close()")
+
+    def close(self) -> None:
+        """Leave the group (its partitions move to the other members at once)."""
+        if not self._closed:
+            self._closed = True
+            self._c.close()
+            self._assigned.clear()
