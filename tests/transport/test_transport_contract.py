@@ -81,7 +81,8 @@ def test_committed_offsets_resume_after_restart(transport: Transport, unique: st
 
     second = transport.consumer(group, [topic])
     rest = drain(second, 20 - 4 - 7)
-    assert sorted((m.partition, m.offset) for m in rest) == [(0, o) for o in range(4, 10)] + [(1, o) for o in range(7, 10)]
+    expected = [(0, o) for o in range(4, 10)] + [(1, o) for o in range(7, 10)]
+    assert sorted((m.partition, m.offset) for m in rest) == expected
     second.commit(next_offsets(rest))
     assert second.committed([(topic, 0), (topic, 1)]) == {(topic, 0): 10, (topic, 1): 10}
     second.close()

@@ -373,9 +373,7 @@ class KafkaConsumer:
 
     def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
         self._check_open()
-        if self._deferred is not None:
-            exc, self._deferred = self._deferred, None
-            raise exc
+        self._raise_deferred()
         try:
             batch = self._c.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
@@ -390,19 +388,24 @@ class KafkaConsumer:
                 if self._deferred is None:
                     self._deferred = _error(err, f"consume ({self.group})")
                 continue
-            tp = (m.topic(), m.partition())
+            tp: TP = (m.topic(), m.partition())  # type: ignore[assignment]
             if tp in self._paused or tp not in self._assigned:
                 # fetched before a pause: put it back so it is read after resume
-                rewind.setdefault(tp, m.offset())
+                rewind.setdefault(tp, m.offset())  # type: ignore[arg-type]
                 continue
             out.append(_message(m))
         for (topic, partition), offset in rewind.items():
             if (topic, partition) in self._assigned:
                 self.seek((topic, partition), offset)
-        if not out and self._deferred is not None:
-            exc, self._deferred = self._deferred, None
-            raise exc
+        if not out:
+            self._raise_deferred()
         return out
+
+    def _raise_deferred(self) -> None:
+        """Raise a broker error seen in an earlier batch (after that batch's good records were returned)."""
+        pending, self._deferred = self._deferred, None
+        if pending is not None:
+            raise pending
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         """Synchronously commit offsets of assigned partitions (others are skipped with a warning:
