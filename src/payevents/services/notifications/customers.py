@@ -1,0 +1,90 @@
+"""The customer directory: customerId -> name, e-mail, locale."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from babel import Locale, UnknownLocaleError
+
+from payevents.errors import ContractError, NotFound
+from payevents.services.notifications.store import engine
+from payevents.settings import Settings
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL_RE = re.compile(rf"^[^@\s<>\"',;]+@{_LABEL}(?:\.{_LABEL})+$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Customer:
+    customer_id: str
+    name: str
+    email: str | None
+    locale: str
+    created_at: str
+    updated_at: str
+
+
+def normalize_locale(locale: str) -> str:
+    """A babel locale identifier (``de-DE`` -> ``de_DE``); an unknown locale is a ContractError."""
+    try:
+        return str(Locale.parse(locale.strip().replace("-", "_")))
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise ContractError(f"locale: {locale!r} is not a known locale (e.g. en_US, de_DE, ja_JP)") from None
+
+
+def _check(customer_id: str, name: str, email: str | None) -> None:
+    if not customer_id.strip():
+        raise ContractError("customerId: must not be empty")
+    if not name.strip():
+        raise ContractError("name: must not be empty")
+    if email is not None and not EMAIL_RE.match(email):
+        raise ContractError(f"email: {email!r} is not an e-mail address")
+
+
+def add_customer(
+    settings: Settings, customer_id: str, name: str, email: str | None = None, locale: str = "en_US"
+) -> Customer:
+    """Add a customer, or update the name, e-mail and locale of an existing one. Returns the stored customer."""
+    email = email.strip() if email and email.strip() else None
+    _check(customer_id, name, email)
+    loc = normalize_locale(locale)
+    now = datetime.now(UTC).isoformat()
+    with engine(settings).begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO customers (customer_id, name, email, locale, created_at, updated_at)"
+                " VALUES (:id, :name, :email, :locale, :now, :now)"
+                " ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name, email = excluded.email,"
+                " locale = excluded.locale, updated_at = excluded.updated_at"
+            ),
+            {"id": customer_id, "name": name.strip(), "email": email, "locale": loc, "now": now},
+        )
+    return get_customer(settings, customer_id)
+
+
+def _row(r: sa.Row) -> Customer:  # type: ignore[type-arg]
+    return Customer(customer_id=r.customer_id, name=r.name, email=r.email, locale=r.locale,
+                    created_at=r.created_at, updated_at=r.updated_at)
+
+
+def get_customer(settings: Settings, customer_id: str) -> Customer:
+    """One customer; NotFound if the directory does not have it."""
+    with engine(settings).connect() as conn:
+        r = conn.execute(sa.text("SELECT * FROM customers WHERE customer_id = :id"), {"id": customer_id}).first()
+    if r is None:
+        raise NotFound(f"customerId: no customer {customer_id!r} in the directory")
+    return _row(r)
+
+
+def list_customers(settings: Settings, limit: int | None = None) -> list[Customer]:
+    """Customers ordered by id."""
+    sql = "SELECT * FROM customers ORDER BY customer_id"
+    params: dict[str, int] = {}
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    with engine(settings).connect() as conn:
+        return [_row(r) for r in conn.execute(sa.text(sql), params)]

@@ -1,0 +1,398 @@
+"""Delivering the recorded confirmations: exactly one e-mail per payment event.
+
+The consumer's transaction records each intent (``pending``). This worker claims due intents with a
+lease, renders and sends them with a Message-ID derived from the eventId (uuid5), and marks them
+``sent``. SMTP trouble reschedules with exponential backoff (``next_attempt_ms``); a permanent refusal
+(5xx) marks the intent ``failed`` with the reason. A crash between send and mark leaves the lease to
+expire, and the next worker re-sends once, with the same Message-ID. Maildir delivery (the embedded
+default) names the file after the Message-ID, so there a re-send is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import mailbox
+import os
+import smtplib
+import ssl
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from payevents.contracts.events import PaymentProcessed
+from payevents.errors import ConfigError
+from payevents.services.notifications.handlers import to_ms
+from payevents.services.notifications.render import build_message, render_confirmation
+from payevents.services.notifications.store import engine
+from payevents.settings import Settings
+
+log = logging.getLogger("payevents.notifications.delivery")
+
+
+# -- transports ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    #: "plain", "starttls" or "tls" (implicit TLS, smtps://)
+    security: str = "plain"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 10.0
+    #: verify the server certificate (turn off only for a test server: ?verify=0)
+    verify: bool = True
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """``smtp://[user:pass@]host[:port][?starttls=1&timeout=10&verify=0]`` or ``smtps://...`` (implicit TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"PAYEVENTS_SMTP_URL: scheme {parts.scheme!r} must be smtp or smtps")
+    if not parts.hostname:
+        raise ConfigError("PAYEVENTS_SMTP_URL: a host is required (smtp://host:port)")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"starttls", "timeout", "verify"}
+    if unknown:
+        raise ConfigError(f"PAYEVENTS_SMTP_URL: unknown option(s) {', '.join(sorted(unknown))}"
+                          " (known: starttls, timeout, verify)")
+    starttls = query.get("starttls", "0").lower() in _TRUE
+    if parts.scheme == "smtps" and starttls:
+        raise ConfigError("PAYEVENTS_SMTP_URL: smtps:// is implicit TLS; starttls=1 applies to smtp:// only")
+    try:
+        port = parts.port or (465 if parts.scheme == "smtps" else 587 if starttls else 25)
+        timeout = float(query.get("timeout", "10"))
+    except ValueError as exc:
+        raise ConfigError(f"PAYEVENTS_SMTP_URL: {exc}") from None
+    return SmtpConfig(
+        host=parts.hostname,
+        port=port,
+        security="tls" if parts.scheme == "smtps" else "starttls" if starttls else "plain",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        timeout=timeout,
+        verify=query.get("verify", "1").lower() in _TRUE,
+    )
+
+
+class PermanentFailure(Exception):
+    """The server refused this message for good (5xx): do not retry it."""
+
+
+class TransientFailure(Exception):
+    """This message could not be sent now (4xx): retry it later; the connection is still usable."""
+
+
+class Mailer(Protocol):
+    #: True when delivering the same Message-ID twice has no effect (marks may then be batched)
+    idempotent: bool
+
+    def send(self, msg: EmailMessage, recipient: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SmtpMailer:
+    """One SMTP session. Connection-level errors (OSError, SMTPServerDisconnected) propagate."""
+
+    idempotent = False
+
+    def __init__(self, config: SmtpConfig, mail_from: str) -> None:
+        self.envelope_from = parseaddr(mail_from)[1] or mail_from
+        context = ssl.create_default_context()
+        if not config.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self.smtp: smtplib.SMTP
+        if config.security == "tls":
+            self.smtp = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context)
+        else:
+            self.smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+        try:
+            self.smtp.ehlo()
+            if config.security == "starttls":
+                self.smtp.starttls(context=context)
+                self.smtp.ehlo()
+            if config.username:
+                self.smtp.login(config.username, config.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            self.close()
+            raise ConfigError(
+                f"PAYEVENTS_SMTP_URL: the SMTP server refused the credentials ({exc.smtp_code})"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, msg: EmailMessage, recipient: str) -> None:
+        try:
+            self.smtp.send_message(msg, from_addr=self.envelope_from, to_addrs=[recipient])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            _raise_for(code, f"recipient refused: {code} {_s(text)}")
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            _raise_for(exc.smtp_code, f"{type(exc).__name__}: {exc.smtp_code} {_s(exc.smtp_error)}")
+
+    def close(self) -> None:
+        try:
+            self.smtp.quit()
+        except Exception:
+            self.smtp.close()
+
+
+def _s(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
+def _raise_for(code: int, message: str) -> None:
+    if 500 <= code < 600:
+        raise PermanentFailure(message)
+    raise TransientFailure(message)
+
+
+class MaildirMailer:
+    """Delivery into a Maildir folder; the file name is the Message-ID's uuid, so a re-send is a no-op."""
+
+    idempotent = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mailbox.Maildir(str(path), create=True)  # creates tmp/ new/ cur/
+
+    def delivered(self, key: str) -> bool:
+        if (self.path / "new" / key).exists():
+            return True
+        return any(name.split(":", 1)[0] == key for name in os.listdir(self.path / "cur"))
+
+    def send(self, msg: EmailMessage, recipient: str) -> None:
+        # "<uuid@domain>" -> uuid: the same Message-ID always lands in the same file
+        key = str(msg["Message-ID"] or f"<{uuid.uuid4()}@x>").strip(" <>").split("@", 1)[0]
+        if self.delivered(key):
+            return
+        tmp = self.path / "tmp" / f"{key}.{os.getpid()}.{threading.get_ident()}"
+        data = bytes(msg)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / "new" / key)
+
+    def close(self) -> None:
+        pass
+
+
+def maildir_path(settings: Settings) -> Path:
+    return settings.data_dir / "maildir"
+
+
+def open_mailer(settings: Settings) -> Mailer:
+    """SMTP when ``settings.smtp_url`` is set, else the Maildir in the data directory."""
+    if settings.smtp_url:
+        return SmtpMailer(parse_smtp_url(settings.smtp_url), settings.mail_from)
+    return MaildirMailer(maildir_path(settings))
+
+
+# -- the worker ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+@dataclasses.dataclass
+class _Policy:
+    base_backoff_s: float
+    max_backoff_s: float
+    max_attempts: int
+
+    def backoff_ms(self, attempts: int) -> int:
+        return int(min(self.max_backoff_s, self.base_backoff_s * 2 ** max(0, attempts - 1)) * 1000)
+
+
+_event_decoder = msgspec.json.Decoder(PaymentProcessed)
+
+_MARK_SENT = sa.text(
+    "UPDATE notifications SET status = 'sent', sent_at = :at, subject = :subject, message_id = :message_id,"
+    " claim_token = NULL, claimed_until_ms = NULL, last_error = NULL WHERE event_id = :event_id"
+    " AND status = 'pending'"
+)
+_MARK_FAILED = sa.text(
+    "UPDATE notifications SET status = 'failed', reason_code = :code, reason = :reason, last_error = :reason,"
+    " subject = :subject, message_id = :message_id, claim_token = NULL, claimed_until_ms = NULL"
+    " WHERE event_id = :event_id AND status = 'pending'"
+)
+_MARK_RETRY = sa.text(
+    "UPDATE notifications SET next_attempt_ms = :next, last_error = :error, subject = :subject,"
+    " message_id = :message_id, claim_token = NULL, claimed_until_ms = NULL"
+    " WHERE event_id = :event_id AND status = 'pending' AND claim_token = :token"
+)
+
+
+def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str, Any]]]) -> None:
+    """Write the outcome of sent/failed/retried intents (one transaction for the group)."""
+    for stmt, params in marks:
+        conn.execute(stmt, params)
+
+
+def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
+    due = conn.execute(
+        sa.text(
+            "SELECT event_id FROM notifications WHERE status = 'pending' AND next_attempt_ms <= :now"
+            " AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)"
+            " ORDER BY next_attempt_ms, event_id LIMIT :limit"
+        ),
+        {"now": now_ms, "limit": limit},
+    ).scalars().all()
+    if not due:
+        return []
+    conn.execute(
+        sa.text(
+            "UPDATE notifications SET claim_token = :token, claimed_until_ms = :until, attempts = attempts + 1"
+            " WHERE event_id IN :ids AND status = 'pending'"
+            " AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)"
+        ).bindparams(sa.bindparam("ids", expanding=True)),
+        {"token": token, "until": now_ms + lease_ms, "ids": list(due), "now": now_ms},
+    )
+    return list(conn.execute(
+        sa.text("SELECT event_id, payment_id, recipient, recipient_name, locale, event_json, attempts, created_at"
+                " FROM notifications WHERE claim_token = :token ORDER BY next_attempt_ms, event_id"),
+        {"token": token},
+    ).all())
+
+
+def deliver_pending(
+    settings: Settings,
+    limit: int = 100,
+    *,
+    now: datetime | None = None,
+    lease_s: float = 60.0,
+    base_backoff_s: float = 2.0,
+    max_backoff_s: float = 600.0,
+    max_attempts: int = 20,
+) -> DeliveryReport:
+    """Send up to ``limit`` due confirmations once; returns what happened.
+
+    ``now`` (aware UTC) defaults to the clock; tests pass a later time to skip a backoff.
+    """
+    now = now or datetime.now(UTC)
+    now_ms = to_ms(now)
+    policy = _Policy(base_backoff_s, max_backoff_s, max_attempts)
+    eng = engine(settings)
+    token = uuid.uuid4().hex
+    with eng.begin() as conn:
+        rows = _claim(conn, limit, now_ms, int(lease_s * 1000), token)
+    if not rows:
+        return DeliveryReport()
+
+    sent = retried = failed = 0
+    marks: list[tuple[sa.TextClause, dict[str, Any]]] = []
+
+    def flush() -> None:
+        if marks:
+            with eng.begin() as conn:
+                _apply_marks(conn, marks)
+            marks.clear()
+
+    def retry_or_fail(row: Any, error: str, subject: str | None, message_id: str | None) -> None:
+        nonlocal retried, failed
+        if row.attempts >= policy.max_attempts:
+            failed += 1
+            marks.append((_MARK_FAILED, {"event_id": row.event_id, "code": "gave_up", "subject": subject,
+                                         "message_id": message_id,
+                                         "reason": f"gave up after {row.attempts} attempts: {error}"}))
+        else:
+            retried += 1
+            marks.append((_MARK_RETRY, {"event_id": row.event_id, "token": token, "error": error[:2000],
+                                        "next": now_ms + policy.backoff_ms(row.attempts), "subject": subject,
+                                        "message_id": message_id}))
+
+    try:
+        mailer = open_mailer(settings)
+    except (OSError, smtplib.SMTPException) as exc:
+        what = "SMTP" if settings.smtp_url else "Maildir"
+        error = f"{what} unavailable: {type(exc).__name__}: {exc}"
+        log.warning("%s; %d e-mail(s) rescheduled", error, len(rows))
+        for row in rows:
+            retry_or_fail(row, error, None, None)
+        flush()
+        return DeliveryReport(claimed=len(rows), retried=retried, failed=failed)
+
+    try:
+        for i, row in enumerate(rows):
+            event = _event_decoder.decode(row.event_json)
+            mail = render_confirmation(event, row.recipient_name or "", row.locale or "en_US", settings.mail_from)
+            msg = build_message(event_id=row.event_id, payment_id=row.payment_id, mail_from=settings.mail_from,
+                                recipient=row.recipient, recipient_name=row.recipient_name, subject=mail.subject,
+                                text=mail.text, html=mail.html, created_at=row.created_at)
+            message_id = str(msg["Message-ID"])
+            try:
+                mailer.send(msg, row.recipient)
+            except PermanentFailure as exc:
+                failed += 1
+                marks.append((_MARK_FAILED, {"event_id": row.event_id, "code": "smtp_rejected", "reason": str(exc),
+                                             "subject": mail.subject, "message_id": message_id}))
+            except TransientFailure as exc:
+                retry_or_fail(row, str(exc), mail.subject, message_id)
+            except (OSError, smtplib.SMTPException) as exc:
+                # the connection is gone: this one and the rest wait for the next attempt
+                error = f"SMTP connection lost: {type(exc).__name__}: {exc}"
+                log.warning("%s; %d e-mail(s) rescheduled", error, len(rows) - i)
+                for rest in rows[i:]:
+                    retry_or_fail(rest, error, None, None)
+                break
+            else:
+                sent += 1
+                marks.append((_MARK_SENT, {"event_id": row.event_id, "at": datetime.now(UTC).isoformat(),
+                                           "subject": mail.subject, "message_id": message_id}))
+            if not mailer.idempotent:
+                flush()  # keep the send-but-not-marked window to one message
+    finally:
+        try:
+            flush()
+        finally:
+            mailer.close()
+    return DeliveryReport(claimed=len(rows), sent=sent, retried=retried, failed=failed)
+
+
+def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = 200) -> None:
+    """Deliver until ``stop`` is set: the service's background worker next to its consumer."""
+    log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
+    while not stop.is_set():
+        try:
+            report = deliver_pending(settings, limit)
+        except Exception:
+            log.exception("notification delivery pass failed; retrying in %.1f s", interval_s * 4)
+            stop.wait(interval_s * 4)
+            continue
+        if report.claimed < limit:
+            stop.wait(interval_s)
+
+
+def next_due_in(settings: Settings, now: datetime | None = None) -> timedelta | None:
+    """Time until the next pending e-mail is due (None when nothing is pending)."""
+    now = now or datetime.now(UTC)
+    with engine(settings).connect() as conn:
+        ms = conn.execute(sa.text("SELECT MIN(next_attempt_ms) FROM notifications WHERE status = 'pending'")).scalar()
+    if ms is None:
+        return None
+    return max(timedelta(0), timedelta(milliseconds=int(ms) - to_ms(now)))
