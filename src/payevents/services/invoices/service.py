@@ -1,0 +1,15 @@
+"""Invoices as a consumer of payments.{env}.events."""
+
+from __future__ import annotations
+
+from payevents.runtime.service import ServiceDef
+from payevents.services.invoices.core import on_payment_processed
+from payevents.services.invoices.store import MIGRATIONS
+
+SERVICE = ServiceDef(
+    name="invoices",
+    description="Invoices paid by PaymentProcessed events: Open → Partially Paid → Paid, overpayments as credit.",
+    migrations=MIGRATIONS,
+    handlers={"PaymentProcessed": on_payment_processed},
+    downstream_action="Updates invoice status to “Paid” or “Partially Paid”",
+)

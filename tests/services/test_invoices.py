@@ -1,0 +1,128 @@
+"""Invoices: Open → Partially Paid → Paid, overpayment credit, unknown invoices applied later, currency
+mismatch held, no invoiceId ignored, never counted twice. Store tests run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from money_helpers import deliver, processed
+
+from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
+from payevents.services import invoices
+from payevents.services.invoices import store
+from payevents.settings import Settings
+
+
+def _invoice(settings: Settings, invoice_id: str, amount: str, currency: str = "USD") -> invoices.InvoiceDetail:
+    return invoices.create(settings, invoice_id=invoice_id, customer_id="cus_johndoe", amount_due=amount,
+                           currency=currency, due_date="2025-12-31", description="Consulting")  # fmt: skip
+
+
+def test_partial_payments_add_up_exactly_to_paid(store_settings: Settings) -> None:
+    inv = _invoice(store_settings, "INV-1", "100.00").invoice
+    assert (inv.status, inv.paid_minor, inv.balance_due) == ("Open", 0, Decimal("100.00"))
+    deliver(store_settings, "invoices", [processed(amount="33.33", invoice_id="INV-1")])
+    assert invoices.show(store_settings, "INV-1").invoice.status == "Partially Paid"
+    deliver(store_settings, "invoices", [processed(amount="33.33", invoice_id="INV-1"),
+                                         processed(amount="33.34", invoice_id="INV-1")])
+    d = invoices.show(store_settings, "INV-1")
+    assert (d.invoice.status, d.invoice.paid_minor, d.invoice.balance_due_minor) == ("Paid", 10000, 0)
+    assert [p.applied_minor for p in d.payments] == [3333, 3333, 3334] and d.credit_minor == 0
+    assert [i.invoice_id for i in invoices.list_invoices(store_settings, status="paid")] == ["INV-1"]
+    assert invoices.list_invoices(store_settings, status="Partially Paid") == []
+    assert invoices.check(store_settings) == []
+
+
+def test_overpayment_pays_and_credits_the_customer(store_settings: Settings) -> None:
+    _invoice(store_settings, "INV-2", "1.000", "KWD")
+    deliver(store_settings, "invoices", [processed(amount="0.400", currency="KWD", invoice_id="INV-2"),
+                                         processed(amount="0.750", currency="KWD", invoice_id="INV-2")])
+    d = invoices.show(store_settings, "INV-2")
+    assert (d.invoice.status, d.invoice.paid_minor, d.invoice.balance_due_minor) == ("Paid", 1000, 0)
+    assert [(p.applied_minor, p.credit_minor) for p in d.payments] == [(400, 0), (600, 150)]
+    assert "overpayment" in (d.payments[1].reason or "")
+    [credit] = invoices.credits(store_settings)
+    assert (credit.customer_id, credit.currency, credit.amount) == ("cus_johndoe", "KWD", Decimal("0.150"))
+    # a further payment on a Paid invoice is all credit, never a negative balance
+    deliver(store_settings, "invoices", [processed(amount="0.100", currency="KWD", invoice_id="INV-2")])
+    assert invoices.show(store_settings, "INV-2").invoice.balance_due_minor == 0
+    assert invoices.credits(store_settings, customer_id="cus_johndoe")[0].amount_minor == 250
+    assert invoices.check(store_settings) == []
+
+
+def test_unknown_invoice_is_unapplied_then_applied_on_creation(store_settings: Settings) -> None:
+    early = [processed(amount="600", currency="JPY", invoice_id="INV-LATER"),
+             processed(amount="500", currency="JPY", invoice_id="INV-LATER")]
+    deliver(store_settings, "invoices", early)
+    waiting = invoices.unapplied(store_settings)
+    assert [(p.status, p.invoice_id) for p in waiting] == [("unapplied", "INV-LATER")] * 2
+    assert "not found" in (waiting[0].reason or "")
+    d = _invoice(store_settings, "INV-LATER", "1000", "JPY")
+    assert (d.invoice.status, d.invoice.paid_minor) == ("Paid", 1000)
+    assert sorted((p.applied_minor, p.credit_minor) for p in d.payments) == [(400, 100), (600, 0)]
+    assert invoices.unapplied(store_settings) == []
+    assert invoices.credits(store_settings)[0].amount_minor == 100
+    # creating it again with the same content returns it; other content is a conflict
+    assert _invoice(store_settings, "INV-LATER", "1000", "JPY").invoice.paid_minor == 1000
+    with pytest.raises(IdempotencyConflict):
+        _invoice(store_settings, "INV-LATER", "2000", "JPY")
+    assert invoices.check(store_settings) == []
+
+
+def test_currency_mismatch_is_held_with_the_reason(store_settings: Settings) -> None:
+    _invoice(store_settings, "INV-USD", "50.00")
+    deliver(store_settings, "invoices", [processed(amount="50.00", currency="EUR", invoice_id="INV-USD"),
+                                         processed(amount="9.99", currency="GBP", invoice_id="INV-NEW")])
+    _invoice(store_settings, "INV-NEW", "9.99", "USD")
+    held = invoices.unapplied(store_settings)
+    assert [(p.status, p.invoice_id, p.currency) for p in held] == [("held", "INV-USD", "EUR"),
+                                                                    ("held", "INV-NEW", "GBP")]
+    assert "currency mismatch" in (held[0].reason or "") and "EUR" in (held[0].reason or "")
+    assert invoices.show(store_settings, "INV-USD").invoice.status == "Open"
+    assert invoices.show(store_settings, "INV-NEW").invoice.status == "Open"
+
+
+def test_no_invoice_id_and_legacy_are_not_an_invoice_matter(store_settings: Settings) -> None:
+    deliver(store_settings, "invoices", [processed(amount="10.00"), processed(amount="99.99", legacy=True)])
+    with store.engine(store_settings).connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM invoice_payments").scalar_one() == 0
+
+
+def test_duplicates_and_replays_never_count_twice(store_settings: Settings) -> None:
+    _invoice(store_settings, "INV-3", "10.00")
+    e = processed(amount="4.00", invoice_id="INV-3")
+    deliver(store_settings, "invoices", [e, e, e])
+    deliver(store_settings, "invoices", [e])
+    assert invoices.show(store_settings, "INV-3").invoice.paid_minor == 400
+    other = processed(amount="4.00", invoice_id="INV-3", payment_id=e.payment_id)  # same payment, new eventId
+    with pytest.raises(PoisonEvent, match="twice"):
+        deliver(store_settings, "invoices", [other])
+    unknown = processed(amount="1.00", invoice_id="INV-X")
+    deliver(store_settings, "invoices", [unknown, unknown])
+    assert len(invoices.unapplied(store_settings)) == 1
+    assert invoices.show(store_settings, "INV-3").invoice.paid_minor == 400
+
+
+def test_bad_input_and_database_guards(store_settings: Settings) -> None:
+    with pytest.raises(ContractError, match="amount_due"):
+        _invoice(store_settings, "INV-B", "10.001")
+    with pytest.raises(ContractError, match="due_date"):
+        invoices.create(store_settings, customer_id="c", amount_due="1", currency="USD", due_date="tomorrow")
+    with pytest.raises(ContractError, match="status"):
+        invoices.list_invoices(store_settings, status="Overdue")
+    with pytest.raises(NotFound):
+        invoices.show(store_settings, "INV-NOPE")
+    _invoice(store_settings, "INV-G", "10.00")
+    deliver(store_settings, "invoices", [processed(amount="4.00", invoice_id="INV-G")])
+    eng = store.engine(store_settings)
+    for sql in ["UPDATE invoices SET status = 'Paid'",  # status contradicting paid
+                "UPDATE invoices SET paid_minor = 0, status = 'Open'",  # paid never decreases
+                "UPDATE invoices SET paid_minor = 2000, status = 'Paid'",  # paid above due
+                "UPDATE invoice_payments SET applied_minor = 1",
+                "DELETE FROM invoice_payments", "DELETE FROM invoices"]:  # fmt: skip
+        with pytest.raises(sa.exc.DBAPIError), eng.begin() as conn:
+            conn.exec_driver_sql(sql)
+    d = invoices.show(store_settings, "INV-G")
+    assert (d.invoice.status, d.invoice.paid_minor) == ("Partially Paid", 400)
