@@ -16,13 +16,15 @@ _CANDIDATE: Final = re.compile(
     r"(?<!\d)\d{13,19}(?!\d)"
     r"|(?<![0-9A-Za-z])(?<!\d[ -])(?<![0-9A-Za-z]-)"
     r"(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})"
-    r"(?![0-9A-Za-z])(?![ -]\d)(?!-[A-Za-z])"
+    r"(?![0-9A-Za-z])(?![ -]\d)(?!-[A-Za-z])",
+    re.ASCII,
 )
-#: raw bytes -> a skeleton: digits become "0", space and dash "-", everything else "x"
+#: raw bytes -> a skeleton: digits, spaces and dashes become "0", a backslash stays, everything else "x".
+#: Every candidate (13+ digits, or grouped 4-4-4-4 / 4-6-5) is then a run of at least 13 "0"s.
 _SKELETON: Final = bytes(
-    ord("0") if chr(b).isdigit() and b < 128 else ord("-") if b in b" -" else ord("x") for b in range(256)
+    ord("0") if (48 <= b <= 57 or b in b" -") else b if b == 92 else ord("x") for b in range(256)
 )
-_SKELETON_NEEDLES: Final = (b"0" * 13, b"0000-0000-0000", b"0000-000000-0000")
+_RUN: Final = b"0" * 13
 
 CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); card data is not allowed, value not shown"
 
@@ -52,12 +54,10 @@ def contains_card_number(text: str) -> bool:
 def raw_may_contain_card(raw: bytes) -> bool:
     """Cheap prefilter over raw JSON bytes: False means no string in it can hold a card number.
 
-    JSON ``\\u`` escapes could spell digits or separators, so any ``\\u`` escape also answers True.
+    JSON escapes could spell digits or separators, so any backslash also answers True.
     """
-    if b"\\u" in raw:
-        return True
     skeleton = raw.translate(_SKELETON)
-    return any(needle in skeleton for needle in _SKELETON_NEEDLES)
+    return _RUN in skeleton or b"\\" in skeleton
 
 
 def card_paths(obj: Any, path: str = "") -> Iterator[str]:

@@ -107,77 +107,101 @@ class _Peek(msgspec.Struct):
 
 _PEEK: Final = msgspec.json.Decoder(_Peek)
 _SEMVER: Final = re.compile(r"^\d+\.\d+\.\d+$")
-#: an amount given as a JSON string ("value": "99.99") — msgspec would accept it for a Decimal; the schema does not
-_STRING_VALUE: Final = re.compile(rb'"value"\s*:\s*"')
 
 
-def _getter(path: str) -> Callable[[Any], bool]:
-    """A function telling whether the dotted attribute ``path`` is present (not UNSET) on an event."""
-    names = path.split(".")
+def _presence_check(paths: tuple[str, ...]) -> Callable[[Any], bool]:
+    """One compiled expression telling whether every dotted attribute path (and its parents) is set."""
+    chain: list[str] = []
+    for path in paths:
+        names = path.split(".")
+        if not all(n.isidentifier() for n in names):
+            raise ValueError(f"CANONICAL_REQUIRED: {path!r} is not a dotted attribute path")
+        for i in range(1, len(names) + 1):
+            expr = "ev." + ".".join(names[:i])
+            if expr not in chain:
+                chain.append(expr)
+    source = "lambda ev: " + " and ".join(f"{expr} is not UNSET" for expr in chain)
+    check: Callable[[Any], bool] = eval(source, {"UNSET": msgspec.UNSET})  # built from our constants only
+    return check
 
-    def present(ev: Any) -> bool:
-        obj = ev
-        for name in names:
-            obj = getattr(obj, name, msgspec.UNSET)
-            if obj is msgspec.UNSET:
-                return False
-        return True
 
-    return present
-
-
-_CANONICAL_CHECKS: Final[dict[str, tuple[Callable[[Any], bool], ...]]] = {
-    t: tuple(_getter(p) for p in paths) for t, paths in CANONICAL_REQUIRED.items()
+#: eventType -> "every canonical-required field is present" (CANONICAL_REQUIRED, compiled)
+_CANONICAL_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
+    t: _presence_check(paths) for t, paths in CANONICAL_REQUIRED.items()
 }
+#: compact ``"eventType":"X"`` needles: a shortcut to the reader of X without the peek decode
+_TYPE_NEEDLES: Final = tuple(
+    (f'"eventType":"{t}"'.encode(), _READERS[(t, _major(v))], _major(v)) for (t, v) in EVENT_MODELS
+)
+
+
+def _string_value(raw: bytes) -> bool:
+    """True when some ``"value"`` key holds a JSON string (msgspec would read "99.99" as a Decimal)."""
+    i = raw.find(b'"value"')
+    while i >= 0:
+        rest = raw[i + 7 : i + 40].lstrip()
+        if rest[:1] == b":" and rest[1:].lstrip()[:1] == b'"':
+            return True
+        i = raw.find(b'"value"', i + 7)
+    return False
 
 
 # -- the fast path -----------------------------------------------------------------------------------
 
 
+_QUANTA: Final = {code: Decimal(1).scaleb(-minor) for code, minor in MINOR_UNITS.items()}
+
+
 def _money_ok(amount: Any) -> bool:
-    minor = MINOR_UNITS.get(amount.currency)
-    if minor is None:
+    quantum = _QUANTA.get(amount.currency)
+    if quantum is None:
         return False
     value = amount.value
     try:
-        if not value > 0:
-            return False
-    except InvalidOperation:
+        return value > 0 and value.quantize(quantum) == value
+    except InvalidOperation:  # more digits than the context: let the precise path decide
         return False
-    exponent = value.as_tuple().exponent
-    return exponent >= -minor or amount_problem(value, amount.currency) is None
 
 
 def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
     """The event when every cheap check passes, else None (the precise path then decides)."""
-    try:
-        peek = _PEEK.decode(raw)
-    except msgspec.DecodeError:
-        return None
-    event_type = peek.eventType
-    version = peek.version
-    if event_type == legacy.LEGACY_EVENT_TYPE:
-        if strict:
+    event: Any = None
+    for needle, (_model, decoder), major in _TYPE_NEEDLES:
+        if needle in raw:
+            try:
+                event = decoder.decode(raw)
+            except msgspec.ValidationError:
+                return None
+            if event.version.split(".", 1)[0] != major:
+                event = None
+            break
+    if event is None:
+        try:
+            peek = _PEEK.decode(raw)
+        except msgspec.DecodeError:
             return None
-        return _fast_legacy(raw)
-    if not isinstance(version, str) or not isinstance(event_type, str):
-        return None
-    reader = _READERS.get((event_type, version.split(".", 1)[0]))
-    if reader is None:
-        return None
-    model, decoder = reader
-    if strict and version != model.VERSION:  # type: ignore[attr-defined]
-        return None
-    try:
-        event = decoder.decode(raw)
-    except msgspec.ValidationError:
+        event_type = peek.eventType
+        version = peek.version
+        if event_type == legacy.LEGACY_EVENT_TYPE:
+            return None if strict else _fast_legacy(raw)
+        if not isinstance(version, str) or not isinstance(event_type, str):
+            return None
+        reader = _READERS.get((event_type, version.split(".", 1)[0]))
+        if reader is None:
+            return None
+        _model, decoder = reader
+        try:
+            event = decoder.decode(raw)
+        except msgspec.ValidationError:
+            return None
+    if strict and event.version != event.VERSION:
         return None
     if not _money_ok(event.data.amount):
         return None
-    for present in _CANONICAL_CHECKS.get(event_type, ()):
-        if not present(event):
-            return None
-    if _STRING_VALUE.search(raw) is not None:
+    check = _CANONICAL_CHECKS.get(event.eventType)
+    if check is not None and not check(event):
+        return None
+    if _string_value(raw):
         return None
     if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
         return None
@@ -191,7 +215,7 @@ def _fast_legacy(raw: bytes) -> DecodedEvent | None:
         return None
     if not _money_ok(env.payload.amount):
         return None
-    if _STRING_VALUE.search(raw) is not None:
+    if _string_value(raw):
         return None
     if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
         return None

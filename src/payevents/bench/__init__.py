@@ -1,0 +1,1 @@
+"""Benchmarks: ``payevents bench …`` prints figures; tests assert behaviour, never speed."""
