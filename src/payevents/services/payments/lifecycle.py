@@ -50,7 +50,9 @@ def _now() -> datetime:
 
 
 def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    # Dashed, not .hex: 32 hex chars hold a Luhn-valid 13+ digit run in ~1 of 500 ids, which the card guard
+    # (rightly) refuses; a UUID's groups never do.
+    return f"{prefix}_{uuid.uuid4()}"
 
 
 def _fingerprint(command: str, params: dict[str, Any]) -> str:
