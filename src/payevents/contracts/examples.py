@@ -164,7 +164,8 @@ def example_event(
     published = [v for t, v in EVENT_MODELS if t == event_type]
     if builder is None or (version is not None and version not in published):
         known = ", ".join(f"{t} {v}" for t, v in EVENT_MODELS)
-        raise ContractError(f"example: no example for {event_type!r} version {version!r} (known: {known})")
+        what = f"{event_type!r}" if version is None else f"{event_type!r} version {version!r}"
+        raise ContractError(f"example: no example for {what} (known: {known})")
     event: PaymentEvent = builder(
         event_id or EXAMPLE_EVENT_IDS[event_type], payment_id, Amount(value=amount, currency=currency), at
     )
