@@ -42,7 +42,8 @@ def table(report: BenchReport) -> Table:
         t.add_column(col, justify=justify, no_wrap=col != "note", overflow="fold")  # type: ignore[arg-type]
     for f in report.figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}× {f.baseline}"
-        t.add_row(f"{f.transport}/{f.database}", f.suite, f.name, _num(f.value), f.unit, ratio, _target(f), f.note)
+        run = f"{f.transport}/{f.database}" if f.transport else "any"
+        t.add_row(run, f.suite, f.name, _num(f.value), f.unit, ratio, _target(f), f.note)
     return t
 
 
@@ -102,7 +103,7 @@ def write_png(report: BenchReport, out: Path) -> Path:
         ax_lat.text(0.5, 0.5, "no latency samples in this run", ha="center", va="center")
         ax_lat.set_axis_off()
     if rates:
-        labels = [f"{f.transport}/{f.database} {f.suite}: {f.name}" for f in rates]
+        labels = [f"{f.transport + '/' + f.database + ' ' if f.transport else ''}{f.suite}: {f.name}" for f in rates]
         colors = ["#888888" if f.suite == "baseline" else "#1f77b4" for f in rates]
         ax_tp.barh(range(len(rates)), [f.value for f in rates], color=colors)
         ax_tp.set_yticks(range(len(rates)), labels, fontsize=7)

@@ -55,6 +55,7 @@ def run_bench(
     n: int | None = None,
     env: str = "dev",
     console: Console | None = None,
+    profile_dir: Path | None = None,
 ) -> BenchReport:
     """Run ``suite`` (one of :data:`SUITES` or ``"all"``) and return the finalized report."""
     console = console or Console(stderr=True)
@@ -65,7 +66,8 @@ def run_bench(
                                "database": database, "n": n})
     started = time.perf_counter()
     if "contracts" in chosen:
-        _guard(report, console, "contracts", lambda: _contracts(report, n_for("contracts", n), console))
+        _guard(report, console, "contracts", lambda: _profiled(
+            profile_dir, "contracts", lambda: _contracts(report, n_for("contracts", n), console)))
     per_transport = [s for s in chosen if s != "contracts"]
     if per_transport:
         fns = _suite_fns()
@@ -77,8 +79,13 @@ def run_bench(
                     for name in names:
                         console.log(f"[bold]{transport}/{database}[/] {name} …")
                         t0 = time.perf_counter()
+                        fn, label = fns[name], f"{transport}-{database}-{name}"
+
+                        def call(fn: SuiteFn = fn, benv: BenchEnv = benv, name: str = name) -> None:
+                            fn(benv, report, n_for(name, n), console)
+
                         _guard(report, console, f"{transport}/{database} {name}",
-                               lambda fn=fns[name], name=name: fn(benv, report, n_for(name, n), console))
+                               lambda call=call, label=label: _profiled(profile_dir, label, call))
                         console.log(f"{transport}/{database} {name} done in {time.perf_counter() - t0:.1f}s")
             except Exception as exc:  # broker start, schema drop, ...
                 report.errors.append(f"{transport}/{database}: {type(exc).__name__}: {exc}")
@@ -94,6 +101,25 @@ def _guard(report: BenchReport, console: Console, what: str, fn: Callable[[], No
     except Exception as exc:
         report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
         console.log(f"[red]{what} failed[/]\n{traceback.format_exc()}")
+
+
+def _profiled(profile_dir: Path | None, label: str, fn: Callable[[], None]) -> None:
+    """Run ``fn``; with ``profile_dir``, under pyinstrument, writing ``profile-{label}.txt`` and ``.html``
+    (this process only: workers in their own processes are not in it)."""
+    if profile_dir is None:
+        fn()
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    try:
+        fn()
+    finally:
+        profiler.stop()
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        (profile_dir / f"profile-{label}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+        (profile_dir / f"profile-{label}.html").write_text(profiler.output_html())
 
 
 def _contracts(report: BenchReport, n: int, console: Console) -> None:
@@ -128,6 +154,7 @@ def main(
     out: Path = Path("."),
     env: str = "dev",
     console: Console | None = None,
+    profile: bool = False,
 ) -> BenchReport:
     """What ``payevents bench SUITE`` does: run, print the table, write the JSON and the PNG."""
     from payevents.bench.report import print_report
@@ -138,7 +165,7 @@ def main(
         raise ValueError(f"--n: {n} must be a positive integer")
     console = console or (Console() if sys.stdout.isatty() else Console(width=200))
     report = run_bench(suite, transports_for(suite, transport), database, n=n, env=env,  # type: ignore[arg-type]
-                       console=Console(stderr=True))
+                       console=Console(stderr=True), profile_dir=out if profile else None)
     report.meta["command"] = " ".join(
         ["payevents bench", suite]
         + ([f"--transport {transport}"] if transport else [])
