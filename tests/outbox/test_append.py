@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 
 from payevents.contracts.channel import topic_for
 from payevents.errors import ContractError, IdempotencyConflict
-from payevents.runtime.outbox import append, events_for_payment, get_event, pending_count
+from payevents.runtime.audit import verify_engine
+from payevents.runtime.outbox import OutboxItem, append, append_many, events_for_payment, get_event, pending_count
 
 
 def test_append_stores_event_with_headers_and_chain(outbox_engine: Engine) -> None:
@@ -97,3 +98,26 @@ def test_postgresql_refuses_truncate(outbox_engine: Engine) -> None:
     with pytest.raises(sa.exc.DatabaseError, match="outbox_events is immutable"), outbox_engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE outbox_events")
     assert pending_count(outbox_engine) == 1
+
+
+def test_append_many_batches_with_the_same_rules(outbox_engine: Engine) -> None:
+    pid = f"pay-{uuid.uuid4()}"
+    stored = append_one(outbox_engine, pid, "many-0")
+    items = [OutboxItem(processed_event(pid), headers_for("many-0", pid), "many-0")]  # replay of a stored key
+    items += [OutboxItem(processed_event(pid, amount=f"{i}.00"), headers_for(f"many-{i}", pid), f"many-{i}")
+              for i in range(1, 4)]
+    items.append(OutboxItem(processed_event(pid, amount="2.00"), headers_for("many-2", pid), "many-2"))  # repeat
+    with outbox_engine.begin() as conn:
+        results = append_many(conn, items, env="dev")
+    assert [r.created for r in results] == [False, True, True, True, False]
+    assert results[0].event_id == stored.event_id and results[4].event_id == results[2].event_id
+    assert [r.seq for r in results[1:4]] == [stored.seq + 1, stored.seq + 2, stored.seq + 3]
+    assert [e.event_id for e in events_for_payment(outbox_engine, pid)] == [stored.event_id] + [
+        r.event_id for r in results[1:4]]
+    assert verify_engine(outbox_engine).ok
+
+    clash = [OutboxItem(processed_event(pid, amount="5.00"), headers_for("many-5", pid), "many-5"),
+             OutboxItem(processed_event(pid, amount="6.00"), headers_for("many-5", pid), "many-5")]
+    with pytest.raises(IdempotencyConflict, match="many-5"), outbox_engine.begin() as conn:
+        append_many(conn, clash, env="dev")
+    assert pending_count(outbox_engine) == 4  # the conflicting batch wrote nothing

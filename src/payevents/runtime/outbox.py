@@ -246,6 +246,15 @@ _INSERT_EVENT = sa.text(
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One event to append with :func:`append_many`."""
+
+    event: PaymentEvent
+    headers: Mapping[str, str]
+    idempotency_key: str
+
+
 def append(
     conn: Connection,
     event: PaymentEvent,
@@ -260,56 +269,85 @@ def append(
     unique: the same key with the same content returns the first event (``created=False``, nothing
     written); with different content it raises :class:`IdempotencyConflict`.
     """
+    return append_many(conn, [OutboxItem(event, headers, idempotency_key)], env=env)[0]
+
+
+def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str) -> list[AppendResult]:
+    """:func:`append` for many events at once (one lock, a handful of statements for the whole batch):
+    results in input order. A key repeated within ``items`` follows the same rule as a key stored before."""
     from payevents.contracts import codec
 
-    if not isinstance(idempotency_key, str) or not idempotency_key:
-        raise ContractError("idempotency_key: required non-empty string")
-    if len(idempotency_key) > 255:
-        raise ContractError("idempotency_key: at most 255 characters")
     if not conn.in_transaction():
         raise ContractError("append: must be called inside the caller's transaction (conn.begin())")
+    if not items:
+        return []
     topic = topic_for(env)
-    body = codec.encode_event(event)
-    stored_headers = _check_headers(headers, event, idempotency_key)
-    c_hash = content_hash(body)
-    key = partition_key(event.data.paymentId)
+    prepared = []
+    for item in items:
+        key = item.idempotency_key
+        if not isinstance(key, str) or not key:
+            raise ContractError("idempotency_key: required non-empty string")
+        if len(key) > 255:
+            raise ContractError("idempotency_key: at most 255 characters")
+        body = codec.encode_event(item.event)
+        stored_headers = _check_headers(item.headers, item.event, key)
+        prepared.append((item, body, stored_headers, content_hash(body)))
 
     last_seq, last_hash = _lock_chain(conn)
-    existing = conn.execute(
-        sa.text("SELECT event_id, seq, content_hash FROM outbox_events WHERE idempotency_key = :k"),
-        {"k": idempotency_key},
-    ).first()
-    if existing is not None:
-        if existing.content_hash != c_hash:
-            raise IdempotencyConflict(
-                f"idempotency_key {idempotency_key!r}: already used for event {existing.event_id} with different "
-                "content (same key must carry the same eventType, version and data)"
-            )
-        return AppendResult(event_id=existing.event_id, seq=int(existing.seq), created=False)
+    # Read after the lock: a concurrent writer of the same key has committed (or rolled back) by now.
+    known: dict[str, tuple[str, int, str]] = {}
+    keys = sorted({item.idempotency_key for item in items})
+    for i in range(0, len(keys), 500):
+        for r in conn.execute(_SELECT_KEYS, {"keys": keys[i : i + 500]}):
+            known[r.idempotency_key] = (r.event_id, int(r.seq), r.content_hash)
 
-    row: dict[str, Any] = {
-        "seq": last_seq + 1,
-        "event_id": event.eventId,
-        "idempotency_key": idempotency_key,
-        "event_type": event.eventType,
-        "version": event.version,
-        "payment_id": event.data.paymentId,
-        "partition_key": key,
-        "topic": topic,
-        "headers": orjson.dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
-        "body": body,
-        "content_hash": c_hash,
-        "created_at": clock(),
-        "prev_hash": last_hash,
-    }
-    row["hash"] = chain_hash(last_hash, row)
-    conn.execute(_INSERT_EVENT, row)
-    conn.execute(sa.text("INSERT INTO outbox_pending (seq) VALUES (:seq)"), {"seq": row["seq"]})
-    conn.execute(
-        sa.text("UPDATE outbox_chain SET last_seq = :seq, last_hash = :hash WHERE id = 1"),
-        {"seq": row["seq"], "hash": row["hash"]},
-    )
-    return AppendResult(event_id=event.eventId, seq=row["seq"], created=True)
+    results: list[AppendResult] = []
+    rows: list[dict[str, Any]] = []
+    now = clock()
+    for item, body, stored_headers, c_hash in prepared:
+        key = item.idempotency_key
+        first = known.get(key)
+        if first is not None:
+            if first[2] != c_hash:
+                raise IdempotencyConflict(
+                    f"idempotency_key {key!r}: already used for event {first[0]} with different content "
+                    "(the same key must carry the same eventType, version and data)"
+                )
+            results.append(AppendResult(event_id=first[0], seq=first[1], created=False))
+            continue
+        event = item.event
+        row: dict[str, Any] = {
+            "seq": last_seq + 1,
+            "event_id": event.eventId,
+            "idempotency_key": key,
+            "event_type": event.eventType,
+            "version": event.version,
+            "payment_id": event.data.paymentId,
+            "partition_key": partition_key(event.data.paymentId),
+            "topic": topic,
+            "headers": orjson.dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
+            "body": body,
+            "content_hash": c_hash,
+            "created_at": now,
+            "prev_hash": last_hash,
+        }
+        row["hash"] = chain_hash(last_hash, row)
+        last_seq, last_hash = row["seq"], row["hash"]
+        known[key] = (event.eventId, last_seq, c_hash)
+        rows.append(row)
+        results.append(AppendResult(event_id=event.eventId, seq=last_seq, created=True))
+    if rows:
+        conn.execute(_INSERT_EVENT, rows)
+        conn.execute(_INSERT_PENDING, [{"seq": r["seq"]} for r in rows])
+        conn.execute(_UPDATE_HEAD, {"seq": last_seq, "hash": last_hash})
+    return results
+
+
+_SELECT_KEYS = sa.text(
+    "SELECT idempotency_key, event_id, seq, content_hash FROM outbox_events WHERE idempotency_key IN :keys"
+).bindparams(sa.bindparam("keys", expanding=True))
+_INSERT_PENDING = sa.text("INSERT INTO outbox_pending (seq) VALUES (:seq)")
+_UPDATE_HEAD = sa.text("UPDATE outbox_chain SET last_seq = :seq, last_hash = :hash WHERE id = 1")
 
 
 # -- read helpers ---------------------------------------------------------------------------------------
