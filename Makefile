@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck system-deps bench clean
+.PHONY: install demo test lint typecheck system-deps asyncapi-deps bench clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,15 @@ system-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed" >&2; exit 1; }
 
+## The AsyncAPI validator the tests use (@asyncapi/parser, pinned in tools/asyncapi/package-lock.json).
+ASYNCAPI_STAMP := tools/asyncapi/node_modules/.stamp
+$(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tools/asyncapi && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+asyncapi-deps: $(ASYNCAPI_STAMP)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 
@@ -37,7 +46,7 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy src/payevents
 
 ## The whole suite: lint, then every test (Kafka via Tansu, PostgreSQL at 127.0.0.1:5432, Chromium).
-test: $(TEST_STAMP) system-deps lint
+test: $(TEST_STAMP) system-deps asyncapi-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Every benchmark suite, on both transports; prints a table, writes bench-results.json and a PNG.
