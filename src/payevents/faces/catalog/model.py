@@ -60,7 +60,8 @@ class SchemaSource:
         def example(event_type: str, version: str) -> Mapping[str, Any] | None:
             if (event_type, version) not in EVENT_MODELS:
                 return None
-            return _plain(examples.example_event(event_type))
+            doc = _plain(examples.example_json(event_type, version))
+            return _order_like(doc, schemas[(event_type, version)], schemas[(event_type, version)])
 
         return cls(schemas=schemas, example=example)
 
@@ -91,6 +92,17 @@ def _plain(value: Any) -> Mapping[str, Any]:
     from payevents.contracts.codec import encode_event
 
     return loads(encode_event(value))  # type: ignore[no-any-return]
+
+
+def _order_like(doc: Any, node: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    """``doc`` with its keys in the schema's property order (the order the page's table shows)."""
+    from payevents.faces.catalog.schema import resolve
+
+    if not isinstance(doc, Mapping):
+        return doc
+    props = resolve(node, root).get("properties", {})
+    keys = [k for k in props if k in doc] + [k for k in doc if k not in props]
+    return {k: _order_like(doc[k], props[k], root) if k in props else doc[k] for k in keys}
 
 
 @dataclasses.dataclass(frozen=True)
