@@ -147,3 +147,115 @@ def feed(settings: Settings, service: ServiceDef, events: Iterable[DecodedEvent]
             for i, d in enumerate(items[start:start + batch]):
                 service.handlers[d.event_type](conn, d, message_for(d, start + i))
     return len(items)
+
+
+# -- a live SMTP server on loopback (aiosmtpd) -----------------------------------------------------
+
+
+class SmtpSink:
+    """An aiosmtpd server on a fixed free loopback port that can be stopped and started again.
+
+    Recipients starting with ``reject`` get 550 (permanent), ``busy`` get 451 (transient)."""
+
+    def __init__(self, port: int | None = None, **controller_kw: Any) -> None:
+        import socket
+        import threading
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.messages: list[Any] = []  # email.message.EmailMessage, with .rcpt_tos set
+        self._lock = threading.Lock()
+        self._controller: Any = None
+        self._kw = controller_kw
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?timeout=5"
+
+    def start(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **self._kw)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        if address.startswith("reject"):
+            return "550 5.1.1 no such mailbox"
+        if address.startswith("busy"):
+            return "451 4.2.1 mailbox busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        import email.policy
+
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        msg.rcpt_tos = list(envelope.rcpt_tos)  # type: ignore[attr-defined]
+        msg.mail_from = envelope.mail_from  # type: ignore[attr-defined]
+        with self._lock:
+            self.messages.append(msg)
+        return "250 Message accepted"
+
+    def received(self) -> list[Any]:
+        with self._lock:
+            return list(self.messages)
+
+
+def publish(settings: Settings, events: Sequence[DecodedEvent | bytes], keys: Sequence[str] | None = None) -> None:
+    """Publish events onto payments.{env}.events through the configured transport (key = paymentId).
+
+    ``bytes`` items are sent as they are (e.g. a legacy envelope); pass their keys in ``keys``."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.contracts.codec import encode_event
+    from payevents.transport import open_transport
+    from payevents.transport.base import Record
+
+    topic = topic_for(settings.env)
+    records = []
+    for i, e in enumerate(events):
+        if isinstance(e, bytes):
+            assert keys is not None
+            records.append(Record(topic=topic, value=e, key=keys[i].encode()))
+        else:
+            records.append(Record(topic=topic, value=encode_event(e.event), key=e.payment_id.encode()))
+    t = open_transport(settings)
+    try:
+        t.create_topics([topic, dead_letter_topic_for(settings.env)], settings.partitions)
+        p = t.producer()
+        try:
+            p.send(records)
+        finally:
+            p.close()
+    finally:
+        t.close()
+
+
+def legacy_envelope(payment_id: str, value: str, currency: str = "USD", merchant_id: str = "MERCH-456") -> bytes:
+    """A PAYMENT_PROCESSED 1.0 record as the channel page's sample code publishes it."""
+    import json
+
+    return json.dumps({
+        "eventType": "PAYMENT_PROCESSED",
+        "timestamp": "2025-12-11T10:30:00",
+        "version": "1.0",
+        "payload": {
+            "paymentId": payment_id, "orderId": f"ORD-{payment_id}",
+            "amount": {"value": float(value), "currency": currency}, "status": "SUCCESS",
+            "paymentMethod": {"type": "CREDIT_CARD", "last4": "4242", "expiryMonth": "12", "expiryYear": "2025",
+                              "network": "VISA"},
+            "transactionDetails": {"processorId": "stripe_123xyz", "authorizationCode": "AUTH123",
+                                   "captureId": "CAP456"},
+        },
+        "metadata": {"correlationId": "corr-123-abc", "merchantId": merchant_id, "source": "payment_service",
+                     "environment": "dev", "idempotencyKey": f"{payment_id}-2025-12-11-{value}"},
+    }).encode()

@@ -11,6 +11,7 @@ from payevents.services.notifications.delivery import (
     DeliveryReport,
     deliver_pending,
     maildir_path,
+    next_due_in,
     parse_smtp_url,
     run_delivery,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "list_customers",
     "list_notifications",
     "maildir_path",
+    "next_due_in",
     "parse_smtp_url",
     "run_delivery",
     "summary",

@@ -255,23 +255,17 @@ def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str
 
 
 def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
-    due = conn.execute(
-        sa.text(
-            "SELECT event_id FROM notifications WHERE status = 'pending' AND next_attempt_ms <= :now"
-            " AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)"
-            " ORDER BY next_attempt_ms, event_id LIMIT :limit"
-        ),
-        {"now": now_ms, "limit": limit},
-    ).scalars().all()
-    if not due:
-        return []
+    """Lease up to ``limit`` due intents to ``token`` with one UPDATE (the first statement of its
+    transaction, so SQLite takes the write lock at once; PostgreSQL skips rows another worker holds)."""
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    due = ("status = 'pending' AND next_attempt_ms <= :now AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)")
     conn.execute(
         sa.text(
             "UPDATE notifications SET claim_token = :token, claimed_until_ms = :until, attempts = attempts + 1"
-            " WHERE event_id IN :ids AND status = 'pending'"
-            " AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)"
-        ).bindparams(sa.bindparam("ids", expanding=True)),
-        {"token": token, "until": now_ms + lease_ms, "ids": list(due), "now": now_ms},
+            f" WHERE {due} AND event_id IN (SELECT event_id FROM notifications WHERE {due}"
+            f" ORDER BY next_attempt_ms, event_id LIMIT :limit{lock})"
+        ),
+        {"token": token, "until": now_ms + lease_ms, "now": now_ms, "limit": limit},
     )
     return list(conn.execute(
         sa.text("SELECT event_id, payment_id, recipient, recipient_name, locale, event_json, attempts, created_at"
@@ -294,6 +288,8 @@ def deliver_pending(
 
     ``now`` (aware UTC) defaults to the clock; tests pass a later time to skip a backoff.
     """
+    if settings.smtp_url:
+        parse_smtp_url(settings.smtp_url)  # a malformed URL is an error now, before anything is claimed
     now = now or datetime.now(UTC)
     now_ms = to_ms(now)
     policy = _Policy(base_backoff_s, max_backoff_s, max_attempts)
@@ -328,7 +324,7 @@ def deliver_pending(
 
     try:
         mailer = open_mailer(settings)
-    except (OSError, smtplib.SMTPException) as exc:
+    except (OSError, smtplib.SMTPException, ConfigError) as exc:  # down, or refusing our credentials
         what = "SMTP" if settings.smtp_url else "Maildir"
         error = f"{what} unavailable: {type(exc).__name__}: {exc}"
         log.warning("%s; %d e-mail(s) rescheduled", error, len(rows))
