@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -223,3 +224,33 @@ def test_lag_counts_uncommitted_records(transport: Transport, unique: str) -> No
     consumer.commit(next_offsets(got))
     assert consumer.lag() == {(topic, 0): 0}
     consumer.close()
+
+
+def test_members_of_one_group_share_the_partitions(transport: Transport, unique: str) -> None:
+    topic, group = f"t.{unique}", f"g.{unique}"
+    transport.create_topics([topic], 4)
+    a = transport.consumer(group, [topic])
+    b = transport.consumer(group, [topic])
+    everything = {(topic, p) for p in range(4)}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert not a.poll(10, 0.05) and not b.poll(10, 0.05)
+        if a.assignment() and b.assignment() and a.assignment() | b.assignment() == everything:
+            break
+    assert len(a.assignment()) == 2 and len(b.assignment()) == 2
+    assert not a.assignment() & b.assignment()
+
+    # records go only to the member owning their partition
+    transport.producer().send([Record(topic, f"v{i}".encode(), partition=i % 4) for i in range(40)])
+    got_a, got_b = drain(a, 20, timeout=15), drain(b, 20, timeout=15)
+    assert {(m.topic, m.partition) for m in got_a} == a.assignment()
+    assert {(m.topic, m.partition) for m in got_b} == b.assignment()
+    a.commit(next_offsets(got_a))
+    b.commit(next_offsets(got_b))
+
+    a.close()  # b takes over a's partitions, from a's committed offsets
+    deadline = time.monotonic() + 30
+    while b.assignment() != everything and time.monotonic() < deadline:
+        assert not b.poll(10, 0.1)
+    assert b.assignment() == everything
+    b.close()

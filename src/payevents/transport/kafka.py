@@ -285,7 +285,7 @@ class KafkaProducer:
         n = self._topics.get(topic)
         if n is None:
             try:
-                md = self._p.list_topics(topic, timeout=10)
+                md = self._p.list_topics(topic, timeout=min(10.0, self._timeout))
             except KafkaException as exc:
                 raise _error(exc.args[0], f"metadata of {topic!r}") from exc
             t = md.topics.get(topic)

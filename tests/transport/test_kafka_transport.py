@@ -1,0 +1,55 @@
+"""Kafka-only: the client configuration we insist on, and failures surfacing as TransientError."""
+
+from __future__ import annotations
+
+import pytest
+
+from payevents.errors import ConfigError, TransientError
+from payevents.testing.tansu import FAST_GROUP_CONFIG, free_port
+from payevents.transport import Record
+from payevents.transport.kafka import KafkaTransport
+
+
+def test_producer_config_is_idempotent_murmur2_with_a_bounded_timeout() -> None:
+    t = KafkaTransport("b1:9092,b2:9092", {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+                                           "linger.ms": "20", **FAST_GROUP_CONFIG})
+    cfg = t.producer_config()
+    assert cfg["bootstrap.servers"] == "b1:9092,b2:9092"
+    assert (cfg["enable.idempotence"], cfg["acks"], cfg["partitioner"]) == ("true", "all", "murmur2_random")
+    assert int(cfg["message.timeout.ms"]) < 300000
+    assert cfg["security.protocol"] == "SASL_SSL" and cfg["sasl.mechanism"] == "PLAIN"  # passed through
+    assert cfg["linger.ms"] == "20"  # a tunable: the configuration wins
+    assert "session.timeout.ms" not in cfg  # a consumer-only setting is not given to the producer
+
+
+def test_consumer_config_commits_manually_and_takes_overrides() -> None:
+    t = KafkaTransport("b:9092", {"security.protocol": "SSL", **FAST_GROUP_CONFIG})
+    cfg = t.consumer_config("ledger", from_beginning=True)
+    assert cfg["group.id"] == "ledger"
+    assert (cfg["enable.auto.commit"], cfg["enable.auto.offset.store"]) == ("false", "false")
+    assert cfg["auto.offset.reset"] == "earliest"
+    assert cfg["session.timeout.ms"] == "2000" and cfg["fetch.wait.max.ms"] == "10"
+    assert cfg["security.protocol"] == "SSL"
+    assert "group.instance.id" not in cfg and "group.protocol" not in cfg
+    assert t.consumer_config("x", from_beginning=False)["auto.offset.reset"] == "latest"
+    assert "session.timeout.ms" in KafkaTransport("b:9092").consumer_config("x")  # sensible defaults alone
+    assert "acks" not in cfg
+
+
+@pytest.mark.parametrize(("key", "value"), [("enable.idempotence", "false"), ("acks", "1"),
+                                            ("partitioner", "consistent_random")])
+def test_settings_that_would_break_order_or_dedup_are_refused(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        KafkaTransport("b:9092", {key: value}).producer_config()
+
+
+def test_auto_commit_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"enable\.auto\.commit"):
+        KafkaTransport("b:9092", {"enable.auto.commit": "true"}).consumer_config("g")
+
+
+def test_an_unreachable_broker_is_a_transient_error() -> None:
+    t = KafkaTransport(f"127.0.0.1:{free_port()}", {"message.timeout.ms": "1500"})
+    producer = t.producer()
+    with pytest.raises(TransientError):
+        producer.send([Record("payments.dev.events", b"x", b"k")])
