@@ -102,3 +102,22 @@ def test_end_to_end_suite_runs_services_in_processes_and_reports_rss() -> None:
     for name in ("ledger", "invoices", "analytics", "notifications"):
         rss = figs[f"peak RSS {name}"]
         assert rss.value > 10 and rss.unit == "MiB"
+
+
+def test_cli_contracts_and_baseline_write_results(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from payevents.faces.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "contracts", "--n", "300", "--repeat", "1", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    figs = json.loads((tmp_path / "c" / "bench-results.json").read_text())["figures"]
+    decode = next(f for f in figs if f["name"] == "decode+validate")
+    assert decode["suite"] == "contracts" and decode["baseline"] == "json parse" and decode["ratio"] > 0
+    assert decode["target"] == [">=", 100000.0, "value"] and isinstance(decode["target_met"], bool)
+    res = runner.invoke(app, ["bench", "baseline", "--n", "100", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "baseline" in res.output and (tmp_path / "b" / "bench-results.png").exists()
+    res = runner.invoke(app, ["bench", "baseline", "--transport", "carrier-pigeon"])
+    assert res.exit_code != 0 and "carrier-pigeon" in res.output
