@@ -1,0 +1,78 @@
+"""The card-data guard: Luhn-valid 13–19 digit numbers are found (and UUIDs, dates and ids are not)."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from payevents.contracts.cardguard import card_paths, contains_card_number, luhn_ok, raw_may_contain_card
+
+VALID = ["4242424242424242", "4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]
+
+
+def _luhn_complete(body: str) -> str:
+    for d in "0123456789":
+        if luhn_ok(body + d):
+            return body + d
+    raise AssertionError
+
+
+def test_luhn() -> None:
+    assert all(luhn_ok(n) for n in VALID)
+    assert not luhn_ok("4242424242424241")
+
+
+def test_card_numbers_are_found_in_text_and_groupings() -> None:
+    for n in VALID:
+        assert contains_card_number(n)
+        assert contains_card_number(f"paid with {n}.")
+    assert contains_card_number("4242 4242 4242 4242")
+    assert contains_card_number("card: 4242-4242-4242-4242 exp 12/25")
+    assert contains_card_number("amex 3782 822463 10005")
+    assert contains_card_number(_luhn_complete("424242424242424242"))  # 19 digits
+
+
+def test_non_cards_are_not_found() -> None:
+    for text in [
+        "4242424242424241",  # Luhn fails
+        "42424242424",  # too short
+        "2025-12-11T10:30:00Z",
+        "pay_1234567890",
+        "ORD-12345",
+        "4242",
+        "+1 415 555 0100",
+        "12345678-1234-4234-8234-123456789012",
+    ]:
+        assert not contains_card_number(text), text
+
+
+def test_uuids_never_look_like_cards() -> None:
+    for _ in range(20_000):
+        u = str(uuid.uuid4())
+        assert not contains_card_number(u) and not contains_card_number(f"pay-{u}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.text(max_size=20),
+    body=st.text(alphabet="0123456789", min_size=12, max_size=18),
+    sep=st.sampled_from(["", " ", "-"]),
+    suffix=st.text(max_size=20),
+)
+def test_prefilter_never_misses_a_card(prefix: str, body: str, sep: str, suffix: str) -> None:
+    number = _luhn_complete(body)
+    if sep and len(number) == 16:
+        number = sep.join(number[i : i + 4] for i in range(0, 16, 4))
+    text = f"{prefix} {number} {suffix}"
+    if contains_card_number(text):
+        raw = msgspec.json.encode({"data": {"note": text}})
+        assert raw_may_contain_card(raw)
+        assert list(card_paths(msgspec.json.decode(raw))) == ["data.note"]
+
+
+def test_card_paths_walk_keys_lists_and_values() -> None:
+    doc = {"a": ["x", {"b": "4242424242424242"}], "4111111111111111": 1, "c": 4242424242424242}
+    assert list(card_paths(doc)) == ["a[1].b", "4111111111111111"]
