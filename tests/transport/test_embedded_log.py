@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from transport_helpers import drain, next_offsets, wait_assigned
 
-from payevents.errors import ConfigError
+from payevents.errors import ConfigError, TransientError
 from payevents.settings import Settings
 from payevents.transport import Record, open_transport
 from payevents.transport.embedded import EmbeddedTransport
@@ -185,3 +185,23 @@ def test_a_consumer_picks_up_a_topic_created_after_it_subscribed(tmp_path: Path,
     transport.producer().send([Record(topic, b"x", b"k")])
     assert [m.value for m in drain(consumer, 1, timeout=10)] == [b"x"]
     consumer.close()
+
+
+def test_a_locked_log_is_a_transient_error_and_nothing_half_written(tmp_path: Path, unique: str) -> None:
+    db = tmp_path / "channel.db"
+    topic = f"t.{unique}"
+    transport = EmbeddedTransport(db, busy_timeout=0.2)
+    transport.create_topics([topic], 2)
+    producer = transport.producer()
+    producer.send([Record(topic, b"before", b"k")])
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        with pytest.raises(TransientError):
+            producer.send([Record(topic, f"v{i}".encode(), f"k{i}".encode()) for i in range(10)])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert sum(transport.describe(topic).end_offsets.values()) == 1
+    producer.send([Record(topic, b"after", b"k")])  # works again once the lock is gone
+    assert sum(transport.describe(topic).end_offsets.values()) == 2

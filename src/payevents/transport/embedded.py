@@ -47,6 +47,8 @@ OFFSET_BITS = 40
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 DEFAULT_SESSION_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 0.5
+#: how long a write waits for another process's write transaction before it is a TransientError
+DEFAULT_BUSY_TIMEOUT = 30.0
 #: while a member waits for partitions another member must release, it heartbeats this often
 PENDING_HEARTBEAT_INTERVAL = 0.05
 
@@ -105,13 +107,14 @@ def _wrap(exc: sqlite3.Error, what: str) -> Exception:
 class _Db:
     """One SQLite connection with a lock (objects may be used from more than one thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = path
         self.lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                                        check_same_thread=False)
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
@@ -166,26 +169,30 @@ def _messages(topic: str, partition: int, rows: list[Any]) -> list[Message]:
 
 class EmbeddedTransport:
     """The SQLite log at ``path``. ``session_timeout``/``heartbeat_interval`` (seconds) govern group
-    membership; they can also come from ``session.timeout.ms``/``heartbeat.interval.ms`` in kafka_config."""
+    membership; they can also come from ``session.timeout.ms``/``heartbeat.interval.ms`` in kafka_config.
+    ``busy_timeout``: seconds a write waits for the file's write lock before raising TransientError."""
 
     name = "embedded"
 
     def __init__(self, path: Path | str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
-                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.session_timeout = session_timeout
         self.heartbeat_interval = heartbeat_interval
-        self._db = _Db(self.path)
+        self.busy_timeout = busy_timeout
+        self._db = _Db(self.path, busy_timeout)
         with self._db.tx("create schema") as conn:
             for stmt in _SCHEMA:
                 conn.execute(stmt)
 
     def producer(self) -> EmbeddedProducer:
-        return EmbeddedProducer(self.path)
+        return EmbeddedProducer(self.path, self.busy_timeout)
 
     def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> EmbeddedConsumer:
         return EmbeddedConsumer(self.path, group, topics, from_beginning=from_beginning,
-                                session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval)
+                                session_timeout=self.session_timeout, heartbeat_interval=self.heartbeat_interval,
+                                busy_timeout=self.busy_timeout)
 
     def create_topics(self, topics: Sequence[str], partitions: int) -> None:
         if partitions < 1:
@@ -235,8 +242,8 @@ class EmbeddedTransport:
 class EmbeddedProducer:
     """Appends batches to the log; one transaction per :meth:`send`."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = _Db(path)
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self._db = _Db(path, busy_timeout)
         self._topics: dict[str, list[int]] = {}
 
     def _pids(self, topic: str) -> list[int]:
@@ -307,12 +314,13 @@ class EmbeddedConsumer:
 
     def __init__(self, path: Path, group: str, topics: Sequence[str], *, from_beginning: bool = True,
                  session_timeout: float = DEFAULT_SESSION_TIMEOUT,
-                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+                 heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         if not group:
             raise ConfigError("group: a consumer group id must not be empty")
         if not topics:
             raise ConfigError("topics: a consumer needs at least one topic")
-        self._db = _Db(path)
+        self._db = _Db(path, busy_timeout)
         self.group = group
         self.topics = tuple(dict.fromkeys(topics))
         self.from_beginning = from_beginning
