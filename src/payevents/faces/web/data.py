@@ -1,0 +1,204 @@
+"""What the dashboard shows, gathered from the services' public functions, the outbox and the channel."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from payevents.contracts.channel import topic_for
+from payevents.runtime import outbox
+from payevents.settings import Settings
+
+#: the event page's rule, as the relay enforces it
+try:
+    from payevents.runtime.relay import DELAY_BUCKETS, SLA_SECONDS
+except ImportError:  # pragma: no cover - the relay ships with the runtime
+    SLA_SECONDS = 5.0
+    DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+RATE_WINDOW_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishFigures:
+    stored: int
+    published: int
+    pending: int
+    rate_recent: float  # events/s over the last RATE_WINDOW_S
+    rate_overall: float  # events/s from the first event's commit to the last acknowledgement
+    span_s: float
+    p50: float | None
+    p99: float | None
+    max: float | None
+    breaches: int
+    histogram: list[tuple[float | None, int]]  # (upper bound or None for overflow, count)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupLag:
+    service: str
+    group: str
+    lag: int | None  # None: the group has not committed yet
+    committed: int
+    end: int
+
+
+def payments_engine(settings: Settings) -> sa.Engine:
+    from payevents.services.payments import store
+
+    return store.engine(settings)
+
+
+def histogram(delays: Sequence[float], buckets: Sequence[float] = DELAY_BUCKETS) -> list[tuple[float | None, int]]:
+    """Counts per bucket (le = upper bound, inclusive), then the overflow bucket (None)."""
+    counts = [0] * (len(buckets) + 1)
+    for d in delays:
+        for i, le in enumerate(buckets):
+            if d <= le:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+    return [*zip(buckets, counts[:-1], strict=True), (None, counts[-1])]
+
+
+def publish_figures(settings: Settings, now: float | None = None) -> PublishFigures:
+    engine = payments_engine(settings)
+    now = time.time() if now is None else now
+    with engine.connect() as conn:
+        stored = int(conn.exec_driver_sql("SELECT COUNT(*) FROM outbox_events").scalar_one())
+        first, last, published = conn.exec_driver_sql(
+            "SELECT MIN(e.created_at), MAX(p.published_at), COUNT(*)"
+            " FROM outbox_published p JOIN outbox_events e ON e.seq = p.seq"
+        ).one()
+        recent = int(
+            conn.execute(
+                sa.text("SELECT COUNT(*) FROM outbox_published WHERE published_at >= :since"),
+                {"since": now - RATE_WINDOW_S},
+            ).scalar_one()
+        )
+    delays = outbox.published_delays(engine)
+    pct = outbox.percentiles(delays, (0.5, 0.99))
+    span = float(last - first) if first is not None and last is not None else 0.0
+    return PublishFigures(
+        stored=stored,
+        published=int(published),
+        pending=outbox.pending_count(engine),
+        rate_recent=recent / RATE_WINDOW_S,
+        rate_overall=(int(published) / span) if span > 0 else 0.0,
+        span_s=span,
+        p50=pct.get(0.5),
+        p99=pct.get(0.99),
+        max=max(delays) if delays else None,
+        breaches=sum(1 for d in delays if d > SLA_SECONDS),
+        histogram=histogram(delays),
+    )
+
+
+@contextlib.contextmanager
+def _transport(settings: Settings) -> Iterator[Any]:
+    from payevents.transport import open_transport
+
+    t = open_transport(settings)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def _committed_embedded(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """Committed offsets of ``group`` read from the embedded log without joining the group."""
+    path = settings.data_dir / "channel.db"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute(
+            "SELECT p.partition, o.next_offset FROM offsets o JOIN partitions p ON p.id = o.pid"
+            " WHERE o.grp = ? AND p.topic = ?",
+            (group, topic),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {int(p): int(o) for p, o in rows}
+
+
+def _committed_kafka(transport: Any, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """Committed offsets of ``group`` from the broker; assigning nothing, the client never joins the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(transport.consumer_config(group))
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+
+
+def lag_per_service(settings: Settings) -> list[GroupLag]:
+    """Records each consumer group still has to process: channel end offsets minus committed offsets."""
+    from payevents.services import CONSUMER_SERVICES
+
+    topic = topic_for(settings.env)
+    out: list[GroupLag] = []
+    with _transport(settings) as t:
+        t.create_topics([topic], settings.partitions)
+        ends = dict(t.describe(topic).end_offsets)
+        for name in CONSUMER_SERVICES:
+            group = f"payevents.{name}"
+            if settings.is_kafka:
+                committed = _committed_kafka(t, group, topic, len(ends))
+            else:
+                committed = _committed_embedded(settings, group, topic)
+            end_total = sum(ends.values())
+            done = sum(min(committed.get(p, 0), e) for p, e in ends.items())
+            out.append(
+                GroupLag(
+                    service=name,
+                    group=group,
+                    lag=(end_total - done) if committed or end_total == 0 else None,
+                    committed=done,
+                    end=end_total,
+                )
+            )
+    return out
+
+
+def dead_letters(settings: Settings, limit: int = 200, service: str | None = None) -> list[dict[str, Any]]:
+    from payevents.runtime import deadletter
+
+    with _transport(settings) as t:
+        letters = deadletter.list_dead_letters(settings, limit, service=service, transport=t)
+    return [d.to_dict() for d in reversed(letters)]
+
+
+def revenue_rows(settings: Settings, days: int = 31, by: str = "day") -> list[Any]:
+    from payevents.services import analytics
+
+    today = datetime.now(UTC).date()
+    return analytics.report(settings, today - timedelta(days=days - 1), today, by)  # type: ignore[arg-type]
+
+
+def revenue_by_currency(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    from payevents.services.payments.money import from_minor
+
+    totals: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = totals.setdefault(r.currency, {"currency": r.currency, "payments": 0, "amount_minor": 0, "failed": 0})
+        t["payments"] += r.payments
+        t["amount_minor"] += r.amount_minor
+        t["failed"] += r.failed
+    for t in totals.values():
+        t["amount"] = str(from_minor(t["amount_minor"], t["currency"]))
+    return sorted(totals.values(), key=lambda t: t["currency"])
+
+
+def parse_date(value: str | None, default: date) -> date:
+    return default if not value else date.fromisoformat(value)
