@@ -1,0 +1,31 @@
+"""``payevents serve``: the HTTP API, the dashboard and the catalog on one port. (``payevents demo`` lives
+in :mod:`payevents.faces.commands.demo`.)"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from payevents.faces.options import BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        env: EnvOpt = None,
+        broker: BrokerOpt = None,
+        data_dir: DataDirOpt = None,
+        database_url: DatabaseUrlOpt = None,
+        host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+    ) -> None:
+        """Serve the JSON API, the dashboard and the event catalog (writes need PAYEVENTS_API_TOKEN)."""
+        import uvicorn
+
+        from payevents.faces.web import create_app
+
+        settings = load_settings(env, broker, data_dir, database_url)
+        web_app = create_app(settings)
+        typer.echo(f"payevents dashboard on http://{host}:{port}/ (API docs /docs, catalog /catalog/)")
+        uvicorn.run(web_app, host=host, port=port, log_level="info")
