@@ -129,10 +129,9 @@ def _presence_check(paths: tuple[str, ...]) -> Callable[[Any], bool]:
 _CANONICAL_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     t: _presence_check(paths) for t, paths in CANONICAL_REQUIRED.items()
 }
-#: compact ``"eventType":"X"`` needles: a shortcut to the reader of X without the peek decode
-_TYPE_NEEDLES: Final = tuple(
-    (f'"eventType":"{t}"'.encode(), _READERS[(t, _major(v))], _major(v)) for (t, v) in EVENT_MODELS
-)
+#: b"PaymentProcessed" -> (model, decoder) of the latest published version: the shortcut past the peek decode
+_BY_TYPE: Final = {t.encode(): (_READERS[(t, _major(v))][1], _major(v)) for (t, v) in EVENT_MODELS}
+_TYPE_KEY: Final = b'"eventType":"'
 
 
 def _string_value(raw: bytes) -> bool:
@@ -166,15 +165,17 @@ def _money_ok(amount: Any) -> bool:
 def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
     """The event when every cheap check passes, else None (the precise path then decides)."""
     event: Any = None
-    for needle, (_model, decoder), major in _TYPE_NEEDLES:
-        if needle in raw:
+    start = raw.find(_TYPE_KEY)
+    if start >= 0:  # compact JSON (what we emit): go straight to the model named there
+        start += len(_TYPE_KEY)
+        reader = _BY_TYPE.get(raw[start : raw.find(b'"', start)])
+        if reader is not None:
             try:
-                event = decoder.decode(raw)
+                event = reader[0].decode(raw)
             except msgspec.ValidationError:
                 return None
-            if event.version.split(".", 1)[0] != major:
-                event = None
-            break
+            if event.version.split(".", 1)[0] != reader[1]:
+                event = None  # another major: the peek below picks its reader
     if event is None:
         try:
             peek = _PEEK.decode(raw)
