@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
@@ -244,10 +244,15 @@ class Relay:
         n = self.batch_size if limit is None else min(limit, self.batch_size)
         if n < 1:
             return 0
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # one checkout per pass
             rows = conn.execute(_SELECT_PENDING, {"lim": n}).all()
-        if not rows:
-            return 0
+            conn.commit()  # end the read transaction (SQLite: release the snapshot) before the send
+            if not rows:
+                return 0
+            self._send_and_mark(conn, rows)
+        return len(rows)
+
+    def _send_and_mark(self, conn: Connection, rows: Sequence[Any]) -> None:
         records = [
             Record(
                 topic=row.topic,
@@ -264,10 +269,9 @@ class Relay:
             raise
         if len(deliveries) != len(rows):
             raise TransientError(f"producer returned {len(deliveries)} deliveries for {len(rows)} records")
-        self._mark_published(rows, deliveries)
-        return len(rows)
+        self._mark_published(conn, rows, deliveries)
 
-    def _mark_published(self, rows: Sequence[Any], deliveries: Sequence[Delivery]) -> None:
+    def _mark_published(self, conn: Connection, rows: Sequence[Any], deliveries: Sequence[Delivery]) -> None:
         published = []
         breaches = []
         for row, d in zip(rows, deliveries, strict=True):
@@ -278,7 +282,10 @@ class Relay:
             )
             if delay > SLA_SECONDS:
                 breaches.append((row.event_id, delay))
-        with self.engine.begin() as conn:
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             conn.execute(_INSERT_PUBLISHED, published)
             conn.execute(_DELETE_PENDING, {"seqs": [p["seq"] for p in published]})
         # Observe after the commit: a pass that dies before it is re-sent and observed then.
