@@ -105,3 +105,65 @@ def page(browser: Any) -> Iterator[Any]:
     p.set_default_timeout(20_000)
     yield p
     context.close()
+
+
+# -- a platform with a few payments driven through payments + relay + the four consumer runtimes -----------
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Embedded broker + SQLite: customers, invoices, payments (full, partial, declined, JPY/USD/KWD), one
+    malformed record on the channel; relay and every consumer run until the channel is drained."""
+    from payevents.contracts.channel import topic_for
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.runtime.relay import Relay
+    from payevents.services import CONSUMER_SERVICES, invoices, load_service, notifications, payments
+    from payevents.services.payments import PaymentSpec
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+    from payevents.transport import open_transport
+    from payevents.transport.base import Record
+
+    settings = Settings(env="dev", data_dir=tmp_path_factory.mktemp("faces") / "data")  # type: ignore[arg-type]
+    notifications.add_customer(settings, "cus_ada", "Ada Lovelace", "ada@example.com")
+    notifications.add_customer(settings, "cus_jp", "Hiro Tanaka", "hiro@example.com", "ja_JP")
+    inv_full = invoices.create(settings, customer_id="cus_ada", amount_due="120.00", currency="USD",
+                               due_date="2030-01-31").invoice.invoice_id
+    inv_part = invoices.create(settings, customer_id="cus_ada", amount_due="500.00", currency="USD",
+                               due_date="2030-01-31").invoice.invoice_id
+    specs = [
+        PaymentSpec(customer_id="cus_ada", amount="120.00", currency="USD", description="Order 1",
+                    invoice_id=inv_full, order_id="ORD-1", idempotency_key="faces-1"),
+        PaymentSpec(customer_id="cus_ada", amount="99.99", currency="USD", description="Order 2",
+                    invoice_id=inv_part, idempotency_key="faces-2"),
+        PaymentSpec(customer_id="cus_jp", amount="1500", currency="JPY", description="Order 3",
+                    idempotency_key="faces-3"),
+        PaymentSpec(customer_id="cus_ada", amount="1.250", currency="KWD", description="Order 4",
+                    idempotency_key="faces-4"),
+        PaymentSpec(customer_id="cus_ada", amount="10.00", currency="USD", description="Order 5",
+                    decline="card_declined", idempotency_key="faces-5"),
+    ]
+    done = payments.process_payments(settings, specs)
+    with Relay(settings) as relay:
+        relay.ensure_topics()
+        published = relay.publish_pending()
+    transport = open_transport(settings)
+    try:
+        producer = transport.producer()
+        producer.send([Record(topic_for(settings.env), value=b'{"eventType": "PaymentProcessed", "oops"',
+                              key=b"pay_broken")])
+        producer.close()
+    finally:
+        transport.close()
+    for name in CONSUMER_SERVICES:
+        runtime = ConsumerRuntime(settings, load_service(name))
+        try:
+            for _ in range(50):
+                runtime.step()
+                if runtime.stats.consumed >= published + 1 and runtime.stats.lag == 0:
+                    break
+        finally:
+            runtime.close()
+    notifications.deliver_pending(settings)
+    yield {"settings": settings, "payments": done, "published": published, "invoices": (inv_full, inv_part)}
+    dispose_engines()

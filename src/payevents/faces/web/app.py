@@ -48,6 +48,10 @@ def json_response(value: Any, status_code: int = 200) -> Response:
                     status_code=status_code, media_type="application/json")
 
 
+#: the ``Idempotency-Key`` request header of the payment commands (a retry returns the first result)
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
 # -- request bodies --------------------------------------------------------------------------------------
 
 
@@ -147,7 +151,6 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
                                 headers={"WWW-Authenticate": 'Bearer realm="payevents"'})
 
     Write = Depends(require_token)
-    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
     # -- health and metrics ---------------------------------------------------------------------------
 
