@@ -33,6 +33,7 @@ def test_publish_then_consume_every_record_with_its_offset(transport: Transport,
         per_partition[d.partition].append(d.offset)
     for offsets in per_partition.values():  # offsets are dense per partition, starting at 0, in input order
         assert offsets == list(range(len(offsets)))
+    assert transport.describe(topic).end_offsets == {p: len(per_partition.get(p, [])) for p in range(3)}
 
     consumer = transport.consumer(f"g.{unique}", [topic])
     got = drain(consumer, len(records))
@@ -49,6 +50,7 @@ def test_per_key_order_is_kept_across_partitions_and_batches(transport: Transpor
     producer = transport.producer()
     for i in range(0, len(records), 37):  # several batches, each spanning partitions
         producer.send(records[i:i + 37])
+    assert sum(transport.describe(topic).end_offsets.values()) == len(records)
     consumer = transport.consumer(f"g.{unique}", [topic])
     got = drain(consumer, len(records))
     consumer.close()

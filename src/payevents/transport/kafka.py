@@ -208,12 +208,7 @@ class KafkaTransport:
         if topic not in counts:
             raise ConfigError(f"topic {topic!r} does not exist at {self.bootstrap} (create it first)")
         n = counts[topic]
-        try:
-            futs = self._admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(n)},
-                                            request_timeout=10)
-            ends = {tp.partition: f.result().offset for tp, f in futs.items()}
-        except KafkaException as exc:
-            raise _error(exc.args[0], f"end offsets of {topic!r}") from exc
+        ends = self._end_offsets(topic, n)
         config: dict[str, str] = {}
         try:
             res = self._admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)], request_timeout=10)
@@ -223,18 +218,53 @@ class KafkaTransport:
             log.debug("describe_configs %s: %s", topic, exc)
         return TopicInfo(topic, n, dict(sorted(ends.items())), config)
 
+    def _reader_consumer(self) -> CkConsumer:
+        if self._reader is None:
+            # confluent-kafka requires a group.id; the reader only assign()s and never commits or joins
+            cfg = self.consumer_config(f"payevents-reader-{uuid.uuid4().hex}")
+            cfg["enable.partition.eof"] = True
+            self._reader = CkConsumer(cfg)
+        return self._reader
+
+    def _end_offsets(self, topic: str, partitions: int) -> dict[int, int]:
+        """The high watermark of each partition, as a fetch response reports it.
+
+        ListOffsets alone is not enough: Tansu answers it with the last batch's base offset + 1. So the
+        reader fetches from that answer up to the end (at most one batch per partition; nothing on a real
+        Kafka, where the answer is exact) and takes the watermark of the fetch response."""
+        try:
+            futs = self._admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
+                                            request_timeout=10)
+            approx = {tp.partition: max(f.result().offset, 0) for tp, f in futs.items()}
+        except KafkaException as exc:
+            raise _error(exc.args[0], f"end offsets of {topic!r}") from exc
+        reader = self._reader_consumer()
+        reader.assign([TopicPartition(topic, p, o) for p, o in approx.items()])
+        ends: dict[int, int] = {}
+        at_eof: set[int] = set()
+        deadline = time.monotonic() + 10
+        try:
+            while len(at_eof) < partitions and time.monotonic() < deadline:
+                for m in reader.consume(num_messages=10000, timeout=0.2):
+                    err = m.error()
+                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        at_eof.add(m.partition())  # type: ignore[arg-type]
+                    elif err is not None:
+                        raise _error(err, f"end offsets of {topic!r}")
+            for p in range(partitions):
+                _, high = reader.get_watermark_offsets(TopicPartition(topic, p), cached=True) or (-1, -1)
+                ends[p] = high if p in at_eof and high >= 0 else approx[p]
+        finally:
+            reader.unassign()
+        return ends
+
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Message]:
         counts = self.partition_counts([topic])
         if topic not in counts:
             raise ConfigError(f"topic {topic!r} does not exist at {self.bootstrap}")
         if not 0 <= partition < counts[topic]:
             raise ConfigError(f"partition: {partition} is not a partition of {topic!r} (0..{counts[topic] - 1})")
-        if self._reader is None:
-            # confluent-kafka requires a group.id; the reader only assign()s and never commits or joins
-            cfg = self.consumer_config(f"payevents-reader-{uuid.uuid4().hex}")
-            cfg["enable.partition.eof"] = True
-            self._reader = CkConsumer(cfg)
-        reader = self._reader
+        reader = self._reader_consumer()
         tp = TopicPartition(topic, partition, max(offset, 0))
         reader.assign([tp])
         out: list[Message] = []
