@@ -168,13 +168,13 @@ def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
     start = raw.find(_TYPE_KEY)
     if start >= 0:  # compact JSON (what we emit): go straight to the model named there
         start += len(_TYPE_KEY)
-        reader = _BY_TYPE.get(raw[start : raw.find(b'"', start)])
-        if reader is not None:
+        shortcut = _BY_TYPE.get(raw[start : raw.find(b'"', start)])
+        if shortcut is not None:
             try:
-                event = reader[0].decode(raw)
+                event = shortcut[0].decode(raw)
             except msgspec.ValidationError:
                 return None
-            if event.version.split(".", 1)[0] != reader[1]:
+            if event.version.split(".", 1)[0] != shortcut[1]:
                 event = None  # another major: the peek below picks its reader
     if event is None:
         try:
