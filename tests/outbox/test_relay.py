@@ -67,10 +67,10 @@ def test_relay_publishes_in_payment_order_and_records_status(outbox_engine: Engi
     assert got == expected  # each payment's events, exactly once, in the order they were stored
 
     for pid in payments:
-        for ev in events_for_payment(outbox_engine, pid):
-            msg = next(m for m in messages if m.header("eventId") == ev.event_id)
-            assert ev.published and (ev.partition, ev.offset) == (msg.partition, msg.offset)
-            assert ev.delay_s is not None and ev.published_at == pytest.approx(ev.created_at + ev.delay_s)
+        for st in events_for_payment(outbox_engine, pid):
+            msg = next(m for m in messages if m.header("eventId") == st.event_id)
+            assert st.published and (st.partition, st.offset) == (msg.partition, msg.offset)
+            assert st.delay_s is not None and st.published_at == pytest.approx(st.created_at + st.delay_s)
     delays = published_delays(outbox_engine)
     assert len(delays) == 60 and all(d >= 0 for d in delays)
     assert published_delays(outbox_engine, since=max(e.published_at or 0 for e in
