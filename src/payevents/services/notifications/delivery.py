@@ -172,6 +172,7 @@ class MaildirMailer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._unsynced = False
         path.parent.mkdir(parents=True, exist_ok=True)
         mailbox.Maildir(str(path), create=True)  # creates tmp/ new/ cur/
 
@@ -189,12 +190,17 @@ class MaildirMailer:
         data = bytes(msg)
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, self.path / "new" / key)
+        self._unsynced = True
+
+    def sync(self) -> None:
+        """Flush the pass's files to disk once (instead of one fsync per file), before they are marked sent."""
+        if self._unsynced:
+            os.sync()
+            self._unsynced = False
 
     def close(self) -> None:
-        pass
+        self.sync()
 
 
 def maildir_path(settings: Settings) -> Path:
@@ -302,8 +308,11 @@ def deliver_pending(
 
     sent = retried = failed = 0
     marks: list[tuple[sa.TextClause, dict[str, Any]]] = []
+    mailer: Mailer | None = None
 
     def flush() -> None:
+        if isinstance(mailer, MaildirMailer):
+            mailer.sync()
         if marks:
             with eng.begin() as conn:
                 _apply_marks(conn, marks)
