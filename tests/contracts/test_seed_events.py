@@ -146,3 +146,12 @@ def test_bad_legacy_events_are_rejected_with_the_path(mutate, path) -> None:  # 
         decode_event(json.dumps(doc).encode())
     assert path in [e.path for e in exc.value.errors]
     assert "4111" not in str(exc.value)
+
+
+def test_decode_accepts_bytes_like_values() -> None:
+    raw = SEED_EXAMPLE_TEXT.encode()
+    expected = decode_event(raw)
+    assert decode_event(bytearray(raw)) == expected
+    assert decode_event(memoryview(raw)) == expected  # type: ignore[arg-type]
+    with pytest.raises(EventValidationError, match="not valid JSON"):
+        decode_event(b"")

@@ -489,8 +489,8 @@ def _finish(errors: list[FieldError], card_paths: list[str]) -> list[FieldError]
 
 def decode_event(raw: bytes) -> DecodedEvent:
     """Decode and validate one event (canonical or legacy); EventValidationError lists every problem."""
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8")
+    if not isinstance(raw, bytes):
+        raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)  # str, bytearray, memoryview
     decoded = _fast(raw, False)
     if decoded is not None:
         return decoded
