@@ -20,13 +20,14 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.contracts import channel
 from payevents.contracts.events import FAILURE_CODES
 from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
 from payevents.runtime import outbox
 from payevents.services.payments import events as ev
 from payevents.services.payments import store
 from payevents.services.payments.gateway import Authorization, Gateway, GatewayRequest, SimulatedGateway
-from payevents.services.payments.models import ALLOWED_FROM, Payment, PaymentSpec, PaymentState
+from payevents.services.payments.models import ALLOWED_FROM, EventRef, Payment, PaymentSpec, PaymentState
 from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
 
@@ -406,8 +407,8 @@ def process_payments(
         if spec.decline is not None and spec.decline not in FAILURE_CODES:
             raise ContractError(f"specs[{i}].decline: {spec.decline!r} is not a failure code")
         check = {k: v for k, v in fields.items() if k != "decline"}
-        _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
-        keyed.append((key, _fingerprint("process", fields), spec))
+        p0 = _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
+        keyed.append((key, _fingerprint("process", fields), spec, p0))
     out: list[Payment] = []
     eng = store.engine(settings)
     for start in range(0, len(keyed), max(1, chunk)):
@@ -430,16 +431,17 @@ _SELECT_COMMANDS: Final = sa.text(
 
 
 def _process_chunk(
-    conn: Connection, settings: Settings, items: Sequence[tuple[str, str, PaymentSpec]], gw: Gateway
+    conn: Connection, settings: Settings, items: Sequence[tuple[str, str, PaymentSpec, Payment]], gw: Gateway
 ) -> list[Payment]:
     store.write_lock(conn)
-    existing = {r.idempotency_key: r for r in conn.execute(_SELECT_COMMANDS, {"keys": [k for k, _, _ in items]})}
+    existing = {r.idempotency_key: r for r in conn.execute(_SELECT_COMMANDS, {"keys": [it[0] for it in items]})}
+    env = settings.env
     results: list[Payment] = []
     fresh: dict[str, tuple[str, Payment]] = {}
     payment_rows: list[dict[str, Any]] = []
     command_rows: list[dict[str, Any]] = []
-    emitted: list[tuple[Payment, Any, str, str]] = []
-    for key, fingerprint, spec in items:
+    emitted: list[outbox.OutboxItem] = []
+    for key, fingerprint, spec, p0 in items:
         if key in existing:
             results.append(_replay(existing[key], "process", fingerprint))
             continue
@@ -450,51 +452,55 @@ def _process_chunk(
             results.append(first)
             continue
         command_id = str(uuid.uuid4())
-        p, events = _lifecycle(spec, gw)
+        p, events = _lifecycle(p0, spec.decline, gw)
         now = _now()
         payment_rows.append(store.to_row(p, now))
         command_rows.append({"idempotency_key": key, "command": "process", "fingerprint": fingerprint,
                              "command_id": command_id, "payment_id": p.payment_id,
                              "result": _ENCODER.encode(p).decode(), "created_at": now.isoformat()})
+        base = ev.headers(p, command_id=command_id, idempotency_key=key, env=env)
         for step, event in events:
-            emitted.append((p, event, command_id, f"{key}:{step}"))
+            event_key = f"{key}:{step}"
+            emitted.append(outbox.OutboxItem(event=event, idempotency_key=event_key,
+                                             headers={**base, channel.H_IDEMPOTENCY_KEY: event_key}))
         fresh[key] = (fingerprint, p)
         results.append(p)
     if payment_rows:
         conn.execute(store.INSERT_PAYMENT, payment_rows)
         conn.execute(store.INSERT_COMMAND, command_rows)
-    env = settings.env
-    for p, event, command_id, event_key in emitted:
-        headers = ev.headers(p, command_id=command_id, idempotency_key=event_key, env=env)
-        outbox.append(conn, event, headers=headers, idempotency_key=event_key, env=env)
+    outbox.append_many(conn, emitted, env=env)
     return results
 
 
-def _lifecycle(spec: PaymentSpec, gw: Gateway) -> tuple[Payment, list[tuple[str, Any]]]:
-    """One payment's whole lifecycle in memory: the final payment and its events in order."""
+def _lifecycle(p: Payment, decline: str | None, gw: Gateway) -> tuple[Payment, list[tuple[str, Any]]]:
+    """One payment's whole lifecycle in memory (from its validated initial state): the final payment
+    with its event references, and its events in order."""
     now = _now()
-    fields = _spec_fields(spec)
-    fields.pop("decline")
-    p = _new_payment(**{**fields, "amount": spec.amount}, payment_id=None, now=now)
+    p = _replace(p, created_at=now)
     events: list[tuple[str, Any]] = [("initiate", ev.initiated(p, now))]
-    auth = gw.authorize(_request(p, spec.decline))
+    auth = gw.authorize(_request(p, decline))
     now = _now()
     if not auth.approved:
         p = _declined(p, auth.decline_code, auth.decline_reason, "initiated", auth.gateway_reference, now)
         events.append(("authorize", ev.failed(p, now)))
-        return _with_events(p), events
+        return _done(p, events)
     p = _replace(p, state=PaymentState.authorized.value, authorization_code=auth.authorization_code,
                  gateway_reference=auth.gateway_reference, authorized_at=now)
     events.append(("authorize", ev.authorized(p, now)))
-    cap = gw.capture(_request(p, spec.decline), auth)
+    cap = gw.capture(_request(p, decline), auth)
     now = _now()
     if not cap.captured:
         p = _declined(p, cap.failure_code, cap.failure_reason, "authorized", cap.gateway_reference, now)
         events.append(("capture", ev.failed(p, now)))
-        return _with_events(p), events
+        return _done(p, events)
     p = _replace(p, state=PaymentState.captured.value, capture_id=cap.capture_id, captured_at=now)
     events.append(("capture", ev.captured(p, now)))
     now = _now()
     p = _replace(p, state=PaymentState.processed.value, transaction_id=_new_id("txn"), processed_at=now)
     events.append(("complete", ev.processed(p, now)))
-    return _with_events(p), events
+    return _done(p, events)
+
+
+def _done(p: Payment, events: list[tuple[str, Any]]) -> tuple[Payment, list[tuple[str, Any]]]:
+    refs = [EventRef(event_type=e.eventType, event_id=e.eventId, at=e.timestamp) for _, e in events]
+    return _replace(p, events=refs), events
