@@ -83,7 +83,8 @@ def get_notification(settings: Settings, event_id: str) -> Notification:
 def summary(settings: Settings) -> dict[str, Any]:
     """Counts per status and, for skipped and failed ones, per reason code."""
     with engine(settings).connect() as conn:
-        counts = dict(conn.execute(sa.text("SELECT status, COUNT(*) FROM notifications GROUP BY status")).all())
+        counts: dict[str, int] = dict(
+            conn.execute(sa.text("SELECT status, COUNT(*) FROM notifications GROUP BY status")).tuples().all())
         reasons = conn.execute(sa.text(
             "SELECT status, reason_code, COUNT(*) FROM notifications WHERE status IN ('skipped', 'failed')"
             " GROUP BY status, reason_code ORDER BY status, reason_code")).all()
