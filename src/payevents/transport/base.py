@@ -90,13 +90,16 @@ class Consumer(Protocol):
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Synchronously commit, per partition, the next offset to read."""
+        """Synchronously commit, per partition, the next offset to read. Partitions no longer assigned to
+        this member (lost in a rebalance) are skipped with a warning: their new owner re-reads from the last
+        committed offset (at-least-once). Raises TransientError when the commit could not be made."""
         ...
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]: ...
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
-        """Read ``partition`` again from ``offset`` (used to replay after a failed batch)."""
+        """Read ``partition`` again from ``offset`` (used to replay after a failed batch). Ignored for a
+        partition that is no longer assigned to this member (its new owner reads from the committed offset)."""
         ...
 
     def pause(self, partitions: Sequence[TopicPartition]) -> None: ...

@@ -92,7 +92,7 @@ def _process_start(pid: int) -> str | None:
 def _member_alive(member: str) -> bool | None:
     """False if ``member`` ran on this host and its process is gone; None when it cannot be told."""
     parts = member.split("|")
-    if len(parts) != 4 or parts[0] != _HOST or not os.path.isdir("/proc/self"):
+    if len(parts) != 4 or parts[0] != _HOST or parts[2] == "?" or not os.path.isdir("/proc/self"):
         return None
     started = _process_start(int(parts[1]))
     return started is not None and started == parts[2]

@@ -468,8 +468,10 @@ class KafkaConsumer:
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in res}
 
     def seek(self, partition: TP, offset: int) -> None:
-        """Read ``partition`` again from ``offset`` (must be assigned)."""
+        """Read ``partition`` again from ``offset`` (ignored for a partition not assigned here)."""
         self._check_open()
+        if partition not in self._assigned:
+            return
         tp = TopicPartition(partition[0], partition[1], max(offset, 0))
         deadline = time.monotonic() + 5
         while True:
