@@ -83,8 +83,8 @@ def get_notification(settings: Settings, event_id: str) -> Notification:
 def summary(settings: Settings) -> dict[str, Any]:
     """Counts per status and, for skipped and failed ones, per reason code."""
     with engine(settings).connect() as conn:
-        counts: dict[str, int] = dict(
-            conn.execute(sa.text("SELECT status, COUNT(*) FROM notifications GROUP BY status")).tuples().all())
+        by_status = conn.execute(sa.text("SELECT status, COUNT(*) FROM notifications GROUP BY status"))
+        counts: dict[str, int] = {str(st): int(n) for st, n in by_status}
         reasons = conn.execute(sa.text(
             "SELECT status, reason_code, COUNT(*) FROM notifications WHERE status IN ('skipped', 'failed')"
             " GROUP BY status, reason_code ORDER BY status, reason_code")).all()
