@@ -136,3 +136,19 @@ def test_relay_publishes_to_kafka(kafka_settings: Settings) -> None:
     finally:
         transport.close()
     assert [m.header("eventId") for m in messages] == ids
+
+
+def test_relay_has_no_high_water_mark(outbox_engine: Engine, store_settings: Settings) -> None:
+    """A pending row below already-published seqs (what a late commit looks like to a high-water-mark
+    relay) is still published: pending is a table, not a position."""
+    ids = [append_one(outbox_engine, f"pay-hw-{i}", f"hw-{i}").event_id for i in range(5)]
+    with Relay(store_settings, engine=outbox_engine) as relay:
+        relay.ensure_topics()
+        assert relay.publish_pending() == 5
+        with outbox_engine.begin() as conn:  # seq 2 becomes pending again while 3..5 stay published
+            conn.exec_driver_sql("INSERT INTO outbox_pending (seq) VALUES (2)")
+            conn.exec_driver_sql("DELETE FROM outbox_published WHERE seq = 2")
+        assert relay.publish_pending() == 1
+        messages = read_channel(relay.transport, topic_for("dev"))
+    assert [m.header("eventId") for m in messages].count(ids[1]) == 2
+    assert pending_count(outbox_engine) == 0
