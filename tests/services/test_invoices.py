@@ -126,3 +126,43 @@ def test_bad_input_and_database_guards(store_settings: Settings) -> None:
             conn.exec_driver_sql(sql)
     d = invoices.show(store_settings, "INV-G")
     assert (d.invoice.status, d.invoice.paid_minor) == ("Partially Paid", 400)
+
+
+def test_invoice_created_while_its_payment_arrives_is_never_missed(store_settings: Settings) -> None:
+    """An invoice being created and a payment for it being applied at the same moment: afterwards every
+    payment is applied (none left waiting for an invoice that exists)."""
+    import threading
+
+    n = 12
+    store.engine(store_settings)
+    errors: list[BaseException] = []
+
+    def create_all() -> None:
+        try:
+            for i in range(n):
+                _invoice(store_settings, f"INV-RACE-{i}", "10.00")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def pay_all() -> None:
+        try:
+            for i in range(n):
+                e = processed(amount="10.00", invoice_id=f"INV-RACE-{i}")
+                for _ in range(50):  # SQLite: a busy snapshot is transient, the runtime retries the batch
+                    try:
+                        deliver(store_settings, "invoices", [e])
+                        break
+                    except sa.exc.OperationalError:
+                        continue
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create_all), threading.Thread(target=pay_all)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert invoices.unapplied(store_settings) == []
+    assert {i.status for i in invoices.list_invoices(store_settings)} == {"Paid"}
+    assert len(invoices.list_invoices(store_settings)) == n

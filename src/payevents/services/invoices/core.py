@@ -122,6 +122,13 @@ def _payment(r: Any) -> InvoicePayment:
                           reason=r.reason)  # fmt: skip
 
 
+def _serialize(conn: Connection, invoice_id: str) -> None:
+    """On PostgreSQL, serialize work on one invoice id (an invoice being created and a payment for it
+    arriving at the same moment must not miss each other). SQLite serializes writers already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"invoice:{invoice_id}"})
+
+
 def _lock_invoice(conn: Connection, invoice_id: str) -> Any:
     sql = "SELECT * FROM invoices WHERE invoice_id = :i"
     if conn.dialect.name == "postgresql":
@@ -189,6 +196,7 @@ def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Messa
         minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
     except ContractError as exc:
         raise PoisonEvent(f"invoices: {exc}") from None
+    _serialize(conn, invoice_id)
     seen = conn.execute(
         sa.text("SELECT event_id FROM invoice_payments WHERE payment_id = :p OR event_id = :e"),
         {"p": d.paymentId, "e": event.eventId},
@@ -250,6 +258,7 @@ def create(
     row = {"invoice_id": invoice_id, "customer_id": customer_id, "amount_due_minor": due_minor, "currency": currency,
            "due_date": due.isoformat(), "description": description, "t": now.isoformat()}  # fmt: skip
     with store.engine(settings).begin() as conn:
+        _serialize(conn, invoice_id)
         inserted = conn.execute(
             sa.text("INSERT INTO invoices (invoice_id, customer_id, amount_due_minor, currency, due_date, description,"
                     " paid_minor, status, created_at, updated_at) VALUES (:invoice_id, :customer_id,"
