@@ -26,12 +26,12 @@ from typing import Any, Final
 
 import orjson
 import sqlalchemy as sa
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
-from payevents.runtime.outbox import OUTBOX_MIGRATIONS
+from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count
 from payevents.settings import Settings
 from payevents.store.db import engine_for, migrate
 from payevents.transport.base import Delivery, Producer, Record, Transport
@@ -53,6 +53,8 @@ PUBLISH_DELAY = Histogram(
 )
 PUBLISHED = Counter("payevents_relay_published", "Events sent and acknowledged by the broker (re-sends included)")
 SLA_BREACHES = Counter("payevents_publish_sla_breaches", "Events acknowledged more than 5 s after their outbox commit")
+PENDING = Gauge("payevents_outbox_pending",
+                "Outbox events not yet published (sampled by the relay about once a second)")
 RELAY_ERRORS = Counter("payevents_relay_errors", "Relay passes that failed on a transient fault and were retried")
 
 
@@ -308,12 +310,16 @@ class Relay:
         between empty passes, bounded exponential backoff (50 ms .. 5 s) after transient faults."""
         backoff = 0.0
         topics_ready = not create_topics
+        next_sample = 0.0
         while not stop.is_set():
             try:
                 if not topics_ready:
                     self.ensure_topics()
                     topics_ready = True
                 n = self.publish_pending()
+                if time.monotonic() >= next_sample:
+                    PENDING.set(pending_count(self.engine))
+                    next_sample = time.monotonic() + 1.0
             except (TransientError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 self._errors += 1
                 RELAY_ERRORS.inc()
