@@ -7,6 +7,8 @@ import random
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -28,6 +30,7 @@ from payevents.runtime.relay import DelayStats, Relay
 from payevents.settings import Settings
 from payevents.store.db import connect
 from payevents.transport import open_transport
+from payevents.transport.base import Delivery, Record
 
 
 def _histogram_count() -> float:
@@ -152,3 +155,46 @@ def test_relay_has_no_high_water_mark(outbox_engine: Engine, store_settings: Set
         messages = read_channel(relay.transport, topic_for("dev"))
     assert [m.header("eventId") for m in messages].count(ids[1]) == 2
     assert pending_count(outbox_engine) == 0
+
+
+def test_run_retries_transient_broker_faults_without_loss(outbox_engine: Engine, store_settings: Settings) -> None:
+    from payevents.errors import TransientError
+
+    real = open_transport(store_settings)
+    failures = {"left": 2}
+
+    class FlakyProducer:
+        def __init__(self) -> None:
+            self.inner = real.producer()
+
+        def send(self, records: Sequence[Record]) -> list[Delivery]:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise TransientError("broker unreachable (test)")
+            return self.inner.send(records)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class FlakyTransport:
+        name = "flaky"
+
+        def producer(self) -> FlakyProducer:
+            return FlakyProducer()
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(real, attr)
+
+    ids = [append_one(outbox_engine, "pay-flaky", f"flaky-{i}", amount=f"{i + 1}.00").event_id for i in range(10)]
+    stop = threading.Event()
+    relay = Relay(store_settings, engine=outbox_engine, transport=FlakyTransport())  # type: ignore[arg-type]
+    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: pending_count(outbox_engine) == 0, 30, "the relay to recover and publish")
+    finally:
+        stop.set()
+        worker.join(10)
+    assert relay.stats.errors == 2 and relay.stats.published == 10
+    assert [m.header("eventId") for m in read_channel(real, topic_for("dev"))] == ids
+    real.close()
