@@ -121,24 +121,24 @@ def _compare_row(old: PropertyRow, new: PropertyRow) -> list[Change]:
         breaking = new.pattern is not None
         out.append(Change(p, "pattern", breaking, f"{p}: pattern {old.pattern or 'none'} → {new.pattern or 'none'}"))
     oc, nc = dict(old.constraints), dict(new.constraints)
-    for key in sorted(set(oc) | set(nc)):
-        o, n = oc.get(key), nc.get(key)
-        if o == n:
+    for name in sorted(set(oc) | set(nc)):
+        was, now = oc.get(name), nc.get(name)
+        if was == now:
             continue
-        if o is None:
+        if was is None:
             tighter = True
-        elif n is None:
+        elif now is None:
             tighter = False
-        elif key in _LOWER_BOUNDS:
-            tighter = n > o
-        elif key in _UPPER_BOUNDS:
-            tighter = n < o
+        elif name in _LOWER_BOUNDS:
+            tighter = now > was
+        elif name in _UPPER_BOUNDS:
+            tighter = now < was
         else:  # multipleOf and anything else: any change may reject old values
             tighter = True
         kind = "constraint" if tighter else "relaxed"
-        before = "none" if o is None else o
-        after = "none" if n is None else n
-        out.append(Change(p, kind, tighter, f"{p}: {key} {before} → {after}"))
+        shown_old = "none" if was is None else was
+        shown_new = "none" if now is None else now
+        out.append(Change(p, kind, tighter, f"{p}: {name} {shown_old} → {shown_new}"))
     if old.additional_properties is not False and new.additional_properties is False:
         out.append(Change(p, "closed", True, f"{p}: no longer allows additional properties"))
     if old.description != new.description:

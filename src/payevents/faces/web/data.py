@@ -14,14 +14,10 @@ import sqlalchemy as sa
 
 from payevents.contracts.channel import topic_for
 from payevents.runtime import outbox
-from payevents.settings import Settings
 
-#: the event page's rule, as the relay enforces it
-try:
-    from payevents.runtime.relay import DELAY_BUCKETS, SLA_SECONDS
-except ImportError:  # pragma: no cover - the relay ships with the runtime
-    SLA_SECONDS = 5.0
-    DELAY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+#: the event page's rule and the delay histogram's buckets, as the relay measures them
+from payevents.runtime.relay import DELAY_BUCKETS, SLA_SECONDS
+from payevents.settings import Settings
 
 RATE_WINDOW_S = 60.0
 
