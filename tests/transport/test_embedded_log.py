@@ -140,9 +140,17 @@ def test_members_in_one_process_balance_and_a_closed_member_releases_at_once(tmp
         b.poll(10, 0.05)
     assert sorted((len(a.assignment()), len(b.assignment()))) == [2, 3]
     assert not a.assignment() & b.assignment()
+    freed = b.assignment()
     b.close()
-    c = transport.consumer(group, [topic])  # b's partitions are free right away
-    assert len(c.assignment()) == 5 - len(a.assignment())
+    assert b.member_id not in _leases(transport.path, group)
+    c = transport.consumer(group, [topic])  # b's partitions are free right away: no waiting, no polling
+    assert c.assignment() and c.assignment() <= freed
+    deadline = time.monotonic() + 10
+    while (a.assignment() | c.assignment()) != {(topic, p) for p in range(5)} and time.monotonic() < deadline:
+        a.poll(10, 0.05)
+        c.poll(10, 0.05)
+    assert (a.assignment() | c.assignment()) == {(topic, p) for p in range(5)}
+    assert not a.assignment() & c.assignment()
     a.close()
     c.close()
 
@@ -205,3 +213,19 @@ def test_a_locked_log_is_a_transient_error_and_nothing_half_written(tmp_path: Pa
     assert sum(transport.describe(topic).end_offsets.values()) == 1
     producer.send([Record(topic, b"after", b"k")])  # works again once the lock is gone
     assert sum(transport.describe(topic).end_offsets.values()) == 2
+
+
+def test_assignment_is_balanced_and_sticky() -> None:
+    from payevents.transport.embedded import _assign
+
+    parts = [(pid, "t") for pid in range(7)]
+    alone = _assign([("a", {"t"})], parts, {})
+    assert set(alone.values()) == {"a"}
+    two = _assign([("a", {"t"}), ("b", {"t"})], parts, alone)
+    assert sorted(list(two.values()).count(m) for m in "ab") == [3, 4]
+    three = _assign([("a", {"t"}), ("b", {"t"}), ("c", {"t"})], parts, two)
+    assert sorted(list(three.values()).count(m) for m in "abc") == [2, 2, 3]
+    moved = sum(1 for pid, m in three.items() if two[pid] != m)
+    assert moved == 2  # only what the newcomer needs
+    # a member not subscribed to a topic gets none of it
+    assert set(_assign([("a", {"t"}), ("x", {"other"})], parts, {}).values()) == {"a"}

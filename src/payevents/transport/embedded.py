@@ -294,18 +294,38 @@ class EmbeddedProducer:
         self._db.close()
 
 
-def _assign(members: list[tuple[str, set[str]]], partitions: list[tuple[int, str]]) -> dict[int, str]:
-    """Balanced, deterministic assignment: each partition (pid, topic) to the eligible member with the
-    fewest partitions so far (ties: member order)."""
-    counts = {m: 0 for m, _ in members}
+def _assign(members: list[tuple[str, set[str]]], partitions: list[tuple[int, str]],
+            owners: Mapping[int, str]) -> dict[int, str]:
+    """Balanced, sticky, deterministic assignment of partitions (pid, topic) to members, per topic.
+
+    Each eligible member gets ``n // m`` or ``n // m + 1`` of a topic's ``n`` partitions; members keep
+    what they own (``owners``) up to that quota, so a join or leave moves as few partitions as possible."""
     out: dict[int, str] = {}
+    by_topic: dict[str, list[int]] = {}
     for pid, topic in partitions:
+        by_topic.setdefault(topic, []).append(pid)
+    for t_index, (topic, pids) in enumerate(sorted(by_topic.items())):
         eligible = [m for m, topics in members if topic in topics]
         if not eligible:
             continue
-        best = min(eligible, key=lambda m: counts[m])
-        counts[best] += 1
-        out[pid] = best
+        current = {m: [pid for pid in pids if owners.get(pid) == m] for m in eligible}
+        base, extra = divmod(len(pids), len(eligible))
+        # the "extra" slots go to members already holding the most (fewest moves), then rotate per topic
+        order = sorted(range(len(eligible)), key=lambda i: (-len(current[eligible[i]]), (i - t_index) % len(eligible)))
+        quota = {eligible[i]: base + (1 if rank < extra else 0) for rank, i in enumerate(order)}
+        free: list[int] = []
+        taken: dict[str, int] = dict.fromkeys(eligible, 0)
+        for pid in pids:
+            owner = owners.get(pid)
+            if owner in quota and taken[owner] < quota[owner]:
+                out[pid] = owner
+                taken[owner] += 1
+            else:
+                free.append(pid)
+        for m in eligible:
+            while taken[m] < quota[m] and free:
+                out[free.pop(0)] = m
+                taken[m] += 1
     return out
 
 
@@ -362,9 +382,9 @@ class EmbeddedConsumer:
             parts = conn.execute(f"SELECT id, topic, partition FROM partitions WHERE topic IN ({marks}) "
                                  "ORDER BY topic, partition", wanted).fetchall()
             tp_of = {pid: (topic, p) for pid, topic, p in parts}
-            target = {pid for pid, m in _assign(members, [(pid, t) for pid, t, _ in parts]).items()
-                      if m == self.member_id}
             leases = dict(conn.execute("SELECT pid, member FROM leases WHERE grp = ?", (g,)).fetchall())
+            plan = _assign(members, [(pid, t) for pid, t, _ in parts], leases)
+            target = {pid for pid, m in plan.items() if m == self.member_id}
             mine = {pid for pid, m in leases.items() if m == self.member_id}
             release = mine - target
             take = [pid for pid in target if pid not in leases]
