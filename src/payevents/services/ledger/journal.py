@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -100,6 +101,16 @@ _INSERT_ENTRY: Final = sa.text(
 )
 
 
+def _ensured(conn: Connection) -> set[tuple[str, str]]:
+    """Accounts known to exist in the current transaction (a hot path posts thousands of entries per
+    transaction; the cache dies with the transaction, so a rollback can never leave it wrong)."""
+    tx = conn.get_transaction()
+    cache = conn.info.get("ledger.accounts")
+    if cache is None or cache[0]() is not tx:
+        cache = conn.info["ledger.accounts"] = (weakref.ref(tx) if tx is not None else lambda: None, set())
+    return cache[1]  # type: ignore[no-any-return]
+
+
 def post(
     conn: Connection,
     *,
@@ -116,9 +127,11 @@ def post(
     check_balanced(lines)
     entry_id = str(uuid.uuid5(NAMESPACE, event_id))
     now = datetime.now(UTC).isoformat()
-    accounts = {(ln.account, ln.currency) for ln in lines}
-    conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
-                                    "t": now} for a, c in sorted(accounts)])  # fmt: skip
+    accounts = {(ln.account, ln.currency) for ln in lines} - _ensured(conn)
+    if accounts:
+        conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
+                                        "t": now} for a, c in sorted(accounts)])  # fmt: skip
+        _ensured(conn).update(accounts)
     conn.execute(_INSERT_LINE, [{"entry_id": entry_id, "line_no": i, "account_code": ln.account,
                                  "currency": ln.currency, "side": ln.side, "amount_minor": ln.amount_minor}
                                 for i, ln in enumerate(lines, start=1)])  # fmt: skip
