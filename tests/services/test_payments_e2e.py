@@ -118,3 +118,48 @@ def test_completed_payment_becomes_balanced_entry_and_paid_invoice(transport_set
     finally:
         for rt in runtimes:
             rt.close()
+
+
+def test_legacy_payment_processed_posts_to_the_ledger_and_is_not_an_invoice_matter(settings: Settings) -> None:
+    """The channel page's sample event, built the way its code builds it, published with a plain producer."""
+    import json
+    from datetime import UTC, datetime
+
+    from payevents.contracts.channel import topic_for
+
+    legacy = {
+        "eventType": "PAYMENT_PROCESSED",
+        "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+        "version": "1.0",
+        "payload": {
+            "paymentId": "PAY-123-456", "orderId": "ORD-789", "amount": {"value": 99.99, "currency": "USD"},
+            "status": "SUCCESS",
+            "paymentMethod": {"type": "CREDIT_CARD", "last4": "4242", "expiryMonth": "12", "expiryYear": "2025",
+                              "network": "VISA"},
+            "transactionDetails": {"processorId": "stripe_123xyz", "authorizationCode": "AUTH123",
+                                   "captureId": "CAP456"},
+        },
+        "metadata": {"correlationId": "corr-123-abc", "merchantId": "MERCH-456", "source": "payment_service",
+                     "environment": "prod", "idempotencyKey": "PAY-123-456-2024-11-11-99.99"},
+    }  # fmt: skip
+    transport = open_transport(settings)
+    try:
+        transport.create_topics([topic_for(settings.env), topic_for(settings.env) + ".dlq"], settings.partitions)
+        producer = transport.producer()
+        body = json.dumps(legacy).encode("utf-8")
+        producer.send([Record(topic=topic_for(settings.env), value=body, key=b"PAY-123-456")] * 2)  # sent twice
+        producer.close()
+    finally:
+        transport.close()
+    runtimes = [ConsumerRuntime(settings, svc, max_batch=50, poll_timeout=0.1) for svc in (LEDGER, INVOICES)]
+    try:
+        _until(lambda: bool(ledger.journal(settings, payment_id="PAY-123-456")), runtimes, timeout=30)
+        for rt in runtimes:
+            rt.step()
+        [entry] = ledger.journal(settings, payment_id="PAY-123-456")
+        assert entry.legacy and [ln.amount_minor for ln in entry.lines] == [9999, 9999]
+        assert invoices.unapplied(settings) == [] and invoices.list_invoices(settings) == []
+        assert ledger.verify(settings).ok
+    finally:
+        for rt in runtimes:
+            rt.close()
