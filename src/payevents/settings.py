@@ -42,6 +42,11 @@ class Settings:
     #: bearer token required by the HTTP API's write endpoints
     api_token: str = "dev-token"
 
+    def __post_init__(self) -> None:
+        # accept plain strings for env and data_dir (tests, library users); validate env once, here
+        object.__setattr__(self, "env", _env(self.env, "env"))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
     @property
     def is_kafka(self) -> bool:
         return self.broker.startswith("kafka://")
