@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from payevents.errors import ConfigError
 from payevents.runtime.service import ServiceDef
@@ -58,41 +59,51 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
-def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = None, max_batch: int = 500) -> int:
-    """Run one service's consumer in this process until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop."""
+def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = None, max_batch: int = 500,
+            ready: Any = None) -> int:
+    """Run one service's consumer in this process until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop.
+    ``ready`` (an Event) is set once the consumer is built and its store migrated."""
     from payevents.runtime.consumer import ConsumerRuntime
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
     runtime = ConsumerRuntime(settings, resolve_service(spec), max_batch=max_batch)
+    if ready is not None:
+        ready.set()
     runtime.run(stop)
     return 0
 
 
-def run_relay(settings: Settings, *, stop: threading.Event | None = None) -> int:
+def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready: Any = None) -> int:
     """Run the outbox relay in this process until SIGTERM/SIGINT (or ``stop``)."""
-    from payevents.runtime.relay import Relay  # type: ignore[import-not-found]
+    from payevents.runtime.relay import Relay
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    Relay(settings).run(stop)
+    relay = Relay(settings)
+    if ready is not None:
+        ready.set()
+    relay.run(stop)
     return 0
 
 
-def _worker_main(settings: Settings, name: str, max_batch: int) -> None:
-    _configure_logging()
+def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = None, log_file: str | None = None) -> None:
+    _configure_logging(log_file)
     try:
-        code = run_relay(settings) if name == RELAY else run_one(settings, name, max_batch=max_batch)
+        if name == RELAY:
+            code = run_relay(settings, ready=ready)
+        else:
+            code = run_one(settings, name, max_batch=max_batch, ready=ready)
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
 
 
-def _configure_logging() -> None:
+def _configure_logging(log_file: str | None = None) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"),
+        logging.basicConfig(level=os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"), filename=log_file,
                             format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
 
@@ -124,9 +135,11 @@ def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
 
 
 def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1, max_batch: int = 500,
-                stop: threading.Event | None = None, report: bool = True) -> list[WorkerExit]:
+                stop: threading.Event | None = None, report: bool = True, ready: threading.Event | None = None,
+                log_file: str | None = None) -> list[WorkerExit]:
     """Start one process per worker (``instances`` per consumer service; one relay), stop them all on
-    SIGTERM/SIGINT or ``stop``, and return how each exited."""
+    SIGTERM/SIGINT or ``stop``, and return how each exited. ``ready`` is set once every worker is up;
+    ``log_file`` sends the workers' logs to a file instead of stderr."""
     if instances < 1:
         raise ConfigError(f"--instances: {instances} must be a positive integer")
     from payevents.store.db import dispose_engines
@@ -137,9 +150,12 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         install_signal_handlers(stop)
     ctx = multiprocessing.get_context("spawn")
     procs: list[tuple[str, int, multiprocessing.process.BaseProcess]] = []
+    readies: list[Any] = []
     for name in names:
         for i in range(1 if name == RELAY else instances):
-            p = ctx.Process(target=_worker_main, args=(settings, name, max_batch), name=f"payevents-{name}-{i}")
+            readies.append(ctx.Event())
+            p = ctx.Process(target=_worker_main, args=(settings, name, max_batch, readies[-1], log_file),
+                            name=f"payevents-{name}-{i}")
             p.start()
             procs.append((name, i, p))
             if report:
@@ -147,6 +163,8 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     exits: dict[int, WorkerExit] = {}
     signalled_at: float | None = None
     while len(exits) < len(procs):
+        if ready is not None and not ready.is_set() and all(r.is_set() for r in readies):
+            ready.set()
         if stop.is_set() and signalled_at is None:
             signalled_at = time.monotonic()
             for _name, _i, p in procs:
