@@ -18,7 +18,8 @@ COMMAND_MODULES = (
     "invoices",
     "analytics",
     "notifications",  # notifications, customers
-    "web",  # serve, demo
+    "demo",  # the main job
+    "web",  # serve
     "catalog",
     "bench",
 )
