@@ -85,7 +85,7 @@ def baseline(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> N
         topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
         raw.kafka_create_topic(bootstrap, topic, partitions)
         produce = raw.kafka_produce(bootstrap, topic, events)
-        consume = raw.kafka_consume(bootstrap, topic, len(events))
+        consume = raw.kafka_consume(bootstrap, topic, len(events) + 1)  # + the producer's warm-up record
         how_p, how_c = "confluent-kafka produce loop, acks=all", "confluent-kafka consume + decode_event"
     else:
         path = benv.tmp / f"raw-{uuid.uuid4().hex[:6]}.db"
