@@ -47,6 +47,8 @@ OFFSET_BITS = 40
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 DEFAULT_SESSION_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 0.5
+#: the producer restarts the WAL after this many records (keeps the -wal file small)
+CHECKPOINT_EVERY = 5000
 #: how long a write waits for another process's write transaction before it is a TransientError
 DEFAULT_BUSY_TIMEOUT = 30.0
 #: while a member waits for partitions another member must release, it heartbeats this often
@@ -117,6 +119,7 @@ class _Db:
             self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA journal_size_limit=67108864")
         except sqlite3.Error as exc:
             raise _wrap(exc, f"open {path}") from exc
 
@@ -245,6 +248,17 @@ class EmbeddedProducer:
     def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self._db = _Db(path, busy_timeout)
         self._topics: dict[str, list[int]] = {}
+        self._since_checkpoint = 0
+
+    def _checkpoint(self) -> None:
+        """Restart the WAL from its beginning. With readers polling all the time SQLite's automatic
+        (passive) checkpoints never get to restart it, and the WAL file would grow with the whole log."""
+        self._since_checkpoint = 0
+        with self._db.lock:
+            try:
+                self._db.conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            except sqlite3.Error as exc:  # not fatal: the next one will do
+                log.debug("embedded log checkpoint: %s", exc)
 
     def _pids(self, topic: str) -> list[int]:
         pids = self._topics.get(topic)
@@ -288,6 +302,9 @@ class EmbeddedProducer:
             conn.executemany("INSERT INTO log (id, key, value, headers, ts) VALUES (?, ?, ?, ?, ?)", rows)
             conn.executemany("UPDATE partitions SET next_offset = ? WHERE id = ?", [(o, pid) for pid, o in nxt.items()])
         acked = time.time()
+        self._since_checkpoint += len(records)
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._checkpoint()
         return [Delivery(r.topic, p, o, acked) for r, (_, p), o in zip(records, targets, offsets, strict=True)]
 
     def close(self) -> None:
