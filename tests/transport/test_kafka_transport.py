@@ -43,9 +43,11 @@ def test_settings_that_would_break_order_or_dedup_are_refused(key: str, value: s
         KafkaTransport("b:9092", {key: value}).producer_config()
 
 
-def test_auto_commit_is_refused() -> None:
+def test_auto_commit_and_a_zero_fetch_wait_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"enable\.auto\.commit"):
         KafkaTransport("b:9092", {"enable.auto.commit": "true"}).consumer_config("g")
+    with pytest.raises(ConfigError, match=r"fetch\.wait\.max\.ms"):
+        KafkaTransport("b:9092", {"fetch.wait.max.ms": "1"}).consumer_config("g")
 
 
 def test_an_unreachable_broker_is_a_transient_error() -> None:

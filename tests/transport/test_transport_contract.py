@@ -9,7 +9,7 @@ import pytest
 from transport_helpers import drain, next_offsets, wait_assigned
 
 from payevents.errors import ConfigError
-from payevents.transport import Record, Transport
+from payevents.transport import Consumer, Producer, Record, Transport
 from payevents.transport.murmur2 import partition_for
 
 
@@ -21,9 +21,12 @@ def _records(topic: str, keys: int, per_key: int) -> list[Record]:
 
 def test_publish_then_consume_every_record_with_its_offset(transport: Transport, unique: str) -> None:
     topic = f"t.{unique}"
+    assert isinstance(transport, Transport)
     transport.create_topics([topic], 3)
     records = _records(topic, keys=10, per_key=4)
-    deliveries = transport.producer().send(records)
+    producer = transport.producer()
+    assert isinstance(producer, Producer)
+    deliveries = producer.send(records)
 
     assert len(deliveries) == len(records)
     per_partition: dict[int, list[int]] = defaultdict(list)
@@ -36,6 +39,7 @@ def test_publish_then_consume_every_record_with_its_offset(transport: Transport,
     assert transport.describe(topic).end_offsets == {p: len(per_partition.get(p, [])) for p in range(3)}
 
     consumer = transport.consumer(f"g.{unique}", [topic])
+    assert isinstance(consumer, Consumer)
     got = drain(consumer, len(records))
     consumer.close()
     assert sorted((m.partition, m.offset, m.key, m.value) for m in got) == sorted(

@@ -136,6 +136,10 @@ class KafkaTransport:
             if key in self.kafka_config and not _bool_equal(self.kafka_config[key], value):
                 raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {key}={self.kafka_config[key]!r} is not allowed; "
                                   f"payevents commits offsets itself after the effects ({key}={value})")
+        wait = str(self.kafka_config.get("fetch.wait.max.ms", "100")).strip()
+        if wait in ("0", "1"):
+            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: fetch.wait.max.ms={wait} is not allowed (messages go missing "
+                              "with it on the test broker); use 10 or more")
         cfg: dict[str, Any] = {**CONSUMER_DEFAULTS, "auto.offset.reset": "earliest" if from_beginning else "latest"}
         cfg.update(_client_config(self.bootstrap, self.kafka_config, drop=_PRODUCER_ONLY))
         cfg.update(CONSUMER_REQUIRED)
