@@ -1,0 +1,359 @@
+"""``payevents run | relay | topics | tail | dlq | audit``: operating the channel."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from payevents.faces.options import BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.settings import Settings
+
+topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.events and its dead-letter topic.",
+                         no_args_is_help=True)
+dlq_app = typer.Typer(name="dlq", help="The dead-letter channel: list, show, replay after a fix.", no_args_is_help=True)
+audit_app = typer.Typer(name="audit", help="Audit trail of the payments outbox.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def _settings(env: str | None, broker: str | None, data_dir: Any, database_url: str | None) -> Settings:
+    return load_settings(env, broker, data_dir, database_url)
+
+
+def _transport(settings: Settings) -> Any:
+    from payevents.transport import open_transport
+
+    return open_transport(settings)
+
+
+def _log_to_stderr() -> None:
+    import logging
+    import os
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"),
+                            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+
+
+# -- run / relay --------------------------------------------------------------------------------------
+
+
+def run_cmd(
+    names: Annotated[list[str], typer.Argument(help="services to run (ledger invoices analytics notifications), "
+                                                    "relay, or all (= relay + the four services)")],
+    one: Annotated[bool, typer.Option("--one", help="run a single consumer in this process (no child processes)")]
+    = False,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="consumer processes per service (they share "
+                                                                      "the group's partitions)")] = 1,
+    relay: Annotated[bool | None, typer.Option("--relay/--no-relay", help="also run the outbox relay (default: only "
+                                                                          "with all or when named)")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="records per consumer batch")] = 500,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Run the long-lived workers: each service's consumer (and the relay) in its own process;
+    SIGTERM/SIGINT stops them all after their current batch."""
+    from payevents.runtime import runner
+
+    settings = _settings(env, broker, data_dir, database_url)
+    _log_to_stderr()
+    if one:
+        if len(names) != 1 or names[0] in ("all", runner.RELAY):
+            raise typer.BadParameter("--one runs exactly one consumer service", param_hint="NAMES")
+        raise typer.Exit(runner.run_one(settings, names[0], max_batch=max_batch))
+    workers = runner.expand(names, relay=relay)
+    exits = runner.run_workers(settings, workers, instances=instances, max_batch=max_batch)
+    failed = [e for e in exits if e.exitcode != 0]
+    if failed:
+        typer.secho(f"{len(failed)} of {len(exits)} workers did not stop cleanly: "
+                    + ", ".join(f"{e.name}[{e.instance}]={e.exitcode}" for e in failed), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+def relay_cmd(
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Publish the payments outbox to the channel until SIGTERM/SIGINT."""
+    from payevents.runtime import runner
+
+    settings = _settings(env, broker, data_dir, database_url)
+    _log_to_stderr()
+    raise typer.Exit(runner.run_relay(settings))
+
+
+# -- topics --------------------------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="partition count (default: "
+                                                                               "PAYEVENTS_PARTITIONS, 6)")] = None,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create payments.{env}.events and payments.{env}.events.dlq (cleanup.policy=delete) if missing.
+    An existing topic with another partition count is an error: it would break per-payment order."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+
+    settings = load_settings(env, broker, data_dir, None, partitions=partitions)
+    names = [topic_for(settings.env), dead_letter_topic_for(settings.env)]
+    t = _transport(settings)
+    try:
+        t.create_topics(names, settings.partitions)
+        for name in names:
+            info = t.describe(name)
+            typer.echo(f"{name}: {info.partitions} partitions")
+    finally:
+        t.close()
+
+
+@topics_app.command("describe")
+def topics_describe(
+    as_json: JsonOpt = False,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Partitions, end offsets and configuration of the channel and its dead-letter topic."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.errors import PayeventsError
+
+    settings = _settings(env, broker, data_dir, None)
+    t = _transport(settings)
+    out: list[dict[str, Any]] = []
+    try:
+        for name in (topic_for(settings.env), dead_letter_topic_for(settings.env)):
+            try:
+                info = t.describe(name)
+            except PayeventsError as exc:
+                out.append({"topic": name, "error": str(exc)})
+                continue
+            out.append({"topic": info.name, "partitions": info.partitions,
+                        "endOffsets": {str(k): v for k, v in sorted(info.end_offsets.items())},
+                        "records": sum(info.end_offsets.values()), "config": dict(info.config)})
+    finally:
+        t.close()
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"channel topics ({settings.broker})")
+    for col in ("topic", "partitions", "end offsets", "config"):
+        table.add_column(col)
+    for row in out:
+        if "error" in row:
+            table.add_row(row["topic"], "-", row["error"], "")
+            continue
+        ends = " ".join(f"{k}:{v}" for k, v in row["endOffsets"].items())
+        cfg = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k in ("cleanup.policy", "retention.ms"))
+        table.add_row(row["topic"], str(row["partitions"]), ends, cfg)
+    Console().print(table)
+
+
+# -- tail ------------------------------------------------------------------------------------------------
+
+
+def _describe_record(m: Any) -> dict[str, Any]:
+    """eventType, version, eventId, amount and legacy marker of a channel record (never raises)."""
+    from payevents.contracts import channel, codec
+
+    out: dict[str, Any] = {
+        "eventType": m.header(channel.H_EVENT_TYPE), "version": m.header(channel.H_VERSION),
+        "eventId": m.header(channel.H_EVENT_ID), "amount": None, "legacy": False, "error": None,
+    }
+    try:
+        decoded = codec.decode_event(m.value or b"")  # type: ignore[attr-defined]
+    except Exception as exc:
+        out["error"] = type(exc).__name__
+        return out
+    amount = getattr(decoded.event.data, "amount", None)
+    out.update(eventType=decoded.event_type, version=decoded.version, eventId=decoded.event_id,
+               amount=f"{amount.value} {amount.currency}" if amount is not None else None, legacy=decoded.legacy)
+    return out
+
+
+def tail_cmd(
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the first record instead of "
+                                                                          "the end")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="stop after this many records")] = None,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="keep waiting for new records")] = True,
+    dlq: Annotated[bool, typer.Option("--dlq", help="tail the dead-letter channel instead")] = False,
+    as_json: JsonOpt = False,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Live view of the channel: partition/offset, key, eventType, version, eventId, amount, legacy marker."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from payevents.contracts.channel import DLQ_REASON, dead_letter_topic_for, topic_for
+
+    settings = _settings(env, broker, data_dir, None)
+    topic = dead_letter_topic_for(settings.env) if dlq else topic_for(settings.env)
+    console = Console(highlight=False)
+    t = _transport(settings)
+    shown = 0
+    try:
+        info = t.describe(topic)
+        positions = {p: (0 if from_beginning else end) for p, end in info.end_offsets.items()}
+        if not as_json:
+            console.print(f"[bold]{topic}[/] via {settings.broker} — {info.partitions} partitions, "
+                          f"{'from the beginning' if from_beginning else 'new records'}"
+                          f"{'' if follow else ', no follow'} (Ctrl-C to stop)")
+        while True:
+            batch = []
+            for p in sorted(positions):
+                msgs = t.read(topic, p, positions[p], max_records=200)
+                if msgs:
+                    positions[p] = msgs[-1].offset + 1
+                    batch.extend(msgs)
+            batch.sort(key=lambda m: (m.timestamp_ms, m.partition, m.offset))
+            for m in batch:
+                d = _describe_record(m)
+                key = m.key.decode("utf-8", "replace") if m.key is not None else None
+                if as_json:
+                    typer.echo(json.dumps({"partition": m.partition, "offset": m.offset, "key": key, **d,
+                                           **({"reason": m.header(DLQ_REASON)} if dlq else {})}))
+                else:
+                    legacy = " [magenta]legacy[/]" if d["legacy"] else ""
+                    bad = f" [red]{escape(d['error'])}[/]" if d["error"] else ""
+                    reason = f" [red]{escape(m.header(DLQ_REASON) or '')}[/]" if dlq else ""
+                    console.print(
+                        f"[dim]p{m.partition}@{m.offset:<6}[/] [cyan]{escape(key or '-'):<16}[/] "
+                        f"[bold]{escape(d['eventType'] or '?'):<17}[/] {escape(d['version'] or '?'):<6} "
+                        f"{escape(d['eventId'] or '-'):<36} [green]{escape(d['amount'] or ''):>16}[/]"
+                        f"{legacy}{bad}{reason}"
+                    )
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
+            if not batch:
+                if not follow:
+                    return
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        t.close()
+
+
+# -- dlq -------------------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="newest N dead letters")] = 50,
+    service: Annotated[str | None, typer.Option("--service", help="only those of this service")] = None,
+    as_json: JsonOpt = False,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Dead letters with their reasons (newest last)."""
+    from payevents.runtime.deadletter import list_dead_letters
+
+    settings = _settings(env, broker, data_dir, None)
+    letters = list_dead_letters(settings, limit, service=service)
+    if as_json:
+        typer.echo(json.dumps([d.to_dict() for d in letters], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters ({len(letters)})")
+    for col in ("dlq p@offset", "from p@offset", "service", "key", "eventType", "failedAt", "reason"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(f"{d.partition}@{d.offset}", f"{d.original_partition}@{d.original_offset}", d.service,
+                      d.key.decode("utf-8", "replace") if d.key is not None else "-", d.event_type or "?",
+                      d.failed_at, d.reason)
+    Console().print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    partition: Annotated[int, typer.Argument(help="partition of the dead-letter topic")],
+    offset: Annotated[int, typer.Argument(help="offset in that partition")],
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """One dead letter: its reason, origin, headers and original value (JSON)."""
+    from payevents.runtime.deadletter import show
+
+    settings = _settings(env, broker, data_dir, None)
+    typer.echo(json.dumps(show(settings, partition, offset).to_dict(), indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    partition: Annotated[int | None, typer.Option("--partition", help="replay one: its dead-letter partition")]
+    = None,
+    offset: Annotated[int | None, typer.Option("--offset", help="replay one: its dead-letter offset")] = None,
+    service: Annotated[str | None, typer.Option("--service", help="replay the dead letters of this service")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="replay the dead letters of every service")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many (newest)")] = 1000,
+    env: EnvOpt = None,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Re-publish dead letters to the channel (original bytes, key and headers) after a fix.
+    Consumers remove the duplicates by eventId, so replaying twice is harmless."""
+    from payevents.runtime.deadletter import replay
+
+    one = partition is not None or offset is not None
+    if one and (partition is None or offset is None):
+        raise typer.BadParameter("give both --partition and --offset", param_hint="--partition/--offset")
+    if not one and service is None and not all_:
+        raise typer.BadParameter("choose --partition/--offset, --service or --all", param_hint="dlq replay")
+    settings = _settings(env, broker, data_dir, None)
+    done = replay(settings, partition=partition, offset=offset, service=service, limit=limit)
+    for letter, delivery in done:
+        typer.echo(f"replayed dlq {letter.partition}@{letter.offset} ({letter.service}: {letter.reason}) "
+                   f"-> {delivery.topic} {delivery.partition}@{delivery.offset}")
+    typer.echo(f"{len(done)} dead letters re-published")
+
+
+# -- audit -----------------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Re-walk the outbox hash chain; exit 1 and name the first broken position if a stored event was
+    edited, deleted or inserted."""
+    from payevents.runtime import audit
+
+    settings = _settings(env, None, data_dir, database_url)
+    report = audit.verify(settings)
+    if getattr(report, "ok", False):
+        typer.secho(str(report), fg=typer.colors.GREEN)
+        return
+    typer.secho(str(report), fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("relay")(relay_cmd)
+    app.command("tail")(tail_cmd)
+    app.add_typer(topics_app)
+    app.add_typer(dlq_app)
+    app.add_typer(audit_app)
+
+
