@@ -55,3 +55,33 @@ def test_an_unreachable_broker_is_a_transient_error() -> None:
     producer = t.producer()
     with pytest.raises(TransientError):
         producer.send([Record("payments.dev.events", b"x", b"k")])
+
+
+@pytest.mark.kafka
+def test_the_producer_recovers_after_a_broker_restart(kafka_broker: object, unique: str) -> None:
+    """Tansu forgets producer ids on restart; the producer must not stay stuck (it is recreated)."""
+    from payevents.testing.tansu import TansuBroker
+
+    del kafka_broker  # only ensures Tansu is available; this test needs a broker of its own
+    topic = f"t.{unique}"
+    broker = TansuBroker().start()
+    try:
+        transport = KafkaTransport(broker.bootstrap, {"message.timeout.ms": "2000"})
+        transport.create_topics([topic], 2)
+        producer = transport.producer()
+        assert producer.send([Record(topic, b"before", b"k")])[0].offset == 0
+        broker.stop()
+        broker = TansuBroker(port=broker.port).start()
+        transport.create_topics([topic], 2)  # memory-only broker: the topic is gone
+        delivered = None
+        for _ in range(6):
+            try:
+                delivered = producer.send([Record(topic, b"after", b"k")])
+                break
+            except TransientError:
+                continue
+        assert delivered is not None and delivered[0].offset == 0
+        producer.close()
+        transport.close()
+    finally:
+        broker.stop()

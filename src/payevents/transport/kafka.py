@@ -74,6 +74,8 @@ _REBALANCE_CODES = {
     KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
     KafkaError._ASSIGNMENT_LOST, KafkaError._STATE,
 }
+_RECREATE_CODES = {KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_PRODUCER_ID,
+                   KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.INVALID_PRODUCER_EPOCH}
 _MISSING_TOPIC_CODES = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
 
@@ -372,8 +374,11 @@ class KafkaProducer:
                 raise TransientError(f"kafka: {pending} of {len(records)} records not acknowledged in time")
         if errors:
             i, err = min(errors, key=lambda e: e[0])
-            if err.fatal():  # the idempotent producer cannot continue; start a fresh one
-                log.warning("kafka producer fatal error %s: recreating the producer", err.str())
+            if err.fatal() or err.code() in _RECREATE_CODES:
+                # the idempotent producer cannot continue (or stays stuck, e.g. after a broker restart lost
+                # its producer id): the next send starts with a fresh one
+                log.warning("kafka producer error %s: recreating the producer", err.str())
+                self._p.flush(0)
                 self._p = CkProducer(self._config)
             raise _error(err, f"deliver record {i} of {len(records)} to {records[i].topic!r}")
         return results  # type: ignore[return-value]
