@@ -1,0 +1,95 @@
+"""Workers in processes (several instances of one group) and the channel commands."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import runtime_counter as rc
+from test_consumer_faults import check_exactly_once, produce, wait_for
+from typer.testing import CliRunner
+
+from payevents.runtime import runner
+from payevents.runtime.service import ServiceDef
+from payevents.settings import Settings
+from payevents.store import db
+
+
+def test_two_instances_share_the_group_and_stop_cleanly(
+    settings: Settings, counter: ServiceDef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYEVENTS_TEST_COUNTER_NAME", counter.name)
+    events = produce(settings, 400, "R")
+    engine = db.engine_for(settings, counter.name)
+    stop, ready = threading.Event(), threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(
+        settings, ["runtime_counter:SERVICE"], instances=2, max_batch=20, stop=stop, ready=ready, report=False)))
+    thread.start()
+    try:
+        wait_for(ready.is_set, "both workers up")
+
+        def applied() -> int:
+            try:
+                return len(rc.counter_rows(engine))
+            except Exception:
+                return 0
+
+        wait_for(lambda: applied() >= 400, "all events applied by the two members")
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert [(e.name, e.instance, e.exitcode) for e in exits] == [
+        ("runtime_counter:SERVICE", 0, 0), ("runtime_counter:SERVICE", 1, 0)]
+    rows = rc.counter_rows(engine)
+    check_exactly_once(rows, events)
+    assert len(rows) == 400
+
+
+def test_expand_all_is_the_relay_and_the_four_services() -> None:
+    assert runner.expand(["all"]) == ["relay", "ledger", "invoices", "analytics", "notifications"]
+    assert runner.expand(["ledger"]) == ["ledger"]
+    assert runner.expand(["ledger"], relay=True) == ["relay", "ledger"]
+    with pytest.raises(Exception, match="payroll"):
+        runner.expand(["payroll"])
+
+
+def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter: ServiceDef) -> None:
+    from payevents.faces.cli import app
+    from payevents.runtime.consumer import ConsumerRuntime
+
+    pay = "PAY-CLI"
+    good, ev = rc.event_record(settings, pay, "4.20")
+    bad = rc.record(settings, b'{"eventType": "PaymentProcessed"}', pay)
+    rc.send(settings, [good, bad])
+    with ConsumerRuntime(settings, counter, poll_timeout=0.2) as rt:
+        deadline = time.monotonic() + 30
+        while rt.stats.consumed < 2 and time.monotonic() < deadline:
+            rt.step()
+    opts = ["--env", "dev", "--data-dir", str(settings.data_dir)]
+    cli = CliRunner()
+
+    out = cli.invoke(app, ["dlq", "list", "--json", *opts])
+    assert out.exit_code == 0, out.output
+    (letter,) = json.loads(out.output)
+    assert letter["service"] == counter.name and letter["key"] == pay
+    assert letter["reason"].startswith("invalid:") and "eventId" in letter["reason"]
+    assert letter["value"] == '{"eventType": "PaymentProcessed"}'
+
+    out = cli.invoke(app, ["dlq", "show", str(letter["partition"]), str(letter["offset"]), *opts])
+    assert out.exit_code == 0 and json.loads(out.output)["originalOffset"] == letter["originalOffset"]
+
+    out = cli.invoke(app, ["tail", "--from-beginning", "--no-follow", "--json", *opts])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(line) for line in out.output.splitlines()]
+    assert (lines[0]["key"], lines[0]["eventId"], lines[0]["amount"]) == (pay, ev["eventId"], "4.20 USD")
+    assert lines[1]["error"] == "EventValidationError"
+
+    out = cli.invoke(app, ["dlq", "replay", "--service", counter.name, *opts])
+    assert out.exit_code == 0 and "1 dead letters re-published" in out.output
+
+    out = cli.invoke(app, ["topics", "describe", "--json", *opts])
+    described = json.loads(out.output)
+    assert described[0]["topic"] == "payments.dev.events" and described[0]["records"] == 3
