@@ -85,3 +85,16 @@ def test_the_producer_recovers_after_a_broker_restart(kafka_broker: object, uniq
         transport.close()
     finally:
         broker.stop()
+
+
+def test_a_consumer_without_a_reachable_broker_raises_transient_error() -> None:
+    import time
+
+    consumer = KafkaTransport(f"127.0.0.1:{free_port()}", FAST_GROUP_CONFIG).consumer("g", ["t"])
+    deadline = time.monotonic() + 20
+    try:
+        with pytest.raises(TransientError, match=r"down|fail|connect|transport"):
+            while time.monotonic() < deadline:
+                assert consumer.poll(10, 0.2) == []
+    finally:
+        consumer.close()

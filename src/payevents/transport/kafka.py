@@ -393,12 +393,22 @@ class KafkaConsumer:
     def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
         self.group = str(config["group.id"])
         self._from_beginning = config.get("auto.offset.reset") in ("earliest", "smallest", "beginning")
-        self._c = CkConsumer(config)
+        self._c = CkConsumer({**config, "error_cb": self._on_error})
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
         self._deferred: Exception | None = None
         self._closed = False
         self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_error(self, err: KafkaError) -> None:
+        """Client-level errors (served during poll). librdkafka reconnects by itself; the ones that stop
+        consumption are raised from the next poll so the caller backs off."""
+        if err.fatal() or err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION):
+            if self._deferred is None:
+                self._deferred = (ConfigError if err.code() == KafkaError._AUTHENTICATION else TransientError)(
+                    f"kafka consumer ({self.group}): {err.str()} ({err.name()})")
+        else:
+            log.debug("kafka consumer %s: %s", self.group, err.str())
 
     def _on_assign(self, _c: Any, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
@@ -417,6 +427,8 @@ class KafkaConsumer:
             batch = self._c.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
             raise _error(exc.args[0], f"consume ({self.group})") from exc
+        if not batch:
+            self._raise_deferred()
         out: list[Message] = []
         rewind: dict[TP, int] = {}
         for m in batch:
