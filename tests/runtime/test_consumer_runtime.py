@@ -98,19 +98,22 @@ def test_poison_between_valid_events_is_dead_lettered_and_the_payment_flows_on(
     card["data"]["customerId"] = "4111 1111 1111 1111"
     bad_currency = rc.event_dict(pay, "5.00")
     bad_currency["data"]["amount"]["currency"] = "usd"
+    major2 = rc.event_dict(pay, "5.00")
+    major2["version"] = "2.0.0"
     rejected, ev_rej = rc.event_record(s, pay, "3.00", description="reject")
     poison = [
         (rc.record(s, b'{"eventId": "not json', pay), "malformed"),
         (rc.record(s, b'{"eventType": "PaymentProcessed", "x": "\xff\xfe"}', pay), "not-utf8"),
         (rc.record(s, rc.encode(card), pay), "card-number"),
         (rc.record(s, rc.encode(bad_currency), pay), "currency"),
+        (rc.record(s, rc.encode(major2), pay), "version"),
         (rejected, "rejected"),
     ]
     rc.send(s, [first] + [p for p, _ in poison] + [last])
 
     with ConsumerRuntime(s, counter, max_batch=100, poll_timeout=0.5) as rt:
         drain(rt)
-        assert rt.stats.dead_lettered >= 5
+        assert rt.stats.dead_lettered >= 6
     engine = db.engine_for(s, counter.name)
     rows = mine(rc.counter_rows(engine), {ev1["eventId"], ev2["eventId"], ev_rej["eventId"]})
     assert [r[1] for r in rows] == [ev1["eventId"], ev2["eventId"]]  # both valid ones, in order
@@ -124,7 +127,8 @@ def test_poison_between_valid_events_is_dead_lettered_and_the_payment_flows_on(
     assert reasons[2].startswith("card-number:") or "card" in reasons[2]
     assert "4111" not in reasons[2]  # never the card number itself
     assert "currency" in reasons[3]
-    assert reasons[4] == "rejected: counter: this payment cannot be counted"
+    assert "version" in reasons[4] and "2.0.0" in reasons[4]  # unknown major version
+    assert reasons[5] == "rejected: counter: this payment cannot be counted"
     for d in letters:
         assert d.service == counter.name
         assert d.original_topic == channel.topic_for(s.env)

@@ -211,6 +211,11 @@ def replay(settings: Settings, *, partition: int | None = None, offset: int | No
             raise NotFound("dead letter: give both partition and offset, or neither")
         else:
             letters = list_dead_letters(settings, limit, service=service, transport=t)
+            # one original record dead-lettered by several services is re-published once
+            unique: dict[tuple[str, int | None, int | None], DeadLetter] = {}
+            for d in letters:
+                unique.setdefault((d.original_topic, d.original_partition, d.original_offset), d)
+            letters = list(unique.values())
         if not letters:
             return []
         producer = t.producer()
