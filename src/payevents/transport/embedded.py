@@ -47,8 +47,8 @@ OFFSET_BITS = 40
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 DEFAULT_SESSION_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 0.5
-#: the producer restarts the WAL after this many records (keeps the -wal file small)
-CHECKPOINT_EVERY = 5000
+#: the producer restarts the WAL after this many records (keeps the -wal file at tens of MB)
+CHECKPOINT_EVERY = 20000
 #: how long a write waits for another process's write transaction before it is a TransientError
 DEFAULT_BUSY_TIMEOUT = 30.0
 #: while a member waits for partitions another member must release, it heartbeats this often
