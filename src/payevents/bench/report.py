@@ -82,7 +82,7 @@ def write_png(report: BenchReport, out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / PNG_NAME
-    rates = [f for f in report.figures if f.unit.endswith("/s")]
+    rates = [f for f in report.figures if "/s" in f.unit]
     fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(15, max(5.0, 0.32 * len(rates) + 2)))
     if report.latencies:
         for label, values in report.latencies.items():
