@@ -13,7 +13,17 @@ from sqlalchemy.engine import Engine
 from payevents.contracts.channel import topic_for
 from payevents.errors import ContractError, IdempotencyConflict
 from payevents.runtime.audit import verify_engine
-from payevents.runtime.outbox import OutboxItem, append, append_many, events_for_payment, get_event, pending_count
+from payevents.runtime.outbox import (
+    OUTBOX_MIGRATIONS,
+    OutboxItem,
+    append,
+    append_many,
+    events_for_payment,
+    get_event,
+    pending_count,
+)
+from payevents.settings import Settings
+from payevents.store.db import connect
 
 
 def test_append_stores_event_with_headers_and_chain(outbox_engine: Engine) -> None:
@@ -91,9 +101,9 @@ def test_database_refuses_update_and_delete_of_events(outbox_engine: Engine, sta
     assert events_for_payment(outbox_engine, pid) == before
 
 
-def test_postgresql_refuses_truncate(outbox_engine: Engine) -> None:
-    if outbox_engine.dialect.name != "postgresql":
-        pytest.skip("TRUNCATE exists on PostgreSQL only")
+def test_postgresql_refuses_truncate(pg_settings: Settings) -> None:
+    """TRUNCATE exists on PostgreSQL only (SQLite has no such statement), so this runs there alone."""
+    outbox_engine = connect(pg_settings, "payments", OUTBOX_MIGRATIONS)
     append_one(outbox_engine, "pay-t", "trunc")
     with pytest.raises(sa.exc.DatabaseError, match="outbox_events is immutable"), outbox_engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE outbox_events")
