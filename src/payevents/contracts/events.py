@@ -48,19 +48,21 @@ class PaymentMethod(Struct, kw_only=True, frozen=True):
 
 
 class ProcessedMetadata(Struct, kw_only=True, frozen=True):
-    description: NonEmpty | UnsetType = UNSET
     orderId: NonEmpty | UnsetType = UNSET
+    description: NonEmpty | UnsetType = UNSET
 
 
 class PaymentProcessedData(Struct, kw_only=True, frozen=True):
+    """Fields in the event page's order (kw_only lets required and optional fields interleave)."""
+
     paymentId: NonEmpty
-    amount: Amount
-    paymentMethod: PaymentMethod
-    processedAt: AwareDatetime
     transactionId: NonEmpty | UnsetType = UNSET
     customerId: NonEmpty | UnsetType = UNSET
+    amount: Amount
+    paymentMethod: PaymentMethod
     invoiceId: NonEmpty | UnsetType = UNSET  # optional: absent, never null
     gatewayReference: NonEmpty | UnsetType = UNSET
+    processedAt: AwareDatetime
     metadata: ProcessedMetadata | UnsetType = UNSET
 
 
