@@ -154,12 +154,12 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     for name in names:
         for i in range(1 if name == RELAY else instances):
             readies.append(ctx.Event())
-            p = ctx.Process(target=_worker_main, args=(settings, name, max_batch, readies[-1], log_file),
-                            name=f"payevents-{name}-{i}")
-            p.start()
-            procs.append((name, i, p))
+            proc = ctx.Process(target=_worker_main, args=(settings, name, max_batch, readies[-1], log_file),
+                               name=f"payevents-{name}-{i}")
+            proc.start()
+            procs.append((name, i, proc))
             if report:
-                print(f"started {name}[{i}] pid {p.pid}", flush=True)
+                print(f"started {name}[{i}] pid {proc.pid}", flush=True)
     exits: dict[int, WorkerExit] = {}
     signalled_at: float | None = None
     while len(exits) < len(procs):
