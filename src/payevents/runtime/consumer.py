@@ -270,7 +270,12 @@ class ConsumerRuntime:
         if self._retry_at is not None:
             return self._wait_step()
         started = time.perf_counter()
-        messages = self.consumer.poll(self.max_batch, self.poll_timeout)
+        try:
+            messages = self.consumer.poll(self.max_batch, self.poll_timeout)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return self._back_off([], f"poll: {_describe(exc)}", started)
         if not messages:
             self._update_lag()
             return BatchResult(seconds=time.perf_counter() - started)
@@ -485,7 +490,13 @@ class ConsumerRuntime:
 
     def _seek_and_pause(self, first: Mapping[TopicPartition, int]) -> None:
         for tp, off in first.items():
-            self.consumer.seek(tp, off)
+            try:
+                self.consumer.seek(tp, off)
+            except Exception as exc:
+                if tp in self.consumer.assignment():
+                    raise  # never go on past an unapplied batch: crash, and the restart replays it
+                # revoked meanwhile: its next owner starts from the committed offset
+                log.warning("%s: seek %s to %d failed: %s", self.service.name, tp, off, _describe(exc))
         try:
             to_pause = set(self.consumer.assignment()) | set(first)
         except Exception:
