@@ -113,9 +113,10 @@ def kafka_consume(bootstrap: str, topic: str, n: int, extra: Mapping[str, str] |
             if first is None:
                 first = time.perf_counter()
             for m in msgs:
-                if m.error() is not None:
+                value = m.value()
+                if m.error() is not None or value is None:
                     continue
-                decode(m.value())
+                decode(value)
                 seen += 1
         end = time.perf_counter()
     finally:

@@ -81,11 +81,10 @@ def run_bench(
                         t0 = time.perf_counter()
                         fn, label = fns[name], f"{transport}-{database}-{name}"
 
-                        def call(fn: SuiteFn = fn, benv: BenchEnv = benv, name: str = name) -> None:
-                            fn(benv, report, n_for(name, n), console)
+                        def call(fn: SuiteFn = fn, benv: BenchEnv = benv, name: str = name, label: str = label) -> None:
+                            _profiled(profile_dir, label, lambda: fn(benv, report, n_for(name, n), console))
 
-                        _guard(report, console, f"{transport}/{database} {name}",
-                               lambda call=call, label=label: _profiled(profile_dir, label, call))
+                        _guard(report, console, f"{transport}/{database} {name}", call)
                         console.log(f"{transport}/{database} {name} done in {time.perf_counter() - t0:.1f}s")
             except Exception as exc:  # broker start, schema drop, ...
                 report.errors.append(f"{transport}/{database}: {type(exc).__name__}: {exc}")
