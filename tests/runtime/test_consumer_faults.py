@@ -75,7 +75,10 @@ def check_exactly_once(rows: list[tuple[int, str, str, int, int, int]], events: 
     assert_order_per_payment(mine)
 
 
-def test_locked_sqlite_store_is_retried_without_loss_or_duplicates(settings: Settings, counter: ServiceDef) -> None:
+def test_locked_sqlite_store_is_retried_without_loss_or_duplicates(
+    transport_settings: Settings, counter: ServiceDef
+) -> None:
+    settings = transport_settings
     engine = db.engine_for(settings, counter.name)
 
     @sa.event.listens_for(engine, "connect")
@@ -86,24 +89,28 @@ def test_locked_sqlite_store_is_retried_without_loss_or_duplicates(settings: Set
     engine.dispose()
     rt = ConsumerRuntime(settings, counter, max_batch=50, poll_timeout=0.1)
     first = produce(settings, 100, "A")
+    ids = {str(e["eventId"]) for e in first}
+
+    def applied() -> int:  # on Kafka the topic is shared with other tests: count ours only
+        return sum(1 for r in rc.counter_rows(engine) if r[1] in ids)
+
     with running(rt):
-        wait_for(lambda: len(rc.counter_rows(engine)) == 100, "the first 100 events")
+        wait_for(lambda: applied() == 100, "the first 100 events")
         db_path = Path(settings.data_dir) / f"{counter.name}.db"
         locker = sqlite3.connect(db_path, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")
         try:
             second = produce(settings, 200, "B")
+            ids.update(str(e["eventId"]) for e in second)
             wait_for(lambda: rt.stats.retries >= 2, "retries while the file is locked")
             time.sleep(1.5)
-            assert len(rc.counter_rows(engine)) == 100  # nothing applied, nothing skipped while locked
+            assert applied() == 100  # nothing applied, nothing skipped while locked
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        wait_for(lambda: len(rc.counter_rows(engine)) == 300, "all 300 events after the lock")
+        wait_for(lambda: applied() == 300, "all 300 events after the lock")
     assert rt.stats.retries >= 2
-    rows = rc.counter_rows(engine)
-    check_exactly_once(rows, first + second)
-    assert rc.counter_total(engine)[1] == 300
+    check_exactly_once(rc.counter_rows(engine), first + second)
 
 
 class TcpProxy:
