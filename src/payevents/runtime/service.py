@@ -23,6 +23,10 @@ from payevents.store.db import Migration
 from payevents.transport.base import Message
 
 Handler = Callable[[Connection, DecodedEvent, Message], None]
+#: Applies all new (not yet seen) events of one batch that have a handler, in offset order, inside the
+#: batch's store transaction — e.g. with executemany. Its effects must equal calling ``handlers`` one event
+#: at a time in the same order (the tests compare both).
+BatchHandler = Callable[[Connection, Sequence[tuple[DecodedEvent, Message]]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,10 @@ class ServiceDef:
     #: optional long-running companion started next to the consumer (e.g. the e-mail delivery worker);
     #: called as ``background(settings, stop)`` in its own thread, returns once ``stop`` is set
     background: Callable[[Settings, threading.Event], None] | None = None
+    #: optional fast path for a whole batch. If it raises PoisonEvent (or any non-transient error), the
+    #: runtime rolls back and re-applies that batch one event at a time through ``handlers``, which finds
+    #: and dead-letters the culprit; so the per-event handlers stay the reference semantics.
+    batch_handler: BatchHandler | None = None
 
     @property
     def group(self) -> str:
