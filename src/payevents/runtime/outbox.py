@@ -176,24 +176,23 @@ def content_hash(body: bytes) -> str:
     return hashlib.sha256(msgspec.json.encode(subject, order="sorted")).hexdigest()
 
 
+def _canonical(
+    seq: int, event_id: str, idempotency_key: str, event_type: str, version: str, payment_id: str,
+    partition_key: bytes, topic: str, headers: str, body_sha: str, c_hash: str, created_at: float,
+) -> bytes:
+    return orjson.dumps(
+        [seq, event_id, idempotency_key, event_type, version, payment_id, partition_key.hex(), topic, headers,
+         body_sha, c_hash, repr(created_at)]
+    )  # fmt: skip
+
+
 def canonical_row(row: Mapping[str, Any]) -> bytes:
     """The bytes a row's chain hash covers (every stored column except the hashes themselves)."""
-    return orjson.dumps(
-        [
-            int(row["seq"]),
-            row["event_id"],
-            row["idempotency_key"],
-            row["event_type"],
-            row["version"],
-            row["payment_id"],
-            bytes(row["partition_key"]).hex(),
-            row["topic"],
-            row["headers"],
-            hashlib.sha256(bytes(row["body"])).hexdigest(),
-            row["content_hash"],
-            repr(float(row["created_at"])),
-        ]
-    )
+    return _canonical(
+        int(row["seq"]), row["event_id"], row["idempotency_key"], row["event_type"], row["version"],
+        row["payment_id"], bytes(row["partition_key"]), row["topic"], row["headers"],
+        hashlib.sha256(bytes(row["body"])).hexdigest(), row["content_hash"], float(row["created_at"]),
+    )  # fmt: skip
 
 
 def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
@@ -238,12 +237,21 @@ def _lock_chain(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-_INSERT_EVENT = sa.text(
+_INSERT_EVENT_SQL: Final = (
     "INSERT INTO outbox_events (seq, event_id, idempotency_key, event_type, version, payment_id, partition_key,"
-    " topic, headers, body, content_hash, created_at, prev_hash, hash) VALUES (:seq, :event_id, :idempotency_key,"
-    " :event_type, :version, :payment_id, :partition_key, :topic, :headers, :body, :content_hash, :created_at,"
-    " :prev_hash, :hash)"
+    " topic, headers, body, content_hash, created_at, prev_hash, hash) VALUES ({})"
 )
+_INSERT_PENDING_SQL: Final = "INSERT INTO outbox_pending (seq) VALUES ({})"
+_UPDATE_HEAD_SQL: Final = "UPDATE outbox_chain SET last_seq = {0}, last_hash = {0} WHERE id = 1"
+_SELECT_KEYS_SQL: Final = (
+    "SELECT idempotency_key, event_id, seq, content_hash FROM outbox_events WHERE idempotency_key IN ({})"
+)
+_KEYS_PER_SELECT: Final = 500
+
+
+def _mark(conn: Connection) -> str:
+    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -294,16 +302,21 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         prepared.append((item, body, stored_headers, content_hash(body)))
 
     last_seq, last_hash = _lock_chain(conn)
+    mark = _mark(conn)
     # Read after the lock: a concurrent writer of the same key has committed (or rolled back) by now.
     known: dict[str, tuple[str, int, str]] = {}
     keys = sorted({item.idempotency_key for item in items})
-    for i in range(0, len(keys), 500):
-        for r in conn.execute(_SELECT_KEYS, {"keys": keys[i : i + 500]}):
-            known[r.idempotency_key] = (r.event_id, int(r.seq), r.content_hash)
+    for i in range(0, len(keys), _KEYS_PER_SELECT):
+        part = keys[i : i + _KEYS_PER_SELECT]
+        sql = _SELECT_KEYS_SQL.format(",".join([mark] * len(part)))
+        for k, eid, seq, c in conn.exec_driver_sql(sql, tuple(part)):
+            known[k] = (eid, int(seq), c)
 
     results: list[AppendResult] = []
-    rows: list[dict[str, Any]] = []
-    now = clock()
+    rows: list[tuple[Any, ...]] = []
+    now = float(clock())
+    sha256 = hashlib.sha256
+    dumps = orjson.dumps
     for item, body, stored_headers, c_hash in prepared:
         key = item.idempotency_key
         first = known.get(key)
@@ -316,38 +329,26 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
             results.append(AppendResult(event_id=first[0], seq=first[1], created=False))
             continue
         event = item.event
-        row: dict[str, Any] = {
-            "seq": last_seq + 1,
-            "event_id": event.eventId,
-            "idempotency_key": key,
-            "event_type": event.eventType,
-            "version": event.version,
-            "payment_id": event.data.paymentId,
-            "partition_key": partition_key(event.data.paymentId),
-            "topic": topic,
-            "headers": orjson.dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
-            "body": body,
-            "content_hash": c_hash,
-            "created_at": now,
-            "prev_hash": last_hash,
-        }
-        row["hash"] = chain_hash(last_hash, row)
-        last_seq, last_hash = row["seq"], row["hash"]
-        known[key] = (event.eventId, last_seq, c_hash)
-        rows.append(row)
-        results.append(AppendResult(event_id=event.eventId, seq=last_seq, created=True))
+        seq = last_seq + 1
+        event_id = event.eventId
+        payment_id = event.data.paymentId
+        p_key = partition_key(payment_id)
+        headers_json = dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode()
+        # the same bytes canonical_row() gives for the stored row (audit verify recomputes them from it)
+        canonical = _canonical(seq, event_id, key, event.eventType, event.version, payment_id, p_key, topic,
+                               headers_json, sha256(body).hexdigest(), c_hash, now)
+        row_hash = sha256(last_hash.encode("ascii") + canonical).hexdigest()
+        rows.append((seq, event_id, key, event.eventType, event.version, payment_id, p_key, topic, headers_json,
+                     body, c_hash, now, last_hash, row_hash))  # fmt: skip
+        last_seq, last_hash = seq, row_hash
+        known[key] = (event_id, seq, c_hash)
+        results.append(AppendResult(event_id=event_id, seq=seq, created=True))
     if rows:
-        conn.execute(_INSERT_EVENT, rows)
-        conn.execute(_INSERT_PENDING, [{"seq": r["seq"]} for r in rows])
-        conn.execute(_UPDATE_HEAD, {"seq": last_seq, "hash": last_hash})
+        # driver-level executemany: no per-row parameter processing by SQLAlchemy (psycopg pipelines it)
+        conn.exec_driver_sql(_INSERT_EVENT_SQL.format(",".join([mark] * 14)), rows)
+        conn.exec_driver_sql(_INSERT_PENDING_SQL.format(mark), [(r[0],) for r in rows])
+        conn.exec_driver_sql(_UPDATE_HEAD_SQL.format(mark), (last_seq, last_hash))
     return results
-
-
-_SELECT_KEYS = sa.text(
-    "SELECT idempotency_key, event_id, seq, content_hash FROM outbox_events WHERE idempotency_key IN :keys"
-).bindparams(sa.bindparam("keys", expanding=True))
-_INSERT_PENDING = sa.text("INSERT INTO outbox_pending (seq) VALUES (:seq)")
-_UPDATE_HEAD = sa.text("UPDATE outbox_chain SET last_seq = :seq, last_hash = :hash WHERE id = 1")
 
 
 # -- read helpers ---------------------------------------------------------------------------------------
