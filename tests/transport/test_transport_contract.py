@@ -132,6 +132,25 @@ def test_two_groups_each_see_every_record(transport: Transport, unique: str) -> 
     assert results[0] == results[1]
 
 
+def test_group_offsets_are_read_without_joining_the_group(transport: Transport, unique: str) -> None:
+    topic = f"t.{unique}"
+    transport.create_topics([topic], 3)
+    records = _records(topic, keys=6, per_key=4)
+    transport.producer().send(records)
+    group = f"g.offsets.{unique}"
+    assert transport.group_offsets(group, topic) == {}  # nothing committed yet
+    consumer = transport.consumer(group, [topic])
+    got = drain(consumer, len(records))
+    # commit all but the last record of each partition: the lag per partition is exactly one record
+    committed = {tp: off - 1 for tp, off in next_offsets(got).items()}
+    consumer.commit(committed)
+    consumer.close()
+    offsets = transport.group_offsets(group, topic)
+    assert offsets == {p: off for (_t, p), off in committed.items()}
+    ends = transport.describe(topic).end_offsets
+    assert sum(ends[p] - offsets.get(p, 0) for p in ends) == len(committed)
+
+
 def test_a_different_partition_count_is_refused(transport: Transport, unique: str) -> None:
     topic = f"t.{unique}"
     transport.create_topics([topic], 3)

@@ -138,4 +138,9 @@ class Transport(Protocol):
         """Read without a group (tail, dead-letter listing, audits)."""
         ...
 
+    def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """Committed offsets (next offset to read) of ``group`` per partition of ``topic``, read without
+        joining the group; partitions the group never committed are absent (lag reports, the demo)."""
+        ...
+
     def close(self) -> None: ...

@@ -238,6 +238,11 @@ class EmbeddedTransport:
         rows = self._db.query(_FETCH, (base | max(offset, 0), base + OFFSET_MASK + 1, max_records))
         return _messages(topic, partition, rows)
 
+    def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        rows = self._db.query("SELECT p.partition, o.next_offset FROM offsets o JOIN partitions p ON p.id = o.pid "
+                              "WHERE o.grp = ? AND p.topic = ?", (group, topic))
+        return {int(p): int(o) for p, o in rows}
+
     def close(self) -> None:
         self._db.close()
 

@@ -293,6 +293,20 @@ class KafkaTransport:
             reader.unassign()
         return out[:max_records]
 
+    def group_offsets(self, group: str, topic: str) -> dict[int, int]:
+        counts = self.partition_counts([topic])
+        if topic not in counts:
+            raise ConfigError(f"topic {topic!r} does not exist at {self.bootstrap}")
+        # a consumer that assigns nothing and subscribes to nothing never joins the group
+        client = CkConsumer(self.consumer_config(group))
+        try:
+            tps = client.committed([TopicPartition(topic, p) for p in range(counts[topic])], timeout=10)
+        except KafkaException as exc:
+            raise TransientError(f"committed offsets of group {group!r}: {exc}") from exc
+        finally:
+            client.close()
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

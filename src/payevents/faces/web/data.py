@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -109,35 +108,6 @@ def _transport(settings: Settings) -> Iterator[Any]:
         t.close()
 
 
-def _committed_embedded(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    """Committed offsets of ``group`` read from the embedded log without joining the group."""
-    path = settings.data_dir / "channel.db"
-    if not path.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute(
-            "SELECT p.partition, o.next_offset FROM offsets o JOIN partitions p ON p.id = o.pid"
-            " WHERE o.grp = ? AND p.topic = ?",
-            (group, topic),
-        ).fetchall()
-    finally:
-        conn.close()
-    return {int(p): int(o) for p, o in rows}
-
-
-def _committed_kafka(transport: Any, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """Committed offsets of ``group`` from the broker; assigning nothing, the client never joins the group."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(transport.consumer_config(group))
-    try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-    finally:
-        consumer.close()
-    return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
-
-
 def lag_per_service(settings: Settings) -> list[GroupLag]:
     """Records each consumer group still has to process: channel end offsets minus committed offsets."""
     from payevents.services import CONSUMER_SERVICES
@@ -149,10 +119,7 @@ def lag_per_service(settings: Settings) -> list[GroupLag]:
         ends = dict(t.describe(topic).end_offsets)
         for name in CONSUMER_SERVICES:
             group = f"payevents.{name}"
-            if settings.is_kafka:
-                committed = _committed_kafka(t, group, topic, len(ends))
-            else:
-                committed = _committed_embedded(settings, group, topic)
+            committed = t.group_offsets(group, topic)
             end_total = sum(ends.values())
             done = sum(min(committed.get(p, 0), e) for p, e in ends.items())
             out.append(
