@@ -25,8 +25,7 @@ def _print_detail(d: object) -> None:
                + f"  due {inv.amount_due} {inv.currency} by {inv.due_date}  customer {inv.customer_id}")  # fmt: skip
     typer.echo(f"  paid {inv.paid} {inv.currency}, balance due {inv.balance_due} {inv.currency}")
     for p in d.payments:  # type: ignore[attr-defined]
-        extra = f" applied {p.applied_minor}, credit {p.credit_minor} (minor units)" if p.status == "applied" else ""
-        typer.echo(f"  payment {p.payment_id}  {p.amount} {p.currency}  {p.status}{extra}"
+        typer.echo(f"  payment {p.payment_id}  {p.amount} {p.currency}  {p.status}"
                    + (f"  — {p.reason}" if p.reason else ""))  # fmt: skip
 
 
