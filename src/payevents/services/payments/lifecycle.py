@@ -424,22 +424,16 @@ def _spec_fields(spec: PaymentSpec) -> dict[str, Any]:
                 correlation_id=spec.correlation_id, decline=spec.decline)  # fmt: skip
 
 
-_SELECT_COMMANDS: Final = sa.text(
-    "SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands"
-    " WHERE idempotency_key IN :keys"
-).bindparams(sa.bindparam("keys", expanding=True))
-
-
 def _process_chunk(
     conn: Connection, settings: Settings, items: Sequence[tuple[str, str, PaymentSpec, Payment]], gw: Gateway
 ) -> list[Payment]:
     store.write_lock(conn)
-    existing = {r.idempotency_key: r for r in conn.execute(_SELECT_COMMANDS, {"keys": [it[0] for it in items]})}
+    existing = store.select_commands(conn, [it[0] for it in items])
     env = settings.env
     results: list[Payment] = []
     fresh: dict[str, tuple[str, Payment]] = {}
-    payment_rows: list[dict[str, Any]] = []
-    command_rows: list[dict[str, Any]] = []
+    payment_rows: list[tuple[Any, ...]] = []
+    command_rows: list[tuple[Any, ...]] = []
     emitted: list[outbox.OutboxItem] = []
     for key, fingerprint, spec, p0 in items:
         if key in existing:
@@ -454,10 +448,9 @@ def _process_chunk(
         command_id = str(uuid.uuid4())
         p, events = _lifecycle(p0, spec.decline, gw)
         now = _now()
-        payment_rows.append(store.to_row(p, now))
-        command_rows.append({"idempotency_key": key, "command": "process", "fingerprint": fingerprint,
-                             "command_id": command_id, "payment_id": p.payment_id,
-                             "result": _ENCODER.encode(p).decode(), "created_at": now.isoformat()})
+        payment_rows.append(store.to_tuple(p, now))
+        command_rows.append((key, "process", fingerprint, command_id, p.payment_id, _ENCODER.encode(p).decode(),
+                             now.isoformat()))  # fmt: skip
         base = ev.headers(p, command_id=command_id, idempotency_key=key, env=env)
         for step, event in events:
             event_key = f"{key}:{step}"
@@ -465,9 +458,8 @@ def _process_chunk(
                                              headers={**base, channel.H_IDEMPOTENCY_KEY: event_key}))
         fresh[key] = (fingerprint, p)
         results.append(p)
-    if payment_rows:
-        conn.execute(store.INSERT_PAYMENT, payment_rows)
-        conn.execute(store.INSERT_COMMAND, command_rows)
+    store.insert_payments(conn, payment_rows)
+    store.insert_commands(conn, command_rows)
     outbox.append_many(conn, emitted, env=env)
     return results
 

@@ -151,6 +151,57 @@ INSERT_COMMAND: Final = sa.text(
 )
 
 
+_INSERT_PAYMENT_SQL: Final = f"INSERT INTO payments ({', '.join(COLUMNS)}) VALUES ({{}})"
+_INSERT_COMMAND_SQL: Final = (
+    "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
+    " VALUES ({})"
+)
+
+
+def _mark(conn: Connection) -> str:
+    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def to_tuple(p: Payment, updated_at: datetime) -> tuple[Any, ...]:
+    """The payment's row as a tuple in :data:`COLUMNS` order (:func:`insert_payments`)."""
+    return (
+        p.payment_id, p.correlation_id, p.customer_id, p.merchant_id, p.amount_minor, p.currency, p.method_type,
+        p.last4, p.description, p.invoice_id, p.order_id, p.state, p.authorization_code, p.capture_id,
+        p.gateway_reference, p.transaction_id, p.failure_code, p.failure_reason, p.failed_stage, ts(p.created_at),
+        ts(p.authorized_at), ts(p.captured_at), ts(p.processed_at), ts(p.failed_at), updated_at.isoformat(),
+    )  # fmt: skip
+
+
+def insert_payments(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many :func:`to_tuple` rows with one driver-level executemany."""
+    if rows:
+        conn.exec_driver_sql(_INSERT_PAYMENT_SQL.format(",".join([_mark(conn)] * len(COLUMNS))), rows)
+
+
+def insert_commands(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many payment_commands rows (idempotency_key, command, fingerprint, command_id, payment_id, result,
+    created_at) with one driver-level executemany."""
+    if rows:
+        conn.exec_driver_sql(_INSERT_COMMAND_SQL.format(",".join([_mark(conn)] * 7)), rows)
+
+
+def select_commands(conn: Connection, keys: list[str]) -> dict[str, Any]:
+    """The stored commands of these idempotency keys (rows with idempotency_key, command, fingerprint,
+    payment_id, result), by key."""
+    out: dict[str, Any] = {}
+    mark = _mark(conn)
+    for i in range(0, len(keys), 500):
+        part = keys[i : i + 500]
+        sql = (
+            "SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands"
+            f" WHERE idempotency_key IN ({','.join([mark] * len(part))})"
+        )
+        for r in conn.exec_driver_sql(sql, tuple(part)):
+            out[r.idempotency_key] = r
+    return out
+
+
 def ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
