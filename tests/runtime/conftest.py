@@ -19,3 +19,9 @@ from payevents.runtime.service import ServiceDef
 def counter(unique: str) -> Iterator[ServiceDef]:
     """The ``_counter`` service under a name (and so a consumer group) of its own."""
     yield runtime_counter.service(f"_counter_{unique}")
+
+
+@pytest.fixture
+def batch_counter(unique: str) -> Iterator[ServiceDef]:
+    """The ``_counter`` service with its batch handler, under a name of its own."""
+    yield runtime_counter.service(f"_bcounter_{unique}", batch=True)

@@ -2,7 +2,9 @@
 
 Its handler appends one row per applied event (no uniqueness on purpose, so that an event applied
 twice shows up as two rows) and adds the amount to a running total. A description of ``reject``
-makes it raise PoisonEvent; ``boom`` makes it raise an unexpected error.
+makes it raise PoisonEvent; ``boom`` makes it raise an unexpected error. The optional batch handler has
+the same effects and also records each successful call (its size) in ``counter_batches``; a description
+of ``flaky`` makes it raise a TransientError the first time it meets that event in a process.
 Also the event factory and producer helpers the tests share (and the subprocess worker imports).
 """
 
@@ -21,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from payevents.contracts import channel
 from payevents.contracts.codec import DecodedEvent
-from payevents.errors import PoisonEvent
+from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store.db import Migration
@@ -42,7 +44,12 @@ MIGRATIONS = (
         both=["CREATE TABLE counter_total (id INTEGER PRIMARY KEY, total_minor BIGINT NOT NULL, n BIGINT NOT NULL)",
               "INSERT INTO counter_total (id, total_minor, n) VALUES (1, 0, 0)"],
     ),
+    Migration(2, "batch calls", both=["CREATE TABLE counter_batches (size INTEGER NOT NULL)"]),
 )
+
+_INSERT = sa.text("INSERT INTO counter_events (event_id, payment_id, partition_no, offset_no, amount_minor)"
+                  " VALUES (:e, :p, :pa, :o, :a)")
+_flaky_seen: set[str] = set()
 
 
 def on_processed(conn: Connection, decoded: DecodedEvent, message: Message) -> None:
@@ -54,23 +61,43 @@ def on_processed(conn: Connection, decoded: DecodedEvent, message: Message) -> N
     if description == "boom":
         raise RuntimeError("counter exploded")
     minor = int(Decimal(data.amount.value) * 100)
-    conn.execute(
-        sa.text("INSERT INTO counter_events (event_id, payment_id, partition_no, offset_no, amount_minor)"
-                " VALUES (:e, :p, :pa, :o, :a)"),
-        {"e": decoded.event_id, "p": data.paymentId, "pa": message.partition, "o": message.offset, "a": minor},
-    )
+    conn.execute(_INSERT, {"e": decoded.event_id, "p": data.paymentId, "pa": message.partition,
+                           "o": message.offset, "a": minor})
     conn.execute(sa.text("UPDATE counter_total SET total_minor = total_minor + :a, n = n + 1 WHERE id = 1"),
                  {"a": minor})
 
 
-def service(name: str = NAME) -> ServiceDef:
-    """The counter service under ``name`` (its group is ``payevents.{name}``: unique per test on Kafka)."""
+def on_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
+    """The same effects as :func:`on_processed` over a batch: one executemany and one total update."""
+    rows = []
+    for decoded, message in batch:
+        data = decoded.event.data
+        description = getattr(getattr(data, "metadata", None), "description", None)
+        if description == "reject":
+            raise PoisonEvent("counter: this payment cannot be counted")
+        if description == "boom":
+            raise RuntimeError("counter exploded")
+        if description == "flaky" and decoded.event_id not in _flaky_seen:
+            _flaky_seen.add(decoded.event_id)
+            raise TransientError("counter: flaky for a moment")
+        rows.append({"e": decoded.event_id, "p": data.paymentId, "pa": message.partition, "o": message.offset,
+                     "a": int(Decimal(data.amount.value) * 100)})
+    conn.execute(_INSERT, rows)
+    conn.execute(sa.text("UPDATE counter_total SET total_minor = total_minor + :a, n = n + :n WHERE id = 1"),
+                 {"a": sum(r["a"] for r in rows), "n": len(rows)})
+    conn.execute(sa.text("INSERT INTO counter_batches (size) VALUES (:n)"), {"n": len(rows)})
+
+
+def service(name: str = NAME, *, batch: bool = False) -> ServiceDef:
+    """The counter service under ``name`` (its group is ``payevents.{name}``: unique per test on Kafka),
+    with the batch handler when ``batch``."""
     return ServiceDef(name=name, description="counts payments (tests)", migrations=MIGRATIONS,
-                      handlers={"PaymentProcessed": on_processed})
+                      handlers={"PaymentProcessed": on_processed}, batch_handler=on_batch if batch else None)
 
 
 #: what ``python -m payevents.runtime.runner runtime_counter:SERVICE`` runs (name from the environment)
-SERVICE = service(os.environ.get("PAYEVENTS_TEST_COUNTER_NAME", NAME))
+SERVICE = service(os.environ.get("PAYEVENTS_TEST_COUNTER_NAME", NAME),
+                  batch=os.environ.get("PAYEVENTS_TEST_COUNTER_BATCH") == "1")
 
 
 # -- events ------------------------------------------------------------------------------------------
@@ -141,6 +168,11 @@ def counter_rows(engine: sa.engine.Engine) -> list[tuple[int, str, str, int, int
         return [tuple(r) for r in conn.execute(sa.text(
             "SELECT seq, event_id, payment_id, partition_no, offset_no, amount_minor FROM counter_events ORDER BY seq"
         ))]  # type: ignore[misc]
+
+
+def batch_sizes(engine: sa.engine.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT size FROM counter_batches")).scalars())
 
 
 def counter_total(engine: sa.engine.Engine) -> tuple[int, int]:

@@ -28,6 +28,7 @@ SRC = HERE.parent.parent / "src"
 
 
 def worker(settings: Settings, service: ServiceDef, max_batch: int, kill_p: float = 0.0) -> subprocess.Popen[bytes]:
+    """``runtime_counter:SERVICE`` in a subprocess (with its batch handler if ``service`` has one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")}
     env.update({
         "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC)]),
@@ -37,6 +38,7 @@ def worker(settings: Settings, service: ServiceDef, max_batch: int, kill_p: floa
         "PAYEVENTS_PARTITIONS": str(settings.partitions),
         "PAYEVENTS_KAFKA_CONFIG": json.dumps(dict(settings.kafka_config)),
         "PAYEVENTS_TEST_COUNTER_NAME": service.name,
+        "PAYEVENTS_TEST_COUNTER_BATCH": "1" if service.batch_handler is not None else "0",
         "PAYEVENTS_LOG_LEVEL": "WARNING",
     })
     if settings.database_url:
@@ -73,9 +75,22 @@ def produce(settings: Settings, n: int, payments: int) -> list[dict[str, object]
 def test_sigkill_between_store_commit_and_offset_commit_loses_nothing_and_applies_nothing_twice(
     transport_settings: Settings, counter: ServiceDef
 ) -> None:
-    s = transport_settings
+    n, max_batch = (1000, 25) if transport_settings.is_kafka else (2000, 50)
+    kill_until_done(transport_settings, counter, n, max_batch)
+
+
+@pytest.mark.slow
+def test_sigkill_with_a_batch_handler_loses_nothing_and_applies_nothing_twice(
+    settings: Settings, batch_counter: ServiceDef
+) -> None:
+    kill_until_done(settings, batch_counter, 1500, 50)
+    assert sum(rc.batch_sizes(db.engine_for(settings, batch_counter.name))) == 1500  # all through the batch path
+
+
+def kill_until_done(s: Settings, counter: ServiceDef, n: int, max_batch: int) -> None:
+    """Workers SIGKILLed at random (by the hook after a store commit, and from outside) until all ``n``
+    events are applied; then exactly once each, in order per payment."""
     kafka = s.is_kafka
-    n, max_batch = (1000, 25) if kafka else (2000, 50)
     events = produce(s, n, payments=40)
     ids = {str(e["eventId"]) for e in events}
     rnd = random.Random()

@@ -160,6 +160,14 @@ class _HandlerPoison(Exception):
         self.reason = reason
 
 
+class _BatchFallback(Exception):
+    """The batch handler rejected the batch (poison or a non-transient error): re-run it per event."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
 class _HandlerFailure(Exception):
     def __init__(self, index: int, exc: BaseException) -> None:
         super().__init__(str(exc))
@@ -354,10 +362,16 @@ class ConsumerRuntime:
     def _process(self, messages: Sequence[Message]) -> BatchResult:
         items = [self._decode(i, m) for i, m in enumerate(messages)]
         poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
+        use_batch = self.service.batch_handler is not None
         while True:
             try:
-                result = self._apply([it for it in items if it.index not in poison])
+                result = self._apply([it for it in items if it.index not in poison], use_batch)
                 break
+            except _BatchFallback as bf:
+                # rolled back; the per-event handlers (the reference semantics) find and isolate the culprit
+                log.info("%s: batch handler failed (%s), re-applying the batch per event", self.service.name,
+                         _describe(bf.exc))
+                use_batch = False
             except _HandlerPoison as hp:
                 poison[hp.index] = f"rejected: {redact(hp.reason)}"
             except _HandlerFailure as hf:
@@ -393,14 +407,30 @@ class ConsumerRuntime:
         result.committed = self._commit_offsets(offsets)
         return result
 
-    def _apply(self, items: Sequence[_Item]) -> BatchResult:
-        """One store transaction: seen marks + handler effects. Raises _Transient, _HandlerPoison or
-        _HandlerFailure (after rolling back)."""
+    def _apply(self, items: Sequence[_Item], use_batch: bool = False) -> BatchResult:
+        """One store transaction: seen marks + handler effects (through the service's batch handler when
+        ``use_batch``). Raises _Transient, _BatchFallback, _HandlerPoison or _HandlerFailure (after rolling
+        back)."""
         result = BatchResult()
         try:
             with self.engine.begin() as conn:
                 fresh = self._mark_seen(conn, items, result)
                 handlers = self.service.handlers
+                if use_batch:
+                    batch_handler = self.service.batch_handler
+                    assert batch_handler is not None
+                    todo = [(it.decoded, it.message) for it in fresh
+                            if it.decoded is not None and it.decoded.event_type in handlers]
+                    result.ignored += len(fresh) - len(todo)
+                    if todo:
+                        try:
+                            batch_handler(conn, todo)
+                        except Exception as exc:
+                            if is_transient(exc):
+                                raise
+                            raise _BatchFallback(exc) from exc
+                    result.applied += len(todo)
+                    fresh = []
                 for it in fresh:
                     assert it.decoded is not None
                     handler = handlers.get(it.decoded.event_type)
@@ -416,7 +446,7 @@ class ConsumerRuntime:
                             raise
                         raise _HandlerFailure(it.index, exc) from exc
                     result.applied += 1
-        except (_HandlerPoison, _HandlerFailure):
+        except (_HandlerPoison, _HandlerFailure, _BatchFallback):
             raise
         except Exception as exc:
             if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
