@@ -7,7 +7,10 @@ Per batch (:meth:`ConsumerRuntime.step`):
    schema-invalid records and anything that looks like a card number are *poison*;
 3. in ONE store transaction: bulk-insert the "seen" marks (``processed_events``, unique per service and
    eventId) of the batch's new eventIds, call the handlers in offset order, commit. Already-seen
-   eventIds (including repeats inside the batch) are duplicates and change nothing;
+   eventIds (including repeats inside the batch) are duplicates and change nothing. A service with a
+   ``batch_handler`` gets all new handled events of the batch in one call instead; if it raises
+   PoisonEvent or a non-transient error, the transaction is rolled back and the batch re-applied per
+   event (which isolates the culprit); transient errors are retried like any other;
 4. produce poison records to the dead-letter channel (original bytes, key and headers + ``dlq.*``);
 5. commit the next offset of every partition of the batch.
 
