@@ -198,3 +198,16 @@ def test_run_retries_transient_broker_faults_without_loss(outbox_engine: Engine,
     assert relay.stats.errors == 2 and relay.stats.published == 10
     assert [m.header("eventId") for m in read_channel(real, topic_for("dev"))] == ids
     real.close()
+
+
+def test_delay_stats_record_many_equals_record_one_by_one() -> None:
+    rng = random.Random(3)
+    values = [rng.expovariate(50.0) for _ in range(2000)] + [0.0, -0.5, 12.0]
+    one, many = DelayStats(), DelayStats()
+    for v in values:
+        one.record(v)
+    many.record_many(values[:700])
+    many.record_many(values[700:])
+    many.record_many([])
+    assert many.summary() == pytest.approx(one.summary())
+    assert many.count == len(values) and many.min == 0.0 and many.max == 12.0

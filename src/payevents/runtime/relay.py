@@ -97,6 +97,23 @@ class DelayStats:
             self.max = max(self.max, value)
             self.min = min(self.min, value)
 
+    def record_many(self, values: Sequence[float]) -> None:
+        """:meth:`record` for many values under one lock acquisition."""
+        if not values:
+            return
+        index = self._index
+        with self._lock:
+            counts = self._counts
+            for value in values:
+                value = max(0.0, value)
+                counts[index(value)] += 1
+                self.total += value
+                if value > self.max:
+                    self.max = value
+                if value < self.min:
+                    self.min = value
+            self.count += len(values)
+
     def percentile(self, q: float) -> float:
         """The value at quantile ``q`` (0..1): the bucket's upper bound, capped by the true max."""
         with self._lock:
@@ -147,17 +164,21 @@ class RelayStats:
         return self.delay["max"]
 
 
-_SELECT_PENDING = sa.text(
+# Driver-level SQL ({} = the DBAPI's positional placeholder): no per-row parameter processing by SQLAlchemy.
+_SELECT_PENDING_SQL: Final = (
     "SELECT e.seq, e.event_id, e.topic, e.partition_key, e.headers, e.body, e.created_at"
-    " FROM outbox_pending p JOIN outbox_events e ON e.seq = p.seq ORDER BY p.seq LIMIT :lim"
+    " FROM outbox_pending p JOIN outbox_events e ON e.seq = p.seq ORDER BY p.seq LIMIT {}"
 )
-_INSERT_PUBLISHED = sa.text(
+_INSERT_PUBLISHED_SQL: Final = (
     'INSERT INTO outbox_published (seq, published_at, delay_s, partition, "offset")'
-    " VALUES (:seq, :published_at, :delay_s, :partition, :offset) ON CONFLICT (seq) DO NOTHING"
+    " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (seq) DO NOTHING"
 )
-_DELETE_PENDING = sa.text("DELETE FROM outbox_pending WHERE seq IN :seqs").bindparams(
-    sa.bindparam("seqs", expanding=True)
-)
+_DELETE_PENDING_SQL: Final = "DELETE FROM outbox_pending WHERE seq IN ({})"
+
+
+def _mark(conn: Connection) -> str:
+    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 class Relay:
@@ -247,7 +268,7 @@ class Relay:
         if n < 1:
             return 0
         with self.engine.connect() as conn:  # one checkout per pass
-            rows = conn.execute(_SELECT_PENDING, {"lim": n}).all()
+            rows = conn.exec_driver_sql(_SELECT_PENDING_SQL.format(_mark(conn)), (n,)).all()
             conn.commit()  # end the read transaction (SQLite: release the snapshot) before the send
             if not rows:
                 return 0
@@ -256,13 +277,8 @@ class Relay:
 
     def _send_and_mark(self, conn: Connection, rows: Sequence[Any]) -> None:
         records = [
-            Record(
-                topic=row.topic,
-                value=bytes(row.body),
-                key=bytes(row.partition_key),
-                headers=_headers(row.headers),
-            )
-            for row in rows
+            Record(topic=topic, value=bytes(body), key=bytes(key), headers=_headers(headers))
+            for _seq, _event_id, topic, key, headers, body, _created in rows
         ]
         try:
             deliveries = self.producer.send(records)
@@ -274,26 +290,28 @@ class Relay:
         self._mark_published(conn, rows, deliveries)
 
     def _mark_published(self, conn: Connection, rows: Sequence[Any], deliveries: Sequence[Delivery]) -> None:
-        published = []
+        published: list[tuple[int, float, float, int, int]] = []
+        delays: list[float] = []
         breaches = []
-        for row, d in zip(rows, deliveries, strict=True):
-            delay = max(0.0, d.acked_at - float(row.created_at))
-            published.append(
-                {"seq": int(row.seq), "published_at": d.acked_at, "delay_s": delay,
-                 "partition": d.partition, "offset": d.offset}
-            )
+        for (seq, event_id, _topic, _key, _headers, _body, created_at), d in zip(rows, deliveries, strict=True):
+            delay = max(0.0, d.acked_at - float(created_at))
+            published.append((int(seq), d.acked_at, delay, d.partition, d.offset))
+            delays.append(delay)
             if delay > SLA_SECONDS:
-                breaches.append((row.event_id, delay))
+                breaches.append((event_id, delay))
+        mark = _mark(conn)
         with conn.begin():
             if conn.dialect.name == "postgresql":
                 # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            conn.execute(_INSERT_PUBLISHED, published)
-            conn.execute(_DELETE_PENDING, {"seqs": [p["seq"] for p in published]})
+            conn.exec_driver_sql(_INSERT_PUBLISHED_SQL.format(mark), published)
+            conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(published))),
+                                 tuple(p[0] for p in published))
         # Observe after the commit: a pass that dies before it is re-sent and observed then.
-        for p in published:
-            PUBLISH_DELAY.observe(p["delay_s"])
-            self.delays.record(p["delay_s"])
+        observe = PUBLISH_DELAY.observe
+        for delay in delays:
+            observe(delay)
+        self.delays.record_many(delays)
         PUBLISHED.inc(len(published))
         self._published += len(published)
         self._batches += 1
@@ -333,7 +351,8 @@ class Relay:
 
 
 def _headers(stored: str) -> tuple[tuple[str, bytes], ...]:
-    return tuple((k, v.encode("utf-8")) for k, v in orjson.loads(stored).items())
+    doc = orjson.loads(stored)
+    return tuple(zip(doc.keys(), map(str.encode, doc.values()), strict=True))
 
 
 def serve(settings: Settings, *, batch_size: int = 500, idle_sleep: float = 0.005) -> RelayStats:
