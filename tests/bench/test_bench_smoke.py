@@ -100,6 +100,7 @@ def test_end_to_end_suite_runs_services_in_processes_and_reports_rss() -> None:
     figs = _by_name(report, "end-to-end")
     assert figs["payments"].value > 0 and figs["payments"].target == (">=", 10_000.0, "value")
     assert figs["time to last effect"].value > 0
+    assert figs["publish delay p99"].value > 0 and figs["publish delay p99"].unit == "ms"
     for name in ("ledger", "invoices", "analytics", "notifications"):
         rss = figs[f"peak RSS {name}"]
         assert rss.value > 10 and rss.unit == "MiB"

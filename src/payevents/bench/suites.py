@@ -179,8 +179,14 @@ def _prepare_payments(settings: Settings) -> None:
 
 
 def relay_worker(settings: Settings, ready: Any, stop: Any) -> None:
-    """Run the relay until ``stop`` (a multiprocessing Event) is set."""
+    """Run the relay until ``stop`` (a multiprocessing Event) is set. Its per-event SLA-breach warnings
+    are silenced: a benchmark burst can breach by the ten thousand, and the suites count breaches from
+    the stored delays instead."""
+    import logging
+
     from payevents.runtime.relay import Relay
+
+    logging.getLogger("payevents.relay").setLevel(logging.ERROR)
 
     with Relay(settings) as relay:
         relay.ensure_topics()
@@ -306,8 +312,9 @@ def publish(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
                 report.add(_fig(benv, "publish", f"delay p50 @{rate:,}/s", s["p50"], "ms", n=count, note=note))
                 report.add(_fig(benv, "publish", f"delay p99 @{rate:,}/s", s["p99"], "ms", n=count, target=target))
                 report.add(_fig(benv, "publish", f"delay p99.9 @{rate:,}/s", s["p99.9"], "ms", n=count))
+                breaches = sum(1 for d in delays if d > 5000)
                 report.add(_fig(benv, "publish", f"delay max @{rate:,}/s", s["max"], "ms", n=count,
-                                note=f"5 s rule margin {5000 - s['max']:,.0f} ms"))
+                                note=f"5 s rule margin {5000 - s['max']:,.0f} ms; {breaches:,} past it"))
         finally:
             stop.set()
             relay.join(30)
@@ -437,6 +444,7 @@ def _e2e_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, 
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"end-to-end N={n}: services not done within {timeout + 30:.0f}s") from None
+            delays = _delays_ms(settings, seq0, seq0 + events)
         finally:
             stop.set()
             go.set()
@@ -457,4 +465,8 @@ def _e2e_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, 
         report.add(_fig(benv, "end-to-end", "events", events / total, "events/s", n=events, baseline="produce"))
         report.add(_fig(benv, "end-to-end", "time to last effect", total, "s", n=n,
                         note=", ".join(f"{r['service']} {r['t_last'] - t0:.2f}s" for r in out)))
+        s = latency_summary(delays)
+        breaches = sum(1 for d in delays if d > 5000)
+        report.add(_fig(benv, "end-to-end", "publish delay p99", s["p99"], "ms", n=events,
+                        note=f"unpaced burst; max {s['max']:,.0f} ms; {breaches:,} events past the 5 s rule"))
     return {r["service"]: int(r["peak_rss_kb"]) for r in out}
