@@ -149,6 +149,55 @@ def feed(settings: Settings, service: ServiceDef, events: Iterable[DecodedEvent]
     return len(items)
 
 
+
+def feed_like_runtime(settings: Settings, service: ServiceDef, events: Sequence[DecodedEvent], batch: int = 50,
+                      *, use_batch: bool) -> list[str]:
+    """Apply ``events`` in batches the way the consumer runtime does after its eventId dedup, through
+    ``service.batch_handler`` (``use_batch``) or the per-event handlers: one transaction per batch; when
+    the batch handler raises, roll back and re-apply per event; an event whose handler raises PoisonEvent
+    is left out (dead-lettered) and the batch re-applied without it. Duplicates are NOT removed.
+
+    Returns the eventIds left out as poison, in order."""
+    from payevents.errors import PoisonEvent
+
+    engine = connect(settings, service.name, service.migrations)
+    poison: list[str] = []
+    for start in range(0, len(events), batch):
+        items = [(d, message_for(d, start + i)) for i, d in enumerate(events[start:start + batch])
+                 if d.event_type in service.handlers]
+        if use_batch and items:
+            assert service.batch_handler is not None
+            try:
+                with engine.begin() as conn:
+                    service.batch_handler(conn, items)
+                continue
+            except PoisonEvent:
+                pass  # rolled back: per event finds the culprit
+        while True:
+            try:
+                with engine.begin() as conn:
+                    for i, (d, m) in enumerate(items):
+                        try:
+                            service.handlers[d.event_type](conn, d, m)
+                        except PoisonEvent:
+                            poison.append(d.event_id)
+                            del items[i]
+                            raise
+                break
+            except PoisonEvent:
+                continue
+    return poison
+
+
+def dump_tables(settings: Settings, service: ServiceDef, tables: dict[str, Sequence[str]]) -> dict[str, list[Any]]:
+    """Every row of each table (only the given columns), sorted: for comparing two stores."""
+    import sqlalchemy as sa
+
+    engine = connect(settings, service.name, service.migrations)
+    with engine.connect() as conn:
+        return {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {t}")))
+                for t, cols in tables.items()}
+
 # -- a live SMTP server on loopback (aiosmtpd) -----------------------------------------------------
 
 

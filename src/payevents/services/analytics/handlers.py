@@ -1,9 +1,15 @@
 """Analytics handlers: every lifecycle event becomes one fact row (replay-safe by eventId) and
-updates its payment's timestamps (first write wins, so a replay changes nothing)."""
+updates its payment's timestamps (first write wins, so a replay changes nothing).
+
+:func:`handle_batch` is the runtime's per-batch fast path with the same effects: one driver-level
+executemany for the facts, and the batch's payment updates merged in memory into one upsert per payment.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,13 +67,14 @@ def fact_of(decoded: DecodedEvent) -> dict[str, Any]:
     at: datetime = getattr(data, time_field).astimezone(UTC)
     method = getattr(data, "paymentMethod", None)
     merchant = _opt(getattr(data, "merchantId", UNSET)) or decoded.extras.get("merchantId")
+    day = at.date().isoformat()  # YYYY-MM-DD (UTC)
     return {
         "event_id": event.eventId,
         "event_type": event.eventType,
         "payment_id": data.paymentId,
         "occurred_ms": (at - EPOCH) // timedelta(milliseconds=1),
-        "day": at.strftime("%Y-%m-%d"),
-        "month": at.strftime("%Y-%m"),
+        "day": day,
+        "month": day[:7],
         "currency": data.amount.currency,
         "amount_minor": to_minor(data.amount.value, data.amount.currency),
         "method_type": method.type.lower() if method is not None else None,
@@ -101,3 +108,56 @@ def apply_facts(conn: Connection, facts: list[dict[str, Any]]) -> None:
 def handle_event(conn: Connection, decoded: DecodedEvent, message: Message) -> None:
     """The analytics handler for every lifecycle event type."""
     apply_facts(conn, [fact_of(decoded)])
+
+
+FACT_COLUMNS = ("event_id", "event_type", "payment_id", "occurred_ms", "day", "month", "currency", "amount_minor",
+                "method_type", "merchant_id", "failure_code", "failed_stage", "legacy")
+_fact_tuple = itemgetter(*FACT_COLUMNS)
+_FACT_DRIVER_SQL = (f"INSERT INTO analytics_events ({', '.join(FACT_COLUMNS)}) VALUES ({{}})"
+                    " ON CONFLICT (event_id) DO NOTHING")
+TIME_COLUMNS = tuple(column for _f, column in TIME_FIELDS.values())
+#: eventType -> the index of its timestamp column in a merged payment row
+_TIME_INDEX = {event_type: 4 + i for i, event_type in enumerate(TIME_FIELDS)}
+PAYMENT_COLUMNS = ("payment_id", "currency", "method_type", "merchant_id", *TIME_COLUMNS)
+_PAYMENT_DRIVER_SQL = (
+    f"INSERT INTO analytics_payments ({', '.join(PAYMENT_COLUMNS)}) VALUES ({{}})"
+    " ON CONFLICT (payment_id) DO UPDATE SET "
+    + ", ".join(f"{c} = COALESCE(analytics_payments.{c}, excluded.{c})" for c in PAYMENT_COLUMNS[1:])
+)
+
+
+def _driver_sql(conn: Connection, template: str, columns: int) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
+    return template.format(", ".join([mark] * columns))
+
+
+def merge_payments(facts: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """One analytics_payments row per payment of ``facts`` (in payment order): each column the first
+    non-null value in offset order — what the per-event upserts (``COALESCE``, first write wins) leave."""
+    merged: dict[str, list[Any]] = {}
+    for f in facts:
+        row = merged.get(f["payment_id"])
+        column = _TIME_INDEX[f["event_type"]]
+        if row is None:
+            row = merged[f["payment_id"]] = [f["payment_id"], f["currency"], f["method_type"], f["merchant_id"],
+                                             None, None, None, None, None]
+        else:
+            if row[1] is None:
+                row[1] = f["currency"]
+            if row[2] is None:
+                row[2] = f["method_type"]
+            if row[3] is None:
+                row[3] = f["merchant_id"]
+        if row[column] is None:
+            row[column] = f["occurred_ms"]
+    return [merged[k] for k in sorted(merged)]  # a stable lock order for concurrent writers (PostgreSQL)
+
+
+def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
+    """The batch handler: the effects of :func:`handle_event` on each event in order, in two statements."""
+    facts = [fact_of(decoded) for decoded, _m in batch]
+    if not facts:
+        return
+    conn.exec_driver_sql(_driver_sql(conn, _FACT_DRIVER_SQL, len(FACT_COLUMNS)), [_fact_tuple(f) for f in facts])
+    conn.exec_driver_sql(_driver_sql(conn, _PAYMENT_DRIVER_SQL, len(PAYMENT_COLUMNS)),
+                         [tuple(r) for r in merge_payments(facts)])
