@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 import weakref
 from collections import defaultdict
@@ -175,6 +176,87 @@ def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Messa
          occurred_at=d.processedAt, legacy=decoded.legacy,
          lines=[Line(account=CASH, currency=cur, side="D", amount_minor=minor),
                 Line(account=RECEIVABLE, currency=cur, side="C", amount_minor=minor)])  # fmt: skip
+
+
+def _driver(conn: Connection, sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, for the connection's driver (sqlite3: qmark, psycopg: format)."""
+    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+def _entry_id(event_id: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, event_id))`` without the UUID object round trips."""
+    h = bytearray(hashlib.sha1(NAMESPACE.bytes + event_id.encode("utf-8")).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_LINES_SQL: Final = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
+                     " VALUES (?, ?, ?, ?, ?, ?)")
+_ENTRIES_SQL: Final = (
+    "INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, legacy, line_count, occurred_at,"
+    " posted_at, corrects) VALUES (?, ?, ?, 'payment', ?, ?, 2, ?, ?, NULL)"
+)
+
+
+def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
+    """The batch form of :func:`on_payment_processed` (same effects, in order): one query for the payments
+    already posted, then every entry's lines and every entry in two executemany statements. The database
+    checks each entry as before (lines sealed by their entry, entry balanced per currency).
+
+    Raises PoisonEvent for anything the per-event handler would refuse (including a payment completed
+    twice within the batch): the runtime then re-applies the batch one event at a time."""
+    posts: list[tuple[PaymentProcessed, DecodedEvent, int]] = []
+    for decoded, _message in batch:
+        event = decoded.event
+        if not isinstance(event, PaymentProcessed):
+            raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
+        d = event.data
+        try:
+            minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+        except ContractError as exc:
+            raise PoisonEvent(f"ledger: {exc}") from None
+        posts.append((event, decoded, minor))
+    if not posts:
+        return
+    pids = list(dict.fromkeys(e.data.paymentId for e, _, _ in posts))
+    existing: dict[str, str] = {}
+    for i in range(0, len(pids), 500):
+        chunk = pids[i : i + 500]
+        rows = conn.exec_driver_sql(_driver(conn, "SELECT payment_id, event_id FROM journal_entries WHERE kind ="
+                                                  f" 'payment' AND payment_id IN ({','.join('?' * len(chunk))})"),
+                                    tuple(chunk))  # fmt: skip
+        existing.update((r[0], r[1]) for r in rows)
+    lines: list[tuple[Any, ...]] = []
+    entries: list[tuple[Any, ...]] = []
+    currencies: set[str] = set()
+    for event, decoded, minor in posts:
+        pid = event.data.paymentId
+        posted_by = existing.get(pid)
+        if posted_by is not None:
+            if posted_by == event.eventId:
+                continue  # a replay: already posted
+            raise PoisonEvent(f"ledger: payment {pid} was already posted by event {posted_by};"
+                              f" PaymentProcessed {event.eventId} is a second completion of the same payment")
+        existing[pid] = event.eventId
+        cur = event.data.amount.currency
+        currencies.add(cur)
+        entry_id = _entry_id(event.eventId)
+        lines.append((entry_id, 1, CASH, cur, "D", minor))
+        lines.append((entry_id, 2, RECEIVABLE, cur, "C", minor))
+        entries.append((entry_id, event.eventId, pid, _description(decoded), int(decoded.legacy),
+                        event.data.processedAt.isoformat(), datetime.now(UTC).isoformat()))
+    if not entries:
+        return
+    accounts = {(a, c) for c in currencies for a in (CASH, RECEIVABLE)} - _ensured(conn)
+    if accounts:
+        now = datetime.now(UTC).isoformat()
+        conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
+                                        "t": now} for a, c in sorted(accounts)])  # fmt: skip
+        _ensured(conn).update(accounts)
+    conn.exec_driver_sql(_driver(conn, _LINES_SQL), lines)
+    conn.exec_driver_sql(_driver(conn, _ENTRIES_SQL), entries)
 
 
 def _description(decoded: DecodedEvent) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.ledger.journal import on_payment_processed
+from payevents.services.ledger.journal import on_payment_processed, on_payment_processed_batch
 from payevents.services.ledger.store import MIGRATIONS
 
 SERVICE = ServiceDef(
@@ -11,5 +11,6 @@ SERVICE = ServiceDef(
     description="Double-entry journal in integer minor units: one balanced entry per processed payment.",
     migrations=MIGRATIONS,
     handlers={"PaymentProcessed": on_payment_processed},
+    batch_handler=on_payment_processed_batch,
     downstream_action="Creates journal entries (debit Cash, credit Accounts Receivable)",
 )
