@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.invoices.core import on_payment_processed
+from payevents.services.invoices.core import on_payment_processed, on_payment_processed_batch
 from payevents.services.invoices.store import MIGRATIONS
 
 SERVICE = ServiceDef(
@@ -11,5 +11,6 @@ SERVICE = ServiceDef(
     description="Invoices paid by PaymentProcessed events: Open → Partially Paid → Paid, overpayments as credit.",
     migrations=MIGRATIONS,
     handlers={"PaymentProcessed": on_payment_processed},
+    batch_handler=on_payment_processed_batch,
     downstream_action="Updates invoice status to “Paid” or “Partially Paid”",
 )
