@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,3 +77,14 @@ def test_prefilter_never_misses_a_card(prefix: str, body: str, sep: str, suffix:
 def test_card_paths_walk_keys_lists_and_values() -> None:
     doc = {"a": ["x", {"b": "4242424242424242"}], "4111111111111111": 1, "c": 4242424242424242}
     assert list(card_paths(doc)) == ["a[1].b", "4111111111111111"]
+
+
+@pytest.mark.parametrize("text", [
+    "12345678-1234-5678-9012-345678901234",  # a UUID made of digits only: a 12-digit tail, 4-digit groups
+    "pay_18384ed4-bdaf-4fee-be85-dd68579d6304",
+    "2026-11-21T16:42:29.707616+00:00",
+    "INV-2025-000123-0042-7",
+])
+def test_the_raw_prefilter_lets_ids_and_dates_take_the_fast_path(text: str) -> None:
+    """Digit-and-dash stretches that cannot hold a card candidate must not cost the slow path."""
+    assert not raw_may_contain_card(msgspec.json.encode({"v": text}))
