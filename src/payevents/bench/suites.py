@@ -231,8 +231,12 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         stop.set()
         stats = rt.stats.as_dict()
         rt.close()
+        import gc
+        import sys
+
+        gc.collect()
         results.put({"service": name, "t_last": t_last, "stats": stats, "peak_rss_kb": peak_rss_kb(),
-                     "error": error})
+                     "py_blocks": sys.getallocatedblocks(), "error": error})
 
 
 # -- publish -------------------------------------------------------------------------------------------
@@ -386,17 +390,20 @@ def end_to_end(benv: BenchEnv, report: BenchReport, n: int, console: Console) ->
     """N payments from completion to all four services' effects committed, each service and the relay in
     their own process; repeated at N/5 to show each service's peak RSS stays flat as N grows."""
     small = max(1, n // 5)
-    rss: dict[int, dict[str, int]] = {}
+    mem: dict[int, dict[str, tuple[int, int]]] = {}
     for size in (small, n):
-        rss[size] = _e2e_once(benv, report, size, console, record=size == n)
-    for name in rss[n]:
-        a, b = rss[small].get(name, 0), rss[n][name]
+        mem[size] = _e2e_once(benv, report, size, console, record=size == n)
+    for name in mem[n]:
+        (a, pa), (b, pb) = mem[small].get(name, (0, 0)), mem[n][name]
         report.add(_fig(benv, "end-to-end", f"peak RSS {name}", b / 1024, "MiB", n=n,
                         note=f"{a / 1024:.1f} MiB at N={small:,} → {b / 1024:.1f} MiB at N={n:,} "
-                             f"({(b - a) / 1024:+.1f} MiB)"))
+                             f"({(b - a) / 1024:+.1f} MiB); Python heap blocks {pa:,} → {pb:,}"))
 
 
-def _e2e_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, record: bool) -> dict[str, int]:
+def _e2e_once(
+    benv: BenchEnv, report: BenchReport, n: int, console: Console, *, record: bool
+) -> dict[str, tuple[int, int]]:
+    """One end-to-end run; returns per service (peak RSS KiB, Python heap blocks after the run)."""
     import multiprocessing as mp
     import queue
 
@@ -469,4 +476,4 @@ def _e2e_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, 
         breaches = sum(1 for d in delays if d > 5000)
         report.add(_fig(benv, "end-to-end", "publish delay p99", s["p99"], "ms", n=events,
                         note=f"unpaced burst; max {s['max']:,.0f} ms; {breaches:,} events past the 5 s rule"))
-    return {r["service"]: int(r["peak_rss_kb"]) for r in out}
+    return {r["service"]: (int(r["peak_rss_kb"]), int(r["py_blocks"])) for r in out}
