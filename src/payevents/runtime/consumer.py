@@ -76,9 +76,7 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
-_SEEN_SQL = sa.text(
-    "SELECT event_id FROM processed_events WHERE service = :service AND event_id IN :ids"
-).bindparams(sa.bindparam("ids", expanding=True))
+_SEEN_DRIVER_SQL = "SELECT event_id FROM processed_events WHERE service = {} AND event_id IN ({})"
 _MARK_DRIVER_SQL = (
     "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at)"
     " VALUES ({})"
@@ -348,18 +346,22 @@ class ConsumerRuntime:
             item.reason = "empty: the record has no value (tombstone)"
             return item
         try:
+            item.decoded = codec.decode_event(raw)
+            return item
+        except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
+            error = exc
+        # why it was rejected (the UTF-8 check only here: valid events never pay for it)
+        try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             item.reason = f"not-utf8: invalid UTF-8 byte at position {exc.start} ({exc.reason})"
             return item
-        try:
-            item.decoded = codec.decode_event(raw)
-        except codec.EventValidationError as exc:
+        if isinstance(error, codec.EventValidationError):
             # the codec checks every string for card numbers (cardguard) and never echoes the digits
-            card = any(e.rule == "card-number" for e in exc.errors)
-            item.reason = f"{'card-number' if card else 'invalid'}: {redact(str(exc))}"
-        except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
-            item.reason = f"undecodable: {_describe(exc)}"
+            card = any(e.rule == "card-number" for e in error.errors)
+            item.reason = f"{'card-number' if card else 'invalid'}: {redact(str(error))}"
+        else:
+            item.reason = f"undecodable: {_describe(error)}"
         return item
 
     def _process(self, messages: Sequence[Message]) -> BatchResult:
@@ -460,8 +462,11 @@ class ConsumerRuntime:
     def _mark_seen(self, conn: Connection, items: Sequence[_Item], result: BatchResult) -> list[_Item]:
         ids = list({it.decoded.event_id for it in items if it.decoded is not None})
         seen: set[str] = set()
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
         for chunk in _chunks(ids, 500):
-            seen.update(conn.execute(_SEEN_SQL, {"service": self.service.name, "ids": chunk}).scalars())
+            # driver level: no SQLAlchemy compile of an expanding IN per batch
+            sql = _SEEN_DRIVER_SQL.format(mark, ",".join([mark] * len(chunk)))
+            seen.update(r[0] for r in conn.exec_driver_sql(sql, (self.service.name, *chunk)))
         fresh: list[_Item] = []
         rows: list[tuple[Any, ...]] = []
         now = datetime.now(UTC).isoformat()
@@ -478,7 +483,6 @@ class ConsumerRuntime:
             rows.append((self.service.name, d.event_id, d.event_type, outcome, m.topic, m.partition, m.offset, now))
         if rows:
             # driver-level executemany: no per-row parameter processing (psycopg pipelines it)
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
             conn.exec_driver_sql(_MARK_DRIVER_SQL.format(",".join([mark] * 8)), rows)
         return fresh
 
