@@ -20,7 +20,6 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +32,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ConfigError
 from payevents.services.notifications.handlers import to_ms
-from payevents.services.notifications.render import build_message, render_confirmation
+from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
 
@@ -98,11 +97,21 @@ class TransientFailure(Exception):
     """This message could not be sent now (4xx): retry it later; the connection is still usable."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One rendered confirmation: ``key`` is its Message-ID's uuid (the Maildir file name), ``data`` the
+    message with ``\\n`` line ends."""
+
+    key: str
+    recipient: str
+    data: bytes
+
+
 class Mailer(Protocol):
-    #: True when delivering the same Message-ID twice has no effect (marks may then be batched)
+    #: True when delivering the same Message-ID twice has no effect (marks may then wait for the pass's end)
     idempotent: bool
 
-    def send(self, msg: EmailMessage, recipient: str) -> None: ...
+    def send(self, mail: Outgoing) -> None: ...
 
     def close(self) -> None: ...
 
@@ -139,9 +148,10 @@ class SmtpMailer:
             self.close()
             raise
 
-    def send(self, msg: EmailMessage, recipient: str) -> None:
+    def send(self, mail: Outgoing) -> None:
         try:
-            self.smtp.send_message(msg, from_addr=self.envelope_from, to_addrs=[recipient])
+            # SMTP wants CRLF; the message is 7-bit (quoted-printable bodies, RFC 2047 headers), no bare CR
+            self.smtp.sendmail(self.envelope_from, [mail.recipient], mail.data.replace(b"\n", b"\r\n"))
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             _raise_for(code, f"recipient refused: {code} {_s(text)}")
@@ -166,7 +176,8 @@ def _raise_for(code: int, message: str) -> None:
 
 
 class MaildirMailer:
-    """Delivery into a Maildir folder; the file name is the Message-ID's uuid, so a re-send is a no-op."""
+    """Delivery into a Maildir folder; the file name is the Message-ID's uuid, so a re-send is a no-op.
+    One instance per pass: ``cur/`` (messages a reader has seen) is listed once, not once per message."""
 
     idempotent = True
 
@@ -175,22 +186,25 @@ class MaildirMailer:
         self._unsynced = False
         path.parent.mkdir(parents=True, exist_ok=True)
         mailbox.Maildir(str(path), create=True)  # creates tmp/ new/ cur/
+        self._new = path / "new"
+        self._tmp_suffix = f".{os.getpid()}.{threading.get_ident()}"
+        self._cur: set[str] | None = None
 
     def delivered(self, key: str) -> bool:
-        if (self.path / "new" / key).exists():
+        if os.path.exists(os.path.join(self._new, key)):
             return True
-        return any(name.split(":", 1)[0] == key for name in os.listdir(self.path / "cur"))
+        if self._cur is None:
+            self._cur = {name.split(":", 1)[0] for name in os.listdir(self.path / "cur")}
+        return key in self._cur
 
-    def send(self, msg: EmailMessage, recipient: str) -> None:
-        # "<uuid@domain>" -> uuid: the same Message-ID always lands in the same file
-        key = str(msg["Message-ID"] or f"<{uuid.uuid4()}@x>").strip(" <>").split("@", 1)[0]
-        if self.delivered(key):
+    def send(self, mail: Outgoing) -> None:
+        # the same Message-ID always lands in the same file
+        if self.delivered(mail.key):
             return
-        tmp = self.path / "tmp" / f"{key}.{os.getpid()}.{threading.get_ident()}"
-        data = bytes(msg)
+        tmp = os.path.join(self.path, "tmp", mail.key + self._tmp_suffix)
         with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.path / "new" / key)
+            fh.write(mail.data)
+        os.replace(tmp, os.path.join(self._new, mail.key))
         self._unsynced = True
 
     def sync(self) -> None:
@@ -255,9 +269,12 @@ _MARK_RETRY = sa.text(
 
 
 def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str, Any]]]) -> None:
-    """Write the outcome of sent/failed/retried intents (one transaction for the group)."""
+    """Write the outcome of sent/failed/retried intents (one transaction, one executemany per kind)."""
+    by_statement: dict[sa.TextClause, list[dict[str, Any]]] = {}
     for stmt, params in marks:
-        conn.execute(stmt, params)
+        by_statement.setdefault(stmt, []).append(params)
+    for stmt, rows in by_statement.items():
+        conn.execute(stmt, rows)
 
 
 def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
@@ -344,14 +361,22 @@ def deliver_pending(
 
     try:
         for i, row in enumerate(rows):
-            event = _event_decoder.decode(row.event_json)
-            mail = render_confirmation(event, row.recipient_name or "", row.locale or "en_US", settings.mail_from)
-            msg = build_message(event_id=row.event_id, payment_id=row.payment_id, mail_from=settings.mail_from,
-                                recipient=row.recipient, recipient_name=row.recipient_name, subject=mail.subject,
-                                text=mail.text, html=mail.html, created_at=row.created_at)
-            message_id = str(msg["Message-ID"])
+            message_id = message_id_for(row.event_id, settings.mail_from)
             try:
-                mailer.send(msg, row.recipient)
+                event = _event_decoder.decode(row.event_json)
+                mail = render_confirmation(event, row.recipient_name or "", row.locale or "en_US", settings.mail_from)
+                data = message_bytes(event_id=row.event_id, payment_id=row.payment_id, mail_from=settings.mail_from,
+                                     recipient=row.recipient, recipient_name=row.recipient_name,
+                                     subject=mail.subject, text=mail.text, html=mail.html, created_at=row.created_at)
+            except Exception as exc:  # the stored intent cannot become an e-mail; retrying will not change that
+                log.error("notification %s cannot be rendered: %s: %s", row.event_id, type(exc).__name__, exc)
+                failed += 1
+                marks.append((_MARK_FAILED, {"event_id": row.event_id, "code": "unrenderable", "subject": None,
+                                             "message_id": message_id,
+                                             "reason": f"cannot render the e-mail: {type(exc).__name__}: {exc}"}))
+                continue
+            try:
+                mailer.send(Outgoing(key=str(message_uuid(row.event_id)), recipient=row.recipient, data=data))
             except PermanentFailure as exc:
                 failed += 1
                 marks.append((_MARK_FAILED, {"event_id": row.event_id, "code": "smtp_rejected", "reason": str(exc),
