@@ -46,7 +46,7 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy src/payevents
 
 ## The whole suite: lint, then every test (Kafka via Tansu, PostgreSQL at 127.0.0.1:5432, Chromium).
-test: $(TEST_STAMP) system-deps asyncapi-deps lint
+test: $(TEST_STAMP) system-deps asyncapi-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Every benchmark suite, on both transports; prints a table, writes bench-results.json and a PNG.

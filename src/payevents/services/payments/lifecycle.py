@@ -207,9 +207,10 @@ def create(
     idempotency_key: str | None = None,
 ) -> Payment:
     """Initiate a payment (state ``initiated``) and emit PaymentInitiated."""
-    params = dict(customer_id=customer_id, amount=str(amount), currency=currency, description=description,
-                  method_type=method_type, last4=last4, invoice_id=invoice_id, order_id=order_id,
-                  merchant_id=merchant_id, correlation_id=correlation_id, payment_id=payment_id)  # fmt: skip
+    params: dict[str, Any] = dict(
+        customer_id=customer_id, amount=str(amount), currency=currency, description=description,
+        method_type=method_type, last4=last4, invoice_id=invoice_id, order_id=order_id,
+        merchant_id=merchant_id, correlation_id=correlation_id, payment_id=payment_id)  # fmt: skip
     _new_payment(**{**params, "amount": amount}, now=_now())  # validate before touching the store
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
