@@ -7,6 +7,8 @@ from __future__ import annotations
 import email
 import email.policy
 import random
+import re
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 
 import pytest
@@ -55,6 +57,7 @@ def test_message_bytes_parse_like_the_email_package(seed: int) -> None:
         assert ours == message_bytes(**kw)  # type: ignore[arg-type]  # deterministic: a re-send is identical
         assert ours.isascii() and b"\r" not in ours  # 7-bit clean: safe for any SMTP server
         assert max(len(line) for line in ours.split(b"\n")) <= 998
+        assert all(len(w) <= 75 for w in re.findall(rb"=\?utf-8\?b\?[^?]*\?=", ours))  # RFC 2047 word limit
         assert _view(_parse(ours)) == _view(_parse(bytes(build_message(**kw))))  # type: ignore[arg-type]
 
 
@@ -82,3 +85,16 @@ def test_unrenderable_intent_is_failed_with_reason_and_does_not_block_the_rest(s
     assert "recipient" in (failed.reason or "")
     assert [n.payment_id for n in notifications.list_notifications(settings, status="sent")] == ["p_ok"]
     assert notifications.deliver_pending(settings).claimed == 0
+
+
+def test_long_non_ascii_names_and_subjects_fold_into_rfc2047_words() -> None:
+    # (the email package's parser puts spaces between adjacent encoded-words of an address: decode as RFC 2047 says)
+    name, subject = "Łukasz Żółć-Müller " * 12 + "山田太郎" * 10, "Zahlungsbestätigung: " + "1.234,56 €" * 9
+    data = message_bytes(event_id="e1", payment_id="p1", mail_from="payments@payevents.local",
+                         recipient="u@example.com", recipient_name=name, subject=subject, text="x\n", html=None,
+                         created_at="2025-12-11T10:30:00+00:00")
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)
+    assert str(make_header(decode_header(raw["To"]))) == f"{name} <u@example.com>"
+    assert str(make_header(decode_header(raw["Subject"]))) == subject == str(_parse(data)["Subject"])
+    words = re.findall(rb"=\?utf-8\?b\?[^?]*\?=", data)
+    assert len(words) > 10 and all(len(w) <= 75 for w in words)

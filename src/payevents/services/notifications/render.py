@@ -8,12 +8,13 @@ is the reference it is tested against.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import dataclasses
 import functools
 import uuid
 from datetime import UTC, datetime
-from email.header import Header
+from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
@@ -52,6 +53,7 @@ def _locale(identifier: str) -> Locale:
     return Locale.parse(identifier)
 
 
+@functools.lru_cache(maxsize=1024)  # the worker derives it for the Message-ID, the file name and the boundary
 def message_uuid(event_id: str) -> uuid.UUID:
     return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"payevents.notification:{event_id}")
 
@@ -64,7 +66,12 @@ def message_id_for(event_id: str, mail_from: str) -> str:
 
 def format_amount(value: object, currency: str, locale: str) -> str:
     """``format_currency`` keeping every decimal the currency has (no float, no rounding)."""
-    return format_currency(value, currency, locale=_locale(locale), currency_digits=True)  # type: ignore[arg-type]
+    return _format_amount(str(value), currency, locale)
+
+
+@functools.lru_cache(maxsize=4096)  # prices repeat; keyed by the exact decimal string
+def _format_amount(value: str, currency: str, locale: str) -> str:
+    return format_currency(Decimal(value), currency, locale=_locale(locale), currency_digits=True)
 
 
 def method_label(method_type: str, last4: str) -> str:
@@ -142,6 +149,26 @@ def _part(content: str, subtype: str) -> bytes:
     return (f'Content-Type: text/{subtype}; charset="utf-8"\nContent-Transfer-Encoding: {cte}\n\n').encode() + body
 
 
+def encoded_words(value: str) -> str:
+    """``value`` as RFC 2047 encoded-words (UTF-8, base64), each at most 75 characters, folded onto
+    continuation lines; ASCII is returned as it is."""
+    if value.isascii():
+        return value
+    raw = value.encode()
+    if len(raw) <= 45:  # 45 bytes -> 60 base64 characters -> a 72-character word
+        return f"=?utf-8?b?{base64.b64encode(raw).decode()}?="
+    words: list[bytes] = []
+    chunk = b""
+    for ch in value:  # split between characters, never inside one
+        b = ch.encode()
+        if len(chunk) + len(b) > 45:
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    words.append(chunk)
+    return "\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+
+
 def message_bytes(
     *, event_id: str, payment_id: str, mail_from: str, recipient: str, recipient_name: str | None, subject: str,
     text: str, html: str | None, created_at: str,
@@ -153,11 +180,11 @@ def message_bytes(
         if not value.isascii() or "\n" in value or "\r" in value:
             raise ValueError(f"{what}: {value!r} cannot be sent (non-ASCII address or a line break)")
     name, subject, payment_id = (" ".join(v.splitlines()) for v in (recipient_name or "", subject, payment_id))
-    subject_value = subject if subject.isascii() else Header(subject, "utf-8", header_name="Subject").encode()
+    to = formataddr((name, recipient)) if name.isascii() else f"{encoded_words(name)} <{recipient}>"
     head = (
         f"From: {mail_from}\n"
-        f"To: {formataddr((name, recipient), charset='utf-8')}\n"
-        f"Subject: {subject_value}\n"
+        f"To: {to}\n"
+        f"Subject: {encoded_words(subject)}\n"
         f"Date: {format_datetime(datetime.fromisoformat(created_at).astimezone(UTC))}\n"
         f"Message-ID: {message_id_for(event_id, mail_from)}\n"
         f"X-Payevents-Event-Id: {event_id}\n"
