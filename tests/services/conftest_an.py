@@ -198,6 +198,20 @@ def dump_tables(settings: Settings, service: ServiceDef, tables: dict[str, Seque
         return {t: sorted(tuple(r) for r in conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {t}")))
                 for t, cols in tables.items()}
 
+
+def consume_all(settings: Settings, service: ServiceDef, max_batch: int = 50) -> Any:
+    """Run a ConsumerRuntime over the channel until it is idle; returns its stats."""
+    from payevents.runtime.consumer import ConsumerRuntime
+
+    with ConsumerRuntime(settings, service, max_batch=max_batch, poll_timeout=0.1) as rt:
+        idle = 0
+        for _ in range(2000):
+            r = rt.step()
+            idle = idle + 1 if r.consumed == 0 and not r.waiting and not r.retried else 0
+            if idle >= 3:
+                return rt.stats
+    raise AssertionError("consumer did not become idle")
+
 # -- a live SMTP server on loopback (aiosmtpd) -----------------------------------------------------
 
 

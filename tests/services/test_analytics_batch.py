@@ -4,12 +4,14 @@ identical tables and figures."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from conftest_an import T0, dump_tables, feed_like_runtime, lifecycle, processed
+from conftest_an import T0, consume_all, dump_tables, feed_like_runtime, legacy_envelope, lifecycle, processed, publish
 
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import Amount
@@ -128,3 +130,30 @@ def test_batch_poison_raises_and_writes_nothing(settings: Settings) -> None:
     with pytest.raises(PoisonEvent, match=r"data\.amount"), engine.begin() as conn:
         handle_batch(conn, [(d, None) for d in [*good, bad]])  # type: ignore[misc]
     assert dump_tables(settings, SERVICE, TABLES) == {"analytics_events": [], "analytics_payments": []}
+
+
+def test_runtime_with_batch_handler_equals_per_event(settings: Settings) -> None:
+    """Through the consumer runtime (its dedup, its batches), with and without the batch handler."""
+    events = [e for e in random_stream(3, payments=60)  # legacy ones go on the channel as legacy envelopes
+              if not e.event.eventId.endswith("-poison") and not e.legacy]
+    per_event, batched = settings, _other_store(settings)
+    for s in (per_event, batched):
+        publish(s, events)
+        publish(s, [legacy_envelope("PAY-L1", "99.99"), legacy_envelope("PAY-L2", "5.00", "EUR", "M-9")] * 2,
+                keys=["PAY-L1", "PAY-L2"] * 2)
+    a = consume_all(per_event, dataclasses.replace(SERVICE, batch_handler=None), max_batch=40)
+    calls: list[int] = []
+
+    def batch_handler(conn: Any, batch: Any) -> None:
+        assert SERVICE.batch_handler is not None
+        SERVICE.batch_handler(conn, batch)
+        calls.append(len(batch))  # only when it did not raise (no per-event fallback)
+
+    b = consume_all(batched, dataclasses.replace(SERVICE, batch_handler=batch_handler), max_batch=40)
+    assert sum(calls) == b.applied and len(calls) > 1
+    assert (a.applied, a.duplicates, a.dead_lettered) == (b.applied, b.duplicates, b.dead_lettered)
+    assert b.duplicates > 0 and b.dead_lettered == 0
+    tables = dump_tables(batched, SERVICE, TABLES)
+    assert dump_tables(per_event, SERVICE, TABLES) == tables
+    assert len(tables["analytics_events"]) == b.applied
+    assert analytics.metrics(per_event) == analytics.metrics(batched)

@@ -4,15 +4,17 @@ applied both ways records identical intents, and delivers identical e-mails."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import mailbox
 import random
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from conftest_an import T0, dump_tables, feed_like_runtime, lifecycle, processed
+from conftest_an import T0, consume_all, dump_tables, feed_like_runtime, legacy_envelope, lifecycle, processed, publish
 
 from payevents.contracts.codec import DecodedEvent
 from payevents.errors import PoisonEvent
@@ -118,3 +120,29 @@ def test_batch_looks_customers_up_once_and_rejects_other_events(settings: Settin
     with pytest.raises(PoisonEvent, match="PaymentFailed"), engine.begin() as conn:
         handle_batch(conn, [(processed("p_new", "2.00", "EUR", customer_id="cus_a"), None), (failed, None)])  # type: ignore[list-item]
     assert len(notifications.list_notifications(settings, limit=2000)) == 1200
+
+
+def test_runtime_with_batch_handler_equals_per_event(settings: Settings) -> None:
+    """Through the consumer runtime (its dedup, its batches), with and without the batch handler."""
+    events = [e for e in random_stream(3, payments=60) if not e.legacy]  # legacy: as envelopes below
+    per_event, batched = settings, _other_store(settings)
+    for s in (per_event, batched):
+        for c in CUSTOMERS:
+            notifications.add_customer(s, *c)
+        publish(s, events)
+        publish(s, [legacy_envelope("PAY-L1", "99.99")] * 2, keys=["PAY-L1"] * 2)
+    a = consume_all(per_event, dataclasses.replace(SERVICE, batch_handler=None), max_batch=40)
+    calls: list[int] = []
+
+    def batch_handler(conn: Any, batch: Any) -> None:
+        assert SERVICE.batch_handler is not None
+        SERVICE.batch_handler(conn, batch)
+        calls.append(len(batch))  # only when it did not raise (no per-event fallback)
+
+    b = consume_all(batched, dataclasses.replace(SERVICE, batch_handler=batch_handler), max_batch=40)
+    assert sum(calls) == b.applied and len(calls) > 1
+    assert (a.applied, a.ignored, a.duplicates) == (b.applied, b.ignored, b.duplicates)
+    assert b.duplicates > 0 and b.ignored > 0 and b.dead_lettered == 0
+    tables = dump_tables(batched, SERVICE, TABLES)
+    assert dump_tables(per_event, SERVICE, TABLES) == tables
+    assert notifications.summary(per_event) == notifications.summary(batched)
