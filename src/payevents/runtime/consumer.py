@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from payevents.contracts import cardguard, codec
+from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import metrics
@@ -81,23 +80,6 @@ _MARK_DRIVER_SQL = (
     "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at)"
     " VALUES ({})"
 )
-
-# -- card-number guard ------------------------------------------------------------------------------
-
-_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
-def looks_like_card_number(text: str) -> bool:
-    """True if a JSON string value in ``text`` holds 13-19 digits (plain or grouped) that pass the Luhn
-    check: a full card number. The runtime relies on ``decode_event``, which applies the same guard to
-    every string; this helper is for tools that look at raw text.
-
-    Uses the contracts' card guard: its cheap byte prefilter first (most events have no candidate), and
-    its candidate rule, under which UUIDs (e.g. ``...-0025-5092-8942-4b35...``) are not card numbers."""
-    if not cardguard.raw_may_contain_card(text.encode("utf-8")):
-        return False
-    return any(cardguard.contains_card_number(string.group(1)) for string in _JSON_STRING.finditer(text))
-
 
 # -- results and statistics -------------------------------------------------------------------------
 
