@@ -404,8 +404,10 @@ def deliver_pending(
     return DeliveryReport(claimed=len(rows), sent=sent, retried=retried, failed=failed)
 
 
-def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = 200) -> None:
-    """Deliver until ``stop`` is set: the service's background worker next to its consumer."""
+def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = 500) -> None:
+    """Deliver until ``stop`` is set: the service's background worker next to its consumer. Passes of up to
+    ``limit`` e-mails (the claim, the Maildir sync and the marks are per pass: 500 amortize them ~2.5x better
+    than 200, and a pass still takes well under the 60 s lease)."""
     log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
     while not stop.is_set():
         try:
