@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,10 +97,20 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+#: per engine: service -> highest migration version known to be applied (by this process)
+_migrated: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -> Engine:
-    """The service's engine with its migrations applied."""
+    """The service's engine with its migrations applied (checked once per engine and process)."""
     engine = engine_for(settings, service)
-    migrate(engine, service, migrations)
+    newest = max((m.version for m in migrations), default=0)
+    with _lock:
+        done = _migrated.get(engine, {}).get(service, -1)
+    if done < newest:
+        migrate(engine, service, migrations)
+        with _lock:
+            _migrated.setdefault(engine, {})[service] = newest
     return engine
 
 

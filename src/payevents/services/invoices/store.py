@@ -8,13 +8,12 @@ payment (and an event) counts at most once, and nothing is deleted.
 
 from __future__ import annotations
 
-import weakref
 from typing import Final
 
 from sqlalchemy.engine import Engine
 
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect, engine_for
+from payevents.store.db import Migration, connect
 
 SERVICE: Final = "invoices"
 
@@ -128,13 +127,6 @@ MIGRATIONS: Final[list[Migration]] = [
     Migration(2, "invoice guards", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
 ]
 
-_ready: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
 def engine(settings: Settings) -> Engine:
     """The invoices database, migrated once per engine per process."""
-    eng = engine_for(settings, SERVICE)
-    if eng not in _ready:
-        connect(settings, SERVICE, MIGRATIONS)
-        _ready.add(eng)
-    return eng
+    return connect(settings, SERVICE, MIGRATIONS)

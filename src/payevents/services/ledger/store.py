@@ -16,13 +16,12 @@ database, so a bug or a hand-written SQL statement cannot break them:
 
 from __future__ import annotations
 
-import weakref
 from typing import Final
 
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect, engine_for
+from payevents.store.db import Migration, connect
 
 SERVICE: Final = "ledger"
 APPEND_ONLY: Final = "journal is append-only"
@@ -135,16 +134,9 @@ GUARD_TRIGGERS: Final = frozenset(
     | {f"{t}_no_{op}" for t in ("journal_entries", "journal_lines", "ledger_accounts") for op in ("update", "delete")}
 )
 
-_ready: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
 def engine(settings: Settings) -> Engine:
     """The ledger database, migrated once per engine per process."""
-    eng = engine_for(settings, SERVICE)
-    if eng not in _ready:
-        connect(settings, SERVICE, MIGRATIONS)
-        _ready.add(eng)
-    return eng
+    return connect(settings, SERVICE, MIGRATIONS)
 
 
 def trigger_names(conn: Connection) -> set[str]:

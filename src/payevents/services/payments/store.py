@@ -7,7 +7,6 @@ failed) and a payment whose recorded fields contradict its state.
 
 from __future__ import annotations
 
-import weakref
 from datetime import datetime
 from typing import Any, Final
 
@@ -18,7 +17,7 @@ from payevents.runtime.outbox import OUTBOX_MIGRATIONS
 from payevents.services.payments.models import Payment, PaymentState
 from payevents.services.payments.money import from_minor
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect, engine_for
+from payevents.store.db import Migration, connect
 
 SERVICE: Final = "payments"
 
@@ -111,16 +110,9 @@ PAYMENTS_MIGRATIONS: Final[list[Migration]] = [
 #: everything the payments database needs, outbox first
 MIGRATIONS: Final[list[Migration]] = [*OUTBOX_MIGRATIONS, *PAYMENTS_MIGRATIONS]
 
-_ready: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
 def engine(settings: Settings) -> Engine:
     """The payments database, migrated (migrations run once per engine per process)."""
-    eng = engine_for(settings, SERVICE)
-    if eng not in _ready:
-        connect(settings, SERVICE, MIGRATIONS)
-        _ready.add(eng)
-    return eng
+    return connect(settings, SERVICE, MIGRATIONS)
 
 
 def write_lock(conn: Connection) -> None:
