@@ -15,16 +15,9 @@ import pytest
 
 from payevents.settings import Settings
 from payevents.store.db import dispose_engines
+from payevents.testing.ci import missing
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def missing(what: str) -> None:
-    """Skip on a developer machine without ``what``; fail in CI."""
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI and is not available")
-    pytest.skip(f"{what} not available")
 
 
 @pytest.fixture(scope="session")
