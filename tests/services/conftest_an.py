@@ -5,7 +5,7 @@ models, and a way to feed them to a service's handlers the way the consumer runt
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,7 @@ from payevents.contracts.events import (
     Amount,
     PaymentAuthorized,
     PaymentCaptured,
+    PaymentEvent,
     PaymentFailed,
     PaymentInitiated,
     PaymentMethod,
@@ -103,7 +104,7 @@ def lifecycle(
         PaymentInitiatedData,
     )
 
-    out = [
+    out: list[PaymentEvent] = [
         PaymentInitiated(eventId=_eid(), eventType="PaymentInitiated", timestamp=at, version="1.0.0",
                          data=PaymentInitiatedData(paymentId=payment_id, customerId=customer_id, amount=amount,
                                                    paymentMethod=pm, initiatedAt=at, **merchant)),
@@ -189,7 +190,7 @@ def feed_like_runtime(settings: Settings, service: ServiceDef, events: Sequence[
     return poison
 
 
-def dump_tables(settings: Settings, service: ServiceDef, tables: dict[str, Sequence[str]]) -> dict[str, list[Any]]:
+def dump_tables(settings: Settings, service: ServiceDef, tables: Mapping[str, Sequence[str]]) -> dict[str, list[Any]]:
     """Every row of each table (only the given columns), sorted: for comparing two stores."""
     import sqlalchemy as sa
 

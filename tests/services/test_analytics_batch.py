@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from conftest_an import T0, consume_all, dump_tables, feed_like_runtime, legacy_envelope, lifecycle, processed, publish
 
@@ -28,11 +29,8 @@ VALUES = {"USD": "12.34", "EUR": "0.99", "JPY": "1500", "KWD": "1.005"}
 
 def _poison(d: DecodedEvent) -> DecodedEvent:
     """The same event with an amount its currency cannot hold (the handlers' PoisonEvent)."""
-    data = d.event.data
-    bad = type(data)(**{f: getattr(data, f) for f in data.__struct_fields__ if f != "amount"},
-                     amount=Amount(value=Decimal("1.0001"), currency="USD"))
-    event = type(d.event)(eventId=d.event.eventId + "-poison", eventType=d.event.eventType,
-                          timestamp=d.event.timestamp, version=d.event.version, data=bad)
+    bad = msgspec.structs.replace(d.event.data, amount=Amount(value=Decimal("1.0001"), currency="USD"))
+    event = msgspec.structs.replace(d.event, eventId=d.event.eventId + "-poison", data=bad)
     return DecodedEvent(event=event, legacy=d.legacy, extras=d.extras)
 
 

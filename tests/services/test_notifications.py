@@ -28,6 +28,12 @@ def _maildir(settings: Settings) -> list[email.message.EmailMessage]:
     return [email.message_from_bytes(box.get_bytes(k), policy=email.policy.default) for k in box.keys()]  # type: ignore[misc]
 
 
+def _content(msg: email.message.EmailMessage, subtype: str) -> str:
+    body = msg.get_body((subtype,))
+    assert body is not None, f"no text/{subtype} part"
+    return str(body.get_content())
+
+
 def test_customer_directory(store_settings: Settings) -> None:
     c = notifications.add_customer(store_settings, "cus_1", "Anna Müller", "anna@example.de", "de-DE")
     assert (c.customer_id, c.name, c.email, c.locale) == ("cus_1", "Anna Müller", "anna@example.de", "de_DE")
@@ -88,8 +94,8 @@ def test_confirmation_content_locale_and_references(settings: Settings) -> None:
     mails = {m["X-Payevents-Payment-Id"]: m for m in _maildir(settings)}
 
     m = mails["p_de"]
-    text = m.get_body(("plain",)).get_content()
-    html = m.get_body(("html",)).get_content()
+    text = _content(m, "plain")
+    html = _content(m, "html")
     assert m["Subject"] == "Payment confirmation: 1.234,50\xa0€"
     assert m["Message-ID"] == message_id_for(de.event_id, settings.mail_from)
     assert m["To"].addresses[0].display_name == "Anna Müller"
@@ -99,13 +105,13 @@ def test_confirmation_content_locale_and_references(settings: Settings) -> None:
         assert "ORD-12345" in body and "INV-2025-1" in body
     assert "11.12.2025" in text  # the German date format
     assert "¥1,500" in mails["p_jp"]["Subject"] or "￥1,500" in mails["p_jp"]["Subject"]
-    jp_text = mails["p_jp"].get_body(("plain",)).get_content()
+    jp_text = _content(mails["p_jp"], "plain")
     assert "Order:" not in jp_text and "Invoice:" not in jp_text  # absent references are not invented
     assert "Debit card ending in 0005" in jp_text
     assert "KWD1.234" in mails["p_kw"]["Subject"].replace("\xa0", "")  # all three decimals of the dinar
     for mail in mails.values():  # nothing that looks like a card number beyond last4
         for part in ("plain", "html"):
-            assert not re.search(r"\d{12,19}", mail.get_body((part,)).get_content())
+            assert not re.search(r"\d{12,19}", _content(mail, part))
 
 
 def test_html_escapes_customer_data(settings: Settings) -> None:
@@ -113,8 +119,8 @@ def test_html_escapes_customer_data(settings: Settings) -> None:
     feed(settings, SERVICE, [processed("p1", "1.00", "USD", customer_id="cus_x")])
     notifications.deliver_pending(settings)
     (mail,) = _maildir(settings)
-    assert "<script>" not in mail.get_body(("html",)).get_content()
-    assert "&lt;script&gt;" in mail.get_body(("html",)).get_content()
+    assert "<script>" not in _content(mail, "html")
+    assert "&lt;script&gt;" in _content(mail, "html")
 
 
 def test_maildir_crash_between_send_and_mark_delivers_one_file(settings: Settings,
