@@ -1,10 +1,16 @@
 """The outbox relay: publishes pending outbox rows to the channel and marks them published.
 
-One pass (:meth:`Relay.publish_pending`) reads pending rows in seq order (from the pending table, so a
-row that committed after a higher seq is never skipped), sends them in ONE producer batch (records of
-a payment keep their order; the producer blocks until the broker acknowledged every record), then
-records them published in ONE transaction. Killed anywhere, it re-publishes at most the batch in
-flight on restart: duplicates are allowed (consumers drop them by eventId), losses are not.
+One pass reads pending rows in seq order (from the pending table, so a row that committed after a higher
+seq is never skipped) and sends them in ONE producer batch (records of a payment keep their order; the
+producer blocks until the broker acknowledged every record, and passes are sequential). The marks
+(published/delay rows in, pending rows out) are ONE transaction per group of passes. Killed anywhere, a
+restarted relay re-publishes what was acknowledged but not yet marked: duplicates are allowed (consumers
+drop them by eventId), losses are not.
+
+:meth:`Relay.publish_pending` is one synchronous pass (send, then mark). :meth:`Relay.run` marks in a
+marker thread with its own connection, so waiting for the database's write lock (held by the payments
+writer) never delays the next select and send: seqs sent but not yet marked are kept in an in-flight set
+(bounded by ``max_inflight``) that the select skips; they leave it when their mark commits.
 
 Publish delay = broker acknowledgement (``Delivery.acked_at``) minus outbox ``created_at``, observed
 for every event into the Prometheus histogram ``payevents_publish_delay_seconds``, into
@@ -174,6 +180,14 @@ _INSERT_PUBLISHED_SQL: Final = (
     " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (seq) DO NOTHING"
 )
 _DELETE_PENDING_SQL: Final = "DELETE FROM outbox_pending WHERE seq IN ({})"
+_SELECT_PENDING_SEQS_SQL: Final = "SELECT seq FROM outbox_pending ORDER BY seq LIMIT {}"
+_SELECT_EVENTS_SQL: Final = (
+    "SELECT seq, event_id, topic, partition_key, headers, body, created_at"
+    " FROM outbox_events WHERE seq IN ({}) ORDER BY seq"
+)
+
+#: what the mark needs of a sent row: (seq, event_id, created_at)
+_Sent = tuple[int, str, float]
 
 
 def _mark(conn: Connection) -> str:
@@ -195,11 +209,16 @@ class Relay:
         transport: Transport | None = None,
         engine: Engine | None = None,
         batch_size: int = 500,
+        max_inflight: int = 10_000,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size} must be a positive integer")
+        if max_inflight < batch_size:
+            raise ValueError(f"max_inflight: {max_inflight} must be at least batch_size ({batch_size})")
         self.settings = settings
         self.batch_size = batch_size
+        #: most events sent but not yet marked published (run(): the loop waits for the marker past it)
+        self.max_inflight = max_inflight
         self.topic = topic_for(settings.env)
         self._owns_transport = transport is None
         if transport is None:
@@ -215,6 +234,11 @@ class Relay:
         self._batches = 0
         self._breaches = 0
         self._errors = 0
+        # run()'s hand-off to the marker thread, under _cond: seqs sent and not yet marked, queued marks
+        self._cond = threading.Condition()
+        self._inflight: set[int] = set()
+        self._marks: list[tuple[list[_Sent], Sequence[Delivery]]] = []
+        self._marker_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -261,21 +285,29 @@ class Relay:
     # -- work ----------------------------------------------------------------------------------------
 
     def publish_pending(self, limit: int | None = None) -> int:
-        """One pass: publish up to ``limit`` (default ``batch_size``) pending events in seq order and
-        mark them published. Returns how many were published. Transport faults propagate
-        (:class:`TransientError`); nothing is marked then, so the next pass re-sends them."""
+        """One synchronous pass: publish up to ``limit`` (default ``batch_size``) pending events in seq
+        order and mark them published before returning. Returns how many were published. Transport faults
+        propagate (:class:`TransientError`); nothing is marked then, so the next pass re-sends them."""
         n = self.batch_size if limit is None else min(limit, self.batch_size)
         if n < 1:
             return 0
-        with self.engine.connect() as conn:  # one checkout per pass
-            rows = conn.exec_driver_sql(_SELECT_PENDING_SQL.format(_mark(conn)), (n,)).all()
-            conn.commit()  # end the read transaction (SQLite: release the snapshot) before the send
-            if not rows:
-                return 0
-            self._send_and_mark(conn, rows)
-        return len(rows)
+        sent = self._send_pending(n)
+        if sent is None:
+            return 0
+        with self.engine.connect() as conn:
+            self._mark_published(conn, [sent])
+        return len(sent[0])
 
-    def _send_and_mark(self, conn: Connection, rows: Sequence[Any]) -> None:
+    def _send_pending(self, n: int) -> tuple[list[_Sent], Sequence[Delivery]] | None:
+        """Select up to ``n`` pending events that are not in flight, send them (blocks until the broker
+        acknowledged every one) and return what the mark needs; None when there was nothing to send."""
+        with self._cond:  # copied BEFORE the select: a seq leaves the set only once its mark committed,
+            exclude = set(self._inflight)  # so a row pending in the select's snapshot and not in it is unsent
+        with self.engine.connect() as conn:  # a read: a WAL reader never waits for the writer
+            rows = self._select(conn, n, exclude)
+            conn.commit()  # end the read transaction (SQLite: release the snapshot) before the send
+        if not rows:
+            return None
         records = [
             Record(topic=topic, value=bytes(body), key=bytes(key), headers=_headers(headers))
             for _seq, _event_id, topic, key, headers, body, _created in rows
@@ -287,34 +319,48 @@ class Relay:
             raise
         if len(deliveries) != len(rows):
             raise TransientError(f"producer returned {len(deliveries)} deliveries for {len(rows)} records")
-        self._mark_published(conn, rows, deliveries)
+        return [(int(r[0]), r[1], float(r[6])) for r in rows], deliveries
 
-    def _mark_published(self, conn: Connection, rows: Sequence[Any], deliveries: Sequence[Delivery]) -> None:
+    def _select(self, conn: Connection, n: int, exclude: set[int]) -> Sequence[Any]:
+        mark = _mark(conn)
+        if not exclude:
+            return conn.exec_driver_sql(_SELECT_PENDING_SQL.format(mark), (n,)).all()
+        # Seqs only (the pending table's index), then the bodies of the first n not in flight.
+        seqs = [s for (s,) in conn.exec_driver_sql(_SELECT_PENDING_SEQS_SQL.format(mark), (n + len(exclude),))
+                if s not in exclude][:n]
+        if not seqs:
+            return []
+        return conn.exec_driver_sql(_SELECT_EVENTS_SQL.format(",".join([mark] * len(seqs))), tuple(seqs)).all()
+
+    def _mark_published(self, conn: Connection, groups: Sequence[tuple[Sequence[_Sent], Sequence[Delivery]]]) -> None:
+        """Record the sends of ``groups`` (one per pass) published in ONE transaction, then observe them."""
         published: list[tuple[int, float, float, int, int]] = []
         delays: list[float] = []
         breaches = []
-        for (seq, event_id, _topic, _key, _headers, _body, created_at), d in zip(rows, deliveries, strict=True):
-            delay = max(0.0, d.acked_at - float(created_at))
-            published.append((int(seq), d.acked_at, delay, d.partition, d.offset))
-            delays.append(delay)
-            if delay > SLA_SECONDS:
-                breaches.append((event_id, delay))
+        for sent, deliveries in groups:
+            for (seq, event_id, created_at), d in zip(sent, deliveries, strict=True):
+                delay = max(0.0, d.acked_at - created_at)
+                published.append((seq, d.acked_at, delay, d.partition, d.offset))
+                delays.append(delay)
+                if delay > SLA_SECONDS:
+                    breaches.append((event_id, delay))
         mark = _mark(conn)
         with conn.begin():
             if conn.dialect.name == "postgresql":
                 # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             conn.exec_driver_sql(_INSERT_PUBLISHED_SQL.format(mark), published)
-            conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(published))),
-                                 tuple(p[0] for p in published))
-        # Observe after the commit: a pass that dies before it is re-sent and observed then.
+            for sent, _deliveries in groups:  # at most batch_size parameters per statement
+                conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(sent))),
+                                     tuple(s[0] for s in sent))
+        # Observe after the commit: a send whose mark dies is re-sent and observed then.
         observe = PUBLISH_DELAY.observe
         for delay in delays:
             observe(delay)
         self.delays.record_many(delays)
         PUBLISHED.inc(len(published))
         self._published += len(published)
-        self._batches += 1
+        self._batches += len(groups)
         for event_id, delay in breaches:
             SLA_BREACHES.inc()
             self._breaches += 1
@@ -323,31 +369,113 @@ class Relay:
                 event_id, delay, SLA_SECONDS,
             )
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.005, *, create_topics: bool = True) -> None:
+    def _count_error(self) -> None:
+        with self._cond:
+            self._errors += 1
+        RELAY_ERRORS.inc()
+
+    def _marker_loop(self, done: threading.Event, abandon: threading.Event) -> None:
+        """The marker thread: takes every queued group at once, marks them in one transaction (its own
+        connection), then lets their seqs leave the in-flight set. Retries transient database faults with
+        backoff (the seqs stay in flight meanwhile, so they are not re-sent by this process)."""
+        backoff = 0.0
+        try:
+            while True:
+                with self._cond:
+                    while not self._marks and not done.is_set():
+                        self._cond.wait()
+                    if not self._marks or abandon.is_set():
+                        return
+                    groups, self._marks = self._marks, []
+                try:
+                    with self.engine.connect() as conn:
+                        self._mark_published(conn, groups)
+                except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                    self._count_error()
+                    with self._cond:
+                        self._marks[:0] = groups  # keep seq order; retried with whatever arrives meanwhile
+                    backoff = min(5.0, max(0.05, backoff * 2))
+                    logger.warning("relay mark failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc,
+                                   backoff)
+                    abandon.wait(backoff)
+                    continue
+                backoff = 0.0
+                with self._cond:
+                    for sent, _deliveries in groups:
+                        self._inflight.difference_update(s[0] for s in sent)
+                    self._cond.notify_all()
+        except BaseException as exc:  # not a database fault: a bug; run() re-raises it
+            with self._cond:
+                self._marker_error = exc
+                self._cond.notify_all()
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.005, *, create_topics: bool = True,
+            drain_timeout: float = 30.0) -> None:
         """Publish until ``stop`` is set: passes back to back while there is work, ``idle_sleep``
-        between empty passes, bounded exponential backoff (50 ms .. 5 s) after transient faults."""
+        between empty passes, bounded exponential backoff (50 ms .. 5 s) after transient faults.
+
+        Marking runs in a marker thread, so a pass never waits for the database's write lock: the next
+        select (which skips the seqs sent but not yet marked) and send go ahead while the previous sends
+        are being marked. At most ``max_inflight`` events are sent and unmarked; past that the loop waits
+        for the marker. On stop, the marks still queued are committed (for up to ``drain_timeout`` s;
+        any left then are re-published by the next relay) before this returns."""
         backoff = 0.0
         topics_ready = not create_topics
         next_sample = 0.0
-        while not stop.is_set():
-            try:
-                if not topics_ready:
-                    self.ensure_topics()
-                    topics_ready = True
-                n = self.publish_pending()
-                if time.monotonic() >= next_sample:
-                    PENDING.set(pending_count(self.engine))
-                    next_sample = time.monotonic() + 1.0
-            except (TransientError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-                self._errors += 1
-                RELAY_ERRORS.inc()
-                backoff = min(5.0, max(0.05, backoff * 2))
-                logger.warning("relay pass failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc, backoff)
-                stop.wait(backoff)
-                continue
-            backoff = 0.0
-            if n == 0:
-                stop.wait(idle_sleep)
+        done, abandon = threading.Event(), threading.Event()
+        marker = threading.Thread(target=self._marker_loop, args=(done, abandon), name="relay-marker", daemon=True)
+        marker.start()
+        try:
+            while not stop.is_set():
+                with self._cond:  # bounded memory: wait while the marker is behind
+                    while (len(self._inflight) >= self.max_inflight and self._marker_error is None
+                           and not stop.is_set()):
+                        self._cond.wait(0.05)
+                    if self._marker_error is not None:
+                        raise self._marker_error
+                    room = self.max_inflight - len(self._inflight)
+                if room <= 0:
+                    continue
+                try:
+                    if not topics_ready:
+                        self.ensure_topics()
+                        topics_ready = True
+                    sent = self._send_pending(min(self.batch_size, room))
+                    if sent is not None:
+                        with self._cond:
+                            self._inflight.update(s[0] for s in sent[0])
+                            self._marks.append(sent)
+                            self._cond.notify_all()
+                    if time.monotonic() >= next_sample:
+                        PENDING.set(pending_count(self.engine))
+                        next_sample = time.monotonic() + 1.0
+                except (TransientError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                    self._count_error()
+                    backoff = min(5.0, max(0.05, backoff * 2))
+                    logger.warning("relay pass failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc,
+                                   backoff)
+                    stop.wait(backoff)
+                    continue
+                backoff = 0.0
+                if sent is None:
+                    stop.wait(idle_sleep)
+        finally:
+            done.set()
+            with self._cond:
+                self._cond.notify_all()
+            marker.join(drain_timeout)
+            if marker.is_alive():
+                abandon.set()
+                marker.join(10)
+            with self._cond:
+                left = len(self._inflight)
+                self._inflight.clear()
+                self._marks.clear()
+            if left:
+                logger.warning("relay stopped with %d sent events not marked published; the next relay "
+                               "re-publishes them", left)
+        if self._marker_error is not None:
+            raise self._marker_error
 
 
 def _headers(stored: str) -> tuple[tuple[str, bytes], ...]:
