@@ -50,6 +50,10 @@ def test_demo_function_end_to_end(settings: Settings) -> None:
         with engine_for(settings, name).connect() as conn:
             n = conn.execute(sa.text("SELECT COUNT(*) FROM processed_events WHERE service = :s"), {"s": name})
             assert n.scalar_one() == r.events + r.legacy_published
+    # a second run in the same data directory starts fresh invoices and adds up in the stores
+    again = run_demo(settings, payments=8, seed=4)
+    assert again.ledger_ok and again.payments == 8 + 2 and again.delays["count"] == again.events
+    assert len(ledger.journal(settings, limit=10_000)) == r.processed + again.processed + 2 * r.legacy_published
 
 
 def test_demo_command_prints_the_summary(tmp_path: Path) -> None:
@@ -63,7 +67,7 @@ def test_demo_command_prints_the_summary(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": "160"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for heading in ("publish delay", "ledger", "balanced per currency", "invoices", "revenue", "e-mails",
+    for heading in ("this run", "publish delay", "ledger", "balanced per currency", "invoices", "revenue", "e-mails",
                     "dead letters"):
         assert heading in proc.stdout
     summary = json.loads(out_json.read_text())

@@ -13,6 +13,7 @@ import json
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -83,7 +84,8 @@ class _Plan:
     open_then_fail: list[Any]
 
 
-def _plan(n: int, seed: int) -> _Plan:
+def _plan(n: int, seed: int, run: str) -> _Plan:
+    """``run`` tags the invoices so that a demo run in a reused data directory starts fresh ones."""
     from payevents.services.payments import PaymentSpec
 
     rnd = random.Random(seed)
@@ -102,26 +104,26 @@ def _plan(n: int, seed: int) -> _Plan:
                            description=f"Payment for {'invoice ' + invoice if invoice else 'order ' + (order or '-')}")
 
     # Several partial payments of one invoice: 300.00 USD = 100.00 + 120.50 + 79.50
-    invoices.append({"invoice_id": "INV-DEMO-PARTIAL", "customer_id": "cus_grace", "amount_due": "300.00",
+    invoices.append({"invoice_id": f"INV-DEMO-PARTIAL-{run}", "customer_id": "cus_grace", "amount_due": "300.00",
                      "currency": "USD", "due_date": due, "description": "Annual plan, paid in instalments"})
     for amt in ("100.00", "120.50", "79.50"):
-        specs.append(spec("cus_grace", amt, "USD", invoice="INV-DEMO-PARTIAL"))
+        specs.append(spec("cus_grace", amt, "USD", invoice=f"INV-DEMO-PARTIAL-{run}"))
     # One invoice left Partially Paid: 12,800 JPY, 5,000 paid
-    invoices.append({"invoice_id": "INV-DEMO-HALF", "customer_id": "cus_hiro", "amount_due": "12800",
+    invoices.append({"invoice_id": f"INV-DEMO-HALF-{run}", "customer_id": "cus_hiro", "amount_due": "12800",
                      "currency": "JPY", "due_date": due, "description": "Hardware order"})
-    specs.append(spec("cus_hiro", "5000", "JPY", invoice="INV-DEMO-HALF"))
+    specs.append(spec("cus_hiro", "5000", "JPY", invoice=f"INV-DEMO-HALF-{run}"))
     # An overpayment: 45.750 KWD due, 50.000 KWD paid -> Paid + customer credit of 4.250 KWD
-    invoices.append({"invoice_id": "INV-DEMO-OVER", "customer_id": "cus_omar", "amount_due": "45.750",
+    invoices.append({"invoice_id": f"INV-DEMO-OVER-{run}", "customer_id": "cus_omar", "amount_due": "45.750",
                      "currency": "KWD", "due_date": due, "description": "Consulting"})
-    specs.append(spec("cus_omar", "50.000", "KWD", invoice="INV-DEMO-OVER"))
+    specs.append(spec("cus_omar", "50.000", "KWD", invoice=f"INV-DEMO-OVER-{run}"))
     # A payment for an invoice that does not exist yet: unapplied, then applied when the invoice is created
-    late.append({"invoice_id": "INV-DEMO-LATE", "customer_id": "cus_lena", "amount_due": "79.90",
+    late.append({"invoice_id": f"INV-DEMO-LATE-{run}", "customer_id": "cus_lena", "amount_due": "79.90",
                  "currency": "EUR", "due_date": due, "description": "Invoice raised after the payment"})
-    specs.append(spec("cus_lena", "79.90", "EUR", invoice="INV-DEMO-LATE"))
+    specs.append(spec("cus_lena", "79.90", "EUR", invoice=f"INV-DEMO-LATE-{run}"))
     # A currency mismatch: held for review
-    invoices.append({"invoice_id": "INV-DEMO-MISMATCH", "customer_id": "cus_chloe", "amount_due": "310.25",
+    invoices.append({"invoice_id": f"INV-DEMO-MISMATCH-{run}", "customer_id": "cus_chloe", "amount_due": "310.25",
                      "currency": "EUR", "due_date": due, "description": "Paid in the wrong currency"})
-    specs.append(spec("cus_chloe", "310.25", "USD", invoice="INV-DEMO-MISMATCH"))
+    specs.append(spec("cus_chloe", "310.25", "USD", invoice=f"INV-DEMO-MISMATCH-{run}"))
     # Payments of unknown and e-mail-less customers: processed, their e-mails skipped with a reason
     specs.append(spec(UNKNOWN_CUSTOMER, "19.99", "USD", order="ORD-UNKNOWN-1"))
     specs.append(spec("cus_noemail", "49.00", "USD", order="ORD-NOMAIL-1"))
@@ -137,7 +139,7 @@ def _plan(n: int, seed: int) -> _Plan:
         if roll < 0.08:  # declined by the gateway
             specs.append(spec(customer, amount, currency, decline=rnd.choice(DECLINES), order=f"ORD-{k:05d}"))
         elif roll < 0.45:  # pays its invoice in full
-            inv = f"INV-{k:05d}"
+            inv = f"INV-{run}-{k:05d}"
             invoices.append({"invoice_id": inv, "customer_id": customer, "amount_due": amount, "currency": currency,
                              "due_date": due, "description": f"Order {k}"})
             specs.append(spec(customer, amount, currency, invoice=inv))
@@ -150,17 +152,17 @@ def _plan(n: int, seed: int) -> _Plan:
     return _Plan(invoices, late, specs, open_then_fail)
 
 
-def legacy_event(i: int, env: str) -> dict[str, Any]:
+def legacy_event(i: int, env: str, run: str = "0") -> dict[str, Any]:
     """An event exactly as the channel page's sample producer builds it (kafka-python, naive utcnow)."""
     amount = ("99.99", "45.50", "120.00")[i % 3]
-    payment_id = f"PAY-LEGACY-{i:03d}"
+    payment_id = f"PAY-LEGACY-{run}-{i:03d}"
     return {
         "eventType": "PAYMENT_PROCESSED",
         "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(),
         "version": "1.0",
         "payload": {
             "paymentId": payment_id,
-            "orderId": f"ORD-LEGACY-{i:03d}",
+            "orderId": f"ORD-LEGACY-{run}-{i:03d}",
             "amount": {"value": float(amount), "currency": "USD"},
             "status": "SUCCESS",
             "paymentMethod": {"type": "CREDIT_CARD", "last4": "4242", "expiryMonth": "12", "expiryYear": "2025",
@@ -256,7 +258,7 @@ def run_demo(
         if progress:
             progress(stage, done, total)
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     result = DemoResult(settings=settings)
     transport = open_transport(settings)
@@ -285,7 +287,8 @@ def run_demo(
         if not ready.wait(timeout=120):
             raise PayeventsError(f"the relay and the services did not start within 120 s (see {log_file})")
         tick("workers", 1, 1)
-        plan = _plan(payments, seed)
+        run = uuid.uuid4().hex[:6]
+        plan = _plan(payments, seed, run)
         for c in CUSTOMERS:
             notif.add_customer(settings, c[0], c[1], c[2], c[3])
         for i, invoice in enumerate(plan.invoices, 1):
@@ -305,7 +308,7 @@ def run_demo(
             results.append(pay.fail(settings, p.payment_id, code=reason[0], reason=reason[1]))
         for invoice in plan.late_invoices:
             inv.create(settings, **invoice)
-        legacy = [legacy_event(i, settings.env.value) for i in range(3)]
+        legacy = [legacy_event(i, settings.env.value, run) for i in range(3)]
         _publish_raw(settings, [(e["payload"]["paymentId"].encode(), json.dumps(e).encode()) for e in legacy])
         bad = malformed_records()
         _publish_raw(settings, [(k, v) for _what, k, v in bad])
@@ -337,18 +340,20 @@ def run_demo(
         stop.set()
         workers.join(timeout=60)
     result.seconds = time.monotonic() - started
-    _summarize(settings, result)
+    _summarize(settings, result, since=started_at)
     return result
 
 
-def _summarize(settings: Settings, result: DemoResult) -> None:
+def _summarize(settings: Settings, result: DemoResult, since: float) -> None:
+    """Publish delays of this run's events; ledger, invoices, revenue, e-mails and dead letters as the stores
+    hold them (a reused data directory adds up over runs)."""
     from payevents.runtime import deadletter, outbox
     from payevents.services import analytics, ledger
     from payevents.services import invoices as inv
     from payevents.services import notifications as notif
     from payevents.store.db import engine_for
 
-    delays = outbox.published_delays(engine_for(settings, "payments"))
+    delays = outbox.published_delays(engine_for(settings, "payments"), since=since)
     if delays:
         pct = outbox.percentiles(delays, (0.5, 0.99))
         result.delays = {"p50": pct[0.5], "p99": pct[0.99], "max": max(delays), "count": float(len(delays))}

@@ -66,7 +66,7 @@ def print_summary(console: Console, r: Any) -> None:
     t = Table(title=f"payevents demo — summary ({r.seconds:.1f} s)", show_header=False, title_justify="left")
     t.add_column("what", style="bold")
     t.add_column("figures")
-    t.add_row("payments", f"{r.payments} driven: {r.processed} processed, {r.failed} failed/declined; "
+    t.add_row("this run", f"{r.payments} payments driven: {r.processed} processed, {r.failed} failed/declined; "
               f"{r.events} events through the outbox, {r.legacy_published} legacy-envelope events, "
               f"{r.malformed_published} malformed records")
     if r.delays:
