@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from conftest_an import SmtpSink, feed, processed
 
+from payevents.errors import ConfigError
 from payevents.services import notifications
+from payevents.services.notifications.delivery import parse_smtp_url
 from payevents.services.notifications.render import message_id_for
 from payevents.services.notifications.service import SERVICE
 from payevents.settings import Settings
@@ -177,9 +179,10 @@ def test_starttls_with_auth_one_message_per_payment(
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_implicit_tls_smtps_with_auth(settings: Settings, tls_sink: TlsSink, trust_test_ca: None) -> None:
+def test_implicit_tls_smtps_with_auth(settings: Settings, tls_sink: TlsSink, tls_cert: tuple[Path, Path]) -> None:
+    """The private CA given as ?cafile= (just for SMTP), not through the process-wide SSL_CERT_FILE."""
     sink = tls_sink
-    settings = settings.replace(smtp_url=f"smtps://{USER_INFO}@127.0.0.1:{sink.port}?timeout=5")
+    settings = settings.replace(smtp_url=f"smtps://{USER_INFO}@127.0.0.1:{sink.port}?timeout=5&cafile={tls_cert[0]}")
     emails = _customers(settings)
     events = _payments(3)
     feed(settings, SERVICE, events + events)
@@ -218,8 +221,8 @@ def test_untrusted_certificate_is_retried_with_the_reason_and_nothing_leaves_in_
             assert "certificate verify failed" in (n.last_error or "")
         assert sink.received() == [] and sink.auth_attempts == [] and sink.message_tls == []
 
-        # once the operator trusts the CA, the same intents go out, once each
-        monkeypatch.setenv("SSL_CERT_FILE", str(tls_cert[0]))
+        # once the operator trusts the CA (?cafile=), the same intents go out, once each
+        settings = settings.replace(smtp_url=f"{url}&cafile={tls_cert[0]}")
         r = notifications.deliver_pending(settings, now=t0 + timedelta(minutes=1))
         assert (r.claimed, r.sent) == (2, 2)
         got = sink.received()
@@ -248,6 +251,13 @@ def test_starttls_required_but_not_offered_never_falls_back_to_plain(settings: S
         assert sink.auth_attempts == [] and sink.received() == []
     finally:
         sink.stop()
+
+
+def test_certificate_verification_cannot_be_turned_off(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be turned off"):
+        parse_smtp_url("smtps://mail.example.com?verify=0")
+    with pytest.raises(ConfigError, match="cafile"):
+        parse_smtp_url(f"smtps://mail.example.com?cafile={tmp_path / 'missing.pem'}")
 
 
 def test_ssl_cert_file_is_read_when_the_context_is_created(tls_cert: tuple[Path, Path],

@@ -175,6 +175,19 @@ def _prepare_payments(settings: Settings) -> None:
     store.engine(settings)
 
 
+#: the bench events and payments use customers cus_0000 .. cus_0996
+BENCH_CUSTOMERS = 997
+
+
+def seed_customers(settings: Settings) -> None:
+    """Put the bench's customers in the notifications directory (outside the timed part), so that every
+    PaymentProcessed becomes a real e-mail intent delivered to the Maildir, not an 'unknown customer' skip."""
+    from payevents.services.notifications import add_customer
+
+    for i in range(BENCH_CUSTOMERS):
+        add_customer(settings, f"cus_{i:04d}", f"Customer {i}", f"customer{i}@example.com", "en_US")
+
+
 # -- workers in their own processes (spawned: clean memory, their own GIL) -------------------------------
 
 
@@ -352,6 +365,7 @@ def consume(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
             producer.close()
         finally:
             transport.close()
+        seed_customers(settings)
         for name in CONSUMER_SERVICES:
             service = load_service(name)
             stop = threading.Event()
@@ -415,6 +429,7 @@ def _e2e_once(
     timeout = 120 + n / 50
     with benv.sub(f"e2e-{n}") as settings:
         _prepare_payments(settings)
+        seed_customers(settings)
         go, stop = ctx.Event(), ctx.Event()
         results = ctx.Queue()
         relay_ready = ctx.Event()

@@ -51,25 +51,30 @@ class SmtpConfig:
     username: str | None = None
     password: str | None = None
     timeout: float = 10.0
-    #: verify the server certificate (turn off only for a test server: ?verify=0)
-    verify: bool = True
+    #: CA bundle that signs the server's certificate (a private CA); None: the system trust store.
+    #: The certificate is always verified: there is no option to turn that off.
+    cafile: str | None = None
 
 
 _TRUE = ("1", "true", "yes", "on")
 
 
 def parse_smtp_url(url: str) -> SmtpConfig:
-    """``smtp://[user:pass@]host[:port][?starttls=1&timeout=10&verify=0]`` or ``smtps://...`` (implicit TLS)."""
+    """``smtp://[user:pass@]host[:port][?starttls=1&timeout=10&cafile=/path/ca.pem]`` or ``smtps://...``
+    (implicit TLS)."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps"):
         raise ConfigError(f"PAYEVENTS_SMTP_URL: scheme {parts.scheme!r} must be smtp or smtps")
     if not parts.hostname:
         raise ConfigError("PAYEVENTS_SMTP_URL: a host is required (smtp://host:port)")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"starttls", "timeout", "verify"}
+    unknown = set(query) - {"starttls", "timeout", "cafile"}
     if unknown:
         raise ConfigError(f"PAYEVENTS_SMTP_URL: unknown option(s) {', '.join(sorted(unknown))}"
-                          " (known: starttls, timeout, verify)")
+                          " (known: starttls, timeout, cafile; certificate verification cannot be turned off)")
+    cafile = query.get("cafile")
+    if cafile is not None and not Path(cafile).is_file():
+        raise ConfigError(f"PAYEVENTS_SMTP_URL: cafile {cafile!r} is not a file")
     starttls = query.get("starttls", "0").lower() in _TRUE
     if parts.scheme == "smtps" and starttls:
         raise ConfigError("PAYEVENTS_SMTP_URL: smtps:// is implicit TLS; starttls=1 applies to smtp:// only")
@@ -85,7 +90,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=timeout,
-        verify=query.get("verify", "1").lower() in _TRUE,
+        cafile=cafile,
     )
 
 
@@ -123,10 +128,7 @@ class SmtpMailer:
 
     def __init__(self, config: SmtpConfig, mail_from: str) -> None:
         self.envelope_from = parseaddr(mail_from)[1] or mail_from
-        context = ssl.create_default_context()
-        if not config.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        context = ssl.create_default_context(cafile=config.cafile)
         self.smtp: smtplib.SMTP
         if config.security == "tls":
             self.smtp = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context)
