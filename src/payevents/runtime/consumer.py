@@ -400,7 +400,7 @@ class ConsumerRuntime:
         back)."""
         result = BatchResult()
         try:
-            with self.engine.begin() as conn:
+            with db.writer(self.engine).begin() as conn:
                 fresh = self._mark_seen(conn, items, result)
                 handlers = self.service.handlers
                 if use_batch:

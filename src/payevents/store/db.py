@@ -59,8 +59,11 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        # Let SQLAlchemy emit BEGIN itself, so a transaction is really one SQLite transaction.
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # Let SQLAlchemy emit BEGIN itself, so a transaction is really one SQLite transaction. A writer that
+        # reads first should use writer(engine): BEGIN IMMEDIATE takes the write lock up front (waiting under the
+        # busy timeout), instead of failing at once when its read snapshot cannot be upgraded.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"))
 
         @sa.event.listens_for(engine, "connect")
         def _no_pysqlite_tx(dbapi_conn: Any, _rec: Any) -> None:
@@ -75,6 +78,13 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, whose transactions take SQLite's write lock at BEGIN (no-op on PostgreSQL)."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(sqlite_immediate=True)
 
 
 def engine_for(settings: Settings, service: str) -> Engine:
