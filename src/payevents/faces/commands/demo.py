@@ -74,8 +74,7 @@ def print_summary(console: Console, r: Any) -> None:
                   f"max {r.delays['max'] * 1000:.1f} ms over {int(r.delays['count'])} events — rule: ≤ 5 s, "
                   f"{r.breaches} breaches")
     ledger = "balanced per currency" if r.ledger_ok else "NOT BALANCED: " + "; ".join(r.ledger_violations[:3])
-    tb = ", ".join(f"{c['currency']} {money_str(c['total_debits_minor'], c['currency'])} debits = "
-                   f"{money_str(c['total_credits_minor'], c['currency'])} credits" for c in r.trial_balance)
+    tb = ", ".join(f"{money_str(c['total_debits_minor'], c['currency'])} debited = credited" for c in r.trial_balance)
     t.add_row("ledger", f"{ledger}" + (f" — {tb}" if tb else ""))
     inv = ", ".join(f"{k}: {v}" for k, v in sorted(r.invoices_by_status.items()))
     credits = ", ".join(f"{c['customer_id']} {money_str(c['amount_minor'], c['currency'])}" for c in r.credits)
