@@ -124,6 +124,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     app.state.settings = settings
     env_name = parse_env(settings.env).value
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.autoescape = True  # the templates end in .html.j2, which select_autoescape() leaves unescaped
     templates.env.filters["ts"] = _fmt_ts
     templates.env.filters["ms"] = _fmt_ms
     templates.env.globals["version"] = __version__
