@@ -30,3 +30,17 @@ def test_dashboard_escapes_user_supplied_text(client: TestClient, settings: Sett
         assert evil not in page.text, url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, url
 
+
+
+CARD = "4111111111111111"
+
+
+def test_card_number_sent_as_last4_is_not_echoed(client: TestClient) -> None:
+    body = {"customer_id": "cus_1", "amount": "9.99", "currency": "USD", "description": "x"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    as_string = client.post("/api/payments", json={**body, "last4": CARD}, headers=auth)
+    assert as_string.status_code == 422 and "last4" in as_string.text
+    assert CARD not in as_string.text
+    as_number = client.post("/api/payments", json={**body, "last4": int(CARD)}, headers=auth)
+    assert as_number.status_code == 422 and "last4" in as_number.text
+    assert CARD not in as_number.text

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -133,6 +135,12 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.mount("/catalog", StaticFiles(directory=str(site), html=True), name="catalog")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default echoes each bad value ("input"): a card number sent in a field would come back
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(PayeventsError)
     async def _payevents_error(_request: Request, exc: PayeventsError) -> Response:

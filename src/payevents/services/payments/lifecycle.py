@@ -171,7 +171,8 @@ def _new_payment(
         raise ContractError(f"{f}currency: {currency!r} is not an ISO 4217 code")
     minor = to_minor(amount, currency, field=f"{f}amount")
     if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
-        raise ContractError(f"{f}last4: {last4!r} must be exactly 4 digits (never a card number)")
+        # never echo the value: a full card number sent here must not reach an error, a response or a log
+        raise ContractError(f"{f}last4: must be exactly 4 digits (never a card number)")
     return Payment(
         payment_id=_text(payment_id, f"{f}payment_id") if payment_id is not None else _new_id("pay"),
         state=PaymentState.initiated.value,
