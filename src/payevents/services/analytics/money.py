@@ -7,6 +7,9 @@ from decimal import Decimal
 from payevents.contracts import money
 from payevents.errors import ContractError, PoisonEvent
 
+#: minor units are stored as a signed 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_MINOR = 2**63 - 1
+
 
 def minor_exponent(currency: str) -> int:
     """Decimal places of ``currency``'s minor unit (JPY 0, USD 2, KWD 3, CLF 4)."""
@@ -16,9 +19,12 @@ def minor_exponent(currency: str) -> int:
 def to_minor(value: Decimal, currency: str) -> int:
     """``value`` in integer minor units; an amount the currency cannot hold exactly is poison."""
     try:
-        return money.to_minor(value, currency)
+        minor = money.to_minor(value, currency)
     except ContractError as exc:
         raise PoisonEvent(f"data.amount: {exc}") from None
+    if minor > MAX_MINOR:
+        raise PoisonEvent(f"data.amount: {value} {currency} is too large (at most {MAX_MINOR} minor units)")
+    return minor
 
 
 def from_minor(minor: int, currency: str) -> Decimal:

@@ -7,9 +7,13 @@ strings, names the field in errors and refuses floats.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Final
 
 from payevents.contracts import money as _money
 from payevents.errors import ContractError
+
+#: the largest amount the stores hold: minor units are a signed 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT)
+MAX_MINOR: Final = 2**63 - 1
 
 
 def exponent(currency: str) -> int:
@@ -32,7 +36,13 @@ def to_minor(value: Decimal | str | int, currency: str, *, field: str = "amount"
     problem = _money.amount_problem(d, currency)
     if problem is not None:
         raise ContractError(f"{field}: {problem[1]}")
-    return _money.to_minor(d, currency)
+    try:
+        minor = _money.to_minor(d, currency)
+    except ContractError as exc:
+        raise ContractError(f"{field}: {str(exc).removeprefix('amount: ')}") from None
+    if minor > MAX_MINOR:
+        raise ContractError(f"{field}: {d} {currency} is too large (at most {MAX_MINOR} minor units)")
+    return minor
 
 
 def from_minor(minor: int, currency: str) -> Decimal:
