@@ -41,3 +41,15 @@ def test_analytics_event_too_large_for_the_store_is_poison_with_the_reason(store
 
     with pytest.raises(PoisonEvent, match="too large"):
         feed(store_settings, SERVICE, [an_processed("pay_huge", HUGE)])
+
+
+def test_invoice_created_again_with_another_description_is_a_conflict(store_settings: Settings) -> None:
+    from payevents.errors import IdempotencyConflict
+
+    args = dict(invoice_id="INV-DESC", customer_id="cus_1", amount_due="10.00", currency="USD",
+                due_date="2030-01-01")
+    invoices.create(store_settings, **args, description="Consulting, January")  # type: ignore[arg-type]
+    again = invoices.create(store_settings, **args, description="Consulting, January")  # type: ignore[arg-type]
+    assert again.invoice.description == "Consulting, January"
+    with pytest.raises(IdempotencyConflict, match="INV-DESC"):
+        invoices.create(store_settings, **args, description="Something else")  # type: ignore[arg-type]

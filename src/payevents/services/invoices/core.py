@@ -391,8 +391,8 @@ def create(
         ).first()  # fmt: skip
         invoice = _lock_invoice(conn, invoice_id)
         if inserted is None:
-            same = (invoice.customer_id, int(invoice.amount_due_minor), invoice.currency, invoice.due_date) == (
-                customer_id, due_minor, currency, due.isoformat())
+            same = (invoice.customer_id, int(invoice.amount_due_minor), invoice.currency, invoice.due_date,
+                    invoice.description) == (customer_id, due_minor, currency, due.isoformat(), description)
             if not same:
                 raise IdempotencyConflict(f"invoice {invoice_id}: already exists with other content")
             return _detail(conn, invoice_id)
