@@ -370,7 +370,9 @@ class ConsumerRuntime:
                 poison[hf.index] = f"handler-error: failed {n} times: {_describe(hf.exc)}"
                 self._handler_failures.pop(key, None)
         result.consumed = len(messages)
-        self._handler_failures.clear()
+        if self._handler_failures:  # only this batch's records: others keep their failure counts
+            for m in messages:
+                self._handler_failures.pop((m.topic, m.partition, m.offset), None)
         if self._kill_p and random.random() < self._kill_p:
             os._exit(137)  # test-only: crash between the store commit and the offset commit
         if poison:
@@ -531,7 +533,14 @@ class ConsumerRuntime:
         started = time.perf_counter()
         remaining = self._retry_at - time.monotonic()
         timeout = max(0.0, min(self.poll_timeout, remaining))
-        messages = self.consumer.poll(self.max_batch, timeout)
+        try:
+            messages = self.consumer.poll(self.max_batch, timeout)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # still unreachable: keep waiting; the poll after the backoff retries (and backs off further)
+            log.debug("%s: poll during backoff failed: %s", self.service.name, _describe(exc))
+            messages = []
         if messages:
             # a partition assigned during the wait (or one that lost its pause in a rebalance)
             first: dict[TopicPartition, int] = {}
