@@ -138,7 +138,9 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> li
         )
     dialect = engine.dialect.name
     for m in migrations:
-        with engine.begin() as conn:
+        # SQLite: take the write lock before the check (BEGIN IMMEDIATE), so a starter racing another one
+        # waits for it instead of failing to upgrade its read snapshot to a write ("database is locked")
+        with writer(engine).begin() as conn:
             if dialect == "postgresql":
                 # Serialize concurrent starters of the same service.
                 conn.exec_driver_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
