@@ -17,6 +17,7 @@ import os
 import smtplib
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -270,6 +271,18 @@ _MARK_RETRY = sa.text(
 )
 
 
+_RENEW = sa.text(
+    "UPDATE notifications SET claimed_until_ms = :until WHERE event_id = :event_id AND claim_token = :token"
+    " AND status = 'pending'"
+)
+
+
+def _renew(eng: sa.Engine, event_id: str, token: str, until_ms: int) -> bool:
+    """Extend this pass's lease on one intent just before it is sent; False when the pass no longer holds it."""
+    with eng.begin() as conn:
+        return conn.execute(_RENEW, {"until": until_ms, "event_id": event_id, "token": token}).rowcount == 1
+
+
 def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str, Any]]]) -> None:
     """Write the outcome of sent/failed/retried intents (one transaction, one executemany per kind)."""
     by_statement: dict[sa.TextClause, list[dict[str, Any]]] = {}
@@ -320,8 +333,14 @@ def deliver_pending(
     policy = _Policy(base_backoff_s, max_backoff_s, max_attempts)
     eng = engine(settings)
     token = uuid.uuid4().hex
+    lease_ms = int(lease_s * 1000)
+    started = time.monotonic()
+
+    def pass_ms() -> int:  # the pass's clock: ``now`` plus the time the pass has taken so far
+        return now_ms + int((time.monotonic() - started) * 1000)
+
     with eng.begin() as conn:
-        rows = _claim(conn, limit, now_ms, int(lease_s * 1000), token)
+        rows = _claim(conn, limit, now_ms, lease_ms, token)
     if not rows:
         return DeliveryReport()
 
@@ -377,6 +396,8 @@ def deliver_pending(
                                              "message_id": message_id,
                                              "reason": f"cannot render the e-mail: {type(exc).__name__}: {exc}"}))
                 continue
+            if not mailer.idempotent and not _renew(eng, row.event_id, token, pass_ms() + lease_ms):
+                continue  # this pass outlived its lease and another worker took the intent over: it sends it
             try:
                 mailer.send(Outgoing(key=str(message_uuid(row.event_id)), recipient=row.recipient, data=data))
             except PermanentFailure as exc:
