@@ -117,6 +117,8 @@ class Settings:
             raise ConfigError("PAYEVENTS_BROKER: kafka:// needs at least one host:port")
         if self.partitions < 1:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
+        if not self.api_token or not self.api_token.strip():
+            raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
 
 
 def _env(value: Any, name: str) -> Env:

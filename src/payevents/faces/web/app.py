@@ -155,7 +155,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_token.encode()):
+        expected = settings.api_token.strip().encode()
+        if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
             raise HTTPException(status_code=401, detail="a valid bearer token is required for writes",
                                 headers={"WWW-Authenticate": 'Bearer realm="payevents"'})
 
