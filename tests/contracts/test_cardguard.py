@@ -87,3 +87,13 @@ def test_card_paths_walk_keys_lists_and_values() -> None:
 def test_the_raw_prefilter_lets_ids_and_dates_take_the_fast_path(text: str) -> None:
     """Digit-and-dash stretches that cannot hold a card candidate must not cost the slow path."""
     assert not raw_may_contain_card(msgspec.json.encode({"v": text}))
+
+
+def test_mask_card_numbers_keeps_the_last_four_and_the_layout() -> None:
+    from payevents.contracts.cardguard import mask_card_numbers
+
+    raw = b'{"a":"card 4111 1111 1111 1111 ok","b":"4242424242424242","c":"4111111111111112","d":"2026-11-21"}'
+    masked = mask_card_numbers(raw)
+    assert masked == (b'{"a":"card **** **** **** 1111 ok","b":"************4242","c":"4111111111111112",'
+                      b'"d":"2026-11-21"}')  # a Luhn-invalid run and a date stay as they were
+    assert len(masked) == len(raw) and not contains_card_number(masked.decode())

@@ -120,7 +120,12 @@ def test_poison_between_valid_events_is_dead_lettered_and_the_payment_flows_on(
     assert rows[0][4] < rows[1][4]
 
     letters = [d for d in list_dead_letters(s, limit=1000, service=counter.name) if d.key == pay.encode()]
-    assert [d.value for d in letters] == [p.value for p, _ in poison]  # original bytes, in order
+    # original bytes, in order — except the card number, masked but its last four digits
+    assert [d.value for d in letters] == [
+        p.value.replace(b"4111 1111 1111 1111", b"**** **** **** 1111") for p, _ in poison]
+    assert all(b"4111 1111 1111 1111" not in d.value for d in letters)
+    assert [d.value for d in letters][2] != poison[2][0].value
+    assert [dict(d.headers).get("dlq.redacted") for d in letters] == [None, None, b"card-number", None, None, None]
     reasons = [d.reason for d in letters]
     assert reasons[0].startswith("invalid:") or reasons[0].startswith("undecodable:")
     assert reasons[1].startswith("not-utf8:")

@@ -65,6 +65,30 @@ def raw_may_contain_card(raw: bytes) -> bool:
     return _RAW_CANDIDATE.search(raw) is not None
 
 
+_RAW_DIGIT_RUN: Final = re.compile(rb"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+
+
+def mask_card_numbers(raw: bytes) -> bytes:
+    """``raw`` with every Luhn-valid 13–19 digit run (spaces/dashes allowed) masked but its last four digits,
+    keeping length and separators: what may be stored of a record rejected for card data."""
+
+    def _mask(m: re.Match[bytes]) -> bytes:
+        run = m.group(0)
+        digits = bytes(c for c in run if 48 <= c <= 57).decode()
+        if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
+            return run
+        keep, out = 4, bytearray()
+        for c in reversed(run):
+            if 48 <= c <= 57:
+                out.append(c if keep > 0 else 42)  # "*"
+                keep -= 1
+            else:
+                out.append(c)
+        return bytes(reversed(out))
+
+    return _RAW_DIGIT_RUN.sub(_mask, raw)
+
+
 def card_paths(obj: Any, path: str = "") -> Iterator[str]:
     """JSON paths (``data.metadata.description``) of every string (value or key) in ``obj`` holding card data."""
     if isinstance(obj, str):
@@ -81,4 +105,4 @@ def card_paths(obj: Any, path: str = "") -> Iterator[str]:
             yield from card_paths(value, f"{path}[{i}]")
 
 
-__all__ = ["CARD_MESSAGE", "card_paths", "contains_card_number", "luhn_ok", "raw_may_contain_card"]
+__all__ = ["CARD_MESSAGE", "card_paths", "contains_card_number", "luhn_ok", "mask_card_numbers", "raw_may_contain_card"]

@@ -2,7 +2,8 @@
 
 A dead-letter record keeps the original value bytes, key and headers unchanged and adds the
 ``dlq.*`` headers of :mod:`payevents.contracts.channel` (original topic/partition/offset, service,
-reason, failedAt). Nothing is dropped: replay re-publishes the original bytes to the channel, with the
+reason, failedAt) — except that card numbers are masked but their last four digits (``dlq.redacted``).
+Nothing is dropped: replay re-publishes the original bytes to the channel, with the
 same key (so the same partition) once the cause is fixed; consumers remove the duplicates by eventId.
 """
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from payevents.contracts import channel
+from payevents.contracts.cardguard import mask_card_numbers
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import NotFound
 from payevents.settings import Settings
@@ -30,6 +32,8 @@ DLQ_HEADERS: tuple[str, ...] = (
 )
 #: header added to a record re-published by :func:`replay`: "dlqPartition:dlqOffset"
 H_REPLAYED_FROM = "dlq.replayedFrom"
+#: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four)
+H_REDACTED = "dlq.redacted"
 
 _CARD_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
 MAX_REASON = 500
@@ -42,9 +46,18 @@ def redact(text: str) -> str:
 
 def dead_letter_record(message: Message, service: str, reason: str, settings: Settings,
                        failed_at: datetime | None = None) -> Record:
-    """The dead-letter record for ``message``: its bytes, key and headers plus the ``dlq.*`` headers."""
+    """The dead-letter record for ``message``: its bytes, key and headers plus the ``dlq.*`` headers.
+
+    The one exception to "original bytes": a record rejected for card data is stored with the card digits
+    masked (all but the last four), header ``dlq.redacted: card-number`` — card numbers never rest in a topic."""
     when = (failed_at or datetime.now(UTC)).isoformat()
-    kept = tuple((k, v) for k, v in message.headers if k not in DLQ_HEADERS and k != H_REPLAYED_FROM)
+    value, key = message.value or b"", message.key
+    redacted: Headers = ()
+    if reason.startswith("card-number"):
+        value = mask_card_numbers(value)
+        key = mask_card_numbers(key) if key is not None else None
+        redacted = ((H_REDACTED, b"card-number"),)
+    kept = tuple((k, v) for k, v in message.headers if k not in DLQ_HEADERS and k not in (H_REPLAYED_FROM, H_REDACTED))
     extra: Headers = (
         (channel.DLQ_ORIGINAL_TOPIC, message.topic.encode()),
         (channel.DLQ_ORIGINAL_PARTITION, str(message.partition).encode()),
@@ -53,8 +66,7 @@ def dead_letter_record(message: Message, service: str, reason: str, settings: Se
         (channel.DLQ_REASON, redact(reason).encode("utf-8")),
         (channel.DLQ_FAILED_AT, when.encode()),
     )
-    return Record(topic=dead_letter_topic_for(settings.env), value=message.value or b"", key=message.key,
-                  headers=kept + extra)
+    return Record(topic=dead_letter_topic_for(settings.env), value=value, key=key, headers=kept + extra + redacted)
 
 
 def dead_letter(producer: Producer, message: Message, service: str, reason: str, settings: Settings) -> Delivery:
