@@ -95,3 +95,48 @@ def test_transient_poll_errors_during_a_backoff_are_retried_not_raised(settings:
         assert rt.stats.retries >= 1
     ids = [r[1] for r in rc.counter_rows(db.engine_for(settings, counter.name))]
     assert sorted(ids) == sorted(e["eventId"] for e in events)
+
+
+class _FailingProducer:
+    """A dead-letter producer whose next ``failures`` sends raise TransientError."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def send(self, records: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("dead-letter channel unreachable (test)")
+        return self.inner.send(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_failed_dead_letter_produce_rolls_the_batch_back(settings: Settings, counter: ServiceDef) -> None:
+    """The dead letter is written before the batch's effects commit: while it cannot be written, nothing of
+    the batch is applied (so no later event of the payment overtakes the rejected one); then all goes
+    through once, in order."""
+    pay = "PAY-DLQ-FIRST"
+    first, ev1 = rc.event_record(settings, pay, "1.00")
+    rejected, ev_rej = rc.event_record(settings, pay, "2.00", description="reject")
+    last, ev3 = rc.event_record(settings, pay, "3.00")
+    rc.send(settings, [first, rejected, last])
+    engine = db.engine_for(settings, counter.name)
+    with ConsumerRuntime(settings, counter, max_batch=10, poll_timeout=0.2) as rt:
+        rt.backoff_initial = 0.001
+        rt.backoff_max = 0.002
+        real = rt._dlq_producer()
+        rt._dlq_producer = lambda: flaky  # type: ignore[method-assign]
+        flaky = _FailingProducer(real, failures=2)
+        r = rt.step()
+        assert r.retried and "dead-letter channel unreachable" in (r.fault or "")
+        assert rc.counter_rows(engine) == []  # rolled back with the failed produce
+        for _ in range(200):
+            if rt.stats.applied >= 2 and rt.stats.dead_lettered == 1:
+                break
+            rt.step()
+    assert [r[1] for r in rc.counter_rows(engine)] == [ev1["eventId"], ev3["eventId"]]
+    (letter,) = list_dead_letters(settings, service=counter.name)
+    assert letter.event_id == ev_rej["eventId"] and letter.reason.startswith("rejected:")

@@ -11,7 +11,10 @@ Per batch (:meth:`ConsumerRuntime.step`):
    ``batch_handler`` gets all new handled events of the batch in one call instead; if it raises
    PoisonEvent or a non-transient error, the transaction is rolled back and the batch re-applied per
    event (which isolates the culprit); transient errors are retried like any other;
-4. produce poison records to the dead-letter channel (original bytes, key and headers + ``dlq.*``);
+4. still inside that transaction, just before its commit: produce the poison records to the dead-letter
+   channel (original bytes, key and headers + ``dlq.*``; card digits masked). A failed produce rolls the
+   batch back and it is retried, so no later event of a payment is applied while an earlier one's dead
+   letter is not yet written; a crash after the produce may only write a dead letter twice;
 5. commit the next offset of every partition of the batch.
 
 A crash anywhere before 5 replays the batch, and the replay changes nothing. A handler raising
@@ -33,7 +36,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -350,9 +353,19 @@ class ConsumerRuntime:
         items = [self._decode(i, m) for i, m in enumerate(messages)]
         poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
         use_batch = self.service.batch_handler is not None
+        def dead_letter_first() -> None:
+            # inside the store transaction, just before its commit: a failed produce rolls the batch back
+            # (transient: retried later), so a dead letter is never lost and no later event of the same
+            # payment is applied before its predecessor's fate is recorded
+            if poison:
+                records = [dead_letter_record(messages[i], self.service.name, reason, self.settings)
+                           for i, reason in sorted(poison.items())]
+                self._dlq_producer().send(records)
+
         while True:
             try:
-                result = self._apply([it for it in items if it.index not in poison], use_batch)
+                result = self._apply([it for it in items if it.index not in poison], use_batch,
+                                     before_commit=dead_letter_first)
                 break
             except _BatchFallback as bf:
                 # rolled back; the per-event handlers (the reference semantics) find and isolate the culprit
@@ -376,14 +389,6 @@ class ConsumerRuntime:
         if self._kill_p and random.random() < self._kill_p:
             os._exit(137)  # test-only: crash between the store commit and the offset commit
         if poison:
-            records = [dead_letter_record(messages[i], self.service.name, reason, self.settings)
-                       for i, reason in sorted(poison.items())]
-            try:
-                self._dlq_producer().send(records)
-            except Exception as exc:
-                if is_transient(exc):
-                    raise _Transient(f"dead-letter produce: {_describe(exc)}") from exc
-                raise
             for i, reason in sorted(poison.items()):
                 m = messages[i]
                 log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service.name, m.topic, m.partition,
@@ -396,10 +401,11 @@ class ConsumerRuntime:
         result.committed = self._commit_offsets(offsets)
         return result
 
-    def _apply(self, items: Sequence[_Item], use_batch: bool = False) -> BatchResult:
+    def _apply(self, items: Sequence[_Item], use_batch: bool = False,
+               before_commit: Callable[[], None] | None = None) -> BatchResult:
         """One store transaction: seen marks + handler effects (through the service's batch handler when
-        ``use_batch``). Raises _Transient, _BatchFallback, _HandlerPoison or _HandlerFailure (after rolling
-        back)."""
+        ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises _Transient, _BatchFallback,
+        _HandlerPoison or _HandlerFailure (after rolling back)."""
         result = BatchResult()
         try:
             with db.writer(self.engine).begin() as conn:
@@ -435,6 +441,8 @@ class ConsumerRuntime:
                             raise
                         raise _HandlerFailure(it.index, exc) from exc
                     result.applied += 1
+                if before_commit is not None:
+                    before_commit()
         except (_HandlerPoison, _HandlerFailure, _BatchFallback):
             raise
         except Exception as exc:
