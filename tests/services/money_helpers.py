@@ -69,6 +69,9 @@ def deliver(settings: Settings, service: str, events: Iterable[DecodedEvent]) ->
         from payevents.services.ledger.store import engine
     else:
         from payevents.services.invoices.store import engine
-    with engine(settings).begin() as conn:
+    from payevents.store.db import writer
+
+    # as the consumer runtime does: on SQLite the transaction takes the write lock at BEGIN
+    with writer(engine(settings)).begin() as conn:
         for i, d in enumerate(events):
             svc.handlers[d.event_type](conn, d, message_for(d, i))
