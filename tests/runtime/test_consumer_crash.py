@@ -83,7 +83,8 @@ def test_sigkill_between_store_commit_and_offset_commit_loses_nothing_and_applie
 def test_sigkill_with_a_batch_handler_loses_nothing_and_applies_nothing_twice(
     settings: Settings, batch_counter: ServiceDef
 ) -> None:
-    kill_until_done(settings, batch_counter, 1500, 50)
+    # small batches: the batch path is fast enough to finish 1,500 events before a kill could strike
+    kill_until_done(settings, batch_counter, 1500, 20)
     assert sum(rc.batch_sizes(db.engine_for(settings, batch_counter.name))) == 1500  # all through the batch path
 
 
