@@ -43,42 +43,25 @@ GENESIS_HASH: Final = "0" * 64
 clock = time.time
 IMMUTABLE_MESSAGE: Final = "outbox_events is immutable"
 
-_SQLITE_TABLES: Final = [
-    """CREATE TABLE outbox_events (
-        seq INTEGER PRIMARY KEY,
+#: the event table, identical on both databases but for the names of the 64-bit integer and bytes types
+_EVENTS_TABLE: Final = """CREATE TABLE outbox_events (
+        seq {int64} PRIMARY KEY,
         event_id VARCHAR(64) NOT NULL UNIQUE,
         idempotency_key VARCHAR(255) NOT NULL UNIQUE,
         event_type VARCHAR(64) NOT NULL,
         version VARCHAR(32) NOT NULL,
         payment_id VARCHAR(255) NOT NULL,
-        partition_key BLOB NOT NULL,
+        partition_key {bytes} NOT NULL,
         topic VARCHAR(255) NOT NULL,
         headers TEXT NOT NULL,
-        body BLOB NOT NULL,
+        body {bytes} NOT NULL,
         content_hash CHAR(64) NOT NULL,
         created_at DOUBLE PRECISION NOT NULL,
         prev_hash CHAR(64) NOT NULL,
         hash CHAR(64) NOT NULL
-    )""",
-]
-_PG_TABLES: Final = [
-    """CREATE TABLE outbox_events (
-        seq BIGINT PRIMARY KEY,
-        event_id VARCHAR(64) NOT NULL UNIQUE,
-        idempotency_key VARCHAR(255) NOT NULL UNIQUE,
-        event_type VARCHAR(64) NOT NULL,
-        version VARCHAR(32) NOT NULL,
-        payment_id VARCHAR(255) NOT NULL,
-        partition_key BYTEA NOT NULL,
-        topic VARCHAR(255) NOT NULL,
-        headers TEXT NOT NULL,
-        body BYTEA NOT NULL,
-        content_hash CHAR(64) NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        prev_hash CHAR(64) NOT NULL,
-        hash CHAR(64) NOT NULL
-    )""",
-]
+    )"""
+_SQLITE_TABLES: Final = [_EVENTS_TABLE.format(int64="INTEGER", bytes="BLOB")]
+_PG_TABLES: Final = [_EVENTS_TABLE.format(int64="BIGINT", bytes="BYTEA")]
 _COMMON_TABLES: Final = [
     "CREATE INDEX ix_outbox_events_payment ON outbox_events (payment_id, seq)",
     """CREATE TABLE outbox_chain (
