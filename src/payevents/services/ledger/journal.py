@@ -148,20 +148,25 @@ _PAYMENT_ENTRY: Final = sa.text(
 )
 
 
+def _payment_amount(decoded: DecodedEvent) -> tuple[PaymentProcessed, int]:
+    """The PaymentProcessed event and its amount in minor units; PoisonEvent for anything else."""
+    event = decoded.event
+    if not isinstance(event, PaymentProcessed):
+        raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
+    try:
+        return event, to_minor(event.data.amount.value, event.data.amount.currency, field="data.amount.value")
+    except ContractError as exc:
+        raise PoisonEvent(f"ledger: {exc}") from None
+
+
 def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Message | None = None) -> None:
     """PaymentProcessed → one balanced entry: debit Cash, credit Accounts Receivable (legacy events too).
 
     A replay of the same eventId posts nothing. Another PaymentProcessed for a payment already posted
     is refused (dead-lettered with the reason) rather than posted twice.
     """
-    event = decoded.event
-    if not isinstance(event, PaymentProcessed):
-        raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
+    event, minor = _payment_amount(decoded)
     d = event.data
-    try:
-        minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
-    except ContractError as exc:
-        raise PoisonEvent(f"ledger: {exc}") from None
     existing = conn.execute(_PAYMENT_ENTRY, {"pid": d.paymentId}).first()
     if existing is not None:
         if existing.event_id == event.eventId:
@@ -209,14 +214,7 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
     twice within the batch): the runtime then re-applies the batch one event at a time."""
     posts: list[tuple[PaymentProcessed, DecodedEvent, int]] = []
     for decoded, _message in batch:
-        event = decoded.event
-        if not isinstance(event, PaymentProcessed):
-            raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
-        d = event.data
-        try:
-            minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
-        except ContractError as exc:
-            raise PoisonEvent(f"ledger: {exc}") from None
+        event, minor = _payment_amount(decoded)
         posts.append((event, decoded, minor))
     if not posts:
         return
