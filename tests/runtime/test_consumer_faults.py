@@ -22,7 +22,7 @@ from payevents.runtime.consumer import ConsumerRuntime
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
-from payevents.testing.tansu import free_port
+from payevents.localkafka import free_port
 
 PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

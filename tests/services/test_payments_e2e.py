@@ -1,4 +1,4 @@
-"""End to end, through the embedded log and through Kafka (Tansu): payments completed in Payments
+"""End to end, through the embedded log and through Kafka (Apache Kafka): payments completed in Payments
 show up as balanced journal entries and Paid / Partially Paid invoices — via the outbox, the Relay and
 the ConsumerRuntime of the Ledger and Invoices services — and a re-sent record changes nothing."""
 

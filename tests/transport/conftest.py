@@ -12,7 +12,7 @@ from payevents.transport import Transport, open_transport
 
 @pytest.fixture
 def transport(transport_settings: Settings) -> Iterator[Transport]:
-    """The transport under test (embedded or Kafka on Tansu), closed afterwards."""
+    """The transport under test (embedded or Apache Kafka), closed afterwards."""
     t = open_transport(transport_settings)
     yield t
     t.close()

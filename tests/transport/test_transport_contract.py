@@ -1,4 +1,4 @@
-"""The transport contract: every test runs unchanged on the embedded log and on Kafka (Tansu)."""
+"""The transport contract: every test runs unchanged on the embedded log and on Apache Kafka."""
 
 from __future__ import annotations
 

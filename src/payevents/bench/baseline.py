@@ -87,7 +87,7 @@ def kafka_consume(bootstrap: str, topic: str, n: int, extra: Mapping[str, str] |
     from the first record (the group join is not part of the rate)."""
     from confluent_kafka import Consumer
 
-    from payevents.testing.tansu import FAST_GROUP_CONFIG
+    from payevents.localkafka import FAST_GROUP_CONFIG
 
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,

@@ -1,6 +1,6 @@
 """The benchmark harness: a fresh environment per run, figures with baselines and targets, percentiles.
 
-A :class:`BenchEnv` gives one run its own temporary data directory, its own Tansu broker for Kafka runs
+A :class:`BenchEnv` gives one run its own temporary data directory, its own Apache Kafka for Kafka runs
 and its own PostgreSQL schemas (dropped afterwards). Suites append :class:`Figure` values (and latency
 samples) to a :class:`BenchReport`; :func:`finalize` fills in every figure's ratio to its baseline.
 """
@@ -156,33 +156,29 @@ class BenchEnv:
     transport: TransportName
     database: DatabaseName
     tmp: Path
-    broker: Any = None  # TansuBroker for kafka runs
+    broker: Any = None  # LocalKafka for kafka runs
     #: things suites share within one run (the generated events, ...)
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @contextlib.contextmanager
     def sub(self, label: str) -> Iterator[Settings]:
         """Settings for a sub-run with a clean channel: its own data dir (embedded log and SQLite stores),
-        its own PostgreSQL schemas, and on Kafka its own Tansu broker (so its topic and consumer groups
-        start empty), stopped afterwards."""
+        its own PostgreSQL schemas, and on Kafka a fresh channel on the run's broker (its topics deleted and
+        created anew, so they and the consumer groups' offsets on them start empty)."""
         from payevents.store.db import dispose_engines
 
         tag = f"{label.replace('-', '_')[:12]}{uuid.uuid4().hex[:4]}"
         changes: dict[str, Any] = {"data_dir": self.tmp / tag}
         if self.database == "postgresql":
             changes["db_schema_prefix"] = f"{self.settings.db_schema_prefix}{tag}_"
-        broker = None
         try:
             if self.transport == "kafka":
-                from payevents.testing.tansu import TansuBroker
+                from payevents.localkafka import fresh_channel
 
-                broker = TansuBroker().start()
-                changes["broker"] = broker.url
+                fresh_channel(self.broker.bootstrap)
             yield dataclasses.replace(self.settings, **changes)
         finally:
             dispose_engines()
-            if broker is not None:
-                broker.stop()
 
 
 @contextlib.contextmanager
@@ -194,7 +190,7 @@ def bench_env(
     partitions: int = 6,
     pg_url: str = PG_URL,
 ) -> Iterator[BenchEnv]:
-    """A fresh temporary data dir, a Tansu broker for kafka, unique PostgreSQL schemas; all removed after."""
+    """A fresh temporary data dir, a local Apache Kafka for kafka, unique PostgreSQL schemas; all removed after."""
     from payevents.store.db import dispose_engines
 
     tmp = Path(tempfile.mkdtemp(prefix="payevents-bench-"))
@@ -206,9 +202,9 @@ def bench_env(
             values["database_url"] = pg_url
             values["db_schema_prefix"] = prefix
         if transport == "kafka":
-            from payevents.testing.tansu import FAST_GROUP_CONFIG, TansuBroker
+            from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
 
-            broker = TansuBroker().start()
+            broker = LocalKafka().start()
             values["broker"] = broker.url
             values["kafka_config"] = dict(FAST_GROUP_CONFIG)
         settings = Settings(**values)

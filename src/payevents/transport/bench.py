@@ -1,4 +1,4 @@
-"""Transport throughput: ``python -m payevents.transport.bench [--broker embedded|kafka://h:p|tansu]``.
+"""Transport throughput: ``python -m payevents.transport.bench [--broker embedded|kafka://h:p|local]``.
 
 Phase 1 sends N records (1 KB values, uuid keys) in batches; phase 2 has G consumer groups, each in its
 own process, poll and commit them all; phase 3 runs a producer and the G groups at the same time
@@ -19,7 +19,7 @@ from payevents.transport import Record, open_transport
 
 
 def _settings(broker: str, data_dir: str) -> Settings:
-    from payevents.testing.tansu import FAST_GROUP_CONFIG
+    from payevents.localkafka import FAST_GROUP_CONFIG
 
     cfg = dict(FAST_GROUP_CONFIG) if broker.startswith("kafka://") else {}
     return Settings(env="dev", broker=broker, data_dir=Path(data_dir), kafka_config=cfg)  # type: ignore[arg-type]
@@ -88,7 +88,7 @@ def _groups(broker: str, data_dir: str, topic: str, groups: int, total: int, bat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--broker", default="embedded", help="embedded, kafka://host:port, or tansu (start one)")
+    ap.add_argument("--broker", default="embedded", help="embedded, kafka://host:port, or local (start a local Apache Kafka)")
     ap.add_argument("--records", type=int, default=50000)
     ap.add_argument("--size", type=int, default=1000, help="value bytes")
     ap.add_argument("--batch", type=int, default=500)
@@ -97,12 +97,12 @@ def main() -> None:
     args = ap.parse_args()
 
     broker = args.broker
-    tansu = None
-    if broker == "tansu":
-        from payevents.testing.tansu import TansuBroker
+    local = None
+    if broker == "local":
+        from payevents.localkafka import LocalKafka
 
-        tansu = TansuBroker().start()
-        broker = tansu.url
+        local = LocalKafka().start()
+        broker = local.url
     try:
         with tempfile.TemporaryDirectory() as data_dir:
             transport = open_transport(_settings(broker, data_dir))
@@ -121,8 +121,8 @@ def main() -> None:
             print(f"end to end (1 producer, {args.groups} groups at once): {n / wall:,.0f} records/s produced "
                   f"and consumed by every group ({args.groups * n / wall:,.0f} deliveries/s)")
     finally:
-        if tansu is not None:
-            tansu.stop()
+        if local is not None:
+            local.stop()
 
 
 if __name__ == "__main__":

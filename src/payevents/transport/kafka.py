@@ -47,14 +47,17 @@ CONSUMER_REQUIRED: dict[str, str] = {
     "enable.auto.commit": "false",
     "enable.auto.offset.store": "false",
 }
-#: sensible for real Kafka; FAST_GROUP_CONFIG (tests, Tansu) overrides them through kafka_config
+#: sensible for real Kafka; FAST_GROUP_CONFIG (tests, a local broker) overrides them through kafka_config
 CONSUMER_DEFAULTS: dict[str, str] = {
     "session.timeout.ms": "30000",
     "heartbeat.interval.ms": "3000",
     "max.poll.interval.ms": "300000",
     "fetch.wait.max.ms": "100",
-    "partition.assignment.strategy": "roundrobin",
+    "partition.assignment.strategy": "cooperative-sticky",
 }
+#: with the KIP-848 consumer protocol (group.protocol=consumer) the broker assigns partitions and owns the
+#: session and heartbeat timing: librdkafka refuses these client-side settings then
+_CLASSIC_GROUP_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
 _CONSUMER_ONLY = {
     "group.id", "group.instance.id", "group.protocol", "session.timeout.ms", "heartbeat.interval.ms",
     "max.poll.interval.ms", "fetch.wait.max.ms", "fetch.min.bytes", "fetch.max.bytes", "fetch.error.backoff.ms",
@@ -76,6 +79,8 @@ _REBALANCE_CODES = {
 }
 _RECREATE_CODES = {KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_PRODUCER_ID,
                    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.INVALID_PRODUCER_EPOCH}
+_LEADER_MOVING_CODES = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_COORDINATOR}
 _MISSING_TOPIC_CODES = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
 
@@ -145,6 +150,9 @@ class KafkaTransport:
         cfg: dict[str, Any] = {**CONSUMER_DEFAULTS, "auto.offset.reset": "earliest" if from_beginning else "latest"}
         cfg.update(_client_config(self.bootstrap, self.kafka_config, drop=_PRODUCER_ONLY))
         cfg.update(CONSUMER_REQUIRED)
+        if str(cfg.get("group.protocol", "classic")).lower() == "consumer":
+            for key in _CLASSIC_GROUP_ONLY:
+                cfg.pop(key, None)
         if group is not None:
             cfg["group.id"] = group
         else:
@@ -162,15 +170,18 @@ class KafkaTransport:
         return KafkaConsumer(self.consumer_config(group, from_beginning=from_beginning), list(topics))
 
     # -- administration --------------------------------------------------------------------------
-    def partition_counts(self, topics: Sequence[str] | None = None, timeout: float = 10.0) -> dict[str, int]:
-        """Partition count of each existing topic (of ``topics``, or all)."""
+    def partition_counts(self, topics: Sequence[str] | None = None, timeout: float = 10.0, *,
+                         with_leader: bool = False) -> dict[str, int]:
+        """Partition count of each existing topic (of ``topics``, or all); with ``with_leader`` only topics
+        whose every partition has a leader."""
         try:
             md = self._admin.list_topics(timeout=timeout)
         except KafkaException as exc:
             raise _error(exc.args[0], f"list topics at {self.bootstrap}") from exc
         wanted = None if topics is None else set(topics)
         return {name: len(t.partitions) for name, t in md.topics.items()
-                if t.error is None and (wanted is None or name in wanted) and not name.startswith("__")}
+                if t.error is None and (wanted is None or name in wanted) and not name.startswith("__")
+                and (not with_leader or (t.partitions and all(p.leader >= 0 for p in t.partitions.values())))}
 
     def create_topics(self, topics: Sequence[str], partitions: int) -> None:
         if partitions < 1:
@@ -191,10 +202,11 @@ class KafkaTransport:
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise _error(exc.args[0], f"create topic {topic!r}") from exc
-        # wait until the metadata shows every topic (creation propagates asynchronously)
+        # wait until the metadata shows every topic with a leader for each partition (creation and leader
+        # election propagate asynchronously; a read before that answers NOT_LEADER_FOR_PARTITION)
         deadline = time.monotonic() + 15
         while True:
-            counts = self.partition_counts(topics)
+            counts = self.partition_counts(topics, with_leader=True)
             self._check_counts(counts, partitions)
             if len(counts) == len(set(topics)):
                 return
@@ -233,36 +245,20 @@ class KafkaTransport:
         return self._reader
 
     def _end_offsets(self, topic: str, partitions: int) -> dict[int, int]:
-        """The high watermark of each partition, as a fetch response reports it.
-
-        ListOffsets alone is not enough: Tansu answers it with the last batch's base offset + 1. So the
-        reader fetches from that answer up to the end (at most one batch per partition; nothing on a real
-        Kafka, where the answer is exact) and takes the watermark of the fetch response."""
-        try:
-            futs = self._admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},
-                                            request_timeout=10)
-            approx = {tp.partition: max(f.result().offset, 0) for tp, f in futs.items()}
-        except KafkaException as exc:
-            raise _error(exc.args[0], f"end offsets of {topic!r}") from exc
-        reader = self._reader_consumer()
-        reader.assign([TopicPartition(topic, p, o) for p, o in approx.items()])
-        ends: dict[int, int] = {}
-        at_eof: set[int] = set()
-        deadline = time.monotonic() + 10
-        try:
-            while len(at_eof) < partitions and time.monotonic() < deadline:
-                for m in reader.consume(num_messages=10000, timeout=0.2):
-                    err = m.error()
-                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                        at_eof.add(m.partition())  # type: ignore[arg-type]
-                    elif err is not None:
-                        raise _error(err, f"end offsets of {topic!r}")
-            for p in range(partitions):
-                _, high = reader.get_watermark_offsets(TopicPartition(topic, p), cached=True) or (-1, -1)
-                ends[p] = high if p in at_eof and high >= 0 else approx[p]
-        finally:
-            reader.unassign()
-        return ends
+        """The high watermark of each partition (ListOffsets, latest). A retriable error (a leader being
+        elected, e.g. just after creation or while a broker fails over) is retried for up to 15 s."""
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                futs = self._admin.list_offsets(
+                    {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}, request_timeout=10)
+                return {tp.partition: max(f.result().offset, 0) for tp, f in futs.items()}
+            except KafkaException as exc:
+                err = exc.args[0]
+                retry = isinstance(err, KafkaError) and (err.retriable() or err.code() in _LEADER_MOVING_CODES)
+                if not retry or time.monotonic() > deadline:
+                    raise _error(err, f"end offsets of {topic!r}") from exc
+                time.sleep(0.1)
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Message]:
         counts = self.partition_counts([topic])
@@ -544,7 +540,7 @@ class KafkaConsumer:
                      for tp in self._c.position([TopicPartition(t, p) for t, p in tps])}
         out: dict[TP, int] = {}
         for tp in tps:
-            # the watermarks of the last fetch response first (Tansu's ListOffsets answer is approximate)
+            # the watermarks of the last fetch response first (no request), else ask the broker
             low, high = self._c.get_watermark_offsets(TopicPartition(*tp), cached=True) or (-1, -1)
             if high < 0:
                 try:

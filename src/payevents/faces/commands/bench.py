@@ -21,7 +21,7 @@ bench_app = typer.Typer(
 
 TransportOpt = Annotated[
     str | None,
-    typer.Option("--transport", help="embedded, kafka (a Tansu broker is started) or both; "
+    typer.Option("--transport", help="embedded, kafka (a local Apache Kafka is started) or both; "
                                      "default: both for `all`, embedded otherwise"),
 ]
 DatabaseOpt = Annotated[str, typer.Option("--database", help="sqlite (default) or postgresql (local, unique schemas)")]
