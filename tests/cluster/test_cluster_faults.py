@@ -91,8 +91,9 @@ class Run:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")}
         env.update({"PAYEVENTS_ENV": str(s.env), "PAYEVENTS_BROKER": s.broker, "PAYEVENTS_DATA_DIR": str(s.data_dir),
                     "PAYEVENTS_KAFKA_CONFIG": json.dumps(dict(s.kafka_config)), "PYTHONPATH": str(SRC)})
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "payevents"), "run", "all", "--max-batch", "200"],
-                                     env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        cli = str(Path(sys.executable).parent / "payevents")
+        self.proc = subprocess.Popen([cli, "run", "all", "--max-batch", "200"], env=env,
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def stop_workers(self) -> None:

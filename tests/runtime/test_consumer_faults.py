@@ -18,11 +18,11 @@ import runtime_counter as rc
 import sqlalchemy as sa
 from test_consumer_runtime import assert_order_per_payment
 
+from payevents.localkafka import free_port
 from payevents.runtime.consumer import ConsumerRuntime
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
-from payevents.localkafka import free_port
 
 PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -26,7 +26,7 @@ DEFAULT_N: dict[str, int] = {
     "publish": 10_000,
     "end-to-end": 10_000,
 }
-#: the same knobs scaled for kafka 
+#: the same knobs scaled for kafka
 KAFKA_SCALE = 1.0
 
 SuiteFn = Callable[[BenchEnv, BenchReport, int, Console], None]

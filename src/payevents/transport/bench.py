@@ -88,7 +88,8 @@ def _groups(broker: str, data_dir: str, topic: str, groups: int, total: int, bat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--broker", default="embedded", help="embedded, kafka://host:port, or local (start a local Apache Kafka)")
+    ap.add_argument("--broker", default="embedded",
+                    help="embedded, kafka://host:port, or local (start a local Apache Kafka)")
     ap.add_argument("--records", type=int, default=50000)
     ap.add_argument("--size", type=int, default=1000, help="value bytes")
     ap.add_argument("--batch", type=int, default=500)
