@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck system-deps asyncapi-deps bench clean
+.PHONY: install demo test lint typecheck system-deps postgres kafka-libs kafka asyncapi-deps bench clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,18 @@ system-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "chromium could not be installed" >&2; exit 1; }
 
+## PostgreSQL for the tests: installs Debian's postgresql where missing, starts it, opens the database `test` on 127.0.0.1:5432.
+postgres:
+	@bash tools/postgres-up.sh
+
+## The pinned Apache Kafka's jars (tools/kafka/pom.xml), fetched once by Maven into ~/.cache/payevents.
+kafka-libs:
+	@bash tools/kafka/fetch.sh >/dev/null
+
+## A local Apache Kafka on 127.0.0.1:9092 until Ctrl-C (data kept in kafka-data/).
+kafka: $(RUN_STAMP) kafka-libs
+	$(BIN)/payevents kafka up
+
 ## The AsyncAPI validator the tests use (@asyncapi/parser, pinned in tools/asyncapi/package-lock.json).
 ASYNCAPI_STAMP := tools/asyncapi/node_modules/.stamp
 $(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
@@ -45,8 +57,8 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy src/payevents
 
-## The whole suite: lint, then every test (Kafka via Tansu, PostgreSQL at 127.0.0.1:5432, Chromium).
-test: $(TEST_STAMP) system-deps asyncapi-deps lint typecheck
+## The whole suite: lint, then every test (Apache Kafka started by the fixtures, PostgreSQL, Chromium).
+test: $(TEST_STAMP) system-deps postgres kafka-libs asyncapi-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Every benchmark suite, on both transports; prints a table, writes bench-results.json and a PNG.
@@ -54,4 +66,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/payevents bench all --env dev
 
 clean:
-	rm -rf $(VENV) demo-data payevents-data .pytest_cache bench-results.json bench-results.png
+	rm -rf $(VENV) demo-data payevents-data kafka-data .pytest_cache bench-results.json bench-results.png

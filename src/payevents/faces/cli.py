@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "web",  # serve
     "catalog",
     "bench",
+    "kafka",  # kafka up: a local Apache Kafka
 )
 
 app = typer.Typer(
