@@ -13,33 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka, fresh_channel
+from payevents.localkafka import FAST_GROUP_CONFIG
 from payevents.settings import Settings
 from payevents.store.db import dispose_engines
 from payevents.testing.ci import missing
 
 PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="session")
-def kafka_session() -> Iterator[LocalKafka]:
-    """One Apache Kafka (the release pinned in tools/kafka/pom.xml, single-node KRaft, free loopback ports,
-    a temporary data dir) for the whole test session."""
-    try:
-        broker = LocalKafka().start()
-    except Exception as exc:
-        missing(f"Apache Kafka ({exc})")
-        raise
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def kafka_broker(kafka_session: LocalKafka) -> LocalKafka:
-    """The session's broker with a fresh channel: the test starts with no ``payments.{env}.events`` (nor its
-    dead-letter channel) of any env, so it sees only the records it produces (group ids are per test too)."""
-    fresh_channel(kafka_session.bootstrap)
-    return kafka_session
 
 
 @pytest.fixture(scope="session")

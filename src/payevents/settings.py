@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from payevents.contracts.channel import Env, parse_env
 from payevents.errors import ConfigError, ContractError
 
+#: the built-in services (third-party ones are found through the ``payevents.services`` entry points)
 SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "notifications")
+_SERVICE_NAME = re.compile(r"^_?[a-z][a-z0-9_]{0,47}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +62,8 @@ class Settings:
 
     def database_url_for(self, service: str) -> str:
         """The SQLAlchemy URL of one service's own database."""
-        if service not in SERVICES and not service.startswith("_"):
-            raise ConfigError(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+        if not _SERVICE_NAME.match(service):
+            raise ConfigError(f"service: {service!r} is not a service name (a-z, 0-9 and _, at most 48)")
         if self.database_url is None:
             return f"sqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
         return self.database_url

@@ -218,7 +218,7 @@ class ConsumerRuntime:
             transport = open_transport(settings)
         self.transport: Transport = transport
         self.transport.create_topics([self.topic, self.dlq_topic], settings.partitions)
-        self.engine: Engine = db.engine_for(settings, service.name)
+        self.engine: Engine = db.engine_for(settings, service.name, url=service.database_url)
         self._migrate()
         self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
         self._producer: Producer | None = None

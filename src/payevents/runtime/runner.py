@@ -35,13 +35,17 @@ STOP_GRACE = 30.0
 
 
 def resolve_service(spec: str) -> ServiceDef:
-    """A ServiceDef by service name (``ledger``) or import path (``package.module:ATTR``)."""
+    """A service by its registered name (``ledger``: the ``payevents.services`` entry points, built-in and
+    third-party alike) or by import path (``package.module:ATTR``, a Service or ServiceDef)."""
+    from payevents.consuming import as_definition
+
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
-        service = getattr(importlib.import_module(module_name), attr)
-        if not isinstance(service, ServiceDef):
-            raise ConfigError(f"service: {spec!r} is not a ServiceDef")
-        return service
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"service: cannot load {spec!r} ({exc})") from None
+        return as_definition(obj, repr(spec))
     from payevents.services import load_service
 
     return load_service(spec)
@@ -128,9 +132,13 @@ def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
         out.remove(RELAY)
     elif relay and RELAY not in out:
         out.insert(0, RELAY)
+    from payevents.services import registered_services
+
+    known = registered_services()
     for name in out:
-        if name != RELAY and ":" not in name and name not in CONSUMER_SERVICES:
-            raise ConfigError(f"service: {name!r} is not one of relay, {', '.join(CONSUMER_SERVICES)}, all")
+        if name != RELAY and ":" not in name and name not in known:
+            raise ConfigError(f"service: {name!r} is not one of relay, {', '.join(sorted(known))}, all "
+                              "(or package.module:service)")
     return out
 
 

@@ -45,6 +45,8 @@ class ServiceDef:
     #: runtime rolls back and re-applies that batch one event at a time through ``handlers``, which finds
     #: and dead-letters the culprit; so the per-event handlers stay the reference semantics.
     batch_handler: BatchHandler | None = None
+    #: the service's store in a database of its own choosing (a SQLAlchemy URL); None: the platform's
+    database_url: str | None = None
 
     @property
     def group(self) -> str:

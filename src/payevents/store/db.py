@@ -87,10 +87,10 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(sqlite_immediate=True)
 
 
-def engine_for(settings: Settings, service: str) -> Engine:
-    """The (cached, per process) engine of one service's own database."""
-    url = settings.database_url_for(service)
-    schema = settings.schema_for(service)
+def engine_for(settings: Settings, service: str, *, url: str | None = None) -> Engine:
+    """The (cached, per process) engine of one service's own database (``url``: one the service chose)."""
+    schema = settings.schema_for(service) if url is None else None
+    url = url or settings.database_url_for(service)
     key = (url, schema)
     with _lock:
         engine = _engines.get(key)
