@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts import codec
-from payevents.contracts.channel import dead_letter_topic_for, topic_for
+from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import metrics
 from payevents.runtime.deadletter import dead_letter_record, redact
@@ -331,10 +331,17 @@ class ConsumerRuntime:
             item.reason = "empty: the record has no value (tombstone)"
             return item
         try:
-            item.decoded = codec.decode_event(raw)
-            return item
+            decoded = codec.decode_event(raw)
         except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
             error = exc
+        else:
+            # the key rule, for every service: key = the body's UTF-8 paymentId, checked before any effect
+            problem = key_problem(message.key, decoded.payment_id)
+            if problem is None:
+                item.decoded = decoded
+            else:
+                item.reason = f"key: {redact(problem)}"
+            return item
         # why it was rejected (the UTF-8 check only here: valid events never pay for it)
         try:
             raw.decode("utf-8")
@@ -358,9 +365,7 @@ class ConsumerRuntime:
             # (transient: retried later), so a dead letter is never lost and no later event of the same
             # payment is applied before its predecessor's fate is recorded
             if poison:
-                records = [dead_letter_record(messages[i], self.service.name, reason, self.settings)
-                           for i, reason in sorted(poison.items())]
-                self._dlq_producer().send(records)
+                self._send_dead_letters([(messages[i], reason) for i, reason in sorted(poison.items())])
 
         while True:
             try:
@@ -600,6 +605,29 @@ class ConsumerRuntime:
         self.stats.lag = sum(max(0, v) for v in lag.values())
         for (_topic, partition), value in lag.items():
             metrics.LAG.labels(service=self.service.name, partition=str(partition)).set(value)
+
+    def _send_dead_letters(self, letters: Sequence[tuple[Message, str]]) -> None:
+        """Produce the dead letters of a batch. A refusal that is not transient (e.g. a broker whose record
+        limit is below ours) never ends the worker: the letters are sent again cut (prefix, size, hash); if even
+        that is refused, the batch is retried like after a transient fault (logged as an error)."""
+        records = [dead_letter_record(m, self.service.name, reason, self.settings) for m, reason in letters]
+        try:
+            self._dlq_producer().send(records)
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("%s: the dead-letter channel refused %d record(s) (%s); sending them cut",
+                      self.service.name, len(records), _describe(exc))
+        cut = [dead_letter_record(m, self.service.name, reason, self.settings, cut=True) for m, reason in letters]
+        try:
+            self._dlq_producer().send(cut)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("%s: the dead-letter channel refused even cut records: %s", self.service.name,
+                      _describe(exc))
+            raise _Transient(f"dead letter refused: {_describe(exc)}") from exc
 
     def _dlq_producer(self) -> Producer:
         if self._producer is None:
