@@ -247,3 +247,25 @@ def test_building_a_dead_letter_never_raises() -> None:
     assert total <= channel.MAX_RECORD_BYTES
     assert b"4111 1111" not in b"".join(v for _, v in rec.headers)
     assert dict(rec.headers)[H_TRUNCATED] == b"true"
+
+
+@pytest.mark.parametrize("value", [
+    b'{"a":"4111\\u00201111\\u00201111\\u00201111"}',  # JSON escapes spell the separators
+    b'{"a":"4111\\n1111\\n1111\\n1111"}',
+    b'{"a":"\\u0034111111111111111"}',  # an escaped digit
+    b'{"a":"4111\\n1111\\n1111\\n1111", broken',  # not JSON: the escapes cannot be re-encoded
+    b'{"a":"\\u0034111111111111111" broken',
+    b"\xff\xfe card 4111.1111.1111.1111 in bytes that are not UTF-8",
+    "４１１１ １１１１ １１１１ １１１１".encode(),
+])
+def test_no_card_number_rests_in_a_dead_letter_however_it_is_written(value: bytes) -> None:
+    from payevents.contracts.cardguard import holds_card_number
+
+    assert holds_card_number(value)
+    s = Settings(env="dev")  # type: ignore[arg-type]
+    m = Message(topic="payments.dev.events", partition=0, offset=1, key=b"PAY-1", value=value,
+                headers=(("note", value),), timestamp_ms=0)
+    rec = dead_letter_record(m, "svc", "invalid: $: not valid JSON", s)
+    assert not holds_card_number(rec.value)
+    assert not any(holds_card_number(v) for _, v in rec.headers)
+    assert dict(rec.headers)["dlq.redacted"].startswith(b"card-number")

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from payevents.contracts import channel
-from payevents.contracts.cardguard import mask_card_numbers
+from payevents.contracts.cardguard import holds_card_number, mask_card_numbers, mask_card_text
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import ContractError, NotFound
 from payevents.settings import Settings
@@ -34,7 +34,8 @@ DLQ_HEADERS: tuple[str, ...] = (
 )
 #: header added to a record re-published by :func:`replay`: "dlqPartition:dlqOffset"
 H_REPLAYED_FROM = "dlq.replayedFrom"
-#: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four)
+#: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four), or
+#: "card-number; value withheld" (no masking could remove them all, e.g. JSON escapes in a broken document)
 H_REDACTED = "dlq.redacted"
 #: "true" when the record did not fit: the dead letter holds a prefix of the value, its size and its hash
 H_TRUNCATED = "dlq.truncated"
@@ -58,8 +59,17 @@ MAX_REASON = 500
 
 
 def redact(text: str) -> str:
-    """``text`` with any run of 13-19 digits (a possible card number) masked, cut to 500 characters."""
-    return _CARD_RUN.sub("[redacted-digits]", text)[:MAX_REASON]
+    """``text`` with any run of 13-19 digits (a possible card number) masked, and every card number the card
+    guard finds (any separators, any digits) masked but its last four; cut to 500 characters."""
+    return mask_card_text(_CARD_RUN.sub("[redacted-digits]", text))[:MAX_REASON]
+
+
+def _scrub(raw: bytes) -> tuple[bytes | None, bool]:
+    """(``raw`` with card numbers masked — or None when masking cannot remove them all —, whether it changed)."""
+    masked = mask_card_numbers(raw)
+    if holds_card_number(masked):
+        return None, True
+    return masked, masked != raw
 
 
 def _size(value: bytes, key: bytes | None, headers: Headers) -> int:
@@ -95,15 +105,19 @@ def _letter(message: Message, service: str, reason: str, settings: Settings, fai
     if not plain:
         kept = tuple((str(k), _as_bytes(v)) for k, v in message.headers
                      if k not in DLQ_HEADERS and k not in _OWN_HEADERS)
-    value = mask_card_numbers(original)
-    masked = value != original
+    scrubbed, masked = _scrub(original)
+    withheld = scrubbed is None
+    value = b"" if scrubbed is None else scrubbed
     if key is not None:
-        masked_key = mask_card_numbers(key)
-        masked = masked or masked_key != key
-        key = masked_key
-    masked_headers = tuple((k, mask_card_numbers(v)) for k, v in kept)
-    masked = masked or masked_headers != kept
-    kept = masked_headers
+        key, key_masked = _scrub(key)
+        masked = masked or key_masked
+    clean: list[tuple[str, bytes]] = []
+    for k, v in kept:
+        scrubbed_v, v_masked = _scrub(v)
+        masked = masked or v_masked
+        if scrubbed_v is not None:
+            clean.append((k, scrubbed_v))
+    kept = tuple(clean)
     extra: Headers = (
         (channel.DLQ_ORIGINAL_TOPIC, str(message.topic).encode("utf-8", "replace")),
         (channel.DLQ_ORIGINAL_PARTITION, str(message.partition).encode()),
@@ -112,7 +126,8 @@ def _letter(message: Message, service: str, reason: str, settings: Settings, fai
         (channel.DLQ_REASON, redact(reason).encode("utf-8", "replace")),
         (channel.DLQ_FAILED_AT, when.encode()),
     )
-    redacted: Headers = ((H_REDACTED, b"card-number"),) if masked else ()
+    redacted: Headers = ((H_REDACTED, b"card-number; value withheld" if withheld else b"card-number"),) \
+        if masked else ()
     if not cut and _size(value, key, kept + extra + redacted) <= DEAD_LETTER_MAX_BYTES:
         return Record(topic=dead_letter_topic_for(settings.env), value=value, key=key,
                       headers=kept + extra + redacted)
