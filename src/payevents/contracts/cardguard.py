@@ -235,6 +235,11 @@ def card_paths(obj: Any, path: str = "") -> Iterator[str]:
             yield from card_paths(value, f"{path}[{i}]")
 
 
+def safe_repr(value: object) -> str:
+    """``repr(value)`` with card numbers masked but the last four: for messages that name a value (404s)."""
+    return mask_card_text(repr(value))
+
+
 def check_free_text(field: str, value: str | None) -> None:
     """The card guard for free text entering a store (API, CLI, channel): a ContractError naming ``field``
     (never the value) when ``value`` holds a card number."""
@@ -253,4 +258,5 @@ __all__ = [
     "mask_card_numbers",
     "mask_card_text",
     "raw_may_contain_card",
+    "safe_repr",
 ]

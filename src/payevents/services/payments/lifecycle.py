@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from payevents.contracts import channel
+from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
 from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
 from payevents.runtime import outbox
@@ -76,6 +77,7 @@ def _text(value: Any, field: str, *, max_len: int = 255) -> str:
         raise ContractError(f"{field}: required non-empty string")
     if len(value) > max_len:
         raise ContractError(f"{field}: at most {max_len} characters")
+    check_free_text(field, value)  # no card number enters the store, an event or a log
     return value
 
 
@@ -129,7 +131,7 @@ def _emit(conn: Connection, settings: Settings, p: Payment, event: Any, command_
 def _load_for(conn: Connection, payment_id: str, command: str) -> Payment:
     p = store.load(conn, payment_id, for_update=True)
     if p is None:
-        raise NotFound(f"payment {payment_id!r}: not found")
+        raise NotFound(f"payment {safe_repr(payment_id)}: not found")
     allowed = ALLOWED_FROM[command]
     if PaymentState(p.state) not in allowed:
         names = ", ".join(sorted(s.value for s in allowed))
@@ -332,7 +334,7 @@ def show(settings: Settings, payment_id: str) -> Payment:
     with store.engine(settings).connect() as conn:
         p = store.load(conn, payment_id)
     if p is None:
-        raise NotFound(f"payment {payment_id!r}: not found")
+        raise NotFound(f"payment {safe_repr(payment_id)}: not found")
     return p
 
 
