@@ -122,3 +122,10 @@ def test_the_cli_refuses_and_never_echoes_card_numbers(settings: Settings, args:
         assert code != 0
         _no_card(out)
         _no_card(str(exc))
+
+
+def test_an_idempotency_key_holding_a_card_number_is_refused(client: TestClient) -> None:
+    """The key is stored with the outbox row and travels as the idempotencyKey header of the event."""
+    r = client.post("/api/payments", json=PAYMENT, headers={**AUTH, "Idempotency-Key": "4111.1111.1111.1111"})
+    assert r.status_code == 422 and "idempotency" in r.text
+    _no_card(r.text)

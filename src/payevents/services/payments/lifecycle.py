@@ -69,6 +69,7 @@ def _key(key: str | None) -> str:
         raise ContractError("idempotency_key: must be a non-empty string")
     if len(key) > 200:
         raise ContractError("idempotency_key: at most 200 characters")
+    check_free_text("idempotency_key", key)  # stored with the outbox row, sent as the idempotencyKey header
     return key
 
 
