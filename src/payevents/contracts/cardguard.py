@@ -10,7 +10,8 @@ A run of several groups must not be glued to a letter at either end; a single gr
 (an E.164 phone number); a UUID-shaped token (8-4-4-4-12 hex) or a hex id or hash of 20+ characters with a
 letter in it (a UUID without dashes, SHA-1, SHA-256); a calendar date with a 19xx/20xx year
 (YYYY-MM-DD, DD.MM.YYYY, MM/DD/YYYY with one separator); digits starting with 0 or with a compact date
-(YYYYMMDD...) — no card brand's numbers start like those.
+(YYYYMMDD...) — no card brand's numbers start like those; an IBAN whose mod-97 check holds; 13 digits whose
+EAN-13 (GTIN) check digit holds (a product code; 13-digit card numbers are no longer issued).
 The false-positive rate on realistic ids is measured by ``tests/contracts/test_cardguard_free_text.py``.
 
 The digits are never returned, logged or put in an error message: only the fact and the place.
@@ -53,6 +54,8 @@ _NOT_CARDS: Final = re.compile(
 #: digit strings that are no card number: a leading 0 (MII 0 is not issued to card issuers) or a compact
 #: date(-time) with a 19xx/20xx year (20261130224500; no card brand's numbers start with 19 or 20)
 _NOT_A_PAN: Final = re.compile(r"0|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+#: an IBAN as printed (groups of four) or written solid; blanked when its mod-97 check holds
+_IBAN: Final = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}(?: ?[0-9A-Z]{4}){2,7}(?: ?[0-9A-Z]{1,3})?(?![0-9a-z])")
 #: a quick "may hold a chain of 13+ digits" test before the precise search
 _MAYBE: Final = re.compile(rf"\d(?:{_SEP}{{0,{_MAX_GAP}}}\d){{12}}")
 
@@ -88,6 +91,38 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def iban_ok(text: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
+    compact = text.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+def ean13_ok(digits: str) -> bool:
+    """The GS1 check digit of a 13-digit EAN/GTIN-13 (a product code, not a card)."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == int(digits[12])
+
+
+def _blank_ibans(text: str) -> str:
+    """``text`` with every valid IBAN replaced by "x"s (same length); a printed IBAN followed by more groups of
+    digits is tried shorter, group by group."""
+    out = text
+    for m in _IBAN.finditer(text):
+        candidate = m.group(0)
+        while len(candidate.replace(" ", "")) >= 15:
+            if iban_ok(candidate):
+                out = out[: m.start()] + "x" * len(candidate) + out[m.start() + len(candidate) :]
+                break
+            candidate = candidate[: candidate.rfind(" ")] if " " in candidate else candidate[:-1]
+    return out
+
+
 def _ascii_digits(group: str) -> str:
     return group if group.isascii() else "".join(str(int(c)) for c in group)
 
@@ -97,6 +132,8 @@ def card_spans(text: str) -> Iterator[tuple[int, int]]:
     if _MAYBE.search(text) is None:
         return
     scan = _NOT_CARDS.sub(lambda m: "x" * len(m.group(0)), text)
+    if _IBAN.search(scan) is not None:
+        scan = _blank_ibans(scan)
     for chain in _CHAIN.finditer(scan):
         start = chain.start()
         if start > 0 and scan[start - 1] == "+":
@@ -113,6 +150,8 @@ def card_spans(text: str) -> Iterator[tuple[int, int]]:
                     break
                 if len(digits) < 13 or _NOT_A_PAN.match(digits) or not luhn_ok(digits):
                     continue
+                if len(digits) == 13 and ean13_ok(digits):
+                    continue  # a product code (13-digit cards are no longer issued)
                 g_end = groups[j][1]
                 if j > i and ((g_start > 0 and scan[g_start - 1].isalpha())
                               or (g_end < len(scan) and scan[g_end].isalpha())):
