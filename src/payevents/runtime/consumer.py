@@ -4,7 +4,9 @@ Per batch (:meth:`ConsumerRuntime.step`):
 
 1. poll up to ``max_batch`` records of the service's group;
 2. decode each (:func:`payevents.contracts.codec.decode_event`); undecodable bytes, non-UTF-8,
-   schema-invalid records and anything that looks like a card number are *poison*;
+   schema-invalid records, documents past the size or depth limit, anything that looks like a card number
+   and a record whose key is not its body's UTF-8 paymentId (:func:`~payevents.contracts.channel.key_problem`,
+   the key rule, for every service) are *poison*;
 3. in ONE store transaction: bulk-insert the "seen" marks (``processed_events``, unique per service and
    eventId) of the batch's new eventIds, call the handlers in offset order, commit. Already-seen
    eventIds (including repeats inside the batch) are duplicates and change nothing. A service with a
@@ -12,7 +14,8 @@ Per batch (:meth:`ConsumerRuntime.step`):
    PoisonEvent or a non-transient error, the transaction is rolled back and the batch re-applied per
    event (which isolates the culprit); transient errors are retried like any other;
 4. still inside that transaction, just before its commit: produce the poison records to the dead-letter
-   channel (original bytes, key and headers + ``dlq.*``; card digits masked). A failed produce rolls the
+   channel (original bytes, key and headers + ``dlq.*``; card digits masked; a record too large to copy is
+   cut to a prefix with its size and hash, and a letter the channel refuses is resent cut). A failed produce rolls the
    batch back and it is retried, so no later event of a payment is applied while an earlier one's dead
    letter is not yet written; a crash after the produce may only write a dead letter twice;
 5. commit the next offset of every partition of the batch.
