@@ -129,3 +129,24 @@ def test_an_idempotency_key_holding_a_card_number_is_refused(client: TestClient)
     r = client.post("/api/payments", json=PAYMENT, headers={**AUTH, "Idempotency-Key": "4111.1111.1111.1111"})
     assert r.status_code == 422 and "idempotency" in r.text
     _no_card(r.text)
+
+
+def test_error_messages_that_name_a_bad_value_mask_card_numbers(settings: Settings) -> None:
+    """Currency, failure code, state and status are not free text: a bad one is named, masked."""
+    from payevents.errors import PayeventsError
+    from payevents.services import invoices, payments
+
+    card = "4111.1111.1111.1111"
+    calls = [
+        lambda: payments.create(settings, customer_id="c", amount="1.00", currency=card, description="x"),
+        lambda: payments.fail(settings, "pay_x", code=card, reason="r"),
+        lambda: payments.list_payments(settings, state=card),
+        lambda: invoices.list_invoices(settings, status=card),
+        lambda: invoices.create(settings, customer_id="c", amount_due="1.00", currency=card, due_date="2030-01-01"),
+        lambda: invoices.create(settings, customer_id="c", amount_due="1.00", currency="USD", due_date=card),
+    ]
+    for call in calls:
+        with pytest.raises(PayeventsError) as info:
+            call()
+        _no_card(str(info.value))
+        assert "1111" in str(info.value)  # the value is still named: its last four

@@ -98,7 +98,7 @@ def parse_status(value: str) -> str:
     for s in STATUSES:
         if s.lower() == norm:
             return s
-    raise ContractError(f"status: {value!r} is not one of {', '.join(STATUSES)}")
+    raise ContractError(f"status: {safe_repr(value)} is not one of {', '.join(STATUSES)}")
 
 
 # -- rows ------------------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def _new_payment(
 ) -> Payment:
     f = field_prefix
     if not isinstance(currency, str):
-        raise ContractError(f"{f}currency: {currency!r} is not an ISO 4217 code")
+        raise ContractError(f"{f}currency: {safe_repr(currency)} is not an ISO 4217 code")
     minor = to_minor(amount, currency, field=f"{f}amount")
     if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
         # never echo the value: a full card number sent here must not reach an error, a response or a log
@@ -220,7 +220,7 @@ def create(
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
         p = _new_payment(**{**params, "amount": amount}, now=now)
         if store.load(conn, p.payment_id) is not None:
-            raise IdempotencyConflict(f"payment_id {p.payment_id!r}: a payment with this id already exists")
+            raise IdempotencyConflict(f"payment_id {safe_repr(p.payment_id)}: a payment with this id already exists")
         conn.execute(store.INSERT_PAYMENT, store.to_row(p, now))
         _emit(conn, settings, p, ev.initiated(p, now), command_id, key)
         return _with_events(p)
@@ -300,7 +300,7 @@ def fail(
 ) -> Payment:
     """Fail an open payment with a reason code (e.g. ``cancelled``) and emit PaymentFailed."""
     if code not in FAILURE_CODES:
-        raise ContractError(f"code: {code!r} is not a failure code (one of {', '.join(FAILURE_CODES)})")
+        raise ContractError(f"code: {safe_repr(code)} is not a failure code (one of {', '.join(FAILURE_CODES)})")
     _text(reason, "reason", max_len=1000)
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
@@ -344,7 +344,7 @@ def list_payments(
 ) -> list[Payment]:
     """The most recent payments, newest first, optionally by state and customer."""
     if state is not None and state not in PaymentState.__members__:
-        raise ContractError(f"state: {state!r} is not one of {', '.join(PaymentState.__members__)}")
+        raise ContractError(f"state: {safe_repr(state)} is not one of {', '.join(PaymentState.__members__)}")
     where, args = [], {"lim": int(limit)}
     if state is not None:
         where.append("state = :state")
@@ -410,7 +410,7 @@ def process_payments(
         key = _key(spec.idempotency_key)
         fields = _spec_fields(spec)
         if spec.decline is not None and spec.decline not in FAILURE_CODES:
-            raise ContractError(f"specs[{i}].decline: {spec.decline!r} is not a failure code")
+            raise ContractError(f"specs[{i}].decline: {safe_repr(spec.decline)} is not a failure code")
         check = {k: v for k, v in fields.items() if k != "decline"}
         p0 = _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
         keyed.append((key, _fingerprint("process", fields), spec, p0))
@@ -447,7 +447,8 @@ def _process_chunk(
         if key in fresh:
             first_fp, first = fresh[key]
             if first_fp != fingerprint:
-                raise IdempotencyConflict(f"idempotency_key {key!r}: used twice in this batch with other arguments")
+                raise IdempotencyConflict(
+                    f"idempotency_key {safe_repr(key)}: used twice in this batch with other arguments")
             results.append(first)
             continue
         command_id = str(uuid.uuid4())
