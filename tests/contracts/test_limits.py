@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import typer
 from contracts_seed import SEED_EXAMPLE_TEXT
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from payevents.contracts import codec
@@ -102,3 +105,23 @@ def test_validate_never_prints_a_traceback(app: typer.Typer, content: bytes, tmp
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "4111" not in result.output
     assert "error" in result.output
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30)
+    | st.sampled_from(["4111 1111 1111 1111", "PaymentProcessed", "1.0.0", "USD"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["eventId", "eventType", "version", "data", "payload", "amount", "value", "x"]) | st.text(
+            max_size=8), children, max_size=5),
+    max_leaves=60,
+)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), _json_values.map(lambda v: json.dumps(v).encode()),
+                 st.integers(1, 3000).map(lambda n: b"[" * n), st.integers(1, 3000).map(lambda n: b'{"a":' * n)))
+def test_the_codec_raises_nothing_but_validation_errors(raw: bytes) -> None:
+    try:
+        decode_event(raw)
+    except EventValidationError as exc:
+        assert "4111 1111" not in str(exc)
