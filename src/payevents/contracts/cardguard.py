@@ -1,33 +1,79 @@
 """The card-data guard: a string that carries a Luhn-valid 13–19 digit number is card data.
 
-Candidates are digit runs of 13–19 digits, either contiguous or grouped the way card numbers are
-written (4-4-4-4[-3] or Amex/Diners 4-6-4/5, the same space or dash between groups). A grouped match
-must stand alone (no letter, digit or further group next to it), so UUIDs and dates never qualify. The
-digits are never returned, logged or put in an error message: only the fact and the place.
+How a number is found (:func:`card_spans`): a *chain* is digit groups joined by short separators — one to
+three of spaces (any Unicode space, tabs, line breaks), dashes (ASCII and Unicode), dots, slashes,
+backslashes or underscores, mixed freely — and digits may be any Unicode decimal digits (fullwidth,
+Arabic-Indic, ...). Any run of whole consecutive groups of a chain holding 13–19 digits in all, with a valid
+Luhn checksum, is a card number, whatever the grouping (4-4-4-4, 4-6-5, 2-2-2-..., one digit per group).
+A run of several groups must not be glued to a letter at either end; a single group of 13–19 digits may be
+(``card4111111111111111``). Never a card number: a group of more than 19 digits; a chain right after ``+``
+(an E.164 phone number); a UUID-shaped token (8-4-4-4-12 hex) or a hex id or hash of 20+ characters with a
+letter in it (a UUID without dashes, SHA-1, SHA-256); a calendar date with a 19xx/20xx year
+(YYYY-MM-DD, DD.MM.YYYY, MM/DD/YYYY with one separator); digits starting with 0 or with a compact date
+(YYYYMMDD...) — no card brand's numbers start like those; an IBAN whose mod-97 check holds; 13 digits whose
+EAN-13 (GTIN) check digit holds (a product code; 13-digit card numbers are no longer issued).
+The false-positive rate on realistic ids is measured by ``tests/contracts/test_cardguard_free_text.py``.
+
+The digits are never returned, logged or put in an error message: only the fact and the place.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any, Final
 
-_CANDIDATE: Final = re.compile(
-    r"(?<!\d)\d{13,19}(?!\d)"
-    r"|(?<![0-9A-Za-z])(?<!\d[ -])(?<![0-9A-Za-z]-)"
-    r"(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})"
-    r"(?![0-9A-Za-z])(?![ -]\d)(?!-[A-Za-z])",
+import msgspec
+
+from payevents.errors import ContractError
+
+#: separator characters between digit groups; up to _MAX_GAP of them (mixed) between two groups
+_SEPARATORS: Final = (
+    " \t\n\r\v\f\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b"
+    "\u2028\u2029\u202f\u205f\u3000"  # spaces and line breaks
+    "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"  # dashes
+    ".\u00b7\u2024\u2027\u30fb\uff0e\u3002"  # dots
+    "/\\\u2044\u2215\uff0f\uff3c"  # slashes
+    "_\uff3f"  # underscores
+)
+_MAX_GAP: Final = 3
+_SEP: Final = "[" + re.escape(_SEPARATORS) + "]"
+#: digit groups (any Unicode decimal digit) joined by 1–3 separators
+_CHAIN: Final = re.compile(rf"\d+(?:{_SEP}{{1,{_MAX_GAP}}}\d+)*")
+_GROUP: Final = re.compile(r"\d+")
+#: tokens that are never card numbers, blanked before the search (same length, so positions stay)
+_NOT_CARDS: Final = re.compile(
+    r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])"
+    r"|(?<![0-9A-Za-z])(?=[0-9]*[A-Fa-f])[0-9A-Fa-f]{20,}(?![0-9A-Za-z])"  # hex ids and hashes
+    r"|(?<!\d)(?:19|20)\d\d([-/.])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)"
+    r"|(?<!\d)(?:0[1-9]|[12]\d|3[01])([-/.])(?:0[1-9]|1[0-2])\2(?:19|20)\d\d(?!\d)"
+    r"|(?<!\d)(?:0[1-9]|1[0-2])([-/.])(?:0[1-9]|[12]\d|3[01])\3(?:19|20)\d\d(?!\d)",
     re.ASCII,
 )
-#: raw bytes -> a skeleton: digits, spaces and dashes become "0", a backslash stays, everything else "x".
-#: Every candidate (13+ digits, or grouped 4-4-4-4 / 4-6-5) is then a run of at least 13 "0"s.
+#: digit strings that are no card number: a leading 0 (MII 0 is not issued to card issuers) or a compact
+#: date(-time) with a 19xx/20xx year (20261130224500; no card brand's numbers start with 19 or 20)
+_NOT_A_PAN: Final = re.compile(r"0|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+#: an IBAN as printed (groups of four) or written solid; blanked when its mod-97 check holds
+_IBAN: Final = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}(?: ?[0-9A-Z]{4}){2,7}(?: ?[0-9A-Z]{1,3})?(?![0-9a-z])")
+#: a quick "may hold a chain of 13+ digits" test before the precise search
+_MAYBE: Final = re.compile(rf"\d(?:{_SEP}{{0,{_MAX_GAP}}}\d){{12}}")
+
+#: raw bytes -> a skeleton: ASCII digits and separators and every non-ASCII byte (a UTF-8 digit or separator
+#: may be one) become "0", a backslash (a JSON escape could spell anything) stays, everything else "x".
+#: Every card candidate is then a run of at least 13 "0"s.
 _SKELETON: Final = bytes(
-    ord("0") if (48 <= b <= 57 or b in b" -") else b if b == 92 else ord("x") for b in range(256)
+    ord("0") if (48 <= b <= 57 or b in b" \t\n\r\v\f-./_" or b >= 0x80) else b if b == 92 else ord("x")
+    for b in range(256)
 )
 _RUN: Final = b"0" * 13
-#: second, still cheap, stage over the raw bytes: a superset of the candidates of _CANDIDATE (13 digits in a
-#: row, or 4-4-4-4 / 4-6-4 groups), so that UUIDs with long digit-and-dash stretches do not take the slow path
-_RAW_CANDIDATE: Final = re.compile(rb"\d{13}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}|\d{4}([ -])\d{6}\2\d{4}|\\")
+#: second, still cheap, stage over the raw bytes: 13 ASCII digits joined by at most three ASCII separators,
+#: or anything non-ASCII or a backslash (then the precise search decides)
+_RAW_CANDIDATE: Final = re.compile(rb"[0-9](?:[ \t\n\r\v\f\-./_]{0,3}[0-9]){12}|[\x80-\xff\\]")
+
+_RAW_UUID: Final = re.compile(
+    rb"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
 
 CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); card data is not allowed, value not shown"
 
@@ -45,48 +91,171 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def iban_ok(text: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
+    compact = text.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+def ean13_ok(digits: str) -> bool:
+    """The GS1 check digit of a 13-digit EAN/GTIN-13 (a product code, not a card)."""
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits[:12]))
+    return (10 - total % 10) % 10 == int(digits[12])
+
+
+def _blank_ibans(text: str) -> str:
+    """``text`` with every valid IBAN replaced by "x"s (same length); a printed IBAN followed by more groups of
+    digits is tried shorter, group by group."""
+    out = text
+    for m in _IBAN.finditer(text):
+        candidate = m.group(0)
+        while len(candidate.replace(" ", "")) >= 15:
+            if iban_ok(candidate):
+                out = out[: m.start()] + "x" * len(candidate) + out[m.start() + len(candidate) :]
+                break
+            candidate = candidate[: candidate.rfind(" ")] if " " in candidate else candidate[:-1]
+    return out
+
+
+def _ascii_digits(group: str) -> str:
+    return group if group.isascii() else "".join(str(int(c)) for c in group)
+
+
+def card_spans(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of every card number in ``text`` (see the module's rules); overlapping spans may repeat."""
+    if _MAYBE.search(text) is None:
+        return
+    scan = _NOT_CARDS.sub(lambda m: "x" * len(m.group(0)), text)
+    if _IBAN.search(scan) is not None:
+        scan = _blank_ibans(scan)
+    for chain in _CHAIN.finditer(scan):
+        start = chain.start()
+        if start > 0 and scan[start - 1] == "+":
+            continue  # +4930123456789: a phone number
+        groups = [(m.start() + start, m.end() + start, _ascii_digits(m.group(0)))
+                  for m in _GROUP.finditer(chain.group(0))]
+        if sum(len(g[2]) for g in groups) < 13:
+            continue
+        for i, (g_start, _e, _d) in enumerate(groups):
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += groups[j][2]
+                if len(digits) > 19:
+                    break
+                if len(digits) < 13 or _NOT_A_PAN.match(digits) or not luhn_ok(digits):
+                    continue
+                if len(digits) == 13 and ean13_ok(digits):
+                    continue  # a product code (13-digit cards are no longer issued)
+                g_end = groups[j][1]
+                if j > i and ((g_start > 0 and scan[g_start - 1].isalpha())
+                              or (g_end < len(scan) and scan[g_end].isalpha())):
+                    continue  # a grouped number glued to a word: part of an id
+                yield g_start, g_end
+
+
 def contains_card_number(text: str) -> bool:
-    """True when ``text`` contains a standalone Luhn-valid 13–19 digit number (spaces/dashes allowed)."""
-    for m in _CANDIDATE.finditer(text):
-        digits = m.group(0).replace(" ", "").replace("-", "")
-        if 13 <= len(digits) <= 19 and digits.isascii() and luhn_ok(digits):
-            return True
-    return False
+    """True when ``text`` contains a card number (see the module's rules)."""
+    return next(card_spans(text), None) is not None
+
+
+def mask_card_text(text: str) -> str:
+    """``text`` with the digits of every card number masked (``*``) but the last four; separators kept."""
+    spans = sorted(card_spans(text))
+    if not spans:
+        return text
+    chars = list(text)
+    for start, end in spans:
+        keep = 4
+        for k in range(end - 1, start - 1, -1):
+            if chars[k].isdecimal() or chars[k] == "*":
+                if keep > 0:
+                    keep -= 1
+                else:
+                    chars[k] = "*"
+    return "".join(chars)
 
 
 def raw_may_contain_card(raw: bytes) -> bool:
     """Cheap prefilter over raw JSON bytes: False means no string in it can hold a card number.
 
-    JSON escapes could spell digits or separators, so any backslash also answers True.
-    """
+    JSON escapes could spell digits or separators, so any backslash also answers True; so does any
+    non-ASCII byte in a long enough digit-and-separator stretch (it may be a digit or a separator)."""
     skeleton = raw.translate(_SKELETON)
     if _RUN not in skeleton and b"\\" not in skeleton:
         return False
-    return _RAW_CANDIDATE.search(raw) is not None
-
-
-_RAW_DIGIT_RUN: Final = re.compile(rb"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
+    return _RAW_CANDIDATE.search(_RAW_UUID.sub(b"u", raw)) is not None
 
 
 def mask_card_numbers(raw: bytes) -> bytes:
-    """``raw`` with every Luhn-valid 13–19 digit run (spaces/dashes allowed) masked but its last four digits,
-    keeping length and separators: what may be stored of a record rejected for card data."""
+    """``raw`` with every card number masked but its last four digits, separators kept: what may be stored
+    of a record that holds card data. Bytes that are not UTF-8 are kept as they are. Where JSON escapes
+    (``\\n``, ``\\u0034``) spell a card number that the text does not show, the JSON document's strings are
+    masked and the document re-encoded (compact). :func:`holds_card_number` tells whether any is left."""
+    if not raw_may_contain_card(raw):
+        return raw
+    text = raw.decode("utf-8", "surrogateescape")
+    masked = mask_card_text(text)
+    out = raw if masked == text else masked.encode("utf-8", "surrogateescape")
+    if b"\\" in out:
+        obj = _json(out)
+        if obj is not _NOT_JSON and any(card_paths(obj)):
+            out = _ENCODER.encode(_mask_obj(obj))
+    return out
 
-    def _mask(m: re.Match[bytes]) -> bytes:
-        run = m.group(0)
-        digits = bytes(c for c in run if 48 <= c <= 57).decode()
-        if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
-            return run
-        keep, out = 4, bytearray()
-        for c in reversed(run):
-            if 48 <= c <= 57:
-                out.append(c if keep > 0 else 42)  # "*"
-                keep -= 1
-            else:
-                out.append(c)
-        return bytes(reversed(out))
 
-    return _RAW_DIGIT_RUN.sub(_mask, raw)
+def holds_card_number(raw: bytes) -> bool:
+    """True when ``raw`` shows a card number as text, or in a string of the JSON document it is."""
+    if not raw_may_contain_card(raw):
+        return False
+    text = raw.decode("utf-8", "surrogateescape")
+    if contains_card_number(text) or ("\\" in text and contains_card_number(_unescape(text))):
+        return True
+    obj = _json(raw)
+    return obj is not _NOT_JSON and any(card_paths(obj))
+
+
+_ESCAPE: Final = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|(.))", re.DOTALL)
+_ESCAPED: Final = {"n": "\n", "r": "\r", "t": "\t", "b": " ", "f": " "}
+
+
+def _unescape(text: str) -> str:
+    """``text`` with JSON escapes spelled out (``\\n`` -> a line break, ``\\u0034`` -> 4): how a broken
+    document's strings would read."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _ESCAPED.get(m.group(2), m.group(2)),
+                       text)
+
+
+_NOT_JSON: Final = object()
+_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
+_ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+def _json(raw: bytes) -> Any:
+    """The JSON document ``raw`` is (numbers as Decimal), or _NOT_JSON (also when past the codec's limits)."""
+    from payevents.contracts.codec import limit_problem  # the codec imports this module
+
+    if limit_problem(raw) is not None:
+        return _NOT_JSON
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return _NOT_JSON
+
+
+def _mask_obj(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return mask_card_text(obj)
+    if isinstance(obj, dict):
+        return {mask_card_text(k) if isinstance(k, str) else k: _mask_obj(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_mask_obj(v) for v in obj]
+    return obj
 
 
 def card_paths(obj: Any, path: str = "") -> Iterator[str]:
@@ -105,4 +274,28 @@ def card_paths(obj: Any, path: str = "") -> Iterator[str]:
             yield from card_paths(value, f"{path}[{i}]")
 
 
-__all__ = ["CARD_MESSAGE", "card_paths", "contains_card_number", "luhn_ok", "mask_card_numbers", "raw_may_contain_card"]
+def safe_repr(value: object) -> str:
+    """``repr(value)`` with card numbers masked but the last four: for messages that name a value (404s)."""
+    return mask_card_text(repr(value))
+
+
+def check_free_text(field: str, value: str | None) -> None:
+    """The card guard for free text entering a store (API, CLI, channel): a ContractError naming ``field``
+    (never the value) when ``value`` holds a card number."""
+    if value is not None and contains_card_number(value):
+        raise ContractError(f"{field}: {CARD_MESSAGE}")
+
+
+__all__ = [
+    "CARD_MESSAGE",
+    "card_paths",
+    "card_spans",
+    "check_free_text",
+    "contains_card_number",
+    "holds_card_number",
+    "luhn_ok",
+    "mask_card_numbers",
+    "mask_card_text",
+    "raw_may_contain_card",
+    "safe_repr",
+]

@@ -57,6 +57,30 @@ def partition_key(payment_id: str) -> bytes:
     return payment_id.encode("utf-8")
 
 
+#: the largest record (value + key + headers) a producer sends: librdkafka's default ``message.max.bytes``,
+#: below the broker's default limit (1,048,588). Dead letters are built to fit in it (see runtime.deadletter).
+MAX_RECORD_BYTES: Final = 1_000_000
+
+
+def _show_key(key: bytes) -> str:
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"(not UTF-8, {len(key)} bytes: 0x{key[:32].hex()}{'…' if len(key) > 32 else ''})"
+    return repr(text) if len(text) <= 100 else repr(text[:100])[:-1] + f"…' ({len(key)} bytes)"
+
+
+def key_problem(key: bytes | None, payment_id: str) -> str | None:
+    """The key rule on read: None when ``key`` is the UTF-8 ``payment_id`` of the record's body, else why not,
+    naming both values. A record with no key or another key would break per-payment order for everyone."""
+    if key is not None and key == payment_id.encode("utf-8"):
+        return None
+    body = _show_key(payment_id.encode("utf-8"))
+    if key is None:
+        return f"the record has no key; the key must be the body's paymentId {body}"
+    return f"the record key {_show_key(key)} is not the body's paymentId {body}"
+
+
 # -- message headers -------------------------------------------------------------------------------
 # Transport headers describe the body; audit headers carry the audit trail so that the event body
 # (PaymentProcessed 1.0.0: the page's 20 properties) stays exactly as documented. Both are stored with

@@ -82,6 +82,46 @@ class DecodedEvent:
         return self.event.data.paymentId
 
 
+# -- explicit limits (checked up front, before any parser runs) ------------------------------------------
+
+#: the largest document read or written: an event is well under 2 KiB; 64 KiB leaves room for long free text
+#: while keeping every record (and its dead letter) far below the broker's record limit
+MAX_DOCUMENT_BYTES: Final = 64 * 1024
+#: the deepest nesting of objects/arrays (the document itself is level 1); the deepest published path,
+#: data.amount.value, is level 3
+MAX_DEPTH: Final = 16
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET: Final = re.compile(rb"[\[\]{}]")
+
+
+def nesting_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep objects and arrays nest in ``raw`` (JSON text), counted without parsing it: exact when the
+    answer is above ``limit`` (counting stops there), else at most ``limit`` (an upper bound). Brackets inside
+    strings do not count; an unterminated string counts its brackets."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return raw.count(b"[") + raw.count(b"{")  # an upper bound, and within the limit
+    depth = deepest = 0
+    for m in _BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if m.group(0) in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def limit_problem(raw: bytes) -> FieldError | None:
+    """The size or depth rule ``raw`` breaks, or None: checked before any parser sees the document."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        return FieldError("", "size", f"$: the document is {len(raw)} bytes; the limit is {MAX_DOCUMENT_BYTES} bytes")
+    if nesting_depth(raw) > MAX_DEPTH:
+        return FieldError("", "depth", f"$: objects and arrays nest deeper than the limit of {MAX_DEPTH} levels")
+    return None
+
+
 # -- tables built once ------------------------------------------------------------------------------
 
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
@@ -410,20 +450,21 @@ def _pick(obj: dict[str, Any], strict: bool) -> tuple[str, str] | FieldError:
 
 def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     """Every error with path, rule and (never for card data) value; the DecodedEvent when there is none."""
+    problem = limit_problem(raw)
+    if problem is not None:
+        raise EventValidationError([problem])
     try:
         obj = json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         raise EventValidationError([FieldError("", "json", f"$: not valid JSON ({reason}{where})")]) from None
-    if not isinstance(obj, dict):
-        raise EventValidationError(
-            [FieldError("", "type", f"$: {_show(obj)} is not an object (an event is a JSON object)")]
-        )
-
     errors: list[FieldError] = []
     card = list(dict.fromkeys(cardguard.card_paths(obj)))
     errors += [FieldError(p, "card-number", f"{_at(p)}: {cardguard.CARD_MESSAGE}") for p in card]
+    if not isinstance(obj, dict):
+        errors.append(FieldError("", "type", f"$: {_show(obj)} is not an object (an event is a JSON object)"))
+        raise EventValidationError(_finish(errors, card))
 
     picked = _pick(obj, strict)
     if isinstance(picked, FieldError):
@@ -491,6 +532,9 @@ def decode_event(raw: bytes) -> DecodedEvent:
     """Decode and validate one event (canonical or legacy); EventValidationError lists every problem."""
     if not isinstance(raw, bytes):
         raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)  # str, bytearray, memoryview
+    problem = limit_problem(raw)
+    if problem is not None:
+        raise EventValidationError([problem])
     decoded = _fast(raw, False)
     if decoded is not None:
         return decoded
@@ -536,11 +580,15 @@ def to_builtins(event: PaymentEvent) -> dict[str, Any]:
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
     "DecodedEvent",
     "EventValidationError",
     "FieldError",
     "decode_event",
     "encode_event",
+    "limit_problem",
+    "nesting_depth",
     "to_builtins",
     "validate_document",
 ]

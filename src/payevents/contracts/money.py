@@ -13,6 +13,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Final
 
+from payevents.contracts.cardguard import safe_repr
 from payevents.errors import ContractError
 
 
@@ -58,7 +59,7 @@ def currency(code: str) -> Currency:
     try:
         return CURRENCIES[code]
     except (KeyError, TypeError):
-        raise ContractError(f"currency: {code!r} is not an ISO 4217 code") from None
+        raise ContractError(f"currency: {safe_repr(code)} is not an ISO 4217 code") from None
 
 
 def amount_problem(value: object, code: str) -> tuple[str, str] | None:
@@ -100,7 +101,7 @@ def quantize(value: Decimal, code: str, *, rounding: str | None = None) -> Decim
     """
     cur = currency(code)
     if not isinstance(value, Decimal) or not value.is_finite():
-        raise ContractError(f"amount: {value!r} is not a finite Decimal")
+        raise ContractError(f"amount: {safe_repr(value)} is not a finite Decimal")
     try:
         q = value.quantize(cur.quantum, rounding=rounding or ROUND_HALF_EVEN, context=_CTX)
     except InvalidOperation:

@@ -61,5 +61,7 @@ def main() -> None:
     try:
         app()
     except PayeventsError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        from payevents.contracts.cardguard import mask_card_text
+
+        typer.secho(f"error: {mask_card_text(str(exc))}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -4,7 +4,9 @@ Per batch (:meth:`ConsumerRuntime.step`):
 
 1. poll up to ``max_batch`` records of the service's group;
 2. decode each (:func:`payevents.contracts.codec.decode_event`); undecodable bytes, non-UTF-8,
-   schema-invalid records and anything that looks like a card number are *poison*;
+   schema-invalid records, documents past the size or depth limit, anything that looks like a card number
+   and a record whose key is not its body's UTF-8 paymentId (:func:`~payevents.contracts.channel.key_problem`,
+   the key rule, for every service) are *poison*;
 3. in ONE store transaction: bulk-insert the "seen" marks (``processed_events``, unique per service and
    eventId) of the batch's new eventIds, call the handlers in offset order, commit. Already-seen
    eventIds (including repeats inside the batch) are duplicates and change nothing. A service with a
@@ -12,7 +14,8 @@ Per batch (:meth:`ConsumerRuntime.step`):
    PoisonEvent or a non-transient error, the transaction is rolled back and the batch re-applied per
    event (which isolates the culprit); transient errors are retried like any other;
 4. still inside that transaction, just before its commit: produce the poison records to the dead-letter
-   channel (original bytes, key and headers + ``dlq.*``; card digits masked). A failed produce rolls the
+   channel (original bytes, key and headers + ``dlq.*``; card digits masked; a record too large to copy is
+   cut to a prefix with its size and hash, and a letter the channel refuses is resent cut). A failed produce rolls the
    batch back and it is retried, so no later event of a payment is applied while an earlier one's dead
    letter is not yet written; a crash after the produce may only write a dead letter twice;
 5. commit the next offset of every partition of the batch.
@@ -44,7 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts import codec
-from payevents.contracts.channel import dead_letter_topic_for, topic_for
+from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import metrics
 from payevents.runtime.deadletter import dead_letter_record, redact
@@ -331,10 +334,17 @@ class ConsumerRuntime:
             item.reason = "empty: the record has no value (tombstone)"
             return item
         try:
-            item.decoded = codec.decode_event(raw)
-            return item
+            decoded = codec.decode_event(raw)
         except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
             error = exc
+        else:
+            # the key rule, for every service: key = the body's UTF-8 paymentId, checked before any effect
+            problem = key_problem(message.key, decoded.payment_id)
+            if problem is None:
+                item.decoded = decoded
+            else:
+                item.reason = f"key: {redact(problem)}"
+            return item
         # why it was rejected (the UTF-8 check only here: valid events never pay for it)
         try:
             raw.decode("utf-8")
@@ -358,9 +368,7 @@ class ConsumerRuntime:
             # (transient: retried later), so a dead letter is never lost and no later event of the same
             # payment is applied before its predecessor's fate is recorded
             if poison:
-                records = [dead_letter_record(messages[i], self.service.name, reason, self.settings)
-                           for i, reason in sorted(poison.items())]
-                self._dlq_producer().send(records)
+                self._send_dead_letters([(messages[i], reason) for i, reason in sorted(poison.items())])
 
         while True:
             try:
@@ -600,6 +608,29 @@ class ConsumerRuntime:
         self.stats.lag = sum(max(0, v) for v in lag.values())
         for (_topic, partition), value in lag.items():
             metrics.LAG.labels(service=self.service.name, partition=str(partition)).set(value)
+
+    def _send_dead_letters(self, letters: Sequence[tuple[Message, str]]) -> None:
+        """Produce the dead letters of a batch. A refusal that is not transient (e.g. a broker whose record
+        limit is below ours) never ends the worker: the letters are sent again cut (prefix, size, hash); if even
+        that is refused, the batch is retried like after a transient fault (logged as an error)."""
+        records = [dead_letter_record(m, self.service.name, reason, self.settings) for m, reason in letters]
+        try:
+            self._dlq_producer().send(records)
+            return
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("%s: the dead-letter channel refused %d record(s) (%s); sending them cut",
+                      self.service.name, len(records), _describe(exc))
+        cut = [dead_letter_record(m, self.service.name, reason, self.settings, cut=True) for m, reason in letters]
+        try:
+            self._dlq_producer().send(cut)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("%s: the dead-letter channel refused even cut records: %s", self.service.name,
+                      _describe(exc))
+            raise _Transient(f"dead letter refused: {_describe(exc)}") from exc
 
     def _dlq_producer(self) -> Producer:
         if self._producer is None:

@@ -3,22 +3,24 @@
 A dead-letter record keeps the original value bytes, key and headers unchanged and adds the
 ``dlq.*`` headers of :mod:`payevents.contracts.channel` (original topic/partition/offset, service,
 reason, failedAt) — except that card numbers are masked but their last four digits (``dlq.redacted``).
-Nothing is dropped: replay re-publishes the original bytes to the channel, with the
+A record too large to copy with those headers is cut (``dlq.truncated``: a prefix, its size and hash).
+Nothing is dropped: replay re-publishes the original bytes to the channel (never a cut letter), with the
 same key (so the same partition) once the cause is fixed; consumers remove the duplicates by eventId.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from payevents.contracts import channel
-from payevents.contracts.cardguard import mask_card_numbers
+from payevents.contracts.cardguard import holds_card_number, mask_card_numbers, mask_card_text
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
-from payevents.errors import NotFound
+from payevents.errors import ContractError, NotFound
 from payevents.settings import Settings
 from payevents.transport.base import Delivery, Headers, Message, Producer, Record, Transport
 
@@ -32,41 +34,112 @@ DLQ_HEADERS: tuple[str, ...] = (
 )
 #: header added to a record re-published by :func:`replay`: "dlqPartition:dlqOffset"
 H_REPLAYED_FROM = "dlq.replayedFrom"
-#: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four)
+#: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four), or
+#: "card-number; value withheld" (no masking could remove them all, e.g. JSON escapes in a broken document)
 H_REDACTED = "dlq.redacted"
+#: "true" when the record did not fit: the dead letter holds a prefix of the value, its size and its hash
+H_TRUNCATED = "dlq.truncated"
+#: the original value's size in bytes and SHA-256 (hex), on every cut dead letter
+H_SIZE = "dlq.original.size"
+H_SHA256 = "dlq.original.sha256"
+#: the original key's size and SHA-256 when the key itself was too long to keep (over KEEP_KEY_BYTES)
+H_KEY_SIZE = "dlq.original.keySize"
+H_KEY_SHA256 = "dlq.original.keySha256"
+#: how much of the value a cut dead letter keeps (masked for card data first, then cut)
+PREFIX_BYTES = 4096
+KEEP_KEY_BYTES = 1024
+#: the budget of a dead letter: the channel's record limit less room for the record's framing
+DEAD_LETTER_MAX_BYTES = channel.MAX_RECORD_BYTES - 4096
+_OWN_HEADERS = (H_REPLAYED_FROM, H_REDACTED, H_TRUNCATED, H_SIZE, H_SHA256, H_KEY_SIZE, H_KEY_SHA256)
+#: a cut dead letter keeps the original headers whose value is at most this long (eventType, eventId, ...)
+_KEEP_HEADER_BYTES = 256
 
 _CARD_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
 MAX_REASON = 500
 
 
 def redact(text: str) -> str:
-    """``text`` with any run of 13-19 digits (a possible card number) masked, cut to 500 characters."""
-    return _CARD_RUN.sub("[redacted-digits]", text)[:MAX_REASON]
+    """``text`` with any run of 13-19 digits (a possible card number) masked, and every card number the card
+    guard finds (any separators, any digits) masked but its last four; cut to 500 characters."""
+    return mask_card_text(_CARD_RUN.sub("[redacted-digits]", text))[:MAX_REASON]
+
+
+def _scrub(raw: bytes) -> tuple[bytes | None, bool]:
+    """(``raw`` with card numbers masked — or None when masking cannot remove them all —, whether it changed)."""
+    masked = mask_card_numbers(raw)
+    if holds_card_number(masked):
+        return None, True
+    return masked, masked != raw
+
+
+def _size(value: bytes, key: bytes | None, headers: Headers) -> int:
+    return len(value) + len(key or b"") + sum(len(k.encode("utf-8", "replace")) + len(v) + 8 for k, v in headers)
+
+
+def _as_bytes(v: object) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode("utf-8", "replace")
 
 
 def dead_letter_record(message: Message, service: str, reason: str, settings: Settings,
-                       failed_at: datetime | None = None) -> Record:
+                       failed_at: datetime | None = None, *, cut: bool = False) -> Record:
     """The dead-letter record for ``message``: its bytes, key and headers plus the ``dlq.*`` headers.
 
-    The one exception to "original bytes": a record rejected for card data is stored with the card digits
-    masked (all but the last four), header ``dlq.redacted: card-number`` — card numbers never rest in a topic."""
+    Card numbers never rest in a topic: wherever value, key or a kept header holds one, its digits are masked
+    but the last four (``dlq.redacted: card-number``). When the copy plus the dead-letter headers would not
+    fit in :data:`DEAD_LETTER_MAX_BYTES` (or ``cut``), the letter holds what fits: the first
+    :data:`PREFIX_BYTES` of the (masked) value, ``dlq.original.size``, ``dlq.original.sha256`` and
+    ``dlq.truncated: true``. Never raises for any message: a letter that cannot be built otherwise is cut."""
+    try:
+        return _letter(message, service, reason, settings, failed_at, cut=cut)
+    except Exception as exc:  # never let building a dead letter end a worker
+        note = f"{reason} [dead letter cut: {type(exc).__name__} while copying the record]"
+        return _letter(message, service, note, settings, failed_at, cut=True, plain=True)
+
+
+def _letter(message: Message, service: str, reason: str, settings: Settings, failed_at: datetime | None,
+            *, cut: bool, plain: bool = False) -> Record:
     when = (failed_at or datetime.now(UTC)).isoformat()
-    value, key = message.value or b"", message.key
-    redacted: Headers = ()
-    if reason.startswith("card-number"):
-        value = mask_card_numbers(value)
-        key = mask_card_numbers(key) if key is not None else None
-        redacted = ((H_REDACTED, b"card-number"),)
-    kept = tuple((k, v) for k, v in message.headers if k not in DLQ_HEADERS and k not in (H_REPLAYED_FROM, H_REDACTED))
+    original = _as_bytes(message.value or b"")
+    key = None if message.key is None else _as_bytes(message.key)
+    kept: Headers = ()
+    if not plain:
+        kept = tuple((str(k), _as_bytes(v)) for k, v in message.headers
+                     if k not in DLQ_HEADERS and k not in _OWN_HEADERS)
+    scrubbed, masked = _scrub(original)
+    withheld = scrubbed is None
+    value = b"" if scrubbed is None else scrubbed
+    if key is not None:
+        key, key_masked = _scrub(key)
+        masked = masked or key_masked
+    clean: list[tuple[str, bytes]] = []
+    for k, v in kept:
+        scrubbed_v, v_masked = _scrub(v)
+        masked = masked or v_masked
+        if scrubbed_v is not None:
+            clean.append((k, scrubbed_v))
+    kept = tuple(clean)
     extra: Headers = (
-        (channel.DLQ_ORIGINAL_TOPIC, message.topic.encode()),
+        (channel.DLQ_ORIGINAL_TOPIC, str(message.topic).encode("utf-8", "replace")),
         (channel.DLQ_ORIGINAL_PARTITION, str(message.partition).encode()),
         (channel.DLQ_ORIGINAL_OFFSET, str(message.offset).encode()),
-        (channel.DLQ_SERVICE, service.encode()),
-        (channel.DLQ_REASON, redact(reason).encode("utf-8")),
+        (channel.DLQ_SERVICE, service.encode("utf-8", "replace")),
+        (channel.DLQ_REASON, redact(reason).encode("utf-8", "replace")),
         (channel.DLQ_FAILED_AT, when.encode()),
     )
-    return Record(topic=dead_letter_topic_for(settings.env), value=value, key=key, headers=kept + extra + redacted)
+    redacted: Headers = ((H_REDACTED, b"card-number; value withheld" if withheld else b"card-number"),) \
+        if masked else ()
+    if not cut and _size(value, key, kept + extra + redacted) <= DEAD_LETTER_MAX_BYTES:
+        return Record(topic=dead_letter_topic_for(settings.env), value=value, key=key,
+                      headers=kept + extra + redacted)
+    # cut: a prefix, the size and hash of the original, small original headers only
+    info: Headers = ((H_TRUNCATED, b"true"), (H_SIZE, str(len(original)).encode()),
+                     (H_SHA256, hashlib.sha256(original).hexdigest().encode()))
+    if key is not None and len(key) > KEEP_KEY_BYTES:
+        info += ((H_KEY_SIZE, str(len(key)).encode()), (H_KEY_SHA256, hashlib.sha256(key).hexdigest().encode()))
+        key = None
+    small = tuple((k, v) for k, v in kept if len(k) + len(v) <= _KEEP_HEADER_BYTES)[:32]
+    return Record(topic=dead_letter_topic_for(settings.env), value=value[:PREFIX_BYTES], key=key,
+                  headers=small + extra + redacted + info)
 
 
 def dead_letter(producer: Producer, message: Message, service: str, reason: str, settings: Settings) -> Delivery:
@@ -90,6 +163,11 @@ class DeadLetter:
     reason: str
     failed_at: str
     timestamp_ms: int
+
+    @property
+    def truncated(self) -> bool:
+        """The record did not fit: this letter holds a prefix of its value (with its size and hash)."""
+        return _header(self.headers, H_TRUNCATED) == "true"
 
     @property
     def event_type(self) -> str | None:
@@ -132,9 +210,13 @@ def _int(value: str | None) -> int | None:
 
 
 def parse(message: Message) -> DeadLetter:
-    h = message.headers
+    """A record of the dead-letter channel, card numbers masked again on read (letters written before the
+    masking covered every reason and writing may hold some): nothing read from here echoes a card number."""
+    value, _ = _scrub(message.value or b"")
+    key = None if message.key is None else _scrub(message.key)[0]
+    h = tuple((k, v) for k, v in ((k, _scrub(v)[0]) for k, v in message.headers) if v is not None)
     return DeadLetter(
-        partition=message.partition, offset=message.offset, key=message.key, value=message.value or b"",
+        partition=message.partition, offset=message.offset, key=key, value=value or b"",
         headers=h, original_topic=_header(h, channel.DLQ_ORIGINAL_TOPIC) or "",
         original_partition=_int(_header(h, channel.DLQ_ORIGINAL_PARTITION)),
         original_offset=_int(_header(h, channel.DLQ_ORIGINAL_OFFSET)),
@@ -202,7 +284,9 @@ def replay_records(letters: Sequence[DeadLetter], settings: Settings) -> list[Re
     (without the ``dlq.*`` ones), plus ``dlq.replayedFrom``."""
     out = []
     for d in letters:
-        headers = tuple((k, v) for k, v in d.headers if k not in DLQ_HEADERS and k != H_REPLAYED_FROM)
+        if d.truncated:
+            continue  # only a prefix is left: nothing to re-publish
+        headers = tuple((k, v) for k, v in d.headers if k not in DLQ_HEADERS and k not in _OWN_HEADERS)
         headers += ((H_REPLAYED_FROM, f"{d.partition}:{d.offset}".encode()),)
         topic = d.original_topic or topic_for(settings.env)
         # keyed records are placed by key (same partition as the original); unkeyed ones where they were
@@ -219,6 +303,9 @@ def replay(settings: Settings, *, partition: int | None = None, offset: int | No
     with _transport(settings, transport) as t:
         if partition is not None and offset is not None:
             letters = [show(settings, partition, offset, transport=t)]
+            if letters[0].truncated:
+                raise ContractError(f"dead letter {partition}:{offset}: holds only a prefix of a record too large"
+                                    " to copy (dlq.truncated); it cannot be replayed")
         elif partition is not None or offset is not None:
             raise NotFound("dead letter: give both partition and offset, or neither")
         else:

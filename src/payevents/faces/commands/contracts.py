@@ -20,17 +20,24 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _documents(content: bytes) -> tuple[str, list[bytes]]:
-    """("document"|"array"|"stream", the documents): one JSON document, a JSON array of events, or NDJSON."""
+    """("document"|"array"|"stream", the documents): one JSON document, a JSON array of events, or NDJSON.
+
+    Nesting is measured before any parser runs (a too-deep input is one document, which the codec rejects
+    with its depth rule)."""
+    from payevents.contracts.codec import MAX_DEPTH, nesting_depth
+
     lines = [ln for ln in content.splitlines() if ln.strip()]
     if not lines:
         return "stream", []
-    if len(lines) > 1:
+    if len(lines) > 1 and nesting_depth(lines[0]) <= MAX_DEPTH:
         try:
             msgspec.json.decode(lines[0])
         except msgspec.DecodeError:
             pass  # the first line is not a whole document: one (pretty-printed or broken) document
         else:
             return "stream", lines
+    if nesting_depth(content, MAX_DEPTH + 1) > MAX_DEPTH + 1:  # an array of events adds one level
+        return "document", [content]
     try:
         items = msgspec.json.decode(content, type=list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -63,6 +70,10 @@ def validate(
         except EventValidationError as exc:
             failed += 1
             typer.echo(f"error{where}: " + "; ".join(e.message for e in exc.errors))
+            continue
+        except Exception as exc:  # a codec bug must still not print a traceback (nor echo the input)
+            failed += 1
+            typer.echo(f"error{where}: could not be validated ({type(exc).__name__}); please report this input")
             continue
         ev = decoded.event
         if decoded.legacy:

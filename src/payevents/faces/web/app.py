@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from payevents import __version__
+from payevents.contracts.cardguard import mask_card_text
 from payevents.contracts.channel import parse_env
 from payevents.errors import (
     ConfigError,
@@ -95,6 +96,34 @@ class AddCustomer(BaseModel):
     locale: str = "en_US"
 
 
+def _masked(value: Any) -> Any:
+    """``value`` (JSON-ready) with card numbers masked in every string."""
+    if isinstance(value, str):
+        return mask_card_text(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
+class _MaskCardNumbers(logging.Filter):
+    """Masks card numbers in a log record's arguments (uvicorn's access log: the request path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_card_text(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = mask_card_text(record.msg)
+        return True
+
+
+def _mask_access_log() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _MaskCardNumbers) for f in logger.filters):
+        logger.addFilter(_MaskCardNumbers())
+
+
 def _amount(value: str | int | float) -> str:
     if isinstance(value, float):  # pydantic may hand us a JSON number as float: refuse, never round
         raise ContractError("amount: send a decimal string (e.g. \"99.99\"), not a JSON float")
@@ -121,6 +150,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             if owned_catalog:
                 shutil.rmtree(site, ignore_errors=True)
 
+    _mask_access_log()
     app = FastAPI(title="payevents", version=__version__, lifespan=lifespan,
                   description="Payments lifecycle, ledger, invoices, analytics, notifications and the channel.")
     app.state.settings = settings
@@ -140,7 +170,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> Response:
         # FastAPI's default echoes each bad value ("input"): a card number sent in a field would come back
         errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        return JSONResponse({"detail": _masked(jsonable_encoder(errors))}, status_code=422)
 
     @app.exception_handler(PayeventsError)
     async def _payevents_error(_request: Request, exc: PayeventsError) -> Response:
@@ -151,7 +181,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             status = 409
         elif isinstance(exc, ContractError | ConfigError):
             status = 422
-        return json_response({"error": type(exc).__name__, "detail": str(exc)}, status)
+        # the services never echo card data; masking here too keeps any future message from doing it
+        return json_response({"error": type(exc).__name__, "detail": mask_card_text(str(exc))}, status)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, token = (authorization or "").partition(" ")

@@ -18,6 +18,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
@@ -97,7 +98,7 @@ def parse_status(value: str) -> str:
     for s in STATUSES:
         if s.lower() == norm:
             return s
-    raise ContractError(f"status: {value!r} is not one of {', '.join(STATUSES)}")
+    raise ContractError(f"status: {safe_repr(value)} is not one of {', '.join(STATUSES)}")
 
 
 # -- rows ------------------------------------------------------------------------------------------------
@@ -369,13 +370,17 @@ def create(
         raise ContractError("customer_id: required non-empty string")
     if invoice_id is not None and (not isinstance(invoice_id, str) or not invoice_id.strip() or len(invoice_id) > 255):
         raise ContractError("invoice_id: must be a non-empty string of at most 255 characters")
+    if description is not None and not isinstance(description, str):
+        raise ContractError("description: must be a string")
+    for field, text in (("customer_id", customer_id), ("invoice_id", invoice_id), ("description", description)):
+        check_free_text(field, text)  # no card number enters the store or a log
     if not isinstance(currency, str):
-        raise ContractError(f"currency: {currency!r} is not an ISO 4217 code")
+        raise ContractError(f"currency: {safe_repr(currency)} is not an ISO 4217 code")
     due_minor = to_minor(amount_due, currency, field="amount_due")
     try:
         due = due_date if isinstance(due_date, date) else date.fromisoformat(str(due_date))
     except ValueError:
-        raise ContractError(f"due_date: {due_date!r} is not a date (YYYY-MM-DD)") from None
+        raise ContractError(f"due_date: {safe_repr(due_date)} is not a date (YYYY-MM-DD)") from None
     invoice_id = invoice_id or f"INV-{uuid.uuid4().hex[:16].upper()}"
     now = _now()
     row = {"invoice_id": invoice_id, "customer_id": customer_id, "amount_due_minor": due_minor, "currency": currency,
@@ -414,7 +419,7 @@ def create(
 def _detail(conn: Connection, invoice_id: str) -> InvoiceDetail:
     r = conn.execute(sa.text("SELECT * FROM invoices WHERE invoice_id = :i"), {"i": invoice_id}).first()
     if r is None:
-        raise NotFound(f"invoice {invoice_id!r}: not found")
+        raise NotFound(f"invoice {safe_repr(invoice_id)}: not found")
     pays = conn.execute(
         sa.text("SELECT * FROM invoice_payments WHERE invoice_id = :i ORDER BY received_at, event_id"),
         {"i": invoice_id},

@@ -15,6 +15,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ContractError, NotFound, PoisonEvent
@@ -283,7 +284,7 @@ def reverse(settings: Settings, entry_id: str, *, reason: str) -> JournalEntry:
     with eng.begin() as conn:
         original = _load_entries(conn, "e.entry_id = :eid", {"eid": entry_id})
         if not original:
-            raise NotFound(f"journal entry {entry_id!r}: not found")
+            raise NotFound(f"journal entry {safe_repr(entry_id)}: not found")
         e = original[0]
         flip = {"D": "C", "C": "D"}
         lines = [Line(account=ln.account, currency=ln.currency, side=flip[ln.side], amount_minor=ln.amount_minor)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
 
+from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.errors import ContractError, NotFound
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
@@ -32,7 +33,7 @@ def normalize_locale(locale: str) -> str:
     try:
         return str(Locale.parse(locale.strip().replace("-", "_")))
     except (UnknownLocaleError, ValueError, TypeError):
-        raise ContractError(f"locale: {locale!r} is not a known locale (e.g. en_US, de_DE, ja_JP)") from None
+        raise ContractError(f"locale: {safe_repr(locale)} is not a known locale (e.g. en_US, de_DE, ja_JP)") from None
 
 
 def _check(customer_id: str, name: str, email: str | None) -> None:
@@ -40,8 +41,10 @@ def _check(customer_id: str, name: str, email: str | None) -> None:
         raise ContractError("customerId: must not be empty")
     if not name.strip():
         raise ContractError("name: must not be empty")
+    for field, text in (("customerId", customer_id), ("name", name), ("email", email)):
+        check_free_text(field, text)  # no card number enters the directory, an e-mail or a log
     if email is not None and not EMAIL_RE.match(email):
-        raise ContractError(f"email: {email!r} is not an e-mail address")
+        raise ContractError(f"email: {safe_repr(email)} is not an e-mail address")
 
 
 def add_customer(
@@ -75,7 +78,7 @@ def get_customer(settings: Settings, customer_id: str) -> Customer:
     with engine(settings).connect() as conn:
         r = conn.execute(sa.text("SELECT * FROM customers WHERE customer_id = :id"), {"id": customer_id}).first()
     if r is None:
-        raise NotFound(f"customerId: no customer {customer_id!r} in the directory")
+        raise NotFound(f"customerId: no customer {safe_repr(customer_id)} in the directory")
     return _row(r)
 
 

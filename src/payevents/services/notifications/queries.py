@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from payevents.contracts.cardguard import safe_repr
 from payevents.errors import ContractError, NotFound
 from payevents.services.notifications.render import message_id_for
 from payevents.services.notifications.store import STATUSES, engine
@@ -76,7 +77,7 @@ def get_notification(settings: Settings, event_id: str) -> Notification:
         sql = f"SELECT {_COLUMNS} FROM notifications WHERE event_id = :id"
         r = conn.execute(sa.text(sql), {"id": event_id}).first()
     if r is None:
-        raise NotFound(f"eventId: no notification for event {event_id!r}")
+        raise NotFound(f"eventId: no notification for event {safe_repr(event_id)}")
     return _row(r, settings)
 
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from payevents.contracts import channel
+from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
 from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
 from payevents.runtime import outbox
@@ -68,6 +69,7 @@ def _key(key: str | None) -> str:
         raise ContractError("idempotency_key: must be a non-empty string")
     if len(key) > 200:
         raise ContractError("idempotency_key: at most 200 characters")
+    check_free_text("idempotency_key", key)  # stored with the outbox row, sent as the idempotencyKey header
     return key
 
 
@@ -76,6 +78,7 @@ def _text(value: Any, field: str, *, max_len: int = 255) -> str:
         raise ContractError(f"{field}: required non-empty string")
     if len(value) > max_len:
         raise ContractError(f"{field}: at most {max_len} characters")
+    check_free_text(field, value)  # no card number enters the store, an event or a log
     return value
 
 
@@ -129,7 +132,7 @@ def _emit(conn: Connection, settings: Settings, p: Payment, event: Any, command_
 def _load_for(conn: Connection, payment_id: str, command: str) -> Payment:
     p = store.load(conn, payment_id, for_update=True)
     if p is None:
-        raise NotFound(f"payment {payment_id!r}: not found")
+        raise NotFound(f"payment {safe_repr(payment_id)}: not found")
     allowed = ALLOWED_FROM[command]
     if PaymentState(p.state) not in allowed:
         names = ", ".join(sorted(s.value for s in allowed))
@@ -168,7 +171,7 @@ def _new_payment(
 ) -> Payment:
     f = field_prefix
     if not isinstance(currency, str):
-        raise ContractError(f"{f}currency: {currency!r} is not an ISO 4217 code")
+        raise ContractError(f"{f}currency: {safe_repr(currency)} is not an ISO 4217 code")
     minor = to_minor(amount, currency, field=f"{f}amount")
     if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
         # never echo the value: a full card number sent here must not reach an error, a response or a log
@@ -217,7 +220,7 @@ def create(
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
         p = _new_payment(**{**params, "amount": amount}, now=now)
         if store.load(conn, p.payment_id) is not None:
-            raise IdempotencyConflict(f"payment_id {p.payment_id!r}: a payment with this id already exists")
+            raise IdempotencyConflict(f"payment_id {safe_repr(p.payment_id)}: a payment with this id already exists")
         conn.execute(store.INSERT_PAYMENT, store.to_row(p, now))
         _emit(conn, settings, p, ev.initiated(p, now), command_id, key)
         return _with_events(p)
@@ -297,7 +300,7 @@ def fail(
 ) -> Payment:
     """Fail an open payment with a reason code (e.g. ``cancelled``) and emit PaymentFailed."""
     if code not in FAILURE_CODES:
-        raise ContractError(f"code: {code!r} is not a failure code (one of {', '.join(FAILURE_CODES)})")
+        raise ContractError(f"code: {safe_repr(code)} is not a failure code (one of {', '.join(FAILURE_CODES)})")
     _text(reason, "reason", max_len=1000)
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
@@ -332,7 +335,7 @@ def show(settings: Settings, payment_id: str) -> Payment:
     with store.engine(settings).connect() as conn:
         p = store.load(conn, payment_id)
     if p is None:
-        raise NotFound(f"payment {payment_id!r}: not found")
+        raise NotFound(f"payment {safe_repr(payment_id)}: not found")
     return p
 
 
@@ -341,7 +344,7 @@ def list_payments(
 ) -> list[Payment]:
     """The most recent payments, newest first, optionally by state and customer."""
     if state is not None and state not in PaymentState.__members__:
-        raise ContractError(f"state: {state!r} is not one of {', '.join(PaymentState.__members__)}")
+        raise ContractError(f"state: {safe_repr(state)} is not one of {', '.join(PaymentState.__members__)}")
     where, args = [], {"lim": int(limit)}
     if state is not None:
         where.append("state = :state")
@@ -407,7 +410,7 @@ def process_payments(
         key = _key(spec.idempotency_key)
         fields = _spec_fields(spec)
         if spec.decline is not None and spec.decline not in FAILURE_CODES:
-            raise ContractError(f"specs[{i}].decline: {spec.decline!r} is not a failure code")
+            raise ContractError(f"specs[{i}].decline: {safe_repr(spec.decline)} is not a failure code")
         check = {k: v for k, v in fields.items() if k != "decline"}
         p0 = _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
         keyed.append((key, _fingerprint("process", fields), spec, p0))
@@ -444,7 +447,8 @@ def _process_chunk(
         if key in fresh:
             first_fp, first = fresh[key]
             if first_fp != fingerprint:
-                raise IdempotencyConflict(f"idempotency_key {key!r}: used twice in this batch with other arguments")
+                raise IdempotencyConflict(
+                    f"idempotency_key {safe_repr(key)}: used twice in this batch with other arguments")
             results.append(first)
             continue
         command_id = str(uuid.uuid4())

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Final
 
 from payevents.contracts import money as _money
+from payevents.contracts.cardguard import safe_repr
 from payevents.errors import ContractError
 
 #: the largest amount the stores hold: minor units are a signed 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT)
@@ -20,18 +21,18 @@ def exponent(currency: str) -> int:
     """Minor-unit exponent of an ISO 4217 code; an unknown code is a ContractError."""
     exp = _money.MINOR_UNITS.get(currency) if isinstance(currency, str) else None
     if exp is None:
-        raise ContractError(f"currency: {currency!r} is not an ISO 4217 code")
+        raise ContractError(f"currency: {safe_repr(currency)} is not an ISO 4217 code")
     return exp
 
 
 def to_minor(value: Decimal | str | int, currency: str, *, field: str = "amount") -> int:
     """Exact integer minor units; the amount must be > 0 and fit the currency's minor unit."""
     if isinstance(value, float) or isinstance(value, bool):
-        raise ContractError(f"{field}: {value!r} is not a Decimal or a decimal string (floats are refused)")
+        raise ContractError(f"{field}: {safe_repr(value)} is not a Decimal or a decimal string (floats are refused)")
     try:
         d = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise ContractError(f"{field}: {value!r} is not a decimal number") from None
+        raise ContractError(f"{field}: {safe_repr(value)} is not a decimal number") from None
     exponent(currency)
     problem = _money.amount_problem(d, currency)
     if problem is not None:
