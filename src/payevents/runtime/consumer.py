@@ -266,7 +266,9 @@ class ConsumerRuntime:
         if self._pending:
             self._commit_offsets({})
         if self._retry_at is not None:
-            return self._wait_step()
+            waited = self._wait_step()
+            self._update_lag()  # a member held back by a fault shows its lag growing
+            return waited
         started = time.perf_counter()
         try:
             messages = self.consumer.poll(self.max_batch, self.poll_timeout)
