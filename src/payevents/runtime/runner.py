@@ -115,6 +115,21 @@ def start_when_reachable(build: Callable[[], _T], stop: threading.Event, what: s
             return None
 
 
+def check_reachable(settings: Settings, store: str) -> None:
+    """Raise if the store's database or the broker cannot be reached (opens and closes what it uses, so a
+    worker waiting at start-up does not leave half-built clients behind on every try)."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.store.db import engine_for
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    _ping(engine_for(settings, store))
+    transport = open_transport(settings)
+    try:
+        transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)], settings.partitions)
+    finally:
+        transport.close()
+
+
 def _attach_consumer(probe: WorkerProbe, runtime: Any) -> None:
     stats = runtime.stats
     probe.store_check = lambda: _ping(runtime.engine)
@@ -155,8 +170,12 @@ def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = Non
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
     service = resolve_service(spec)
-    runtime = start_when_reachable(lambda: ConsumerRuntime(settings, service, max_batch=max_batch), stop,
-                                   service.name, probe)
+    def build() -> ConsumerRuntime:
+        if probe is not None:
+            check_reachable(settings, service.name)
+        return ConsumerRuntime(settings, service, max_batch=max_batch)
+
+    runtime = start_when_reachable(build, stop, service.name, probe)
     if runtime is None:
         return 0
     if probe is not None:
@@ -175,7 +194,12 @@ def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready:
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    relay = start_when_reachable(lambda: Relay(settings), stop, RELAY, probe)
+    def build() -> Relay:
+        if probe is not None:
+            check_reachable(settings, "payments")
+        return Relay(settings)
+
+    relay = start_when_reachable(build, stop, RELAY, probe)
     if relay is None:
         return 0
     if probe is not None:
