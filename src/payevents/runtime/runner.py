@@ -215,15 +215,30 @@ def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready:
 
 def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = None, log_file: str | None = None,
                  instance: int = 0, restarts: int = 0, port: int = 0, supervisor_pid: int | None = None) -> None:
-    """A worker process: logging, the status probe (HTTP endpoint + status file), then the worker."""
+    """A worker process started by :func:`run_workers`."""
+    sys.exit(serve_worker(settings, name, max_batch=max_batch, ready=ready, log_file=log_file, instance=instance,
+                          restarts=restarts, port=port, supervisor_pid=supervisor_pid))
+
+
+def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: Any = None,
+                 log_file: str | None = None, instance: int = 0, restarts: int = 0, port: int | None = None,
+                 supervisor_pid: int | None = None) -> int:
+    """Run one worker (``relay`` or a consumer service) in this process with its status probe (HTTP endpoint
+    + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
+    cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
     stop = threading.Event()
-    install_signal_handlers(stop)
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers(stop)
+    if port is None:
+        port = int(os.environ.get(METRICS_PORT_ENV) or 0)
     try:
         probe = WorkerProbe(settings, name, instance, restarts=restarts, supervisor_pid=supervisor_pid, port=port)
     except OSError as exc:
         log.error("%s[%d]: cannot serve metrics on port %d: %s", name, instance, port, exc)
-        sys.exit(EXIT_CONFIG)
+        return EXIT_CONFIG
+    if supervisor_pid is None:
+        print(f"{name}[{instance}] pid {os.getpid()}; metrics {probe.doc['metricsUrl']}", flush=True)
     code, state, detail = 0, "stopped", ""
     try:
         if name == RELAY:
@@ -244,7 +259,7 @@ def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = Non
             log.exception("%s[%d] crashed", name, instance)
             code, state, detail = 1, "crashed", f"{type(exc).__name__}: {exc}"
     probe.close(state, logs.mask(detail))
-    sys.exit(code)
+    return code
 
 
 def resolve_label(spec: str) -> str:

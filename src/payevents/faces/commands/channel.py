@@ -78,7 +78,7 @@ def run_cmd(
     if one:
         if len(names) != 1 or names[0] in ("all", runner.RELAY):
             raise typer.BadParameter("--one runs exactly one consumer service", param_hint="NAMES")
-        raise typer.Exit(runner.run_one(settings, names[0], max_batch=max_batch))
+        raise typer.Exit(runner.serve_worker(settings, names[0], max_batch=max_batch, port=metrics_port))
     workers = runner.expand(names, relay=relay)
     exits = runner.run_workers(settings, workers, instances=instances, max_batch=max_batch, restart=restart,
                                metrics_port=metrics_port)
@@ -101,7 +101,7 @@ def relay_cmd(
 
     settings = _settings(env, broker, data_dir, database_url)
     _log_to_stderr(log_format)
-    raise typer.Exit(runner.run_relay(settings))
+    raise typer.Exit(runner.serve_worker(settings, runner.RELAY))
 
 
 def workers_cmd(
