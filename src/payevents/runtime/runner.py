@@ -239,6 +239,12 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
         return EXIT_CONFIG
     if supervisor_pid is None:
         print(f"{name}[{instance}] pid {os.getpid()}; metrics {probe.doc['metricsUrl']}", flush=True)
+    else:
+        def stop_when_orphaned() -> None:
+            probe.orphaned.wait()
+            stop.set()
+
+        threading.Thread(target=stop_when_orphaned, name="worker-orphan", daemon=True).start()
     code, state, detail = 0, "stopped", ""
     try:
         if name == RELAY:

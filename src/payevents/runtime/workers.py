@@ -122,6 +122,9 @@ class WorkerProbe:
         self._sample: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.supervisor_pid = supervisor_pid
+        #: set when the supervisor is gone (the worker then stops: a new `payevents run` starts its own)
+        self.orphaned = threading.Event()
         self.started_at = time.time()
         self.doc: dict[str, Any] = {
             "name": name, "instance": instance, "pid": os.getpid(), "host": socket.gethostname(),
@@ -212,6 +215,10 @@ class WorkerProbe:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
+            if self.supervisor_pid is not None and os.getppid() != self.supervisor_pid and not self.orphaned.is_set():
+                log.warning("%s[%d]: the supervisor (pid %d) is gone; stopping", self.name, self.instance,
+                            self.supervisor_pid)
+                self.orphaned.set()
             if self.state in UP_STATES:
                 beat("worker")  # the process itself is alive; its loops beat on their own
             self.refresh()
