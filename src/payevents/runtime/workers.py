@@ -44,7 +44,7 @@ HEARTBEAT_S: Final = 1.0
 #: a loop that made no progress for this long is not live
 LIVE_AFTER_S: Final = float(os.environ.get("PAYEVENTS_LIVE_AFTER_S") or 30.0)
 #: a status file not rewritten for this long belongs to a dead or stuck worker
-STALE_AFTER_S: Final = 5.0
+STALE_AFTER_S: Final = 10.0
 #: states of a worker process that is (supposed to be) up
 UP_STATES: Final = ("starting", "waiting", "running")
 #: metrics endpoint: PAYEVENTS_METRICS_HOST (default 127.0.0.1), PAYEVENTS_METRICS_PORT (0 = any free port;
