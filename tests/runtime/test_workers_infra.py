@@ -65,6 +65,15 @@ def test_a_worker_waits_for_its_database_or_broker_instead_of_exiting(tmp_path: 
             time.sleep(0.2)
         assert view is not None, "the worker never reported waiting"
         assert "unreachable" in view.detail and view.restarts == 0 and not view.ready
+        from fastapi.testclient import TestClient
+
+        from payevents.faces.web.app import create_app
+
+        app_settings = Settings(env="dev", data_dir=tmp_path, database_url=NO_DATABASE if "--database-url" in flag
+                                else None, broker=NO_BROKER if "--broker" in flag else "embedded")
+        health = TestClient(create_app(app_settings)).get("/api/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert health.json()["checks"]["worker:ledger[0]"].startswith("degraded: waiting")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -287,16 +287,23 @@ class WorkerView:
     heartbeat_age: float | None
     detail: str
     exitcode: int | None
+    #: the worker's last check of its store (None: not checked yet)
+    store_ok: bool | None = None
 
     @property
     def label(self) -> str:
         return f"{self.name}[{self.instance}]"
 
+    @property
+    def healthy(self) -> bool:
+        """Alive, running (not waiting for its database or broker) and its store answering."""
+        return self.alive and self.state == "running" and self.store_ok is not False
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "instance": self.instance, "pid": self.pid, "state": self.state,
                 "alive": self.alive, "ready": self.ready, "restarts": self.restarts, "metricsUrl": self.metrics_url,
                 "lastBatchAt": self.last_batch_at, "lag": self.lag, "heartbeatAge": self.heartbeat_age,
-                "detail": self.detail, "exitcode": self.exitcode}
+                "detail": self.detail, "exitcode": self.exitcode, "storeOk": self.store_ok, "healthy": self.healthy}
 
 
 def pid_alive(pid: int) -> bool:
@@ -331,10 +338,14 @@ def read_registry(settings: Settings, now: float | None = None) -> list[WorkerVi
         alive = state in UP_STATES and age is not None and age < STALE_AFTER_S
         if alive and pid is not None and doc.get("host") == here:
             alive = pid_alive(pid)
+        if alive and doc.get("live") is False:  # the process is there, but a loop of it is stuck
+            alive, state = False, "stuck"
         lag = doc.get("lag")
+        store_ok = doc.get("storeOk")
         out.append(WorkerView(
             name=str(doc["name"]), instance=int(doc.get("instance", 0)), pid=pid,
             state=state if alive or state not in UP_STATES else "dead", alive=alive,
+            store_ok=store_ok if isinstance(store_ok, bool) else None,
             ready=bool(alive and doc.get("ready")), restarts=int(doc.get("restarts") or 0),
             metrics_url=doc.get("metricsUrl") if alive else None, last_batch_at=doc.get("lastBatchAt"),
             lag=int(lag) if isinstance(lag, int) else None, heartbeat_age=age, detail=str(doc.get("detail") or ""),

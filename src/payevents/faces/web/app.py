@@ -178,8 +178,13 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
         # every worker that registered in this data dir must be alive (a stopped one is degraded too)
         views = data.workers(settings)
         for v in views:
-            if v.alive:
-                checks[f"worker:{v.label}"] = "ok" if v.ready else "ok (not ready)"
+            if v.healthy:
+                checks[f"worker:{v.label}"] = "ok" if v.ready else "ok (no partitions assigned)"
+            elif v.alive:  # up, but waiting for its database or broker, or its store does not answer
+                ok = False
+                checks[f"worker:{v.label}"] = f"degraded: {v.state}" + ("" if v.store_ok is not False
+                                                                       else ", store unreachable") + (
+                    f" ({v.detail})" if v.detail else "")
             else:
                 ok = False
                 exit_ = f", exit code {v.exitcode}" if v.exitcode is not None else ""
