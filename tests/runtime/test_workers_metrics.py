@@ -47,3 +47,46 @@ def test_restart_backoff_setting_is_checked(monkeypatch: pytest.MonkeyPatch, raw
     monkeypatch.setenv(runner.RESTART_BACKOFF_ENV, raw)
     with pytest.raises(Exception, match=runner.RESTART_BACKOFF_ENV):
         runner.restart_backoff()
+
+
+def test_probe_answers_from_the_worker_loops_and_its_store(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import httpx
+
+    from payevents.runtime import workers
+
+    monkeypatch.setattr(workers, "_beats", {})  # beats of other tests in this process are not this worker's
+    probe = workers.WorkerProbe(settings, "_probe", 0)
+    try:
+        base = str(probe.doc["metricsUrl"]).removesuffix("/metrics")
+        progress, sample = [time.monotonic()], {"ready": False, "batches": 0}
+        probe.progress["consumer"] = lambda: progress[0]
+        probe.sampler = lambda: dict(sample)
+        probe.store_check = lambda: None
+        probe.set_state("running")
+        probe.refresh()
+        assert httpx.get(f"{base}/livez").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 503  # no partitions assigned
+        sample.update(ready=True, batches=1)
+        probe.refresh()
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        assert probe.status()["lastBatchAt"] is not None
+
+        def unreachable() -> None:
+            raise OSError("store down")
+
+        probe.store_check, probe._store_checked = unreachable, 0.0
+        probe.refresh()
+        assert httpx.get(f"{base}/readyz").json() == {"ready": False, "state": "running", "detail": "",
+                                                      "storeOk": False}
+        progress[0] = time.monotonic() - 3600  # the consumer loop stopped making progress
+        assert httpx.get(f"{base}/livez").status_code == 503
+        probe.write()
+        (view,) = workers.read_registry(settings)
+        assert view.state == "stuck" and not view.alive
+        assert "payevents_worker_ready" in httpx.get(f"{base}/metrics").text
+    finally:
+        probe.close()
+    (view,) = workers.read_registry(settings)
+    assert view.state == "stopped" and not view.alive
