@@ -57,11 +57,24 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
+#: exit code of a command whose database or broker is unreachable
+EXIT_UNREACHABLE = 3
+
+
 def main() -> None:
+    """Errors a user can act on are one line on stderr and a non-zero exit, never a traceback."""
+    from payevents.runtime.runner import unreachable
+
     try:
         app()
-    except PayeventsError as exc:
+    except Exception as exc:
         from payevents.contracts.cardguard import mask_card_text
 
-        typer.secho(f"error: {mask_card_text(str(exc))}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        reason = unreachable(exc)
+        if reason is not None:
+            typer.secho(f"error: {mask_card_text(reason)}", fg=typer.colors.RED, err=True)
+            sys.exit(EXIT_UNREACHABLE)
+        if isinstance(exc, PayeventsError):
+            typer.secho(f"error: {mask_card_text(str(exc))}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        raise

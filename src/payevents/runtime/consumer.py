@@ -236,13 +236,17 @@ class ConsumerRuntime:
         self._lag_at = 0.0
         self._closed = False
         self._m = {
-            name: metric.labels(service=service.name)
-            for name, metric in (
-                ("consumed", metrics.CONSUMED), ("applied", metrics.APPLIED), ("duplicates", metrics.DUPLICATES),
-                ("ignored", metrics.IGNORED), ("dead_lettered", metrics.DEAD_LETTERED), ("retries", metrics.RETRIES),
-            )
+            "consumed": metrics.CONSUMED.labels(service=service.name),
+            "retries": metrics.RETRIES.labels(service=service.name),
+            **{name: metrics.RECORDS.labels(service=service.name, outcome=outcome)
+               for name, outcome in metrics.OUTCOMES.items()},
         }
+        self._dead_letters = metrics.DEAD_LETTERED.labels(service=service.name)
         self._latency = metrics.BATCH_LATENCY.labels(service=service.name)
+        #: partitions with a lag series in this process (removed when the member loses them)
+        self._lag_series: set[str] = set()
+        #: time.monotonic() of the run loop's last step (worker liveness)
+        self.progress_at = time.monotonic()
 
     def _migrate(self) -> None:
         """The runtime's tables, then the service's. Instances starting together on one SQLite file race
@@ -265,7 +269,9 @@ class ConsumerRuntime:
         if self._pending:
             self._commit_offsets({})
         if self._retry_at is not None:
-            return self._wait_step()
+            waited = self._wait_step()
+            self._update_lag()  # a member held back by a fault shows its lag growing
+            return waited
         started = time.perf_counter()
         try:
             messages = self.consumer.poll(self.max_batch, self.poll_timeout)
@@ -297,6 +303,7 @@ class ConsumerRuntime:
         try:
             while not stop.is_set():
                 self.step()
+                self.progress_at = time.monotonic()
         finally:
             stop.set()
             self.close()
@@ -399,8 +406,7 @@ class ConsumerRuntime:
         if poison:
             for i, reason in sorted(poison.items()):
                 m = messages[i]
-                log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service.name, m.topic, m.partition,
-                            m.offset, reason)
+                log.warning("dead-lettered: %s", reason, extra=bound_fields(m, self.service.name, "dead_lettered"))
             result.dead_lettered = len(poison)
         offsets: dict[TopicPartition, int] = {}
         for m in messages:
@@ -592,6 +598,8 @@ class ConsumerRuntime:
             value = getattr(r, name)
             if value:
                 self._m[name].inc(value)
+        if r.dead_lettered:
+            self._dead_letters.inc(r.dead_lettered)
         self._latency.observe(r.seconds)
 
     def _update_lag(self, force: bool = False) -> None:
@@ -606,8 +614,15 @@ class ConsumerRuntime:
             return
         self.stats.lag_by_partition = dict(lag)
         self.stats.lag = sum(max(0, v) for v in lag.values())
+        held = {str(partition) for (_topic, partition) in lag}
         for (_topic, partition), value in lag.items():
             metrics.LAG.labels(service=self.service.name, partition=str(partition)).set(value)
+        for lost in self._lag_series - held:  # lost in a rebalance: its new owner reports it
+            try:
+                metrics.LAG.remove(self.service.name, lost)
+            except KeyError:
+                pass
+        self._lag_series = held
 
     def _send_dead_letters(self, letters: Sequence[tuple[Message, str]]) -> None:
         """Produce the dead letters of a batch. A refusal that is not transient (e.g. a broker whose record
@@ -636,6 +651,16 @@ class ConsumerRuntime:
         if self._producer is None:
             self._producer = self.transport.producer()
         return self._producer
+
+
+def bound_fields(m: Message, service: str, outcome: str) -> dict[str, Any]:
+    """The log fields of one record (bound with ``extra=``, see :mod:`payevents.runtime.logs`)."""
+    from payevents.contracts.channel import H_CORRELATION_ID, H_EVENT_ID
+
+    key = m.key.decode("utf-8", "replace") if m.key is not None else None
+    return {"service": service, "eventId": m.header(H_EVENT_ID), "paymentId": key,
+            "correlationId": m.header(H_CORRELATION_ID), "topic": m.topic, "partition": m.partition,
+            "offset": m.offset, "outcome": outcome}
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:

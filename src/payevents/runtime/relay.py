@@ -239,6 +239,11 @@ class Relay:
         self._inflight: set[int] = set()
         self._marks: list[tuple[list[_Sent], Sequence[Delivery]]] = []
         self._marker_error: BaseException | None = None
+        #: worker status (read by payevents.runtime.workers): time.monotonic() of run()'s last loop turn,
+        #: whether its last pass reached the store and the broker, the last pending count it sampled
+        self.progress_at = time.monotonic()
+        self.last_pass_ok = False
+        self.pending: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -366,7 +371,7 @@ class Relay:
             self._breaches += 1
             logger.warning(
                 "SLA breach: event %s acknowledged %.3f s after its outbox commit (rule: within %.0f s)",
-                event_id, delay, SLA_SECONDS,
+                event_id, delay, SLA_SECONDS, extra={"eventId": event_id, "outcome": "sla_breach"},
             )
 
     def _count_error(self) -> None:
@@ -447,9 +452,14 @@ class Relay:
                             self._marks.append(sent)
                             self._cond.notify_all()
                     if time.monotonic() >= next_sample:
-                        PENDING.set(pending_count(self.engine))
+                        self.pending = pending_count(self.engine)
+                        PENDING.set(self.pending)
                         next_sample = time.monotonic() + 1.0
+                    self.last_pass_ok = True
+                    self.progress_at = time.monotonic()
                 except (TransientError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                    self.last_pass_ok = False
+                    self.progress_at = time.monotonic()
                     self._count_error()
                     backoff = min(5.0, max(0.05, backoff * 2))
                     logger.warning("relay pass failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc,

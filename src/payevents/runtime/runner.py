@@ -3,9 +3,10 @@
 ``payevents run ledger invoices`` (or ``all``) starts the relay and one consumer process per service
 (``--instances N`` for several members of a service's group: they share its partitions), forwards
 SIGTERM/SIGINT to all of them, waits for each to finish its batch and commit, and reports every exit.
-A worker that crashes is reported, not restarted. ``python -m payevents.runtime.runner SERVICE``
-runs one consumer in this process (``SERVICE`` may be ``package.module:ATTR`` for a ServiceDef
-defined elsewhere, e.g. in tests); settings come from ``PAYEVENTS_*``.
+A worker that dies is restarted with exponential backoff and its restarts are counted; each worker serves
+its metrics and health on a port it announces (:mod:`payevents.runtime.workers`).
+``python -m payevents.runtime.runner SERVICE`` runs one consumer in this process (``SERVICE`` may be
+``package.module:ATTR`` for a ServiceDef defined elsewhere, e.g. in tests); settings from ``PAYEVENTS_*``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,29 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from payevents.errors import ConfigError
+from payevents.runtime import logs
+from payevents.runtime.backoff import Backoff
 from payevents.runtime.service import ServiceDef
+from payevents.runtime.workers import METRICS_PORT_ENV, WorkerProbe, forget_slot, registry_dir, update_slot
 from payevents.settings import Settings
 
 log = logging.getLogger("payevents.runner")
+_T = TypeVar("_T")
 
 RELAY = "relay"
 #: SIGTERM to SIGKILL grace period for a worker that does not stop
 STOP_GRACE = 30.0
+#: exit code of a worker whose configuration cannot work (EX_CONFIG): the supervisor does not restart it
+EXIT_CONFIG = 78
+#: a worker that lived this long before dying restarts after the first backoff delay again
+STABLE_AFTER_S = 60.0
+#: first restart delay in seconds (doubling up to 60 s)
+RESTART_BACKOFF_ENV = "PAYEVENTS_RESTART_BACKOFF"
 
 
 def resolve_service(spec: str) -> ServiceDef:
@@ -63,52 +74,216 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _handler)
 
 
+def _ping(engine: Any) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """One line naming the unreachable database or broker behind ``exc``; None for any other error."""
+    import sqlalchemy as sa
+
+    from payevents.errors import TransientError
+
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
+                  | sa.exc.TimeoutError):
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return f"database unreachable: {text}"
+    if isinstance(exc, TransientError):
+        return f"broker unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'transient fault'}"
+    if type(exc).__name__ == "KafkaException":
+        return f"broker unreachable: {exc}"
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"unreachable: {type(exc).__name__}: {exc}"
+    return None
+
+
+def start_when_reachable(build: Callable[[], _T], stop: threading.Event, what: str,
+                         probe: WorkerProbe | None = None) -> _T | None:
+    """``build()``, retried with backoff while the database or broker is unreachable (never exits for that);
+    None when ``stop`` is set meanwhile. Other errors propagate."""
+    backoff = Backoff(initial=0.5, maximum=15.0)
+    while True:
+        try:
+            return build()
+        except Exception as exc:
+            reason = unreachable(exc)
+            if reason is None:
+                raise
+        delay = backoff.next()
+        log.warning("%s: %s at start-up; retrying in %.1f s", what, reason, delay)
+        if probe is not None:
+            probe.set_state("waiting", reason)
+        if stop.wait(delay):
+            return None
+
+
+def check_reachable(settings: Settings, store: str) -> None:
+    """Raise if the store's database or the broker cannot be reached (opens and closes what it uses, so a
+    worker waiting at start-up does not leave half-built clients behind on every try)."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.store.db import engine_for
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    _ping(engine_for(settings, store))
+    transport = open_transport(settings)
+    try:
+        transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)], settings.partitions)
+    finally:
+        transport.close()
+
+
+def _attach_consumer(probe: WorkerProbe, runtime: Any) -> None:
+    stats = runtime.stats
+    probe.store_check = lambda: _ping(runtime.engine)
+    probe.progress["consumer"] = lambda: runtime.progress_at
+    probe.sampler = lambda: {
+        "ready": bool(stats.lag_by_partition), "batches": stats.batches, "lag": stats.lag,
+        "partitions": sorted(p for _t, p in stats.lag_by_partition), "consumed": stats.consumed,
+        "retries": stats.retries, "deadLettered": stats.dead_lettered,
+    }
+    probe.refresh()
+    probe.set_state("running")
+
+
+def _attach_relay(probe: WorkerProbe, relay: Any) -> None:
+    def sample() -> dict[str, Any]:
+        st = relay.stats
+        # ready: the last pass reached the store and the broker, and the outbox lease is held where the
+        # relay takes one (an attribute ``lease_held``; absent = no lease to hold)
+        return {"ready": bool(relay.last_pass_ok) and getattr(relay, "lease_held", True) is not False,
+                "batches": st.batches, "published": st.published, "lag": relay.pending, "pending": relay.pending,
+                "slaBreaches": st.sla_breaches}
+
+    probe.store_check = lambda: _ping(relay.engine)
+    probe.progress["relay"] = lambda: relay.progress_at
+    probe.sampler = sample
+    probe.refresh()
+    probe.set_state("running")
+
+
 def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = None, max_batch: int = 500,
-            ready: Any = None) -> int:
+            ready: Any = None, probe: WorkerProbe | None = None) -> int:
     """Run one service's consumer in this process until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop.
-    ``ready`` (an Event) is set once the consumer is built and its store migrated."""
+    ``ready`` (an Event) is set once the consumer is built and its store migrated. An unreachable database
+    or broker at start-up is waited for (retried with backoff), not an exit."""
     from payevents.runtime.consumer import ConsumerRuntime
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    runtime = ConsumerRuntime(settings, resolve_service(spec), max_batch=max_batch)
+    service = resolve_service(spec)
+    def build() -> ConsumerRuntime:
+        if probe is not None:
+            check_reachable(settings, service.name)
+        return ConsumerRuntime(settings, service, max_batch=max_batch)
+
+    runtime = start_when_reachable(build, stop, service.name, probe)
+    if runtime is None:
+        return 0
+    if probe is not None:
+        _attach_consumer(probe, runtime)
     if ready is not None:
         ready.set()
     runtime.run(stop)
     return 0
 
 
-def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready: Any = None) -> int:
+def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready: Any = None,
+              probe: WorkerProbe | None = None) -> int:
     """Run the outbox relay in this process until SIGTERM/SIGINT (or ``stop``)."""
     from payevents.runtime.relay import Relay
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    relay = Relay(settings)
+    def build() -> Relay:
+        if probe is not None:
+            check_reachable(settings, "payments")
+        return Relay(settings)
+
+    relay = start_when_reachable(build, stop, RELAY, probe)
+    if relay is None:
+        return 0
+    if probe is not None:
+        _attach_relay(probe, relay)
     if ready is not None:
         ready.set()
-    relay.run(stop)
+    try:
+        relay.run(stop)
+    finally:
+        relay.close()
     return 0
 
 
-def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = None, log_file: str | None = None) -> None:
-    _configure_logging(log_file)
+def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = None, log_file: str | None = None,
+                 instance: int = 0, restarts: int = 0, port: int = 0, supervisor_pid: int | None = None) -> None:
+    """A worker process started by :func:`run_workers`."""
+    sys.exit(serve_worker(settings, name, max_batch=max_batch, ready=ready, log_file=log_file, instance=instance,
+                          restarts=restarts, port=port, supervisor_pid=supervisor_pid))
+
+
+def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: Any = None,
+                 log_file: str | None = None, instance: int = 0, restarts: int = 0, port: int | None = None,
+                 supervisor_pid: int | None = None) -> int:
+    """Run one worker (``relay`` or a consumer service) in this process with its status probe (HTTP endpoint
+    + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
+    cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
+    logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers(stop)
+    if port is None:
+        port = int(os.environ.get(METRICS_PORT_ENV) or 0)
+    try:
+        probe = WorkerProbe(settings, name, instance, restarts=restarts, supervisor_pid=supervisor_pid, port=port)
+    except OSError as exc:
+        log.error("%s[%d]: cannot serve metrics on port %d: %s", name, instance, port, exc)
+        return EXIT_CONFIG
+    if supervisor_pid is None:
+        print(f"{name}[{instance}] pid {os.getpid()}; metrics {probe.doc['metricsUrl']}", flush=True)
+    else:
+        def stop_when_orphaned() -> None:
+            probe.orphaned.wait()
+            stop.set()
+
+        threading.Thread(target=stop_when_orphaned, name="worker-orphan", daemon=True).start()
+    code, state, detail = 0, "stopped", ""
     try:
         if name == RELAY:
-            code = run_relay(settings, ready=ready)
+            code = run_relay(settings, stop=stop, ready=ready, probe=probe)
         else:
-            code = run_one(settings, name, max_batch=max_batch, ready=ready)
+            code = run_one(settings, name, stop=stop, max_batch=max_batch, ready=ready, probe=probe)
     except KeyboardInterrupt:
         code = 0
-    sys.exit(code)
+    except Exception as exc:
+        reason = unreachable(exc)
+        if isinstance(exc, ConfigError):  # restarting will not help
+            log.error("%s[%d]: %s", name, instance, exc)
+            code, state, detail = EXIT_CONFIG, "failed", str(exc)
+        elif reason is not None:
+            log.error("%s[%d]: %s", name, instance, reason)
+            code, state, detail = 1, "crashed", reason
+        else:
+            log.exception("%s[%d] crashed", name, instance)
+            code, state, detail = 1, "crashed", f"{type(exc).__name__}: {exc}"
+    probe.close(state, logs.mask(detail))
+    return code
+
+
+def resolve_label(spec: str) -> str:
+    """The service name a worker logs as (``pkg.mod:ATTR`` -> its ServiceDef's name when importable)."""
+    if ":" not in spec:
+        return spec
+    try:
+        return resolve_service(spec).name
+    except Exception:
+        return spec
 
 
 def _configure_logging(log_file: str | None = None) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"), filename=log_file,
-                            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logs.configure(log_file=log_file)
 
 
 @dataclasses.dataclass
@@ -117,6 +292,8 @@ class WorkerExit:
     instance: int
     pid: int | None
     exitcode: int | None
+    #: times the supervisor restarted this slot
+    restarts: int = 0
 
 
 def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
@@ -142,12 +319,48 @@ def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
     return out
 
 
+@dataclasses.dataclass
+class _Slot:
+    name: str
+    instance: int
+    index: int
+    backoff: Backoff
+    proc: multiprocessing.process.BaseProcess | None = None
+    ready: Any = None
+    pid: int | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    last_exit: int | None = None
+    final: WorkerExit | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.instance}]"
+
+
+def restart_backoff() -> Backoff:
+    """The supervisor's restart policy: PAYEVENTS_RESTART_BACKOFF seconds first (default 1), doubling to 60."""
+    raw = os.environ.get(RESTART_BACKOFF_ENV)
+    try:
+        initial = float(raw) if raw else 1.0
+    except ValueError:
+        raise ConfigError(f"{RESTART_BACKOFF_ENV}: {raw!r} is not a number of seconds") from None
+    if initial <= 0:
+        raise ConfigError(f"{RESTART_BACKOFF_ENV}: {raw!r} must be positive")
+    return Backoff(initial=initial, maximum=max(60.0, initial))
+
+
 def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1, max_batch: int = 500,
                 stop: threading.Event | None = None, report: bool = True, ready: threading.Event | None = None,
-                log_file: str | None = None) -> list[WorkerExit]:
-    """Start one process per worker (``instances`` per consumer service; one relay), stop them all on
-    SIGTERM/SIGINT or ``stop``, and return how each exited. ``ready`` is set once every worker is up;
-    ``log_file`` sends the workers' logs to a file instead of stderr."""
+                log_file: str | None = None, restart: bool = True, metrics_port: int | None = None) -> list[WorkerExit]:
+    """Start one process per worker (``instances`` per consumer service; one relay) and supervise them: a
+    worker that dies is restarted with exponential backoff (:func:`restart_backoff`; reset after
+    :data:`STABLE_AFTER_S` of life) and its restarts are counted, except one that exited with
+    :data:`EXIT_CONFIG` (its configuration cannot work). SIGTERM/SIGINT or ``stop`` stops them all; returns
+    how each slot's last process exited. ``ready`` is set once every worker is up; ``log_file`` sends the
+    workers' logs to a file instead of stderr; ``metrics_port`` (default PAYEVENTS_METRICS_PORT, 0 = any
+    free port) is the first worker's metrics port, the next get the following ones."""
     if instances < 1:
         raise ConfigError(f"--instances: {instances} must be a positive integer")
     from payevents.store.db import dispose_engines
@@ -156,42 +369,110 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
+    base_port = metrics_port if metrics_port is not None else int(os.environ.get(METRICS_PORT_ENV) or 0)
     ctx = multiprocessing.get_context("spawn")
-    procs: list[tuple[str, int, multiprocessing.process.BaseProcess]] = []
-    readies: list[Any] = []
+    slots: list[_Slot] = []
     for name in names:
         for i in range(1 if name == RELAY else instances):
-            readies.append(ctx.Event())
-            proc = ctx.Process(target=_worker_main, args=(settings, name, max_batch, readies[-1], log_file),
-                               name=f"payevents-{name}-{i}")
-            proc.start()
-            procs.append((name, i, proc))
-            if report:
-                print(f"started {name}[{i}] pid {proc.pid}", flush=True)
-    exits: dict[int, WorkerExit] = {}
+            slots.append(_Slot(name, i, len(slots), restart_backoff()))
+    _forget_dead_slots(settings, slots)
+
+    def say(text: str) -> None:
+        if report:
+            print(text, flush=True)
+
+    def start(slot: _Slot) -> None:
+        slot.ready = ctx.Event()
+        port = base_port + slot.index if base_port else 0
+        slot.proc = ctx.Process(target=_worker_main, name=f"payevents-{slot.name}-{slot.instance}",
+                                args=(settings, slot.name, max_batch, slot.ready, log_file, slot.instance,
+                                      slot.restarts, port, os.getpid()))
+        slot.proc.start()
+        slot.pid, slot.started_at = slot.proc.pid, time.monotonic()
+        again = f" (restart {slot.restarts})" if slot.restarts else ""
+        say(f"started {slot.label} pid {slot.pid}{again}; status in {registry_dir(settings)}")
+
+    for slot in slots:
+        start(slot)
+    announced: set[int] = set()
     signalled_at: float | None = None
-    while len(exits) < len(procs):
-        if ready is not None and not ready.is_set() and all(r.is_set() for r in readies):
+    while not all(slot.final is not None for slot in slots):
+        now = time.monotonic()
+        if ready is not None and not ready.is_set() and all(s.ready is not None and s.ready.is_set() for s in slots):
             ready.set()
         if stop.is_set() and signalled_at is None:
-            signalled_at = time.monotonic()
-            for _name, _i, p in procs:
-                if p.exitcode is None and p.pid is not None:
-                    os.kill(p.pid, signal.SIGTERM)
-        if signalled_at is not None and time.monotonic() - signalled_at > STOP_GRACE:
-            for _name, _i, p in procs:
-                if p.exitcode is None:
-                    p.kill()
-        for k, (name, i, p) in enumerate(procs):
-            if k not in exits and p.exitcode is not None:
-                exits[k] = WorkerExit(name, i, p.pid, p.exitcode)
-                if report:
-                    how = "stopped" if p.exitcode == 0 else f"exited with code {p.exitcode}"
-                    print(f"{name}[{i}] pid {p.pid} {how}", flush=True)
+            signalled_at = now
+            for slot in slots:
+                if slot.proc is not None and slot.proc.exitcode is None and slot.proc.pid is not None:
+                    os.kill(slot.proc.pid, signal.SIGTERM)
+        if signalled_at is not None and now - signalled_at > STOP_GRACE:
+            for slot in slots:
+                if slot.proc is not None and slot.proc.exitcode is None:
+                    slot.proc.kill()
+        for slot in slots:
+            if slot.final is not None:
+                continue
+            p = slot.proc
+            if p is not None and slot.index not in announced and slot.ready is not None and slot.ready.is_set():
+                announced.add(slot.index)
+                _announce(settings, slot, say)
+            if p is not None and p.exitcode is None:
+                continue
+            if p is not None:  # it has just exited
+                code = p.exitcode
+                p.join()
+                slot.proc, slot.last_exit = None, code
+                announced.discard(slot.index)
+                if stop.is_set():
+                    slot.final = WorkerExit(slot.name, slot.instance, slot.pid, code, slot.restarts)
+                    say(f"{slot.label} pid {slot.pid} " + ("stopped" if code == 0 else f"exited with code {code}"))
+                    if code != 0:
+                        update_slot(settings, slot.name, slot.instance, state="exited", exitcode=code, pid=slot.pid)
+                    continue
+                if not restart or code == EXIT_CONFIG:
+                    slot.final = WorkerExit(slot.name, slot.instance, slot.pid, code, slot.restarts)
+                    why = "its configuration cannot work" if code == EXIT_CONFIG else "restarts are off"
+                    say(f"{slot.label} pid {slot.pid} exited with code {code}; not restarted ({why})")
+                    update_slot(settings, slot.name, slot.instance, state="failed", exitcode=code, pid=slot.pid)
+                    continue
+                if now - slot.started_at >= STABLE_AFTER_S:
+                    slot.backoff.reset()
+                delay = slot.backoff.next()
+                slot.restarts += 1
+                slot.restart_at = now + delay
+                say(f"{slot.label} pid {slot.pid} exited with code {code}; restart {slot.restarts} in {delay:.1f} s")
+                log.warning("%s pid %s exited with code %s; restart %d in %.1f s", slot.label, slot.pid, code,
+                            slot.restarts, delay, extra={"worker": slot.label, "outcome": "restarting"})
+                update_slot(settings, slot.name, slot.instance, state="restarting", exitcode=code, pid=slot.pid,
+                            restarts=slot.restarts, nextStartAt=time.time() + delay)
+            elif stop.is_set():  # waiting for a restart: not any more
+                slot.final = WorkerExit(slot.name, slot.instance, slot.pid, slot.last_exit, slot.restarts)
+                say(f"{slot.label} not restarted: stopping")
+            elif slot.restart_at is not None and now >= slot.restart_at:
+                slot.restart_at = None
+                start(slot)
         time.sleep(0.1)
-    for _name, _i, p in procs:
-        p.join()
-    return [exits[k] for k in range(len(procs))]
+    return [slot.final for slot in slots if slot.final is not None]
+
+
+def _announce(settings: Settings, slot: _Slot, say: Callable[[str], None]) -> None:
+    from payevents.runtime.workers import read_registry
+
+    for view in read_registry(settings):
+        if view.name == slot.name and view.instance == slot.instance and view.metrics_url:
+            say(f"{slot.label} pid {slot.pid} ready; metrics {view.metrics_url}")
+            return
+
+
+def _forget_dead_slots(settings: Settings, slots: Sequence[_Slot]) -> None:
+    """Status files of these slots (or of more instances of their services) from an earlier run whose worker
+    is gone: this run writes its own; other names are left alone."""
+    from payevents.runtime.workers import read_registry
+
+    names = {s.name for s in slots}
+    for view in read_registry(settings):
+        if view.name in names and not view.alive:
+            forget_slot(settings, view.name, view.instance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,13 +29,19 @@ def _transport(settings: Settings) -> Any:
     return open_transport(settings)
 
 
-def _log_to_stderr() -> None:
-    import logging
+LogFormatOpt = Annotated[str | None, typer.Option("--log-format", help="json (JSON lines), text, or auto (text on "
+                                                                     "a terminal, else JSON); PAYEVENTS_LOG_FORMAT")]
+
+
+def _log_to_stderr(log_format: str | None = None) -> None:
     import os
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"),
-                            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    from payevents.runtime import logs
+
+    if log_format is not None:
+        logs.log_format(log_format)  # a bad value is an error now
+        os.environ["PAYEVENTS_LOG_FORMAT"] = log_format  # the workers (spawned processes) read it too
+    logs.configure(log_format)
 
 
 # -- run / relay --------------------------------------------------------------------------------------
@@ -51,23 +57,31 @@ def run_cmd(
     relay: Annotated[bool | None, typer.Option("--relay/--no-relay", help="also run the outbox relay (default: only "
                                                                           "with all or when named)")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="records per consumer batch")] = 500,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", min=0, help="metrics/health port of the "
+                                                     "first worker, the next get the following ports; 0 = any free "
+                                                     "port, announced (PAYEVENTS_METRICS_PORT)")] = None,
+    restart: Annotated[bool, typer.Option("--restart/--no-restart", help="restart a worker that dies (with "
+                                          "backoff: PAYEVENTS_RESTART_BACKOFF seconds first, doubling)")] = True,
+    log_format: LogFormatOpt = None,
     env: EnvOpt = None,
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
-    """Run the long-lived workers: each service's consumer (and the relay) in its own process;
-    SIGTERM/SIGINT stops them all after their current batch."""
+    """Run the long-lived workers: each service's consumer (and the relay) in its own process, supervised
+    (a worker that dies is restarted with backoff); each serves /metrics, /livez and /readyz on the port it
+    announces. SIGTERM/SIGINT stops them all after their current batch."""
     from payevents.runtime import runner
 
     settings = _settings(env, broker, data_dir, database_url)
-    _log_to_stderr()
+    _log_to_stderr(log_format)
     if one:
         if len(names) != 1 or names[0] in ("all", runner.RELAY):
             raise typer.BadParameter("--one runs exactly one consumer service", param_hint="NAMES")
-        raise typer.Exit(runner.run_one(settings, names[0], max_batch=max_batch))
+        raise typer.Exit(runner.serve_worker(settings, names[0], max_batch=max_batch, port=metrics_port))
     workers = runner.expand(names, relay=relay)
-    exits = runner.run_workers(settings, workers, instances=instances, max_batch=max_batch)
+    exits = runner.run_workers(settings, workers, instances=instances, max_batch=max_batch, restart=restart,
+                               metrics_port=metrics_port)
     failed = [e for e in exits if e.exitcode != 0]
     if failed:
         typer.secho(f"{len(failed)} of {len(exits)} workers did not stop cleanly: "
@@ -76,6 +90,7 @@ def run_cmd(
 
 
 def relay_cmd(
+    log_format: LogFormatOpt = None,
     env: EnvOpt = None,
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
@@ -85,8 +100,49 @@ def relay_cmd(
     from payevents.runtime import runner
 
     settings = _settings(env, broker, data_dir, database_url)
-    _log_to_stderr()
-    raise typer.Exit(runner.run_relay(settings))
+    _log_to_stderr(log_format)
+    raise typer.Exit(runner.serve_worker(settings, runner.RELAY))
+
+
+def workers_cmd(
+    as_json: JsonOpt = False,
+    forget: Annotated[bool, typer.Option("--forget", help="remove the entries of workers that are not alive")]
+    = False,
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The workers of `payevents run` as they report themselves: alive, ready, restarts, last batch, lag and
+    the URL to scrape. Exit 1 when a registered worker is not alive."""
+    from payevents.runtime.workers import forget_slot, read_registry
+
+    settings = _settings(env, None, data_dir, None)
+    views = read_registry(settings)
+    if forget:
+        for v in views:
+            if not v.alive:
+                forget_slot(settings, v.name, v.instance)
+                typer.echo(f"forgot {v.label} ({v.state})")
+        return
+    if as_json:
+        typer.echo(json.dumps([v.to_dict() for v in views], indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"workers ({settings.data_dir / 'workers'})")
+        for col in ("worker", "pid", "state", "alive", "ready", "restarts", "last batch", "lag", "metrics"):
+            table.add_column(col)
+        now = time.time()
+        for v in views:
+            last = f"{now - v.last_batch_at:.0f} s ago" if v.last_batch_at else "-"
+            table.add_row(v.label, str(v.pid or "-"), v.state + (f" ({v.detail})" if v.detail else ""),
+                          "yes" if v.alive else "[red]NO[/]", "yes" if v.ready else "no", str(v.restarts), last,
+                          "-" if v.lag is None else str(v.lag), v.metrics_url or "-")
+        Console().print(table)
+        if not views:
+            typer.echo("no worker has run with this data dir (start them with: payevents run all)")
+    if any(not v.alive for v in views):
+        raise typer.Exit(1)
 
 
 # -- topics --------------------------------------------------------------------------------------------
@@ -125,7 +181,7 @@ def topics_describe(
 ) -> None:
     """Partitions, end offsets and configuration of the channel and its dead-letter topic."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
-    from payevents.errors import PayeventsError
+    from payevents.errors import PayeventsError, TransientError
 
     settings = _settings(env, broker, data_dir, None)
     t = _transport(settings)
@@ -134,6 +190,8 @@ def topics_describe(
         for name in (topic_for(settings.env), dead_letter_topic_for(settings.env)):
             try:
                 info = t.describe(name)
+            except TransientError:
+                raise  # the broker is unreachable: one line and a non-zero exit (faces.cli.main)
             except PayeventsError as exc:
                 out.append({"topic": name, "error": str(exc)})
                 continue
@@ -351,6 +409,7 @@ def audit_verify(
 def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
     app.command("relay")(relay_cmd)
+    app.command("workers")(workers_cmd)
     app.command("tail")(tail_cmd)
     app.add_typer(topics_app)
     app.add_typer(dlq_app)

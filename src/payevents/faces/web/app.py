@@ -12,6 +12,7 @@ import hmac
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -205,9 +206,29 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             checks["payments-store"] = "ok"
         except Exception as exc:
             ok, checks["payments-store"] = False, f"error: {type(exc).__name__}"
+        # every worker that registered in this data dir must be alive (a stopped one is degraded too)
+        views = data.workers(settings)
+        for v in views:
+            if v.healthy:
+                checks[f"worker:{v.label}"] = "ok" if v.ready else "ok (no partitions assigned)"
+            elif v.alive:  # up, but waiting for its database or broker, or its store does not answer
+                ok = False
+                checks[f"worker:{v.label}"] = f"degraded: {v.state}" + ("" if v.store_ok is not False
+                                                                       else ", store unreachable") + (
+                    f" ({v.detail})" if v.detail else "")
+            else:
+                ok = False
+                exit_ = f", exit code {v.exitcode}" if v.exitcode is not None else ""
+                checks[f"worker:{v.label}"] = f"down: {v.state}{exit_}"
+        if not views:
+            checks["workers"] = "none registered (payevents run all starts them)"
         return json_response({"status": "ok" if ok else "degraded", "env": env_name,
                               "broker": "kafka" if settings.is_kafka else "embedded", "version": __version__,
-                              "checks": checks}, 200 if ok else 503)
+                              "checks": checks, "workers": [v.to_dict() for v in views]}, 200 if ok else 503)
+
+    @app.get("/api/workers")
+    def workers_status() -> Response:
+        return json_response([v.to_dict() for v in data.workers(settings)])
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -369,6 +390,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             payment_states=counts,
             mail=notifications.summary(settings),
             dead_letters=len(data.dead_letters(settings, 10_000)),
+            workers=data.workers(settings),
+            now=time.time(),
         )
 
     @app.get("/charts/revenue.svg")

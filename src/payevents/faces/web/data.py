@@ -134,6 +134,13 @@ def lag_per_service(settings: Settings) -> list[GroupLag]:
     return out
 
 
+def workers(settings: Settings) -> list[Any]:
+    """The workers of ``payevents run`` as their own status files report them (alive, restarts, lag, ...)."""
+    from payevents.runtime.workers import read_registry
+
+    return read_registry(settings)
+
+
 def dead_letters(settings: Settings, limit: int = 200, service: str | None = None) -> list[dict[str, Any]]:
     from payevents.runtime import deadletter
 

@@ -390,7 +390,8 @@ def deliver_pending(
                                      recipient=row.recipient, recipient_name=row.recipient_name,
                                      subject=mail.subject, text=mail.text, html=mail.html, created_at=row.created_at)
             except Exception as exc:  # the stored intent cannot become an e-mail; retrying will not change that
-                log.error("notification %s cannot be rendered: %s: %s", row.event_id, type(exc).__name__, exc)
+                log.error("notification %s cannot be rendered: %s: %s", row.event_id, type(exc).__name__, exc,
+                          extra={"eventId": row.event_id, "paymentId": row.payment_id, "outcome": "failed"})
                 failed += 1
                 marks.append((_MARK_FAILED, {"event_id": row.event_id, "code": "unrenderable", "subject": None,
                                              "message_id": message_id,
@@ -431,14 +432,28 @@ def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float
     """Deliver until ``stop`` is set: the service's background worker next to its consumer. Passes of up to
     ``limit`` e-mails (the claim, the Maildir sync and the marks are per pass: 500 amortize them ~2.5x better
     than 200, and a pass still takes well under the 60 s lease)."""
+    from payevents.runtime import metrics
+    from payevents.runtime.consumer import is_transient
+    from payevents.runtime.workers import beat
+
     log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
     while not stop.is_set():
+        beat("delivery")
         try:
             report = deliver_pending(settings, limit)
-        except Exception:
-            log.exception("notification delivery pass failed; retrying in %.1f s", interval_s * 4)
+        except Exception as exc:
+            if is_transient(exc):  # the store is unreachable: one line, no traceback
+                log.warning("notification delivery pass failed (%s: %s); retrying in %.1f s", type(exc).__name__,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else "", interval_s * 4)
+            else:
+                log.exception("notification delivery pass failed; retrying in %.1f s", interval_s * 4)
             stop.wait(interval_s * 4)
             continue
+        for outcome in ("sent", "retried", "failed"):
+            if getattr(report, outcome):
+                metrics.EMAILS.labels(outcome=outcome).inc(getattr(report, outcome))
+        metrics.DELIVERY_PASS.set(time.time())
+        beat("delivery")
         if report.claimed < limit:
             stop.wait(interval_s)
 

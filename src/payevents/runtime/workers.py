@@ -1,0 +1,362 @@
+"""What each worker process tells about itself: an HTTP endpoint and a status file.
+
+Every worker process started by ``payevents run`` (the relay, each consumer instance; the notifications
+consumer also runs the e-mail delivery worker) serves on its own port, announced in its status file and
+on ``payevents run``'s output:
+
+- ``/metrics``: this process's Prometheus registry (text exposition format);
+- ``/livez``: 200 while every loop of the process (consumer, relay, delivery) made progress within
+  :data:`LIVE_AFTER_S`, else 503;
+- ``/readyz``: 200 while the worker is running, its store answered the last check and it has work
+  assigned (a consumer: partitions of its group; the relay: its last pass reached store and broker, and
+  the outbox lease where the relay has one), else 503;
+- ``/status``: the status document below, as JSON.
+
+The status file ``{data_dir}/workers/{name}.{instance}.json`` is rewritten (atomically) every
+:data:`HEARTBEAT_S` by the worker, and by the supervisor when the worker dies or is restarted. The
+dashboard and ``/api/health`` read these files (:func:`read_registry`): a worker is *alive* when its state
+is a running one, its heartbeat is fresh and (on this host) its pid exists, so a killed worker shows at
+once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final
+
+from payevents.runtime import metrics
+from payevents.settings import Settings
+
+log = logging.getLogger("payevents.workers")
+
+#: seconds between two status-file writes (and store checks at most every 2 of them)
+HEARTBEAT_S: Final = 1.0
+#: a loop that made no progress for this long is not live
+LIVE_AFTER_S: Final = float(os.environ.get("PAYEVENTS_LIVE_AFTER_S") or 30.0)
+#: a status file not rewritten for this long belongs to a dead or stuck worker
+STALE_AFTER_S: Final = 10.0
+#: states of a worker process that is (supposed to be) up
+UP_STATES: Final = ("starting", "waiting", "running")
+#: metrics endpoint: PAYEVENTS_METRICS_HOST (default 127.0.0.1), PAYEVENTS_METRICS_PORT (0 = any free port;
+#: N = the first worker gets N, the next N+1, ...)
+METRICS_HOST_ENV: Final = "PAYEVENTS_METRICS_HOST"
+METRICS_PORT_ENV: Final = "PAYEVENTS_METRICS_PORT"
+
+_beats: dict[str, float] = {}
+
+
+def beat(component: str) -> None:
+    """Record that ``component``'s loop (e.g. ``delivery``) made progress now (cheap; any thread)."""
+    _beats[component] = time.monotonic()
+
+
+def registry_dir(settings: Settings) -> Path:
+    return settings.data_dir / "workers"
+
+
+def _slot_file(settings: Settings, name: str, instance: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return registry_dir(settings) / f"{safe}.{instance}.json"
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def update_slot(settings: Settings, name: str, instance: int, **changes: Any) -> None:
+    """The supervisor's write: merge ``changes`` into a slot's status file (e.g. after its worker died)."""
+    path = _slot_file(settings, name, instance)
+    doc = _read(path) or {"name": name, "instance": instance, "host": socket.gethostname()}
+    doc.update(changes, updated_at=time.time())
+    _write(path, doc)
+
+
+# -- inside a worker process ---------------------------------------------------------------------------
+
+
+class WorkerProbe:
+    """The worker's side: status document, heartbeat thread and HTTP endpoint.
+
+    The worker sets ``sampler`` (returns ``{"ready": bool, "batches": int, "lag": int | None, ...}`` from its
+    runtime; called from the heartbeat thread) and ``store_check`` (raises when the store is unreachable)
+    once its runtime is built, calls :meth:`set_state` as it goes, and :meth:`close` at the end."""
+
+    def __init__(self, settings: Settings, name: str, instance: int = 0, *, restarts: int = 0,
+                 supervisor_pid: int | None = None, port: int = 0, host: str | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.instance = instance
+        self.path = _slot_file(settings, name, instance)
+        self.host = host or os.environ.get(METRICS_HOST_ENV) or "127.0.0.1"
+        self.sampler: Callable[[], dict[str, Any]] | None = None
+        #: component -> its loop's time.monotonic() of last progress (e.g. ``consumer`` -> runtime.progress_at)
+        self.progress: dict[str, Callable[[], float]] = {}
+        self.store_check: Callable[[], None] | None = None
+        self.state = "starting"
+        self.detail = ""
+        self.store_ok: bool | None = None
+        self._store_checked = 0.0
+        self._batches = 0
+        self._last_batch_at: float | None = None
+        self._sample: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.supervisor_pid = supervisor_pid
+        #: set when the supervisor is gone (the worker then stops: a new `payevents run` starts its own)
+        self.orphaned = threading.Event()
+        self.started_at = time.time()
+        self.doc: dict[str, Any] = {
+            "name": name, "instance": instance, "pid": os.getpid(), "host": socket.gethostname(),
+            "restarts": restarts, "supervisorPid": supervisor_pid, "startedAt": self.started_at,
+        }
+        metrics.WORKER_START.labels(worker=name).set(self.started_at)
+        if restarts:
+            metrics.WORKER_RESTARTS.labels(worker=name).inc(restarts)
+        else:
+            metrics.WORKER_RESTARTS.labels(worker=name)  # the series exists (0) from the start
+        beat("worker")
+        self._server = ThreadingHTTPServer((self.host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self.doc["metricsUrl"] = f"http://{self.host}:{self.port}/metrics"
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
+                             name="worker-http", daemon=True),
+            threading.Thread(target=self._heartbeat_loop, name="worker-heartbeat", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.write()
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        self.state, self.detail = state, detail
+        beat("worker")
+        self.write()
+
+    def live(self) -> tuple[bool, dict[str, float]]:
+        now = time.monotonic()
+        beats = dict(_beats)
+        for component, source in list(self.progress.items()):
+            try:
+                beats[component] = float(source())
+            except Exception:
+                beats[component] = 0.0
+        ages = {c: round(now - t, 3) for c, t in beats.items()}
+        return all(a < LIVE_AFTER_S for a in ages.values()), ages
+
+    def ready(self) -> bool:
+        return (self.state == "running" and self.store_ok is not False
+                and bool(self._sample.get("ready", False)))
+
+    def status(self) -> dict[str, Any]:
+        live, ages = self.live()
+        with self._lock:
+            doc = dict(self.doc)
+            doc.update(self._sample)
+        doc.update(state=self.state, detail=self.detail, live=live, ready=self.ready(), storeOk=self.store_ok,
+                   progressAges=ages, lastBatchAt=self._last_batch_at, heartbeatAt=time.time(), port=self.port)
+        doc.pop("updated_at", None)
+        return doc
+
+    def write(self) -> None:
+        try:
+            _write(self.path, self.status())
+        except OSError as exc:
+            log.warning("worker status file %s not written: %s", self.path, exc)
+
+    def refresh(self) -> None:
+        """Sample the runtime and (at most every 2 s) check the store; update the worker gauges."""
+        if self.sampler is not None:
+            try:
+                sample = self.sampler()
+            except Exception as exc:  # a sampler must never take the heartbeat down
+                log.debug("worker sampler failed: %s", exc)
+                sample = {}
+            batches = int(sample.get("batches") or 0)
+            if batches > self._batches:
+                self._batches, self._last_batch_at = batches, time.time()
+            with self._lock:
+                self._sample = sample
+        now = time.monotonic()
+        if self.store_check is not None and now - self._store_checked >= 2 * HEARTBEAT_S:
+            self._store_checked = now
+            try:
+                self.store_check()
+                self.store_ok = True
+            except Exception:
+                self.store_ok = False
+        metrics.WORKER_READY.labels(worker=self.name).set(1 if self.ready() else 0)
+        wall = time.time()
+        for component, age in self.live()[1].items():
+            metrics.WORKER_PROGRESS.labels(worker=self.name, component=component).set(wall - age)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if self.supervisor_pid is not None and os.getppid() != self.supervisor_pid and not self.orphaned.is_set():
+                log.warning("%s[%d]: the supervisor (pid %d) is gone; stopping", self.name, self.instance,
+                            self.supervisor_pid)
+                self.orphaned.set()
+            if self.state in UP_STATES:
+                beat("worker")  # the process itself is alive; its loops beat on their own
+            self.refresh()
+            self.write()
+
+    def close(self, state: str = "stopped", detail: str = "") -> None:
+        self._stop.set()
+        self.state, self.detail = state, detail
+        self.write()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler_for(probe: WorkerProbe) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                probe.refresh()
+                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif path == "/livez":
+                live, ages = probe.live()
+                self._json(200 if live else 503, {"live": live, "progressAges": ages})
+            elif path == "/readyz":
+                ready = probe.ready()
+                self._json(200 if ready else 503, {"ready": ready, "state": probe.state, "detail": probe.detail,
+                                                   "storeOk": probe.store_ok})
+            elif path in ("/", "/status"):
+                self._json(200, probe.status())
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _json(self, code: int, doc: dict[str, Any]) -> None:
+            self._send(code, json.dumps(doc).encode() + b"\n", "application/json")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+# -- reading the registry (dashboard, /api/health, `payevents workers`) -----------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerView:
+    name: str
+    instance: int
+    pid: int | None
+    state: str
+    alive: bool
+    ready: bool
+    restarts: int
+    metrics_url: str | None
+    last_batch_at: float | None
+    lag: int | None
+    heartbeat_age: float | None
+    detail: str
+    exitcode: int | None
+    #: the worker's last check of its store (None: not checked yet)
+    store_ok: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.instance}]"
+
+    @property
+    def healthy(self) -> bool:
+        """Alive, running (not waiting for its database or broker) and its store answering."""
+        return self.alive and self.state == "running" and self.store_ok is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "instance": self.instance, "pid": self.pid, "state": self.state,
+                "alive": self.alive, "ready": self.ready, "restarts": self.restarts, "metricsUrl": self.metrics_url,
+                "lastBatchAt": self.last_batch_at, "lag": self.lag, "heartbeatAge": self.heartbeat_age,
+                "detail": self.detail, "exitcode": self.exitcode, "storeOk": self.store_ok, "healthy": self.healthy}
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def read_registry(settings: Settings, now: float | None = None) -> list[WorkerView]:
+    """Every worker slot that ever ran against this data dir, with what its own status file says."""
+    now = time.time() if now is None else now
+    here = socket.gethostname()
+    out: list[WorkerView] = []
+    folder = registry_dir(settings)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        doc = _read(path)
+        if doc is None or "name" not in doc:
+            continue
+        state = str(doc.get("state", "unknown"))
+        beat_at = doc.get("heartbeatAt")
+        age = round(now - float(beat_at), 3) if isinstance(beat_at, int | float) else None
+        pid = doc.get("pid") if isinstance(doc.get("pid"), int) else None
+        alive = state in UP_STATES and age is not None and age < STALE_AFTER_S
+        if alive and pid is not None and doc.get("host") == here:
+            alive = pid_alive(pid)
+        if alive and doc.get("live") is False:  # the process is there, but a loop of it is stuck
+            alive, state = False, "stuck"
+        lag = doc.get("lag")
+        store_ok = doc.get("storeOk")
+        out.append(WorkerView(
+            name=str(doc["name"]), instance=int(doc.get("instance", 0)), pid=pid,
+            state=state if alive or state not in UP_STATES else "dead", alive=alive,
+            store_ok=store_ok if isinstance(store_ok, bool) else None,
+            ready=bool(alive and doc.get("ready")), restarts=int(doc.get("restarts") or 0),
+            metrics_url=doc.get("metricsUrl") if alive else None, last_batch_at=doc.get("lastBatchAt"),
+            lag=int(lag) if isinstance(lag, int) else None, heartbeat_age=age, detail=str(doc.get("detail") or ""),
+            exitcode=doc.get("exitcode") if isinstance(doc.get("exitcode"), int) else None,
+        ))
+    return out
+
+
+def forget_slot(settings: Settings, name: str, instance: int) -> None:
+    """Remove a slot's status file (its worker is gone and will not come back under this name)."""
+    try:
+        _slot_file(settings, name, instance).unlink()
+    except FileNotFoundError:
+        pass
