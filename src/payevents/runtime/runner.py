@@ -297,21 +297,21 @@ class WorkerExit:
 
 
 def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
-    """``all`` -> relay + the four consumer services; the relay is included unless ``relay`` is False."""
-    from payevents.services import CONSUMER_SERVICES
+    """``all`` -> relay + every installed service (the ``payevents.services`` entry points: the four
+    built-in ones first, then third-party ones by name); the relay is included unless ``relay`` is False."""
+    from payevents.services import CONSUMER_SERVICES, registered_services
 
+    known = registered_services()
+    everything = [n for n in CONSUMER_SERVICES if n in known] + sorted(set(known) - set(CONSUMER_SERVICES))
     out: list[str] = []
     for n in names:
-        for name in ([RELAY, *CONSUMER_SERVICES] if n == "all" else [n]):
+        for name in ([RELAY, *everything] if n == "all" else [n]):
             if name not in out:
                 out.append(name)
     if relay is False and RELAY in out:
         out.remove(RELAY)
     elif relay and RELAY not in out:
         out.insert(0, RELAY)
-    from payevents.services import registered_services
-
-    known = registered_services()
     for name in out:
         if name != RELAY and ":" not in name and name not in known:
             raise ConfigError(f"service: {name!r} is not one of relay, {', '.join(sorted(known))}, all "
