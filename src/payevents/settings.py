@@ -18,6 +18,10 @@ from payevents.contracts.channel import Env, parse_env
 from payevents.errors import ConfigError, ContractError
 
 SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "notifications")
+#: the API token of a laptop; outside dev the API refuses to start with it
+DEV_API_TOKEN = "dev-token"
+#: outside dev, the API token must be at least this long (e.g. ``secrets.token_urlsafe(32)``: 43 characters)
+MIN_API_TOKEN_LENGTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,7 @@ class Settings:
     smtp_url: str | None = None
     mail_from: str = "payments@payevents.local"
     #: bearer token required by the HTTP API's write endpoints
-    api_token: str = "dev-token"
+    api_token: str = DEV_API_TOKEN
 
     def __post_init__(self) -> None:
         # accept plain strings for env and data_dir (tests, library users); validate env once, here
@@ -119,6 +123,26 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
         if not self.api_token or not self.api_token.strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
+
+
+def check_api_token(settings: Settings) -> None:
+    """Outside dev (sit, prod) the HTTP API needs an explicitly set token that is not the dev default and
+    has at least :data:`MIN_API_TOKEN_LENGTH` characters; otherwise one ConfigError line (never the token)."""
+    env = settings.env.value
+    if env == "dev":
+        return
+    token = settings.api_token.strip()
+    if token == DEV_API_TOKEN:
+        problem = "is unset or the dev default"
+    elif len(token) < MIN_API_TOKEN_LENGTH:
+        problem = f"has {len(token)} characters"
+    else:
+        return
+    raise ConfigError(
+        f"PAYEVENTS_API_TOKEN: env {env} needs an explicitly set API token of at least {MIN_API_TOKEN_LENGTH} "
+        f"characters that is not the dev default; it {problem} "
+        "(make one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
 
 
 def _env(value: Any, name: str) -> Env:

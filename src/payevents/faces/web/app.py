@@ -37,7 +37,7 @@ from payevents.errors import (
     PayeventsError,
 )
 from payevents.faces.web import charts, data
-from payevents.settings import Settings
+from payevents.settings import Settings, check_api_token
 
 log = logging.getLogger("payevents.web")
 _HERE = Path(__file__).parent
@@ -109,6 +109,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     directory by default) when the app starts and served at ``/catalog``."""
     from payevents.faces.catalog import build_site
 
+    check_api_token(settings)  # outside dev: no start with the dev default or a short token
     owned_catalog = catalog_dir is None
     site = Path(tempfile.mkdtemp(prefix="payevents-catalog-")) if catalog_dir is None else catalog_dir
     build_site(site, settings)
