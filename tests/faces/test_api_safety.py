@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,3 +57,90 @@ def test_serve_outside_dev_exits_with_one_line(tmp_path: Any) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "PAYEVENTS_API_TOKEN" in lines[0], proc.stderr
+
+
+# -- idempotent creates ---------------------------------------------------------------------------------
+
+TOKEN = "t" * 40
+PAYMENT: dict[str, Any] = {"customer_id": "cus_1", "amount": "99.99", "currency": "USD", "description": "Order 7"}
+INVOICE: dict[str, Any] = {"customer_id": "cus_1", "amount_due": "250.00", "currency": "USD",
+                           "due_date": "2030-01-31"}
+CUSTOMER: dict[str, Any] = {"customer_id": "cus_9", "name": "Ada", "email": "ada@example.com"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request: pytest.FixtureRequest, settings: Settings) -> Iterator[TestClient]:
+    s = settings if request.param == "sqlite" else request.getfixturevalue("pg_settings")
+    with TestClient(create_app(s.replace(api_token=TOKEN))) as c:
+        yield c
+
+
+def the_id(doc: dict[str, Any], field: str) -> str:
+    return str(doc[field] if field in doc else doc["invoice"][field])  # an invoice comes with its payments
+
+
+def auth(key: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}", **({"Idempotency-Key": key} if key else {})}
+
+
+@pytest.mark.parametrize(("path", "body"), [("/api/payments", PAYMENT), ("/api/invoices", INVOICE)])
+def test_a_create_without_key_or_chosen_id_is_refused(api: TestClient, path: str, body: dict[str, Any]) -> None:
+    r = api.post(path, json=body, headers=auth())
+    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"], r.text
+    assert api.get(path).json() == []
+
+
+@pytest.mark.parametrize(("path", "body", "other", "id_field"), [
+    ("/api/payments", PAYMENT, {**PAYMENT, "amount": "100.00"}, "payment_id"),
+    ("/api/invoices", INVOICE, {**INVOICE, "amount_due": "251.00"}, "invoice_id"),
+    ("/api/customers", CUSTOMER, {**CUSTOMER, "name": "Grace"}, "customer_id"),
+])
+def test_a_retry_gets_the_first_answer_and_another_body_is_a_conflict(
+        api: TestClient, path: str, body: dict[str, Any], other: dict[str, Any], id_field: str) -> None:
+    first = api.post(path, json=body, headers=auth("retry-me"))
+    assert first.status_code == 201, first.text
+    for _ in range(3):
+        again = api.post(path, json=body, headers=auth("retry-me"))
+        assert again.status_code == 201 and again.content == first.content
+        assert again.headers["idempotent-replayed"] == "true"
+    assert [x[id_field] for x in api.get(path).json()] == [the_id(first.json(), id_field)]
+    conflict = api.post(path, json=other, headers=auth("retry-me"))
+    assert conflict.status_code == 409 and conflict.json()["error"] == "IdempotencyConflict", conflict.text
+    assert len(api.get(path).json()) == 1
+
+
+@pytest.mark.parametrize(("path", "body", "other", "id_field"), [
+    ("/api/payments", {**PAYMENT, "payment_id": "pay_chosen"}, {**PAYMENT, "payment_id": "pay_chosen",
+                                                                "amount": "1.00"}, "payment_id"),
+    ("/api/invoices", {**INVOICE, "invoice_id": "INV-CHOSEN"}, {**INVOICE, "invoice_id": "INV-CHOSEN",
+                                                                "amount_due": "1.00"}, "invoice_id"),
+    ("/api/customers", CUSTOMER, {**CUSTOMER, "email": "other@example.com"}, "customer_id"),
+])
+def test_a_client_chosen_id_stands_for_the_key(api: TestClient, path: str, body: dict[str, Any],
+                                               other: dict[str, Any], id_field: str) -> None:
+    first = api.post(path, json=body, headers=auth())
+    again = api.post(path, json=body, headers=auth())
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.content == first.content
+    assert api.post(path, json=other, headers=auth()).status_code == 409
+    assert [x[id_field] for x in api.get(path).json()] == [body[id_field]]
+
+
+def test_the_replay_is_the_first_answer_not_the_current_state(api: TestClient) -> None:
+    first = api.post("/api/payments", json=PAYMENT, headers=auth("k-state"))
+    pid = first.json()["payment_id"]
+    assert api.post(f"/api/payments/{pid}/authorize", headers=auth("k-auth")).json()["state"] == "authorized"
+    again = api.post("/api/payments", json=PAYMENT, headers=auth("k-state"))
+    assert again.json()["state"] == "initiated" and again.content == first.content
+
+
+def test_a_refused_create_does_not_use_up_the_key(api: TestClient) -> None:
+    bad = api.post("/api/invoices", json={**INVOICE, "currency": "usd"}, headers=auth("k-bad"))
+    assert bad.status_code == 422
+    good = api.post("/api/invoices", json=INVOICE, headers=auth("k-bad"))
+    assert good.status_code == 201, good.text
+
+
+def test_one_key_per_kind_of_thing(api: TestClient) -> None:
+    assert api.post("/api/payments", json=PAYMENT, headers=auth("shared")).status_code == 201
+    assert api.post("/api/invoices", json=INVOICE, headers=auth("shared")).status_code == 201

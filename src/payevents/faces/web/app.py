@@ -36,7 +36,7 @@ from payevents.errors import (
     NotFound,
     PayeventsError,
 )
-from payevents.faces.web import charts, data
+from payevents.faces.web import charts, data, idempotency
 from payevents.settings import Settings, check_api_token
 
 log = logging.getLogger("payevents.web")
@@ -189,14 +189,25 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     from payevents.services import analytics, invoices, ledger, notifications, payments
 
+    def created(scope: str, key: str, body: BaseModel, create: Callable[[], Any]) -> Response:
+        """An idempotent create (see :mod:`.idempotency`): the first answer, replayed to retries."""
+
+        def first() -> idempotency.Answer:
+            r = json_response(create(), 201)
+            return idempotency.Answer(r.status_code, bytes(r.body))
+
+        a = idempotency.run(settings, scope, key, body.model_dump(mode="json"), first)
+        return Response(a.body, status_code=a.status_code, media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"} if a.replayed else None)
+
     @app.post("/api/payments", status_code=201, dependencies=[Write])
     def create_payment(body: CreatePayment, idempotency_key: IdemKey = None) -> Response:
-        p = payments.create(settings, customer_id=body.customer_id, amount=_amount(body.amount),
-                            currency=body.currency, description=body.description, method_type=body.method_type,
-                            last4=body.last4, invoice_id=body.invoice_id, order_id=body.order_id,
-                            merchant_id=body.merchant_id, payment_id=body.payment_id,
-                            idempotency_key=idempotency_key)
-        return json_response(p, 201)
+        key = idempotency.resolve_key(idempotency_key, body.payment_id, "payments")
+        return created("payments", key, body, lambda: payments.create(
+            settings, customer_id=body.customer_id, amount=_amount(body.amount), currency=body.currency,
+            description=body.description, method_type=body.method_type, last4=body.last4,
+            invoice_id=body.invoice_id, order_id=body.order_id, merchant_id=body.merchant_id,
+            payment_id=body.payment_id, idempotency_key=key))
 
     @app.post("/api/payments/{payment_id}/authorize", dependencies=[Write])
     def authorize_payment(payment_id: str, body: AuthorizePayment | None = None,
@@ -235,11 +246,13 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     # -- invoices and customers -----------------------------------------------------------------------
 
     @app.post("/api/invoices", status_code=201, dependencies=[Write])
-    def create_invoice(body: CreateInvoice) -> Response:
-        inv = invoices.create(settings, customer_id=body.customer_id, amount_due=_amount(body.amount_due),
-                              currency=body.currency, due_date=body.due_date, invoice_id=body.invoice_id,
-                              description=body.description)
-        return json_response(inv, 201)
+    def create_invoice(body: CreateInvoice, idempotency_key: IdemKey = None) -> Response:
+        key = idempotency.resolve_key(idempotency_key, body.invoice_id, "invoices")
+        # no id chosen: one derived from the key, so a retry after a crash finds the same invoice
+        invoice_id = body.invoice_id or idempotency.derived_id("INV-", "invoices", key)
+        return created("invoices", key, body, lambda: invoices.create(
+            settings, customer_id=body.customer_id, amount_due=_amount(body.amount_due), currency=body.currency,
+            due_date=body.due_date, invoice_id=invoice_id, description=body.description))
 
     @app.get("/api/invoices")
     def list_invoices(status: str | None = None, customer_id: str | None = None,
@@ -255,9 +268,10 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
         return json_response(invoices.show(settings, invoice_id))
 
     @app.post("/api/customers", status_code=201, dependencies=[Write])
-    def add_customer(body: AddCustomer) -> Response:
-        return json_response(notifications.add_customer(settings, body.customer_id, body.name, body.email,
-                                                        body.locale), 201)
+    def add_customer(body: AddCustomer, idempotency_key: IdemKey = None) -> Response:
+        key = idempotency.resolve_key(idempotency_key, body.customer_id, "customers")
+        return created("customers", key, body, lambda: notifications.add_customer(
+            settings, body.customer_id, body.name, body.email, body.locale))
 
     @app.get("/api/customers")
     def list_customers(limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
