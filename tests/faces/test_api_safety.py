@@ -144,3 +144,71 @@ def test_a_refused_create_does_not_use_up_the_key(api: TestClient) -> None:
 def test_one_key_per_kind_of_thing(api: TestClient) -> None:
     assert api.post("/api/payments", json=PAYMENT, headers=auth("shared")).status_code == 201
     assert api.post("/api/invoices", json=INVOICE, headers=auth("shared")).status_code == 201
+
+
+# -- PostgreSQL serialization failures are retried, never a 500 -------------------------------------------
+
+
+def _serialization_failure() -> Exception:
+    import psycopg
+    import sqlalchemy as sa
+
+    return sa.exc.OperationalError("UPDATE payments", {}, psycopg.errors.SerializationFailure("could not serialize"))
+
+
+def test_a_serialization_failure_is_retried_not_answered_with_a_500(settings: Settings,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from payevents.services import payments
+
+    real = payments.create
+    failures = iter([_serialization_failure(), _serialization_failure()])
+
+    def conflicting(*args: Any, **kwargs: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(payments, "create", conflicting)
+    with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
+        r = client.post("/api/payments", json=PAYMENT, headers=auth("ser-1"))
+        assert r.status_code == 201, r.text
+        assert len(client.get("/api/payments").json()) == 1
+
+
+def test_a_conflict_that_never_clears_is_a_503_with_retry_after(settings: Settings,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from payevents.runtime import outbox
+    from payevents.services import payments
+
+    def always(*_args: Any, **_kwargs: Any) -> Any:
+        raise _serialization_failure()
+
+    monkeypatch.setattr(payments, "complete", always)
+    monkeypatch.setattr(outbox.time, "sleep", lambda _s: None)
+    with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
+        r = client.post("/api/payments/pay_x/complete", headers=auth("ser-2"))
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"] == "TransientError"
+
+
+# -- set-aside records on the dashboard and in the API ----------------------------------------------------
+
+
+def test_set_aside_records_are_shown_with_their_reason(settings: Settings) -> None:
+    from payevents.runtime import outbox
+    from payevents.services import payments
+    from payevents.services.payments import store
+
+    p = payments.create(settings, customer_id="cus_1", amount="5.00", currency="USD", description="x",
+                        idempotency_key="sa-1")
+    engine = store.engine(settings)
+    [event] = outbox.events_for_payment(engine, p.payment_id)
+    with engine.begin() as conn:
+        outbox.set_aside(conn, {event.seq: "record of 1200000 bytes is larger than message.max.bytes <b>"})
+    with TestClient(create_app(settings)) as client:
+        listed = client.get("/api/outbox/set-aside").json()
+        assert [(a["seq"], a["event_id"], a["waiting"]) for a in listed] == [(event.seq, event.event_id, True)]
+        page = client.get("/dead-letters").text
+    assert 'id="set-aside"' in page and event.event_id in page and "message.max.bytes &lt;b&gt;" in page
+    assert "payevents outbox resend" in page

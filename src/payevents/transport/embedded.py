@@ -38,7 +38,17 @@ from typing import Any
 import msgspec
 
 from payevents.errors import ConfigError, TransientError
-from payevents.transport.base import Delivery, Message, Record, TopicInfo, TopicPartition
+from payevents.transport.base import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Delivery,
+    Message,
+    Record,
+    RecordsRefused,
+    TopicInfo,
+    TopicPartition,
+    record_size,
+    topic_name_problem,
+)
 from payevents.transport.murmur2 import partition_for
 
 log = logging.getLogger(__name__)
@@ -173,14 +183,17 @@ def _messages(topic: str, partition: int, rows: list[Any]) -> list[Message]:
 class EmbeddedTransport:
     """The SQLite log at ``path``. ``session_timeout``/``heartbeat_interval`` (seconds) govern group
     membership; they can also come from ``session.timeout.ms``/``heartbeat.interval.ms`` in kafka_config.
-    ``busy_timeout``: seconds a write waits for the file's write lock before raising TransientError."""
+    ``busy_timeout``: seconds a write waits for the file's write lock before raising TransientError.
+    ``max_record_bytes``: the producer refuses larger records for good, as Kafka's ``message.max.bytes`` does."""
 
     name = "embedded"
 
     def __init__(self, path: Path | str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
                  heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         self.path = Path(path)
+        self.max_record_bytes = max_record_bytes
         self.session_timeout = session_timeout
         self.heartbeat_interval = heartbeat_interval
         self.busy_timeout = busy_timeout
@@ -190,7 +203,7 @@ class EmbeddedTransport:
                 conn.execute(stmt)
 
     def producer(self) -> EmbeddedProducer:
-        return EmbeddedProducer(self.path, self.busy_timeout)
+        return EmbeddedProducer(self.path, self.busy_timeout, self.max_record_bytes)
 
     def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> EmbeddedConsumer:
         return EmbeddedConsumer(self.path, group, topics, from_beginning=from_beginning,
@@ -250,8 +263,10 @@ class EmbeddedTransport:
 class EmbeddedProducer:
     """Appends batches to the log; one transaction per :meth:`send`."""
 
-    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         self._db = _Db(path, busy_timeout)
+        self.max_record_bytes = max_record_bytes
         self._topics: dict[str, list[int]] = {}
         self._since_checkpoint = 0
 
@@ -274,9 +289,25 @@ class EmbeddedProducer:
             self._topics[topic] = pids  # a topic's partition count never changes
         return pids
 
+    def _refusal(self, r: Record) -> str | None:
+        """Why Kafka would refuse ``r`` for good (an invalid topic name, larger than message.max.bytes)."""
+        problem = topic_name_problem(r.topic)
+        if problem is None and (size := record_size(r)) > self.max_record_bytes:
+            problem = (f"record of {size} bytes is larger than the producer's message.max.bytes "
+                       f"({self.max_record_bytes}): MSG_SIZE_TOO_LARGE")
+        return problem
+
     def send(self, records: Sequence[Record]) -> list[Delivery]:
         if not records:
             return []
+        refused = {i: why for i, r in enumerate(records) if (why := self._refusal(r)) is not None}
+        if refused:
+            keep = [i for i in range(len(records)) if i not in refused]
+            sent = self.send([records[i] for i in keep]) if keep else []
+            deliveries: list[Delivery | None] = [None] * len(records)
+            for i, d in zip(keep, sent, strict=True):
+                deliveries[i] = d
+            raise RecordsRefused(refused, deliveries)
         targets: list[tuple[int, int]] = []  # (pid, partition) per record
         for r in records:
             pids = self._pids(r.topic)

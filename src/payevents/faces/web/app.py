@@ -35,8 +35,11 @@ from payevents.errors import (
     IllegalTransition,
     NotFound,
     PayeventsError,
+    TransientError,
 )
 from payevents.faces.web import charts, data, idempotency
+from payevents.runtime import outbox
+from payevents.runtime.outbox import retry_serialization
 from payevents.settings import Settings, check_api_token
 
 log = logging.getLogger("payevents.web")
@@ -152,6 +155,9 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             status = 409
         elif isinstance(exc, ContractError | ConfigError):
             status = 422
+        elif isinstance(exc, TransientError):  # e.g. a serialization failure retried in vain: retry later
+            return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=503,
+                                headers={"Retry-After": "1"})
         return json_response({"error": type(exc).__name__, "detail": str(exc)}, status)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -193,7 +199,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
         """An idempotent create (see :mod:`.idempotency`): the first answer, replayed to retries."""
 
         def first() -> idempotency.Answer:
-            r = json_response(create(), 201)
+            r = json_response(retry_serialization(create), 201)
             return idempotency.Answer(r.status_code, bytes(r.body))
 
         a = idempotency.run(settings, scope, key, body.model_dump(mode="json"), first)
@@ -213,21 +219,23 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     def authorize_payment(payment_id: str, body: AuthorizePayment | None = None,
                           idempotency_key: IdemKey = None) -> Response:
         decline = body.decline if body else None
-        return json_response(payments.authorize(settings, payment_id, idempotency_key=idempotency_key,
-                                                 decline=decline))
+        return json_response(retry_serialization(lambda: payments.authorize(
+            settings, payment_id, idempotency_key=idempotency_key, decline=decline)))
 
     @app.post("/api/payments/{payment_id}/capture", dependencies=[Write])
     def capture_payment(payment_id: str, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.capture(settings, payment_id, idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.capture(
+            settings, payment_id, idempotency_key=idempotency_key)))
 
     @app.post("/api/payments/{payment_id}/complete", dependencies=[Write])
     def complete_payment(payment_id: str, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.complete(settings, payment_id, idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.complete(
+            settings, payment_id, idempotency_key=idempotency_key)))
 
     @app.post("/api/payments/{payment_id}/fail", dependencies=[Write])
     def fail_payment(payment_id: str, body: FailPayment, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.fail(settings, payment_id, code=body.code, reason=body.reason,
-                                           idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.fail(
+            settings, payment_id, code=body.code, reason=body.reason, idempotency_key=idempotency_key)))
 
     @app.get("/api/payments")
     def list_payments(state: str | None = None, customer_id: str | None = None,
@@ -316,6 +324,12 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     @app.get("/api/dead-letters")
     def list_dead_letters(service: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
         return json_response(data.dead_letters(settings, limit, service))
+
+    @app.get("/api/outbox/set-aside")
+    def list_set_aside(include_resent: bool = False) -> Response:
+        """Outbox events the broker refused for good, with their reasons (re-send: payevents outbox resend)."""
+        return json_response([a.to_dict() for a in outbox.list_set_aside(data.payments_engine(settings),
+                                                                           include_resent=include_resent)])
 
     @app.get("/api/channel")
     def channel_figures() -> Response:
@@ -408,7 +422,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     @app.get("/dead-letters", response_class=HTMLResponse)
     def dead_letters_page(request: Request) -> HTMLResponse:
-        return page("deadletters.html.j2")(request, letters=data.dead_letters(settings, 500))
+        return page("deadletters.html.j2")(request, letters=data.dead_letters(settings, 500),
+                                           set_aside=outbox.list_set_aside(data.payments_engine(settings)))
 
     @app.get("/catalog", include_in_schema=False)
     def catalog_root() -> RedirectResponse:
