@@ -45,6 +45,9 @@ class Settings:
     mail_from: str = "payments@payevents.local"
     #: bearer token required by the HTTP API's write endpoints
     api_token: str = DEV_API_TOKEN
+    #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group
+    #: has committed past are removed; negative keeps everything. Default 7 days, Kafka's default.
+    retention_ms: int = 7 * 24 * 3600 * 1000
 
     def __post_init__(self) -> None:
         # accept plain strings for env and data_dir (tests, library users); validate env once, here
@@ -107,6 +110,12 @@ class Settings:
             values["smtp_url"] = e["PAYEVENTS_SMTP_URL"]
         if "PAYEVENTS_MAIL_FROM" in e:
             values["mail_from"] = e["PAYEVENTS_MAIL_FROM"]
+        if e.get("PAYEVENTS_RETENTION_MS"):
+            try:
+                values["retention_ms"] = int(e["PAYEVENTS_RETENTION_MS"])
+            except ValueError:
+                raise ConfigError(f"PAYEVENTS_RETENTION_MS: {e['PAYEVENTS_RETENTION_MS']!r} is not an integer "
+                                  "(milliseconds; -1 keeps everything)") from None
         if "PAYEVENTS_API_TOKEN" in e:
             values["api_token"] = e["PAYEVENTS_API_TOKEN"]
         settings = cls(**values)

@@ -26,7 +26,8 @@ def open_transport(settings: Settings) -> Transport:
     ``kafka://host:port,...`` (confluent-kafka; ``settings.kafka_config`` passed through unchanged).
 
     On the embedded log, ``session.timeout.ms`` and ``heartbeat.interval.ms`` in ``kafka_config`` (if
-    given) set the group lease timing too, and ``message.max.bytes`` the largest record it accepts."""
+    given) set the group lease timing too, and ``message.max.bytes`` the largest record it accepts;
+    ``settings.retention_ms`` (PAYEVENTS_RETENTION_MS) is its retention."""
     settings.validate()
     if settings.is_kafka:
         from payevents.transport.kafka import KafkaTransport
@@ -39,4 +40,4 @@ def open_transport(settings: Settings) -> Transport:
     heartbeat = float(cfg.get("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL * 1000)) / 1000
     max_bytes = int(cfg.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
     return EmbeddedTransport(settings.data_dir / "channel.db", session_timeout=session, heartbeat_interval=heartbeat,
-                             max_record_bytes=max_bytes)
+                             max_record_bytes=max_bytes, retention_ms=settings.retention_ms)

@@ -100,6 +100,15 @@ class TopicInfo:
     #: next offset per partition (the high watermark)
     end_offsets: Mapping[int, int]
     config: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: first offset still stored per partition (the log start offset; empty: not reported, read from 0)
+    start_offsets: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    #: bytes the topic's storage takes, when the transport can tell (the embedded log: its whole file)
+    storage_bytes: int | None = None
+
+    @property
+    def records(self) -> int:
+        """Records stored now: end minus start offset, summed over the partitions."""
+        return sum(end - self.start_offsets.get(p, 0) for p, end in self.end_offsets.items())
 
 
 @runtime_checkable

@@ -125,7 +125,8 @@ def topics_describe(
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Partitions, end offsets and configuration of the channel and its dead-letter topic."""
+    """Partitions, start and end offsets (records stored = end - start), retention and configuration of the
+    channel and its dead-letter topic; on the embedded log also the bytes its file holds."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.errors import PayeventsError
 
@@ -140,8 +141,10 @@ def topics_describe(
                 out.append({"topic": name, "error": str(exc)})
                 continue
             out.append({"topic": info.name, "partitions": info.partitions,
+                        "startOffsets": {str(k): info.start_offsets.get(k, 0) for k in sorted(info.end_offsets)},
                         "endOffsets": {str(k): v for k, v in sorted(info.end_offsets.items())},
-                        "records": sum(info.end_offsets.values()), "config": dict(info.config)})
+                        # stored now (end - start): records removed by retention are not counted
+                        "records": info.records, "storageBytes": info.storage_bytes, "config": dict(info.config)})
     finally:
         t.close()
     if as_json:
@@ -151,16 +154,39 @@ def topics_describe(
     from rich.table import Table
 
     table = Table(title=f"channel topics ({settings.broker})")
-    for col in ("topic", "partitions", "end offsets", "config"):
+    for col in ("topic", "partitions", "offsets (start..end)", "records stored", "bytes", "config"):
         table.add_column(col)
     for row in out:
         if "error" in row:
-            table.add_row(row["topic"], "-", row["error"], "")
+            table.add_row(row["topic"], "-", row["error"], "", "", "")
             continue
-        ends = " ".join(f"{k}:{v}" for k, v in row["endOffsets"].items())
+        spans = " ".join(f"{k}:{row['startOffsets'][k]}..{v}" for k, v in row["endOffsets"].items())
         cfg = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k in ("cleanup.policy", "retention.ms"))
-        table.add_row(row["topic"], str(row["partitions"]), ends, cfg)
+        size = "-" if row["storageBytes"] is None else f"{row['storageBytes']} (whole log file)"
+        table.add_row(row["topic"], str(row["partitions"]), spans, str(row["records"]), size, cfg)
     Console().print(table)
+
+
+@topics_app.command("trim")
+def topics_trim(
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Apply the embedded log's retention now (producers do it about once a minute): remove records older
+    than PAYEVENTS_RETENTION_MS that every consumer group has committed past."""
+    from payevents.errors import ConfigError
+
+    settings = _settings(env, None, data_dir, None)
+    if settings.is_kafka:
+        raise ConfigError("topics trim: Kafka applies its own retention (topic config retention.ms)")
+    t = _transport(settings)
+    try:
+        removed = t.enforce_retention()
+    finally:
+        t.close()
+    for (topic, partition), n in sorted(removed.items()):
+        typer.echo(f"{topic}[{partition}]: {n} records removed")
+    typer.echo(f"{sum(removed.values())} records removed (retention.ms={settings.retention_ms})")
 
 
 # -- tail ------------------------------------------------------------------------------------------------
