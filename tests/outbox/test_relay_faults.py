@@ -240,3 +240,18 @@ def test_cli_lists_set_aside_records_and_resends_them_deliberately(settings: Set
     assert done.exit_code == 0 and f"outbox seq {row['seq']}: back to pending" in done.output, done.output
     assert pending_count(engine) == 1
     assert json.loads(runner.invoke(app, ["outbox", "set-aside", "--json", *common]).output) == []
+
+
+def test_set_aside_and_resend_on_both_databases(outbox_engine: Engine, store_settings: Settings) -> None:
+    ok = append_one(outbox_engine, "pay-db", "db-1").event_id
+    big = _append_big(outbox_engine, "pay-db", "db-2")
+    with Relay(store_settings, engine=outbox_engine) as relay:
+        relay.ensure_topics()
+        _drain(relay, outbox_engine)
+        [aside] = outbox.list_set_aside(outbox_engine)
+        assert aside.event_id == big and outbox.resend(outbox_engine) == [aside.seq]
+        _drain(relay, outbox_engine)
+    [again] = outbox.list_set_aside(outbox_engine)
+    assert again.times == 2 and again.waiting
+    first = outbox.get_event(outbox_engine, ok)
+    assert first is not None and first.published
