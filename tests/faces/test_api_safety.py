@@ -212,3 +212,26 @@ def test_set_aside_records_are_shown_with_their_reason(settings: Settings) -> No
         page = client.get("/dead-letters").text
     assert 'id="set-aside"' in page and event.event_id in page and "message.max.bytes &lt;b&gt;" in page
     assert "payevents outbox resend" in page
+
+
+def test_a_request_still_running_is_a_conflict_and_a_dead_one_is_taken_over(settings: Settings) -> None:
+    import time
+
+    from payevents.faces.web import idempotency
+
+    body = {**INVOICE, "invoice_id": None, "description": None}
+    fp = idempotency.fingerprint("invoices", body)
+    engine = idempotency.engine(settings)
+    with engine.begin() as conn:  # two claims without an answer: one fresh, one from a request that died
+        conn.exec_driver_sql(
+            "INSERT INTO api_requests (scope, idem_key, fingerprint, status_code, response, claimed_at)"
+            " VALUES ('invoices', 'running', ?, NULL, NULL, ?), ('invoices', 'died', ?, NULL, NULL, ?)",
+            (fp, time.time(), fp, time.time() - idempotency.STALE_AFTER_S - 1))
+    with TestClient(create_app(settings.replace(api_token=TOKEN))) as client:
+        running = client.post("/api/invoices", json=INVOICE, headers=auth("running"))
+        assert running.status_code == 409 and "still running" in running.json()["detail"]
+        died = client.post("/api/invoices", json=INVOICE, headers=auth("died"))
+        assert died.status_code == 201, died.text
+        again = client.post("/api/invoices", json=INVOICE, headers=auth("died"))
+        assert again.content == died.content
+        assert len(client.get("/api/invoices").json()) == 1

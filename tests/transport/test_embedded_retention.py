@@ -127,3 +127,20 @@ def test_topics_describe_tells_the_truth(tmp_path: Path) -> None:
     assert channel["config"]["retention.ms"] == str(HOUR_MS) and channel["storageBytes"] > 0
     table = CliRunner().invoke(app, ["topics", "describe", "--env", "dev", "--data-dir", str(data)], env=env)
     assert "0:5..7" in table.output, table.output
+
+
+def test_topics_trim_applies_retention_now(tmp_path: Path) -> None:
+    from payevents.faces.cli import app
+
+    data = tmp_path / "data"
+    t = EmbeddedTransport(data / "channel.db", retention_ms=0)
+    t.create_topics([TOPIC], 1)
+    _produce(t, 3)
+    _commit(t, "payevents.ledger", 2)
+    t.close()
+    r = CliRunner().invoke(app, ["topics", "trim", "--env", "dev", "--data-dir", str(data)],
+                           env={"PAYEVENTS_RETENTION_MS": "0"})
+    assert r.exit_code == 0 and f"{TOPIC}[0]: 2 records removed" in r.output, r.output
+    t = EmbeddedTransport(data / "channel.db")
+    assert _offsets(t) == [2]
+    t.close()
