@@ -21,6 +21,10 @@ from payevents.errors import ConfigError, ContractError
 #: the built-in services (third-party ones are found through the ``payevents.services`` entry points)
 SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "notifications")
 _SERVICE_NAME = re.compile(r"^_?[a-z][a-z0-9_]{0,47}$")
+#: the API token of a laptop; outside dev the API refuses to start with it
+DEV_API_TOKEN = "dev-token"
+#: outside dev, the API token must be at least this long (e.g. ``secrets.token_urlsafe(32)``: 43 characters)
+MIN_API_TOKEN_LENGTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,10 @@ class Settings:
     smtp_url: str | None = None
     mail_from: str = "payments@payevents.local"
     #: bearer token required by the HTTP API's write endpoints
-    api_token: str = "dev-token"
+    api_token: str = DEV_API_TOKEN
+    #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group
+    #: has committed past are removed; negative keeps everything. Default 7 days, Kafka's default.
+    retention_ms: int = 7 * 24 * 3600 * 1000
 
     def __post_init__(self) -> None:
         # accept plain strings for env and data_dir (tests, library users); validate env once, here
@@ -106,6 +113,12 @@ class Settings:
             values["smtp_url"] = e["PAYEVENTS_SMTP_URL"]
         if "PAYEVENTS_MAIL_FROM" in e:
             values["mail_from"] = e["PAYEVENTS_MAIL_FROM"]
+        if e.get("PAYEVENTS_RETENTION_MS"):
+            try:
+                values["retention_ms"] = int(e["PAYEVENTS_RETENTION_MS"])
+            except ValueError:
+                raise ConfigError(f"PAYEVENTS_RETENTION_MS: {e['PAYEVENTS_RETENTION_MS']!r} is not an integer "
+                                  "(milliseconds; -1 keeps everything)") from None
         if "PAYEVENTS_API_TOKEN" in e:
             values["api_token"] = e["PAYEVENTS_API_TOKEN"]
         settings = cls(**values)
@@ -122,6 +135,26 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
         if not self.api_token or not self.api_token.strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
+
+
+def check_api_token(settings: Settings) -> None:
+    """Outside dev (sit, prod) the HTTP API needs an explicitly set token that is not the dev default and
+    has at least :data:`MIN_API_TOKEN_LENGTH` characters; otherwise one ConfigError line (never the token)."""
+    env = settings.env.value
+    if env == "dev":
+        return
+    token = settings.api_token.strip()
+    if token == DEV_API_TOKEN:
+        problem = "is unset or the dev default"
+    elif len(token) < MIN_API_TOKEN_LENGTH:
+        problem = f"has {len(token)} characters"
+    else:
+        return
+    raise ConfigError(
+        f"PAYEVENTS_API_TOKEN: env {env} needs an explicitly set API token of at least {MIN_API_TOKEN_LENGTH} "
+        f"characters that is not the dev default; it {problem} "
+        "(make one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
 
 
 def _env(value: Any, name: str) -> Env:

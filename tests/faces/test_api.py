@@ -40,7 +40,7 @@ def test_writes_need_the_bearer_token(client: TestClient) -> None:
     assert client.post("/api/invoices", json={"customer_id": "c", "amount_due": "1.00", "currency": "USD",
                                               "due_date": "2030-01-01"}).status_code == 401
     assert client.get("/api/payments").json() == []  # nothing was written
-    assert client.post("/api/payments", json=PAYMENT, headers=auth()).status_code == 201
+    assert client.post("/api/payments", json=PAYMENT, headers=auth("k0")).status_code == 201
 
 
 def test_idempotent_create_retried_makes_one_payment(client: TestClient) -> None:
@@ -75,14 +75,14 @@ def test_lifecycle_through_the_api(client: TestClient) -> None:
 
 
 def test_declines_failures_and_bad_input(client: TestClient) -> None:
-    pid = client.post("/api/payments", json=PAYMENT, headers=auth()).json()["payment_id"]
+    pid = client.post("/api/payments", json=PAYMENT, headers=auth("d1")).json()["payment_id"]
     r = client.post(f"/api/payments/{pid}/authorize", json={"decline": "insufficient_funds"}, headers=auth())
     assert r.status_code == 200 and r.json()["state"] == "failed"
     assert r.json()["failure_code"] == "insufficient_funds"
-    pid2 = client.post("/api/payments", json=PAYMENT, headers=auth()).json()["payment_id"]
+    pid2 = client.post("/api/payments", json=PAYMENT, headers=auth("d2")).json()["payment_id"]
     r = client.post(f"/api/payments/{pid2}/fail", json={"code": "cancelled", "reason": "customer"}, headers=auth())
     assert r.status_code == 200 and r.json()["state"] == "failed"
-    bad = client.post("/api/payments", json={**PAYMENT, "currency": "usd"}, headers=auth())
+    bad = client.post("/api/payments", json={**PAYMENT, "currency": "usd"}, headers=auth("d3"))
     assert bad.status_code == 422 and "currency" in bad.json()["detail"]
     assert client.get("/api/payments/pay_nope").status_code == 404
     assert client.get("/api/payments/pay_nope/timeline").status_code == 404

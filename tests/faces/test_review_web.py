@@ -37,7 +37,7 @@ CARD = "4111111111111111"
 
 def test_card_number_sent_as_last4_is_not_echoed(client: TestClient) -> None:
     body = {"customer_id": "cus_1", "amount": "9.99", "currency": "USD", "description": "x"}
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "card-test"}
     as_string = client.post("/api/payments", json={**body, "last4": CARD}, headers=auth)
     assert as_string.status_code == 422 and "last4" in as_string.text
     assert CARD not in as_string.text

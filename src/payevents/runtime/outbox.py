@@ -11,6 +11,15 @@ what is pending. Tables (versions 1..99 of a service's migrations are reserved f
   dense, assigned in chain order, and concurrent writers never fork the chain.
 * ``outbox_pending`` — seqs not yet published (deleted once the broker acknowledged them).
 * ``outbox_published`` — per published seq: when, the publish delay, partition and offset.
+* ``outbox_set_aside`` — seqs the broker refused for good (too large, invalid topic): when and why. They
+  leave ``outbox_pending`` (nothing behind them waits) but their event rows stay, untouched; an operator
+  puts one back to pending deliberately with :func:`resend` (``resent_at`` records it).
+
+PostgreSQL: every connection runs READ COMMITTED, set explicitly (:data:`ISOLATION_LEVEL`, applied by
+``store.db.make_engine``): :func:`append_many` reads the idempotency keys *after* it locked the chain head,
+and only a fresh per-statement snapshot sees what the writer it waited for committed (under REPEATABLE READ
+or SERIALIZABLE the lock wait would end in a serialization failure instead). Serialization failures and
+deadlocks that still happen are retried by :func:`retry_serialization` (the API's writes use it).
 
 SQLite note: append's first statement is a write (it takes the database write lock at once). A
 caller whose transaction only *read* before calling append may get ``database is locked`` if another
@@ -22,10 +31,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import orjson
@@ -35,13 +45,18 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts import channel
 from payevents.contracts.channel import Env, partition_key, topic_for
 from payevents.contracts.events import PaymentEvent
-from payevents.errors import ContractError, IdempotencyConflict
-from payevents.store.db import Migration
+from payevents.errors import ContractError, IdempotencyConflict, TransientError
+from payevents.store.db import PG_ISOLATION_LEVEL, Migration
 
 GENESIS_HASH: Final = "0" * 64
+#: the isolation level the outbox relies on (PostgreSQL; SQLite transactions are serial anyway)
+ISOLATION_LEVEL: Final = PG_ISOLATION_LEVEL
+#: SQLSTATEs worth retrying the whole transaction for: serialization_failure, deadlock_detected
+RETRY_SQLSTATES: Final = frozenset({"40001", "40P01"})
 #: The clock of ``created_at`` (epoch seconds); a module attribute so tests can age an event.
 clock = time.time
 IMMUTABLE_MESSAGE: Final = "outbox_events is immutable"
+_T = TypeVar("_T")
 
 #: the event table, identical on both databases but for the names of the 64-bit integer and bytes types
 _EVENTS_TABLE: Final = """CREATE TABLE outbox_events (
@@ -107,6 +122,15 @@ _PG_TRIGGERS: Final = [
 OUTBOX_MIGRATIONS: Final[list[Migration]] = [
     Migration(1, "outbox tables", sqlite=[*_SQLITE_TABLES, *_COMMON_TABLES], postgresql=[*_PG_TABLES, *_COMMON_TABLES]),
     Migration(2, "outbox immutability triggers", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
+    Migration(3, "outbox set-aside records", both=[
+        """CREATE TABLE outbox_set_aside (
+            seq BIGINT PRIMARY KEY,
+            set_aside_at DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL,
+            times INTEGER NOT NULL DEFAULT 1,
+            resent_at DOUBLE PRECISION
+        )""",
+    ]),
 ]
 
 
@@ -452,3 +476,117 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (0.5, 0.99)) -> d
     ordered = sorted(values)
     n = len(ordered)
     return {q: ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for q in qs}
+
+
+# -- set aside: records the broker refused for good ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetAside:
+    """An outbox event the broker refused for good, with the reason (``resent_at``: put back to pending)."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    payment_id: str
+    topic: str
+    size: int
+    created_at: float
+    set_aside_at: float
+    reason: str
+    times: int
+    resent_at: float | None
+
+    @property
+    def waiting(self) -> bool:
+        """Still set aside (not re-sent since)."""
+        return self.resent_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "waiting": self.waiting}
+
+
+def set_aside(conn: Connection, refused: Mapping[int, str], *, now: float | None = None) -> None:
+    """Take ``refused`` (seq -> reason) out of pending and record why, in the caller's transaction."""
+    if not refused:
+        return
+    mark = _mark(conn)
+    t = float(clock() if now is None else now)
+    conn.exec_driver_sql(
+        f"INSERT INTO outbox_set_aside (seq, set_aside_at, reason, times, resent_at) VALUES ({mark}, {mark}, {mark}, 1,"
+        " NULL) ON CONFLICT (seq) DO UPDATE SET set_aside_at = excluded.set_aside_at, reason = excluded.reason,"
+        " times = outbox_set_aside.times + 1, resent_at = NULL",
+        [(seq, t, reason[:2000]) for seq, reason in sorted(refused.items())])
+    conn.exec_driver_sql(f"DELETE FROM outbox_pending WHERE seq IN ({','.join([mark] * len(refused))})",
+                         tuple(sorted(refused)))
+
+
+def list_set_aside(engine: Engine, *, include_resent: bool = False, limit: int = 1000) -> list[SetAside]:
+    """Set-aside events in seq order (by default only those still waiting for a deliberate re-send)."""
+    where = "" if include_resent else " WHERE s.resent_at IS NULL"
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT s.seq, e.event_id, e.event_type, e.payment_id, e.topic, LENGTH(e.body) AS size, e.created_at,"
+            " s.set_aside_at, s.reason, s.times, s.resent_at FROM outbox_set_aside s JOIN outbox_events e"
+            f" ON e.seq = s.seq{where} ORDER BY s.seq LIMIT :lim"), {"lim": limit}).all()
+    return [SetAside(int(r.seq), r.event_id, r.event_type, r.payment_id, r.topic, int(r.size), float(r.created_at),
+                     float(r.set_aside_at), r.reason, int(r.times),
+                     None if r.resent_at is None else float(r.resent_at)) for r in rows]
+
+
+def set_aside_count(engine: Engine) -> int:
+    """How many events are set aside and not re-sent."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT COUNT(*) FROM outbox_set_aside WHERE resent_at IS NULL").scalar_one())
+
+
+def resend(engine: Engine, seqs: Sequence[int] | None = None) -> list[int]:
+    """Put set-aside events back to pending (``seqs``; None: all waiting), for the relay to try again after
+    the cause was fixed (e.g. the broker's size limit raised). Safe: a refused record never reached the
+    channel, consumers drop duplicates by eventId anyway, and one refused again is simply set aside again.
+    Returns the seqs put back (seqs that are not set aside, or were re-sent already, are ignored)."""
+    with engine.begin() as conn:
+        mark = _mark(conn)
+        if seqs is None:
+            chosen = [int(s) for (s,) in conn.exec_driver_sql(
+                "SELECT seq FROM outbox_set_aside WHERE resent_at IS NULL ORDER BY seq")]
+        else:
+            if not seqs:
+                return []
+            wanted = sorted({int(s) for s in seqs})
+            marks = ",".join([mark] * len(wanted))
+            chosen = [int(s) for (s,) in conn.exec_driver_sql(
+                f"SELECT seq FROM outbox_set_aside WHERE resent_at IS NULL AND seq IN ({marks}) ORDER BY seq",
+                tuple(wanted))]
+        if chosen:
+            now = float(clock())
+            conn.exec_driver_sql(f"UPDATE outbox_set_aside SET resent_at = {mark} WHERE seq = {mark}",
+                                 [(now, s) for s in chosen])
+            conn.exec_driver_sql(f"INSERT INTO outbox_pending (seq) VALUES ({mark}) ON CONFLICT (seq) DO NOTHING",
+                                 [(s,) for s in chosen])
+    return chosen
+
+
+# -- PostgreSQL: serialization failures are retried -----------------------------------------------------
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A serialization failure or deadlock (SQLSTATE 40001/40P01): the whole transaction may be retried."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
+
+
+def retry_serialization(fn: Callable[[], _T], *, attempts: int = 8, base_delay: float = 0.01) -> _T:
+    """Run ``fn`` (one whole transaction) again after a serialization failure or deadlock, with jittered
+    backoff; after ``attempts`` a TransientError (answered as 503 by the API, never a 500)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except sa.exc.DBAPIError as exc:
+            if not is_retryable(exc):
+                raise
+            if attempt == attempts:
+                raise TransientError(f"database: transaction still conflicting after {attempts} attempts "
+                                     f"(SQLSTATE {getattr(exc.orig, 'sqlstate', '?')}); retry later") from exc
+            time.sleep(base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
+    raise AssertionError("unreachable")

@@ -16,19 +16,33 @@ Publish delay = broker acknowledgement (``Delivery.acked_at``) minus outbox ``cr
 for every event into the Prometheus histogram ``payevents_publish_delay_seconds``, into
 :attr:`Relay.stats`, and stored per event in ``outbox_published``. An event past the 5-second rule is
 logged (WARNING, logger ``payevents.relay``) as an SLA breach with its eventId.
+
+A record the broker refuses for good (:class:`~payevents.transport.base.RecordsRefused`: larger than
+``message.max.bytes``, an invalid topic name) is *set aside* (:func:`payevents.runtime.outbox.set_aside`):
+out of pending with its reason, counted in ``payevents_relay_set_aside_total``, logged; the records acknowledged
+with it are marked as usual and the relay goes on, so nothing behind it waits.
+
+One relay per outbox (:class:`OutboxLock`): PostgreSQL, a session advisory lock on the schema's outbox;
+SQLite, an exclusive ``flock`` on ``<database>.relay.lock``. Both are let go by the operating system or the
+server when the holder dies. A second relay logs that it waits, and who holds the lock, and publishes
+nothing until it gets it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import math
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import orjson
 import sqlalchemy as sa
@@ -37,10 +51,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
-from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count
+from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
 from payevents.store.db import engine_for, migrate
-from payevents.transport.base import Delivery, Producer, Record, Transport
+from payevents.transport.base import Delivery, Producer, Record, RecordsRefused, Transport
 
 logger = logging.getLogger("payevents.relay")
 
@@ -62,6 +76,102 @@ SLA_BREACHES = Counter("payevents_publish_sla_breaches", "Events acknowledged mo
 PENDING = Gauge("payevents_outbox_pending",
                 "Outbox events not yet published (sampled by the relay about once a second)")
 RELAY_ERRORS = Counter("payevents_relay_errors", "Relay passes that failed on a transient fault and were retried")
+SET_ASIDE = Counter("payevents_relay_set_aside",
+                    "Outbox events set aside because the broker refused them for good (see payevents outbox set-aside)",
+                    ["cause"])
+SET_ASIDE_WAITING = Gauge("payevents_outbox_set_aside",
+                          "Outbox events set aside and not re-sent (sampled by the relay about once a second)")
+LOCK_WAITING = Gauge("payevents_relay_waiting_for_lock", "1 while this relay waits for another relay's outbox lock")
+
+
+def _cause(reason: str) -> str:
+    """A low-cardinality label for a refusal reason."""
+    low = reason.lower()
+    if "too large" in low or "size" in low:
+        return "too_large"
+    if "topic" in low:
+        return "invalid_topic"
+    return "other"
+
+
+class OutboxLock:
+    """The one-relay-per-outbox lock (see the module doc). :meth:`try_acquire` never blocks; ``holder``
+    says who holds it when it is not ours."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.held = False
+        self.holder = "unknown"
+        self._conn: Connection | None = None
+        self._file: IO[str] | None = None
+        if engine.dialect.name == "sqlite":
+            path = engine.url.database or ""
+            self.path = f"{path}.relay.lock" if path and path != ":memory:" else None
+        else:
+            self.path = None
+
+    def describe(self) -> str:
+        return self.path or f"PostgreSQL advisory lock on {self.engine.url.render_as_string(hide_password=True)}"
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            return True
+        if self.engine.dialect.name == "postgresql":
+            return self._try_pg()
+        if self.path is None:  # an in-memory database is private to this process anyway
+            self.held = True
+            return True
+        f = open(self.path, "a+")  # kept open while the lock is held
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            self.holder = f.read().strip() or "unknown"
+            f.close()
+            return False
+        f.seek(0)
+        f.truncate()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        f.write(f"relay pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+        f.flush()
+        self._file, self.held = f, True
+        return True
+
+    _PG_KEY: Final = "'outbox_pending'::regclass::oid::int"
+
+    def _try_pg(self) -> bool:
+        conn = self.engine.connect()
+        try:
+            got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock(1919, {self._PG_KEY})").scalar_one())
+            if not got:
+                pid = conn.exec_driver_sql(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1919 AND objsubid = 2"
+                    " AND objid = 'outbox_pending'::regclass::oid AND granted").scalar()
+                conn.commit()
+                self.holder = f"PostgreSQL backend pid {pid}"
+                conn.close()
+                return False
+            conn.commit()  # the advisory lock is the session's: it outlives the transaction
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self.held = conn, True
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock(1919, {self._PG_KEY})")
+                self._conn.commit()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self.held = False
 
 
 class DelayStats:
@@ -244,6 +354,9 @@ class Relay:
         self.progress_at = time.monotonic()
         self.last_pass_ok = False
         self.pending: int | None = None
+        self.lock = OutboxLock(self.engine)
+        #: events this relay set aside (refused for good by the broker)
+        self.set_aside = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -255,8 +368,28 @@ class Relay:
 
     def close(self) -> None:
         self._reset_producer()
+        self.lock.release()
         if self._owns_transport:
             self.transport.close()
+
+    def acquire(self, stop: threading.Event | None = None, poll: float = 1.0) -> bool:
+        """Take the outbox lock; while another relay holds it, say so (once) and wait, until ``stop`` is set.
+        Without ``stop``, one try. Returns whether this relay holds the lock."""
+        if self.lock.try_acquire():
+            return True
+        logger.warning("relay waiting: another relay publishes this outbox (%s, lock %s); this one publishes "
+                       "nothing until it stops", self.lock.holder, self.lock.describe())
+        if stop is None:
+            return False
+        LOCK_WAITING.set(1)
+        try:
+            while not stop.wait(poll):
+                if self.lock.try_acquire():
+                    logger.info("relay took over the outbox lock (%s)", self.lock.describe())
+                    return True
+            return False
+        finally:
+            LOCK_WAITING.set(0)
 
     def _reset_producer(self) -> None:
         if self._producer is not None:
@@ -271,6 +404,11 @@ class Relay:
         if self._producer is None:
             self._producer = self.transport.producer()
         return self._producer
+
+    @property
+    def lease_held(self) -> bool:
+        """Whether this relay holds its outbox's lock (read by the worker's readiness probe)."""
+        return bool(self.lock.held)
 
     def ensure_topics(self) -> None:
         """Create the channel and its dead-letter topic if missing (ConfigError on a partition mismatch)."""
@@ -294,10 +432,10 @@ class Relay:
         order and mark them published before returning. Returns how many were published. Transport faults
         propagate (:class:`TransientError`); nothing is marked then, so the next pass re-sends them."""
         n = self.batch_size if limit is None else min(limit, self.batch_size)
-        if n < 1:
+        if n < 1 or not self.acquire():
             return 0
         sent = self._send_pending(n)
-        if sent is None:
+        if sent is None or not sent[0]:
             return 0
         with self.engine.connect() as conn:
             self._mark_published(conn, [sent])
@@ -322,9 +460,26 @@ class Relay:
         except TransientError:
             self._reset_producer()
             raise
+        except RecordsRefused as exc:
+            if len(exc.deliveries) != len(rows):
+                raise TransientError(f"producer reported {len(exc.deliveries)} records for {len(rows)}") from exc
+            self._set_aside({int(rows[i][0]): (rows[i][1], why) for i, why in exc.refused.items()})
+            acked = [(i, d) for i, d in enumerate(exc.deliveries) if d is not None and i not in exc.refused]
+            return [(int(rows[i][0]), rows[i][1], float(rows[i][6])) for i, _ in acked], [d for _, d in acked]
         if len(deliveries) != len(rows):
             raise TransientError(f"producer returned {len(deliveries)} deliveries for {len(rows)} records")
         return [(int(r[0]), r[1], float(r[6])) for r in rows], deliveries
+
+    def _set_aside(self, refused: dict[int, tuple[str, str]]) -> None:
+        """Take records refused for good out of pending, with their reasons (seq -> (eventId, reason))."""
+        with self.engine.begin() as conn:
+            set_aside(conn, {seq: why for seq, (_eid, why) in refused.items()})
+        for seq, (event_id, why) in sorted(refused.items()):
+            SET_ASIDE.labels(_cause(why)).inc()
+            self.set_aside += 1
+            logger.error("set aside outbox seq %d (event %s): the broker refuses it for good: %s; the relay goes "
+                         "on (see: payevents outbox set-aside; re-send after a fix: payevents outbox resend %d)",
+                         seq, event_id, why, seq)
 
     def _select(self, conn: Connection, n: int, exclude: set[int]) -> Sequence[Any]:
         mark = _mark(conn)
@@ -424,6 +579,8 @@ class Relay:
         are being marked. At most ``max_inflight`` events are sent and unmarked; past that the loop waits
         for the marker. On stop, the marks still queued are committed (for up to ``drain_timeout`` s;
         any left then are re-published by the next relay) before this returns."""
+        if not self.acquire(stop):
+            return
         backoff = 0.0
         topics_ready = not create_topics
         next_sample = 0.0
@@ -446,7 +603,7 @@ class Relay:
                         self.ensure_topics()
                         topics_ready = True
                     sent = self._send_pending(min(self.batch_size, room))
-                    if sent is not None:
+                    if sent is not None and sent[0]:
                         with self._cond:
                             self._inflight.update(s[0] for s in sent[0])
                             self._marks.append(sent)
@@ -454,6 +611,7 @@ class Relay:
                     if time.monotonic() >= next_sample:
                         self.pending = pending_count(self.engine)
                         PENDING.set(self.pending)
+                        SET_ASIDE_WAITING.set(set_aside_count(self.engine))
                         next_sample = time.monotonic() + 1.0
                     self.last_pass_ok = True
                     self.progress_at = time.monotonic()
@@ -484,6 +642,7 @@ class Relay:
             if left:
                 logger.warning("relay stopped with %d sent events not marked published; the next relay "
                                "re-publishes them", left)
+            self.lock.release()
         if self._marker_error is not None:
             raise self._marker_error
 

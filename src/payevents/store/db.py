@@ -21,6 +21,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.settings import Settings
 
+#: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
+#: default_transaction_isolation: the outbox's append relies on it (runtime/outbox.py explains why)
+PG_ISOLATION_LEVEL = "READ COMMITTED"
+
 _engines: dict[tuple[str, str | None], Engine] = {}
 _lock = threading.Lock()
 
@@ -73,6 +77,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
+    kwargs.setdefault("isolation_level", PG_ISOLATION_LEVEL)
     engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     if schema:
         with engine.begin() as conn:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from payevents.transport.base import Consumer, Delivery, Message, Producer, Record, TopicInfo, Transport
+from payevents.transport.base import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Consumer,
+    Delivery,
+    Message,
+    Producer,
+    Record,
+    TopicInfo,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from payevents.settings import Settings
@@ -17,7 +26,8 @@ def open_transport(settings: Settings) -> Transport:
     ``kafka://host:port,...`` (confluent-kafka; ``settings.kafka_config`` passed through unchanged).
 
     On the embedded log, ``session.timeout.ms`` and ``heartbeat.interval.ms`` in ``kafka_config`` (if
-    given) set the group lease timing too."""
+    given) set the group lease timing too, and ``message.max.bytes`` the largest record it accepts;
+    ``settings.retention_ms`` (PAYEVENTS_RETENTION_MS) is its retention."""
     settings.validate()
     if settings.is_kafka:
         from payevents.transport.kafka import KafkaTransport
@@ -28,4 +38,6 @@ def open_transport(settings: Settings) -> Transport:
     cfg = settings.kafka_config
     session = float(cfg.get("session.timeout.ms", DEFAULT_SESSION_TIMEOUT * 1000)) / 1000
     heartbeat = float(cfg.get("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL * 1000)) / 1000
-    return EmbeddedTransport(settings.data_dir / "channel.db", session_timeout=session, heartbeat_interval=heartbeat)
+    max_bytes = int(cfg.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
+    return EmbeddedTransport(settings.data_dir / "channel.db", session_timeout=session, heartbeat_interval=heartbeat,
+                             max_record_bytes=max_bytes, retention_ms=settings.retention_ms)

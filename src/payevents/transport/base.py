@@ -9,8 +9,16 @@ offset to read.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
+
+from payevents.errors import PayeventsError
+
+#: Kafka's own default of the producer's ``message.max.bytes`` (the embedded log refuses the same sizes)
+DEFAULT_MAX_RECORD_BYTES: Final = 1_000_000
+#: Kafka's rule for topic names (``org.apache.kafka.common.internals.Topic``): 1..249 of these, not . or ..
+_LEGAL_TOPIC: Final = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 Headers = tuple[tuple[str, bytes], ...]
 TopicPartition = tuple[str, int]
@@ -26,6 +34,32 @@ class Record:
     headers: Headers = ()
     #: None: partition by key (murmur2), like the Java client
     partition: int | None = None
+
+
+def topic_name_problem(topic: str) -> str | None:
+    """Why Kafka would refuse ``topic`` as a name (None if it is legal)."""
+    if topic in (".", "..") or not _LEGAL_TOPIC.fullmatch(topic):
+        return (f"invalid topic name {topic[:60]!r}: Kafka allows 1 to 249 of [A-Za-z0-9._-] "
+                "(and neither '.' nor '..')")
+    return None
+
+
+def record_size(record: Record) -> int:
+    """The bytes of a record counted against ``message.max.bytes`` (value, key, headers)."""
+    return (len(record.value) + len(record.key or b"")
+            + sum(len(k.encode()) + len(v) for k, v in record.headers))
+
+
+class RecordsRefused(PayeventsError):
+    """The broker (or the producer, by the broker's rules) refused some records *for good*: too large, an
+    invalid topic name. Retrying cannot help. ``refused``: index in the batch -> reason; ``deliveries``: per
+    index, the Delivery of a record that was acknowledged anyway (None for the others, refused or not sent)."""
+
+    def __init__(self, refused: Mapping[int, str], deliveries: Sequence[Delivery | None]) -> None:
+        first = min(refused)
+        super().__init__(f"{len(refused)} record(s) refused for good; record {first}: {refused[first]}")
+        self.refused = dict(refused)
+        self.deliveries = list(deliveries)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +100,15 @@ class TopicInfo:
     #: next offset per partition (the high watermark)
     end_offsets: Mapping[int, int]
     config: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: first offset still stored per partition (the log start offset; empty: not reported, read from 0)
+    start_offsets: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    #: bytes the topic's storage takes, when the transport can tell (the embedded log: its whole file)
+    storage_bytes: int | None = None
+
+    @property
+    def records(self) -> int:
+        """Records stored now: end minus start offset, summed over the partitions."""
+        return sum(end - self.start_offsets.get(p, 0) for p, end in self.end_offsets.items())
 
 
 @runtime_checkable
@@ -76,6 +119,8 @@ class Producer(Protocol):
         Returns one Delivery per record, in input order. Records of one key keep their order.
         Raises :class:`~payevents.errors.TransientError` when the broker cannot be reached in time;
         then none, some or all records may have been written (at-least-once: the caller resends).
+        Raises :class:`RecordsRefused` when records can never be accepted (larger than the producer's
+        ``message.max.bytes``, an invalid topic name); it says which, and which others were acknowledged.
         """
         ...
 

@@ -17,7 +17,14 @@ apply to partitions the member still owns (others are skipped with a warning: th
 from the last committed offset, at-least-once).
 
 Producing to a topic that was not created is a :class:`ConfigError` (no auto-creation: the partition
-count must be chosen on purpose). Retention is not implemented: the log grows until the file is removed.
+count must be chosen on purpose).
+
+Retention (``retention_ms``, Kafka's ``retention.ms``; negative: keep everything): a record is removed once it
+is older than that AND every consumer group that ever committed on its partition has committed past it (a
+partition no group has committed on keeps everything: nothing proves it was read). The partition's log start
+offset (``partitions.start_offset``) moves up; offsets are never reused. Freed pages are reused by new records,
+so the file stops growing once retention keeps pace. The producer applies it about once a minute
+(:data:`RETENTION_CHECK_INTERVAL`); :meth:`EmbeddedTransport.enforce_retention` applies it now.
 """
 
 from __future__ import annotations
@@ -38,7 +45,17 @@ from typing import Any
 import msgspec
 
 from payevents.errors import ConfigError, TransientError
-from payevents.transport.base import Delivery, Message, Record, TopicInfo, TopicPartition
+from payevents.transport.base import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Delivery,
+    Message,
+    Record,
+    RecordsRefused,
+    TopicInfo,
+    TopicPartition,
+    record_size,
+    topic_name_problem,
+)
 from payevents.transport.murmur2 import partition_for
 
 log = logging.getLogger(__name__)
@@ -53,6 +70,10 @@ CHECKPOINT_EVERY = 20000
 DEFAULT_BUSY_TIMEOUT = 30.0
 #: while a member waits for partitions another member must release, it heartbeats this often
 PENDING_HEARTBEAT_INTERVAL = 0.05
+#: Kafka's default retention.ms (7 days)
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+#: how often (seconds) a producer applies retention
+RETENTION_CHECK_INTERVAL = 60.0
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS topics (
@@ -71,6 +92,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS leases (
         grp TEXT NOT NULL, pid INTEGER NOT NULL, member TEXT NOT NULL, PRIMARY KEY (grp, pid)) WITHOUT ROWID""",
 )
+#: added after the first release: applied to older files too (a duplicate column is ignored)
+_ADD_COLUMNS = ("ALTER TABLE partitions ADD COLUMN start_offset INTEGER NOT NULL DEFAULT 0",)
 
 _FETCH = "SELECT id, key, value, headers, ts FROM log WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
 _enc_headers = msgspec.msgpack.Encoder()
@@ -162,6 +185,37 @@ def _topic_pids(db: _Db, topic: str) -> list[int] | None:
     return [pid for _, pid in rows] or None
 
 
+def enforce_retention(db: _Db, retention_ms: int, now: float | None = None) -> dict[TopicPartition, int]:
+    """Remove records older than ``retention_ms`` that every group committed on their partition has committed
+    past; move the log start offsets. Returns the removed count per partition that lost records."""
+    if retention_ms < 0:
+        return {}
+    cutoff_ms = int(((time.time() if now is None else now) * 1000) - retention_ms)
+    removed: dict[TopicPartition, int] = {}
+    with db.tx("retention") as conn:
+        parts = conn.execute(
+            "SELECT p.id, p.topic, p.partition, p.start_offset, p.next_offset, MIN(o.next_offset) FROM partitions p"
+            " JOIN offsets o ON o.pid = p.id GROUP BY p.id").fetchall()
+        for pid, topic, partition, start, end, committed in parts:
+            upto = min(int(committed), int(end))  # every group has committed past the offsets below this
+            if upto <= start:
+                continue
+            base = pid << OFFSET_BITS
+            n = conn.execute("DELETE FROM log WHERE id >= ? AND id < ? AND ts < ?",
+                             (base | start, base | upto, cutoff_ms)).rowcount
+            first = conn.execute("SELECT MIN(id) FROM log WHERE id >= ? AND id < ?",
+                                 (base, base + OFFSET_MASK + 1)).fetchone()[0]
+            new_start = int(end) if first is None else int(first) & OFFSET_MASK
+            if new_start != start:
+                conn.execute("UPDATE partitions SET start_offset = ? WHERE id = ?", (new_start, pid))
+            if n:
+                removed[(topic, partition)] = n
+    if removed:
+        log.info("embedded log retention removed %d records (%s)", sum(removed.values()),
+                 ", ".join(f"{t}[{p}]: {n}" for (t, p), n in sorted(removed.items())))
+    return removed
+
+
 def _messages(topic: str, partition: int, rows: list[Any]) -> list[Message]:
     dec = _dec_headers.decode
     return [
@@ -173,14 +227,19 @@ def _messages(topic: str, partition: int, rows: list[Any]) -> list[Message]:
 class EmbeddedTransport:
     """The SQLite log at ``path``. ``session_timeout``/``heartbeat_interval`` (seconds) govern group
     membership; they can also come from ``session.timeout.ms``/``heartbeat.interval.ms`` in kafka_config.
-    ``busy_timeout``: seconds a write waits for the file's write lock before raising TransientError."""
+    ``busy_timeout``: seconds a write waits for the file's write lock before raising TransientError.
+    ``max_record_bytes``: the producer refuses larger records for good, as Kafka's ``message.max.bytes`` does."""
 
     name = "embedded"
 
     def __init__(self, path: Path | str, *, session_timeout: float = DEFAULT_SESSION_TIMEOUT,
                  heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                 retention_ms: int = DEFAULT_RETENTION_MS) -> None:
         self.path = Path(path)
+        self.max_record_bytes = max_record_bytes
+        self.retention_ms = retention_ms
         self.session_timeout = session_timeout
         self.heartbeat_interval = heartbeat_interval
         self.busy_timeout = busy_timeout
@@ -188,9 +247,19 @@ class EmbeddedTransport:
         with self._db.tx("create schema") as conn:
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            for stmt in _ADD_COLUMNS:
+                try:
+                    conn.execute(stmt)
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
+
+    def enforce_retention(self, now: float | None = None) -> dict[TopicPartition, int]:
+        """Apply retention now (see the module doc); ``now`` in epoch seconds. Removed records per partition."""
+        return enforce_retention(self._db, self.retention_ms, now)
 
     def producer(self) -> EmbeddedProducer:
-        return EmbeddedProducer(self.path, self.busy_timeout)
+        return EmbeddedProducer(self.path, self.busy_timeout, self.max_record_bytes, self.retention_ms)
 
     def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> EmbeddedConsumer:
         return EmbeddedConsumer(self.path, group, topics, from_beginning=from_beginning,
@@ -217,12 +286,20 @@ class EmbeddedTransport:
                                  [(topic, p) for p in range(partitions)])
 
     def describe(self, topic: str) -> TopicInfo:
-        rows = self._db.query("SELECT t.config, p.partition, p.next_offset FROM topics t "
+        rows = self._db.query("SELECT t.config, p.partition, p.next_offset, p.start_offset FROM topics t "
                               "JOIN partitions p ON p.topic = t.name WHERE t.name = ? ORDER BY p.partition", (topic,))
         if not rows:
             raise ConfigError(f"topic {topic!r} does not exist in the embedded log {self.path} (create it first)")
         config = msgspec.json.decode(rows[0][0], type=dict[str, str])
-        return TopicInfo(topic, len(rows), {p: end for _, p, end in rows}, config)
+        config["retention.ms"] = str(self.retention_ms)  # the retention this log applies (from the settings)
+        return TopicInfo(topic, len(rows), {p: end for _, p, end, _s in rows}, config,
+                         start_offsets={p: start for _, p, _e, start in rows}, storage_bytes=self.storage_bytes())
+
+    def storage_bytes(self) -> int:
+        """The bytes the log takes: the database pages in use or free for reuse (what the file holds once
+        checkpointed), not counting the write-ahead log."""
+        rows = self._db.query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
+        return int(rows[0][0])
 
     def topics(self) -> list[str]:
         """Names of the topics in the log."""
@@ -250,8 +327,12 @@ class EmbeddedTransport:
 class EmbeddedProducer:
     """Appends batches to the log; one transaction per :meth:`send`."""
 
-    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
         self._db = _Db(path, busy_timeout)
+        self.max_record_bytes = max_record_bytes
+        self.retention_ms = retention_ms
+        self._next_retention = time.monotonic() + RETENTION_CHECK_INTERVAL
         self._topics: dict[str, list[int]] = {}
         self._since_checkpoint = 0
 
@@ -274,9 +355,25 @@ class EmbeddedProducer:
             self._topics[topic] = pids  # a topic's partition count never changes
         return pids
 
+    def _refusal(self, r: Record) -> str | None:
+        """Why Kafka would refuse ``r`` for good (an invalid topic name, larger than message.max.bytes)."""
+        problem = topic_name_problem(r.topic)
+        if problem is None and (size := record_size(r)) > self.max_record_bytes:
+            problem = (f"record of {size} bytes is larger than the producer's message.max.bytes "
+                       f"({self.max_record_bytes}): MSG_SIZE_TOO_LARGE")
+        return problem
+
     def send(self, records: Sequence[Record]) -> list[Delivery]:
         if not records:
             return []
+        refused = {i: why for i, r in enumerate(records) if (why := self._refusal(r)) is not None}
+        if refused:
+            keep = [i for i in range(len(records)) if i not in refused]
+            sent = self.send([records[i] for i in keep]) if keep else []
+            deliveries: list[Delivery | None] = [None] * len(records)
+            for i, d in zip(keep, sent, strict=True):
+                deliveries[i] = d
+            raise RecordsRefused(refused, deliveries)
         targets: list[tuple[int, int]] = []  # (pid, partition) per record
         for r in records:
             pids = self._pids(r.topic)
@@ -308,6 +405,12 @@ class EmbeddedProducer:
             conn.executemany("UPDATE partitions SET next_offset = ? WHERE id = ?", [(o, pid) for pid, o in nxt.items()])
         acked = time.time()
         self._since_checkpoint += len(records)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_CHECK_INTERVAL
+            try:
+                enforce_retention(self._db, self.retention_ms)
+            except TransientError as exc:  # not fatal: the next check will do
+                log.debug("embedded log retention: %s", exc)
         if self._since_checkpoint >= CHECKPOINT_EVERY:
             self._checkpoint()
         return [Delivery(r.topic, p, o, acked) for r, (_, p), o in zip(records, targets, offsets, strict=True)]
@@ -424,11 +527,13 @@ class EmbeddedConsumer:
                 committed = dict(conn.execute(
                     f"SELECT pid, next_offset FROM offsets WHERE grp = ? AND pid IN ({marks})",
                     [g, *added]).fetchall())
-                ends = dict(conn.execute(f"SELECT id, next_offset FROM partitions WHERE id IN ({marks})",
-                                         list(added)).fetchall())
+                bounds = {pid: (start, end) for pid, start, end in conn.execute(
+                    f"SELECT id, start_offset, next_offset FROM partitions WHERE id IN ({marks})",
+                    list(added)).fetchall()}
                 for pid in added:
                     c = committed.get(pid)
-                    starts[pid] = c if c is not None else (0 if self.from_beginning else ends[pid])
+                    first, end = bounds[pid]
+                    starts[pid] = c if c is not None else (first if self.from_beginning else end)
         revoked = self._assigned.keys() - owned
         for pid in revoked:
             tp = self._assigned.pop(pid)

@@ -23,7 +23,7 @@ from confluent_kafka import Producer as CkProducer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from payevents.errors import ConfigError, TransientError
-from payevents.transport.base import Delivery, Message, Record, TopicInfo
+from payevents.transport.base import Delivery, Message, Record, RecordsRefused, TopicInfo, topic_name_problem
 from payevents.transport.base import TopicPartition as TP
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ _RECREATE_CODES = {KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_PRODUCER_ID,
                    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.INVALID_PRODUCER_EPOCH}
 _LEADER_MOVING_CODES = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                         KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_COORDINATOR}
+#: refused for good: the same record will never be accepted (too large, invalid topic or record)
+_REFUSED_CODES = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+                  KafkaError.TOPIC_EXCEPTION, KafkaError.INVALID_RECORD}
 _MISSING_TOPIC_CODES = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
 
@@ -343,13 +346,17 @@ class KafkaProducer:
     def send(self, records: Sequence[Record]) -> list[Delivery]:
         if not records:
             return []
-        for r in records:
+        refused: dict[int, str] = {}
+        for i, r in enumerate(records):
+            if (problem := topic_name_problem(r.topic)) is not None:
+                refused[i] = problem  # the broker refuses such a name for good (INVALID_TOPIC_EXCEPTION)
+                continue
             n = self._partitions(r.topic)
             if r.partition is not None and not 0 <= r.partition < n:
                 raise ConfigError(f"partition: {r.partition} is not a partition of {r.topic!r} (0..{n - 1})")
         results: list[Delivery | None] = [None] * len(records)
         errors: list[tuple[int, KafkaError]] = []
-        pending = len(records)
+        pending = len(records) - len(refused)
 
         def report(i: int, err: KafkaError | None, msg: Any) -> None:
             nonlocal pending
@@ -362,6 +369,8 @@ class KafkaProducer:
         produce = self._p.produce
         deadline = time.monotonic() + self._timeout + 10
         for i, r in enumerate(records):
+            if i in refused:
+                continue
             kwargs: dict[str, Any] = {"key": r.key, "on_delivery": lambda err, msg, i=i: report(i, err, msg)}
             if r.headers:
                 kwargs["headers"] = list(r.headers)
@@ -376,12 +385,20 @@ class KafkaProducer:
                     if time.monotonic() > deadline:
                         raise TransientError("kafka producer queue stayed full") from None
                 except KafkaException as exc:
+                    if exc.args[0].code() in _REFUSED_CODES:  # e.g. larger than message.max.bytes: never sent
+                        refused[i] = f"{exc.args[0].str()} ({exc.args[0].name()})"
+                        pending -= 1
+                        break
                     self._p.flush(self._timeout)
                     raise _error(exc.args[0], f"produce to {r.topic!r}") from exc
         while pending > 0:
             self._p.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
             if pending > 0 and time.monotonic() > deadline:
                 raise TransientError(f"kafka: {pending} of {len(records)} records not acknowledged in time")
+        for i, err in list(errors):
+            if err.code() in _REFUSED_CODES:
+                refused[i] = f"{err.str()} ({err.name()})"
+                errors.remove((i, err))
         if errors:
             i, err = min(errors, key=lambda e: e[0])
             if err.fatal() or err.code() in _RECREATE_CODES:
@@ -391,6 +408,8 @@ class KafkaProducer:
                 self._p.flush(0)
                 self._p = CkProducer(self._config)
             raise _error(err, f"deliver record {i} of {len(records)} to {records[i].topic!r}")
+        if refused:
+            raise RecordsRefused(refused, results)
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -168,12 +168,37 @@ class ChannelDoc:
     transport_headers: tuple[tuple[str, str], ...]
     audit_headers: tuple[tuple[str, str], ...]
     dead_letter_headers: tuple[str, ...]
+    #: (header, meaning, always present?) of a dead-letter record, besides the original record's headers
+    dead_letter_header_docs: tuple[tuple[str, str, bool], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LegacyDoc:
+    """A read-only envelope: accepted from the channel, normalized on read, never emitted."""
+
+    event_type: str
+    version: str
+    normalizes_to: str
+    summary: str
+    schema: Mapping[str, Any]
+    rows: tuple[PropertyRow, ...]
+    #: how it is normalized, from the upcaster's own documentation
+    rules: tuple[str, ...]
+    #: the channel page's sample, and what the upcaster makes of it
+    example: Mapping[str, Any]
+    normalized: Mapping[str, Any]
+    extras: Mapping[str, Any]
+
+    @property
+    def schema_json(self) -> str:
+        return json.dumps(self.schema, indent=2, ensure_ascii=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Catalog:
     channel: ChannelDoc
     events: tuple[EventDoc, ...]
+    legacy: tuple[LegacyDoc, ...] = ()
 
     def event(self, event_type: str) -> EventDoc:
         for e in self.events:
@@ -209,7 +234,91 @@ def channel_doc(settings: Settings) -> ChannelDoc:
             channel.DLQ_REASON,
             channel.DLQ_FAILED_AT,
         ),
+        dead_letter_header_docs=dead_letter_header_docs(),
     )
+
+
+def dead_letter_header_docs() -> tuple[tuple[str, str, bool], ...]:
+    """What each header of a dead-letter record means (the runtime's own names)."""
+    from payevents.runtime import deadletter
+
+    meanings = {
+        channel.DLQ_ORIGINAL_TOPIC: "The topic the record was read from",
+        channel.DLQ_ORIGINAL_PARTITION: "Its partition there",
+        channel.DLQ_ORIGINAL_OFFSET: "Its offset there",
+        channel.DLQ_SERVICE: "The consuming service that set it aside",
+        channel.DLQ_REASON: "Why (the field and the rule; card digits masked)",
+        channel.DLQ_FAILED_AT: "When (RFC 3339, UTC)",
+    }
+    docs = [(h, meanings.get(h, h), True) for h in deadletter.DLQ_HEADERS]
+    redacted = getattr(deadletter, "H_REDACTED", None)
+    if redacted:
+        docs.append((redacted, "Present when card-number-like digits in the value were masked (all but the last "
+                               "four) before the record was kept", False))
+    return tuple(docs)
+
+
+#: the channel page's sample envelope (its timestamp fixed), read-only
+LEGACY_SAMPLE: dict[str, Any] = {
+    "eventType": "PAYMENT_PROCESSED",
+    "timestamp": "2024-11-11T10:30:00",
+    "version": "1.0",
+    "payload": {
+        "paymentId": "PAY-123-456",
+        "orderId": "ORD-789",
+        "amount": {"value": 99.99, "currency": "USD"},
+        "status": "SUCCESS",
+        "paymentMethod": {"type": "CREDIT_CARD", "last4": "4242", "expiryMonth": "12", "expiryYear": "2025",
+                          "network": "VISA"},
+        "transactionDetails": {"processorId": "stripe_123xyz", "authorizationCode": "AUTH123", "captureId": "CAP456"},
+    },
+    "metadata": {"correlationId": "corr-123-abc", "merchantId": "MERCH-456", "source": "payment_service",
+                 "environment": "prod", "idempotencyKey": "PAY-123-456-2024-11-11-99.99"},
+}
+
+
+def _normalization_rules(doc: str) -> tuple[str, ...]:
+    """The bullet list under "Normalization" in the upcaster's docstring."""
+    rules: list[str] = []
+    in_list = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped.lower().startswith("normalization"):
+            in_list = True
+            continue
+        if not in_list:
+            continue
+        if stripped.startswith("* "):
+            rules.append(stripped[2:])
+        elif stripped and rules and line.startswith("  "):
+            rules[-1] += " " + stripped
+        elif rules and not stripped:
+            break
+    return tuple(r.replace("``", "").replace(":data:`", "").replace("`", "") for r in rules)
+
+
+def legacy_docs() -> tuple[LegacyDoc, ...]:
+    """The legacy PAYMENT_PROCESSED 1.0 envelope: its schema, how the upcaster normalizes it, an example."""
+    from payevents.contracts import codec, legacy
+    from payevents.contracts.schema import list_schemas, load_schema
+    from payevents.faces.catalog.jsonfmt import loads
+
+    out: list[LegacyDoc] = []
+    for entry in list_schemas():
+        if not getattr(entry, "legacy", False):
+            continue
+        event_type, version = _type_version(entry)
+        schema = load_schema(event_type, version)
+        decoded = codec.decode_event(json.dumps(LEGACY_SAMPLE).encode())
+        target = str(schema.get("x-normalizes-to", "PaymentProcessed 1.0.0"))
+        out.append(LegacyDoc(
+            event_type=event_type, version=version, normalizes_to=target,
+            summary=f"Read-only legacy envelope: accepted on read, normalized to {target}, never emitted",
+            schema=schema, rows=tuple(property_rows(schema)), rules=_normalization_rules(legacy.__doc__ or ""),
+            example=LEGACY_SAMPLE, normalized=loads(json.dumps(codec.to_builtins(decoded.event), default=str)),
+            extras=loads(json.dumps(decoded.extras, default=str)),
+        ))
+    return tuple(out)
 
 
 def consumers() -> tuple[Consumer, ...]:
@@ -324,7 +433,7 @@ def build_catalog(settings: Settings, source: SchemaSource | None = None) -> Cat
                 diffs=diffs,
             )
         )
-    return Catalog(channel=channel_doc(settings), events=tuple(events))
+    return Catalog(channel=channel_doc(settings), events=tuple(events), legacy=legacy_docs())
 
 
 def consumer_groups(catalog: Catalog) -> Sequence[Consumer]:

@@ -37,6 +37,11 @@ def event_page(event_type: str, version: str) -> str:
     return f"events/{event_type}/{version}.html"
 
 
+def legacy_page(event_type: str, version: str) -> str:
+    """Site-relative path of a read-only legacy envelope's page."""
+    return f"legacy/{event_type}/{version}.html"
+
+
 def diff_page(event_type: str, old: str, new: str) -> str:
     return f"events/{event_type}/diff-{old}-{new}.html"
 
@@ -58,7 +63,8 @@ def build_site(out: Path, settings: Settings, source: SchemaSource | None = None
     def render(rel: str, template: str, **ctx: Any) -> None:
         root = "../" * rel.count("/")
         write(rel, env.get_template(template).render(root=root, catalog=catalog, version=__version__,
-                                                      event_page=event_page, diff_page=diff_page, **ctx))
+                                                      event_page=event_page, diff_page=diff_page,
+                                                      legacy_page=legacy_page, **ctx))
 
     static = out / "static"
     static.mkdir(exist_ok=True)
@@ -83,6 +89,9 @@ def build_site(out: Path, settings: Settings, source: SchemaSource | None = None
                    previous=e.previous_diff(v.version))
         for (old, new), d in e.diffs.items():
             render(diff_page(e.event_type, old, new), "diff.html.j2", e=e, d=d)
+    for lg in catalog.legacy:
+        write(f"{legacy_page(lg.event_type, lg.version).removesuffix('.html')}.schema.json", lg.schema_json + "\n")
+        render(legacy_page(lg.event_type, lg.version), "legacy.html.j2", lg=lg)
     write("asyncapi.json", dumps(asyncapi_document(settings, catalog)) + "\n")
     return written
 

@@ -1,4 +1,4 @@
-"""``payevents run | relay | topics | tail | dlq | audit``: operating the channel."""
+"""``payevents run | relay | topics | tail | dlq | audit | outbox``: operating the channel."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.
                          no_args_is_help=True)
 dlq_app = typer.Typer(name="dlq", help="The dead-letter channel: list, show, replay after a fix.", no_args_is_help=True)
 audit_app = typer.Typer(name="audit", help="Audit trail of the payments outbox.", no_args_is_help=True)
+outbox_app = typer.Typer(name="outbox", help="The payments outbox: events set aside by the relay, deliberate re-sends.",
+                         no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
@@ -179,7 +181,8 @@ def topics_describe(
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Partitions, end offsets and configuration of the channel and its dead-letter topic."""
+    """Partitions, start and end offsets (records stored = end - start), retention and configuration of the
+    channel and its dead-letter topic; on the embedded log also the bytes its file holds."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.errors import PayeventsError, TransientError
 
@@ -196,8 +199,10 @@ def topics_describe(
                 out.append({"topic": name, "error": str(exc)})
                 continue
             out.append({"topic": info.name, "partitions": info.partitions,
+                        "startOffsets": {str(k): info.start_offsets.get(k, 0) for k in sorted(info.end_offsets)},
                         "endOffsets": {str(k): v for k, v in sorted(info.end_offsets.items())},
-                        "records": sum(info.end_offsets.values()), "config": dict(info.config)})
+                        # stored now (end - start): records removed by retention are not counted
+                        "records": info.records, "storageBytes": info.storage_bytes, "config": dict(info.config)})
     finally:
         t.close()
     if as_json:
@@ -207,16 +212,39 @@ def topics_describe(
     from rich.table import Table
 
     table = Table(title=f"channel topics ({settings.broker})")
-    for col in ("topic", "partitions", "end offsets", "config"):
+    for col in ("topic", "partitions", "offsets (start..end)", "records stored", "bytes", "config"):
         table.add_column(col)
     for row in out:
         if "error" in row:
-            table.add_row(row["topic"], "-", row["error"], "")
+            table.add_row(row["topic"], "-", row["error"], "", "", "")
             continue
-        ends = " ".join(f"{k}:{v}" for k, v in row["endOffsets"].items())
+        spans = " ".join(f"{k}:{row['startOffsets'][k]}..{v}" for k, v in row["endOffsets"].items())
         cfg = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k in ("cleanup.policy", "retention.ms"))
-        table.add_row(row["topic"], str(row["partitions"]), ends, cfg)
+        size = "-" if row["storageBytes"] is None else f"{row['storageBytes']} (whole log file)"
+        table.add_row(row["topic"], str(row["partitions"]), spans, str(row["records"]), size, cfg)
     Console().print(table)
+
+
+@topics_app.command("trim")
+def topics_trim(
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Apply the embedded log's retention now (producers do it about once a minute): remove records older
+    than PAYEVENTS_RETENTION_MS that every consumer group has committed past."""
+    from payevents.errors import ConfigError
+
+    settings = _settings(env, None, data_dir, None)
+    if settings.is_kafka:
+        raise ConfigError("topics trim: Kafka applies its own retention (topic config retention.ms)")
+    t = _transport(settings)
+    try:
+        removed = t.enforce_retention()
+    finally:
+        t.close()
+    for (topic, partition), n in sorted(removed.items()):
+        typer.echo(f"{topic}[{partition}]: {n} records removed")
+    typer.echo(f"{sum(removed.values())} records removed (retention.ms={settings.retention_ms})")
 
 
 # -- tail ------------------------------------------------------------------------------------------------
@@ -406,6 +434,73 @@ def audit_verify(
     raise typer.Exit(1)
 
 
+# -- outbox ------------------------------------------------------------------------------------------------
+
+
+def _payments_engine(settings: Settings) -> Any:
+    from payevents.services.payments import store
+
+    return store.engine(settings)
+
+
+@outbox_app.command("set-aside")
+def outbox_set_aside(
+    include_resent: Annotated[bool, typer.Option("--all", help="also those re-sent since")] = False,
+    as_json: JsonOpt = False,
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Events the broker refused for good (too large, invalid topic), with their reasons. They stay in the
+    outbox, unpublished; the relay went on with the others."""
+    from payevents.runtime.outbox import list_set_aside
+
+    settings = _settings(env, None, data_dir, database_url)
+    rows = list_set_aside(_payments_engine(settings), include_resent=include_resent)
+    if as_json:
+        typer.echo(json.dumps([a.to_dict() for a in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"set aside by the relay ({len(rows)})")
+    for col in ("seq", "event", "payment", "bytes", "times", "set aside at", "reason"):
+        table.add_column(col, overflow="fold")
+    for a in rows:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.set_aside_at))
+        state = "" if a.waiting else " (re-sent)"
+        table.add_row(str(a.seq), f"{a.event_type} {a.event_id}", a.payment_id, str(a.size), f"{a.times}{state}",
+                      at, a.reason)
+    Console().print(table)
+
+
+@outbox_app.command("resend")
+def outbox_resend(
+    seqs: Annotated[list[int] | None, typer.Argument(help="outbox seqs to re-send (see: payevents outbox set-aside)")]
+    = None,
+    all_: Annotated[bool, typer.Option("--all", help="re-send every event set aside")] = False,
+    env: EnvOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseUrlOpt = None,
+) -> None:
+    """Put set-aside events back to pending after the cause was fixed; the relay tries them again (one
+    refused again is set aside again). Consumers drop duplicates by eventId."""
+    from payevents.runtime.outbox import resend
+
+    if not seqs and not all_:
+        raise typer.BadParameter("name the seqs to re-send, or --all", param_hint="SEQS")
+    if seqs and all_:
+        raise typer.BadParameter("either seqs or --all", param_hint="SEQS")
+    settings = _settings(env, None, data_dir, database_url)
+    done = resend(_payments_engine(settings), None if all_ else seqs)
+    skipped = sorted(set(seqs or ()) - set(done))
+    for seq in done:
+        typer.echo(f"outbox seq {seq}: back to pending")
+    if skipped:
+        typer.echo(f"not set aside (or re-sent already): {' '.join(map(str, skipped))}", err=True)
+    typer.echo(f"{len(done)} events put back to pending")
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run_cmd)
     app.command("relay")(relay_cmd)
@@ -414,5 +509,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(topics_app)
     app.add_typer(dlq_app)
     app.add_typer(audit_app)
+    app.add_typer(outbox_app)
 
 

@@ -37,9 +37,12 @@ from payevents.errors import (
     IllegalTransition,
     NotFound,
     PayeventsError,
+    TransientError,
 )
-from payevents.faces.web import charts, data
-from payevents.settings import Settings
+from payevents.faces.web import charts, data, idempotency
+from payevents.runtime import outbox
+from payevents.runtime.outbox import retry_serialization
+from payevents.settings import Settings, check_api_token
 
 log = logging.getLogger("payevents.web")
 _HERE = Path(__file__).parent
@@ -139,6 +142,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     directory by default) when the app starts and served at ``/catalog``."""
     from payevents.faces.catalog import build_site
 
+    check_api_token(settings)  # outside dev: no start with the dev default or a short token
     owned_catalog = catalog_dir is None
     site = Path(tempfile.mkdtemp(prefix="payevents-catalog-")) if catalog_dir is None else catalog_dir
     build_site(site, settings)
@@ -182,6 +186,9 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
             status = 409
         elif isinstance(exc, ContractError | ConfigError):
             status = 422
+        elif isinstance(exc, TransientError):  # e.g. a serialization failure retried in vain: retry later
+            return JSONResponse({"error": type(exc).__name__, "detail": mask_card_text(str(exc))}, status_code=503,
+                                headers={"Retry-After": "1"})
         # the services never echo card data; masking here too keeps any future message from doing it
         return json_response({"error": type(exc).__name__, "detail": mask_card_text(str(exc))}, status)
 
@@ -240,34 +247,47 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     from payevents.services import analytics, invoices, ledger, notifications, payments
 
+    def created(scope: str, key: str, body: BaseModel, create: Callable[[], Any]) -> Response:
+        """An idempotent create (see :mod:`.idempotency`): the first answer, replayed to retries."""
+
+        def first() -> idempotency.Answer:
+            r = json_response(retry_serialization(create), 201)
+            return idempotency.Answer(r.status_code, bytes(r.body))
+
+        a = idempotency.run(settings, scope, key, body.model_dump(mode="json"), first)
+        return Response(a.body, status_code=a.status_code, media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"} if a.replayed else None)
+
     @app.post("/api/payments", status_code=201, dependencies=[Write])
     def create_payment(body: CreatePayment, idempotency_key: IdemKey = None) -> Response:
-        p = payments.create(settings, customer_id=body.customer_id, amount=_amount(body.amount),
-                            currency=body.currency, description=body.description, method_type=body.method_type,
-                            last4=body.last4, invoice_id=body.invoice_id, order_id=body.order_id,
-                            merchant_id=body.merchant_id, payment_id=body.payment_id,
-                            idempotency_key=idempotency_key)
-        return json_response(p, 201)
+        key = idempotency.resolve_key(idempotency_key, body.payment_id, "payments")
+        return created("payments", key, body, lambda: payments.create(
+            settings, customer_id=body.customer_id, amount=_amount(body.amount), currency=body.currency,
+            description=body.description, method_type=body.method_type, last4=body.last4,
+            invoice_id=body.invoice_id, order_id=body.order_id, merchant_id=body.merchant_id,
+            payment_id=body.payment_id, idempotency_key=key))
 
     @app.post("/api/payments/{payment_id}/authorize", dependencies=[Write])
     def authorize_payment(payment_id: str, body: AuthorizePayment | None = None,
                           idempotency_key: IdemKey = None) -> Response:
         decline = body.decline if body else None
-        return json_response(payments.authorize(settings, payment_id, idempotency_key=idempotency_key,
-                                                 decline=decline))
+        return json_response(retry_serialization(lambda: payments.authorize(
+            settings, payment_id, idempotency_key=idempotency_key, decline=decline)))
 
     @app.post("/api/payments/{payment_id}/capture", dependencies=[Write])
     def capture_payment(payment_id: str, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.capture(settings, payment_id, idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.capture(
+            settings, payment_id, idempotency_key=idempotency_key)))
 
     @app.post("/api/payments/{payment_id}/complete", dependencies=[Write])
     def complete_payment(payment_id: str, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.complete(settings, payment_id, idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.complete(
+            settings, payment_id, idempotency_key=idempotency_key)))
 
     @app.post("/api/payments/{payment_id}/fail", dependencies=[Write])
     def fail_payment(payment_id: str, body: FailPayment, idempotency_key: IdemKey = None) -> Response:
-        return json_response(payments.fail(settings, payment_id, code=body.code, reason=body.reason,
-                                           idempotency_key=idempotency_key))
+        return json_response(retry_serialization(lambda: payments.fail(
+            settings, payment_id, code=body.code, reason=body.reason, idempotency_key=idempotency_key)))
 
     @app.get("/api/payments")
     def list_payments(state: str | None = None, customer_id: str | None = None,
@@ -286,11 +306,13 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     # -- invoices and customers -----------------------------------------------------------------------
 
     @app.post("/api/invoices", status_code=201, dependencies=[Write])
-    def create_invoice(body: CreateInvoice) -> Response:
-        inv = invoices.create(settings, customer_id=body.customer_id, amount_due=_amount(body.amount_due),
-                              currency=body.currency, due_date=body.due_date, invoice_id=body.invoice_id,
-                              description=body.description)
-        return json_response(inv, 201)
+    def create_invoice(body: CreateInvoice, idempotency_key: IdemKey = None) -> Response:
+        key = idempotency.resolve_key(idempotency_key, body.invoice_id, "invoices")
+        # no id chosen: one derived from the key, so a retry after a crash finds the same invoice
+        invoice_id = body.invoice_id or idempotency.derived_id("INV-", "invoices", key)
+        return created("invoices", key, body, lambda: invoices.create(
+            settings, customer_id=body.customer_id, amount_due=_amount(body.amount_due), currency=body.currency,
+            due_date=body.due_date, invoice_id=invoice_id, description=body.description))
 
     @app.get("/api/invoices")
     def list_invoices(status: str | None = None, customer_id: str | None = None,
@@ -306,9 +328,10 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
         return json_response(invoices.show(settings, invoice_id))
 
     @app.post("/api/customers", status_code=201, dependencies=[Write])
-    def add_customer(body: AddCustomer) -> Response:
-        return json_response(notifications.add_customer(settings, body.customer_id, body.name, body.email,
-                                                        body.locale), 201)
+    def add_customer(body: AddCustomer, idempotency_key: IdemKey = None) -> Response:
+        key = idempotency.resolve_key(idempotency_key, body.customer_id, "customers")
+        return created("customers", key, body, lambda: notifications.add_customer(
+            settings, body.customer_id, body.name, body.email, body.locale))
 
     @app.get("/api/customers")
     def list_customers(limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
@@ -353,6 +376,12 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
     @app.get("/api/dead-letters")
     def list_dead_letters(service: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
         return json_response(data.dead_letters(settings, limit, service))
+
+    @app.get("/api/outbox/set-aside")
+    def list_set_aside(include_resent: bool = False) -> Response:
+        """Outbox events the broker refused for good, with their reasons (re-send: payevents outbox resend)."""
+        return json_response([a.to_dict() for a in outbox.list_set_aside(data.payments_engine(settings),
+                                                                           include_resent=include_resent)])
 
     @app.get("/api/channel")
     def channel_figures() -> Response:
@@ -447,7 +476,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     @app.get("/dead-letters", response_class=HTMLResponse)
     def dead_letters_page(request: Request) -> HTMLResponse:
-        return page("deadletters.html.j2")(request, letters=data.dead_letters(settings, 500))
+        return page("deadletters.html.j2")(request, letters=data.dead_letters(settings, 500),
+                                           set_aside=outbox.list_set_aside(data.payments_engine(settings)))
 
     @app.get("/catalog", include_in_schema=False)
     def catalog_root() -> RedirectResponse:

@@ -1,0 +1,128 @@
+"""Idempotent creates of the HTTP API (Stripe's rule): a retry gets the first answer, the same key with
+another body is a conflict.
+
+Every ``POST`` that creates something (payments, invoices, customers) needs an ``Idempotency-Key`` header
+or a client-chosen id in the body (``payment_id``, ``invoice_id``; a customer always has its
+``customer_id``), which then stands for the key. The first request claims ``(scope, key)`` with a
+fingerprint of its body in ``api_requests`` (its own small database, ``_api``), runs the create, and
+stores the answer (status + bytes). A retry with the same body gets those bytes back (header
+``Idempotent-Replayed: true``); another body is an :class:`IdempotencyConflict` (409). A create that
+fails with a client error releases the key (nothing was created under it). A request that died between
+claim and answer leaves a claim that a retry takes over after ``STALE_AFTER_S``; this is safe because the
+creates below are themselves idempotent on ids derived from the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from payevents.errors import ContractError, IdempotencyConflict, PayeventsError
+from payevents.settings import Settings
+from payevents.store.db import Migration, connect
+
+#: a claim without an answer this old belongs to a request that died: a retry may take it over
+STALE_AFTER_S: Final = 60.0
+MAX_KEY_LENGTH: Final = 200
+_NAMESPACE: Final = uuid.UUID("5b0c7f0e-6a55-4d1e-9a59-1d2f3c4b5a69")
+
+MIGRATIONS: Final = [
+    Migration(1, "api idempotency keys", both=[
+        """CREATE TABLE api_requests (
+            scope VARCHAR(32) NOT NULL,
+            idem_key VARCHAR(255) NOT NULL,
+            fingerprint CHAR(64) NOT NULL,
+            status_code INTEGER,
+            response TEXT,
+            claimed_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, idem_key))""",
+    ]),
+]
+
+
+class KeyInUse(IdempotencyConflict):
+    """Another request with this key has not answered yet (retry later)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    status_code: int
+    body: bytes
+    replayed: bool = False
+
+
+def engine(settings: Settings) -> Engine:
+    return connect(settings, "_api", MIGRATIONS)
+
+
+def fingerprint(scope: str, body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(msgspec.json.encode({"scope": scope, "body": body}, order="sorted")).hexdigest()
+
+
+def derived_id(prefix: str, scope: str, key: str) -> str:
+    """A stable id for the thing created under ``key`` (a retry after a crash creates the same thing)."""
+    return f"{prefix}{uuid.uuid5(_NAMESPACE, f'{scope}:{key}').hex[:16].upper()}"
+
+
+def resolve_key(header: str | None, client_id: str | None, scope: str) -> str:
+    """The request's key: the header, else the client-chosen id; neither is a ContractError (400)."""
+    if header is not None:
+        if not header.strip() or len(header) > MAX_KEY_LENGTH:
+            raise ContractError(f"Idempotency-Key: must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+        return header
+    if client_id:
+        return f"id:{client_id}"
+    raise ContractError(f"Idempotency-Key: required to create {scope} (or choose the id yourself in the body), "
+                        "so that a retried request never creates twice")
+
+
+def _mark(conn: sa.Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], create: Callable[[], Answer]) -> Answer:
+    """Answer the create of ``body`` under ``(scope, key)`` once; replay that answer to retries."""
+    fp = fingerprint(scope, body)
+    eng = engine(settings)
+    now = time.time()
+    with eng.begin() as conn:
+        m = _mark(conn)
+        claimed = conn.exec_driver_sql(
+            f"INSERT INTO api_requests (scope, idem_key, fingerprint, status_code, response, claimed_at)"
+            f" VALUES ({m}, {m}, {m}, NULL, NULL, {m}) ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope",
+            (scope, key, fp, now)).first()
+        if claimed is None:
+            row = conn.exec_driver_sql(
+                f"SELECT fingerprint, status_code, response, claimed_at FROM api_requests"
+                f" WHERE scope = {m} AND idem_key = {m}", (scope, key)).one()
+            if row.fingerprint != fp:
+                raise IdempotencyConflict(f"Idempotency-Key: already used to create {scope} with another "
+                                          "body; use a new key for a different request")
+            if row.response is not None:
+                return Answer(int(row.status_code), row.response.encode(), replayed=True)
+            if now - float(row.claimed_at) < STALE_AFTER_S:
+                raise KeyInUse("Idempotency-Key: a request with this key is still running; retry later")
+            conn.exec_driver_sql(f"UPDATE api_requests SET claimed_at = {m} WHERE scope = {m} AND idem_key = {m}",
+                                 (now, scope, key))
+    try:
+        answer = create()
+    except PayeventsError:
+        with eng.begin() as conn:  # a refused create created nothing: the key is free again
+            m = _mark(conn)
+            conn.exec_driver_sql(f"DELETE FROM api_requests WHERE scope = {m} AND idem_key = {m} AND response IS NULL",
+                                 (scope, key))
+        raise
+    with eng.begin() as conn:
+        m = _mark(conn)
+        conn.exec_driver_sql(
+            f"UPDATE api_requests SET status_code = {m}, response = {m} WHERE scope = {m} AND idem_key = {m}",
+            (answer.status_code, answer.body.decode(), scope, key))
+    return answer
