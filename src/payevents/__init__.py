@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "PaymentMethod": "payevents.contracts.events",
     "Migration": "payevents.store.db",
     "decode_event": "payevents.contracts.codec",
+    "EventValidationError": "payevents.contracts.codec",
     "encode_event": "payevents.contracts.codec",
     "install_outbox": "payevents.publishing",
     "publish": "payevents.publishing",
@@ -57,6 +58,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "ContractError",
+    "EventValidationError",
     "IdempotencyConflict",
     "Migration",
     "PayeventsError",
@@ -84,7 +86,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from payevents.consuming import Context, Service, run_service
-    from payevents.contracts.codec import decode_event, encode_event
+    from payevents.contracts.codec import EventValidationError, decode_event, encode_event
     from payevents.contracts.events import (
         Amount,
         PaymentAuthorized,

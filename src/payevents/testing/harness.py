@@ -127,20 +127,25 @@ class ServiceHarness:
             self.published += len(records)
 
     def run_until_idle(self, timeout: float = 30.0) -> ConsumerStats:
-        """Step the runtime until everything published so far is consumed and a poll finds nothing more.
-        A record that keeps failing is retried with backoff and, past its attempts, dead-lettered."""
+        """Step the runtime until the service's group has committed past the end of every partition of the
+        channel (whoever produced the records: this harness, a relay, another producer). A record that keeps
+        failing is retried with backoff and, past its attempts, dead-lettered."""
         rt = self._rt
+        assert self.transport is not None
         deadline = time.monotonic() + timeout
-        quiet = 0
         while True:
             result = rt.step()
-            idle = result.consumed == 0 and not (result.waiting or result.retried)
-            quiet = quiet + 1 if (idle and rt.stats.consumed >= self.published) else 0
-            if quiet >= 2:
+            if result.consumed == 0 and not (result.waiting or result.retried) and self._drained():
                 return rt.stats
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.service.name}: consumed {rt.stats.consumed} of {self.published} "
-                                   f"records within {timeout:.0f}s")
+                raise TimeoutError(f"{self.service.name}: the channel was not drained within {timeout:.0f}s "
+                                   f"(consumed {rt.stats.consumed}, published here {self.published})")
+
+    def _drained(self) -> bool:
+        assert self.transport is not None
+        ends = self.transport.describe(self.topic).end_offsets
+        committed = self.transport.group_offsets(self.service.group, self.topic)
+        return all(committed.get(p, 0) >= end for p, end in ends.items())
 
     def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         """Rows of ``sql`` on the service's store."""

@@ -1,0 +1,159 @@
+"""The public API, each entry point on its own and together: publish from the caller's own transaction into an
+outbox in the caller's own database, relay it, consume it with a Service declared by event class, on the
+embedded log and on Apache Kafka."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import payevents
+from payevents import (
+    Amount,
+    ConfigError,
+    Context,
+    EventValidationError,
+    IdempotencyConflict,
+    Migration,
+    PaymentMethod,
+    PaymentProcessed,
+    PaymentProcessedData,
+    PoisonEvent,
+    ProcessedMetadata,
+    Relay,
+    Service,
+    ServiceHarness,
+    Settings,
+    install_outbox,
+    publish,
+)
+
+
+def processed(payment_id: str, amount: str = "99.99", description: str = "Order") -> PaymentProcessed:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    return PaymentProcessed(
+        eventId=str(uuid.uuid4()), eventType="PaymentProcessed", timestamp=now, version="1.0.0",
+        data=PaymentProcessedData(
+            paymentId=payment_id, transactionId=f"txn_{payment_id}", customerId="cus_lib",
+            amount=Amount(value=Decimal(amount), currency="USD"),
+            paymentMethod=PaymentMethod(type="credit_card", last4="4242"), gatewayReference=f"gw_{payment_id}",
+            processedAt=now, metadata=ProcessedMetadata(orderId=f"ORD-{payment_id}", description=description)))
+
+
+def settlement() -> Service:
+    svc = Service("settlement", migrations=[Migration(1, "settled", both=[
+        "CREATE TABLE settled (event_id VARCHAR(64) PRIMARY KEY, payment_id VARCHAR(64) NOT NULL,"
+        " amount VARCHAR(40) NOT NULL, legacy INTEGER NOT NULL)"])])
+
+    @svc.handles(PaymentProcessed)
+    def on_processed(conn: sa.Connection, event: PaymentProcessed, ctx: Context) -> None:
+        if event.data.amount.value == Decimal("13.13"):
+            raise PoisonEvent("settlement: 13.13 is refused on purpose")
+        conn.execute(sa.text("INSERT INTO settled VALUES (:e, :p, :a, :l)"),
+                     {"e": ctx.event_id, "p": ctx.payment_id, "a": str(event.data.amount.value), "l": int(ctx.legacy)})
+
+    return svc
+
+
+@pytest.fixture
+def own_db(tmp_path: Path) -> Iterator[sa.Engine]:
+    """The caller's own database, with a table of its own."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'checkout.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE orders (id VARCHAR(32) PRIMARY KEY, paid INTEGER NOT NULL)"))
+    install_outbox(engine)
+    install_outbox(engine)  # safe at every start
+    yield engine
+    engine.dispose()
+
+
+def test_publish_writes_in_the_callers_transaction_and_keys_are_idempotent(own_db: sa.Engine) -> None:
+    ev = processed("pay_lib_1")
+    with own_db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO orders VALUES ('ORD-1', 1)"))
+        first = publish(conn, ev, idempotency_key="pay_lib_1:complete", env="dev", source="checkout")
+    assert first.created and first.event_id == ev.eventId
+    with own_db.begin() as conn:  # a retry with the same content: the first event, nothing written
+        again = publish(conn, ev, idempotency_key="pay_lib_1:complete", env="dev", source="checkout")
+    assert (again.created, again.event_id, again.seq) == (False, first.event_id, first.seq)
+    other = processed("pay_lib_1", amount="10.00")
+    with pytest.raises(IdempotencyConflict), own_db.begin() as conn:
+        publish(conn, other, idempotency_key="pay_lib_1:complete", env="dev", source="checkout")
+
+    # the caller's transaction rolls back: its order and its event are gone together
+    with pytest.raises(RuntimeError), own_db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO orders VALUES ('ORD-2', 1)"))
+        publish(conn, processed("pay_lib_2"), idempotency_key="pay_lib_2:complete", env="dev", source="checkout")
+        raise RuntimeError("the caller's own failure")
+    with own_db.connect() as conn:
+        assert conn.execute(sa.text("SELECT id FROM orders")).scalars().all() == ["ORD-1"]
+        assert conn.execute(sa.text("SELECT idempotency_key FROM outbox_events")).scalars().all() == [
+            "pay_lib_1:complete"]
+
+
+def test_an_event_that_breaks_the_contract_is_refused_on_emit_naming_the_field(own_db: sa.Engine) -> None:
+    import msgspec
+
+    bad = processed("pay_lib_3")
+    bad = msgspec.structs.replace(bad, data=msgspec.structs.replace(
+        bad.data, amount=Amount(value=Decimal("-1.00"), currency="USD")))
+    with pytest.raises(EventValidationError, match=r"data\.amount\.value: -1\.00 must be greater than 0"), \
+            own_db.begin() as conn:
+        publish(conn, bad, idempotency_key="pay_lib_3:complete", env="dev", source="checkout")
+
+
+def test_published_events_reach_a_service_declared_by_event_class(own_db: sa.Engine,
+                                                                 transport_settings: Settings) -> None:
+    events = [processed(f"pay_lib_{i}") for i in range(5)] + [processed("pay_lib_poison", amount="13.13")]
+    with own_db.begin() as conn:
+        for ev in events:
+            publish(conn, ev, idempotency_key=f"{ev.data.paymentId}:complete", env="dev", source="checkout")
+    with ServiceHarness(settlement(), broker=transport_settings.broker, kafka_config=transport_settings.kafka_config,
+                        data_dir=transport_settings.data_dir) as h:
+        with Relay(h.settings, engine=own_db) as relay:  # a relay for the caller's outbox
+            relay.ensure_topics()
+            while relay.publish_pending():
+                pass
+        h.run_until_idle()
+        got = h.query("SELECT payment_id, amount FROM settled ORDER BY payment_id")
+        assert got == [(f"pay_lib_{i}", "99.99") for i in range(5)]
+        [letter] = h.dead_letters()
+        assert "13.13 is refused on purpose" in letter.reason
+        assert h.stats.applied == 5 and h.stats.dead_lettered == 1
+
+
+def test_a_service_is_typed_by_event_class_and_named_safely() -> None:
+    svc = Service("fraud_check")
+    with pytest.raises(ConfigError, match="no handler"):
+        _ = svc.definition
+
+    @svc.handles(PaymentProcessed)
+    def _h(conn: sa.Connection, event: PaymentProcessed, ctx: Context) -> None: ...
+
+    assert set(svc.definition.handlers) == {"PaymentProcessed"}
+    with pytest.raises(ConfigError, match="already has a handler"):
+        svc.handles(PaymentProcessed)(_h)
+    with pytest.raises(ConfigError, match="not a lifecycle event class"):
+        svc.handles(dict)  # type: ignore[type-var]
+    for bad in ("", "Fraud", "fraud-check", "x" * 49, "../x"):
+        with pytest.raises(ConfigError):
+            Service(bad)
+
+
+def test_built_in_services_are_found_through_entry_points_like_any_other() -> None:
+    from payevents.runtime.runner import expand, resolve_service
+    from payevents.services import registered_services
+
+    assert {"ledger", "invoices", "analytics", "notifications"} <= set(registered_services())
+    assert resolve_service("ledger").name == "ledger"
+    with pytest.raises(ConfigError, match="not one of"):
+        expand(["fraud"])
+    with pytest.raises(ConfigError, match="cannot load"):
+        resolve_service("no_such_module_xyz:service")
+    assert set(payevents.__all__) >= {"Service", "publish", "install_outbox", "Relay", "ServiceHarness"}
