@@ -16,6 +16,11 @@ APPLIED = Counter("payevents_consumer_applied", "Events applied by a handler (ex
 DUPLICATES = Counter(
     "payevents_consumer_duplicates", "Records skipped because their eventId was already seen", ["service"]
 )
+ABSORBED = Counter(
+    "payevents_consumer_absorbed",
+    "Events absorbed as duplicates of a business fact already applied (same paymentId, eventType and content)",
+    ["service"],
+)
 IGNORED = Counter(
     "payevents_consumer_ignored", "Events marked seen without a handler for their eventType", ["service"]
 )

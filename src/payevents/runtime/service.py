@@ -2,8 +2,10 @@
 
 A service is a name (its consumer group is ``payevents.{service}``, its database its own), its
 migrations, and handlers by eventType. The runtime (:mod:`payevents.runtime.consumer`) decodes,
-validates, normalizes legacy events, removes duplicates by eventId, and calls the handler inside the
-batch's store transaction; the handler only writes through the connection it is given.
+validates, normalizes legacy events, removes duplicates by eventId, applies "one business fact, one
+effect" (:mod:`payevents.runtime.facts`: a second event for the same paymentId and eventType is absorbed or
+dead-lettered, never handed to the handler), and calls the handler inside the batch's store transaction;
+the handler only writes through the connection it is given.
 
 A handler raises :class:`~payevents.errors.PoisonEvent` for an event it finds impossible (it goes to
 the dead-letter channel); any database error is treated as transient (rollback, retry the batch).
@@ -45,6 +47,10 @@ class ServiceDef:
     #: runtime rolls back and re-applies that batch one event at a time through ``handlers``, which finds
     #: and dead-letters the culprit; so the per-event handlers stay the reference semantics.
     batch_handler: BatchHandler | None = None
+    #: one business fact, one effect (:mod:`payevents.runtime.facts`): a second event for the same
+    #: (paymentId, eventType) is absorbed (same content) or dead-lettered (other content) before any handler
+    #: runs. On for every service; only a test double that counts raw deliveries turns it off.
+    one_effect_per_fact: bool = True
 
     @property
     def group(self) -> str:
