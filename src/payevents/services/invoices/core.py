@@ -24,6 +24,7 @@ from payevents.errors import ContractError, IdempotencyConflict, NotFound, Poiso
 from payevents.services.invoices import store
 from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
 NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://payevents.local/services/invoices/credits")
@@ -459,13 +460,14 @@ def unapplied(settings: Settings, *, include_held: bool = True) -> list[InvoiceP
 
 def credits(settings: Settings, *, customer_id: str | None = None) -> list[CustomerCredit]:
     """Customer credit balances from overpayments, per customer and currency."""
-    sql = ("SELECT customer_id, currency, SUM(amount_minor) AS total, COUNT(*) AS n FROM customer_credits"
+    sql = (f"SELECT customer_id, currency, {exact_sum('amount_minor', 'total')}, COUNT(*) AS n FROM customer_credits"
            + (" WHERE customer_id = :c" if customer_id else "") + " GROUP BY customer_id, currency"
            " ORDER BY customer_id, currency")  # fmt: skip
     with store.engine(settings).connect() as conn:
         rows = conn.execute(sa.text(sql), {"c": customer_id} if customer_id else {}).all()
-    return [CustomerCredit(customer_id=r.customer_id, currency=r.currency, amount=from_minor(int(r.total), r.currency),
-                           amount_minor=int(r.total), payments=int(r.n)) for r in rows]  # fmt: skip
+    return [CustomerCredit(customer_id=r.customer_id, currency=r.currency,
+                           amount=from_minor(combine(r.total_hi, r.total_lo), r.currency),
+                           amount_minor=combine(r.total_hi, r.total_lo), payments=int(r.n)) for r in rows]  # fmt: skip
 
 
 class InvoiceProblem(msgspec.Struct, kw_only=True, frozen=True):
@@ -478,12 +480,14 @@ def check(settings: Settings) -> list[InvoiceProblem]:
     problems: list[InvoiceProblem] = []
     with store.engine(settings).connect() as conn:
         for r in conn.exec_driver_sql(
-            "SELECT i.invoice_id, i.paid_minor, COALESCE(SUM(p.applied_minor), 0) AS applied FROM invoices i"
+            f"SELECT i.invoice_id, i.paid_minor, {exact_sum('p.applied_minor', 'applied')} FROM invoices i"
             " LEFT JOIN invoice_payments p ON p.invoice_id = i.invoice_id AND p.status = 'applied'"
-            " GROUP BY i.invoice_id, i.paid_minor HAVING i.paid_minor <> COALESCE(SUM(p.applied_minor), 0)"
+            " GROUP BY i.invoice_id, i.paid_minor"
         ):
-            problems.append(InvoiceProblem(rule="paid-equals-applied",
-                                           detail=f"{r.invoice_id}: paid {r.paid_minor} != applied {r.applied}"))
+            applied = combine(r.applied_hi, r.applied_lo)  # exact beyond 64 bits (store.sums)
+            if int(r.paid_minor) != applied:
+                problems.append(InvoiceProblem(rule="paid-equals-applied",
+                                               detail=f"{r.invoice_id}: paid {r.paid_minor} != applied {applied}"))
         for r in conn.exec_driver_sql(
             "SELECT invoice_id, paid_minor, amount_due_minor, status FROM invoices"
         ):
