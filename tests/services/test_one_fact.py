@@ -168,3 +168,38 @@ def test_legacy_first_then_canonical_then_a_different_customer(settings: Setting
     assert got[canonical.event_id].outcome == "absorbed"
     assert got[stranger.event_id].outcome == "rejected"
     assert "customerId: 'cus_a' then 'cus_b'" in (got[stranger.event_id].reason or "")
+
+
+def test_a_database_from_before_the_rule_decides_repeats_like_a_new_one(store_settings: Settings,
+                                                                         unique: str) -> None:
+    """Each service applied a completion before the one-fact rule existed (its handlers, no facts); when
+    the runtime starts on that database, the service's history becomes its facts: a retry is absorbed and
+    other content is a conflict naming the first event, in all four services."""
+    from conftest_an import feed
+
+    s = store_settings
+    pid = f"pay_hist_{uuid.uuid4().hex[:8]}"
+    inv = f"INV-HIST-{unique}"
+    invoices.create(s, invoice_id=inv, customer_id="cus_fact", amount_due="10.00", currency="USD",
+                    due_date="2026-01-31")
+    notifications.add_customer(s, "cus_fact", "Fay", "fay@example.com", "en_GB")
+    first = processed(pid, "10.00", customer_id="cus_fact", invoice_id=inv)
+    for svc in SERVICES:
+        feed(s, svc, [first])  # applied by the handlers alone, as before the rule
+    retry = _with_id(first, str(uuid.uuid4()))
+    amount = first.event.data.amount
+    other = _with_id(first, str(uuid.uuid4()), amount=msgspec.structs.replace(amount, value=amount.value * 2))
+    publish(s, [retry, other])
+    runtimes = [ConsumerRuntime(s, svc, max_batch=10, poll_timeout=0.1) for svc in SERVICES]
+    try:
+        _until(lambda: all(rt.stats.consumed >= 2 for rt in runtimes), runtimes, timeout=30)
+        for svc in SERVICES:
+            got = facts.decisions(db.engine_for(s, svc.name), svc.name, [retry.event_id, other.event_id])
+            assert (got[retry.event_id].outcome, got[other.event_id].outcome) == ("absorbed", "rejected"), \
+                (svc.name, got)
+            assert first.event_id in (got[other.event_id].reason or ""), svc.name
+    finally:
+        for rt in runtimes:
+            rt.close()
+    assert len(ledger.journal(s, payment_id=pid)) == 1
+    assert [n.event_id for n in notifications.list_notifications(s) if n.payment_id == pid] == [first.event_id]

@@ -273,11 +273,23 @@ class ConsumerRuntime:
             try:
                 db.migrate(self.engine, f"{self.service.name}.runtime", RUNTIME_MIGRATIONS)
                 db.migrate(self.engine, self.service.name, self.service.migrations)
+                db.migrate(self.engine, f"{self.service.name}.facts", self._fact_history_migrations())
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError):
                 if attempt == 8:
                     raise
                 time.sleep(random.uniform(0.05, 0.2) * attempt)
+
+    def _fact_history_migrations(self) -> tuple[Migration, ...]:
+        """After the service's own migrations: its history becomes business facts, once (a database that
+        applied events before the one-fact rule existed decides their repeats like a new one)."""
+        history = self.service.fact_history
+        if history is None or not self.service.one_effect_per_fact:
+            return ()
+        name = self.service.name
+        return (Migration(1, "business facts from the service's history",
+                          run=lambda conn: log.info("%s: %d business facts recovered from history", name,
+                                                    facts.backfill(conn, name, history(conn)))),)
 
     # -- public API ----------------------------------------------------------------------------------
 

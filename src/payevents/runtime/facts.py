@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -43,10 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.codec import DecodedEvent
+from payevents.runtime.deadletter import H_REPLAYED_FROM
 from payevents.store.db import Migration
-
-#: header of a record re-published from the dead-letter channel (same value as deadletter.H_REPLAYED_FROM)
-H_REPLAYED_FROM: Final = "dlq.replayedFrom"
 
 #: outcomes in ``processed_events``
 APPLIED: Final = "applied"
@@ -129,11 +128,12 @@ def content_of(decoded: DecodedEvent) -> dict[str, Any]:
 
 
 def differences(event_type: str, first: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:
-    """The defining fields on which ``other`` disagrees with ``first`` (empty: the same content)."""
+    """The defining fields on which ``other`` disagrees with ``first`` (empty: the same content).
+
+    A field compared always is in every content :func:`content_of` builds (None when absent); a fact
+    recovered from a service's history (:func:`backfill`) may not know it, and then it is not compared."""
     rule = FACT_FIELDS.get(event_type, DEFAULT_FIELDS)
-    out = [p for p in rule.always if first.get(p) != other.get(p)]
-    out += [p for p in rule.when_both if p in first and p in other and first[p] != other[p]]
-    return out
+    return [p for p in (*rule.always, *rule.when_both) if p in first and p in other and first[p] != other[p]]
 
 
 def same_content(event_type: str, first: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
@@ -146,6 +146,13 @@ def conflict_reason(event_type: str, payment_id: str, first_event_id: str, first
     detail = "; ".join(f"{p}: {first.get(p)!r} then {other.get(p)!r}" for p in diff)
     return (f"conflict: {event_type} of payment {payment_id} was already stated by event {first_event_id}"
             f" with other content ({detail})")
+
+
+def content_from(amount: Decimal, currency: str, **fields: Any) -> dict[str, Any]:
+    """A fact's content from stored values (a service's history): the amount and the known fields."""
+    out: dict[str, Any] = {"amount.value": format(amount.normalize(), "f"), "amount.currency": currency}
+    out.update((k, v) for k, v in fields.items() if v is not None)
+    return out
 
 
 def replayed_on_purpose(headers: Iterable[tuple[str, bytes]]) -> bool:
@@ -235,6 +242,29 @@ def insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, str, int, 
         conn.exec_driver_sql(
             "INSERT INTO business_facts (service, payment_id, event_type, event_id, content, absorbed, created_at)"
             f" VALUES ({', '.join([mark] * 7)})", list(rows))
+
+
+#: what a service's history tells about the facts it applied before the rule existed:
+#: (paymentId, eventType, first eventId, content), oldest first per fact
+HistoryRow = tuple[str, str, str, dict[str, Any]]
+
+
+def backfill(conn: Connection, service: str, history: Iterable[HistoryRow]) -> int:
+    """Record the facts of ``history`` not recorded yet (the first row of each fact wins); returns how many.
+
+    Run once per service database after its migrations: a database that applied events before the rule
+    existed gets the same decisions for their repeats as a new one."""
+    known: set[tuple[str, str]] = set()
+    firsts: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for payment_id, event_type, event_id, content in history:
+        firsts.setdefault((payment_id, event_type), (event_id, content))
+    keys = list(firsts)
+    for i in range(0, len(keys), 500):
+        known.update(load(conn, service, [k[0] for k in keys[i : i + 500]]))
+    now = datetime.now(UTC).isoformat()
+    rows = [(service, k[0], k[1], eid, encode_content(c), 0, now) for k, (eid, c) in firsts.items() if k not in known]
+    insert(conn, rows)
+    return len(rows)
 
 
 def absorb(conn: Connection, rows: Sequence[tuple[int, str, str, str, str]]) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -51,6 +52,10 @@ class ServiceDef:
     #: (paymentId, eventType) is absorbed (same content) or dead-lettered (other content) before any handler
     #: runs. On for every service; only a test double that counts raw deliveries turns it off.
     one_effect_per_fact: bool = True
+    #: the facts the service applied before the rule existed, read from its own tables (paymentId, eventType,
+    #: first eventId, content — see :func:`payevents.runtime.facts.content_from`), oldest first; recorded once
+    #: when the runtime first starts on an existing database
+    fact_history: Callable[[Connection], Iterable[tuple[str, str, str, dict[str, Any]]]] | None = None
 
     @property
     def group(self) -> str:

@@ -9,7 +9,7 @@ a payment in another currency than its invoice is held for review with the reaso
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -347,6 +347,16 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
     if touched:
         conn.exec_driver_sql(_driver(conn, _BATCH_INVOICES_SQL), [
             (invoices[i][4], status_for(int(invoices[i][4]), int(invoices[i][3])), t, i) for i, t in touched.items()])
+
+
+def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """The completions counted before the one-fact rule existed (runtime.facts): one per invoice payment."""
+    from payevents.runtime.facts import content_from
+
+    for r in conn.exec_driver_sql("SELECT payment_id, event_id, amount_minor, currency, invoice_id, customer_id"
+                                  " FROM invoice_payments ORDER BY received_at, event_id"):
+        fields = {"invoiceId": r[4], "customerId": r[5]}
+        yield r[0], "PaymentProcessed", r[1], content_from(from_minor(int(r[2]), r[3]), r[3], **fields)
 
 
 # -- commands ----------------------------------------------------------------------------------------------

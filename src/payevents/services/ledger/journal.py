@@ -6,7 +6,7 @@ import hashlib
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -264,6 +264,18 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
         _ensured(conn).update(accounts)
     conn.exec_driver_sql(_driver(conn, _LINES_SQL), lines)
     conn.exec_driver_sql(_driver(conn, _ENTRIES_SQL), entries)
+
+
+def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """The completions posted before the one-fact rule existed (runtime.facts): one per payment entry."""
+    from payevents.runtime.facts import content_from
+
+    for r in conn.exec_driver_sql(
+        "SELECT e.payment_id, e.event_id, l.currency, l.amount_minor FROM journal_entries e"
+        " JOIN journal_lines l ON l.entry_id = e.entry_id AND l.line_no = 1 WHERE e.kind = 'payment'"
+        " ORDER BY e.posted_at, e.entry_id"
+    ):
+        yield r[0], "PaymentProcessed", r[1], content_from(from_minor(int(r[3]), r[2]), r[2])
 
 
 def _description(decoded: DecodedEvent) -> str:
