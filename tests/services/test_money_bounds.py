@@ -115,6 +115,15 @@ def test_sums_balances_and_reports_of_maximum_amounts_are_exact(store_settings: 
     assert invoices.check(s) == []
 
 
+def test_a_ledger_entry_above_the_bound_is_refused(settings: Settings) -> None:
+    big = money.MAX_MINOR
+    with ledger_store.engine(settings).begin() as conn, pytest.raises(ContractError, match="debits of one entry"):
+        post(conn, event_id="too-big", payment_id="pay_too_big", description="x", occurred_at=DAY,
+             lines=[Line(account="cash", currency="CLF", side="D", amount_minor=big),
+                    Line(account="cash", currency="CLF", side="D", amount_minor=1),
+                    Line(account="accounts_receivable", currency="CLF", side="C", amount_minor=big + 1)])
+
+
 def _cli(s: Settings, *args: str) -> tuple[int, str, BaseException | None]:
     result = CliRunner().invoke(app, [*args, "--env", "dev", "--data-dir", str(s.data_dir)])
     return result.exit_code, result.output, result.exception

@@ -25,7 +25,7 @@ from payevents.runtime import facts
 from payevents.runtime.consumer import ConsumerRuntime
 from payevents.runtime.deadletter import list_dead_letters
 from payevents.runtime.service import ServiceDef
-from payevents.services import invoices, ledger, notifications
+from payevents.services import analytics, invoices, ledger, notifications
 from payevents.services.analytics.service import SERVICE as ANALYTICS
 from payevents.services.invoices.service import SERVICE as INVOICES
 from payevents.services.ledger.service import SERVICE as LEDGER
@@ -203,3 +203,23 @@ def test_a_database_from_before_the_rule_decides_repeats_like_a_new_one(store_se
             rt.close()
     assert len(ledger.journal(s, payment_id=pid)) == 1
     assert [n.event_id for n in notifications.list_notifications(s) if n.payment_id == pid] == [first.event_id]
+
+
+def test_every_lifecycle_step_is_one_fact(settings: Settings) -> None:
+    """Analytics counts every step: a repeated authorization (same content, another eventId) is absorbed, a
+    second failure with another failure code is dead-lettered naming the first."""
+    s = settings
+    pid = f"pay_steps_{uuid.uuid4().hex[:8]}"
+    initiated, authorized, failed = lifecycle(pid, "7.00", fail=("card_declined", "gateway: declined"))
+    again = _with_id(authorized, str(uuid.uuid4()))
+    other_failure = _with_id(failed, str(uuid.uuid4()), failureCode="expired_card")
+    publish(s, [initiated, authorized, again, failed, other_failure])
+    with ConsumerRuntime(s, ANALYTICS, max_batch=2, poll_timeout=0.1) as rt:
+        _until(lambda: rt.stats.consumed >= 5, [rt], timeout=30)
+        assert (rt.stats.applied, rt.stats.absorbed, rt.stats.dead_lettered) == (3, 1, 1)
+    got = facts.decisions(db.engine_for(s, "analytics"), "analytics", [again.event_id, other_failure.event_id])
+    assert got[again.event_id].outcome == "absorbed"
+    assert got[other_failure.event_id].outcome == "rejected"
+    assert f"by event {failed.event_id}" in (got[other_failure.event_id].reason or "")
+    assert "failureCode: 'card_declined' then 'expired_card'" in (got[other_failure.event_id].reason or "")
+    assert analytics.metrics(s)["failures"]["total"] == 1
