@@ -88,11 +88,13 @@ def on_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) ->
     conn.execute(sa.text("INSERT INTO counter_batches (size) VALUES (:n)"), {"n": len(rows)})
 
 
-def service(name: str = NAME, *, batch: bool = False) -> ServiceDef:
+def service(name: str = NAME, *, batch: bool = False, facts: bool = False) -> ServiceDef:
     """The counter service under ``name`` (its group is ``payevents.{name}``: unique per test on Kafka),
-    with the batch handler when ``batch``."""
+    with the batch handler when ``batch``. It counts raw deliveries of many completions per payment, so the
+    one-fact rule is off unless ``facts``."""
     return ServiceDef(name=name, description="counts payments (tests)", migrations=MIGRATIONS,
-                      handlers={"PaymentProcessed": on_processed}, batch_handler=on_batch if batch else None)
+                      handlers={"PaymentProcessed": on_processed}, batch_handler=on_batch if batch else None,
+                      one_effect_per_fact=facts)
 
 
 #: what ``python -m payevents.runtime.runner runtime_counter:SERVICE`` runs (name from the environment)

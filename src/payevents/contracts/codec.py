@@ -36,7 +36,7 @@ from payevents.contracts.events import (
     AwareDatetime,
     PaymentEvent,
 )
-from payevents.contracts.money import MINOR_UNITS, amount_problem
+from payevents.contracts.money import MAX_AMOUNT, MINOR_UNITS, amount_problem
 from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
 
@@ -197,7 +197,7 @@ def _money_ok(amount: Any) -> bool:
         return False
     value = amount.value
     try:
-        return value > 0 and value.quantize(quantum) == value
+        return 0 < value <= MAX_AMOUNT and value.quantize(quantum) == value
     except InvalidOperation:  # more digits than the context: let the precise path decide
         return False
 

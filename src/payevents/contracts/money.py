@@ -33,6 +33,15 @@ class Currency:
 
 
 _QUANTA: Final = {n: Decimal(1).scaleb(-n) for n in range(0, 9)}
+
+#: The largest amount of one event, in major units of any currency: 100 trillion. No real payment reaches
+#: it (100 trillion of the currency with the smallest unit, the Iranian rial, is still billions of US
+#: dollars). With at most 4 decimals (CLF) it is at most 10**18 minor units, so one amount fits a signed
+#: 64-bit column with room to spare, and sums are computed exactly beyond 64 bits (:mod:`payevents.store.sums`).
+#: Every event schema states it as ``maximum``.
+MAX_AMOUNT: Final = Decimal(10**14)
+#: the largest amount in minor units any currency reaches (MAX_AMOUNT with 4 decimals)
+MAX_MINOR: Final = 10**18
 #: exact arithmetic for amounts up to 60 digits (the default context rounds at 28)
 _CTX: Final = Context(prec=60, traps=[InvalidOperation])
 
@@ -65,8 +74,8 @@ def currency(code: str) -> Currency:
 def amount_problem(value: object, code: str) -> tuple[str, str] | None:
     """``(rule, message tail)`` when ``value`` is not a valid amount of ``code``; None when it is.
 
-    Rules: the currency is an ISO 4217 code; the value is a finite Decimal > 0 with no more decimals than the
-    currency's minor unit allows (trailing zeros are fine: 100.50 USD, 100.0 JPY).
+    Rules: the currency is an ISO 4217 code; the value is a finite Decimal > 0 and at most :data:`MAX_AMOUNT`,
+    with no more decimals than the currency's minor unit allows (trailing zeros are fine: 100.50 USD, 100.0 JPY).
     """
     minor = MINOR_UNITS.get(code) if isinstance(code, str) else None
     if minor is None:
@@ -83,6 +92,8 @@ def amount_problem(value: object, code: str) -> tuple[str, str] | None:
             exact = False
         if not exact:
             return "minor-units", f"{value} has more decimals than {code} allows ({minor})"
+    if value > MAX_AMOUNT:
+        return "maximum", f"{value} is too large: above the maximum amount of one event ({MAX_AMOUNT:,})"
     return None
 
 
@@ -133,6 +144,8 @@ def format_amount(value: Decimal, code: str) -> str:
 
 __all__ = [
     "CURRENCIES",
+    "MAX_AMOUNT",
+    "MAX_MINOR",
     "MINOR_UNITS",
     "Currency",
     "amount_problem",

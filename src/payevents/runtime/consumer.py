@@ -9,7 +9,10 @@ Per batch (:meth:`ConsumerRuntime.step`):
    the key rule, for every service) are *poison*;
 3. in ONE store transaction: bulk-insert the "seen" marks (``processed_events``, unique per service and
    eventId) of the batch's new eventIds, call the handlers in offset order, commit. Already-seen
-   eventIds (including repeats inside the batch) are duplicates and change nothing. A service with a
+   eventIds (including repeats inside the batch, and events rejected before) are duplicates and change
+   nothing. A new event stating a business fact already applied (same paymentId and eventType, see
+   :mod:`payevents.runtime.facts`) is absorbed when its content is the same, dead-lettered as a conflict
+   naming the first event when not; rejected events are remembered as such. A service with a
    ``batch_handler`` gets all new handled events of the batch in one call instead; if it raises
    PoisonEvent or a non-transient error, the transaction is rolled back and the batch re-applied per
    event (which isolates the culprit); transient errors are retried like any other;
@@ -49,7 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
-from payevents.runtime import metrics
+from payevents.runtime import facts, metrics
 from payevents.runtime.deadletter import dead_letter_record, redact
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -79,13 +82,21 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (service, event_id))"
         ],
     ),
+    facts.RUNTIME_FACT_MIGRATION,
 )
 
-_SEEN_DRIVER_SQL = "SELECT event_id FROM processed_events WHERE service = {} AND event_id IN ({})"
+_SEEN_DRIVER_SQL = "SELECT event_id, outcome FROM processed_events WHERE service = {} AND event_id IN ({})"
 _MARK_DRIVER_SQL = (
-    "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at)"
-    " VALUES ({})"
+    "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at,"
+    " reason) VALUES ({})"
 )
+#: a rejected event is remembered (or, re-evaluated after a replay from the dead-letter channel, again)
+_REJECT_DRIVER_SQL = _MARK_DRIVER_SQL + (
+    " ON CONFLICT (service, event_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,"
+    " topic = excluded.topic, partition_no = excluded.partition_no, offset_no = excluded.offset_no,"
+    " applied_at = excluded.applied_at WHERE processed_events.outcome = 'rejected'"
+)
+_UNREJECT_DRIVER_SQL = "DELETE FROM processed_events WHERE service = {} AND event_id = {} AND outcome = 'rejected'"
 
 # -- results and statistics -------------------------------------------------------------------------
 
@@ -97,6 +108,8 @@ class BatchResult:
     consumed: int = 0
     applied: int = 0
     duplicates: int = 0
+    #: events stating a business fact already applied, with the same content (see payevents.runtime.facts)
+    absorbed: int = 0
     ignored: int = 0
     dead_lettered: int = 0
     #: a transient fault rolled the batch back; it will be redelivered after the backoff
@@ -117,6 +130,7 @@ class ConsumerStats:
     consumed: int = 0
     applied: int = 0
     duplicates: int = 0
+    absorbed: int = 0
     ignored: int = 0
     dead_lettered: int = 0
     retries: int = 0
@@ -131,7 +145,8 @@ class ConsumerStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "consumed": self.consumed, "applied": self.applied, "duplicates": self.duplicates,
-            "ignored": self.ignored, "dead_lettered": self.dead_lettered, "retries": self.retries,
+            "absorbed": self.absorbed, "ignored": self.ignored, "dead_lettered": self.dead_lettered,
+            "retries": self.retries,
             "batches": self.batches, "lag": self.lag, "last_batch_seconds": self.last_batch_seconds,
         }
 
@@ -147,6 +162,14 @@ class _HandlerPoison(Exception):
         super().__init__(reason)
         self.index = index
         self.reason = reason
+
+
+class _Conflicts(Exception):
+    """Events stating a business fact already stated with other content: dead-letter them (by index)."""
+
+    def __init__(self, reasons: dict[int, str]) -> None:
+        super().__init__("; ".join(reasons.values()))
+        self.reasons = reasons
 
 
 class _BatchFallback(Exception):
@@ -256,11 +279,23 @@ class ConsumerRuntime:
             try:
                 db.migrate(self.engine, f"{self.service.name}.runtime", RUNTIME_MIGRATIONS)
                 db.migrate(self.engine, self.service.name, self.service.migrations)
+                db.migrate(self.engine, f"{self.service.name}.facts", self._fact_history_migrations())
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError):
                 if attempt == 8:
                     raise
                 time.sleep(random.uniform(0.05, 0.2) * attempt)
+
+    def _fact_history_migrations(self) -> tuple[Migration, ...]:
+        """After the service's own migrations: its history becomes business facts, once (a database that
+        applied events before the one-fact rule existed decides their repeats like a new one)."""
+        history = self.service.fact_history
+        if history is None or not self.service.one_effect_per_fact:
+            return ()
+        name = self.service.name
+        return (Migration(1, "business facts from the service's history",
+                          run=lambda conn: log.info("%s: %d business facts recovered from history", name,
+                                                    facts.backfill(conn, name, history(conn)))),)
 
     # -- public API ----------------------------------------------------------------------------------
 
@@ -379,9 +414,15 @@ class ConsumerRuntime:
 
         while True:
             try:
+                # events rejected after decoding (by a handler, as a conflict) are remembered as rejected in
+                # the same transaction: a redelivery skips them instead of re-evaluating them later
+                rejected = [(it, reason) for it in items if it.decoded is not None
+                            and (reason := poison.get(it.index)) is not None]
                 result = self._apply([it for it in items if it.index not in poison], use_batch,
-                                     before_commit=dead_letter_first)
+                                     before_commit=dead_letter_first, rejected=rejected)
                 break
+            except _Conflicts as c:
+                poison.update(c.reasons)
             except _BatchFallback as bf:
                 # rolled back; the per-event handlers (the reference semantics) find and isolate the culprit
                 log.info("%s: batch handler failed (%s), re-applying the batch per event", self.service.name,
@@ -416,13 +457,15 @@ class ConsumerRuntime:
         return result
 
     def _apply(self, items: Sequence[_Item], use_batch: bool = False,
-               before_commit: Callable[[], None] | None = None) -> BatchResult:
-        """One store transaction: seen marks + handler effects (through the service's batch handler when
-        ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises _Transient, _BatchFallback,
-        _HandlerPoison or _HandlerFailure (after rolling back)."""
+               before_commit: Callable[[], None] | None = None,
+               rejected: Sequence[tuple[_Item, str]] = ()) -> BatchResult:
+        """One store transaction: rejected marks, seen marks and business facts + handler effects (through the
+        service's batch handler when ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises
+        _Transient, _BatchFallback, _Conflicts, _HandlerPoison or _HandlerFailure (after rolling back)."""
         result = BatchResult()
         try:
             with db.writer(self.engine).begin() as conn:
+                self._mark_rejected(conn, rejected)
                 fresh = self._mark_seen(conn, items, result)
                 handlers = self.service.handlers
                 if use_batch:
@@ -457,7 +500,7 @@ class ConsumerRuntime:
                     result.applied += 1
                 if before_commit is not None:
                     before_commit()
-        except (_HandlerPoison, _HandlerFailure, _BatchFallback):
+        except (_HandlerPoison, _HandlerFailure, _BatchFallback, _Conflicts):
             raise
         except Exception as exc:
             if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
@@ -465,32 +508,100 @@ class ConsumerRuntime:
             raise
         return result
 
+    def _mark_rejected(self, conn: Connection, rejected: Sequence[tuple[_Item, str]]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        now = datetime.now(UTC).isoformat()
+        for it, reason in rejected:
+            d, m = it.decoded, it.message
+            assert d is not None
+            rows.append((self.service.name, d.event_id, d.event_type, facts.REJECTED, m.topic, m.partition, m.offset,
+                         now, redact(reason)))
+        if rows:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(_REJECT_DRIVER_SQL.format(",".join([mark] * 9)), rows)
+
     def _mark_seen(self, conn: Connection, items: Sequence[_Item], result: BatchResult) -> list[_Item]:
+        """Seen marks for the batch's new eventIds; returns the items for the handlers. Already seen eventIds
+        are duplicates — a remembered rejection included, unless the record was replayed from the dead-letter
+        channel on purpose. Then the one-fact rule (:mod:`payevents.runtime.facts`): events repeating a fact
+        already applied are absorbed; conflicting ones raise _Conflicts."""
         ids = list({it.decoded.event_id for it in items if it.decoded is not None})
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
         for chunk in _chunks(ids, 500):
             # driver level: no SQLAlchemy compile of an expanding IN per batch
             sql = _SEEN_DRIVER_SQL.format(mark, ",".join([mark] * len(chunk)))
-            seen.update(r[0] for r in conn.exec_driver_sql(sql, (self.service.name, *chunk)))
+            seen.update((r[0], r[1]) for r in conn.exec_driver_sql(sql, (self.service.name, *chunk)))
         fresh: list[_Item] = []
-        rows: list[tuple[Any, ...]] = []
-        now = datetime.now(UTC).isoformat()
         for it in items:
             d = it.decoded
             assert d is not None
-            if d.event_id in seen:
-                result.duplicates += 1
-                continue
-            seen.add(d.event_id)
+            outcome = seen.get(d.event_id)
+            if outcome is not None:
+                if outcome != facts.REJECTED or not facts.replayed_on_purpose(it.message.headers):
+                    result.duplicates += 1
+                    continue
+                # replayed from the dead-letter channel: evaluated again (its rejection is forgotten)
+                conn.exec_driver_sql(_UNREJECT_DRIVER_SQL.format(mark, mark), (self.service.name, d.event_id))
+            seen[d.event_id] = facts.APPLIED
             fresh.append(it)
-            m = it.message
-            outcome = "applied" if d.event_type in self.service.handlers else "ignored"
-            rows.append((self.service.name, d.event_id, d.event_type, outcome, m.topic, m.partition, m.offset, now))
+        handlers = self.service.handlers
+        absorbed: dict[int, str] = {}
+        if self.service.one_effect_per_fact:
+            absorbed = self._business_facts(conn, [it for it in fresh if it.decoded is not None
+                                                   and it.decoded.event_type in handlers])
+        rows: list[tuple[Any, ...]] = []
+        now = datetime.now(UTC).isoformat()
+        for it in fresh:
+            d, m = it.decoded, it.message
+            assert d is not None
+            reason = absorbed.get(it.index)
+            outcome = facts.ABSORBED if reason else facts.APPLIED if d.event_type in handlers else facts.IGNORED
+            rows.append((self.service.name, d.event_id, d.event_type, outcome, m.topic, m.partition, m.offset, now,
+                         reason))
         if rows:
             # driver-level executemany: no per-row parameter processing (psycopg pipelines it)
-            conn.exec_driver_sql(_MARK_DRIVER_SQL.format(",".join([mark] * 8)), rows)
-        return fresh
+            conn.exec_driver_sql(_MARK_DRIVER_SQL.format(",".join([mark] * 9)), rows)
+        result.absorbed += len(absorbed)
+        return [it for it in fresh if it.index not in absorbed]
+
+    def _business_facts(self, conn: Connection, items: Sequence[_Item]) -> dict[int, str]:
+        """The one-fact rule over the batch's new handled events, in offset order: new facts are recorded;
+        returns the absorbed ones (index -> reason); raises _Conflicts for the conflicting ones."""
+        keyed = [(it, key) for it in items if it.decoded is not None
+                 and (key := facts.fact_key(it.decoded)) is not None]
+        if not keyed:
+            return {}
+        known = facts.load(conn, self.service.name, [k[0] for _it, k in keyed])
+        firsts: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+            k: (eid, facts.decode_content(text)) for k, (eid, text) in known.items()}
+        new: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        learned: dict[tuple[str, str], int] = {}
+        absorbed: dict[int, str] = {}
+        conflicts: dict[int, str] = {}
+        for it, key in keyed:
+            assert it.decoded is not None
+            content = facts.content_of(it.decoded)
+            first = firsts.get(key)
+            if first is None:
+                firsts[key] = new[key] = (it.decoded.event_id, content)
+                continue
+            first_id, first_content = first
+            if not facts.same_content(key[1], first_content, content):
+                conflicts[it.index] = facts.conflict_reason(key[1], key[0], first_id, first_content, content)
+                continue
+            absorbed[it.index] = f"duplicate: the same {key[1]} of payment {key[0]} as event {first_id}"
+            for field, value in content.items():  # what the first event lacked (a legacy envelope)
+                first_content.setdefault(field, value)
+            learned[key] = learned.get(key, 0) + 1
+        if conflicts:
+            raise _Conflicts(conflicts)
+        now = datetime.now(UTC).isoformat()
+        facts.insert(conn, [(self.service.name, k[0], k[1], eid, facts.encode_content(c), learned.pop(k, 0), now)
+                            for k, (eid, c) in new.items()])
+        facts.absorb(conn, [(n, facts.encode_content(firsts[k][1]), self.service.name, k[0], k[1])
+                            for k, n in learned.items()])
+        return absorbed
 
     # -- offsets, backoff, lag -------------------------------------------------------------------------
 
@@ -589,12 +700,13 @@ class ConsumerRuntime:
         s.consumed += r.consumed
         s.applied += r.applied
         s.duplicates += r.duplicates
+        s.absorbed += r.absorbed
         s.ignored += r.ignored
         s.dead_lettered += r.dead_lettered
         s.batches += 1
         s.last_batch_seconds = r.seconds
         s.batch_seconds.append(r.seconds)
-        for name in ("consumed", "applied", "duplicates", "ignored", "dead_lettered"):
+        for name in ("consumed", "applied", "duplicates", "absorbed", "ignored", "dead_lettered"):
             value = getattr(r, name)
             if value:
                 self._m[name].inc(value)

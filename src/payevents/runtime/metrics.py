@@ -16,10 +16,12 @@ from prometheus_client import Counter, Gauge, Histogram
 CONSUMED = Counter(
     "payevents_consumer_consumed", "Records polled from the channel (including duplicates and poison)", ["service"]
 )
-#: every polled record ends with one outcome: applied, duplicate, ignored or dead_lettered
+#: every polled record ends with one outcome: applied, duplicate, absorbed (a repeat of a business fact already
+#: applied, see runtime.facts), ignored or dead_lettered
 RECORDS = Counter("payevents_consumer_records", "Records handled, by outcome", ["service", "outcome"])
 #: ConsumerStats/BatchResult field -> outcome label of RECORDS
-OUTCOMES = {"applied": "applied", "duplicates": "duplicate", "ignored": "ignored", "dead_lettered": "dead_lettered"}
+OUTCOMES = {"applied": "applied", "duplicates": "duplicate", "absorbed": "absorbed",
+            "ignored": "ignored", "dead_lettered": "dead_lettered"}
 DEAD_LETTERED = Counter("payevents_consumer_dead_lettered", "Records sent to the dead-letter channel", ["service"])
 RETRIES = Counter(
     "payevents_consumer_retries", "Batches rolled back and retried after a transient fault", ["service"]

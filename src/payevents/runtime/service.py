@@ -2,8 +2,10 @@
 
 A service is a name (its consumer group is ``payevents.{service}``, its database its own), its
 migrations, and handlers by eventType. The runtime (:mod:`payevents.runtime.consumer`) decodes,
-validates, normalizes legacy events, removes duplicates by eventId, and calls the handler inside the
-batch's store transaction; the handler only writes through the connection it is given.
+validates, normalizes legacy events, removes duplicates by eventId, applies "one business fact, one
+effect" (:mod:`payevents.runtime.facts`: a second event for the same paymentId and eventType is absorbed or
+dead-lettered, never handed to the handler), and calls the handler inside the batch's store transaction;
+the handler only writes through the connection it is given.
 
 A handler raises :class:`~payevents.errors.PoisonEvent` for an event it finds impossible (it goes to
 the dead-letter channel); any database error is treated as transient (rollback, retry the batch).
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -47,6 +50,14 @@ class ServiceDef:
     batch_handler: BatchHandler | None = None
     #: the service's store in a database of its own choosing (a SQLAlchemy URL); None: the platform's
     database_url: str | None = None
+    #: one business fact, one effect (:mod:`payevents.runtime.facts`): a second event for the same
+    #: (paymentId, eventType) is absorbed (same content) or dead-lettered (other content) before any handler
+    #: runs. On for every service; only a test double that counts raw deliveries turns it off.
+    one_effect_per_fact: bool = True
+    #: the facts the service applied before the rule existed, read from its own tables (paymentId, eventType,
+    #: first eventId, content — see :func:`payevents.runtime.facts.content_from`), oldest first; recorded once
+    #: when the runtime first starts on an existing database
+    fact_history: Callable[[Connection], Iterable[tuple[str, str, str, dict[str, Any]]]] | None = None
 
     @property
     def group(self) -> str:

@@ -68,7 +68,8 @@ def balances_cmd(
     table = Table(title=f"Trial balance ({tb.entries} entries)")
     for col, justify in [("cur", "left"), ("account", "left"), ("debits", "right"), ("credits", "right"),
                          ("balance", "right")]:  # fmt: skip
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        # a narrow terminal folds an amount onto two lines rather than cutting digits off with an ellipsis
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for c in tb.currencies:
         for a in c.accounts:
             table.add_row(c.currency, a.name, _amt(a.debits_minor, c.currency), _amt(a.credits_minor, c.currency),

@@ -7,7 +7,7 @@ executemany for the facts, and the batch's payment updates merged in memory into
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -103,6 +103,17 @@ def apply_facts(conn: Connection, facts: list[dict[str, Any]]) -> None:
         )
     for event_type, rows in by_type.items():
         conn.execute(_UPSERT_PAYMENT[event_type], rows)
+
+
+def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """The events counted before the one-fact rule existed (runtime.facts): the first per payment and type."""
+    from payevents.runtime.facts import content_from
+    from payevents.services.analytics.money import from_minor
+
+    for r in conn.exec_driver_sql("SELECT payment_id, event_type, event_id, amount_minor, currency, failure_code,"
+                                  " failed_stage FROM analytics_events ORDER BY occurred_ms, event_id"):
+        fields = {"failureCode": r[5], "failedStage": r[6]} if r[1] == "PaymentFailed" else {}
+        yield r[0], r[1], r[2], content_from(from_minor(int(r[3]), r[4]), r[4], **fields)
 
 
 def handle_event(conn: Connection, decoded: DecodedEvent, message: Message) -> None:

@@ -7,8 +7,8 @@ from decimal import Decimal
 from payevents.contracts import money
 from payevents.errors import ContractError, PoisonEvent
 
-#: minor units are stored as a signed 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT)
-MAX_MINOR = 2**63 - 1
+#: the largest amount of one event in minor units (contracts.money.MAX_AMOUNT with 4 decimals)
+MAX_MINOR = money.MAX_MINOR
 
 
 def minor_exponent(currency: str) -> int:
@@ -18,6 +18,9 @@ def minor_exponent(currency: str) -> int:
 
 def to_minor(value: Decimal, currency: str) -> int:
     """``value`` in integer minor units; an amount the currency cannot hold exactly is poison."""
+    problem = money.amount_problem(value, currency)
+    if problem is not None:
+        raise PoisonEvent(f"data.amount: {problem[1]}")
     try:
         minor = money.to_minor(value, currency)
     except ContractError as exc:

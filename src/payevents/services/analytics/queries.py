@@ -1,6 +1,7 @@
 """Read side of analytics: revenue reports and metrics, aggregated from the event facts.
 
-Money is summed per currency in integer minor units, never across currencies.
+Money is summed per currency in integer minor units, never across currencies, exactly beyond 64 bits
+(:mod:`payevents.store.sums`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from payevents.errors import ContractError
 from payevents.services.analytics.money import from_minor
 from payevents.services.analytics.store import engine
 from payevents.settings import Settings
+from payevents.store.sums import combine, exact_sum
 
 Period = Literal["day", "month"]
 PROCESSED = "PaymentProcessed"
@@ -44,6 +46,9 @@ def _check_range(from_date: date, to_date: date, by: str) -> None:
         raise ContractError(f"to: {to_date.isoformat()} is before from: {from_date.isoformat()}")
 
 
+_REVENUE = exact_sum(f"CASE WHEN event_type = '{PROCESSED}' THEN amount_minor ELSE 0 END", "amount")
+
+
 def report(settings: Settings, from_date: date, to_date: date, by: Period = "day") -> list[RevenueRow]:
     """Revenue per ``by`` period and currency for processed payments between the two dates (inclusive, UTC)."""
     _check_range(from_date, to_date, by)
@@ -51,7 +56,7 @@ def report(settings: Settings, from_date: date, to_date: date, by: Period = "day
     sql = sa.text(
         f"SELECT {column} AS period, currency,"
         f" SUM(CASE WHEN event_type = '{PROCESSED}' THEN 1 ELSE 0 END) AS payments,"
-        f" SUM(CASE WHEN event_type = '{PROCESSED}' THEN amount_minor ELSE 0 END) AS amount_minor,"
+        f" {_REVENUE},"
         f" SUM(CASE WHEN event_type = '{FAILED}' THEN 1 ELSE 0 END) AS failed"
         f" FROM analytics_events WHERE event_type IN ('{PROCESSED}', '{FAILED}')"
         " AND day >= :d0 AND day <= :d1"
@@ -64,8 +69,8 @@ def report(settings: Settings, from_date: date, to_date: date, by: Period = "day
             period=str(r.period),
             currency=str(r.currency),
             payments=int(r.payments),
-            amount_minor=int(r.amount_minor),
-            amount=str(from_minor(int(r.amount_minor), str(r.currency))),
+            amount_minor=combine(r.amount_hi, r.amount_lo),
+            amount=str(from_minor(combine(r.amount_hi, r.amount_lo), str(r.currency))),
             failed=int(r.failed),
         )
         for r in rows
@@ -91,6 +96,10 @@ def _durations(values: list[int]) -> dict[str, Any]:
         "p95_ms": rank(0.95),
         "max_ms": values[-1],
     }
+
+
+#: the exact sum of the amounts of a group, as two columns (store.sums)
+_SUM = exact_sum("e.amount_minor", "amount")
 
 
 def metrics(settings: Settings, from_date: date | None = None, to_date: date | None = None) -> dict[str, Any]:
@@ -119,16 +128,16 @@ def metrics(settings: Settings, from_date: date | None = None, to_date: date | N
             f"SELECT e.event_type, COUNT(*) FROM analytics_events e WHERE {where} GROUP BY e.event_type"
             " ORDER BY e.event_type")}
         per_currency = q(
-            f"SELECT e.currency, COUNT(*), SUM(e.amount_minor) FROM analytics_events e WHERE {processed}"
+            f"SELECT e.currency, COUNT(*), {_SUM} FROM analytics_events e WHERE {processed}"
             " GROUP BY e.currency ORDER BY e.currency")
         by_day = q(
-            f"SELECT e.day, e.currency, COUNT(*), SUM(e.amount_minor) FROM analytics_events e WHERE {processed}"
+            f"SELECT e.day, e.currency, COUNT(*), {_SUM} FROM analytics_events e WHERE {processed}"
             " GROUP BY e.day, e.currency ORDER BY e.day, e.currency")
         by_method = q(
             f"SELECT COALESCE(e.method_type, p.method_type, 'unknown') AS m, e.currency, COUNT(*),"
-            f" SUM(e.amount_minor) FROM {joined} WHERE {processed} GROUP BY m, e.currency ORDER BY m, e.currency")
+            f" {_SUM} FROM {joined} WHERE {processed} GROUP BY m, e.currency ORDER BY m, e.currency")
         by_merchant = q(
-            f"SELECT COALESCE(e.merchant_id, p.merchant_id) AS m, e.currency, COUNT(*), SUM(e.amount_minor)"
+            f"SELECT COALESCE(e.merchant_id, p.merchant_id) AS m, e.currency, COUNT(*), {_SUM}"
             f" FROM {joined} WHERE {processed} GROUP BY m, e.currency ORDER BY m, e.currency")
         by_reason = q(
             f"SELECT e.failure_code, e.failed_stage, COUNT(*) FROM analytics_events e WHERE {where}"
@@ -153,13 +162,16 @@ def metrics(settings: Settings, from_date: date | None = None, to_date: date | N
         entry["rate"] = round(entry["count"] / finished, 6) if finished else 0.0
     return {
         "events": events,
-        "processed": [{**_money(str(c), int(s)), "payments": int(n)} for c, n, s in per_currency],
-        "by_day": [{"day": str(d), **_money(str(c), int(s)), "payments": int(n)} for d, c, n, s in by_day],
+        "processed": [{**_money(str(c), combine(h, lo)), "payments": int(n)} for c, n, h, lo in per_currency],
+        "by_day": [{"day": str(d), **_money(str(c), combine(h, lo)), "payments": int(n)}
+                   for d, c, n, h, lo in by_day],
         "by_method": [
-            {"method_type": str(m), **_money(str(c), int(s)), "payments": int(n)} for m, c, n, s in by_method
+            {"method_type": str(m), **_money(str(c), combine(h, lo)), "payments": int(n)}
+            for m, c, n, h, lo in by_method
         ],
         "by_merchant": [
-            {"merchant_id": m, **_money(str(c), int(s)), "payments": int(n)} for m, c, n, s in by_merchant
+            {"merchant_id": m, **_money(str(c), combine(h, lo)), "payments": int(n)}
+            for m, c, n, h, lo in by_merchant
         ],
         "failures": {
             "total": n_failed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.analytics.handlers import TIME_FIELDS, handle_batch, handle_event
+from payevents.services.analytics.handlers import TIME_FIELDS, fact_history, handle_batch, handle_event
 from payevents.services.analytics.store import MIGRATIONS, SERVICE_NAME
 
 SERVICE = ServiceDef(
@@ -13,4 +13,5 @@ SERVICE = ServiceDef(
     handlers={event_type: handle_event for event_type in TIME_FIELDS},
     downstream_action="Updates payment metrics and revenue reports",
     batch_handler=handle_batch,
+    fact_history=fact_history,
 )

@@ -9,7 +9,7 @@ a payment in another currency than its invoice is held for review with the reaso
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -25,6 +25,7 @@ from payevents.errors import ContractError, IdempotencyConflict, NotFound, Poiso
 from payevents.services.invoices import store
 from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
 NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://payevents.local/services/invoices/credits")
@@ -349,6 +350,16 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
             (invoices[i][4], status_for(int(invoices[i][4]), int(invoices[i][3])), t, i) for i, t in touched.items()])
 
 
+def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """The completions counted before the one-fact rule existed (runtime.facts): one per invoice payment."""
+    from payevents.runtime.facts import content_from
+
+    for r in conn.exec_driver_sql("SELECT payment_id, event_id, amount_minor, currency, invoice_id, customer_id"
+                                  " FROM invoice_payments ORDER BY received_at, event_id"):
+        fields = {"invoiceId": r[4], "customerId": r[5]}
+        yield r[0], "PaymentProcessed", r[1], content_from(from_minor(int(r[2]), r[3]), r[3], **fields)
+
+
 # -- commands ----------------------------------------------------------------------------------------------
 
 
@@ -464,13 +475,14 @@ def unapplied(settings: Settings, *, include_held: bool = True) -> list[InvoiceP
 
 def credits(settings: Settings, *, customer_id: str | None = None) -> list[CustomerCredit]:
     """Customer credit balances from overpayments, per customer and currency."""
-    sql = ("SELECT customer_id, currency, SUM(amount_minor) AS total, COUNT(*) AS n FROM customer_credits"
+    sql = (f"SELECT customer_id, currency, {exact_sum('amount_minor', 'total')}, COUNT(*) AS n FROM customer_credits"
            + (" WHERE customer_id = :c" if customer_id else "") + " GROUP BY customer_id, currency"
            " ORDER BY customer_id, currency")  # fmt: skip
     with store.engine(settings).connect() as conn:
         rows = conn.execute(sa.text(sql), {"c": customer_id} if customer_id else {}).all()
-    return [CustomerCredit(customer_id=r.customer_id, currency=r.currency, amount=from_minor(int(r.total), r.currency),
-                           amount_minor=int(r.total), payments=int(r.n)) for r in rows]  # fmt: skip
+    return [CustomerCredit(customer_id=r.customer_id, currency=r.currency,
+                           amount=from_minor(combine(r.total_hi, r.total_lo), r.currency),
+                           amount_minor=combine(r.total_hi, r.total_lo), payments=int(r.n)) for r in rows]  # fmt: skip
 
 
 class InvoiceProblem(msgspec.Struct, kw_only=True, frozen=True):
@@ -483,12 +495,14 @@ def check(settings: Settings) -> list[InvoiceProblem]:
     problems: list[InvoiceProblem] = []
     with store.engine(settings).connect() as conn:
         for r in conn.exec_driver_sql(
-            "SELECT i.invoice_id, i.paid_minor, COALESCE(SUM(p.applied_minor), 0) AS applied FROM invoices i"
+            f"SELECT i.invoice_id, i.paid_minor, {exact_sum('p.applied_minor', 'applied')} FROM invoices i"
             " LEFT JOIN invoice_payments p ON p.invoice_id = i.invoice_id AND p.status = 'applied'"
-            " GROUP BY i.invoice_id, i.paid_minor HAVING i.paid_minor <> COALESCE(SUM(p.applied_minor), 0)"
+            " GROUP BY i.invoice_id, i.paid_minor"
         ):
-            problems.append(InvoiceProblem(rule="paid-equals-applied",
-                                           detail=f"{r.invoice_id}: paid {r.paid_minor} != applied {r.applied}"))
+            applied = combine(r.applied_hi, r.applied_lo)  # exact beyond 64 bits (store.sums)
+            if int(r.paid_minor) != applied:
+                problems.append(InvoiceProblem(rule="paid-equals-applied",
+                                               detail=f"{r.invoice_id}: paid {r.paid_minor} != applied {applied}"))
         for r in conn.exec_driver_sql(
             "SELECT invoice_id, paid_minor, amount_due_minor, status FROM invoices"
         ):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.ledger.journal import on_payment_processed, on_payment_processed_batch
+from payevents.services.ledger.journal import fact_history, on_payment_processed, on_payment_processed_batch
 from payevents.services.ledger.store import MIGRATIONS
 
 SERVICE = ServiceDef(
@@ -12,5 +12,6 @@ SERVICE = ServiceDef(
     migrations=MIGRATIONS,
     handlers={"PaymentProcessed": on_payment_processed},
     batch_handler=on_payment_processed_batch,
+    fact_history=fact_history,
     downstream_action="Creates journal entries (debit Cash, credit Accounts Receivable)",
 )

@@ -8,7 +8,7 @@ runtime's per-batch fast path with the same effects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -89,6 +89,17 @@ def intent_of(conn: Connection, decoded: DecodedEvent, now: datetime) -> dict[st
     customer_id = _customer_id(decoded) if isinstance(decoded.event, PaymentProcessed) else None
     customer = conn.execute(_CUSTOMER, {"id": customer_id}).first() if customer_id is not None else None
     return intent_row(decoded, now, customer)
+
+
+def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """The confirmations recorded before the one-fact rule existed (runtime.facts): the first per payment."""
+    from decimal import Decimal
+
+    from payevents.runtime.facts import content_from
+
+    for r in conn.exec_driver_sql("SELECT payment_id, event_id, amount, currency, customer_id FROM notifications"
+                                  " ORDER BY created_at, event_id"):
+        yield r[0], "PaymentProcessed", r[1], content_from(Decimal(r[2]), r[3], customerId=r[4])
 
 
 def handle_processed(conn: Connection, decoded: DecodedEvent, message: Message) -> None:

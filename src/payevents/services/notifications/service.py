@@ -10,7 +10,7 @@ import threading
 
 from payevents.runtime.service import ServiceDef
 from payevents.services.notifications.delivery import run_delivery
-from payevents.services.notifications.handlers import handle_batch, handle_processed
+from payevents.services.notifications.handlers import fact_history, handle_batch, handle_processed
 from payevents.services.notifications.store import MIGRATIONS, SERVICE_NAME
 from payevents.settings import Settings
 
@@ -28,4 +28,5 @@ SERVICE = ServiceDef(
     downstream_action="Sends payment confirmation to customer",
     background=background,
     batch_handler=handle_batch,
+    fact_history=fact_history,
 )

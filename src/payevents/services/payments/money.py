@@ -13,8 +13,9 @@ from payevents.contracts import money as _money
 from payevents.contracts.cardguard import safe_repr
 from payevents.errors import ContractError
 
-#: the largest amount the stores hold: minor units are a signed 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT)
-MAX_MINOR: Final = 2**63 - 1
+#: the largest amount of one event in minor units (contracts.money.MAX_AMOUNT with 4 decimals); the stores'
+#: signed 64-bit columns hold it with room to spare, and sums are exact beyond 64 bits (store.sums)
+MAX_MINOR: Final = _money.MAX_MINOR
 
 
 def exponent(currency: str) -> int:
