@@ -52,7 +52,7 @@ $(ASYNCAPI_STAMP): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 asyncapi-deps: $(ASYNCAPI_STAMP)
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples conftest.py
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy src/payevents
