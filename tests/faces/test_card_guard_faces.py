@@ -26,6 +26,13 @@ WRITTEN = ["4111 1111 1111 1111", "4111.1111.1111.1111", "4111_1111_1111_1111", 
            "4111-1111\n1111-1111", "４１１１１１１１１１１１１１１１", "card 5555555555554444 thanks"]
 
 
+
+def keyed() -> dict[str, str]:
+    """Writes that create need an Idempotency-Key (a fresh one: each request is a new create)."""
+    import uuid
+
+    return {**AUTH, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+
 def _no_card(text: str) -> None:
     assert "1111 1111" not in text and "4111" not in text and "5555555555" not in text, text
     assert "１１１１" not in text, text
@@ -52,7 +59,7 @@ def test_every_free_text_field_refuses_card_numbers_on_the_api(
     client: TestClient, path: str, body: dict[str, Any], field: str
 ) -> None:
     for written in WRITTEN:
-        r = client.post(path, json={**body, field: written}, headers=AUTH)
+        r = client.post(path, json={**body, field: written}, headers=keyed())
         assert r.status_code == 422, (field, written, r.text)
         camel = field.split("_")[0] + "".join(w.title() for w in field.split("_")[1:])
         assert (field in r.text or camel in r.text) and "card" in r.text
@@ -63,12 +70,12 @@ def test_every_free_text_field_refuses_card_numbers_on_the_api(
 
 
 def test_a_failure_reason_and_an_email_refuse_card_numbers(client: TestClient) -> None:
-    pid = client.post("/api/payments", json=PAYMENT, headers=AUTH).json()["payment_id"]
+    pid = client.post("/api/payments", json=PAYMENT, headers=keyed()).json()["payment_id"]
     r = client.post(f"/api/payments/{pid}/fail", json={"code": "cancelled", "reason": "4111.1111.1111.1111"},
                     headers=AUTH)
     assert r.status_code == 422 and "reason" in r.text
     _no_card(r.text)
-    r = client.post("/api/customers", json={**CUSTOMER, "email": "4111111111111111@x"}, headers=AUTH)
+    r = client.post("/api/customers", json={**CUSTOMER, "email": "4111111111111111@x"}, headers=keyed())
     assert r.status_code == 422
     _no_card(r.text)
 
