@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "web",  # serve
     "catalog",
     "bench",
+    "lag",  # lag [--wait]
     "kafka",  # kafka up: a local Apache Kafka
 )
 
