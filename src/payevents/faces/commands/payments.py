@@ -47,6 +47,8 @@ def create_cmd(
     method: Annotated[str, typer.Option("--method", help="payment method type")] = "credit_card",
     last4: Annotated[str, typer.Option("--last4", help="last four digits of the card (never the number)")] = "4242",
     merchant: Annotated[str | None, typer.Option("--merchant", help="merchantId")] = None,
+    payment_id: Annotated[str | None, typer.Option("--id", help="choose the paymentId yourself (default: a new "
+                                                   "pay_<uuid>)")] = None,
     idempotency_key: KeyOpt = None,
     as_json: JsonOpt = False,
     env: EnvOpt = None,
@@ -59,7 +61,7 @@ def create_cmd(
     settings = load_settings(env, None, data_dir, database_url)
     p = payments.create(settings, customer_id=customer, amount=amount, currency=currency, description=description,
                         invoice_id=invoice, order_id=order, method_type=method, last4=last4, merchant_id=merchant,
-                        idempotency_key=idempotency_key)  # fmt: skip
+                        payment_id=payment_id, idempotency_key=idempotency_key)  # fmt: skip
     _print(p, as_json)
 
 
