@@ -281,3 +281,14 @@ def test_dead_letters_written_before_full_masking_are_masked_on_read(settings: S
     d = parse(m)
     text = json.dumps(d.to_dict())
     assert "4111" not in text and "1111 1111" not in text and "1111" in text
+
+
+def test_a_reason_keeps_the_event_ids_it_names_and_masks_card_numbers() -> None:
+    """A conflict's reason names the first eventId: a UUID whose groups happen to be digits is an id, not a
+    card number, and must stay readable; a card number in the same reason is still masked."""
+    from payevents.runtime.deadletter import redact
+
+    eid = "48d8fd2b-d8a1-2345-6789-012345a405eb"
+    reason = redact(f"conflict: already stated by event {eid}; description 4111 1111 1111 1111")
+    assert eid in reason
+    assert "4111 1111 1111 1111" not in reason and "1111" in reason

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,14 +53,14 @@ _OWN_HEADERS = (H_REPLAYED_FROM, H_REDACTED, H_TRUNCATED, H_SIZE, H_SHA256, H_KE
 #: a cut dead letter keeps the original headers whose value is at most this long (eventType, eventId, ...)
 _KEEP_HEADER_BYTES = 256
 
-_CARD_RUN = re.compile(r"(?<![0-9])(?:[0-9][ -]?){12,18}[0-9](?![0-9])")
 MAX_REASON = 500
 
 
 def redact(text: str) -> str:
-    """``text`` with any run of 13-19 digits (a possible card number) masked, and every card number the card
-    guard finds (any separators, any digits) masked but its last four; cut to 500 characters."""
-    return mask_card_text(_CARD_RUN.sub("[redacted-digits]", text))[:MAX_REASON]
+    """``text`` with every card number the card guard finds (any separators, any digits) masked but its last
+    four; cut to 500 characters. Ids that only look like digit runs (UUIDs, dates, ...) stay readable: a
+    reason that names the first eventId of a conflict must name it whole."""
+    return mask_card_text(text)[:MAX_REASON]
 
 
 def _scrub(raw: bytes) -> tuple[bytes | None, bool]:
