@@ -77,7 +77,7 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
     script = ["exec 2>&1"]
     for i, (command, _) in enumerate(steps):
         script += [f"echo '{MARK.format(i)}'", command]
-    script += ["kill $(jobs -p) 2>/dev/null", "wait"]
+    script += ["kill $(jobs -p) 2>/dev/null", "wait 2>/dev/null"]
     proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True, text=True,
                           timeout=480)
     chunks = re.split(r"@@tour-step-(\d+)@@\n", proc.stdout)
