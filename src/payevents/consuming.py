@@ -37,6 +37,7 @@ from payevents.contracts.events import (
     PaymentProcessed,
 )
 from payevents.errors import ConfigError
+from payevents.runtime.registry import as_definition
 from payevents.runtime.service import Handler, ServiceDef
 from payevents.settings import Settings
 from payevents.store.db import Migration
@@ -128,15 +129,6 @@ class Service:
 
     def __repr__(self) -> str:
         return f"Service({self.name!r}, handles={sorted(self._handlers)})"
-
-
-def as_definition(obj: object, where: str) -> ServiceDef:
-    """A ServiceDef from a :class:`Service` or a ServiceDef (what entry points and import paths may name)."""
-    if isinstance(obj, Service):
-        return obj.definition
-    if isinstance(obj, ServiceDef):
-        return obj
-    raise ConfigError(f"service: {where} is a {type(obj).__name__}, not a payevents Service")
 
 
 def run_service(settings: Settings, service: Service | ServiceDef, *, stop: threading.Event | None = None,

@@ -69,7 +69,10 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
             shutil.copy(src, dst)
     (clone / ".venv").symlink_to(ROOT / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")}
-    demo = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    # the clone shares this checkout's .venv: `-o` keeps make from reinstalling it from the clone (which would
+    # point the editable install at a temporary folder)
+    demo = subprocess.run(["make", "-o", ".venv/.stamp-run", "demo"], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=300)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
 
     steps = tour_steps((clone / "README.md").read_text())

@@ -12,7 +12,6 @@ its metrics and health on a port it announces (:mod:`payevents.runtime.workers`)
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import multiprocessing
 import os
@@ -46,20 +45,10 @@ RESTART_BACKOFF_ENV = "PAYEVENTS_RESTART_BACKOFF"
 
 
 def resolve_service(spec: str) -> ServiceDef:
-    """A service by its registered name (``ledger``: the ``payevents.services`` entry points, built-in and
-    third-party alike) or by import path (``package.module:ATTR``, a Service or ServiceDef)."""
-    from payevents.consuming import as_definition
+    """A service by its registered name or import path (see :mod:`payevents.runtime.registry`)."""
+    from payevents.runtime.registry import resolve_service as resolve
 
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"service: cannot load {spec!r} ({exc})") from None
-        return as_definition(obj, repr(spec))
-    from payevents.services import load_service
-
-    return load_service(spec)
+    return resolve(spec)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -299,10 +288,10 @@ class WorkerExit:
 def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
     """``all`` -> relay + every installed service (the ``payevents.services`` entry points: the four
     built-in ones first, then third-party ones by name); the relay is included unless ``relay`` is False."""
-    from payevents.services import CONSUMER_SERVICES, registered_services
+    from payevents.runtime.registry import registered_services
 
     known = registered_services()
-    everything = [n for n in CONSUMER_SERVICES if n in known] + sorted(set(known) - set(CONSUMER_SERVICES))
+    everything = list(known)
     out: list[str] = []
     for n in names:
         for name in ([RELAY, *everything] if n == "all" else [n]):

@@ -43,13 +43,12 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseUrlOpt = None,
     ) -> None:
         """Records each service still has to apply (its group's committed offsets against the channel's end)."""
-        from payevents.services import CONSUMER_SERVICES, registered_services
+        from payevents.services import registered_services
 
         if output not in ("table", "json"):
             raise typer.BadParameter("--output must be table or json")
         settings = load_settings(env, broker, data_dir, database_url)
-        names = services or [n for n in CONSUMER_SERVICES if n in registered_services()] + sorted(
-            set(registered_services()) - set(CONSUMER_SERVICES))
+        names = services or list(registered_services())
         deadline = time.monotonic() + wait
         while True:
             lags = group_lag(settings, names)
