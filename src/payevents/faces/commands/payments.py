@@ -18,6 +18,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a s
 PaymentArg = Annotated[str, typer.Argument(help="the paymentId")]
 
 
+@app.callback()
+def _tracing() -> None:
+    """The Payments service: a payment's lifecycle, emitting its events through the outbox."""
+    from payevents.runtime import tracing
+
+    tracing.configure("payments")  # OTEL_*: each command's events carry its trace (off when none is set)
+
+
 def _print(p: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(msgspec.json.format(msgspec.json.encode(p), indent=2).decode())
