@@ -168,7 +168,7 @@ def test_cli_customers_and_notifications(settings: Settings) -> None:
     res = runner.invoke(app, ["customers", "add", "cus_1", "--name", "Ann", "--email", "ann@example.com",
                               "--locale", "fr_FR"], env=env)
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["customers", "show", "cus_1"], env=env)
+    res = runner.invoke(app, ["customers", "show", "cus_1", "--output", "json"], env=env)
     assert json.loads(res.stdout)["locale"] == "fr_FR"
     res = runner.invoke(app, ["customers", "list", "--format", "json"], env=env)
     assert [c["customer_id"] for c in json.loads(res.stdout)] == ["cus_1"]
