@@ -5,8 +5,12 @@ context, the handler's work inside it) — followed with the SDK's in-memory exp
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -15,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from payevents.contracts import channel
+from payevents.errors import ConfigError
 from payevents.runtime import tracing
 from payevents.runtime.audit import verify_engine
 from payevents.runtime.consumer import ConsumerRuntime
@@ -162,6 +167,32 @@ def test_configure_reads_the_standard_variables(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.delenv("OTEL_SDK_DISABLED")
     assert tracing.configure("ledger") is False
+    monkeypatch.setattr(tracing, "_configured", False)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "no-such-exporter")
+    with pytest.raises(ConfigError, match="no trace exporter 'no-such-exporter'"):
+        tracing.configure("ledger")
+    assert not tracing.enabled()
+    monkeypatch.setattr(tracing, "_configured", True)
+
+
+def test_otel_variables_turn_tracing_on_and_spans_reach_the_exporter(tmp_path: Path) -> None:
+    """In a process of its own (the SDK's provider is global): OTEL_TRACES_EXPORTER=console turns tracing on,
+    OTEL_SERVICE_NAME names the service, and a completed payment's spans reach the exporter."""
+    code = (
+        "from payevents.runtime import tracing\n"
+        "from payevents.services import payments\n"
+        "from payevents.settings import Settings\n"
+        "assert tracing.configure('payments')\n"
+        f"s = Settings(env='dev', data_dir={str(tmp_path)!r})\n"
+        "p = payments.create(s, customer_id='cus_env', amount='5.00', currency='EUR', description='Env')\n"
+        "payments.authorize(s, p.payment_id); payments.capture(s, p.payment_id); payments.complete(s, p.payment_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="payevents-test", OTEL_BSP_SCHEDULE_DELAY="10")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"name": "payment complete"' in out.stdout and '"service.name": "payevents-test"' in out.stdout
+    assert '"name": "create payments.dev.events"' in out.stdout
 
 
 def test_trace_id_of_a_traceparent() -> None:

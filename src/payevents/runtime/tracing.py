@@ -24,6 +24,8 @@ from typing import Any, Final
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
+from payevents.errors import ConfigError
+
 #: the W3C trace-context header (stored with the outbox row, sent as a record header)
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
@@ -58,7 +60,8 @@ def configure(service_name: str | None = None) -> bool:
     ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` (default service name ``payevents-<service>``),
     ``OTEL_TRACES_SAMPLER[_ARG]``, ``OTEL_BSP_*``, the exporter's ``OTEL_EXPORTER_*``.
     ``OTEL_TRACES_EXPORTER`` names exporters by entry point (``console``; ``otlp`` with the optional
-    ``opentelemetry-exporter-otlp`` package), comma-separated; default ``otlp``."""
+    ``opentelemetry-exporter-otlp`` package), comma-separated; default ``otlp``; one that is not installed is a
+    :class:`~payevents.errors.ConfigError` (tracing stays off)."""
     global _configured, _tracer
     if _configured:
         return _tracer is not None
@@ -83,8 +86,8 @@ def configure(service_name: str | None = None) -> bool:
     for name in [n.strip() for n in (exporters or "otlp").split(",") if n.strip() and n.strip() != "none"]:
         found = entry_points(group="opentelemetry_traces_exporter", name=name)
         if not found:
-            raise RuntimeError(f"OTEL_TRACES_EXPORTER: no trace exporter {name!r} installed"
-                               + (" (pip install opentelemetry-exporter-otlp)" if name.startswith("otlp") else ""))
+            raise ConfigError(f"OTEL_TRACES_EXPORTER: no trace exporter {name!r} installed"
+                              + (" (pip install opentelemetry-exporter-otlp)" if name.startswith("otlp") else ""))
         provider.add_span_processor(BatchSpanProcessor(next(iter(found)).load()()))
     trace.set_tracer_provider(provider)  # flushed at exit by the SDK's atexit hook
     _tracer = provider.get_tracer(_SCOPE)
