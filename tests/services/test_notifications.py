@@ -96,12 +96,12 @@ def test_confirmation_content_locale_and_references(settings: Settings) -> None:
     m = mails["p_de"]
     text = _content(m, "plain")
     html = _content(m, "html")
-    assert m["Subject"] == "Payment confirmation: 1.234,50\xa0€"
+    assert m["Subject"] == "Zahlungsbestätigung: 1.234,50\xa0€"  # German words with German formats
     assert m["Message-ID"] == message_id_for(de.event_id, settings.mail_from)
     assert m["To"].addresses[0].display_name == "Anna Müller"
     for body in (text, html):
         assert "1.234,50\xa0€" in body
-        assert "Credit card ending in 4242" in body
+        assert "Kreditkarte mit Endziffern 4242" in body
         assert "ORD-12345" in body and "INV-2025-1" in body
     assert "11.12.2025" in text  # the German date format
     assert "¥1,500" in mails["p_jp"]["Subject"] or "￥1,500" in mails["p_jp"]["Subject"]
@@ -168,7 +168,7 @@ def test_cli_customers_and_notifications(settings: Settings) -> None:
     res = runner.invoke(app, ["customers", "add", "cus_1", "--name", "Ann", "--email", "ann@example.com",
                               "--locale", "fr_FR"], env=env)
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["customers", "show", "cus_1"], env=env)
+    res = runner.invoke(app, ["customers", "show", "cus_1", "--output", "json"], env=env)
     assert json.loads(res.stdout)["locale"] == "fr_FR"
     res = runner.invoke(app, ["customers", "list", "--format", "json"], env=env)
     assert [c["customer_id"] for c in json.loads(res.stdout)] == ["cus_1"]

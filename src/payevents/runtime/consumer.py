@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
-from payevents.runtime import facts, metrics
+from payevents.runtime import facts, metrics, tracing
 from payevents.runtime.deadletter import dead_letter_record, redact
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -318,7 +318,8 @@ class ConsumerRuntime:
             self._update_lag()
             return BatchResult(seconds=time.perf_counter() - started)
         try:
-            result = self._process(messages)
+            with tracing.process_span(self.topic, self.service.group, self.service.name, messages):
+                result = self._process(messages)
         except _Transient as fault:
             return self._back_off(messages, fault.reason, started)
         self._attempt = 0
@@ -476,7 +477,8 @@ class ConsumerRuntime:
                     result.ignored += len(fresh) - len(todo)
                     if todo:
                         try:
-                            batch_handler(conn, todo)
+                            with tracing.handler_span(self.service.name, len(todo)):
+                                batch_handler(conn, todo)
                         except Exception as exc:
                             if is_transient(exc):
                                 raise
@@ -490,7 +492,8 @@ class ConsumerRuntime:
                         result.ignored += 1
                         continue
                     try:
-                        handler(conn, it.decoded, it.message)
+                        with tracing.handler_span(self.service.name, 1):
+                            handler(conn, it.decoded, it.message)
                     except PoisonEvent as exc:
                         raise _HandlerPoison(it.index, exc.reason) from exc
                     except Exception as exc:

@@ -46,6 +46,7 @@ from payevents.contracts import channel
 from payevents.contracts.channel import Env, partition_key, topic_for
 from payevents.contracts.events import PaymentEvent
 from payevents.errors import ContractError, IdempotencyConflict, TransientError
+from payevents.runtime import tracing
 from payevents.store.db import PG_ISOLATION_LEVEL, Migration
 
 GENESIS_HASH: Final = "0" * 64
@@ -305,7 +306,9 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         if len(key) > 255:
             raise ContractError("idempotency_key: at most 255 characters")
         body = codec.encode_event(item.event)
-        stored_headers = _check_headers(item.headers, item.event, key)
+        # the event's creation context (W3C traceparent) is stored as a header while tracing is on
+        stored_headers = _check_headers(tracing.creation_headers(topic, item.event.eventId, item.headers),
+                                        item.event, key)
         prepared.append((item, body, stored_headers, content_hash(body)))
 
     last_seq, last_hash = _lock_chain(conn)

@@ -51,6 +51,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
+from payevents.runtime import tracing
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
 from payevents.store.db import engine_for, migrate
@@ -456,7 +457,8 @@ class Relay:
             for _seq, _event_id, topic, key, headers, body, _created in rows
         ]
         try:
-            deliveries = self.producer.send(records)
+            with tracing.send_span(records[0].topic, records):
+                deliveries = self.producer.send(records)
         except TransientError:
             self._reset_producer()
             raise

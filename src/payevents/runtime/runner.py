@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from payevents.errors import ConfigError
-from payevents.runtime import logs
+from payevents.runtime import logs, tracing
 from payevents.runtime.backoff import Backoff
 from payevents.runtime.service import ServiceDef
 from payevents.runtime.workers import METRICS_PORT_ENV, WorkerProbe, forget_slot, registry_dir, update_slot
@@ -220,6 +220,11 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
     cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
+    try:
+        tracing.configure(name if name == RELAY else resolve_label(name))
+    except ConfigError as exc:
+        log.error("%s[%d]: %s", name, instance, exc)
+        return EXIT_CONFIG
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)

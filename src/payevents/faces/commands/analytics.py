@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from payevents.faces.options import DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    FormatFlag,
+    Output,
+    OutputCsv,
+    OutputCsvOpt,
+    OutputOpt,
+    load_settings,
+    output_format,
+)
 
 analytics_app = typer.Typer(name="analytics", help="Payment metrics and revenue reports (per currency).",
                             no_args_is_help=True)
@@ -27,7 +38,8 @@ def report_cmd(
     from_: Annotated[str, typer.Option("--from", help="first day, YYYY-MM-DD (UTC)")],
     to: Annotated[str, typer.Option("--to", help="last day, YYYY-MM-DD (UTC), inclusive")],
     by: Annotated[str, typer.Option("--by", help="day or month")] = "day",
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    output: OutputCsvOpt = OutputCsv.table,
+    legacy_format: FormatFlag = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="also draw the report to this PNG (or .svg)")] = None,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
@@ -38,8 +50,7 @@ def report_cmd(
 
     if by not in ("day", "month"):
         raise typer.BadParameter(f"{by!r} must be day or month", param_hint="--by")
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter(f"{fmt!r} must be table, csv or json", param_hint="--format")
+    fmt = output_format(output, legacy_format, ("table", "csv", "json"))
     settings = load_settings(env, None, data_dir, database_url)
     d0, d1 = _date(from_, "--from"), _date(to, "--to")
     rows = analytics.report(settings, d0, d1, by=by)  # type: ignore[arg-type]
@@ -79,7 +90,8 @@ def report_cmd(
 
 @analytics_app.command("metrics")
 def metrics_cmd(
-    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    output: OutputOpt = Output.table,
+    legacy_format: FormatFlag = None,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -87,6 +99,7 @@ def metrics_cmd(
     """Counts and volumes per currency, method and merchant, failure rate per reason, stage times."""
     from payevents.services import analytics
 
+    fmt = output_format(output, legacy_format, ("table", "json"))
     settings = load_settings(env, None, data_dir, database_url)
     m = analytics.metrics(settings)
     if fmt == "json":

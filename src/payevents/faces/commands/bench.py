@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from payevents.faces.options import JsonFlag, Output, OutputOpt, json_wanted
+
 bench_app = typer.Typer(
     name="bench",
     help="Benchmarks: print figures (events/s, latencies) against raw baselines; tests never assert on them.",
@@ -61,11 +63,13 @@ def _suite_command(suite: str, doc: str) -> None:
 def contracts(
     n: Annotated[int, typer.Option("--n", min=1, help="events per measured operation")] = 50_000,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="runs per operation; the best counts")] = 3,
-    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON (no table, no files)")] = False,
+    output: OutputOpt = Output.table,
+    json_flag: JsonFlag = False,
     out: OutOpt = Path("."),
     profile: ProfileOpt = False,
 ) -> None:
     """Events/s per core for decode+validate and validate+encode of PaymentProcessed (plus legacy, rejects)."""
+    as_json = json_wanted(output, json_flag)
     if as_json:
         from payevents.bench.contracts import TARGET_DECODE_PER_S, run_contracts
 

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    BrokerOpt,
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    JsonFlag,
+    Output,
+    OutputOpt,
+    json_wanted,
+    load_settings,
+)
 from payevents.settings import Settings
 
 topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.events and its dead-letter topic.",
@@ -18,7 +28,6 @@ audit_app = typer.Typer(name="audit", help="Audit trail of the payments outbox."
 outbox_app = typer.Typer(name="outbox", help="The payments outbox: events set aside by the relay, deliberate re-sends.",
                          no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 def _settings(env: str | None, broker: str | None, data_dir: Any, database_url: str | None) -> Settings:
@@ -107,7 +116,7 @@ def relay_cmd(
 
 
 def workers_cmd(
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     forget: Annotated[bool, typer.Option("--forget", help="remove the entries of workers that are not alive")]
     = False,
     env: EnvOpt = None,
@@ -115,6 +124,7 @@ def workers_cmd(
 ) -> None:
     """The workers of `payevents run` as they report themselves: alive, ready, restarts, last batch, lag and
     the URL to scrape. Exit 1 when a registered worker is not alive."""
+    as_json = json_wanted(output, json_flag)
     from payevents.runtime.workers import forget_slot, read_registry
 
     settings = _settings(env, None, data_dir, None)
@@ -176,13 +186,14 @@ def topics_create(
 
 @topics_app.command("describe")
 def topics_describe(
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Partitions, start and end offsets (records stored = end - start), retention and configuration of the
     channel and its dead-letter topic; on the embedded log also the bytes its file holds."""
+    as_json = json_wanted(output, json_flag)
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.errors import PayeventsError, TransientError
 
@@ -275,12 +286,13 @@ def tail_cmd(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="stop after this many records")] = None,
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="keep waiting for new records")] = True,
     dlq: Annotated[bool, typer.Option("--dlq", help="tail the dead-letter channel instead")] = False,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Live view of the channel: partition/offset, key, eventType, version, eventId, amount, legacy marker."""
+    as_json = json_wanted(output, json_flag)
     from rich.console import Console
     from rich.markup import escape
 
@@ -342,12 +354,13 @@ def tail_cmd(
 def dlq_list(
     limit: Annotated[int, typer.Option("--limit", min=1, help="newest N dead letters")] = 50,
     service: Annotated[str | None, typer.Option("--service", help="only those of this service")] = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     broker: BrokerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Dead letters with their reasons (newest last)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.runtime.deadletter import list_dead_letters
 
     settings = _settings(env, broker, data_dir, None)
@@ -417,6 +430,7 @@ def dlq_replay(
 
 @audit_app.command("verify")
 def audit_verify(
+    output: OutputOpt = Output.table,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -427,6 +441,12 @@ def audit_verify(
 
     settings = _settings(env, None, data_dir, database_url)
     report = audit.verify(settings)
+    if output == Output.json:
+        typer.echo(json.dumps({"ok": report.ok, "checked": report.checked,
+                               "firstBrokenSeq": report.first_broken_seq, "reason": report.reason}, indent=2))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     if getattr(report, "ok", False):
         typer.secho(str(report), fg=typer.colors.GREEN)
         return
@@ -446,13 +466,14 @@ def _payments_engine(settings: Settings) -> Any:
 @outbox_app.command("set-aside")
 def outbox_set_aside(
     include_resent: Annotated[bool, typer.Option("--all", help="also those re-sent since")] = False,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Events the broker refused for good (too large, invalid topic), with their reasons. They stay in the
     outbox, unpublished; the relay went on with the others."""
+    as_json = json_wanted(output, json_flag)
     from payevents.runtime.outbox import list_set_aside
 
     settings = _settings(env, None, data_dir, database_url)

@@ -7,11 +7,19 @@ from typing import Annotated
 import msgspec
 import typer
 
-from payevents.faces.options import DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    JsonFlag,
+    Output,
+    OutputOpt,
+    json_wanted,
+    load_settings,
+)
 
 app = typer.Typer(name="invoices", no_args_is_help=True,
                   help="Invoices: Open → Partially Paid → Paid by PaymentProcessed events.")
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 _COLORS = {"Open": "yellow", "Partially Paid": "cyan", "Paid": "green"}
 
 
@@ -37,12 +45,13 @@ def create_cmd(
     due: Annotated[str, typer.Option("--due", help="due date YYYY-MM-DD")],
     invoice_id: Annotated[str | None, typer.Option("--id", help="invoiceId (default: a new INV-… id)")] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Create an invoice; payments that named it before it existed are applied now."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import invoices
 
     d = invoices.create(load_settings(env, None, data_dir, database_url), customer_id=customer, amount_due=amount,
@@ -53,12 +62,13 @@ def create_cmd(
 @app.command("show")
 def show_cmd(
     invoice_id: Annotated[str, typer.Argument(help="invoiceId")],
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """One invoice with the payments that name it."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import invoices
 
     d = invoices.show(load_settings(env, None, data_dir, database_url), invoice_id)
@@ -71,12 +81,13 @@ def list_cmd(
     = None,
     customer: Annotated[str | None, typer.Option("--customer")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Invoices, optionally by status."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import invoices
 
     items = invoices.list_invoices(load_settings(env, None, data_dir, database_url), status=status,
@@ -99,9 +110,11 @@ def list_cmd(
 
 @app.command("unapplied")
 def unapplied_cmd(
-    as_json: JsonOpt = False, env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
+    env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
 ) -> None:
     """Payments not applied: waiting for their invoice, or held for review (with the reason)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import invoices
 
     items = invoices.unapplied(load_settings(env, None, data_dir, database_url))
@@ -117,12 +130,13 @@ def unapplied_cmd(
 @app.command("credits")
 def credits_cmd(
     customer: Annotated[str | None, typer.Option("--customer")] = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Customer credit balances left by overpayments."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import invoices
 
     items = invoices.credits(load_settings(env, None, data_dir, database_url), customer_id=customer)

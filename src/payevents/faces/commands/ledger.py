@@ -7,11 +7,19 @@ from typing import Annotated
 import msgspec
 import typer
 
-from payevents.faces.options import DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    JsonFlag,
+    Output,
+    OutputOpt,
+    json_wanted,
+    load_settings,
+)
 
 app = typer.Typer(name="ledger", no_args_is_help=True,
                   help="The Ledger: journal entries (debit Cash, credit Accounts Receivable), trial balance, verify.")
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _json(value: object) -> None:
@@ -22,12 +30,13 @@ def _json(value: object) -> None:
 def journal_cmd(
     payment: Annotated[str | None, typer.Option("--payment", help="only the entries of this paymentId")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Journal entries with their lines, oldest first."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import ledger
 
     entries = ledger.journal(load_settings(env, None, data_dir, database_url), payment_id=payment, limit=limit)
@@ -53,9 +62,11 @@ def journal_cmd(
 
 @app.command("balances")
 def balances_cmd(
-    as_json: JsonOpt = False, env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
+    env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
 ) -> None:
     """The trial balance per currency: each account's debits and credits; debits = credits."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import ledger
 
     tb = ledger.balances(load_settings(env, None, data_dir, database_url))
@@ -90,9 +101,11 @@ def _amt(minor: int, currency: str) -> str:
 
 @app.command("verify")
 def verify_cmd(
-    as_json: JsonOpt = False, env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
+    env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None
 ) -> None:
     """Re-check every invariant over the whole journal; exit 1 on any violation."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import ledger
 
     report = ledger.verify(load_settings(env, None, data_dir, database_url))

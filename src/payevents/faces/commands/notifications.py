@@ -9,19 +9,26 @@ from typing import Annotated
 
 import typer
 
-from payevents.faces.options import DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    FormatFlag,
+    Output,
+    OutputOpt,
+    load_settings,
+    output_format,
+)
 
 notifications_app = typer.Typer(name="notifications", no_args_is_help=True,
                                 help="Payment confirmation e-mails: status, reasons, delivery.")
 customers_app = typer.Typer(name="customers", no_args_is_help=True,
                             help="The customer directory of the notifications service.")
 
-FormatOpt = Annotated[str, typer.Option("--format", help="table or json")]
 
 
-def _fmt(fmt: str) -> None:
-    if fmt not in ("table", "json"):
-        raise typer.BadParameter(f"{fmt!r} must be table or json", param_hint="--format")
+def _fmt(output: Output, legacy: str | None) -> str:
+    return output_format(output, legacy, ("table", "json"))
 
 
 @notifications_app.command("list")
@@ -29,7 +36,8 @@ def list_cmd(
     status: Annotated[str | None, typer.Option("--status", help="sent, pending, failed or skipped")] = None,
     payment: Annotated[str | None, typer.Option("--payment", help="only this paymentId")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
-    fmt: FormatOpt = "table",
+    output: OutputOpt = Output.table,
+    legacy_format: FormatFlag = None,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -37,7 +45,7 @@ def list_cmd(
     """Notifications, newest first, with the reason for skipped and failed ones."""
     from payevents.services import notifications
 
-    _fmt(fmt)
+    fmt = _fmt(output, legacy_format)
     if status is not None and status not in ("sent", "pending", "failed", "skipped"):
         raise typer.BadParameter(f"{status!r} must be sent, pending, failed or skipped", param_hint="--status")
     settings = load_settings(env, None, data_dir, database_url)
@@ -66,11 +74,21 @@ def list_cmd(
 
 
 @notifications_app.command("summary")
-def summary_cmd(env: EnvOpt = None, data_dir: DataDirOpt = None, database_url: DatabaseUrlOpt = None) -> None:
-    """Counts per status, and per reason for skipped and failed ones (JSON)."""
+def summary_cmd(output: OutputOpt = Output.table, env: EnvOpt = None, data_dir: DataDirOpt = None,
+                database_url: DatabaseUrlOpt = None) -> None:
+    """Counts per status, and per reason for skipped and failed ones."""
     from payevents.services import notifications
 
-    typer.echo(json.dumps(notifications.summary(load_settings(env, None, data_dir, database_url)), indent=2))
+    s = notifications.summary(load_settings(env, None, data_dir, database_url))
+    if output == Output.json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    for key, value in s.items():
+        if not isinstance(value, dict):
+            typer.echo(f"{key:<10} {value}")
+    for status, reasons in s.get("reasons", {}).items():
+        for code, n in reasons.items():
+            typer.echo(f"{status} because {code}: {n}")
 
 
 @notifications_app.command("deliver")
@@ -122,21 +140,27 @@ def customers_add(
 @customers_app.command("show")
 def customers_show(
     customer_id: Annotated[str, typer.Argument()],
+    output: OutputOpt = Output.table,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
-    """One customer and their notifications (JSON)."""
+    """One customer."""
     from payevents.services import notifications
 
     settings = load_settings(env, None, data_dir, database_url)
     c = notifications.get_customer(settings, customer_id)
-    typer.echo(json.dumps(dataclasses.asdict(c), indent=2))
+    if output == Output.json:
+        typer.echo(json.dumps(dataclasses.asdict(c), indent=2))
+        return
+    for key, value in dataclasses.asdict(c).items():
+        typer.echo(f"{key:<12} {'-' if value is None else value}")
 
 
 @customers_app.command("list")
 def customers_list(
-    fmt: FormatOpt = "table",
+    output: OutputOpt = Output.table,
+    legacy_format: FormatFlag = None,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
@@ -144,7 +168,7 @@ def customers_list(
     """All customers."""
     from payevents.services import notifications
 
-    _fmt(fmt)
+    fmt = _fmt(output, legacy_format)
     items = notifications.list_customers(load_settings(env, None, data_dir, database_url))
     if fmt == "json":
         typer.echo(json.dumps([dataclasses.asdict(c) for c in items], indent=2))

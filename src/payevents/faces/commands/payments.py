@@ -7,15 +7,31 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from payevents.faces.options import DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    JsonFlag,
+    Output,
+    OutputOpt,
+    json_wanted,
+    load_settings,
+)
 
 app = typer.Typer(name="payments", no_args_is_help=True,
                   help="The Payments service: a payment's lifecycle, emitting its events through the outbox.")
 
 KeyOpt = Annotated[str | None, typer.Option("--idempotency-key", help="a retried command with this key returns the "
                                             "first result and emits nothing")]  # fmt: skip
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a summary")]
 PaymentArg = Annotated[str, typer.Argument(help="the paymentId")]
+
+
+@app.callback()
+def _tracing() -> None:
+    """The Payments service: a payment's lifecycle, emitting its events through the outbox."""
+    from payevents.runtime import tracing
+
+    tracing.configure("payments")  # OTEL_*: each command's events carry its trace (off when none is set)
 
 
 def _print(p: Any, as_json: bool) -> None:
@@ -50,12 +66,13 @@ def create_cmd(
     payment_id: Annotated[str | None, typer.Option("--id", help="choose the paymentId yourself (default: a new "
                                                    "pay_<uuid>)")] = None,
     idempotency_key: KeyOpt = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Initiate a payment (emits PaymentInitiated)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     settings = load_settings(env, None, data_dir, database_url)
@@ -71,12 +88,13 @@ def authorize_cmd(
     decline: Annotated[str | None, typer.Option("--decline", help="make the simulated gateway decline with this "
                                                 "failure code, e.g. card_declined")] = None,
     idempotency_key: KeyOpt = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Authorize with the gateway (PaymentAuthorized, or PaymentFailed on a decline: exit 1)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     p = payments.authorize(load_settings(env, None, data_dir, database_url), payment_id, decline=decline,
@@ -90,12 +108,13 @@ def authorize_cmd(
 def capture_cmd(
     payment_id: PaymentArg,
     idempotency_key: KeyOpt = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Capture the authorized amount (PaymentCaptured, or PaymentFailed: exit 1)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     p = payments.capture(load_settings(env, None, data_dir, database_url), payment_id, idempotency_key=idempotency_key)
@@ -108,12 +127,13 @@ def capture_cmd(
 def complete_cmd(
     payment_id: PaymentArg,
     idempotency_key: KeyOpt = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Record the transaction of a captured payment and emit PaymentProcessed."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     p = payments.complete(load_settings(env, None, data_dir, database_url), payment_id, idempotency_key=idempotency_key)
@@ -126,12 +146,13 @@ def fail_cmd(
     code: Annotated[str, typer.Option("--code", help="failure code, e.g. cancelled, card_declined")],
     reason: Annotated[str, typer.Option("--reason", help="human-readable reason")],
     idempotency_key: KeyOpt = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Fail an open payment with a reason code (emits PaymentFailed)."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     p = payments.fail(load_settings(env, None, data_dir, database_url), payment_id, code=code, reason=reason,
@@ -142,12 +163,13 @@ def fail_cmd(
 @app.command("show")
 def show_cmd(
     payment_id: PaymentArg,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """One payment with its state, references and events."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     _print(payments.show(load_settings(env, None, data_dir, database_url), payment_id), as_json)
@@ -158,12 +180,13 @@ def list_cmd(
     state: Annotated[str | None, typer.Option("--state", help="initiated, authorized, captured, processed, failed")]
     = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     env: EnvOpt = None,
     data_dir: DataDirOpt = None,
     database_url: DatabaseUrlOpt = None,
 ) -> None:
     """Recent payments, newest first."""
+    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
     items = payments.list_payments(load_settings(env, None, data_dir, database_url), state=state, limit=limit)

@@ -24,8 +24,10 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from payevents.faces.web import create_app
+        from payevents.runtime import tracing
 
         settings = load_settings(env, broker, data_dir, database_url)
+        tracing.configure("api")  # OTEL_*: the API's payment commands start their payments' traces
         web_app = create_app(settings)
         typer.echo(f"payevents dashboard on http://{host}:{port}/ (API docs /docs, catalog /catalog/)")
         uvicorn.run(web_app, host=host, port=port, log_level="info")

@@ -1,7 +1,9 @@
 """The payment confirmation e-mail, rendered from the Jinja2 templates shipped in this package.
 
-The amount is formatted for its currency and the customer's locale (babel); the payment method is
-shown as its type and last four digits only. :func:`message_bytes` writes the MIME message directly
+The words are English, German or French (:data:`TEXTS`), the amount and date formatted (babel) in the
+locale of the language actually used: the customer's own locale when their language has a translation,
+English formats with the English words otherwise (see :func:`mail_locale`). The payment method is shown as
+its type and last four digits only. :func:`message_bytes` writes the MIME message directly
 (the ``email`` package's header machinery was most of the delivery worker's time); :func:`build_message`
 is the reference it is tested against.
 """
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from typing import Final
 
 from babel import Locale
 from babel.dates import format_datetime as babel_datetime
@@ -74,10 +77,65 @@ def _format_amount(value: str, currency: str, locale: str) -> str:
     return format_currency(Decimal(value), currency, locale=_locale(locale), currency_digits=True)
 
 
-def method_label(method_type: str, last4: str) -> str:
-    """E.g. ``credit_card`` + ``4242`` -> ``Credit card ending in 4242`` (never more than last4)."""
-    label = method_type.replace("_", " ").replace("-", " ").strip().lower().capitalize() or "Card"
-    return f"{label} ending in {last4}"
+#: The e-mail's words per language. A customer whose language is here reads it in their own locale's formats
+#: (de_CH: German words, Swiss numbers); any other locale gets English words in English formats (``en``), so
+#: the language of the sentences and the formats of the numbers and dates in them always agree.
+TEXTS: Final[dict[str, dict[str, str]]] = {
+    "en": {
+        "subject": "Payment confirmation: {amount}", "hello": "Hello {name},",
+        "received": "we have received your payment of {amount}. Thank you!", "amount": "Amount:",
+        "method": "Paid with:", "date": "Date:", "payment": "Payment:", "order": "Order:", "invoice": "Invoice:",
+        "description": "Description:", "keep": "Please keep this e-mail for your records.",
+        "ending": "{method} ending in {last4}", "card": "Card",
+    },
+    "de": {
+        "subject": "Zahlungsbestätigung: {amount}", "hello": "Hallo {name},",
+        "received": "wir haben Ihre Zahlung über {amount} erhalten. Vielen Dank!", "amount": "Betrag:",
+        "method": "Bezahlt mit:", "date": "Datum:", "payment": "Zahlung:", "order": "Bestellung:",
+        "invoice": "Rechnung:", "description": "Beschreibung:",
+        "keep": "Bitte bewahren Sie diese E-Mail für Ihre Unterlagen auf.",
+        "ending": "{method} mit Endziffern {last4}", "card": "Karte",
+    },
+    "fr": {
+        "subject": "Confirmation de paiement : {amount}", "hello": "Bonjour {name},",
+        "received": "nous avons bien reçu votre paiement de {amount}. Merci !", "amount": "Montant :",
+        "method": "Payé avec :", "date": "Date :", "payment": "Paiement :", "order": "Commande :",
+        "invoice": "Facture :", "description": "Description :",
+        "keep": "Veuillez conserver cet e-mail pour vos archives.",
+        "ending": "{method} se terminant par {last4}", "card": "Carte",
+    },
+}
+#: payment method types with a name per language (others are shown as written, capitalized)
+METHODS: Final[dict[str, dict[str, str]]] = {
+    "de": {"credit_card": "Kreditkarte", "debit_card": "Debitkarte", "card": "Karte",
+           "bank_transfer": "Banküberweisung", "sepa_debit": "SEPA-Lastschrift", "paypal": "PayPal"},
+    "fr": {"credit_card": "Carte de crédit", "debit_card": "Carte de débit", "card": "Carte",
+           "bank_transfer": "Virement bancaire", "sepa_debit": "Prélèvement SEPA", "paypal": "PayPal"},
+}
+FALLBACK_LANGUAGE: Final = "en"
+
+
+@functools.lru_cache(maxsize=256)
+def mail_locale(identifier: str) -> tuple[str, str]:
+    """(language of the words, locale of the formats) for a customer's locale: their own locale when their
+    language has a translation, else English words in English formats."""
+    try:
+        loc = _locale(identifier or "en_US")
+    except (ValueError, TypeError, LookupError):
+        return FALLBACK_LANGUAGE, FALLBACK_LANGUAGE
+    if loc.language in TEXTS:
+        return loc.language, str(loc)
+    return FALLBACK_LANGUAGE, FALLBACK_LANGUAGE
+
+
+def method_label(method_type: str, last4: str, language: str = FALLBACK_LANGUAGE) -> str:
+    """E.g. ``credit_card`` + ``4242`` -> ``Credit card ending in 4242`` (never more than last4), in ``language``."""
+    texts = TEXTS.get(language, TEXTS[FALLBACK_LANGUAGE])
+    key = method_type.strip().lower().replace("-", "_").replace(" ", "_")
+    label = METHODS.get(language, {}).get(key)
+    if label is None:
+        label = method_type.replace("_", " ").replace("-", " ").strip().lower().capitalize() or texts["card"]
+    return texts["ending"].format(method=label, last4=last4)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,17 +149,24 @@ class RenderedMail:
 def render_confirmation(event: PaymentProcessed, name: str, locale: str, sender: str) -> RenderedMail:
     """Subject, text and HTML bodies of the confirmation of ``event`` for a customer."""
     data = event.data
-    amount = format_amount(data.amount.value, data.amount.currency, locale)
+    language, formats = mail_locale(locale)  # words and formats from one locale
+    texts = TEXTS[language]
+    amount = format_amount(data.amount.value, data.amount.currency, formats)
     meta = data.metadata if data.metadata is not UNSET else None
-    subject = f"Payment confirmation: {amount}"
+    subject = texts["subject"].format(amount=amount)
     context = {
         "subject": subject,
-        "lang": locale.split("_")[0],
+        "lang": language,
+        "t": texts,
+        "hello": texts["hello"].format(name=name),
+        "received": texts["received"].format(amount=amount),
+        # the HTML sets the amount in bold: the sentence's words around it
+        "received_parts": texts["received"].split("{amount}", 1),
         "customer_name": name,
         "amount": amount,
-        "method": method_label(data.paymentMethod.type, data.paymentMethod.last4),
-        "processed_at": babel_datetime(data.processedAt.astimezone(UTC), "medium", tzinfo=UTC, locale=_locale(locale))
-        + " UTC",
+        "method": method_label(data.paymentMethod.type, data.paymentMethod.last4, language),
+        "processed_at": babel_datetime(data.processedAt.astimezone(UTC), "medium", tzinfo=UTC,
+                                       locale=_locale(formats)) + " UTC",
         "payment_id": data.paymentId,
         "order_id": meta.orderId if meta is not None and meta.orderId is not UNSET else None,
         "invoice_id": data.invoiceId if data.invoiceId is not UNSET else None,

@@ -24,7 +24,7 @@ from payevents.contracts import channel
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
 from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
-from payevents.runtime import outbox
+from payevents.runtime import outbox, tracing
 from payevents.services.payments import events as ev
 from payevents.services.payments import store
 from payevents.services.payments.gateway import Authorization, Gateway, GatewayRequest, SimulatedGateway
@@ -102,7 +102,7 @@ def _run(
     fingerprint = _fingerprint(command, params)
     command_id = str(uuid.uuid4())
     now = _now()
-    with store.engine(settings).begin() as conn:
+    with tracing.command_span(command, params.get("payment_id")), store.engine(settings).begin() as conn:
         store.write_lock(conn)
         claimed = conn.execute(
             _CLAIM, {"k": key, "c": command, "f": fingerprint, "cid": command_id, "t": now.isoformat()}
