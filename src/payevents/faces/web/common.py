@@ -1,0 +1,94 @@
+"""What the routers share: the settings of the app serving a request, JSON encoding, the bearer token on
+writes, idempotent creates, card masking of responses and logs."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import Depends, Header, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from payevents.contracts.cardguard import mask_card_text
+from payevents.faces.web import idempotency
+from payevents.runtime.outbox import retry_serialization
+from payevents.settings import Settings
+
+_ENCODER = msgspec.json.Encoder(decimal_format="string")
+
+
+def json_response(value: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Structs, dataclasses, Decimals (as strings) and datetimes (RFC 3339) as JSON."""
+    return Response(_ENCODER.encode(msgspec.to_builtins(value, builtin_types=(datetime, date))),
+                    status_code=status_code, media_type="application/json", headers=headers)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+#: the settings of the app serving the request
+Cfg = Annotated[Settings, Depends(get_settings)]
+
+#: the ``Idempotency-Key`` request header of the payment commands (a retry returns the first result)
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key",
+                                       description="makes the request safe to retry: a retry gets the first answer")]
+
+
+def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    settings = get_settings(request)
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = settings.api_token.strip().encode()
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise HTTPException(status_code=401, detail="a valid bearer token is required for writes",
+                            headers={"WWW-Authenticate": 'Bearer realm="payevents"'})
+
+
+#: the dependency of every write endpoint
+Write = Depends(require_token)
+
+
+def created(settings: Settings, scope: str, key: str, body: BaseModel, create: Callable[[], Any]) -> Response:
+    """An idempotent create (see :mod:`.idempotency`): the first answer, replayed to retries."""
+
+    def first() -> idempotency.Answer:
+        r = json_response(retry_serialization(create), 201)
+        return idempotency.Answer(r.status_code, bytes(r.body))
+
+    a = idempotency.run(settings, scope, key, body.model_dump(mode="json"), first)
+    return Response(a.body, status_code=a.status_code, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"} if a.replayed else None)
+
+
+def masked(value: Any) -> Any:
+    """``value`` (JSON-ready) with card numbers masked in every string."""
+    if isinstance(value, str):
+        return mask_card_text(value)
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    return value
+
+
+class MaskCardNumbers(logging.Filter):
+    """Masks card numbers in a log record's arguments (uvicorn's access log: the request path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_card_text(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = mask_card_text(record.msg)
+        return True
+
+
+def mask_access_log() -> None:
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, MaskCardNumbers) for f in logger.filters):
+        logger.addFilter(MaskCardNumbers())

@@ -1,0 +1,39 @@
+"""Customers (the notifications service's directory): add (idempotent) and reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from payevents.faces.web import idempotency
+from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
+from payevents.services import notifications
+
+router = APIRouter(tags=["customers"])
+
+
+class AddCustomer(BaseModel):
+    customer_id: str
+    name: str
+    email: str | None = None
+    locale: str = "en_US"
+
+
+@router.post("/api/customers", status_code=201, dependencies=[Write])
+def add_customer(settings: Cfg, body: AddCustomer, idempotency_key: IdemKey = None) -> Response:
+    key = idempotency.resolve_key(idempotency_key, body.customer_id, "customers")
+    return created(settings, "customers", key, body, lambda: notifications.add_customer(
+        settings, body.customer_id, body.name, body.email, body.locale))
+
+
+@router.get("/api/customers")
+def list_customers(settings: Cfg, limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
+    return json_response(notifications.list_customers(settings, limit))
+
+
+@router.get("/api/customers/{customer_id}")
+def show_customer(settings: Cfg, customer_id: str) -> Response:
+    return json_response(notifications.get_customer(settings, customer_id))

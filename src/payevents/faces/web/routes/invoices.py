@@ -1,0 +1,52 @@
+"""Invoices: create (idempotent) and reads."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from payevents.faces.web import idempotency
+from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.routes.payments import amount_text
+from payevents.services import invoices
+
+router = APIRouter(tags=["invoices"])
+
+
+class CreateInvoice(BaseModel):
+    customer_id: str
+    amount_due: str
+    currency: str
+    due_date: date
+    invoice_id: str | None = None
+    description: str | None = None
+
+
+@router.post("/api/invoices", status_code=201, dependencies=[Write])
+def create_invoice(settings: Cfg, body: CreateInvoice, idempotency_key: IdemKey = None) -> Response:
+    key = idempotency.resolve_key(idempotency_key, body.invoice_id, "invoices")
+    # no id chosen: one derived from the key, so a retry after a crash finds the same invoice
+    invoice_id = body.invoice_id or idempotency.derived_id("INV-", "invoices", key)
+    return created(settings, "invoices", key, body, lambda: invoices.create(
+        settings, customer_id=body.customer_id, amount_due=amount_text(body.amount_due), currency=body.currency,
+        due_date=body.due_date, invoice_id=invoice_id, description=body.description))
+
+
+@router.get("/api/invoices")
+def list_invoices(settings: Cfg, status: str | None = None, customer_id: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
+    return json_response(invoices.list_invoices(settings, status=status, customer_id=customer_id, limit=limit))
+
+
+@router.get("/api/invoices/unapplied")
+def unapplied_payments(settings: Cfg) -> Response:
+    return json_response(invoices.unapplied(settings))
+
+
+@router.get("/api/invoices/{invoice_id}")
+def show_invoice(settings: Cfg, invoice_id: str) -> Response:
+    return json_response(invoices.show(settings, invoice_id))

@@ -1,0 +1,98 @@
+"""Payments: create (idempotent), the lifecycle commands, reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from payevents.errors import ContractError
+from payevents.faces.web import idempotency
+from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
+from payevents.runtime.outbox import retry_serialization
+from payevents.services import payments
+
+router = APIRouter(tags=["payments"])
+
+
+class CreatePayment(BaseModel):
+    customer_id: str
+    amount: str = Field(description="decimal string, e.g. '99.99' (never a float)")
+    currency: str
+    description: str
+    method_type: str = "credit_card"
+    last4: str = "4242"
+    invoice_id: str | None = None
+    order_id: str | None = None
+    merchant_id: str | None = None
+    payment_id: str | None = None
+
+
+class AuthorizePayment(BaseModel):
+    decline: str | None = Field(default=None, description="ask the simulated gateway to decline with this code")
+
+
+class FailPayment(BaseModel):
+    code: str
+    reason: str
+
+
+def amount_text(value: str | int | float) -> str:
+    if isinstance(value, float):  # pydantic may hand us a JSON number as float: refuse, never round
+        raise ContractError("amount: send a decimal string (e.g. \"99.99\"), not a JSON float")
+    return str(value)
+
+
+@router.post("/api/payments", status_code=201, dependencies=[Write])
+def create_payment(settings: Cfg, body: CreatePayment, idempotency_key: IdemKey = None) -> Response:
+    key = idempotency.resolve_key(idempotency_key, body.payment_id, "payments")
+    return created(settings, "payments", key, body, lambda: payments.create(
+        settings, customer_id=body.customer_id, amount=amount_text(body.amount), currency=body.currency,
+        description=body.description, method_type=body.method_type, last4=body.last4,
+        invoice_id=body.invoice_id, order_id=body.order_id, merchant_id=body.merchant_id,
+        payment_id=body.payment_id, idempotency_key=key))
+
+
+@router.post("/api/payments/{payment_id}/authorize", dependencies=[Write])
+def authorize_payment(settings: Cfg, payment_id: str, body: AuthorizePayment | None = None,
+                      idempotency_key: IdemKey = None) -> Response:
+    decline = body.decline if body else None
+    return json_response(retry_serialization(lambda: payments.authorize(
+        settings, payment_id, idempotency_key=idempotency_key, decline=decline)))
+
+
+@router.post("/api/payments/{payment_id}/capture", dependencies=[Write])
+def capture_payment(settings: Cfg, payment_id: str, idempotency_key: IdemKey = None) -> Response:
+    return json_response(retry_serialization(lambda: payments.capture(
+        settings, payment_id, idempotency_key=idempotency_key)))
+
+
+@router.post("/api/payments/{payment_id}/complete", dependencies=[Write])
+def complete_payment(settings: Cfg, payment_id: str, idempotency_key: IdemKey = None) -> Response:
+    return json_response(retry_serialization(lambda: payments.complete(
+        settings, payment_id, idempotency_key=idempotency_key)))
+
+
+@router.post("/api/payments/{payment_id}/fail", dependencies=[Write])
+def fail_payment(settings: Cfg, payment_id: str, body: FailPayment, idempotency_key: IdemKey = None) -> Response:
+    return json_response(retry_serialization(lambda: payments.fail(
+        settings, payment_id, code=body.code, reason=body.reason, idempotency_key=idempotency_key)))
+
+
+@router.get("/api/payments")
+def list_payments(settings: Cfg, state: str | None = None, customer_id: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+    return json_response(payments.list_payments(settings, state=state, customer_id=customer_id, limit=limit))
+
+
+@router.get("/api/payments/{payment_id}")
+def show_payment(settings: Cfg, payment_id: str) -> Response:
+    return json_response(payments.show(settings, payment_id))
+
+
+@router.get("/api/payments/{payment_id}/timeline")
+def payment_timeline(settings: Cfg, payment_id: str) -> Response:
+    payments.show(settings, payment_id)  # 404 for an unknown payment
+    return json_response(payments.timeline(settings, payment_id))
