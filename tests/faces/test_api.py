@@ -54,7 +54,7 @@ def test_idempotent_create_retried_makes_one_payment(client: TestClient) -> None
     timeline = client.get(f"/api/payments/{first.json()['payment_id']}/timeline").json()
     assert [e["event_type"] for e in timeline] == ["PaymentInitiated"]
     conflict = client.post("/api/payments", json={**PAYMENT, "amount": "100.00"}, headers=auth("checkout-7"))
-    assert conflict.status_code == 409 and conflict.json()["error"] == "IdempotencyConflict"
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_lifecycle_through_the_api(client: TestClient) -> None:
@@ -83,7 +83,7 @@ def test_declines_failures_and_bad_input(client: TestClient) -> None:
     r = client.post(f"/api/payments/{pid2}/fail", json={"code": "cancelled", "reason": "customer"}, headers=auth())
     assert r.status_code == 200 and r.json()["state"] == "failed"
     bad = client.post("/api/payments", json={**PAYMENT, "currency": "usd"}, headers=auth("d3"))
-    assert bad.status_code == 422 and "currency" in bad.json()["detail"]
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "currency"
     assert client.get("/api/payments/pay_nope").status_code == 404
     assert client.get("/api/payments/pay_nope/timeline").status_code == 404
 

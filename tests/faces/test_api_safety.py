@@ -86,7 +86,8 @@ def auth(key: str | None = None) -> dict[str, str]:
 @pytest.mark.parametrize(("path", "body"), [("/api/payments", PAYMENT), ("/api/invoices", INVOICE)])
 def test_a_create_without_key_or_chosen_id_is_refused(api: TestClient, path: str, body: dict[str, Any]) -> None:
     r = api.post(path, json=body, headers=auth())
-    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"], r.text
+    assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key", r.text
+    assert r.json()["error"]["code"] == "parameter_missing"
     assert api.get(path).json() == []
 
 
@@ -105,7 +106,7 @@ def test_a_retry_gets_the_first_answer_and_another_body_is_a_conflict(
         assert again.headers["idempotent-replayed"] == "true"
     assert [x[id_field] for x in api.get(path).json()] == [the_id(first.json(), id_field)]
     conflict = api.post(path, json=other, headers=auth("retry-me"))
-    assert conflict.status_code == 409 and conflict.json()["error"] == "IdempotencyConflict", conflict.text
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused", conflict.text
     assert len(api.get(path).json()) == 1
 
 
@@ -189,7 +190,7 @@ def test_a_conflict_that_never_clears_is_a_503_with_retry_after(settings: Settin
     with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
         r = client.post("/api/payments/pay_x/complete", headers=auth("ser-2"))
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-    assert r.json()["error"] == "TransientError"
+    assert r.json()["error"]["code"] == "service_unavailable"
 
 
 # -- set-aside records on the dashboard and in the API ----------------------------------------------------
@@ -229,7 +230,7 @@ def test_a_request_still_running_is_a_conflict_and_a_dead_one_is_taken_over(sett
             (fp, time.time(), fp, time.time() - idempotency.STALE_AFTER_S - 1))
     with TestClient(create_app(settings.replace(api_token=TOKEN))) as client:
         running = client.post("/api/invoices", json=INVOICE, headers=auth("running"))
-        assert running.status_code == 409 and "still running" in running.json()["detail"]
+        assert running.status_code == 409 and "still running" in running.json()["error"]["message"]
         died = client.post("/api/invoices", json=INVOICE, headers=auth("died"))
         assert died.status_code == 201, died.text
         again = client.post("/api/invoices", json=INVOICE, headers=auth("died"))

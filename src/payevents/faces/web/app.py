@@ -15,27 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from payevents import __version__
-from payevents.contracts.cardguard import mask_card_text
 from payevents.contracts.channel import parse_env
-from payevents.errors import (
-    ConfigError,
-    ContractError,
-    IdempotencyConflict,
-    IllegalTransition,
-    NotFound,
-    PayeventsError,
-    TransientError,
-)
-from payevents.faces.web import charts
-from payevents.faces.web.common import json_response, mask_access_log, masked
+from payevents.faces.web import charts, errors
+from payevents.faces.web.common import mask_access_log
 from payevents.faces.web.routes import (
     analytics,
     customers,
@@ -81,9 +68,11 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.mount("/catalog", StaticFiles(directory=str(site), html=True), name="catalog")
-    _error_handlers(app)
+    errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    original_openapi = app.openapi
+    app.openapi = lambda: errors.document(original_openapi())  # type: ignore[method-assign]
     return app
 
 
@@ -95,29 +84,6 @@ def _templates(env_name: str) -> Jinja2Templates:
     templates.env.globals["version"] = __version__
     templates.env.globals["env"] = env_name
     return templates
-
-
-def _error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_request: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's default echoes each bad value ("input"): a card number sent in a field would come back
-        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
-        return JSONResponse({"detail": masked(jsonable_encoder(errors))}, status_code=422)
-
-    @app.exception_handler(PayeventsError)
-    async def _payevents_error(_request: Request, exc: PayeventsError) -> Response:
-        status = 400
-        if isinstance(exc, NotFound):
-            status = 404
-        elif isinstance(exc, IdempotencyConflict | IllegalTransition):
-            status = 409
-        elif isinstance(exc, ContractError | ConfigError):
-            status = 422
-        elif isinstance(exc, TransientError):  # e.g. a serialization failure retried in vain: retry later
-            return JSONResponse({"error": type(exc).__name__, "detail": mask_card_text(str(exc))}, status_code=503,
-                                headers={"Retry-After": "1"})
-        # the services never echo card data; masking here too keeps any future message from doing it
-        return json_response({"error": type(exc).__name__, "detail": mask_card_text(str(exc))}, status)
 
 
 def _fmt_ts(value: Any) -> str:

@@ -10,12 +10,13 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from payevents.contracts.cardguard import mask_card_text
 from payevents.faces.web import idempotency
+from payevents.faces.web.errors import Unauthorized
 from payevents.runtime.outbox import retry_serialization
 from payevents.settings import Settings
 
@@ -46,12 +47,24 @@ def require_token(request: Request, authorization: Annotated[str | None, Header(
     scheme, _, token = (authorization or "").partition(" ")
     expected = settings.api_token.strip().encode()
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise HTTPException(status_code=401, detail="a valid bearer token is required for writes",
-                            headers={"WWW-Authenticate": 'Bearer realm="payevents"'})
+        raise Unauthorized("a valid bearer token is required for writes (Authorization: Bearer <token>)")
 
 
 #: the dependency of every write endpoint
 Write = Depends(require_token)
+
+
+class Body(BaseModel):
+    """A write's JSON body: unknown fields are refused (400 parameter_unknown), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+#: an amount: a decimal string in major units (``"99.99"``, ``"1500"`` for JPY, ``"1.250"`` for KWD); a JSON
+#: number is refused (400), so no client ever loses a digit to a binary float
+Amount = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$", max_length=40, examples=["99.99"],
+                              description="decimal string in major units of the currency, e.g. \"99.99\"; "
+                                          "a JSON number is refused")]
 
 
 def created(settings: Settings, scope: str, key: str, body: BaseModel, create: Callable[[], Any]) -> Response:

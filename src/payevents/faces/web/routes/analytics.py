@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from payevents.faces.web.common import Cfg, json_response
+from payevents.faces.web.errors import READ_ERRORS
 from payevents.services import analytics
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(tags=["analytics"], responses=READ_ERRORS)
 
 
 @router.get("/api/analytics/report")

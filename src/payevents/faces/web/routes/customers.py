@@ -6,23 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.common import Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.services import notifications
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], responses=READ_ERRORS)
 
 
-class AddCustomer(BaseModel):
+class AddCustomer(Body):
     customer_id: str
     name: str
     email: str | None = None
     locale: str = "en_US"
 
 
-@router.post("/api/customers", status_code=201, dependencies=[Write])
+@router.post("/api/customers", status_code=201, dependencies=[Write], responses=WRITE_ERRORS)
 def add_customer(settings: Cfg, body: AddCustomer, idempotency_key: IdemKey = None) -> Response:
     key = idempotency.resolve_key(idempotency_key, body.customer_id, "customers")
     return created(settings, "customers", key, body, lambda: notifications.add_customer(

@@ -9,8 +9,9 @@ from payevents import __version__
 from payevents.contracts.channel import parse_env
 from payevents.faces.web import data
 from payevents.faces.web.common import Cfg, json_response
+from payevents.faces.web.errors import READ_ERRORS
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=READ_ERRORS)
 
 
 @router.get("/api/health")

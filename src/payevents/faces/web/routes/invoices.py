@@ -7,32 +7,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
-from payevents.faces.web.routes.payments import amount_text
+from payevents.faces.web.common import Amount, Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.services import invoices
 
-router = APIRouter(tags=["invoices"])
+router = APIRouter(tags=["invoices"], responses=READ_ERRORS)
 
 
-class CreateInvoice(BaseModel):
+class CreateInvoice(Body):
     customer_id: str
-    amount_due: str
+    amount_due: Amount
     currency: str
     due_date: date
     invoice_id: str | None = None
     description: str | None = None
 
 
-@router.post("/api/invoices", status_code=201, dependencies=[Write])
+@router.post("/api/invoices", status_code=201, dependencies=[Write], responses=WRITE_ERRORS)
 def create_invoice(settings: Cfg, body: CreateInvoice, idempotency_key: IdemKey = None) -> Response:
     key = idempotency.resolve_key(idempotency_key, body.invoice_id, "invoices")
     # no id chosen: one derived from the key, so a retry after a crash finds the same invoice
     invoice_id = body.invoice_id or idempotency.derived_id("INV-", "invoices", key)
     return created(settings, "invoices", key, body, lambda: invoices.create(
-        settings, customer_id=body.customer_id, amount_due=amount_text(body.amount_due), currency=body.currency,
+        settings, customer_id=body.customer_id, amount_due=body.amount_due, currency=body.currency,
         due_date=body.due_date, invoice_id=invoice_id, description=body.description))
 
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from payevents.faces.web.common import Cfg, json_response
+from payevents.faces.web.errors import READ_ERRORS
 from payevents.services import ledger
 
-router = APIRouter(tags=["ledger"])
+router = APIRouter(tags=["ledger"], responses=READ_ERRORS)
 
 
 @router.get("/api/ledger/journal")

@@ -9,9 +9,10 @@ from fastapi.responses import Response
 
 from payevents.faces.web import data
 from payevents.faces.web.common import Cfg, json_response
+from payevents.faces.web.errors import READ_ERRORS
 from payevents.runtime import outbox
 
-router = APIRouter(tags=["channel"])
+router = APIRouter(tags=["channel"], responses=READ_ERRORS)
 
 
 @router.get("/api/dead-letters")

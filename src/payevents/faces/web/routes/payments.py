@@ -6,20 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from payevents.errors import ContractError
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.common import Amount, Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.runtime.outbox import retry_serialization
 from payevents.services import payments
 
-router = APIRouter(tags=["payments"])
+router = APIRouter(tags=["payments"], responses=READ_ERRORS)
 
 
-class CreatePayment(BaseModel):
+class CreatePayment(Body):
     customer_id: str
-    amount: str = Field(description="decimal string, e.g. '99.99' (never a float)")
+    amount: Amount
     currency: str
     description: str
     method_type: str = "credit_card"
@@ -30,32 +30,26 @@ class CreatePayment(BaseModel):
     payment_id: str | None = None
 
 
-class AuthorizePayment(BaseModel):
+class AuthorizePayment(Body):
     decline: str | None = Field(default=None, description="ask the simulated gateway to decline with this code")
 
 
-class FailPayment(BaseModel):
+class FailPayment(Body):
     code: str
     reason: str
 
 
-def amount_text(value: str | int | float) -> str:
-    if isinstance(value, float):  # pydantic may hand us a JSON number as float: refuse, never round
-        raise ContractError("amount: send a decimal string (e.g. \"99.99\"), not a JSON float")
-    return str(value)
-
-
-@router.post("/api/payments", status_code=201, dependencies=[Write])
+@router.post("/api/payments", status_code=201, dependencies=[Write], responses=WRITE_ERRORS)
 def create_payment(settings: Cfg, body: CreatePayment, idempotency_key: IdemKey = None) -> Response:
     key = idempotency.resolve_key(idempotency_key, body.payment_id, "payments")
     return created(settings, "payments", key, body, lambda: payments.create(
-        settings, customer_id=body.customer_id, amount=amount_text(body.amount), currency=body.currency,
+        settings, customer_id=body.customer_id, amount=body.amount, currency=body.currency,
         description=body.description, method_type=body.method_type, last4=body.last4,
         invoice_id=body.invoice_id, order_id=body.order_id, merchant_id=body.merchant_id,
         payment_id=body.payment_id, idempotency_key=key))
 
 
-@router.post("/api/payments/{payment_id}/authorize", dependencies=[Write])
+@router.post("/api/payments/{payment_id}/authorize", dependencies=[Write], responses=WRITE_ERRORS)
 def authorize_payment(settings: Cfg, payment_id: str, body: AuthorizePayment | None = None,
                       idempotency_key: IdemKey = None) -> Response:
     decline = body.decline if body else None
@@ -63,19 +57,19 @@ def authorize_payment(settings: Cfg, payment_id: str, body: AuthorizePayment | N
         settings, payment_id, idempotency_key=idempotency_key, decline=decline)))
 
 
-@router.post("/api/payments/{payment_id}/capture", dependencies=[Write])
+@router.post("/api/payments/{payment_id}/capture", dependencies=[Write], responses=WRITE_ERRORS)
 def capture_payment(settings: Cfg, payment_id: str, idempotency_key: IdemKey = None) -> Response:
     return json_response(retry_serialization(lambda: payments.capture(
         settings, payment_id, idempotency_key=idempotency_key)))
 
 
-@router.post("/api/payments/{payment_id}/complete", dependencies=[Write])
+@router.post("/api/payments/{payment_id}/complete", dependencies=[Write], responses=WRITE_ERRORS)
 def complete_payment(settings: Cfg, payment_id: str, idempotency_key: IdemKey = None) -> Response:
     return json_response(retry_serialization(lambda: payments.complete(
         settings, payment_id, idempotency_key=idempotency_key)))
 
 
-@router.post("/api/payments/{payment_id}/fail", dependencies=[Write])
+@router.post("/api/payments/{payment_id}/fail", dependencies=[Write], responses=WRITE_ERRORS)
 def fail_payment(settings: Cfg, payment_id: str, body: FailPayment, idempotency_key: IdemKey = None) -> Response:
     return json_response(retry_serialization(lambda: payments.fail(
         settings, payment_id, code=body.code, reason=body.reason, idempotency_key=idempotency_key)))
