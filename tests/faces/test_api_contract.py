@@ -140,3 +140,19 @@ def test_a_bug_is_a_500_error_object_without_details(client: TestClient, monkeyp
     e = error_of(client.get("/api/payments/pay_1"), 500)
     assert (e["type"], e["code"]) == ("api_error", "internal_error")
     assert "secret" not in e["message"]
+
+
+def test_the_docs_work_offline(client: TestClient) -> None:
+    """/docs references no other host: Swagger UI's script, style and icon come from this server."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "validatorUrl" in page.text and "https://" not in page.text and "http://" not in page.text
+    for u in urls:
+        assert client.get(u).status_code == 200, u
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads from a CDN: not served
+    doc = client.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"  # "Authorize" in the docs

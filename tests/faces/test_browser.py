@@ -93,3 +93,25 @@ def test_catalog_pages_in_the_browser(page: Any, server: LiveServer) -> None:
     cells = page.locator("#parameters tbody tr td").all_inner_texts()
     assert cells[0] == "env" and cells[3] == "N/A"
     assert page.locator("#address").inner_text() == "payments.{env}.events"
+
+
+def test_the_api_docs_render_without_the_network(page: Any, server: LiveServer) -> None:
+    """Swagger UI draws the payevents API with every request to another host refused."""
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server.url + "/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    assert "payevents" in page.locator(".swagger-ui .info .title").inner_text()
+    page.locator(".opblock-tag", has_text="payments").first.wait_for()
+    assert page.locator(".opblock-summary-path", has_text="/api/payments").count() >= 1
+    assert page.locator("button.authorize").count() == 1
+    assert outside == []

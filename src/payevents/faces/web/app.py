@@ -27,6 +27,7 @@ from payevents.faces.web.routes import (
     analytics,
     customers,
     dashboard,
+    docs,
     health,
     invoices,
     ledger,
@@ -38,7 +39,7 @@ from payevents.settings import Settings, check_api_token
 
 _HERE = Path(__file__).parent
 
-ROUTERS = (health, payments, invoices, customers, ledger, analytics, notifications, outbox, dashboard)
+ROUTERS = (docs, health, payments, invoices, customers, ledger, analytics, notifications, outbox, dashboard)
 
 
 def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAPI:
@@ -60,7 +61,8 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
                 shutil.rmtree(site, ignore_errors=True)
 
     mask_access_log()
-    app = FastAPI(title="payevents", version=__version__, lifespan=lifespan,
+    # /docs is served by routes.docs from local files; FastAPI's own /docs and /redoc load from a CDN
+    app = FastAPI(title="payevents", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Payments lifecycle, ledger, invoices, analytics, notifications and the channel.")
     app.state.settings = settings
     app.state.templates = _templates(parse_env(settings.env).value)

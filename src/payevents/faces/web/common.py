@@ -10,8 +10,9 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from payevents.contracts.cardguard import mask_card_text
@@ -42,11 +43,16 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key",
                                        description="makes the request safe to retry: a retry gets the first answer")]
 
 
-def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+_BEARER = HTTPBearer(auto_error=False, description="the API token (PAYEVENTS_API_TOKEN); writes need it")
+
+
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
+) -> None:
     settings = get_settings(request)
-    scheme, _, token = (authorization or "").partition(" ")
     expected = settings.api_token.strip().encode()
-    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    token = credentials.credentials.strip().encode() if credentials is not None else b""
+    if not expected or not token or not hmac.compare_digest(token, expected):
         raise Unauthorized("a valid bearer token is required for writes (Authorization: Bearer <token>)")
 
 
