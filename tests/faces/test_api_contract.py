@@ -98,7 +98,7 @@ def test_an_amount_is_a_decimal_string_and_nothing_else(client: TestClient, amou
                                                     "due_date": "2030-01-01", "invoice_id": "INV-A"}, headers=auth()),
                  400)
     assert e["param"] == "amount_due"
-    assert client.get("/api/payments").json() == []
+    assert client.get("/api/payments").json()["data"] == []
 
 
 def test_amounts_in_major_units_of_each_currency(client: TestClient) -> None:
@@ -156,3 +156,67 @@ def test_the_docs_work_offline(client: TestClient) -> None:
     assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads from a CDN: not served
     doc = client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"  # "Authorize" in the docs
+
+
+def walk(client: TestClient, path: str, limit: int, **params: Any) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following next_cursor."""
+    pages, after = [], None
+    while True:
+        r = client.get(path, params={**params, "limit": limit, **({"starting_after": after} if after else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"data", "has_more", "next_cursor"}, body
+        pages.append(body["data"])
+        if not body["has_more"]:
+            assert body["next_cursor"] is None
+            return pages
+        after = body["next_cursor"]
+        assert isinstance(after, str) and after
+
+
+def test_lists_page_with_a_cursor(client: TestClient, settings: Settings) -> None:
+    from payevents.services import notifications
+
+    ids = []
+    for i in range(7):
+        r = client.post("/api/payments", json={**PAYMENT, "customer_id": f"cus_{i}", "payment_id": f"pay_{i:02d}"},
+                        headers=auth())
+        ids.append(r.json()["payment_id"])
+        client.post("/api/invoices", json={"customer_id": "c", "amount_due": "1.00", "currency": "USD",
+                                           "due_date": "2030-01-01", "invoice_id": f"INV-{i:02d}"}, headers=auth())
+        notifications.add_customer(settings, f"cus_{i}", f"Customer {i}")
+    whole = client.get("/api/payments", params={"limit": 100}).json()["data"]
+    pages = walk(client, "/api/payments", 3)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [p["payment_id"] for page in pages for p in page] == [p["payment_id"] for p in whole]
+    assert sorted(p["payment_id"] for p in whole) == sorted(ids)
+    # a page boundary holds when something new arrives meanwhile (newest first: it is before the cursor)
+    first = client.get("/api/payments", params={"limit": 3}).json()
+    client.post("/api/payments", json={**PAYMENT, "payment_id": "pay_late"}, headers=auth())
+    second = client.get("/api/payments", params={"limit": 3, "starting_after": first["next_cursor"]}).json()
+    assert [p["payment_id"] for p in second["data"]] == [p["payment_id"] for p in whole[3:6]]
+    invoices = [i["invoice_id"] for page in walk(client, "/api/invoices", 2) for i in page]
+    assert invoices == [f"INV-{i:02d}" for i in range(7)]
+    customers = [c["customer_id"] for page in walk(client, "/api/customers", 4) for c in page]
+    assert customers == [f"cus_{i}" for i in range(7)]
+    for path in ("/api/payments", "/api/invoices", "/api/customers", "/api/notifications", "/api/ledger/journal",
+                 "/api/dead-letters", "/api/outbox/set-aside", "/api/invoices/unapplied"):
+        body = client.get(path).json()
+        assert set(body) == {"data", "has_more", "next_cursor"}, path
+        e = error_of(client.get(path, params={"starting_after": "nope"}), 400)
+        assert (e["code"], e["param"]) == ("parameter_invalid", "starting_after"), path
+        assert error_of(client.get(path, params={"limit": 0}), 400)["param"] == "limit", path
+
+
+def test_the_journal_pages_newest_first(processed: dict[str, Any]) -> None:
+    with TestClient(create_app(processed["settings"])) as c:
+        pages = walk(c, "/api/ledger/journal", 2)
+        entries = [e for page in pages for e in page]
+        assert len(entries) >= 4 and all(len(p) == 2 for p in pages[:-1])
+        posted = [e["posted_at"] for e in entries]
+        assert posted == sorted(posted, reverse=True)
+        assert len({e["entry_id"] for e in entries}) == len(entries)
+        line = entries[0]["lines"][0]
+        assert isinstance(line["amount"], str) and line["currency"]
+        letters = [d for page in walk(c, "/api/dead-letters", 1) for d in page]
+        assert letters and {d["key"] for d in letters} == {"pay_broken"}

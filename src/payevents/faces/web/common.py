@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Query, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from payevents.contracts.cardguard import mask_card_text
+from payevents.errors import ContractError
 from payevents.faces.web import idempotency
-from payevents.faces.web.errors import Unauthorized
+from payevents.faces.web.errors import RequestError, Unauthorized
 from payevents.runtime.outbox import retry_serialization
 from payevents.settings import Settings
 
@@ -83,6 +84,45 @@ def created(settings: Settings, scope: str, key: str, body: BaseModel, create: C
     a = idempotency.run(settings, scope, key, body.model_dump(mode="json"), first)
     return Response(a.body, status_code=a.status_code, media_type="application/json",
                     headers={"Idempotent-Replayed": "true"} if a.replayed else None)
+
+
+#: the paging parameters of every list
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size (1 to 1000)")]
+StartingAfter = Annotated[str | None, Query(description="the next_cursor of the previous page (an object id): "
+                                                        "the page starts after that object")]
+
+
+def page(fetch: Callable[[int, str | None], Sequence[Any]], limit: int, starting_after: str | None,
+         id_of: Callable[[Any], str]) -> Response:
+    """One page of a list: ``{"data": [...], "has_more": bool, "next_cursor": id | null}``. ``fetch(n,
+    after)`` returns at most ``n`` items after the item ``after`` in the list's order (keyset paging)."""
+    try:
+        items = list(fetch(limit + 1, starting_after))
+    except ContractError as exc:
+        if str(exc).startswith("starting_after:"):
+            raise RequestError(str(exc), param="starting_after") from exc
+        raise
+    has_more = len(items) > limit
+    items = items[:limit]
+    return json_response({"data": items, "has_more": has_more,
+                          "next_cursor": id_of(items[-1]) if has_more else None})
+
+
+def page_of_list(items: Sequence[Any], limit: int, starting_after: str | None,
+                 id_of: Callable[[Any], str]) -> Response:
+    """:func:`page` over a list already in memory (lists the services return whole)."""
+
+    def fetch(n: int, after: str | None) -> Sequence[Any]:
+        start = 0
+        if after is not None:
+            ids = [id_of(i) for i in items]
+            if after not in ids:
+                raise RequestError("starting_after: no such item in this list (use the next_cursor of a page)",
+                                   param="starting_after")
+            start = ids.index(after) + 1
+        return items[start:start + n]
+
+    return page(fetch, limit, starting_after, id_of)
 
 
 def masked(value: Any) -> Any:

@@ -149,6 +149,11 @@ def dead_letters(settings: Settings, limit: int = 200, service: str | None = Non
     return [d.to_dict() for d in reversed(letters)]
 
 
+def dead_letter_id(letter: dict[str, Any]) -> str:
+    """A dead letter's id: its position in the dead-letter channel."""
+    return f"{letter['partition']}:{letter['offset']}"
+
+
 def revenue_rows(settings: Settings, days: int = 31, by: str = "day") -> list[Any]:
     from payevents.services import analytics
 

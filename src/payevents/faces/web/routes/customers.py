@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.common import Body, Cfg, IdemKey, Limit, StartingAfter, Write, created, json_response, page
 from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.services import notifications
 
@@ -30,8 +28,10 @@ def add_customer(settings: Cfg, body: AddCustomer, idempotency_key: IdemKey = No
 
 
 @router.get("/api/customers")
-def list_customers(settings: Cfg, limit: Annotated[int | None, Query(ge=1)] = None) -> Response:
-    return json_response(notifications.list_customers(settings, limit))
+def list_customers(settings: Cfg, limit: Limit = 100, starting_after: StartingAfter = None) -> Response:
+    """Customers by id (a page)."""
+    return page(lambda n, after: notifications.list_customers(settings, n, starting_after=after),
+                limit, starting_after, lambda c: c.customer_id)
 
 
 @router.get("/api/customers/{customer_id}")

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Amount, Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.common import (
+    Amount,
+    Body,
+    Cfg,
+    IdemKey,
+    Limit,
+    StartingAfter,
+    Write,
+    created,
+    json_response,
+    page,
+    page_of_list,
+)
 from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.services import invoices
 
@@ -36,14 +47,18 @@ def create_invoice(settings: Cfg, body: CreateInvoice, idempotency_key: IdemKey 
 
 
 @router.get("/api/invoices")
-def list_invoices(settings: Cfg, status: str | None = None, customer_id: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
-    return json_response(invoices.list_invoices(settings, status=status, customer_id=customer_id, limit=limit))
+def list_invoices(settings: Cfg, status: str | None = None, customer_id: str | None = None, limit: Limit = 100,
+                  starting_after: StartingAfter = None) -> Response:
+    """Invoices, oldest first (a page)."""
+    return page(lambda n, after: invoices.list_invoices(settings, status=status, customer_id=customer_id, limit=n,
+                                                        starting_after=after),
+                limit, starting_after, lambda i: i.invoice_id)
 
 
 @router.get("/api/invoices/unapplied")
-def unapplied_payments(settings: Cfg) -> Response:
-    return json_response(invoices.unapplied(settings))
+def unapplied_payments(settings: Cfg, limit: Limit = 100, starting_after: StartingAfter = None) -> Response:
+    """Payments not applied to an invoice (waiting for it, or held), oldest first (a page)."""
+    return page_of_list(invoices.unapplied(settings), limit, starting_after, lambda p: p.event_id)
 
 
 @router.get("/api/invoices/{invoice_id}")

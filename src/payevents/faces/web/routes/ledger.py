@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from payevents.faces.web.common import Cfg, json_response
+from payevents.faces.web.common import Cfg, Limit, StartingAfter, json_response, page
 from payevents.faces.web.errors import READ_ERRORS
 from payevents.services import ledger
 
@@ -15,9 +13,13 @@ router = APIRouter(tags=["ledger"], responses=READ_ERRORS)
 
 
 @router.get("/api/ledger/journal")
-def journal(settings: Cfg, payment_id: str | None = None,
-            limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
-    return json_response(ledger.journal(settings, payment_id=payment_id, limit=limit))
+def journal(settings: Cfg, payment_id: str | None = None, limit: Limit = 100,
+            starting_after: StartingAfter = None) -> Response:
+    """Journal entries with their lines, newest first (a page). Amounts: ``amount`` in major units of the
+    line's ``currency`` (and ``amount_minor``)."""
+    return page(lambda n, after: ledger.journal(settings, payment_id=payment_id, limit=n, newest_first=True,
+                                                starting_after=after),
+                limit, starting_after, lambda e: e.entry_id)
 
 
 @router.get("/api/ledger/trial-balance")

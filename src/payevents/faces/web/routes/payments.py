@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field
 
 from payevents.faces.web import idempotency
-from payevents.faces.web.common import Amount, Body, Cfg, IdemKey, Write, created, json_response
+from payevents.faces.web.common import (
+    Amount,
+    Body,
+    Cfg,
+    IdemKey,
+    Limit,
+    StartingAfter,
+    Write,
+    created,
+    json_response,
+    page,
+)
 from payevents.faces.web.errors import READ_ERRORS, WRITE_ERRORS
 from payevents.runtime.outbox import retry_serialization
 from payevents.services import payments
@@ -76,9 +85,12 @@ def fail_payment(settings: Cfg, payment_id: str, body: FailPayment, idempotency_
 
 
 @router.get("/api/payments")
-def list_payments(settings: Cfg, state: str | None = None, customer_id: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
-    return json_response(payments.list_payments(settings, state=state, customer_id=customer_id, limit=limit))
+def list_payments(settings: Cfg, state: str | None = None, customer_id: str | None = None, limit: Limit = 100,
+                  starting_after: StartingAfter = None) -> Response:
+    """Payments, newest first (a page: ``data``, ``has_more``, ``next_cursor``)."""
+    return page(lambda n, after: payments.list_payments(settings, state=state, customer_id=customer_id, limit=n,
+                                                        starting_after=after),
+                limit, starting_after, lambda p: p.payment_id)
 
 
 @router.get("/api/payments/{payment_id}")
