@@ -21,7 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from payevents import __version__
 from payevents.contracts.channel import parse_env
-from payevents.faces.web import charts, errors
+from payevents.faces.web import errors
 from payevents.faces.web.common import mask_access_log
 from payevents.faces.web.routes import (
     analytics,
@@ -66,7 +66,6 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
                   description="Payments lifecycle, ledger, invoices, analytics, notifications and the channel.")
     app.state.settings = settings
     app.state.templates = _templates(parse_env(settings.env).value)
-    app.state.revenue_chart = charts.RevenueChart()
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.mount("/catalog", StaticFiles(directory=str(site), html=True), name="catalog")
@@ -83,6 +82,7 @@ def _templates(env_name: str) -> Jinja2Templates:
     templates.env.autoescape = True  # the templates end in .html.j2, which select_autoescape() leaves unescaped
     templates.env.filters["ts"] = _fmt_ts
     templates.env.filters["ms"] = _fmt_ms
+    templates.env.filters["major"] = _major
     templates.env.globals["version"] = __version__
     templates.env.globals["env"] = env_name
     return templates
@@ -98,6 +98,13 @@ def _fmt_ts(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
     return str(value)
+
+
+def _major(minor: int, currency: str) -> str:
+    """Minor units as a decimal string in major units of ``currency`` (the currency's exponent)."""
+    from payevents.services.payments.money import from_minor
+
+    return str(from_minor(int(minor), currency))
 
 
 def _fmt_ms(seconds: float | None) -> str:

@@ -150,21 +150,39 @@ def payevents_error(exc: PayeventsError) -> JSONResponse:
     return error_response(400, "invalid_request_error", "request_invalid", message, param_of(message))
 
 
+_NOT_PAGES = ("/api/", "/openapi", "/metrics", "/static/", "/charts/", "/catalog/")
+
+
+def _for_people(request: Request, response: JSONResponse) -> Response:
+    """A dashboard page's error as an HTML page (the same status, code and message); the API's as JSON."""
+    path = request.url.path
+    if path.startswith(_NOT_PAGES) or request.method != "GET":
+        return response
+    import json
+
+    err = json.loads(bytes(response.body))["error"]
+    page: Response = request.app.state.templates.TemplateResponse(
+        request, "error.html.j2", {"nav": None, "status": response.status_code, "code": err["code"],
+                                   "message": err["message"]}, status_code=response.status_code)
+    return page
+
+
 def install(app: FastAPI) -> None:
-    """The handlers that turn every error into the one error object."""
+    """The handlers that turn every error into the one error object (an HTML page on the dashboard)."""
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_request: Request, exc: RequestValidationError) -> Response:
-        return _validation(exc)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return _for_people(request, _validation(exc))
 
     @app.exception_handler(PayeventsError)
-    async def _payevents_error(_request: Request, exc: PayeventsError) -> Response:
-        return payevents_error(exc)
+    async def _payevents_error(request: Request, exc: PayeventsError) -> Response:
+        return _for_people(request, payevents_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return error_response(404, "invalid_request_error", "resource_missing", "no such path")
+            return _for_people(request, error_response(404, "invalid_request_error", "resource_missing",
+                                                       "no such path"))
         if exc.status_code == 405:
             return error_response(405, "invalid_request_error", "method_not_allowed", "method not allowed here",
                                   headers=dict(exc.headers or {}))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from payevents.errors import NotFound
 from payevents.faces.web import charts, data
 from payevents.faces.web.common import Cfg
 from payevents.runtime import outbox
@@ -35,6 +36,7 @@ def overview(request: Request, settings: Cfg) -> HTMLResponse:
     return render(
         request, "overview.html.j2",
         pub=pub,
+        rate_window=data.RATE_WINDOW_S,
         sla=data.SLA_SECONDS,
         histogram_svg=charts.delay_histogram_svg(pub.histogram, data.SLA_SECONDS),
         lag=data.lag_per_service(settings),
@@ -44,17 +46,17 @@ def overview(request: Request, settings: Cfg) -> HTMLResponse:
         invoices_by_status=by_status,
         payment_states=counts,
         mail=notifications.summary(settings),
-        dead_letters=len(data.dead_letters(settings, 10_000)),
+        dead_letters=len(data.group_dead_letters(data.dead_letters(settings, 10_000))),
         workers=data.workers(settings),
         now=time.time(),
     )
 
 
 @router.get("/charts/revenue.svg")
-def revenue_svg(request: Request, settings: Cfg, days: Annotated[int, Query(ge=1, le=3660)] = 31,
+def revenue_svg(settings: Cfg, days: Annotated[int, Query(ge=1, le=3660)] = 31,
                 by: str = "day") -> Response:
-    rows = data.revenue_rows(settings, days, by)
-    svg = request.app.state.revenue_chart.svg(rows, f"Revenue per {by} and currency, last {days} days")
+    first, last = data.revenue_window(days)
+    svg = charts.revenue_svg(data.revenue_rows(settings, days, by), first, last, by)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
@@ -74,17 +76,27 @@ def payments_page(request: Request, settings: Cfg, state: str | None = None) -> 
 def timeline_page(request: Request, settings: Cfg, payment_id: str) -> HTMLResponse:
     from payevents.contracts import channel
 
-    p = payments.show(settings, payment_id)
-    return render(request, "timeline.html.j2", p=p, events=payments.timeline(settings, payment_id),
-                  audit_headers=channel.AUDIT_HEADERS,
-                  journal=ledger.journal(settings, payment_id=payment_id),
-                  mails=notifications.list_notifications(settings, None, 20, payment_id=payment_id))
+    journal = ledger.journal(settings, payment_id=payment_id)
+    mails = notifications.list_notifications(settings, None, 20, payment_id=payment_id)
+    try:
+        p = payments.show(settings, payment_id)
+    except NotFound:
+        if not journal and not mails:
+            raise
+        p = None  # a legacy (or another producer's) payment: only the consumers know it
+    return render(request, "timeline.html.j2", p=p, payment_id=payment_id,
+                  events=payments.timeline(settings, payment_id) if p is not None else [],
+                  audit_headers=channel.AUDIT_HEADERS, journal=journal, mails=mails)
 
 
 @router.get("/ledger", response_class=HTMLResponse)
-def ledger_page(request: Request, settings: Cfg) -> HTMLResponse:
-    return render(request, "ledger.html.j2", trial=ledger.balances(settings),
-                  entries=list(reversed(ledger.journal(settings, limit=200))))
+def ledger_page(request: Request, settings: Cfg, limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                starting_after: str | None = None) -> HTMLResponse:
+    """The trial balance, then the journal newest first, ``limit`` entries a page (keyset: ``starting_after``)."""
+    entries = ledger.journal(settings, limit=limit + 1, newest_first=True, starting_after=starting_after)
+    return render(request, "ledger.html.j2", trial=ledger.balances(settings), entries=entries[:limit], limit=limit,
+                  starting_after=starting_after,
+                  next_cursor=entries[limit - 1].entry_id if len(entries) > limit else None)
 
 
 @router.get("/invoices", response_class=HTMLResponse)
@@ -109,7 +121,7 @@ def notifications_page(request: Request, settings: Cfg, status: str | None = Non
 
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters_page(request: Request, settings: Cfg) -> HTMLResponse:
-    return render(request, "deadletters.html.j2", letters=data.dead_letters(settings, 500),
+    return render(request, "deadletters.html.j2", groups=data.group_dead_letters(data.dead_letters(settings, 2000)),
                   set_aside=outbox.list_set_aside(data.payments_engine(settings)))
 
 
