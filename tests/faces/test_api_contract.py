@@ -94,6 +94,7 @@ def test_unknown_fields_are_refused_on_every_write(client: TestClient) -> None:
 def test_an_amount_is_a_decimal_string_and_nothing_else(client: TestClient, amount: Any) -> None:
     e = error_of(client.post("/api/payments", json={**PAYMENT, "amount": amount}, headers=auth(f"a{amount!r}")), 400)
     assert (e["code"], e["param"]) == ("parameter_invalid", "amount")
+    assert '"99.99"' in e["message"] and "decimal string" in e["message"]
     e = error_of(client.post("/api/invoices", json={"customer_id": "c", "amount_due": amount, "currency": "USD",
                                                     "due_date": "2030-01-01", "invoice_id": "INV-A"}, headers=auth()),
                  400)

@@ -90,6 +90,8 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
               "invalid_request_error / payment_state_invalid"),
 }
 
+#: the body fields that hold an amount (``common.Amount``)
+AMOUNT_FIELDS = frozenset({"amount", "amount_due"})
 _PARAM = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
@@ -119,6 +121,9 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
         code, message = "parameter_unknown", f"{param}: unknown field; see the schema at /openapi.json"
     elif kind in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
         code, message = "body_invalid", f"the body must be a JSON object: {first.get('msg', '')}"
+    elif param in AMOUNT_FIELDS:
+        code, message = "parameter_invalid", (f"{param}: a decimal string in major units of the currency, e.g. "
+                                              '"99.99" (a JSON number is refused)')
     else:  # never echo the value ("input"): a card number sent in a field would come back
         code, message = "parameter_invalid", f"{param}: {first.get('msg', 'invalid')}" if param else str(
             first.get("msg", "invalid"))
