@@ -175,7 +175,13 @@ def walk(client: TestClient, path: str, limit: int, **params: Any) -> list[list[
         assert isinstance(after, str) and after
 
 
-def test_lists_page_with_a_cursor(client: TestClient, settings: Settings) -> None:
+def test_lists_page_with_a_cursor(store_settings: Settings) -> None:
+    """Keyset paging on SQLite and PostgreSQL."""
+    with TestClient(create_app(store_settings.replace(api_token=TOKEN))) as client:
+        _lists_page_with_a_cursor(client, store_settings)
+
+
+def _lists_page_with_a_cursor(client: TestClient, settings: Settings) -> None:
     from payevents.services import notifications
 
     ids = []
