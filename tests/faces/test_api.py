@@ -39,7 +39,7 @@ def test_writes_need_the_bearer_token(client: TestClient) -> None:
     assert client.post("/api/customers", json={"customer_id": "c", "name": "C"}).status_code == 401
     assert client.post("/api/invoices", json={"customer_id": "c", "amount_due": "1.00", "currency": "USD",
                                               "due_date": "2030-01-01"}).status_code == 401
-    assert client.get("/api/payments").json() == []  # nothing was written
+    assert client.get("/api/payments").json()["data"] == []  # nothing was written
     assert client.post("/api/payments", json=PAYMENT, headers=auth("k0")).status_code == 201
 
 
@@ -49,12 +49,12 @@ def test_idempotent_create_retried_makes_one_payment(client: TestClient) -> None
     for _ in range(5):
         again = client.post("/api/payments", json=PAYMENT, headers=auth("checkout-7"))
         assert again.status_code == 201 and again.json()["payment_id"] == first.json()["payment_id"]
-    listed = client.get("/api/payments").json()
+    listed = client.get("/api/payments").json()["data"]
     assert [p["payment_id"] for p in listed] == [first.json()["payment_id"]]
     timeline = client.get(f"/api/payments/{first.json()['payment_id']}/timeline").json()
     assert [e["event_type"] for e in timeline] == ["PaymentInitiated"]
     conflict = client.post("/api/payments", json={**PAYMENT, "amount": "100.00"}, headers=auth("checkout-7"))
-    assert conflict.status_code == 409 and conflict.json()["error"] == "IdempotencyConflict"
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_lifecycle_through_the_api(client: TestClient) -> None:
@@ -83,7 +83,7 @@ def test_declines_failures_and_bad_input(client: TestClient) -> None:
     r = client.post(f"/api/payments/{pid2}/fail", json={"code": "cancelled", "reason": "customer"}, headers=auth())
     assert r.status_code == 200 and r.json()["state"] == "failed"
     bad = client.post("/api/payments", json={**PAYMENT, "currency": "usd"}, headers=auth("d3"))
-    assert bad.status_code == 422 and "currency" in bad.json()["detail"]
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "currency"
     assert client.get("/api/payments/pay_nope").status_code == 404
     assert client.get("/api/payments/pay_nope/timeline").status_code == 404
 
@@ -93,16 +93,17 @@ def test_invoices_customers_and_reads(client: TestClient) -> None:
                                            "due_date": "2030-01-01", "invoice_id": "INV-API-1"}, headers=auth())
     assert r.status_code == 201, r.text
     assert client.get("/api/invoices/INV-API-1").json()["invoice"]["status"] == "Open"
-    assert [i["invoice_id"] for i in client.get("/api/invoices", params={"status": "Open"}).json()] == ["INV-API-1"]
+    listed = client.get("/api/invoices", params={"status": "Open"}).json()["data"]
+    assert [i["invoice_id"] for i in listed] == ["INV-API-1"]
     r = client.post("/api/customers", json={"customer_id": "cus_1", "name": "Ada", "email": "ada@example.com"},
                     headers=auth())
     assert r.status_code == 201
     assert client.get("/api/customers/cus_1").json()["email"] == "ada@example.com"
     assert client.get("/api/ledger/trial-balance").json()["balanced"] is True
-    assert client.get("/api/ledger/journal").json() == []
+    assert client.get("/api/ledger/journal").json()["data"] == []
     assert client.get("/api/analytics/report", params={"from": "2030-01-01", "to": "2030-01-31"}).json() == []
-    assert client.get("/api/notifications").json() == []
-    assert client.get("/api/dead-letters").json() == []
+    assert client.get("/api/notifications").json()["data"] == []
+    assert client.get("/api/dead-letters").json()["data"] == []
     health = client.get("/api/health")
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["env"] == "dev"
     metrics = client.get("/metrics")
@@ -116,12 +117,12 @@ def test_reads_after_processing(processed: dict[str, Any]) -> None:
         assert trial["balanced"] and {cur["currency"] for cur in trial["currencies"]} == {"USD", "JPY", "KWD"}
         usd = next(cur for cur in trial["currencies"] if cur["currency"] == "USD")
         assert usd["total_debits_minor"] == usd["total_credits_minor"] == 12000 + 9999
-        statuses = {i["invoice_id"]: i["status"] for i in c.get("/api/invoices").json()}
+        statuses = {i["invoice_id"]: i["status"] for i in c.get("/api/invoices").json()["data"]}
         full, part = processed["invoices"]
         assert statuses == {full: "Paid", part: "Partially Paid"}
-        letters = c.get("/api/dead-letters").json()
+        letters = c.get("/api/dead-letters").json()["data"]
         assert letters and all(d["reason"] for d in letters) and {d["key"] for d in letters} == {"pay_broken"}
-        sent = c.get("/api/notifications", params={"status": "sent"}).json()
+        sent = c.get("/api/notifications", params={"status": "sent"}).json()["data"]
         assert len(sent) == 4
         channel = c.get("/api/channel").json()
         assert channel["publish"]["published"] == processed["published"]

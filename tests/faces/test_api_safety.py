@@ -86,8 +86,9 @@ def auth(key: str | None = None) -> dict[str, str]:
 @pytest.mark.parametrize(("path", "body"), [("/api/payments", PAYMENT), ("/api/invoices", INVOICE)])
 def test_a_create_without_key_or_chosen_id_is_refused(api: TestClient, path: str, body: dict[str, Any]) -> None:
     r = api.post(path, json=body, headers=auth())
-    assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"], r.text
-    assert api.get(path).json() == []
+    assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key", r.text
+    assert r.json()["error"]["code"] == "parameter_missing"
+    assert api.get(path).json()["data"] == []
 
 
 @pytest.mark.parametrize(("path", "body", "other", "id_field"), [
@@ -103,10 +104,10 @@ def test_a_retry_gets_the_first_answer_and_another_body_is_a_conflict(
         again = api.post(path, json=body, headers=auth("retry-me"))
         assert again.status_code == 201 and again.content == first.content
         assert again.headers["idempotent-replayed"] == "true"
-    assert [x[id_field] for x in api.get(path).json()] == [the_id(first.json(), id_field)]
+    assert [x[id_field] for x in api.get(path).json()["data"]] == [the_id(first.json(), id_field)]
     conflict = api.post(path, json=other, headers=auth("retry-me"))
-    assert conflict.status_code == 409 and conflict.json()["error"] == "IdempotencyConflict", conflict.text
-    assert len(api.get(path).json()) == 1
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_key_reused", conflict.text
+    assert len(api.get(path).json()["data"]) == 1
 
 
 @pytest.mark.parametrize(("path", "body", "other", "id_field"), [
@@ -123,7 +124,7 @@ def test_a_client_chosen_id_stands_for_the_key(api: TestClient, path: str, body:
     assert first.status_code == again.status_code == 201, again.text
     assert again.content == first.content
     assert api.post(path, json=other, headers=auth()).status_code == 409
-    assert [x[id_field] for x in api.get(path).json()] == [body[id_field]]
+    assert [x[id_field] for x in api.get(path).json()["data"]] == [body[id_field]]
 
 
 def test_the_replay_is_the_first_answer_not_the_current_state(api: TestClient) -> None:
@@ -173,7 +174,7 @@ def test_a_serialization_failure_is_retried_not_answered_with_a_500(settings: Se
     with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
         r = client.post("/api/payments", json=PAYMENT, headers=auth("ser-1"))
         assert r.status_code == 201, r.text
-        assert len(client.get("/api/payments").json()) == 1
+        assert len(client.get("/api/payments").json()["data"]) == 1
 
 
 def test_a_conflict_that_never_clears_is_a_503_with_retry_after(settings: Settings,
@@ -189,7 +190,7 @@ def test_a_conflict_that_never_clears_is_a_503_with_retry_after(settings: Settin
     with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
         r = client.post("/api/payments/pay_x/complete", headers=auth("ser-2"))
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-    assert r.json()["error"] == "TransientError"
+    assert r.json()["error"]["code"] == "service_unavailable"
 
 
 # -- set-aside records on the dashboard and in the API ----------------------------------------------------
@@ -207,7 +208,7 @@ def test_set_aside_records_are_shown_with_their_reason(settings: Settings) -> No
     with engine.begin() as conn:
         outbox.set_aside(conn, {event.seq: "record of 1200000 bytes is larger than message.max.bytes <b>"})
     with TestClient(create_app(settings)) as client:
-        listed = client.get("/api/outbox/set-aside").json()
+        listed = client.get("/api/outbox/set-aside").json()["data"]
         assert [(a["seq"], a["event_id"], a["waiting"]) for a in listed] == [(event.seq, event.event_id, True)]
         page = client.get("/dead-letters").text
     assert 'id="set-aside"' in page and event.event_id in page and "message.max.bytes &lt;b&gt;" in page
@@ -229,9 +230,9 @@ def test_a_request_still_running_is_a_conflict_and_a_dead_one_is_taken_over(sett
             (fp, time.time(), fp, time.time() - idempotency.STALE_AFTER_S - 1))
     with TestClient(create_app(settings.replace(api_token=TOKEN))) as client:
         running = client.post("/api/invoices", json=INVOICE, headers=auth("running"))
-        assert running.status_code == 409 and "still running" in running.json()["detail"]
+        assert running.status_code == 409 and "still running" in running.json()["error"]["message"]
         died = client.post("/api/invoices", json=INVOICE, headers=auth("died"))
         assert died.status_code == 201, died.text
         again = client.post("/api/invoices", json=INVOICE, headers=auth("died"))
         assert again.content == died.content
-        assert len(client.get("/api/invoices").json()) == 1
+        assert len(client.get("/api/invoices").json()["data"]) == 1

@@ -25,7 +25,8 @@ def test_dashboard_shows_the_figures_and_both_charts(page: Any, server: LiveServ
     assert page.locator("#events-published").inner_text() == str(processed["published"])
     assert page.locator("#ledger-status").inner_text() == "balanced"
     assert int(page.locator("#dead-letter-count").inner_text()) >= 1
-    assert float(page.locator("#events-rate").inner_text()) > 0
+    assert float(page.locator("#events-rate-run").inner_text()) > 0  # the run average; #events-rate: last 60 s
+    assert "last 60 s" in page.locator("#rate-card").inner_text()
     # lag per service: every group drained the channel
     for service in ("ledger", "invoices", "analytics", "notifications"):
         assert page.locator(f'#lag tr[data-service="{service}"] td.lag').inner_text() == "0"
@@ -79,7 +80,7 @@ def test_ledger_invoices_notifications_and_dead_letters_pages(page: Any, server:
     page.goto(server.url + "/notifications")
     assert page.locator('#notifications tr[data-status="sent"]').count() == 4
     page.goto(server.url + "/dead-letters")
-    reasons = page.locator("#dead-letters td.reason").all_inner_texts()
+    reasons = page.locator("#dead-letters .reason").all_inner_texts()  # one per rejecting service
     assert reasons and all(r.strip() for r in reasons)
 
 
@@ -93,3 +94,33 @@ def test_catalog_pages_in_the_browser(page: Any, server: LiveServer) -> None:
     cells = page.locator("#parameters tbody tr td").all_inner_texts()
     assert cells[0] == "env" and cells[3] == "N/A"
     assert page.locator("#address").inner_text() == "payments.{env}.events"
+
+
+def test_the_api_docs_render_without_the_network(page: Any, server: LiveServer) -> None:
+    """Swagger UI draws the payevents API with every request to another host refused."""
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(server.url + "/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    assert "payevents" in page.locator(".swagger-ui .info .title").inner_text()
+    page.locator(".opblock-tag", has_text="payments").first.wait_for()
+    assert page.locator(".opblock-summary-path", has_text="/api/payments").count() >= 1
+    assert page.locator("button.authorize").count() == 1
+    assert outside == []
+
+
+def test_numbers_are_right_aligned(page: Any, server: LiveServer) -> None:
+    for path, selector in (("/ledger", "#journal td.num"), ("/ledger", "table.trial td.num"),
+                           ("/revenue", "#revenue-totals td.num"), ("/", "#revenue-totals td.num")):
+        page.goto(server.url + path)
+        aligns = page.locator(selector).evaluate_all("cs => cs.map(c => getComputedStyle(c).textAlign)")
+        assert aligns and set(aligns) == {"right"}, (path, selector, set(aligns))

@@ -20,7 +20,7 @@ from payevents.faces.web import create_app
 from payevents.settings import Settings
 
 TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "card-guard"}  # a refused create frees the key
 #: card numbers as people type them (each Luhn-valid)
 WRITTEN = ["4111 1111 1111 1111", "4111.1111.1111.1111", "4111_1111_1111_1111", "4111/1111/1111/1111",
            "4111-1111\n1111-1111", "４１１１１１１１１１１１１１１１", "card 5555555555554444 thanks"]

@@ -149,11 +149,71 @@ def dead_letters(settings: Settings, limit: int = 200, service: str | None = Non
     return [d.to_dict() for d in reversed(letters)]
 
 
+#: how much of a dead letter's payload the dashboard shows
+PAYLOAD_PREVIEW_CHARS = 4096
+
+
+def masked_payload(letter: dict[str, Any]) -> str:
+    """The record's value for people: pretty JSON when it parses, card numbers masked, cut at 4 KiB."""
+    import json
+
+    from payevents.contracts.cardguard import mask_card_text
+
+    value = str(letter.get("value") or "")
+    if letter.get("valueEncoding") == "utf-8":
+        try:
+            value = json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+        except ValueError:
+            pass
+    else:
+        value = f"(not UTF-8; hex) {value}"
+    value = mask_card_text(value)
+    return value if len(value) <= PAYLOAD_PREVIEW_CHARS else value[:PAYLOAD_PREVIEW_CHARS] + "\n… (cut)"
+
+
+def group_dead_letters(letters: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dead letters grouped by the record they copy (original topic, partition, offset): one group per
+    record with every service that rejected it and why, newest record first."""
+    from payevents.contracts.cardguard import mask_card_text
+
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for d in letters:
+        pos = (d.get("originalTopic"), d.get("originalPartition"), d.get("originalOffset"))
+        if pos[2] is None:  # no original position: the letter stands alone
+            pos = ("dlq", d.get("partition"), d.get("offset"))
+        g = groups.get(pos)
+        if g is None:
+            g = groups[pos] = {
+                "record": ":".join(str(p) for p in pos), "topic": pos[0], "partition": pos[1], "offset": pos[2],
+                "key": mask_card_text(d["key"]) if d.get("key") else None, "eventType": d.get("eventType"),
+                "eventId": d.get("eventId"), "payload": masked_payload(d), "rejections": [], "lastFailedAt": "",
+            }
+        reason = mask_card_text(str(d.get("reason") or ""))
+        g["rejections"].append({"service": d.get("service") or "?", "reason": reason, "failedAt": d.get("failedAt"),
+                                "id": dead_letter_id(d)})
+        g["lastFailedAt"] = max(g["lastFailedAt"], str(d.get("failedAt") or ""))  # RFC 3339 strings sort in time
+    for g in groups.values():
+        g["rejections"].sort(key=lambda r: r["service"])
+        g["services"] = [r["service"] for r in g["rejections"]]
+    return sorted(groups.values(), key=lambda g: g["lastFailedAt"], reverse=True)
+
+
+def dead_letter_id(letter: dict[str, Any]) -> str:
+    """A dead letter's id: its position in the dead-letter channel."""
+    return f"{letter['partition']}:{letter['offset']}"
+
+
+def revenue_window(days: int) -> tuple[date, date]:
+    """The first and last day (UTC) of the revenue window of ``days`` days ending today."""
+    today = datetime.now(UTC).date()
+    return today - timedelta(days=days - 1), today
+
+
 def revenue_rows(settings: Settings, days: int = 31, by: str = "day") -> list[Any]:
     from payevents.services import analytics
 
-    today = datetime.now(UTC).date()
-    return analytics.report(settings, today - timedelta(days=days - 1), today, by)  # type: ignore[arg-type]
+    first, last = revenue_window(days)
+    return analytics.report(settings, first, last, by)  # type: ignore[arg-type]
 
 
 def revenue_by_currency(rows: Sequence[Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from payevents.errors import ContractError, IdempotencyConflict, PayeventsError
+from payevents.errors import IdempotencyConflict, PayeventsError
+from payevents.faces.web.errors import RequestError
 from payevents.settings import Settings
 from payevents.store.db import Migration, connect
 
@@ -73,15 +74,17 @@ def derived_id(prefix: str, scope: str, key: str) -> str:
 
 
 def resolve_key(header: str | None, client_id: str | None, scope: str) -> str:
-    """The request's key: the header, else the client-chosen id; neither is a ContractError (400)."""
+    """The request's key: the header, else the client-chosen id; neither is a RequestError (400)."""
     if header is not None:
         if not header.strip() or len(header) > MAX_KEY_LENGTH:
-            raise ContractError(f"Idempotency-Key: must be a non-empty string of at most {MAX_KEY_LENGTH} characters")
+            raise RequestError(f"Idempotency-Key: must be a non-empty string of at most {MAX_KEY_LENGTH} characters",
+                               param="Idempotency-Key")
         return header
     if client_id:
         return f"id:{client_id}"
-    raise ContractError(f"Idempotency-Key: required to create {scope} (or choose the id yourself in the body), "
-                        "so that a retried request never creates twice")
+    raise RequestError(f"Idempotency-Key: required to create {scope} (or choose the id yourself in the body), "
+                       "so that a retried request never creates twice", param="Idempotency-Key",
+                       code="parameter_missing")
 
 
 def _mark(conn: sa.Connection) -> str:

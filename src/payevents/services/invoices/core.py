@@ -25,6 +25,7 @@ from payevents.errors import ContractError, IdempotencyConflict, NotFound, Poiso
 from payevents.services.invoices import store
 from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.paging import after_clause
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -447,9 +448,11 @@ def show(settings: Settings, invoice_id: str) -> InvoiceDetail:
 
 
 def list_invoices(
-    settings: Settings, *, status: str | None = None, customer_id: str | None = None, limit: int = 1000
+    settings: Settings, *, status: str | None = None, customer_id: str | None = None, limit: int = 1000,
+    starting_after: str | None = None,
 ) -> list[Invoice]:
-    """Invoices, oldest first, optionally by status (Open, Partially Paid, Paid) and customer."""
+    """Invoices, oldest first, optionally by status (Open, Partially Paid, Paid) and customer;
+    ``starting_after``: those after that invoice id in this order (keyset paging)."""
     where, args = [], {}
     if status is not None:
         where.append("status = :s")
@@ -457,9 +460,14 @@ def list_invoices(
     if customer_id is not None:
         where.append("customer_id = :c")
         args["c"] = customer_id
-    sql = "SELECT * FROM invoices" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += f" ORDER BY created_at, invoice_id LIMIT {int(limit)}"
     with store.engine(settings).connect() as conn:
+        if starting_after is not None:
+            clause, more = after_clause(conn, "invoices", "created_at", "invoice_id", descending=False,
+                                        starting_after=starting_after)
+            where.append(clause)
+            args.update(more)
+        sql = "SELECT * FROM invoices" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY created_at, invoice_id LIMIT {int(limit)}"
         return [_invoice(r) for r in conn.execute(sa.text(sql), args)]
 
 

@@ -23,6 +23,7 @@ from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.services.ledger import store
 from payevents.services.payments.money import exponent, from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.paging import after_clause
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -319,8 +320,10 @@ def reverse(settings: Settings, entry_id: str, *, reason: str) -> JournalEntry:
 # -- reads -----------------------------------------------------------------------------------------------
 
 
-def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int | None = None) -> list[JournalEntry]:
-    sql = f"SELECT * FROM journal_entries e WHERE {where} ORDER BY e.posted_at, e.entry_id"
+def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int | None = None,
+                  *, newest_first: bool = False) -> list[JournalEntry]:
+    order = "e.posted_at DESC, e.entry_id" if newest_first else "e.posted_at, e.entry_id"
+    sql = f"SELECT * FROM journal_entries e WHERE {where} ORDER BY {order}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     entries = conn.execute(sa.text(sql), args).all()
@@ -350,12 +353,21 @@ def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int
     ]
 
 
-def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 100) -> list[JournalEntry]:
-    """Journal entries with their lines, oldest first (optionally those of one payment)."""
+def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 100, newest_first: bool = False,
+            starting_after: str | None = None) -> list[JournalEntry]:
+    """Journal entries with their lines, oldest first (``newest_first``: newest first), optionally those of one
+    payment; ``starting_after``: the entries after that entry id in this order (keyset paging)."""
     with store.engine(settings).connect() as conn:
+        where, args = ["1 = 1"], {}
         if payment_id is not None:
-            return _load_entries(conn, "e.payment_id = :pid", {"pid": payment_id}, limit)
-        return _load_entries(conn, "1 = 1", {}, limit)
+            where.append("e.payment_id = :pid")
+            args["pid"] = payment_id
+        if starting_after is not None:
+            clause, more = after_clause(conn, "journal_entries", "posted_at", "entry_id", descending=newest_first,
+                                        starting_after=starting_after, alias="e")
+            where.append(clause)
+            args.update(more)
+        return _load_entries(conn, " AND ".join(where), args, limit, newest_first=newest_first)
 
 
 class AccountBalance(msgspec.Struct, kw_only=True, frozen=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
@@ -13,6 +14,7 @@ from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.errors import ContractError, NotFound
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
+from payevents.store.paging import after_clause
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL_RE = re.compile(rf"^[^@\s<>\"',;]+@{_LABEL}(?:\.{_LABEL})+$")
@@ -82,12 +84,18 @@ def get_customer(settings: Settings, customer_id: str) -> Customer:
     return _row(r)
 
 
-def list_customers(settings: Settings, limit: int | None = None) -> list[Customer]:
-    """Customers ordered by id."""
-    sql = "SELECT * FROM customers ORDER BY customer_id"
-    params: dict[str, int] = {}
-    if limit is not None:
-        sql += " LIMIT :limit"
-        params["limit"] = limit
+def list_customers(settings: Settings, limit: int | None = None, *, starting_after: str | None = None
+                   ) -> list[Customer]:
+    """Customers ordered by id; ``starting_after``: those after that customer id (keyset paging)."""
     with engine(settings).connect() as conn:
+        sql = "SELECT * FROM customers"
+        params: dict[str, Any] = {}
+        if starting_after is not None:
+            clause, params = after_clause(conn, "customers", "customer_id", "customer_id", descending=False,
+                                          starting_after=starting_after)
+            sql += f" WHERE {clause}"
+        sql += " ORDER BY customer_id"
+        if limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = limit
         return [_row(r) for r in conn.execute(sa.text(sql), params)]

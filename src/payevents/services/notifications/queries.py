@@ -13,6 +13,7 @@ from payevents.errors import ContractError, NotFound
 from payevents.services.notifications.render import message_id_for
 from payevents.services.notifications.store import STATUSES, engine
 from payevents.settings import Settings
+from payevents.store.paging import after_clause
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,9 +54,11 @@ def _row(r: Any, settings: Settings) -> Notification:
 
 
 def list_notifications(
-    settings: Settings, status: str | None = None, limit: int = 100, payment_id: str | None = None
+    settings: Settings, status: str | None = None, limit: int = 100, payment_id: str | None = None,
+    *, starting_after: str | None = None,
 ) -> list[Notification]:
-    """Newest first; optionally only one status (pending, sent, failed, skipped) or one payment."""
+    """Newest first; optionally only one status (pending, sent, failed, skipped) or one payment;
+    ``starting_after``: those after that event id in this order (keyset paging)."""
     if status is not None and status not in STATUSES:
         raise ContractError(f"status: {status!r} must be one of {', '.join(STATUSES)}")
     where, params = ["1 = 1"], {"limit": limit}
@@ -65,9 +68,14 @@ def list_notifications(
     if payment_id is not None:
         where.append("payment_id = :payment_id")
         params["payment_id"] = payment_id  # type: ignore[assignment]
-    sql = (f"SELECT {_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
-           " ORDER BY created_at DESC, event_id LIMIT :limit")
     with engine(settings).connect() as conn:
+        if starting_after is not None:
+            clause, more = after_clause(conn, "notifications", "created_at", "event_id", descending=True,
+                                        starting_after=starting_after)
+            where.append(clause)
+            params.update(more)
+        sql = (f"SELECT {_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+               " ORDER BY created_at DESC, event_id LIMIT :limit")
         return [_row(r, settings) for r in conn.execute(sa.text(sql), params)]
 
 

@@ -31,6 +31,7 @@ from payevents.services.payments.gateway import Authorization, Gateway, GatewayR
 from payevents.services.payments.models import ALLOWED_FROM, EventRef, Payment, PaymentSpec, PaymentState
 from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.paging import after_clause
 
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="string")
 _DECODER: Final = msgspec.json.Decoder(Payment)
@@ -340,9 +341,11 @@ def show(settings: Settings, payment_id: str) -> Payment:
 
 
 def list_payments(
-    settings: Settings, *, state: str | None = None, customer_id: str | None = None, limit: int = 100
+    settings: Settings, *, state: str | None = None, customer_id: str | None = None, limit: int = 100,
+    starting_after: str | None = None,
 ) -> list[Payment]:
-    """The most recent payments, newest first, optionally by state and customer."""
+    """The most recent payments, newest first, optionally by state and customer; ``starting_after``: those
+    after that payment id in this order (keyset paging)."""
     if state is not None and state not in PaymentState.__members__:
         raise ContractError(f"state: {safe_repr(state)} is not one of {', '.join(PaymentState.__members__)}")
     where, args = [], {"lim": int(limit)}
@@ -352,9 +355,14 @@ def list_payments(
     if customer_id is not None:
         where.append("customer_id = :cid")
         args["cid"] = customer_id  # type: ignore[assignment]
-    sql = "SELECT * FROM payments" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at DESC, payment_id LIMIT :lim"
     with store.engine(settings).connect() as conn:
+        if starting_after is not None:
+            clause, more = after_clause(conn, "payments", "created_at", "payment_id", descending=True,
+                                        starting_after=starting_after)
+            where.append(clause)
+            args.update(more)
+        sql = "SELECT * FROM payments" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, payment_id LIMIT :lim"
         return [store.from_row(r) for r in conn.execute(sa.text(sql), args)]
 
 

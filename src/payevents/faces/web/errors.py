@@ -1,0 +1,216 @@
+"""One error object for every API error, and the status each class of error gets.
+
+``{"error": {"type": ..., "code": ..., "message": ..., "param": ...}}``
+
+- 400 invalid_request_error: the request does not fit the documented schema (a parameter missing,
+  an unknown field in a write's body, a value of the wrong JSON type or format, a JSON number as an amount,
+  a cursor that is not ours, a body that is not JSON);
+- 401 authentication_error: a write without a valid bearer token;
+- 404 invalid_request_error / resource_missing: no such resource (or path); 405 method_not_allowed;
+- 409 idempotency_error (key reused with another body, or still running) or payment_state_invalid;
+- 422 invalid_request_error / parameter_invalid: a well-formed value breaks a business rule (unknown
+  currency, amount not > 0, too many decimals or over the maximum, a card number in free text);
+- 503 api_error / service_unavailable: a store or broker fault outlived the retries (``Retry-After``);
+- 500 api_error / internal_error: a bug; the message says nothing more.
+
+Every message is masked for card numbers (all but the last four digits).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payevents.contracts.cardguard import mask_card_text
+from payevents.errors import (
+    ConfigError,
+    ContractError,
+    IdempotencyConflict,
+    IllegalTransition,
+    NotFound,
+    PayeventsError,
+    TransientError,
+)
+
+log = logging.getLogger("payevents.web")
+
+ErrorType = Literal["invalid_request_error", "authentication_error", "idempotency_error", "api_error"]
+
+
+class ErrorDetail(BaseModel):
+    type: ErrorType = Field(description="the class of error")
+    code: str = Field(description="what exactly went wrong, stable for programs to branch on",
+                      examples=["parameter_invalid"])
+    message: str = Field(description="for people; card numbers masked")
+    param: str | None = Field(default=None, description="the offending parameter (a body field, query parameter "
+                                                        "or header), when there is one", examples=["amount"])
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+class RequestError(ContractError):
+    """A request that does not fit the documented schema (400)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "parameter_invalid") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class Unauthorized(PayeventsError):
+    """No valid bearer token on a write (401)."""
+
+
+#: the responses every API operation documents, and the writes' extra ones
+def _doc(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _doc("invalid_request_error: a parameter missing, unknown or of the wrong type or format"),
+    404: _doc("invalid_request_error / resource_missing: no such resource"),
+    422: _doc("invalid_request_error / parameter_invalid: a value breaks a rule"),
+    503: _doc("api_error / service_unavailable: store or broker unavailable; retry after Retry-After"),
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    401: _doc("authentication_error / token_invalid: a valid bearer token is required for writes"),
+    409: _doc("idempotency_error (Idempotency-Key reused with another body, or still running) or "
+              "invalid_request_error / payment_state_invalid"),
+}
+
+#: the body fields that hold an amount (``common.Amount``)
+AMOUNT_FIELDS = frozenset({"amount", "amount_due"})
+_PARAM = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}
+
+
+def error_response(status: int, type_: str, code: str, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"type": type_, "code": code, "message": mask_card_text(message),
+                      "param": mask_card_text(param) if param else None}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def param_of(message: str) -> str | None:
+    """The parameter a service error names: its messages start with ``field: ...``."""
+    m = _PARAM.match(message)
+    return m.group(1).rsplit(".", 1)[-1] if m else None
+
+
+def _validation(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if str(p) not in _LOCATIONS]
+    param = ".".join(loc) or None
+    kind = str(first.get("type", ""))
+    if kind == "missing":
+        code, message = "parameter_missing", f"{param}: required"
+    elif kind == "extra_forbidden":
+        code, message = "parameter_unknown", f"{param}: unknown field; see the schema at /openapi.json"
+    elif kind in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
+        code, message = "body_invalid", f"the body must be a JSON object: {first.get('msg', '')}"
+    elif param in AMOUNT_FIELDS:
+        code, message = "parameter_invalid", (f"{param}: a decimal string in major units of the currency, e.g. "
+                                              '"99.99" (a JSON number is refused)')
+    else:  # never echo the value ("input"): a card number sent in a field would come back
+        code, message = "parameter_invalid", f"{param}: {first.get('msg', 'invalid')}" if param else str(
+            first.get("msg", "invalid"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return error_response(400, "invalid_request_error", code, message, param)
+
+
+def payevents_error(exc: PayeventsError) -> JSONResponse:
+    message = str(exc)
+    if isinstance(exc, Unauthorized):
+        return error_response(401, "authentication_error", "token_invalid", message,
+                              headers={"WWW-Authenticate": 'Bearer realm="payevents"'})
+    if isinstance(exc, RequestError):
+        return error_response(400, "invalid_request_error", exc.code, message, exc.param)
+    if isinstance(exc, NotFound):
+        return error_response(404, "invalid_request_error", "resource_missing", message, param_of(message))
+    if isinstance(exc, IdempotencyConflict):
+        from payevents.faces.web.idempotency import KeyInUse
+
+        code = "idempotency_key_in_use" if isinstance(exc, KeyInUse) else "idempotency_key_reused"
+        return error_response(409, "idempotency_error", code, message, "Idempotency-Key")
+    if isinstance(exc, IllegalTransition):
+        return error_response(409, "invalid_request_error", "payment_state_invalid", message)
+    if isinstance(exc, TransientError):  # e.g. a serialization failure retried in vain: retry later
+        return error_response(503, "api_error", "service_unavailable", message, headers={"Retry-After": "1"})
+    if isinstance(exc, ContractError | ConfigError):
+        return error_response(422, "invalid_request_error", "parameter_invalid", message, param_of(message))
+    return error_response(400, "invalid_request_error", "request_invalid", message, param_of(message))
+
+
+_NOT_PAGES = ("/api/", "/openapi", "/metrics", "/static/", "/charts/", "/catalog/")
+
+
+def _for_people(request: Request, response: JSONResponse) -> Response:
+    """A dashboard page's error as an HTML page (the same status, code and message); the API's as JSON."""
+    path = request.url.path
+    if path.startswith(_NOT_PAGES) or request.method != "GET":
+        return response
+    import json
+
+    err = json.loads(bytes(response.body))["error"]
+    page: Response = request.app.state.templates.TemplateResponse(
+        request, "error.html.j2", {"nav": None, "status": response.status_code, "code": err["code"],
+                                   "message": err["message"]}, status_code=response.status_code)
+    return page
+
+
+def install(app: FastAPI) -> None:
+    """The handlers that turn every error into the one error object (an HTML page on the dashboard)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return _for_people(request, _validation(exc))
+
+    @app.exception_handler(PayeventsError)
+    async def _payevents_error(request: Request, exc: PayeventsError) -> Response:
+        return _for_people(request, payevents_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _for_people(request, error_response(404, "invalid_request_error", "resource_missing",
+                                                       "no such path"))
+        if exc.status_code == 405:
+            return error_response(405, "invalid_request_error", "method_not_allowed", "method not allowed here",
+                                  headers=dict(exc.headers or {}))
+        return error_response(exc.status_code, "invalid_request_error", "request_invalid", str(exc.detail),
+                              headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _bug(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in the API")
+        return error_response(500, "api_error", "internal_error", "internal error")
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with FastAPI's own 422 validation body replaced by the error object."""
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            responses = op.get("responses", {})
+            r422 = responses.get("422")
+            if r422 and "HTTPValidationError" in str(r422):
+                responses["422"] = {"description": READ_ERRORS[422]["description"],
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/ErrorResponse"}}}}
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return schema
