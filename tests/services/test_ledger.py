@@ -4,7 +4,6 @@ the database, verify finds every violation. Store tests run on SQLite and Postgr
 from __future__ import annotations
 
 import importlib
-
 from datetime import UTC, datetime
 from decimal import Decimal
 

@@ -9,6 +9,8 @@ recorded in ``schema_migrations`` and applied on start (``migrate``), each in it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from payevents.errors import ConfigError
 from payevents.settings import Settings
 
 #: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
@@ -44,6 +47,18 @@ class Migration:
     def statements(self, dialect: str) -> Sequence[str]:
         own = self.sqlite if dialect == "sqlite" else self.postgresql
         return [*self.both, *own]
+
+    def checksum(self, dialect: str) -> str:
+        """SHA-256 of what this step does on ``dialect``: its name, its SQL statements and whether it has a
+        ``run`` callable (whose code cannot be checksummed: renaming a function is not an edit). Recorded when
+        applied; a step edited after that no longer matches."""
+        doc = json.dumps([self.version, self.name, list(self.statements(dialect)), self.run is not None],
+                         ensure_ascii=False)
+        return hashlib.sha256(doc.encode("utf-8")).hexdigest()
+
+
+class MigrationEdited(ConfigError):
+    """An applied migration step is not the step the code holds now (its checksum differs)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -130,18 +145,41 @@ def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -
 
 
 def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now."""
+    """Apply the migrations not yet recorded; return the versions applied now.
+
+    Each applied step is recorded with its checksum (:meth:`Migration.checksum`); a recorded step whose
+    checksum differs from the code's raises :class:`MigrationEdited` before anything is applied (a step
+    recorded before checksums existed gets the code's checksum recorded, once)."""
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError(f"{service}: migration versions must be unique and increasing: {versions}")
     applied_now: list[int] = []
-    with engine.begin() as conn:
+    dialect = engine.dialect.name
+    with writer(engine).begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
-            " applied_at VARCHAR(40) NOT NULL, PRIMARY KEY (service, version))"
+            " applied_at VARCHAR(40) NOT NULL, checksum VARCHAR(64), PRIMARY KEY (service, version))"
         )
-    dialect = engine.dialect.name
+        if "checksum" not in {c["name"] for c in sa.inspect(conn).get_columns("schema_migrations")}:
+            # a table from before checksums (PostgreSQL: IF NOT EXISTS, another starter may add it first)
+            conn.exec_driver_sql("ALTER TABLE schema_migrations ADD COLUMN "
+                                 + ("IF NOT EXISTS " if dialect == "postgresql" else "") + "checksum VARCHAR(64)")
+    with writer(engine).begin() as conn:
+        recorded = {int(r[0]): r[1] for r in conn.execute(
+            sa.text("SELECT version, checksum FROM schema_migrations WHERE service = :s"), {"s": service})}
+        for m in migrations:
+            if m.version not in recorded:
+                continue
+            want = m.checksum(dialect)
+            if recorded[m.version] is None:
+                conn.execute(sa.text("UPDATE schema_migrations SET checksum = :c WHERE service = :s AND version = :v"
+                                     " AND checksum IS NULL"), {"c": want, "s": service, "v": m.version})
+            elif recorded[m.version] != want:
+                raise MigrationEdited(
+                    f"{service}: migration {m.version} ({m.name!r}) was applied as another step than the code holds"
+                    f" now (checksum {recorded[m.version][:12]}… recorded, {want[:12]}… in the code): an applied"
+                    " migration must never be edited; add a new step instead")
     for m in migrations:
         # SQLite: take the write lock before the check (BEGIN IMMEDIATE), so a starter racing another one
         # waits for it instead of failing to upgrade its read snapshot to a write ("database is locked")
@@ -160,8 +198,10 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> li
             if m.run is not None:
                 m.run(conn)
             conn.execute(
-                sa.text("INSERT INTO schema_migrations (service, version, name, applied_at) VALUES (:s, :v, :n, :t)"),
-                {"s": service, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat()},
+                sa.text("INSERT INTO schema_migrations (service, version, name, applied_at, checksum)"
+                        " VALUES (:s, :v, :n, :t, :c)"),
+                {"s": service, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat(),
+                 "c": m.checksum(dialect)},
             )
             applied_now.append(m.version)
     return applied_now
