@@ -22,9 +22,9 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
+from payevents.contracts.money import from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
 from payevents.services.invoices import store
-from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
 from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
@@ -190,7 +190,7 @@ def decide(decoded: DecodedEvent, *, counted_by: str | None, seen: bool) -> tupl
     if not isinstance(invoice_id, str):
         return None
     try:
-        minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
     except ContractError as exc:
         raise PoisonEvent(f"invoices: {exc}") from None
     if seen:
@@ -348,7 +348,7 @@ def create(
         check_free_text(field, text)  # no card number enters the store or a log
     if not isinstance(currency, str):
         raise ContractError(f"currency: {safe_repr(currency)} is not an ISO 4217 code")
-    due_minor = to_minor(amount_due, currency, field="amount_due")
+    due_minor = parse_minor(amount_due, currency, field="amount_due")
     try:
         due = due_date if isinstance(due_date, date) else date.fromisoformat(str(due_date))
     except ValueError:

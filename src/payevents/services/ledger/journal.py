@@ -18,10 +18,9 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import MAX_MINOR
+from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.services.ledger import store
-from payevents.services.payments.money import exponent, from_minor, to_minor
 from payevents.settings import Settings
 from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
@@ -209,7 +208,7 @@ def decide(decoded: DecodedEvent, posted_by: str | None) -> Posting | None:
         raise PoisonEvent(f"ledger: payment {d.paymentId} was already posted by event {posted_by};"
                           f" PaymentProcessed {event.eventId} is a second completion of the same payment")
     try:
-        minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
         lines = payment_lines(d.amount.currency, minor)
         check_balanced(lines)
     except ContractError as exc:

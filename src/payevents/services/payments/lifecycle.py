@@ -23,13 +23,13 @@ from sqlalchemy.engine import Connection
 from payevents.contracts import channel
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
+from payevents.contracts.money import from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound
 from payevents.runtime import outbox
 from payevents.services.payments import events as ev
 from payevents.services.payments import machine, store
 from payevents.services.payments.gateway import Gateway, SimulatedGateway
 from payevents.services.payments.models import EventRef, Payment, PaymentSpec, PaymentState
-from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
 
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="string")
@@ -164,7 +164,7 @@ def _new_payment(
     f = field_prefix
     if not isinstance(currency, str):
         raise ContractError(f"{f}currency: {safe_repr(currency)} is not an ISO 4217 code")
-    minor = to_minor(amount, currency, field=f"{f}amount")
+    minor = parse_minor(amount, currency, field=f"{f}amount")
     if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
         # never echo the value: a full card number sent here must not reach an error, a response or a log
         raise ContractError(f"{f}last4: must be exactly 4 digits (never a card number)")

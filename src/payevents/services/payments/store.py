@@ -13,9 +13,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from payevents.contracts.money import from_minor
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS
 from payevents.services.payments.models import Payment, PaymentState
-from payevents.services.payments.money import from_minor
 from payevents.settings import Settings
 from payevents.store.db import Migration, connect
 
