@@ -26,6 +26,7 @@ from payevents.contracts.money import from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
 from payevents.services.invoices import store
 from payevents.settings import Settings
+from payevents.store.db import dialect
 from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
@@ -130,15 +131,11 @@ def _payment(r: Any) -> InvoicePayment:
 def _serialize(conn: Connection, invoice_ids: Sequence[str]) -> None:
     """On PostgreSQL, serialize work on each invoice id, taken in one order (an invoice being created and a
     payment for it arriving at the same moment must not miss each other). SQLite serializes writers already."""
-    if conn.dialect.name == "postgresql" and invoice_ids:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                     [{"k": f"invoice:{i}"} for i in sorted(set(invoice_ids))])
+    dialect(conn).lock_keys(conn, [f"invoice:{i}" for i in invoice_ids])
 
 
 def _lock_invoice(conn: Connection, invoice_id: str) -> Any:
-    sql = "SELECT * FROM invoices WHERE invoice_id = :i"
-    if conn.dialect.name == "postgresql":
-        sql += " FOR UPDATE"
+    sql = dialect(conn).for_update("SELECT * FROM invoices WHERE invoice_id = :i")
     return conn.execute(sa.text(sql), {"i": invoice_id}).first()
 
 
@@ -253,10 +250,9 @@ class _Writes:
 
 
 def _states(conn: Connection, invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     return {r[0]: InvoiceState(invoice_id=r[0], customer_id=r[1], currency=r[2], due_minor=int(r[3]),
                                paid_minor=int(r[4]))
-            for r in rows_in_chunks(conn, _INVOICE_STATE + lock, invoice_ids)}  # fmt: skip
+            for r in rows_in_chunks(conn, dialect(conn).for_update(_INVOICE_STATE), invoice_ids)}  # fmt: skip
 
 
 def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message | None]]) -> None:

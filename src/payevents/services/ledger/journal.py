@@ -22,6 +22,7 @@ from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_min
 from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.services.ledger import store
 from payevents.settings import Settings
+from payevents.store.db import dialect
 from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
@@ -453,12 +454,10 @@ def verify_conn(conn: Connection) -> VerifyReport:
         for row in rows:
             values = tuple(row)
             violations.append(Violation(rule=rule, entry_id=str(values[0]), detail=", ".join(map(str, values))))
-    if conn.dialect.name == "sqlite":
-        for row in conn.exec_driver_sql(
-            "SELECT entry_id, line_no, typeof(amount_minor) FROM journal_lines WHERE typeof(amount_minor) <> 'integer'"
-        ):
-            violations.append(Violation(rule="integer-minor-units", entry_id=row[0],
-                                        detail=f"line {row[1]} amount stored as {row[2]}"))  # fmt: skip
+    for key, stored in dialect(conn).non_integers(conn, "journal_lines", "entry_id || ':' || line_no", "amount_minor"):
+        entry_id, line_no = str(key).rsplit(":", 1)
+        violations.append(Violation(rule="integer-minor-units", entry_id=entry_id,
+                                    detail=f"line {line_no} amount stored as {stored}"))
     for row in conn.exec_driver_sql("SELECT DISTINCT currency FROM journal_lines"):
         try:
             exponent(row[0])
