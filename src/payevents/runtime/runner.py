@@ -57,7 +57,7 @@ def resolve_service(spec: str) -> ServiceDef:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"service: cannot load {spec!r} ({exc})") from None
         return as_definition(obj, repr(spec))
-    from payevents.services import load_service
+    from payevents.runtime.registry import load_service
 
     return load_service(spec)
 
@@ -299,7 +299,7 @@ class WorkerExit:
 def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
     """``all`` -> relay + every installed service (the ``payevents.services`` entry points: the four
     built-in ones first, then third-party ones by name); the relay is included unless ``relay`` is False."""
-    from payevents.services import CONSUMER_SERVICES, registered_services
+    from payevents.runtime.registry import CONSUMER_SERVICES, registered_services
 
     known = registered_services()
     everything = [n for n in CONSUMER_SERVICES if n in known] + sorted(set(known) - set(CONSUMER_SERVICES))

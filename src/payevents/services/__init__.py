@@ -9,28 +9,6 @@ plain, JSON-serializable values.
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from payevents.runtime.registry import CONSUMER_SERVICES, ENTRY_POINT_GROUP, load_service, registered_services
 
-if TYPE_CHECKING:
-    from payevents.runtime.service import ServiceDef
-
-#: the built-in consumer services (``payevents run all`` runs these and the relay)
-CONSUMER_SERVICES: tuple[str, ...] = ("ledger", "invoices", "analytics", "notifications")
-ENTRY_POINT_GROUP = "payevents.services"
-
-
-def registered_services() -> dict[str, EntryPoint]:
-    """Every service installed under the ``payevents.services`` entry point group, by name."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def load_service(name: str) -> ServiceDef:
-    """The ServiceDef of a registered service, e.g. ``load_service("ledger")``."""
-    from payevents.consuming import as_definition
-    from payevents.errors import ConfigError
-
-    found = registered_services()
-    if name not in found:
-        raise ConfigError(f"service: {name!r} is not one of {', '.join(sorted(found))} (installed services)")
-    return as_definition(found[name].load(), f"entry point {name!r}")
+__all__ = ["CONSUMER_SERVICES", "ENTRY_POINT_GROUP", "load_service", "registered_services"]
