@@ -35,7 +35,6 @@ from payevents.settings import Settings
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="string")
 _DECODER: Final = msgspec.json.Decoder(Payment)
 _DEFAULT_GATEWAY: Final = SimulatedGateway()
-FAILED_STAGES: Final = ("initiated", "authorized", "captured")
 
 _CLAIM: Final = sa.text(
     "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.money import from_minor
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS
-from payevents.services.payments.models import Payment, PaymentState
+from payevents.services.payments.models import Payment
 from payevents.settings import Settings
 from payevents.store.db import Migration, connect, dialect
 from payevents.store.sql import mark, rows_in_chunks
@@ -137,12 +137,6 @@ _UPDATE_COLS: Final = [c for c in COLUMNS if c != "payment_id"]
 UPDATE_PAYMENT: Final = sa.text(
     f"UPDATE payments SET {', '.join(f'{c} = :{c}' for c in _UPDATE_COLS)} WHERE payment_id = :payment_id"
 )
-INSERT_COMMAND: Final = sa.text(
-    "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
-    " VALUES (:idempotency_key, :command, :fingerprint, :command_id, :payment_id, :result, :created_at)"
-)
-
-
 _INSERT_PAYMENT_SQL: Final = f"INSERT INTO payments ({', '.join(COLUMNS)}) VALUES ({{}})"
 _INSERT_COMMAND_SQL: Final = (
     "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
@@ -217,7 +211,3 @@ def load(conn: Connection, payment_id: str, *, for_update: bool = False) -> Paym
         sql = dialect(conn).for_update(sql)
     row = conn.execute(sa.text(sql), {"pid": payment_id}).first()
     return None if row is None else from_row(row)
-
-
-def state_of(p: Payment) -> PaymentState:
-    return PaymentState(p.state)
