@@ -21,7 +21,7 @@ def test_parse_minor_names_the_field_and_holds_every_rule() -> None:
                               (money.MAX_AMOUNT + 1, "USD", "too large")]:
         with pytest.raises(ContractError, match=rf"^data\.amount\.value: .*{rule}"):
             money.parse_minor(value, code, field="data.amount.value")
-    with pytest.raises(ContractError, match="^currency: 'XXX' is not an ISO 4217 code"):
+    with pytest.raises(ContractError, match=r"^currency: 'XXX' is not an ISO 4217 code"):
         money.parse_minor("1", "XXX", field="data.amount.value")
     assert money.format_minor(1234, "USD") == "12.34 USD" and money.exponent("CLF") == 4
 
