@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ci_rule import missing
 from payevents.localkafka import FAST_GROUP_CONFIG
 from payevents.settings import Settings
 from payevents.store.db import dispose_engines
-from payevents.testing.ci import missing
 
 PG_URL = os.environ.get("PAYEVENTS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

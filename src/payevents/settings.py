@@ -27,8 +27,38 @@ DEV_API_TOKEN = "dev-token"
 MIN_API_TOKEN_LENGTH = 32
 
 
-@dataclasses.dataclass(frozen=True)
+#: shown instead of a secret
+MASK = "**********"
+#: librdkafka keys whose values are secrets (SASL passwords, OAuth client secrets, private keys and their
+#: passwords); any key containing "password" or "secret" is treated the same way
+_SECRET_KAFKA_KEYS = frozenset({"sasl.oauthbearer.config", "ssl.key.pem", "ssl_key", "ssl.keystore.password"})
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@:]*:)(?P<password>[^/@]*)(?P<at>@)")
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a librdkafka setting whose value is a secret (``sasl.password``, ``ssl.key.password``, ...)."""
+    k = key.lower()
+    return k in _SECRET_KAFKA_KEYS or "password" in k or "secret" in k
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with the password of its user info masked (``smtp://u:******@host``); None stays None."""
+    if url is None:
+        return None
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['at']}", url, count=1)
+
+
+def redact_kafka_config(config: Mapping[str, str]) -> dict[str, str]:
+    """The librdkafka settings with every secret value masked."""
+    return {k: MASK if is_secret_key(k) else v for k, v in config.items()}
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
+    """The platform's settings. Secrets — the API token, the password in ``smtp_url`` and ``database_url``, the
+    secret keys of ``kafka_config`` (``sasl.password``, ...) — never appear in ``repr``/``str`` (so never in a log
+    line or a traceback that shows the object): :meth:`redacted` is what may be shown."""
+
     env: Env
     #: "embedded" or "kafka://host:port[,host:port...]"
     broker: str = "embedded"
@@ -56,6 +86,22 @@ class Settings:
         # accept plain strings for env and data_dir (tests, library users); validate env once, here
         object.__setattr__(self, "env", _env(self.env, "env"))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, secrets masked: what may be printed, logged or returned."""
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["env"] = self.env.value
+        values["data_dir"] = str(self.data_dir)
+        values["api_token"] = MASK
+        values["smtp_url"] = redact_url(self.smtp_url)
+        values["database_url"] = redact_url(self.database_url)
+        values["kafka_config"] = redact_kafka_config(self.kafka_config)
+        return values
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
+
+    __str__ = __repr__
 
     @property
     def is_kafka(self) -> bool:
@@ -184,9 +230,10 @@ def _kafka_config(value: str) -> dict[str, str]:
             raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: not valid JSON ({exc.msg})") from None
         return {str(k): str(v) for k, v in parsed.items()}
     out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in value.split(","))):
+    for i, part in enumerate(filter(None, (p.strip() for p in value.split(","))), start=1):
         if "=" not in part:
-            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {part!r} is not key=value")
+            # never echo the item: it may be the tail of a password that holds a comma
+            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: item {i} is not key=value (use JSON for values with commas)")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
     return out

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ci_rule import missing
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
 from payevents.runtime import outbox
@@ -42,7 +43,6 @@ from payevents.services.notifications.customers import add_customer
 from payevents.services.payments import store as payments_store
 from payevents.settings import Settings
 from payevents.store import db
-from payevents.testing.ci import missing
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from payevents.testing.ci import missing
+from ci_rule import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / "tools" / "asyncapi" / "validate.mjs"

@@ -167,3 +167,19 @@ def test_invoice_created_while_its_payment_arrives_is_never_missed(store_setting
     assert invoices.unapplied(store_settings) == []
     assert {i.status for i in invoices.list_invoices(store_settings)} == {"Paid"}
     assert len(invoices.list_invoices(store_settings)) == n
+
+
+def test_settle_is_pure_and_is_what_both_paths_use() -> None:
+    """Issue #12: what a payment means for an invoice is decided by one pure function (no database), used by
+    the event path (a single event is a batch of one) and by ``create`` for payments that waited."""
+    import importlib
+
+    core = importlib.import_module("payevents.services.invoices.core")
+    inv = core.InvoiceState(invoice_id="INV-1", customer_id="cus_1", currency="USD", due_minor=1000, paid_minor=900)
+    assert core.settle(None, "INV-1", "USD", 50).status == "unapplied"
+    held = core.settle(inv, "INV-1", "EUR", 50)
+    assert held.status == "held" and "currency mismatch" in (held.reason or "")
+    over = core.settle(inv, "INV-1", "USD", 250)
+    assert (over.status, over.applied_minor, over.credit_minor) == ("applied", 100, 150)
+    assert over.reason == "overpayment: 1.50 USD credited to cus_1" and inv.paid_minor == 900  # nothing changed
+    assert core.on_payment_processed.__doc__ and "batch of one" in core.on_payment_processed.__doc__

@@ -3,6 +3,7 @@ the database, verify finds every violation. Store tests run on SQLite and Postgr
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -146,3 +147,44 @@ def test_verify_reports_tampering(settings: Settings) -> None:
     rules = {v.rule for v in report.violations}
     assert {"balanced-per-currency", "trial-balance", "database-guard"} <= rules
     assert any("journal_lines_no_update" in v.detail for v in report.violations)
+
+
+@pytest.mark.parametrize("path", ["per_event", "batch"])
+def test_an_unbalanced_posting_rule_is_refused_on_every_path(store_settings: Settings, path: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #12: the batch path used to build its lines inline without the balance check. Now both paths
+    are one (decide, then write), so a posting rule that broke the balance is refused in code, on either
+    path, and nothing is posted."""
+    from money_helpers import message_for
+
+    from payevents.services import load_service
+    journal = importlib.import_module("payevents.services.ledger.journal")
+    from payevents.store.db import writer
+
+    def unbalanced(currency: str, minor: int) -> list[ledger.Line]:
+        return [ledger.Line(account="cash", currency=currency, side="D", amount_minor=minor),
+                ledger.Line(account="accounts_receivable", currency=currency, side="C", amount_minor=minor - 1)]
+
+    monkeypatch.setattr(journal, "payment_lines", unbalanced)
+    svc = load_service("ledger")
+    e = processed(amount="10.00")
+    with pytest.raises(PoisonEvent, match="does not balance"), writer(store.engine(store_settings)).begin() as conn:
+        if path == "batch":
+            assert svc.batch_handler is not None
+            svc.batch_handler(conn, [(e, message_for(e))])
+        else:
+            svc.handlers["PaymentProcessed"](conn, e, message_for(e))
+    assert ledger.journal(store_settings) == []
+
+
+def test_write_checks_every_posting_before_writing_any(store_settings: Settings) -> None:
+    journal = importlib.import_module("payevents.services.ledger.journal")
+
+    ok = journal.Posting(event_id="e1", payment_id="p1", description="ok", occurred_at=datetime.now(UTC),
+                         lines=journal.payment_lines("USD", 100))
+    bad = journal.Posting(event_id="e2", payment_id="p2", description="bad", occurred_at=datetime.now(UTC),
+                          lines=[ledger.Line(account="cash", currency="USD", side="D", amount_minor=100),
+                                 ledger.Line(account="accounts_receivable", currency="USD", side="C", amount_minor=1)])
+    with pytest.raises(ContractError, match="does not balance"), store.engine(store_settings).begin() as conn:
+        journal.write(conn, [ok, bad])
+    assert ledger.journal(store_settings) == []

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from conftest_an import SmtpSink, feed, processed
 
+from ci_rule import missing
 from payevents.errors import ConfigError
 from payevents.services import notifications
 from payevents.services.notifications.delivery import parse_smtp_url
 from payevents.services.notifications.render import message_id_for
 from payevents.services.notifications.service import SERVICE
 from payevents.settings import Settings
-from payevents.testing.ci import missing
 
 LOGIN, PASSWORD = "mailer", "s3cr:t"  # the colon is percent-encoded in the URL
 USER_INFO = "mailer:s3cr%3At"

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
@@ -36,7 +36,7 @@ from payevents.contracts.events import (
     AwareDatetime,
     PaymentEvent,
 )
-from payevents.contracts.money import MAX_AMOUNT, MINOR_UNITS, amount_problem
+from payevents.contracts.money import MINOR_UNITS, amount_ok, amount_problem
 from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
 
@@ -188,18 +188,8 @@ def _string_value(raw: bytes) -> bool:
 # -- the fast path -----------------------------------------------------------------------------------
 
 
-_QUANTA: Final = {code: Decimal(1).scaleb(-minor) for code, minor in MINOR_UNITS.items()}
-
-
 def _money_ok(amount: Any) -> bool:
-    quantum = _QUANTA.get(amount.currency)
-    if quantum is None:
-        return False
-    value = amount.value
-    try:
-        return 0 < value <= MAX_AMOUNT and value.quantize(quantum) == value
-    except InvalidOperation:  # more digits than the context: let the precise path decide
-        return False
+    return amount_ok(amount.value, amount.currency)
 
 
 def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:

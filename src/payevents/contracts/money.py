@@ -56,6 +56,7 @@ def _load() -> dict[str, Currency]:
 CURRENCIES: Final = MappingProxyType(_load())
 #: code -> minor-unit exponent (the hot path's lookup)
 MINOR_UNITS: Final[dict[str, int]] = {c.code: c.minor_units for c in CURRENCIES.values()}
+_QUANTA_BY_CODE: Final[dict[str, Decimal]] = {code: _QUANTA[minor] for code, minor in MINOR_UNITS.items()}
 
 
 def is_currency(code: object) -> bool:
@@ -69,6 +70,22 @@ def currency(code: str) -> Currency:
         return CURRENCIES[code]
     except (KeyError, TypeError):
         raise ContractError(f"currency: {safe_repr(code)} is not an ISO 4217 code") from None
+
+
+def exponent(code: str) -> int:
+    """Minor-unit exponent of an ISO 4217 code (JPY 0, USD 2, KWD 3, CLF 4); an unknown code is a ContractError."""
+    return currency(code).minor_units
+
+
+def amount_ok(value: Decimal, code: str) -> bool:
+    """The hot path's yes/no form of :func:`amount_problem` for a Decimal (False: ask amount_problem why)."""
+    quantum = _QUANTA_BY_CODE.get(code) if isinstance(code, str) else None
+    if quantum is None or not isinstance(value, Decimal):
+        return False
+    try:
+        return 0 < value <= MAX_AMOUNT and value.quantize(quantum) == value
+    except InvalidOperation:  # more digits than the context: let the precise rules decide
+        return False
 
 
 def amount_problem(value: object, code: str) -> tuple[str, str] | None:
@@ -137,6 +154,34 @@ def from_minor(units: int, code: str) -> Decimal:
     return Decimal(units).scaleb(-cur.minor_units, context=_CTX)
 
 
+def parse_minor(value: Decimal | str | int, code: str, *, field: str = "amount") -> int:
+    """An amount at the edge (a Decimal, a decimal string from a command line, an int) in exact integer minor
+    units, checked by every rule of :func:`amount_problem` (> 0, the currency's decimals, at most
+    :data:`MAX_AMOUNT`); floats are refused. Errors are ContractErrors naming ``field``."""
+    if isinstance(value, float) or isinstance(value, bool):
+        raise ContractError(f"{field}: {safe_repr(value)} is not a Decimal or a decimal string (floats are refused)")
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ContractError(f"{field}: {safe_repr(value)} is not a decimal number") from None
+    exponent(code)
+    problem = amount_problem(d, code)
+    if problem is not None:
+        raise ContractError(f"{field}: {problem[1]}")
+    try:
+        minor = to_minor(d, code)
+    except ContractError as exc:
+        raise ContractError(f"{field}: {str(exc).removeprefix('amount: ')}") from None
+    if minor > MAX_MINOR:
+        raise ContractError(f"{field}: {d} {code} is too large (at most {MAX_MINOR} minor units)")
+    return minor
+
+
+def format_minor(minor: int, code: str) -> str:
+    """``'12.34 USD'`` for 1234 USD minor units (tables and messages)."""
+    return f"{from_minor(int(minor), code)} {code}"
+
+
 def format_amount(value: Decimal, code: str) -> str:
     """``'99.99 USD'``: the amount with its currency's exponent, for messages and logs."""
     return f"{quantize(value, code, rounding=ROUND_HALF_EVEN)} {code}"
@@ -148,12 +193,16 @@ __all__ = [
     "MAX_MINOR",
     "MINOR_UNITS",
     "Currency",
+    "amount_ok",
     "amount_problem",
     "check_amount",
     "currency",
+    "exponent",
     "format_amount",
+    "format_minor",
     "from_minor",
     "is_currency",
+    "parse_minor",
     "quantize",
     "to_minor",
 ]

@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts.codec import DecodedEvent
 from payevents.runtime.deadletter import H_REPLAYED_FROM
 from payevents.store.db import Migration
+from payevents.store.sql import mark as sql_mark
 
 #: outcomes in ``processed_events``
 APPLIED: Final = "applied"
@@ -217,13 +218,9 @@ def facts(engine: Engine, service: str, payment_id: str) -> list[Fact]:
 # -- inside the batch transaction -----------------------------------------------------------------------
 
 
-def _mark(conn: Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
-
-
 def load(conn: Connection, service: str, payment_ids: Sequence[str]) -> dict[tuple[str, str], tuple[str, str]]:
     """``(paymentId, eventType) -> (first eventId, content JSON)`` of the facts of ``payment_ids``."""
-    mark = _mark(conn)
+    mark = sql_mark(conn)
     out: dict[tuple[str, str], tuple[str, str]] = {}
     ids = list(dict.fromkeys(payment_ids))
     for i in range(0, len(ids), 500):
@@ -238,7 +235,7 @@ def load(conn: Connection, service: str, payment_ids: Sequence[str]) -> dict[tup
 def insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, str, int, str]]) -> None:
     """New facts: (service, payment_id, event_type, event_id, content JSON, absorbed, created_at)."""
     if rows:
-        mark = _mark(conn)
+        mark = sql_mark(conn)
         conn.exec_driver_sql(
             "INSERT INTO business_facts (service, payment_id, event_type, event_id, content, absorbed, created_at)"
             f" VALUES ({', '.join([mark] * 7)})", list(rows))
@@ -270,7 +267,7 @@ def backfill(conn: Connection, service: str, history: Iterable[HistoryRow]) -> i
 def absorb(conn: Connection, rows: Sequence[tuple[int, str, str, str, str]]) -> None:
     """Count absorbed duplicates and keep what they taught: (n, content JSON, service, payment_id, event_type)."""
     if rows:
-        mark = _mark(conn)
+        mark = sql_mark(conn)
         conn.exec_driver_sql(
             f"UPDATE business_facts SET absorbed = absorbed + {mark}, content = {mark}"
             f" WHERE service = {mark} AND payment_id = {mark} AND event_type = {mark}", list(rows))

@@ -28,7 +28,8 @@ from payevents.transport.base import Message
 Handler = Callable[[Connection, DecodedEvent, Message], None]
 #: Applies all new (not yet seen) events of one batch that have a handler, in offset order, inside the
 #: batch's store transaction — e.g. with executemany. Its effects must equal calling ``handlers`` one event
-#: at a time in the same order (the tests compare both).
+#: at a time in the same order. The built-in ledger and invoices have one path: their per-event handler is
+#: the batch handler with a batch of one, so this holds by construction.
 BatchHandler = Callable[[Connection, Sequence[tuple[DecodedEvent, Message]]], None]
 
 

@@ -9,6 +9,8 @@ recorded in ``schema_migrations`` and applied on start (``migrate``), each in it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from payevents.errors import ConfigError
 from payevents.settings import Settings
 
 #: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
@@ -44,6 +47,108 @@ class Migration:
     def statements(self, dialect: str) -> Sequence[str]:
         own = self.sqlite if dialect == "sqlite" else self.postgresql
         return [*self.both, *own]
+
+    def checksum(self, dialect: str) -> str:
+        """SHA-256 of what this step does on ``dialect``: its name, its SQL statements and whether it has a
+        ``run`` callable (whose code cannot be checksummed: renaming a function is not an edit). Recorded when
+        applied; a step edited after that no longer matches."""
+        doc = json.dumps([self.version, self.name, list(self.statements(dialect)), self.run is not None],
+                         ensure_ascii=False)
+        return hashlib.sha256(doc.encode("utf-8")).hexdigest()
+
+
+class MigrationEdited(ConfigError):
+    """An applied migration step is not the step the code holds now (its checksum differs)."""
+
+
+class Dialect:
+    """What differs between the databases, in one class per dialect (:class:`SQLite`, :class:`PostgreSQL`);
+    :func:`dialect` gives the one of a connection or engine. Code elsewhere asks these methods instead of
+    branching on ``dialect.name``."""
+
+    name = ""
+
+    def for_update(self, sql: str) -> str:
+        """``sql`` (a SELECT) locking the rows it reads for the rest of the transaction."""
+        return sql
+
+    def lock_keys(self, conn: Connection, keys: Sequence[str]) -> None:
+        """Serialize work on each key (application locks until the transaction ends), taken in one order."""
+
+    def write_lock_first(self, conn: Connection, no_op_write: str) -> None:
+        """Take the database's write lock now, before any read, with a write that changes nothing."""
+
+    def lock_table(self, conn: Connection, table: str) -> None:
+        """Keep other writers of ``table`` out until the transaction ends."""
+
+    def writer(self, engine: Engine) -> Engine:
+        """The engine whose transactions take the write lock at BEGIN where that matters."""
+        return engine
+
+    def add_column(self, conn: Connection, table: str, column: str, ddl: str) -> None:
+        """``ALTER TABLE table ADD COLUMN column ddl`` unless the column exists (several starters may race)."""
+        if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+    def trigger_names(self, conn: Connection) -> set[str]:
+        raise NotImplementedError
+
+    def non_integers(self, conn: Connection, table: str, key: str, column: str) -> list[tuple[Any, ...]]:
+        """``(key, stored type)`` of rows whose ``column`` is not stored as an integer (only SQLite can)."""
+        return []
+
+
+class SQLite(Dialect):
+    name = "sqlite"
+
+    def write_lock_first(self, conn: Connection, no_op_write: str) -> None:
+        conn.exec_driver_sql(no_op_write)
+
+    def writer(self, engine: Engine) -> Engine:
+        # BEGIN IMMEDIATE: a writer that reads first waits for the lock instead of failing to upgrade its snapshot
+        return engine.execution_options(sqlite_immediate=True)
+
+    def trigger_names(self, conn: Connection) -> set[str]:
+        return set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
+
+    def non_integers(self, conn: Connection, table: str, key: str, column: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            f"SELECT {key}, typeof({column}) FROM {table} WHERE typeof({column}) <> 'integer'")]
+
+
+class PostgreSQL(Dialect):
+    name = "postgresql"
+
+    def for_update(self, sql: str) -> str:
+        return f"{sql} FOR UPDATE"
+
+    def lock_keys(self, conn: Connection, keys: Sequence[str]) -> None:
+        if keys:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                         [{"k": k} for k in sorted(set(keys))])
+
+    def lock_table(self, conn: Connection, table: str) -> None:
+        conn.exec_driver_sql(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+
+    def add_column(self, conn: Connection, table: str, column: str, ddl: str) -> None:
+        if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {ddl}")
+
+    def trigger_names(self, conn: Connection) -> set[str]:
+        return set(conn.exec_driver_sql(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal").scalars())
+
+
+_DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}
+
+
+def dialect(bind: Connection | Engine) -> Dialect:
+    """The :class:`Dialect` of a connection or engine."""
+    try:
+        return _DIALECTS[bind.dialect.name]
+    except KeyError:
+        raise ConfigError(f"database: {bind.dialect.name!r} is not supported (SQLite or PostgreSQL)") from None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -87,9 +192,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
 
 def writer(engine: Engine) -> Engine:
     """The same engine, whose transactions take SQLite's write lock at BEGIN (no-op on PostgreSQL)."""
-    if engine.dialect.name != "sqlite":
-        return engine
-    return engine.execution_options(sqlite_immediate=True)
+    return dialect(engine).writer(engine)
 
 
 def engine_for(settings: Settings, service: str, *, url: str | None = None) -> Engine:
@@ -130,38 +233,58 @@ def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -
 
 
 def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now."""
+    """Apply the migrations not yet recorded; return the versions applied now.
+
+    Each applied step is recorded with its checksum (:meth:`Migration.checksum`); a recorded step whose
+    checksum differs from the code's raises :class:`MigrationEdited` before anything is applied (a step
+    recorded before checksums existed gets the code's checksum recorded, once)."""
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError(f"{service}: migration versions must be unique and increasing: {versions}")
     applied_now: list[int] = []
-    with engine.begin() as conn:
+    db = dialect(engine)
+    with writer(engine).begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
-            " applied_at VARCHAR(40) NOT NULL, PRIMARY KEY (service, version))"
+            " applied_at VARCHAR(40) NOT NULL, checksum VARCHAR(64), PRIMARY KEY (service, version))"
         )
-    dialect = engine.dialect.name
+        db.add_column(conn, "schema_migrations", "checksum", "VARCHAR(64)")  # a table from before checksums
+    with writer(engine).begin() as conn:
+        recorded = {int(r[0]): r[1] for r in conn.execute(
+            sa.text("SELECT version, checksum FROM schema_migrations WHERE service = :s"), {"s": service})}
+        for m in migrations:
+            if m.version not in recorded:
+                continue
+            want = m.checksum(db.name)
+            if recorded[m.version] is None:
+                conn.execute(sa.text("UPDATE schema_migrations SET checksum = :c WHERE service = :s AND version = :v"
+                                     " AND checksum IS NULL"), {"c": want, "s": service, "v": m.version})
+            elif recorded[m.version] != want:
+                raise MigrationEdited(
+                    f"{service}: migration {m.version} ({m.name!r}) was applied as another step than the code holds"
+                    f" now (checksum {recorded[m.version][:12]}… recorded, {want[:12]}… in the code): an applied"
+                    " migration must never be edited; add a new step instead")
     for m in migrations:
         # SQLite: take the write lock before the check (BEGIN IMMEDIATE), so a starter racing another one
         # waits for it instead of failing to upgrade its read snapshot to a write ("database is locked")
         with writer(engine).begin() as conn:
-            if dialect == "postgresql":
-                # Serialize concurrent starters of the same service.
-                conn.exec_driver_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            db.lock_table(conn, "schema_migrations")  # serialize concurrent starters of the same service
             done = conn.execute(
                 sa.text("SELECT 1 FROM schema_migrations WHERE service = :s AND version = :v"),
                 {"s": service, "v": m.version},
             ).first()
             if done:
                 continue
-            for stmt in m.statements(dialect):
+            for stmt in m.statements(db.name):
                 conn.exec_driver_sql(stmt)
             if m.run is not None:
                 m.run(conn)
             conn.execute(
-                sa.text("INSERT INTO schema_migrations (service, version, name, applied_at) VALUES (:s, :v, :n, :t)"),
-                {"s": service, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat()},
+                sa.text("INSERT INTO schema_migrations (service, version, name, applied_at, checksum)"
+                        " VALUES (:s, :v, :n, :t, :c)"),
+                {"s": service, "v": m.version, "n": m.name, "t": datetime.now(UTC).isoformat(),
+                 "c": m.checksum(db.name)},
             )
             applied_now.append(m.version)
     return applied_now

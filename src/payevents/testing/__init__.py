@@ -1,5 +1,4 @@
-"""Testing your own service against the real runtime (:class:`ServiceHarness`), and the CI rule of this
-project's own tests (:mod:`payevents.testing.ci`)."""
+"""Testing your own service against the real runtime (:class:`ServiceHarness`)."""
 
 from payevents.testing.harness import ServiceHarness
 

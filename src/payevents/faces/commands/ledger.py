@@ -94,7 +94,7 @@ def balances_cmd(
 
 
 def _amt(minor: int, currency: str) -> str:
-    from payevents.services.payments.money import from_minor
+    from payevents.contracts.money import from_minor
 
     return str(from_minor(minor, currency))
 

@@ -8,6 +8,7 @@ a payment in another currency than its invoice is held for review with the reaso
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -21,11 +22,13 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
+from payevents.contracts.money import from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
 from payevents.services.invoices import store
-from payevents.services.payments.money import from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.db import dialect
 from payevents.store.paging import after_clause
+from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -126,229 +129,183 @@ def _payment(r: Any) -> InvoicePayment:
                           reason=r.reason)  # fmt: skip
 
 
-def _serialize(conn: Connection, invoice_id: str) -> None:
-    """On PostgreSQL, serialize work on one invoice id (an invoice being created and a payment for it
-    arriving at the same moment must not miss each other). SQLite serializes writers already."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"invoice:{invoice_id}"})
+def _serialize(conn: Connection, invoice_ids: Sequence[str]) -> None:
+    """On PostgreSQL, serialize work on each invoice id, taken in one order (an invoice being created and a
+    payment for it arriving at the same moment must not miss each other). SQLite serializes writers already."""
+    dialect(conn).lock_keys(conn, [f"invoice:{i}" for i in invoice_ids])
 
 
 def _lock_invoice(conn: Connection, invoice_id: str) -> Any:
-    sql = "SELECT * FROM invoices WHERE invoice_id = :i"
-    if conn.dialect.name == "postgresql":
-        sql += " FOR UPDATE"
+    sql = dialect(conn).for_update("SELECT * FROM invoices WHERE invoice_id = :i")
     return conn.execute(sa.text(sql), {"i": invoice_id}).first()
 
 
-# -- applying a payment ------------------------------------------------------------------------------------
-
-_INSERT_PAYMENT: Final = sa.text(
-    "INSERT INTO invoice_payments (event_id, payment_id, invoice_id, customer_id, amount_minor, currency, status,"
-    " applied_minor, credit_minor, reason, processed_at, received_at, applied_at) VALUES (:event_id, :payment_id,"
-    " :invoice_id, :customer_id, :amount_minor, :currency, :status, :applied_minor, :credit_minor, :reason,"
-    " :processed_at, :received_at, :applied_at)"
-)
-_SETTLE_PAYMENT: Final = sa.text(
-    "UPDATE invoice_payments SET status = :status, applied_minor = :applied_minor, credit_minor = :credit_minor,"
-    " reason = :reason, applied_at = :applied_at WHERE event_id = :event_id AND status = 'unapplied'"
-)
+# -- what a payment means for an invoice (pure) --------------------------------------------------------------
 
 
-def _settle(conn: Connection, invoice: Any, pay: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Decide how ``pay`` (a row dict) lands on ``invoice``; update the invoice and write any credit.
-    Returns the payment's new status fields."""
-    if pay["currency"] != invoice.currency:
-        return {"status": "held", "applied_minor": 0, "credit_minor": 0, "applied_at": None,
-                "reason": f"currency mismatch: payment in {pay['currency']}, invoice {invoice.invoice_id} is in"
-                          f" {invoice.currency}; held for review"}  # fmt: skip
-    due, paid = int(invoice.amount_due_minor), int(invoice.paid_minor)
-    applied = min(int(pay["amount_minor"]), due - paid)
-    credit = int(pay["amount_minor"]) - applied
-    if applied:
-        conn.execute(
-            sa.text("UPDATE invoices SET paid_minor = :p, status = :s, updated_at = :t WHERE invoice_id = :i"),
-            {"p": paid + applied, "s": status_for(paid + applied, due), "t": now.isoformat(), "i": invoice.invoice_id},
-        )
-    reason = None
-    if credit:
-        conn.execute(
-            sa.text("INSERT INTO customer_credits (credit_id, customer_id, currency, amount_minor, source_event_id,"
-                    " payment_id, invoice_id, created_at) VALUES (:id, :c, :cur, :a, :e, :p, :i, :t)"),
-            {"id": str(uuid.uuid5(NAMESPACE, pay["event_id"])), "c": invoice.customer_id, "cur": invoice.currency,
-             "a": credit, "e": pay["event_id"], "p": pay["payment_id"], "i": invoice.invoice_id, "t": now.isoformat()},
-        )  # fmt: skip
-        excess = f"{from_minor(credit, invoice.currency)} {invoice.currency}"
-        reason = f"overpayment: {excess} credited to {invoice.customer_id}"
-    return {"status": "applied", "applied_minor": applied, "credit_minor": credit, "applied_at": now.isoformat(),
-            "reason": reason}  # fmt: skip
+@dataclasses.dataclass
+class InvoiceState:
+    """What settling needs of an invoice; ``paid_minor`` grows as payments are settled in memory."""
+
+    invoice_id: str
+    customer_id: str
+    currency: str
+    due_minor: int
+    paid_minor: int
 
 
-def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Message | None = None) -> None:
-    """PaymentProcessed with an invoiceId → applied, unapplied (unknown invoice) or held (currency mismatch).
+class Settlement(msgspec.Struct, kw_only=True, frozen=True):
+    status: str
+    applied_minor: int = 0
+    credit_minor: int = 0
+    reason: str | None = None
 
-    Without an invoiceId (legacy events included) it is not an invoice matter. A replayed eventId
-    changes nothing; a second PaymentProcessed for the same payment is refused (dead-lettered with the reason).
-    """
+
+def settle(invoice: InvoiceState | None, invoice_id: str, currency: str, minor: int) -> Settlement:
+    """How a payment of ``minor`` units in ``currency`` for ``invoice_id`` lands: unapplied (no such invoice
+    yet), held (another currency), or applied up to what is still due with the excess as a customer credit."""
+    if invoice is None:
+        return Settlement(status="unapplied", reason=f"invoice {invoice_id} not found; applied when it is created")
+    if currency != invoice.currency:
+        return Settlement(status="held", reason=f"currency mismatch: payment in {currency}, invoice {invoice_id} is"
+                                                f" in {invoice.currency}; held for review")  # fmt: skip
+    applied = min(minor, invoice.due_minor - invoice.paid_minor)
+    credit = minor - applied
+    reason = (f"overpayment: {from_minor(credit, currency)} {currency} credited to {invoice.customer_id}"
+              if credit else None)
+    return Settlement(status="applied", applied_minor=applied, credit_minor=credit, reason=reason)
+
+
+def decide(decoded: DecodedEvent, *, counted_by: str | None, seen: bool) -> tuple[PaymentProcessed, str, int] | None:
+    """Whether a PaymentProcessed is an invoice matter: ``(event, invoiceId, minor units)``, or None (no invoiceId,
+    or a replay of an event already counted). ``counted_by``: the eventId that already counted its payment;
+    ``seen``: its eventId is already counted. Raises PoisonEvent for a second event counting the same payment."""
     event = decoded.event
     if not isinstance(event, PaymentProcessed):
         raise PoisonEvent(f"invoices: expected PaymentProcessed, got {decoded.event_type}")
     d = event.data
     invoice_id = d.invoiceId
     if not isinstance(invoice_id, str):
-        return
+        return None
     try:
-        minor = to_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
     except ContractError as exc:
         raise PoisonEvent(f"invoices: {exc}") from None
-    _serialize(conn, invoice_id)
-    seen = conn.execute(
-        sa.text("SELECT event_id FROM invoice_payments WHERE payment_id = :p OR event_id = :e"),
-        {"p": d.paymentId, "e": event.eventId},
-    ).first()
-    if seen is not None:
-        if seen.event_id == event.eventId:
-            return
-        raise PoisonEvent(f"invoices: payment {d.paymentId} was already counted from event {seen.event_id};"
+    if seen:
+        return None  # a replay: counted already
+    if counted_by is not None:
+        raise PoisonEvent(f"invoices: payment {d.paymentId} was already counted from event {counted_by};"
                           f" PaymentProcessed {event.eventId} would count it twice")  # fmt: skip
-    now = _now()
-    pay: dict[str, Any] = {
-        "event_id": event.eventId, "payment_id": d.paymentId, "invoice_id": invoice_id,
-        "customer_id": d.customerId if isinstance(d.customerId, str) else None, "amount_minor": minor,
-        "currency": d.amount.currency, "processed_at": d.processedAt.isoformat(), "received_at": now.isoformat(),
-    }  # fmt: skip
-    invoice = _lock_invoice(conn, invoice_id)
-    if invoice is None:
-        outcome = {"status": "unapplied", "applied_minor": 0, "credit_minor": 0, "applied_at": None,
-                   "reason": f"invoice {invoice_id} not found; applied when it is created"}  # fmt: skip
-        conn.execute(_INSERT_PAYMENT, {**pay, **outcome})
-        return
-    # insert first (the credit row refers to it), then settle
-    placeholder = {"status": "unapplied", "applied_minor": 0, "credit_minor": 0, "applied_at": None, "reason": "-"}
-    conn.execute(_INSERT_PAYMENT, {**pay, **placeholder})
-    outcome = _settle(conn, invoice, pay, now)
-    conn.execute(_SETTLE_PAYMENT, {**outcome, "event_id": event.eventId})
+    return event, invoice_id, minor
 
 
-def _driver(conn: Connection, sql: str) -> str:
-    """``sql`` written with ``?`` placeholders, for the connection's driver (sqlite3: qmark, psycopg: format)."""
-    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+# -- applying it (one path: a single event is a batch of one) -----------------------------------------------
 
-
-def _in_chunks(conn: Connection, sql: str, values: list[str], repeat: int = 1) -> list[Any]:
-    """Rows of ``sql`` (one ``IN ({})`` per ``repeat``, each given all of a chunk) over ``values`` in chunks."""
-    rows: list[Any] = []
-    for i in range(0, len(values), 400):
-        chunk = values[i : i + 400]
-        marks = ",".join("?" * len(chunk))
-        rows.extend(conn.exec_driver_sql(_driver(conn, sql.format(*[marks] * repeat)), tuple(chunk) * repeat).all())
-    return rows
-
-
-_BATCH_PAYMENTS_SQL: Final = (
+_INSERT_PAYMENTS: Final = (
     "INSERT INTO invoice_payments (event_id, payment_id, invoice_id, customer_id, amount_minor, currency, status,"
     " applied_minor, credit_minor, reason, processed_at, received_at, applied_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_BATCH_CREDITS_SQL: Final = (
+_SETTLE_PAYMENTS: Final = ("UPDATE invoice_payments SET status = ?, applied_minor = ?, credit_minor = ?, reason = ?,"
+                           " applied_at = ? WHERE event_id = ? AND status = 'unapplied'")
+_INSERT_CREDITS: Final = (
     "INSERT INTO customer_credits (credit_id, customer_id, currency, amount_minor, source_event_id, payment_id,"
     " invoice_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_BATCH_INVOICES_SQL: Final = "UPDATE invoices SET paid_minor = ?, status = ?, updated_at = ? WHERE invoice_id = ?"
+_UPDATE_INVOICES: Final = "UPDATE invoices SET paid_minor = ?, status = ?, updated_at = ? WHERE invoice_id = ?"
+_INVOICE_STATE: Final = ("SELECT invoice_id, customer_id, currency, amount_due_minor, paid_minor FROM invoices"
+                         " WHERE invoice_id IN ({})")
 
 
-def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
-    """The batch form of :func:`on_payment_processed` (same effects, in order): one query for payments
-    already counted, one for the invoices named, then each payment settled in memory against its invoice
-    and written with executemany (payments with their final status, credits, one update per invoice).
+class _Writes:
+    """The rows a batch of settlements writes, each kind in one executemany (payments before their credits)."""
 
-    Raises PoisonEvent for anything the per-event handler would refuse, and for a payment named twice in
-    the batch: the runtime then re-applies the batch one event at a time."""
-    todo: list[tuple[PaymentProcessed, str, int]] = []
-    for decoded, _message in batch:
-        event = decoded.event
-        if not isinstance(event, PaymentProcessed):
-            raise PoisonEvent(f"invoices: expected PaymentProcessed, got {decoded.event_type}")
-        invoice_id = event.data.invoiceId
-        if not isinstance(invoice_id, str):
-            continue
-        try:
-            minor = to_minor(event.data.amount.value, event.data.amount.currency, field="data.amount.value")
-        except ContractError as exc:
-            raise PoisonEvent(f"invoices: {exc}") from None
-        todo.append((event, invoice_id, minor))
-    if not todo:
+    def __init__(self) -> None:
+        self.payments: list[tuple[Any, ...]] = []
+        self.settled: list[tuple[Any, ...]] = []
+        self.credits: list[tuple[Any, ...]] = []
+        self.touched: dict[str, tuple[InvoiceState, str]] = {}
+
+    def settled_on(self, invoice: InvoiceState | None, s: Settlement, *, event_id: str, payment_id: str,
+                   now: str) -> None:
+        if invoice is None or s.status != "applied":
+            return
+        if s.applied_minor:
+            invoice.paid_minor += s.applied_minor
+            self.touched[invoice.invoice_id] = (invoice, now)
+        if s.credit_minor:
+            self.credits.append((str(uuid.uuid5(NAMESPACE, event_id)), invoice.customer_id, invoice.currency,
+                                 s.credit_minor, event_id, payment_id, invoice.invoice_id, now))
+
+    def write(self, conn: Connection) -> None:
+        if self.payments:
+            conn.exec_driver_sql(driver_sql(conn, _INSERT_PAYMENTS), self.payments)
+        if self.settled:
+            conn.exec_driver_sql(driver_sql(conn, _SETTLE_PAYMENTS), self.settled)
+        if self.credits:
+            conn.exec_driver_sql(driver_sql(conn, _INSERT_CREDITS), self.credits)
+        if self.touched:
+            conn.exec_driver_sql(driver_sql(conn, _UPDATE_INVOICES), [
+                (inv.paid_minor, status_for(inv.paid_minor, inv.due_minor), t, inv.invoice_id)
+                for inv, t in self.touched.values()])
+
+
+def _states(conn: Connection, invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
+    return {r[0]: InvoiceState(invoice_id=r[0], customer_id=r[1], currency=r[2], due_minor=int(r[3]),
+                               paid_minor=int(r[4]))
+            for r in rows_in_chunks(conn, dialect(conn).for_update(_INVOICE_STATE), invoice_ids)}  # fmt: skip
+
+
+def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message | None]]) -> None:
+    """PaymentProcessed with an invoiceId → applied, unapplied (unknown invoice) or held (currency mismatch).
+
+    Invoices' one path (a single event is a batch of one): one query for payments already counted, one for the
+    invoices named (locked), then :func:`decide` and :func:`settle` per event in order, in memory, and the rows
+    written with executemany (payments with their final status, credits, one update per invoice). Without an
+    invoiceId (legacy events included) an event is not an invoice matter; a replayed eventId changes nothing; a
+    second PaymentProcessed for the same payment (also earlier in the batch) raises PoisonEvent, and the runtime
+    re-applies the batch one event at a time to dead-letter just that one."""
+    named = [(d, d.event.data.invoiceId) for d, _ in batch if isinstance(d.event, PaymentProcessed)]
+    invoice_ids = sorted({i for _, i in named if isinstance(i, str)})
+    if not invoice_ids and len(named) == len(batch):
         return
-    invoice_ids = sorted({inv for _, inv, _ in todo})
-    if conn.dialect.name == "postgresql":  # same locks as the per-event path, taken in one order
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                     [{"k": f"invoice:{i}"} for i in invoice_ids])
-    pids = list(dict.fromkeys(e.data.paymentId for e, _, _ in todo))
-    eids = [e.eventId for e, _, _ in todo]
-    by_pid: dict[str, str] = {}
-    seen_events: set[str] = set()
-    for r in _in_chunks(conn, "SELECT event_id, payment_id FROM invoice_payments WHERE payment_id IN ({})", pids):
-        by_pid[r[1]] = r[0]
-        seen_events.add(r[0])
-    for r in _in_chunks(conn, "SELECT event_id, payment_id FROM invoice_payments WHERE event_id IN ({})", eids):
-        seen_events.add(r[0])
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    invoices: dict[str, list[Any]] = {
-        r[0]: list(r)
-        for r in _in_chunks(conn, "SELECT invoice_id, customer_id, currency, amount_due_minor, paid_minor FROM"
-                                  " invoices WHERE invoice_id IN ({})" + lock, invoice_ids)
-    }  # fmt: skip
-    payments: list[tuple[Any, ...]] = []
-    credits_: list[tuple[Any, ...]] = []
-    touched: dict[str, str] = {}
+    _serialize(conn, invoice_ids)
+    pids = list(dict.fromkeys(d.payment_id for d, _ in batch))
+    eids = [d.event_id for d, _ in batch]
+    counted: dict[str, str] = {}
+    seen: set[str] = set()
+    for r in rows_in_chunks(conn, "SELECT event_id, payment_id FROM invoice_payments WHERE payment_id IN ({})", pids):
+        counted[r[1]] = r[0]
+        seen.add(r[0])
+    for r in rows_in_chunks(conn, "SELECT event_id FROM invoice_payments WHERE event_id IN ({})", eids):
+        seen.add(r[0])
+    invoices = _states(conn, invoice_ids)
+    out = _Writes()
     last = ""
-    for event, invoice_id, minor in todo:
+    for decoded, _message in batch:
+        todo = decide(decoded, counted_by=counted.get(decoded.payment_id), seen=decoded.event_id in seen)
+        if todo is None:
+            continue
+        event, invoice_id, minor = todo
         d = event.data
-        counted_by = by_pid.get(d.paymentId)
-        if event.eventId in seen_events:
-            if counted_by is not None and counted_by != event.eventId:
-                raise PoisonEvent(f"invoices: payment {d.paymentId} and event {event.eventId} are both counted"
-                                  " already, by different records")  # the per-event path decides
-            continue  # a replay
-        if counted_by is not None:
-            raise PoisonEvent(f"invoices: payment {d.paymentId} was already counted from event {counted_by};"
-                              f" PaymentProcessed {event.eventId} would count it twice")  # fmt: skip
-        by_pid[d.paymentId] = event.eventId
-        seen_events.add(event.eventId)
+        counted[d.paymentId] = event.eventId
+        seen.add(event.eventId)
         now = _now().isoformat()
         if now <= last:  # strictly increasing within the batch: received_at orders waiting payments
             now = (datetime.fromisoformat(last) + timedelta(microseconds=1)).isoformat()
         last = now
-        customer = d.customerId if isinstance(d.customerId, str) else None
-        cur = d.amount.currency
-        row = [event.eventId, d.paymentId, invoice_id, customer, minor, cur, "unapplied", 0, 0, None,
-               d.processedAt.isoformat(), now, None]
         inv = invoices.get(invoice_id)
-        if inv is None:
-            row[9] = f"invoice {invoice_id} not found; applied when it is created"
-        elif cur != inv[2]:
-            row[6] = "held"
-            row[9] = (f"currency mismatch: payment in {cur}, invoice {invoice_id} is in {inv[2]};"
-                      " held for review")
-        else:
-            due, paid = int(inv[3]), int(inv[4])
-            applied = min(minor, due - paid)
-            credit = minor - applied
-            if applied:
-                inv[4] = paid + applied
-                touched[invoice_id] = now
-            if credit:
-                credits_.append((str(uuid.uuid5(NAMESPACE, event.eventId)), inv[1], cur, credit, event.eventId,
-                                 d.paymentId, invoice_id, now))
-                row[9] = f"overpayment: {from_minor(credit, cur)} {cur} credited to {inv[1]}"
-            row[6], row[7], row[8], row[12] = "applied", applied, credit, now
-        payments.append(tuple(row))
-    if payments:
-        conn.exec_driver_sql(_driver(conn, _BATCH_PAYMENTS_SQL), payments)
-    if credits_:
-        conn.exec_driver_sql(_driver(conn, _BATCH_CREDITS_SQL), credits_)
-    if touched:
-        conn.exec_driver_sql(_driver(conn, _BATCH_INVOICES_SQL), [
-            (invoices[i][4], status_for(int(invoices[i][4]), int(invoices[i][3])), t, i) for i, t in touched.items()])
+        s = settle(inv, invoice_id, d.amount.currency, minor)
+        out.payments.append((event.eventId, d.paymentId, invoice_id, d.customerId if isinstance(d.customerId, str)
+                             else None, minor, d.amount.currency, s.status, s.applied_minor, s.credit_minor, s.reason,
+                             d.processedAt.isoformat(), now, now if s.status == "applied" else None))  # fmt: skip
+        out.settled_on(inv, s, event_id=event.eventId, payment_id=d.paymentId, now=now)
+    out.write(conn)
+
+
+def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Message | None = None) -> None:
+    """One event: :func:`on_payment_processed_batch` with a batch of one (there is one semantics)."""
+    on_payment_processed_batch(conn, [(decoded, message)])
 
 
 def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
@@ -388,7 +345,7 @@ def create(
         check_free_text(field, text)  # no card number enters the store or a log
     if not isinstance(currency, str):
         raise ContractError(f"currency: {safe_repr(currency)} is not an ISO 4217 code")
-    due_minor = to_minor(amount_due, currency, field="amount_due")
+    due_minor = parse_minor(amount_due, currency, field="amount_due")
     try:
         due = due_date if isinstance(due_date, date) else date.fromisoformat(str(due_date))
     except ValueError:
@@ -398,7 +355,7 @@ def create(
     row = {"invoice_id": invoice_id, "customer_id": customer_id, "amount_due_minor": due_minor, "currency": currency,
            "due_date": due.isoformat(), "description": description, "t": now.isoformat()}  # fmt: skip
     with store.engine(settings).begin() as conn:
-        _serialize(conn, invoice_id)
+        _serialize(conn, [invoice_id])
         inserted = conn.execute(
             sa.text("INSERT INTO invoices (invoice_id, customer_id, amount_due_minor, currency, due_date, description,"
                     " paid_minor, status, created_at, updated_at) VALUES (:invoice_id, :customer_id,"
@@ -418,10 +375,15 @@ def create(
                     " ORDER BY received_at, event_id"),
             {"i": invoice_id},
         ).all()
+        state = _states(conn, [invoice_id])[invoice_id]
+        out = _Writes()
+        t = now.isoformat()
         for w in waiting:
-            outcome = _settle(conn, invoice, dict(w._mapping), now)
-            conn.execute(_SETTLE_PAYMENT, {**outcome, "event_id": w.event_id})
-            invoice = _lock_invoice(conn, invoice_id)
+            s = settle(state, invoice_id, w.currency, int(w.amount_minor))
+            out.settled.append((s.status, s.applied_minor, s.credit_minor, s.reason,
+                                t if s.status == "applied" else None, w.event_id))
+            out.settled_on(state, s, event_id=w.event_id, payment_id=w.payment_id, now=t)
+        out.write(conn)
         return _detail(conn, invoice_id)
 
 

@@ -18,12 +18,13 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import MAX_MINOR
+from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.services.ledger import store
-from payevents.services.payments.money import exponent, from_minor, to_minor
 from payevents.settings import Settings
+from payevents.store.db import dialect
 from payevents.store.paging import after_clause
+from payevents.store.sql import driver_sql, rows_in_chunks
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -98,18 +99,26 @@ def check_balanced(lines: Sequence[Line]) -> None:
         raise ContractError(f"lines: {store.UNBALANCED} (debits - credits: {unbalanced})")
 
 
-_ENSURE_ACCOUNT: Final = sa.text(
-    "INSERT INTO ledger_accounts (code, currency, name, kind, created_at) VALUES (:code, :currency, :name, :kind, :t)"
-    " ON CONFLICT (code, currency) DO NOTHING"
-)
-_INSERT_LINE: Final = sa.text(
-    "INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
-    " VALUES (:entry_id, :line_no, :account_code, :currency, :side, :amount_minor)"
-)
-_INSERT_ENTRY: Final = sa.text(
+class Posting(msgspec.Struct, kw_only=True, frozen=True):
+    """One entry to post: what an event (or a correction) means for the journal, decided before any write."""
+
+    event_id: str
+    payment_id: str
+    lines: list[Line]
+    description: str
+    occurred_at: datetime
+    kind: str = "payment"
+    legacy: bool = False
+    corrects: str | None = None
+
+
+_ENSURE_ACCOUNT: Final = ("INSERT INTO ledger_accounts (code, currency, name, kind, created_at) VALUES (?, ?, ?, ?, ?)"
+                          " ON CONFLICT (code, currency) DO NOTHING")
+_INSERT_LINES: Final = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
+                        " VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_ENTRIES: Final = (
     "INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, legacy, line_count, occurred_at,"
-    " posted_at, corrects) VALUES (:entry_id, :event_id, :payment_id, :kind, :description, :legacy, :line_count,"
-    " :occurred_at, :posted_at, :corrects)"
+    " posted_at, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -121,6 +130,40 @@ def _ensured(conn: Connection) -> set[tuple[str, str]]:
     if cache is None or cache[0]() is not tx:
         cache = conn.info["ledger.accounts"] = (weakref.ref(tx) if tx is not None else lambda: None, set())
     return cache[1]  # type: ignore[no-any-return]
+
+
+def _entry_id(event_id: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, event_id))`` without the UUID object round trips."""
+    h = bytearray(hashlib.sha1(NAMESPACE.bytes + event_id.encode("utf-8")).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def write(conn: Connection, postings: Sequence[Posting]) -> list[str]:
+    """The one way entries reach the journal (payments, one or a whole batch, and corrections): every entry is
+    checked in code first (:func:`check_balanced`, nothing written if one fails), then all lines and all entries
+    go in two executemany statements, and the database checks each entry again (lines sealed by their entry,
+    balanced per currency, one entry per event and one payment entry per payment). Returns the entry ids."""
+    for p in postings:
+        check_balanced(p.lines)
+    if not postings:
+        return []
+    now = datetime.now(UTC).isoformat()
+    accounts = {(ln.account, ln.currency) for p in postings for ln in p.lines} - _ensured(conn)
+    if accounts:
+        conn.exec_driver_sql(driver_sql(conn, _ENSURE_ACCOUNT),
+                             [(a, c, ACCOUNTS[a][0], ACCOUNTS[a][1], now) for a, c in sorted(accounts)])
+        _ensured(conn).update(accounts)
+    ids = [_entry_id(p.event_id) for p in postings]
+    conn.exec_driver_sql(driver_sql(conn, _INSERT_LINES), [
+        (eid, i, ln.account, ln.currency, ln.side, ln.amount_minor)
+        for eid, p in zip(ids, postings, strict=True) for i, ln in enumerate(p.lines, start=1)])
+    conn.exec_driver_sql(driver_sql(conn, _INSERT_ENTRIES), [
+        (eid, p.event_id, p.payment_id, p.kind, p.description, int(p.legacy), len(p.lines), p.occurred_at.isoformat(),
+         now, p.corrects) for eid, p in zip(ids, postings, strict=True)])
+    return ids
 
 
 def post(
@@ -136,136 +179,70 @@ def post(
     corrects: str | None = None,
 ) -> str:
     """Post one balanced entry inside the caller's transaction; returns its entry id (uuid5 of the event id)."""
-    check_balanced(lines)
-    entry_id = str(uuid.uuid5(NAMESPACE, event_id))
-    now = datetime.now(UTC).isoformat()
-    accounts = {(ln.account, ln.currency) for ln in lines} - _ensured(conn)
-    if accounts:
-        conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
-                                        "t": now} for a, c in sorted(accounts)])  # fmt: skip
-        _ensured(conn).update(accounts)
-    conn.execute(_INSERT_LINE, [{"entry_id": entry_id, "line_no": i, "account_code": ln.account,
-                                 "currency": ln.currency, "side": ln.side, "amount_minor": ln.amount_minor}
-                                for i, ln in enumerate(lines, start=1)])  # fmt: skip
-    conn.execute(_INSERT_ENTRY, {"entry_id": entry_id, "event_id": event_id, "payment_id": payment_id, "kind": kind,
-                                 "description": description, "legacy": int(legacy), "line_count": len(lines),
-                                 "occurred_at": occurred_at.isoformat(), "posted_at": now,
-                                 "corrects": corrects})  # fmt: skip
+    [entry_id] = write(conn, [Posting(event_id=event_id, payment_id=payment_id, lines=list(lines),
+                                      description=description, occurred_at=occurred_at, kind=kind, legacy=legacy,
+                                      corrects=corrects)])  # fmt: skip
     return entry_id
 
 
-_PAYMENT_ENTRY: Final = sa.text(
-    "SELECT entry_id, event_id FROM journal_entries WHERE payment_id = :pid AND kind = 'payment'"
-)
+# -- the PaymentProcessed handler: decide (pure), then apply the whole batch -------------------------------
 
 
-def _payment_amount(decoded: DecodedEvent) -> tuple[PaymentProcessed, int]:
-    """The PaymentProcessed event and its amount in minor units; PoisonEvent for anything else."""
+def payment_lines(currency: str, minor: int) -> list[Line]:
+    """The posting rule of a completed payment: debit Cash, credit Accounts Receivable."""
+    return [Line(account=CASH, currency=currency, side="D", amount_minor=minor),
+            Line(account=RECEIVABLE, currency=currency, side="C", amount_minor=minor)]  # fmt: skip
+
+
+def decide(decoded: DecodedEvent, posted_by: str | None) -> Posting | None:
+    """What a PaymentProcessed means for the journal, given the eventId that already posted its payment (if any):
+    a :class:`Posting`, or None for a replay of that same event. Pure: reads nothing, writes nothing.
+
+    Raises PoisonEvent for anything else than a valid PaymentProcessed, for a second completion of a payment
+    already posted, and for a posting that breaks the journal's invariants (:func:`check_balanced`)."""
     event = decoded.event
     if not isinstance(event, PaymentProcessed):
         raise PoisonEvent(f"ledger: expected PaymentProcessed, got {decoded.event_type}")
+    d = event.data
+    if posted_by is not None:
+        if posted_by == event.eventId:
+            return None  # a replay: already posted
+        raise PoisonEvent(f"ledger: payment {d.paymentId} was already posted by event {posted_by};"
+                          f" PaymentProcessed {event.eventId} is a second completion of the same payment")
     try:
-        return event, to_minor(event.data.amount.value, event.data.amount.currency, field="data.amount.value")
+        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
+        lines = payment_lines(d.amount.currency, minor)
+        check_balanced(lines)
     except ContractError as exc:
         raise PoisonEvent(f"ledger: {exc}") from None
+    return Posting(event_id=event.eventId, payment_id=d.paymentId, lines=lines, description=_description(decoded),
+                   occurred_at=d.processedAt, legacy=decoded.legacy)
+
+
+def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message | None]]) -> None:
+    """PaymentProcessed → one balanced entry each: debit Cash, credit Accounts Receivable (legacy events too).
+
+    The ledger's one path (a single event is a batch of one): one query for the payments already posted,
+    :func:`decide` per event in order, then :func:`write` for all entries. A replay of the same eventId posts
+    nothing; another PaymentProcessed for a payment already posted (also earlier in the same batch) raises
+    PoisonEvent, and the runtime re-applies the batch one event at a time to dead-letter just that one."""
+    pids = list(dict.fromkeys(d.payment_id for d, _ in batch))
+    posted: dict[str, str] = dict(
+        (r[0], r[1]) for r in rows_in_chunks(
+            conn, "SELECT payment_id, event_id FROM journal_entries WHERE kind = 'payment' AND payment_id IN ({})",
+            pids))  # fmt: skip
+    postings: list[Posting] = []
+    for decoded, _message in batch:
+        posting = decide(decoded, posted.get(decoded.payment_id))
+        if posting is not None:
+            posted[posting.payment_id] = posting.event_id
+            postings.append(posting)
+    write(conn, postings)
 
 
 def on_payment_processed(conn: Connection, decoded: DecodedEvent, message: Message | None = None) -> None:
-    """PaymentProcessed → one balanced entry: debit Cash, credit Accounts Receivable (legacy events too).
-
-    A replay of the same eventId posts nothing. Another PaymentProcessed for a payment already posted
-    is refused (dead-lettered with the reason) rather than posted twice.
-    """
-    event, minor = _payment_amount(decoded)
-    d = event.data
-    existing = conn.execute(_PAYMENT_ENTRY, {"pid": d.paymentId}).first()
-    if existing is not None:
-        if existing.event_id == event.eventId:
-            return  # a replay: already posted
-        raise PoisonEvent(
-            f"ledger: payment {d.paymentId} was already posted by event {existing.event_id};"
-            f" PaymentProcessed {event.eventId} is a second completion of the same payment"
-        )
-    cur = d.amount.currency
-    description = _description(decoded)
-    post(conn, event_id=event.eventId, payment_id=d.paymentId, description=description,
-         occurred_at=d.processedAt, legacy=decoded.legacy,
-         lines=[Line(account=CASH, currency=cur, side="D", amount_minor=minor),
-                Line(account=RECEIVABLE, currency=cur, side="C", amount_minor=minor)])  # fmt: skip
-
-
-def _driver(conn: Connection, sql: str) -> str:
-    """``sql`` written with ``?`` placeholders, for the connection's driver (sqlite3: qmark, psycopg: format)."""
-    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
-
-
-def _entry_id(event_id: str) -> str:
-    """``str(uuid.uuid5(NAMESPACE, event_id))`` without the UUID object round trips."""
-    h = bytearray(hashlib.sha1(NAMESPACE.bytes + event_id.encode("utf-8")).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-_LINES_SQL: Final = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
-                     " VALUES (?, ?, ?, ?, ?, ?)")
-_ENTRIES_SQL: Final = (
-    "INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, legacy, line_count, occurred_at,"
-    " posted_at, corrects) VALUES (?, ?, ?, 'payment', ?, ?, 2, ?, ?, NULL)"
-)
-
-
-def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
-    """The batch form of :func:`on_payment_processed` (same effects, in order): one query for the payments
-    already posted, then every entry's lines and every entry in two executemany statements. The database
-    checks each entry as before (lines sealed by their entry, entry balanced per currency).
-
-    Raises PoisonEvent for anything the per-event handler would refuse (including a payment completed
-    twice within the batch): the runtime then re-applies the batch one event at a time."""
-    posts: list[tuple[PaymentProcessed, DecodedEvent, int]] = []
-    for decoded, _message in batch:
-        event, minor = _payment_amount(decoded)
-        posts.append((event, decoded, minor))
-    if not posts:
-        return
-    pids = list(dict.fromkeys(e.data.paymentId for e, _, _ in posts))
-    existing: dict[str, str] = {}
-    for i in range(0, len(pids), 500):
-        chunk = pids[i : i + 500]
-        rows = conn.exec_driver_sql(_driver(conn, "SELECT payment_id, event_id FROM journal_entries WHERE kind ="
-                                                  f" 'payment' AND payment_id IN ({','.join('?' * len(chunk))})"),
-                                    tuple(chunk))  # fmt: skip
-        existing.update((r[0], r[1]) for r in rows)
-    lines: list[tuple[Any, ...]] = []
-    entries: list[tuple[Any, ...]] = []
-    currencies: set[str] = set()
-    for event, decoded, minor in posts:
-        pid = event.data.paymentId
-        posted_by = existing.get(pid)
-        if posted_by is not None:
-            if posted_by == event.eventId:
-                continue  # a replay: already posted
-            raise PoisonEvent(f"ledger: payment {pid} was already posted by event {posted_by};"
-                              f" PaymentProcessed {event.eventId} is a second completion of the same payment")
-        existing[pid] = event.eventId
-        cur = event.data.amount.currency
-        currencies.add(cur)
-        entry_id = _entry_id(event.eventId)
-        lines.append((entry_id, 1, CASH, cur, "D", minor))
-        lines.append((entry_id, 2, RECEIVABLE, cur, "C", minor))
-        entries.append((entry_id, event.eventId, pid, _description(decoded), int(decoded.legacy),
-                        event.data.processedAt.isoformat(), datetime.now(UTC).isoformat()))
-    if not entries:
-        return
-    accounts = {(a, c) for c in currencies for a in (CASH, RECEIVABLE)} - _ensured(conn)
-    if accounts:
-        now = datetime.now(UTC).isoformat()
-        conn.execute(_ENSURE_ACCOUNT, [{"code": a, "currency": c, "name": ACCOUNTS[a][0], "kind": ACCOUNTS[a][1],
-                                        "t": now} for a, c in sorted(accounts)])  # fmt: skip
-        _ensured(conn).update(accounts)
-    conn.exec_driver_sql(_driver(conn, _LINES_SQL), lines)
-    conn.exec_driver_sql(_driver(conn, _ENTRIES_SQL), entries)
+    """One event: :func:`on_payment_processed_batch` with a batch of one (there is one semantics)."""
+    on_payment_processed_batch(conn, [(decoded, message)])
 
 
 def fact_history(conn: Connection) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
@@ -489,12 +466,10 @@ def verify_conn(conn: Connection) -> VerifyReport:
         for row in rows:
             values = tuple(row)
             violations.append(Violation(rule=rule, entry_id=str(values[0]), detail=", ".join(map(str, values))))
-    if conn.dialect.name == "sqlite":
-        for row in conn.exec_driver_sql(
-            "SELECT entry_id, line_no, typeof(amount_minor) FROM journal_lines WHERE typeof(amount_minor) <> 'integer'"
-        ):
-            violations.append(Violation(rule="integer-minor-units", entry_id=row[0],
-                                        detail=f"line {row[1]} amount stored as {row[2]}"))  # fmt: skip
+    for key, stored in dialect(conn).non_integers(conn, "journal_lines", "entry_id || ':' || line_no", "amount_minor"):
+        entry_id, line_no = str(key).rsplit(":", 1)
+        violations.append(Violation(rule="integer-minor-units", entry_id=entry_id,
+                                    detail=f"line {line_no} amount stored as {stored}"))
     for row in conn.exec_driver_sql("SELECT DISTINCT currency FROM journal_lines"):
         try:
             exponent(row[0])

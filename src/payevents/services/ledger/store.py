@@ -21,7 +21,7 @@ from typing import Final
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect
+from payevents.store.db import Migration, connect, dialect
 
 SERVICE: Final = "ledger"
 APPEND_ONLY: Final = "journal is append-only"
@@ -140,11 +140,4 @@ def engine(settings: Settings) -> Engine:
 
 
 def trigger_names(conn: Connection) -> set[str]:
-    if conn.dialect.name == "sqlite":
-        return set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars())
-    return set(
-        conn.exec_driver_sql(
-            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-            " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal"
-        ).scalars()
-    )
+    return dialect(conn).trigger_names(conn)

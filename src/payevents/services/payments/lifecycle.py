@@ -23,20 +23,19 @@ from sqlalchemy.engine import Connection
 from payevents.contracts import channel
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
-from payevents.errors import ContractError, IdempotencyConflict, IllegalTransition, NotFound
+from payevents.contracts.money import from_minor, parse_minor
+from payevents.errors import ContractError, IdempotencyConflict, NotFound
 from payevents.runtime import outbox, tracing
 from payevents.services.payments import events as ev
-from payevents.services.payments import store
-from payevents.services.payments.gateway import Authorization, Gateway, GatewayRequest, SimulatedGateway
-from payevents.services.payments.models import ALLOWED_FROM, EventRef, Payment, PaymentSpec, PaymentState
-from payevents.services.payments.money import from_minor, to_minor
+from payevents.services.payments import machine, store
+from payevents.services.payments.gateway import Gateway, SimulatedGateway
+from payevents.services.payments.models import EventRef, Payment, PaymentSpec, PaymentState
 from payevents.settings import Settings
 from payevents.store.paging import after_clause
 
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="string")
 _DECODER: Final = msgspec.json.Decoder(Payment)
 _DEFAULT_GATEWAY: Final = SimulatedGateway()
-FAILED_STAGES: Final = ("initiated", "authorized", "captured")
 
 _CLAIM: Final = sa.text(
     "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
@@ -52,10 +51,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_id(prefix: str) -> str:
-    # Dashed, not .hex: 32 hex chars hold a Luhn-valid 13+ digit run in ~1 of 500 ids, which the card guard
-    # (rightly) refuses; a UUID's groups never do.
-    return f"{prefix}_{uuid.uuid4()}"
+_new_id: Final = machine.new_id
 
 
 def _fingerprint(command: str, params: dict[str, Any]) -> str:
@@ -134,12 +130,7 @@ def _load_for(conn: Connection, payment_id: str, command: str) -> Payment:
     p = store.load(conn, payment_id, for_update=True)
     if p is None:
         raise NotFound(f"payment {safe_repr(payment_id)}: not found")
-    allowed = ALLOWED_FROM[command]
-    if PaymentState(p.state) not in allowed:
-        names = ", ".join(sorted(s.value for s in allowed))
-        raise IllegalTransition(
-            f"payment {payment_id}: cannot {command} a payment that is {p.state} (allowed from: {names})"
-        )
+    machine.check(p, command)
     return p
 
 
@@ -173,7 +164,7 @@ def _new_payment(
     f = field_prefix
     if not isinstance(currency, str):
         raise ContractError(f"{f}currency: {safe_repr(currency)} is not an ISO 4217 code")
-    minor = to_minor(amount, currency, field=f"{f}amount")
+    minor = parse_minor(amount, currency, field=f"{f}amount")
     if not isinstance(last4, str) or len(last4) != 4 or not last4.isdigit():
         # never echo the value: a full card number sent here must not reach an error, a response or a log
         raise ContractError(f"{f}last4: must be exactly 4 digits (never a card number)")
@@ -242,15 +233,7 @@ def authorize(
     gw = gateway or _DEFAULT_GATEWAY
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
-        p = _load_for(conn, payment_id, "authorize")
-        auth = gw.authorize(_request(p, decline))
-        if auth.approved:
-            p = _replace(p, state=PaymentState.authorized.value, authorization_code=auth.authorization_code,
-                         gateway_reference=auth.gateway_reference, authorized_at=now)
-            event: Any = ev.authorized(p, now)
-        else:
-            p = _declined(p, auth.decline_code, auth.decline_reason, "initiated", auth.gateway_reference, now)
-            event = ev.failed(p, now)
+        p, event = machine.authorize(_load_for(conn, payment_id, "authorize"), gw, now, decline=decline)
         _update(conn, p, now)
         _emit(conn, settings, p, event, command_id, key)
         return _with_events(p)
@@ -265,17 +248,7 @@ def capture(
     gw = gateway or _DEFAULT_GATEWAY
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
-        p = _load_for(conn, payment_id, "capture")
-        assert p.gateway_reference is not None
-        auth = Authorization(approved=True, gateway_reference=p.gateway_reference,
-                             authorization_code=p.authorization_code)
-        cap = gw.capture(_request(p, None), auth)
-        if cap.captured:
-            p = _replace(p, state=PaymentState.captured.value, capture_id=cap.capture_id, captured_at=now)
-            event: Any = ev.captured(p, now)
-        else:
-            p = _declined(p, cap.failure_code, cap.failure_reason, "authorized", cap.gateway_reference, now)
-            event = ev.failed(p, now)
+        p, event = machine.capture(_load_for(conn, payment_id, "capture"), gw, now)
         _update(conn, p, now)
         _emit(conn, settings, p, event, command_id, key)
         return _with_events(p)
@@ -287,10 +260,9 @@ def complete(settings: Settings, payment_id: str, *, idempotency_key: str | None
     """Record the transaction (transactionId, processedAt) of a captured payment and emit PaymentProcessed."""
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
-        p = _load_for(conn, payment_id, "complete")
-        p = _replace(p, state=PaymentState.processed.value, transaction_id=_new_id("txn"), processed_at=now)
+        p, event = machine.complete(_load_for(conn, payment_id, "complete"), now)
         _update(conn, p, now)
-        _emit(conn, settings, p, ev.processed(p, now), command_id, key)
+        _emit(conn, settings, p, event, command_id, key)
         return _with_events(p)
 
     return _run(settings, "complete", idempotency_key, {"payment_id": payment_id}, body)
@@ -305,27 +277,12 @@ def fail(
     _text(reason, "reason", max_len=1000)
 
     def body(conn: Connection, command_id: str, key: str, now: datetime) -> Payment:
-        p = _load_for(conn, payment_id, "fail")
-        p = _declined(p, code, reason, p.state, p.gateway_reference, now)
+        p, event = machine.fail(_load_for(conn, payment_id, "fail"), code, reason, now)
         _update(conn, p, now)
-        _emit(conn, settings, p, ev.failed(p, now), command_id, key)
+        _emit(conn, settings, p, event, command_id, key)
         return _with_events(p)
 
     return _run(settings, "fail", idempotency_key, {"payment_id": payment_id, "code": code, "reason": reason}, body)
-
-
-def _request(p: Payment, decline: str | None) -> GatewayRequest:
-    return GatewayRequest(payment_id=p.payment_id, customer_id=p.customer_id, amount_minor=p.amount_minor,
-                          currency=p.currency, method_type=p.method_type, last4=p.last4, force_decline=decline)
-
-
-def _declined(
-    p: Payment, code: str | None, reason: str | None, stage: str, reference: str | None, now: datetime
-) -> Payment:
-    code = code if code in FAILURE_CODES else "processing_error"
-    return _replace(p, state=PaymentState.failed.value, failure_code=code,
-                    failure_reason=reason or "The gateway gave no reason.", failed_stage=stage,
-                    gateway_reference=reference, failed_at=now)
 
 
 # -- reads -----------------------------------------------------------------------------------------------
@@ -479,34 +436,21 @@ def _process_chunk(
 
 
 def _lifecycle(p: Payment, decline: str | None, gw: Gateway) -> tuple[Payment, list[tuple[str, Any]]]:
-    """One payment's whole lifecycle in memory (from its validated initial state): the final payment
-    with its event references, and its events in order."""
+    """One payment's whole lifecycle in memory (from its validated initial state), through the same transitions
+    as the single-step commands (:mod:`~payevents.services.payments.machine`): the final payment with its event
+    references, and its events in order (a decline ends it with PaymentFailed)."""
     now = _now()
     p = _replace(p, created_at=now)
     events: list[tuple[str, Any]] = [("initiate", ev.initiated(p, now))]
-    auth = gw.authorize(_request(p, decline))
-    now = _now()
-    if not auth.approved:
-        p = _declined(p, auth.decline_code, auth.decline_reason, "initiated", auth.gateway_reference, now)
-        events.append(("authorize", ev.failed(p, now)))
-        return _done(p, events)
-    p = _replace(p, state=PaymentState.authorized.value, authorization_code=auth.authorization_code,
-                 gateway_reference=auth.gateway_reference, authorized_at=now)
-    events.append(("authorize", ev.authorized(p, now)))
-    cap = gw.capture(_request(p, decline), auth)
-    now = _now()
-    if not cap.captured:
-        p = _declined(p, cap.failure_code, cap.failure_reason, "authorized", cap.gateway_reference, now)
-        events.append(("capture", ev.failed(p, now)))
-        return _done(p, events)
-    p = _replace(p, state=PaymentState.captured.value, capture_id=cap.capture_id, captured_at=now)
-    events.append(("capture", ev.captured(p, now)))
-    now = _now()
-    p = _replace(p, state=PaymentState.processed.value, transaction_id=_new_id("txn"), processed_at=now)
-    events.append(("complete", ev.processed(p, now)))
-    return _done(p, events)
-
-
-def _done(p: Payment, events: list[tuple[str, Any]]) -> tuple[Payment, list[tuple[str, Any]]]:
+    steps: list[tuple[str, Callable[[Payment, datetime], machine.Step]]] = [
+        ("authorize", lambda q, t: machine.authorize(q, gw, t, decline=decline)),
+        ("capture", lambda q, t: machine.capture(q, gw, t, decline=decline)),
+        ("complete", machine.complete),
+    ]
+    for name, step in steps:
+        p, event = step(p, _now())
+        events.append((name, event))
+        if p.state == PaymentState.failed.value:
+            break
     refs = [EventRef(event_type=e.eventType, event_id=e.eventId, at=e.timestamp) for _, e in events]
     return _replace(p, events=refs), events

@@ -13,11 +13,12 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from payevents.contracts.money import from_minor
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS
-from payevents.services.payments.models import Payment, PaymentState
-from payevents.services.payments.money import from_minor
+from payevents.services.payments.models import Payment
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect
+from payevents.store.db import Migration, connect, dialect
+from payevents.store.sql import mark, rows_in_chunks
 
 SERVICE: Final = "payments"
 
@@ -118,8 +119,7 @@ def engine(settings: Settings) -> Engine:
 def write_lock(conn: Connection) -> None:
     """Take the write lock first on SQLite (a read-then-write transaction could fail on a WAL snapshot
     upgrade when another writer, e.g. the relay, committed in between)."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
+    dialect(conn).write_lock_first(conn, "UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
 
 
 COLUMNS: Final = (
@@ -137,22 +137,11 @@ _UPDATE_COLS: Final = [c for c in COLUMNS if c != "payment_id"]
 UPDATE_PAYMENT: Final = sa.text(
     f"UPDATE payments SET {', '.join(f'{c} = :{c}' for c in _UPDATE_COLS)} WHERE payment_id = :payment_id"
 )
-INSERT_COMMAND: Final = sa.text(
-    "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
-    " VALUES (:idempotency_key, :command, :fingerprint, :command_id, :payment_id, :result, :created_at)"
-)
-
-
 _INSERT_PAYMENT_SQL: Final = f"INSERT INTO payments ({', '.join(COLUMNS)}) VALUES ({{}})"
 _INSERT_COMMAND_SQL: Final = (
     "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
     " VALUES ({})"
 )
-
-
-def _mark(conn: Connection) -> str:
-    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def to_tuple(p: Payment, updated_at: datetime) -> tuple[Any, ...]:
@@ -168,30 +157,22 @@ def to_tuple(p: Payment, updated_at: datetime) -> tuple[Any, ...]:
 def insert_payments(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """INSERT many :func:`to_tuple` rows with one driver-level executemany."""
     if rows:
-        conn.exec_driver_sql(_INSERT_PAYMENT_SQL.format(",".join([_mark(conn)] * len(COLUMNS))), rows)
+        conn.exec_driver_sql(_INSERT_PAYMENT_SQL.format(",".join([mark(conn)] * len(COLUMNS))), rows)
 
 
 def insert_commands(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """INSERT many payment_commands rows (idempotency_key, command, fingerprint, command_id, payment_id, result,
     created_at) with one driver-level executemany."""
     if rows:
-        conn.exec_driver_sql(_INSERT_COMMAND_SQL.format(",".join([_mark(conn)] * 7)), rows)
+        conn.exec_driver_sql(_INSERT_COMMAND_SQL.format(",".join([mark(conn)] * 7)), rows)
 
 
 def select_commands(conn: Connection, keys: list[str]) -> dict[str, Any]:
     """The stored commands of these idempotency keys (rows with idempotency_key, command, fingerprint,
     payment_id, result), by key."""
-    out: dict[str, Any] = {}
-    mark = _mark(conn)
-    for i in range(0, len(keys), 500):
-        part = keys[i : i + 500]
-        sql = (
-            "SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands"
-            f" WHERE idempotency_key IN ({','.join([mark] * len(part))})"
-        )
-        for r in conn.exec_driver_sql(sql, tuple(part)):
-            out[r.idempotency_key] = r
-    return out
+    sql = ("SELECT idempotency_key, command, fingerprint, payment_id, result FROM payment_commands"
+           " WHERE idempotency_key IN ({})")
+    return {r.idempotency_key: r for r in rows_in_chunks(conn, sql, keys)}
 
 
 def ts(value: datetime | None) -> str | None:
@@ -226,11 +207,7 @@ def from_row(row: Any, *, with_events: bool = True) -> Payment:
 
 def load(conn: Connection, payment_id: str, *, for_update: bool = False) -> Payment | None:
     sql = "SELECT * FROM payments WHERE payment_id = :pid"
-    if for_update and conn.dialect.name == "postgresql":
-        sql += " FOR UPDATE"
+    if for_update:
+        sql = dialect(conn).for_update(sql)
     row = conn.execute(sa.text(sql), {"pid": payment_id}).first()
     return None if row is None else from_row(row)
-
-
-def state_of(p: Payment) -> PaymentState:
-    return PaymentState(p.state)

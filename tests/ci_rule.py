@@ -1,4 +1,6 @@
-"""The CI rule for the test suite: in CI (CI=true) a missing broker, database or browser is a failure."""
+"""The CI rule for the test suite: in CI (CI=true) a missing broker, database or browser is a failure.
+
+Test-only (it imports pytest), so it lives with the tests, not in the installed package."""
 
 from __future__ import annotations
 
