@@ -123,3 +123,15 @@ def test_cli_contracts_and_baseline_write_results(tmp_path: Path) -> None:
     assert "baseline" in res.output and (tmp_path / "b" / "bench-results.png").exists()
     res = runner.invoke(app, ["bench", "baseline", "--transport", "carrier-pigeon"])
     assert res.exit_code != 0 and "carrier-pigeon" in res.output
+
+
+def test_drain_suite_reports_all_four_at_n_and_5n_and_every_workers_peak_rss() -> None:
+    report = run_bench("drain", ["embedded"], "sqlite", n=60)
+    assert not report.errors, report.errors
+    figs = _by_name(report, "drain")
+    main = figs["all four"]
+    assert main.value > 0 and main.baseline == "consume" and main.ratio is not None
+    assert main.target == (">=", 5_000.0, "value") and main.target_met is not None
+    assert "60 e-mails" in main.note
+    assert figs[f"all four @N={60 * suites.DRAIN_GROWTH}"].value > 0
+    assert {f"peak RSS {s}" for s in ("ledger", "invoices", "analytics", "notifications")} <= set(figs)

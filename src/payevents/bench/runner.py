@@ -17,12 +17,13 @@ from rich.console import Console
 
 from payevents.bench.core import BenchEnv, BenchReport, DatabaseName, TransportName, bench_env, finalize, machine_info
 
-SUITES: tuple[str, ...] = ("contracts", "publish", "consume", "end-to-end", "baseline")
+SUITES: tuple[str, ...] = ("contracts", "publish", "consume", "drain", "end-to-end", "baseline")
 #: default volumes, chosen so that ``bench all`` on both transports stays well under 10 minutes on 2 cores
 DEFAULT_N: dict[str, int] = {
     "contracts": 50_000,
     "baseline": 20_000,
     "consume": 20_000,
+    "drain": 20_000,
     "publish": 10_000,
     "end-to-end": 10_000,
 }
@@ -39,6 +40,7 @@ def _suite_fns() -> dict[str, SuiteFn]:
         "baseline": suites.baseline,
         "publish": suites.publish,
         "consume": suites.consume,
+        "drain": suites.drain,
         "end-to-end": suites.end_to_end,
     }
 

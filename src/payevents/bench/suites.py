@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from payevents.bench import baseline as raw
 from payevents.bench.core import BenchEnv, BenchReport, Figure, latency_summary, peak_rss_kb
-from payevents.bench.events import CURRENCIES, BenchEvent, make_events, to_records
+from payevents.bench.events import CURRENCIES, BenchEvent, make_events, run_id, to_records
 from payevents.settings import Settings
 
 
@@ -21,7 +22,7 @@ def shared_events(benv: BenchEnv, n: int) -> list[BenchEvent]:
     """The run's events (the same for the baselines and the suites), generated once, grown on demand."""
     events: list[BenchEvent] = benv.cache.get("events", [])
     if len(events) < n:
-        run = benv.cache.setdefault("run", uuid.uuid4().hex[:8])
+        run = benv.cache.setdefault("run", run_id())
         events = make_events(n, env=benv.settings.env.value, run=run)
         benv.cache["events"] = events
     return events[:n]
@@ -285,7 +286,7 @@ def publish(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    run = uuid.uuid4().hex[:8]
+    run = run_id()
     with benv.sub("publish") as settings:
         _prepare_payments(settings)
         ready, stop = ctx.Event(), ctx.Event()
@@ -424,7 +425,7 @@ def _e2e_once(
     from payevents.services import CONSUMER_SERVICES
 
     ctx = mp.get_context("spawn")
-    run = uuid.uuid4().hex[:8]
+    run = run_id()
     expected = ctx.Value("q", 1 << 62)
     timeout = 120 + n / 50
     with benv.sub(f"e2e-{n}") as settings:
@@ -492,3 +493,160 @@ def _e2e_once(
         report.add(_fig(benv, "end-to-end", "publish delay p99", s["p99"], "ms", n=events,
                         note=f"unpaced burst; max {s['max']:,.0f} ms; {breaches:,} events past the 5 s rule"))
     return {r["service"]: (int(r["peak_rss_kb"]), int(r["py_blocks"])) for r in out}
+
+
+# -- drain ---------------------------------------------------------------------------------------------
+
+#: drain runs at N and at DRAIN_GROWTH × N (how the rate and every worker's peak RSS grow)
+DRAIN_GROWTH = 5
+
+
+def _pending_emails(settings: Settings) -> int:
+    import sqlalchemy as sa
+
+    from payevents.services.notifications.store import engine
+
+    with engine(settings).connect() as conn:
+        return int(conn.execute(sa.text("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")).scalar_one())
+
+
+def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: float) -> None:
+    """One service in its own process, from its start: consume the pre-filled channel's ``n`` records (effects
+    committed); notifications also until every e-mail is written (no intent pending). Reports (name, time it
+    started running, time it was ready, time it was done, stats, peak RSS)."""
+    t_started = time.time()
+    import threading
+
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    stop = threading.Event()
+    error = None
+    t_ready = t_done = math.nan
+    rt = None
+    try:
+        rt = ConsumerRuntime(settings, service)
+        background = None
+        if service.background is not None:
+            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+            background.start()
+        t_ready = time.time()
+        deadline = time.monotonic() + timeout
+        while rt.stats.consumed < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n} in {timeout:.0f}s")
+            rt.step()
+        if name == "notifications":
+            while _pending_emails(settings):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: e-mails still pending after {timeout:.0f}s")
+                time.sleep(0.01)
+        t_done = time.time()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop.set()
+        stats = rt.stats.as_dict() if rt is not None else {}
+        if rt is not None:
+            rt.close()
+        results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_done": t_done, "stats": stats,
+                     "peak_rss_kb": peak_rss_kb(), "error": error})
+
+
+def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
+    """N PaymentProcessed events already on the channel; the four services started together, each in its own
+    process: time from their start until every effect is committed and every e-mail written. Run at N and
+    at DRAIN_GROWTH × N (rate and peak RSS per worker as N grows)."""
+    sizes = (n, n * DRAIN_GROWTH)
+    mem: dict[int, dict[str, int]] = {}
+    for size in sizes:
+        mem[size] = _drain_once(benv, report, size, console, primary=size == n)
+    small, big = sizes
+    for name, b in mem[big].items():
+        a = mem[small].get(name, 0)
+        report.add(_fig(benv, "drain", f"peak RSS {name}", b / 1024, "MiB", n=big,
+                        target=("<=", (a * 1.10 + 8 * 1024) / 1024, "value"),
+                        note=f"{a / 1024:.1f} MiB at N={small:,} → {b / 1024:.1f} MiB at N={big:,} "
+                             f"({(b - a) / 1024:+.1f} MiB; flat: within 10 % + 8 MiB)"))
+
+
+def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool) -> dict[str, int]:
+    import multiprocessing as mp
+    import queue
+
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.services import CONSUMER_SERVICES
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    events = shared_events(benv, n)
+    ctx = mp.get_context("spawn")
+    timeout = 120 + n / 200
+    with benv.sub(f"drain-{n}") as settings:
+        transport = open_transport(settings)
+        try:
+            transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)],
+                                    settings.partitions)
+            producer = transport.producer()
+            records = to_records(events, settings.env.value)
+            for i in range(0, len(records), 500):
+                producer.send(records[i : i + 500])
+            producer.close()
+        finally:
+            transport.close()
+        seed_customers(settings)
+        _prepare_services(settings)
+        from payevents.store.db import dispose_engines
+
+        dispose_engines()  # no pooled connection crosses into the workers
+        results = ctx.Queue()
+        t0 = time.time()
+        workers = [ctx.Process(target=drain_worker, args=(settings, name, n, results, timeout),
+                               name=f"bench-drain-{name}") for name in CONSUMER_SERVICES]
+        for p in workers:
+            p.start()
+        out = []
+        try:
+            for _ in CONSUMER_SERVICES:
+                try:
+                    out.append(results.get(timeout=timeout + 60))
+                except queue.Empty:
+                    raise TimeoutError(f"drain N={n}: services not done within {timeout + 60:.0f}s") from None
+        finally:
+            for p in workers:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+            emails = len(os.listdir(settings.data_dir / "maildir" / "new")) \
+                if (settings.data_dir / "maildir" / "new").is_dir() else 0
+    errors = [f"{r['service']}: {r['error']}" for r in out if r["error"]]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    t_end = max(r["t_done"] for r in out)
+    total = t_end - t0
+    steady = t_end - max(r["t_ready"] for r in out)
+    per = ", ".join(f"{r['service']} {r['t_done'] - t0:.2f}s" for r in sorted(out, key=lambda r: r["t_done"]))
+    suffix = "" if primary else f" @N={n:,}"
+    report.add(_fig(benv, "drain", f"all four{suffix}", n / total, "events/s", n=n, baseline="consume",
+                    target=(">=", 5_000.0, "value") if primary else None,
+                    note=f"{total:.2f}s from the processes' start to the last effect and e-mail ({emails:,} e-mails);"
+                         f" {per}"))
+    report.add(_fig(benv, "drain", f"all four, workers ready{suffix}", n / steady, "events/s", n=n,
+                    baseline="consume",
+                    note=f"{steady:.2f}s from the last worker ready (imports, migrations, group join done: "
+                         f"{max(r['t_ready'] for r in out) - t0:.2f}s after the start)"))
+    return {r["service"]: int(r["peak_rss_kb"]) for r in out}
+
+
+def _prepare_services(settings: Settings) -> None:
+    """Each service's migrations, outside the timed part (as a deployed service finds its schema)."""
+    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.services import CONSUMER_SERVICES, load_service
+    from payevents.store import db
+
+    for name in CONSUMER_SERVICES:
+        service = load_service(name)
+        engine = db.engine_for(settings, name, url=service.database_url)
+        db.migrate(engine, f"{name}.runtime", RUNTIME_MIGRATIONS)
+        db.migrate(engine, name, service.migrations)

@@ -42,7 +42,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
-from payevents.runtime import facts, metrics, tracing
+from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.deadletter import dead_letter_record, redact
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -85,11 +85,9 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
     facts.RUNTIME_FACT_MIGRATION,
 )
 
-_SEEN_DRIVER_SQL = "SELECT event_id, outcome FROM processed_events WHERE service = {} AND event_id IN ({})"
-_MARK_DRIVER_SQL = (
-    "INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no, offset_no, applied_at,"
-    " reason) VALUES ({})"
-)
+_MARK_COLUMNS = ("service", "event_id", "event_type", "outcome", "topic", "partition_no", "offset_no", "applied_at",
+                 "reason")
+_MARK_DRIVER_SQL = f"INSERT INTO processed_events ({', '.join(_MARK_COLUMNS)}) VALUES ({{}})"
 #: a rejected event is remembered (or, re-evaluated after a replay from the dead-letter channel, again)
 _REJECT_DRIVER_SQL = _MARK_DRIVER_SQL + (
     " ON CONFLICT (service, event_id) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason,"
@@ -528,13 +526,13 @@ class ConsumerRuntime:
         are duplicates — a remembered rejection included, unless the record was replayed from the dead-letter
         channel on purpose. Then the one-fact rule (:mod:`payevents.runtime.facts`): events repeating a fact
         already applied are absorbed; conflicting ones raise _Conflicts."""
-        ids = list({it.decoded.event_id for it in items if it.decoded is not None})
-        seen: dict[str, str] = {}
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
-        for chunk in _chunks(ids, 500):
-            # driver level: no SQLAlchemy compile of an expanding IN per batch
-            sql = _SEEN_DRIVER_SQL.format(mark, ",".join([mark] * len(chunk)))
-            seen.update((r[0], r[1]) for r in conn.exec_driver_sql(sql, (self.service.name, *chunk)))
+        ids = [it.decoded.event_id for it in items if it.decoded is not None]
+        mark = bulk.mark(conn)
+        # driver level, one primary-key probe per eventId on PostgreSQL (runtime.bulk: never a scan of the
+        # service's marks, whatever the table's statistics)
+        seen: dict[str, str] = {r[0]: r[1] for r in bulk.lookup(
+            conn, "event_id, outcome", "processed_events", f"service = {mark}", "event_id", ids,
+            (self.service.name,))}
         fresh: list[_Item] = []
         for it in items:
             d = it.decoded
@@ -562,9 +560,8 @@ class ConsumerRuntime:
             outcome = facts.ABSORBED if reason else facts.APPLIED if d.event_type in handlers else facts.IGNORED
             rows.append((self.service.name, d.event_id, d.event_type, outcome, m.topic, m.partition, m.offset, now,
                          reason))
-        if rows:
-            # driver-level executemany: no per-row parameter processing (psycopg pipelines it)
-            conn.exec_driver_sql(_MARK_DRIVER_SQL.format(",".join([mark] * 9)), rows)
+        # one COPY on PostgreSQL, a driver-level executemany on SQLite (runtime.bulk)
+        bulk.copy_rows(conn, "processed_events", _MARK_COLUMNS, rows)
         result.absorbed += len(absorbed)
         return [it for it in fresh if it.index not in absorbed]
 
@@ -777,7 +774,3 @@ def bound_fields(m: Message, service: str, outcome: str) -> dict[str, Any]:
             "correlationId": m.header(H_CORRELATION_ID), "topic": m.topic, "partition": m.partition,
             "offset": m.offset, "outcome": outcome}
 
-
-def _chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(values), size):
-        yield list(values[i : i + size])

@@ -97,9 +97,15 @@ RUNTIME_FACT_MIGRATION: Final = Migration(
 )
 
 
+_PARTS: dict[str, tuple[str, ...]] = {}
+
+
 def _value(data: Any, path: str) -> Any:
     node = data
-    for part in path.split("."):
+    parts = _PARTS.get(path)
+    if parts is None:
+        parts = _PARTS[path] = tuple(path.split("."))
+    for part in parts:
         node = getattr(node, part, msgspec.UNSET)
         if node is msgspec.UNSET or node is None:
             return None
@@ -161,8 +167,12 @@ def replayed_on_purpose(headers: Iterable[tuple[str, bytes]]) -> bool:
     return any(k == H_REPLAYED_FROM for k, _v in headers)
 
 
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
 def encode_content(content: Mapping[str, Any]) -> str:
-    return json.dumps(dict(content), sort_keys=True, separators=(",", ":"))
+    """Compact JSON, keys sorted (what ``json.dumps(sort_keys=True, separators=(",", ":"))`` wrote, in C)."""
+    return _ENCODER.encode(dict(content)).decode()
 
 
 def decode_content(text: str) -> dict[str, Any]:
@@ -220,25 +230,21 @@ def facts(engine: Engine, service: str, payment_id: str) -> list[Fact]:
 
 def load(conn: Connection, service: str, payment_ids: Sequence[str]) -> dict[tuple[str, str], tuple[str, str]]:
     """``(paymentId, eventType) -> (first eventId, content JSON)`` of the facts of ``payment_ids``."""
-    mark = sql_mark(conn)
-    out: dict[tuple[str, str], tuple[str, str]] = {}
-    ids = list(dict.fromkeys(payment_ids))
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        sql = (f"SELECT payment_id, event_type, event_id, content FROM business_facts WHERE service = {mark}"
-               f" AND payment_id IN ({','.join([mark] * len(chunk))})")
-        for r in conn.exec_driver_sql(sql, (service, *chunk)):
-            out[(r[0], r[1])] = (r[2], r[3])
-    return out
+    from payevents.runtime import bulk
+
+    # one primary-key range probe per paymentId on PostgreSQL, IN lists on SQLite (runtime.bulk)
+    rows = bulk.lookup(conn, "payment_id, event_type, event_id, content", "business_facts",
+                       f"service = {sql_mark(conn)}", "payment_id", payment_ids, (service,), unique=False)
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
 def insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, str, int, str]]) -> None:
     """New facts: (service, payment_id, event_type, event_id, content JSON, absorbed, created_at)."""
-    if rows:
-        mark = sql_mark(conn)
-        conn.exec_driver_sql(
-            "INSERT INTO business_facts (service, payment_id, event_type, event_id, content, absorbed, created_at)"
-            f" VALUES ({', '.join([mark] * 7)})", list(rows))
+    from payevents.runtime import bulk
+
+    # one COPY on PostgreSQL (a fact inserted meanwhile by another member fails the batch: retried)
+    bulk.copy_rows(conn, "business_facts",
+                   ("service", "payment_id", "event_type", "event_id", "content", "absorbed", "created_at"), rows)
 
 
 #: what a service's history tells about the facts it applied before the rule existed:

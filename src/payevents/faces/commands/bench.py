@@ -97,6 +97,8 @@ def contracts(
 _suite_command("publish", "Payments through the outbox and the relay: throughput, publish delay at 100/1,000/5,000 "
                           "payments/s.")
 _suite_command("consume", "Per service, a pre-filled channel of N events consumed with effects committed: events/s.")
+_suite_command("drain", "N PaymentProcessed events on the channel, the four services started together (own "
+                        "processes) until every effect and e-mail is written: events/s at N and 5×N, peak RSS.")
 _suite_command("end-to-end", "N payments to all four services' effects (each in its own process): payments/s, "
                              "time to the last effect, peak RSS at N/5 and N.")
 _suite_command("baseline", "Raw confluent-kafka produce/consume+decode and raw SQLite insert/select: the limits.")

@@ -17,6 +17,7 @@ from msgspec import UNSET
 from sqlalchemy.engine import Connection
 
 from payevents.contracts.codec import DecodedEvent
+from payevents.runtime import bulk
 from payevents.services.analytics.money import to_minor
 from payevents.transport.base import Message
 
@@ -136,6 +137,14 @@ _PAYMENT_DRIVER_SQL = (
     + ", ".join(f"{c} = COALESCE(analytics_payments.{c}, excluded.{c})" for c in PAYMENT_COLUMNS[1:])
 )
 
+#: the same upsert, all rows in one statement (PostgreSQL): one array per column
+_PAYMENT_UNNEST_SQL = (
+    f"INSERT INTO analytics_payments ({', '.join(PAYMENT_COLUMNS)}) SELECT * FROM unnest("
+    "%s::varchar[], %s::char(3)[], %s::varchar[], %s::varchar[], %s::bigint[], %s::bigint[], %s::bigint[],"
+    " %s::bigint[], %s::bigint[])"
+    + _PAYMENT_DRIVER_SQL[_PAYMENT_DRIVER_SQL.index(" ON CONFLICT"):]
+)
+
 
 def _driver_sql(conn: Connection, template: str, columns: int) -> str:
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
@@ -169,6 +178,12 @@ def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]
     facts = [fact_of(decoded) for decoded, _m in batch]
     if not facts:
         return
-    conn.exec_driver_sql(_driver_sql(conn, _FACT_DRIVER_SQL, len(FACT_COLUMNS)), [_fact_tuple(f) for f in facts])
-    conn.exec_driver_sql(_driver_sql(conn, _PAYMENT_DRIVER_SQL, len(PAYMENT_COLUMNS)),
-                         [tuple(r) for r in merge_payments(facts)])
+    # PostgreSQL: one COPY (ON CONFLICT (event_id) DO NOTHING kept by runtime.bulk's fallback) and one
+    # upsert over arrays instead of a statement per row; SQLite: driver-level executemany
+    bulk.copy_rows(conn, "analytics_events", FACT_COLUMNS, [_fact_tuple(f) for f in facts], or_ignore="event_id")
+    payments = merge_payments(facts)
+    if bulk.is_postgresql(conn):
+        conn.exec_driver_sql(_PAYMENT_UNNEST_SQL, tuple(list(column) for column in zip(*payments, strict=True)))
+    else:
+        conn.exec_driver_sql(_driver_sql(conn, _PAYMENT_DRIVER_SQL, len(PAYMENT_COLUMNS)),
+                             [tuple(r) for r in payments])

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import PoisonEvent
+from payevents.runtime import bulk
 from payevents.transport.base import Message
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -111,8 +112,6 @@ INTENT_COLUMNS = ("event_id", "payment_id", "customer_id", "status", "reason_cod
                   "recipient_name", "locale", "event_json", "amount", "currency", "legacy", "next_attempt_ms",
                   "created_at")
 _intent_tuple = itemgetter(*INTENT_COLUMNS)
-_INSERT_DRIVER_SQL = (f"INSERT INTO notifications ({', '.join(INTENT_COLUMNS)}, attempts) VALUES ({{}}, 0)"
-                      " ON CONFLICT (event_id) DO NOTHING")
 _CUSTOMERS = sa.text("SELECT customer_id, name, email, locale FROM customers WHERE customer_id IN :ids").bindparams(
     sa.bindparam("ids", expanding=True))
 
@@ -136,5 +135,7 @@ def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]
     customers = customers_of(conn, [cid for d, _m in batch if isinstance(d.event, PaymentProcessed)
                                     and (cid := _customer_id(d)) is not None])
     rows = [_intent_tuple(intent_row(d, now, customers.get(_customer_id(d) or ""))) for d, _m in batch]
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
-    conn.exec_driver_sql(_INSERT_DRIVER_SQL.format(", ".join([mark] * len(INTENT_COLUMNS))), rows)
+    # one COPY on PostgreSQL (ON CONFLICT (event_id) DO NOTHING kept by runtime.bulk's fallback), a driver-level
+    # executemany on SQLite; attempts starts at 0
+    bulk.copy_rows(conn, "notifications", (*INTENT_COLUMNS, "attempts"), [(*r, 0) for r in rows],
+                   or_ignore="event_id")
