@@ -53,6 +53,7 @@ from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import bulk, facts, metrics, tracing
+from payevents.runtime.backoff import Backoff
 from payevents.runtime.deadletter import dead_letter_record, redact
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -247,8 +248,8 @@ class ConsumerRuntime:
         self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
         self._producer: Producer | None = None
         self._kill_p = float(os.environ.get(FAULT_KILL_AFTER_STORE_COMMIT) or 0)
-        # backoff state
-        self._attempt = 0
+        # backoff state (the one policy: runtime.backoff)
+        self._backoff = Backoff(self.backoff_initial, self.backoff_max)
         self._retry_at: float | None = None
         self._paused: set[TopicPartition] = set()
         self._handler_failures: dict[tuple[str, int, int], int] = {}
@@ -273,6 +274,7 @@ class ConsumerRuntime:
         """The runtime's tables, then the service's. Instances starting together on one SQLite file race
         (a deferred transaction that read before the other wrote cannot write): retry, since every step
         is recorded in schema_migrations and skipped once applied."""
+        backoff = Backoff(0.05, 1.0)
         for attempt in range(1, 9):
             try:
                 db.migrate(self.engine, f"{self.service.name}.runtime", RUNTIME_MIGRATIONS)
@@ -282,7 +284,7 @@ class ConsumerRuntime:
             except (sa.exc.OperationalError, sa.exc.IntegrityError):
                 if attempt == 8:
                     raise
-                time.sleep(random.uniform(0.05, 0.2) * attempt)
+                time.sleep(backoff.next())
 
     def _fact_history_migrations(self) -> tuple[Migration, ...]:
         """After the service's own migrations: its history becomes business facts, once (a database that
@@ -320,7 +322,7 @@ class ConsumerRuntime:
                 result = self._process(messages)
         except _Transient as fault:
             return self._back_off(messages, fault.reason, started)
-        self._attempt = 0
+        self._backoff.reset()
         result.seconds = time.perf_counter() - started
         self._record(result)
         self._update_lag()
@@ -633,13 +635,12 @@ class ConsumerRuntime:
             if tp not in first or m.offset < first[tp]:
                 first[tp] = m.offset
         self._seek_and_pause(first)
-        self._attempt += 1
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** (self._attempt - 1))
-        delay = random.uniform(delay / 2, delay)
+        delay = self._backoff.next()
         self._retry_at = time.monotonic() + delay
         self.stats.retries += 1
         self._m["retries"].inc()
-        log.warning("%s: transient fault, retry %d in %.2fs: %s", self.service.name, self._attempt, delay, reason)
+        log.warning("%s: transient fault, retry %d in %.2fs: %s", self.service.name, self._backoff.attempt, delay,
+                    reason)
         return BatchResult(consumed=len(messages), retried=True, fault=reason, seconds=time.perf_counter() - started)
 
     def _seek_and_pause(self, first: Mapping[TopicPartition, int]) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -582,6 +581,9 @@ def is_retryable(exc: BaseException) -> bool:
 def retry_serialization(fn: Callable[[], _T], *, attempts: int = 8, base_delay: float = 0.01) -> _T:
     """Run ``fn`` (one whole transaction) again after a serialization failure or deadlock, with jittered
     backoff; after ``attempts`` a TransientError (answered as 503 by the API, never a 500)."""
+    from payevents.runtime.backoff import Backoff
+
+    backoff = Backoff(base_delay, base_delay * 2 ** attempts) if base_delay > 0 else None
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -591,5 +593,6 @@ def retry_serialization(fn: Callable[[], _T], *, attempts: int = 8, base_delay: 
             if attempt == attempts:
                 raise TransientError(f"database: transaction still conflicting after {attempts} attempts "
                                      f"(SQLSTATE {getattr(exc.orig, 'sqlstate', '?')}); retry later") from exc
-            time.sleep(base_delay * (2 ** (attempt - 1)) * (0.5 + random.random()))
+            if backoff is not None:
+                time.sleep(backoff.next())
     raise AssertionError("unreachable")

@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
 from payevents.runtime import tracing
+from payevents.runtime.backoff import Backoff
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
 from payevents.store.db import engine_for, migrate
@@ -540,7 +541,7 @@ class Relay:
         """The marker thread: takes every queued group at once, marks them in one transaction (its own
         connection), then lets their seqs leave the in-flight set. Retries transient database faults with
         backoff (the seqs stay in flight meanwhile, so they are not re-sent by this process)."""
-        backoff = 0.0
+        backoff = Backoff(0.05, 5.0)
         try:
             while True:
                 with self._cond:
@@ -556,12 +557,12 @@ class Relay:
                     self._count_error()
                     with self._cond:
                         self._marks[:0] = groups  # keep seq order; retried with whatever arrives meanwhile
-                    backoff = min(5.0, max(0.05, backoff * 2))
+                    delay = backoff.next()
                     logger.warning("relay mark failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc,
-                                   backoff)
-                    abandon.wait(backoff)
+                                   delay)
+                    abandon.wait(delay)
                     continue
-                backoff = 0.0
+                backoff.reset()
                 with self._cond:
                     for sent, _deliveries in groups:
                         self._inflight.difference_update(s[0] for s in sent)
@@ -583,7 +584,7 @@ class Relay:
         any left then are re-published by the next relay) before this returns."""
         if not self.acquire(stop):
             return
-        backoff = 0.0
+        backoff = Backoff(0.05, 5.0)
         topics_ready = not create_topics
         next_sample = 0.0
         done, abandon = threading.Event(), threading.Event()
@@ -621,12 +622,12 @@ class Relay:
                     self.last_pass_ok = False
                     self.progress_at = time.monotonic()
                     self._count_error()
-                    backoff = min(5.0, max(0.05, backoff * 2))
+                    delay = backoff.next()
                     logger.warning("relay pass failed (%s: %s); retrying in %.2f s", type(exc).__name__, exc,
-                                   backoff)
-                    stop.wait(backoff)
+                                   delay)
+                    stop.wait(delay)
                     continue
-                backoff = 0.0
+                backoff.reset()
                 if sent is None:
                     stop.wait(idle_sleep)
         finally:
