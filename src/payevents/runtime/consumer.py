@@ -520,8 +520,7 @@ class ConsumerRuntime:
             rows.append((self.service.name, d.event_id, d.event_type, facts.REJECTED, m.topic, m.partition, m.offset,
                          now, redact(reason)))
         if rows:
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(_REJECT_DRIVER_SQL.format(",".join([mark] * 9)), rows)
+            conn.exec_driver_sql(_REJECT_DRIVER_SQL.format(",".join([bulk.mark(conn)] * 9)), rows)
 
     def _mark_seen(self, conn: Connection, items: Sequence[_Item], result: BatchResult) -> list[_Item]:
         """Seen marks for the batch's new eventIds; returns the items for the handlers. Already seen eventIds

@@ -47,6 +47,7 @@ from payevents.contracts.events import PaymentEvent
 from payevents.errors import ContractError, IdempotencyConflict, TransientError
 from payevents.runtime import tracing
 from payevents.store.db import PG_ISOLATION_LEVEL, Migration
+from payevents.store.sql import mark as sql_mark
 
 GENESIS_HASH: Final = "0" * 64
 #: the isolation level the outbox relies on (PostgreSQL; SQLite transactions are serial anyway)
@@ -256,10 +257,6 @@ _SELECT_KEYS_SQL: Final = (
 _KEYS_PER_SELECT: Final = 500
 
 
-def _mark(conn: Connection) -> str:
-    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -311,7 +308,7 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         prepared.append((item, body, stored_headers, content_hash(body)))
 
     last_seq, last_hash = _lock_chain(conn)
-    mark = _mark(conn)
+    mark = sql_mark(conn)
     # Read after the lock: a concurrent writer of the same key has committed (or rolled back) by now.
     known: dict[str, tuple[str, int, str]] = {}
     keys = sorted({item.idempotency_key for item in items})
@@ -512,7 +509,7 @@ def set_aside(conn: Connection, refused: Mapping[int, str], *, now: float | None
     """Take ``refused`` (seq -> reason) out of pending and record why, in the caller's transaction."""
     if not refused:
         return
-    mark = _mark(conn)
+    mark = sql_mark(conn)
     t = float(clock() if now is None else now)
     conn.exec_driver_sql(
         f"INSERT INTO outbox_set_aside (seq, set_aside_at, reason, times, resent_at) VALUES ({mark}, {mark}, {mark}, 1,"
@@ -548,7 +545,7 @@ def resend(engine: Engine, seqs: Sequence[int] | None = None) -> list[int]:
     channel, consumers drop duplicates by eventId anyway, and one refused again is simply set aside again.
     Returns the seqs put back (seqs that are not set aside, or were re-sent already, are ignored)."""
     with engine.begin() as conn:
-        mark = _mark(conn)
+        mark = sql_mark(conn)
         if seqs is None:
             chosen = [int(s) for (s,) in conn.exec_driver_sql(
                 "SELECT seq FROM outbox_set_aside WHERE resent_at IS NULL ORDER BY seq")]

@@ -56,6 +56,7 @@ from payevents.runtime.backoff import Backoff
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
 from payevents.store.db import engine_for, migrate
+from payevents.store.sql import mark as sql_mark
 from payevents.transport.base import Delivery, Producer, Record, RecordsRefused, Transport
 
 logger = logging.getLogger("payevents.relay")
@@ -302,10 +303,6 @@ _SELECT_EVENTS_SQL: Final = (
 _Sent = tuple[int, str, float]
 
 
-def _mark(conn: Connection) -> str:
-    """The DBAPI's positional placeholder: ``?`` for sqlite3, ``%s`` for psycopg."""
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
 
 class Relay:
     """Publishes the payments outbox to ``payments.{env}.events``.
@@ -485,7 +482,7 @@ class Relay:
                          seq, event_id, why, seq)
 
     def _select(self, conn: Connection, n: int, exclude: set[int]) -> Sequence[Any]:
-        mark = _mark(conn)
+        mark = sql_mark(conn)
         if not exclude:
             return conn.exec_driver_sql(_SELECT_PENDING_SQL.format(mark), (n,)).all()
         # Seqs only (the pending table's index), then the bodies of the first n not in flight.
@@ -507,7 +504,7 @@ class Relay:
                 delays.append(delay)
                 if delay > SLA_SECONDS:
                     breaches.append((event_id, delay))
-        mark = _mark(conn)
+        mark = sql_mark(conn)
         with conn.begin():
             if conn.dialect.name == "postgresql":
                 # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.

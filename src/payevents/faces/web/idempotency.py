@@ -22,13 +22,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import msgspec
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from payevents.errors import IdempotencyConflict, PayeventsError
 from payevents.faces.web.errors import RequestError
 from payevents.settings import Settings
 from payevents.store.db import Migration, connect
+from payevents.store.sql import mark as sql_mark
 
 #: a claim without an answer this old belongs to a request that died: a retry may take it over
 STALE_AFTER_S: Final = 60.0
@@ -87,9 +87,6 @@ def resolve_key(header: str | None, client_id: str | None, scope: str) -> str:
                        code="parameter_missing")
 
 
-def _mark(conn: sa.Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
 
 def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], create: Callable[[], Answer]) -> Answer:
     """Answer the create of ``body`` under ``(scope, key)`` once; replay that answer to retries."""
@@ -97,7 +94,7 @@ def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], creat
     eng = engine(settings)
     now = time.time()
     with eng.begin() as conn:
-        m = _mark(conn)
+        m = sql_mark(conn)
         claimed = conn.exec_driver_sql(
             f"INSERT INTO api_requests (scope, idem_key, fingerprint, status_code, response, claimed_at)"
             f" VALUES ({m}, {m}, {m}, NULL, NULL, {m}) ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope",
@@ -119,12 +116,12 @@ def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], creat
         answer = create()
     except PayeventsError:
         with eng.begin() as conn:  # a refused create created nothing: the key is free again
-            m = _mark(conn)
+            m = sql_mark(conn)
             conn.exec_driver_sql(f"DELETE FROM api_requests WHERE scope = {m} AND idem_key = {m} AND response IS NULL",
                                  (scope, key))
         raise
     with eng.begin() as conn:
-        m = _mark(conn)
+        m = sql_mark(conn)
         conn.exec_driver_sql(
             f"UPDATE api_requests SET status_code = {m}, response = {m} WHERE scope = {m} AND idem_key = {m}",
             (answer.status_code, answer.body.decode(), scope, key))

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.codec import DecodedEvent
 from payevents.runtime import bulk
 from payevents.services.analytics.money import to_minor
+from payevents.store.sql import mark as sql_mark
 from payevents.transport.base import Message
 
 #: eventType -> (the data field with the business time, the per-payment timestamp column)
@@ -147,8 +148,7 @@ _PAYMENT_UNNEST_SQL = (
 
 
 def _driver_sql(conn: Connection, template: str, columns: int) -> str:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # sqlite3 / psycopg
-    return template.format(", ".join([mark] * columns))
+    return template.format(", ".join([sql_mark(conn)] * columns))
 
 
 def merge_payments(facts: Sequence[dict[str, Any]]) -> list[list[Any]]:
