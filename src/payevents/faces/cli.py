@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "web",  # serve
     "catalog",
     "bench",
+    "soak",  # soak: seeded runs under faults, every invariant checked
     "kafka",  # kafka up: a local Apache Kafka
 )
 
