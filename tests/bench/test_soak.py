@@ -1,0 +1,170 @@
+"""``payevents soak``, bounded: two embedded runs (and one Kafka run) come out all zeros, and each of the five
+figures does count what it claims to — a card number planted in a log, a store or a mail, an event a service
+never applied, a second effect, an offset applied out of order, a ledger off by one minor unit.
+
+Never asserts durations. ``PAYEVENTS_SOAK_SEED`` replays a run (the seed is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from payevents.bench.soak import RunResult, measure, scan_cards
+from payevents.runtime.deadletter import list_dead_letters
+from payevents.settings import Settings
+from payevents.store.db import dispose_engines
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+LINE = re.compile(r"^run (\d+) seed (\d+): (\d+) events \((\d+) payments, (\d+) hostile records\), (\d+) kills.*; "
+                  r"lost (\d+), duplicated effects (\d+), order violations (\d+), ledger imbalance (\d+), "
+                  r"card numbers found (\d+)", re.M)
+CLI = str(Path(sys.executable).parent / "payevents")
+
+
+def _seed() -> int:
+    return int(os.environ.get("PAYEVENTS_SOAK_SEED") or random.SystemRandom().randrange(1, 10**6))
+
+
+def _soak(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, ...]]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")}
+    proc = subprocess.run([CLI, "soak", *args, "--keep", str(root)], env=env, capture_output=True, text=True,
+                          timeout=540, check=False)
+    print(proc.stdout)
+    return proc, [tuple(int(g) for g in m.groups()) for m in LINE.finditer(proc.stdout)]
+
+
+@pytest.fixture(scope="module")
+def embedded_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[tuple[int, ...]]]]:
+    root = tmp_path_factory.mktemp("soak")
+    seed = _seed()
+    proc, lines = _soak(root, "--runs", "2", "--payments", "150", "--seed", str(seed))
+    assert proc.returncode == 0, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    yield root, lines
+    dispose_engines()
+
+
+def _copy(root: Path, dest: Path) -> Settings:
+    """A copy of run 0's data dir (the checks below change it) and its settings."""
+    shutil.copytree(root / "run-0", dest, ignore=shutil.ignore_patterns("*.lock"))
+    return Settings(env="dev", data_dir=dest)  # type: ignore[arg-type]
+
+
+def _measure(s: Settings) -> RunResult:
+    return measure(s, RunResult(index=0, seed=0))
+
+
+def test_two_embedded_runs_under_kills_and_hostile_records_come_out_all_zeros(
+        embedded_runs: tuple[Path, list[tuple[int, ...]]]) -> None:
+    root, lines = embedded_runs
+    assert [line[0] for line in lines] == [0, 1]
+    for _i, _s, events, payments, hostile, kills, *figures in lines:
+        assert payments == 150 and events >= 3 * payments  # every payment emits 3 (declined) or 4 events
+        assert hostile >= 8 and kills >= 1
+        assert figures == [0, 0, 0, 0, 0]
+    # what the hostile records became: each poison one dead-lettered by each of the four services, masked
+    s = Settings(env="dev", data_dir=root / "run-0")  # type: ignore[arg-type]
+    letters = list_dead_letters(s, limit=10**6)
+    reasons = {d.reason.split(":")[0] for d in letters}
+    assert {"key", "invalid", "not-utf8", "card-number"} <= reasons, reasons
+    # once per service and record (a worker killed between producing a batch's letters and its commit
+    # produces them again)
+    assert len({(d.service, d.original_partition, d.original_offset) for d in letters}) == 8 * 4
+    # the legacy envelope and the retries were absorbed as duplicates of their business fact, never applied
+    with sqlite3.connect(root / "run-0" / "ledger.db") as conn:
+        absorbed = conn.execute("SELECT COUNT(*) FROM processed_events WHERE outcome = 'absorbed'").fetchone()[0]
+    assert absorbed == lines[0][4] - 8
+
+
+def test_the_card_scan_finds_a_card_number_planted_in_a_log_a_store_and_a_mail(
+        embedded_runs: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
+    s = _copy(embedded_runs[0], tmp_path / "data")
+    assert scan_cards(s, [], []) == []
+    with (s.data_dir / "run.log").open("a") as f:
+        f.write('{"message": "charged card 4111-1111-1111-1111"}\n')
+    with sqlite3.connect(s.data_dir / "notifications.db") as conn:
+        conn.execute("UPDATE customers SET name = 'Ada 5555 5555 5555 4444' WHERE customer_id = 'cus_soak_ada'")
+    mail = next(p for p in (s.data_dir / "maildir").rglob("*") if p.is_file())
+    mail.write_bytes(mail.read_bytes() + b"\ncard: 3782 822463 10005\n")
+    other_log = tmp_path / "server.log"
+    other_log.write_text("INFO fine\nWARN pan=6011111111111117\n")
+    hits = scan_cards(s, [], [other_log])
+    assert len(hits) == 4, hits
+    assert any(h.startswith("run.log:") for h in hits) and any(h.startswith("server.log:2") for h in hits)
+    assert any("notifications.db:customers" in h for h in hits) and any(h.startswith("maildir/") for h in hits)
+    assert _measure(s).card_numbers == 3  # measure scans the data dir only
+
+
+def test_a_service_that_never_applied_an_event_counts_as_lost(
+        embedded_runs: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
+    s = _copy(embedded_runs[0], tmp_path / "data")
+    with sqlite3.connect(s.data_dir / "analytics.db") as conn:
+        conn.execute("DELETE FROM processed_events WHERE rowid = (SELECT MIN(rowid) FROM processed_events"
+                     " WHERE outcome = 'applied')")
+    r = _measure(s)
+    assert (r.lost, r.duplicated, r.order_violations, r.ledger_imbalance) == (1, 0, 0, 0), r.details
+
+
+def test_a_second_effect_counts_as_duplicated(embedded_runs: tuple[Path, list[tuple[int, ...]]],
+                                              tmp_path: Path) -> None:
+    s = _copy(embedded_runs[0], tmp_path / "data")
+    with sqlite3.connect(s.data_dir / "notifications.db") as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(notifications)")]
+        row = list(conn.execute("SELECT * FROM notifications WHERE status = 'sent' LIMIT 1").fetchone())
+        row[cols.index("event_id")] = "00000000-0000-4000-8000-000000000001"
+        conn.execute(f"INSERT INTO notifications VALUES ({', '.join('?' * len(row))})", row)
+    r = _measure(s)
+    assert (r.lost, r.duplicated, r.order_violations, r.ledger_imbalance) == (0, 1, 0, 0), r.details
+
+
+def test_an_offset_applied_out_of_order_counts(embedded_runs: tuple[Path, list[tuple[int, ...]]],
+                                              tmp_path: Path) -> None:
+    s = _copy(embedded_runs[0], tmp_path / "data")
+    with sqlite3.connect(s.data_dir / "invoices.db") as conn:
+        (a, oa), (b, ob) = conn.execute(
+            "SELECT rowid, offset_no FROM processed_events WHERE partition_no = (SELECT partition_no FROM"
+            " processed_events ORDER BY rowid LIMIT 1) ORDER BY rowid LIMIT 2").fetchall()
+        conn.execute("UPDATE processed_events SET offset_no = -1 WHERE rowid = ?", (a,))
+        conn.execute("UPDATE processed_events SET offset_no = ? WHERE rowid = ?", (oa, b))
+        conn.execute("UPDATE processed_events SET offset_no = ? WHERE rowid = ?", (ob, a))
+    r = _measure(s)
+    assert r.order_violations == 1 and (r.lost, r.duplicated, r.ledger_imbalance) == (0, 0, 0), r.details
+
+
+def test_cash_off_by_one_minor_unit_counts_as_ledger_imbalance(
+        embedded_runs: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
+    s = _copy(embedded_runs[0], tmp_path / "data")
+    with sqlite3.connect(s.data_dir / "payments.db") as conn:  # a final payment changed around its triggers
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'payments'"
+                                    ).fetchall():
+            conn.execute(f'DROP TRIGGER "{name}"')
+        conn.execute("UPDATE payments SET amount_minor = amount_minor + 1 WHERE payment_id = (SELECT payment_id"
+                     " FROM payments WHERE state = 'processed' LIMIT 1)")
+    r = _measure(s)
+    assert r.ledger_imbalance == 1 and (r.lost, r.duplicated, r.order_violations) == (0, 0, 0), r.details
+
+
+@pytest.mark.kafka
+def test_one_kafka_run_with_a_broker_and_workers_killed_comes_out_all_zeros(tmp_path: Path) -> None:
+    seed = _seed()
+    proc, lines = _soak(tmp_path / "soak", "--runs", "1", "--payments", "100", "--seed", str(seed),
+                        "--transport", "kafka")
+    if proc.returncode != 0 and "kafka:" in proc.stderr and not lines:
+        from payevents.testing.ci import missing
+
+        missing(f"a three-node Apache Kafka cluster ({proc.stderr.strip().splitlines()[-1]})")
+    assert proc.returncode == 0, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    [(_i, _s, events, payments, hostile, kills, *figures)] = lines
+    assert payments == 100 and events >= 300 and hostile >= 8 and kills >= 1
+    assert "(+1 broker)" in proc.stdout
+    assert figures == [0, 0, 0, 0, 0]
