@@ -168,3 +168,22 @@ def test_one_kafka_run_with_a_broker_and_workers_killed_comes_out_all_zeros(tmp_
     assert payments == 100 and events >= 300 and hostile >= 8 and kills >= 1
     assert "(+1 broker)" in proc.stdout
     assert figures == [0, 0, 0, 0, 0]
+
+
+def test_the_scan_tells_a_unix_time_in_a_broker_log_from_a_card_number(tmp_path: Path) -> None:
+    """Kafka's server.log writes times in milliseconds: 13 digits, Luhn-valid one time in ten."""
+    import time
+
+    from payevents.contracts.cardguard import contains_card_number
+
+    ms = int(time.time() * 1000)
+    while not contains_card_number(f"at {ms}"):
+        ms += 1
+    log = tmp_path / "server.log"
+    log.write_text(f"[2026-11-30] INFO loaded producer state at {ms} (kafka.log.UnifiedLog)\n"
+                   f"heartbeatAt {ms / 1000:.7f}\n")
+    s = Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
+    assert scan_cards(s, [], [log]) == []
+    with log.open("a") as f:
+        f.write("card 4111111111111111 at 1796080749346\n")
+    assert [h.split(":")[:2] for h in scan_cards(s, [], [log])] == [["server.log", "3"]]
