@@ -187,3 +187,23 @@ def test_the_scan_tells_a_unix_time_in_a_broker_log_from_a_card_number(tmp_path:
     with log.open("a") as f:
         f.write("card 4111111111111111 at 1796080749346\n")
     assert [h.split(":")[:2] for h in scan_cards(s, [], [log])] == [["server.log", "3"]]
+
+
+def test_the_command_exits_1_when_any_figure_is_not_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from payevents.bench import soak as soak_module
+    from payevents.faces.cli import app
+
+    figures = iter([RunResult(index=0, seed=5, events=10, kills=2),
+                    RunResult(index=1, seed=6, events=10, duplicated=1)])
+
+    def fake(runs: int, payments: int, seed: int, **kwargs: object) -> list[RunResult]:
+        return [next(figures) for _ in range(runs)]
+
+    monkeypatch.setattr(soak_module, "soak", fake)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["soak", "--runs", "1", "--seed", "5"])
+    assert ok.exit_code == 0 and "— ok" in ok.output
+    bad = runner.invoke(app, ["soak", "--runs", "1", "--seed", "6"])
+    assert bad.exit_code == 1 and "duplicated effects 1" in bad.output and "FAILED" in bad.output
