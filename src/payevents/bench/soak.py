@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -214,6 +215,27 @@ class Soak:
         self.proc = subprocess.Popen([cli, "run", "all", "--max-batch", "200"], env=env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
+    def start_killer(self) -> Callable[[float], None]:
+        """SIGKILL a random worker every 0.5-3 s (its own seeded generator: the writer's stays reproducible);
+        returns ``stop(after)``, which lets it go on for ``after`` seconds (while the services catch up)."""
+        rnd = random.Random(self.result.seed * 7919 + 1)
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(rnd.uniform(0.5, 3.0)):
+                with contextlib.suppress(Exception):
+                    self.kill_a_worker(rnd)
+
+        thread = threading.Thread(target=loop, name="soak-killer", daemon=True)
+        thread.start()
+
+        def stop_after(after: float) -> None:
+            time.sleep(after)
+            stop.set()
+            thread.join()
+
+        return stop_after
+
     def wait_workers(self, timeout: float = 120.0) -> None:
         """Until the relay and every service announced a pid (so that the first kills find them)."""
         deadline = time.monotonic() + timeout
@@ -245,11 +267,11 @@ class Soak:
                     out.append((path.stem, pid))
         return out
 
-    def kill_a_worker(self) -> None:
+    def kill_a_worker(self, rnd: random.Random) -> None:
         pids = self.worker_pids()
         if not pids:
             return
-        name, pid = self.rnd.choice(pids)
+        name, pid = rnd.choice(pids)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             self.result.kills += 1
@@ -299,7 +321,6 @@ class Soak:
         n_chunks = len(chunks)
         # where hostile records, kills and (on Kafka) the broker kill land, as chunk indexes
         hostile_at = sorted(self.rnd.randrange(n_chunks) for _ in hostile)
-        kill_at = {c for c in range(n_chunks) if self.rnd.random() < 0.3} | {self.rnd.randrange(n_chunks)}
         broker_down, broker_up = (n_chunks // 4, n_chunks // 2) if self.cluster is not None else (-1, -1)
         victim: int | None = None
         processed: list[Any] = []
@@ -322,8 +343,6 @@ class Soak:
                 else:
                     _produce(self.settings, [retry_of(self.settings, self._processed_event(p.payment_id))])
                 self.result.hostile += 1
-            if c in kill_at:
-                self.kill_a_worker()
             if c == broker_down:
                 victim = self.rnd.randrange(len(self.cluster.nodes))
                 self.cluster.nodes[victim].kill()
@@ -339,8 +358,6 @@ class Soak:
             self.result.hostile += 1
             self.expected_letters[kind] = len(SERVICES)
         self.result.payments = written
-        time.sleep(self.rnd.uniform(0.0, 1.0))
-        self.kill_a_worker()  # one more while the services catch up
 
     def _processed_event(self, payment_id: str) -> str:
         from payevents.services.payments import store as payments_store
@@ -556,16 +573,16 @@ def scan_cards(settings: Settings, letters: list[Any], extra_logs: list[Path]) -
     for path in logs:
         with contextlib.suppress(OSError):
             for n, line in enumerate(path.read_bytes().splitlines(), 1):
-                if holds_card_number(without_timestamps(line)):
+                if _holds(line):
                     hits.append(f"{path.name}:{n}: {_excerpt(line)}")
     maildir = data / "maildir"
     if maildir.exists():
         for path in sorted(p for p in maildir.rglob("*") if p.is_file()):
-            if holds_card_number(path.read_bytes()):
+            if _holds(path.read_bytes()):
                 hits.append(f"maildir/{path.relative_to(maildir)}")
     for d in letters:
         parts = [d.value, d.key or b"", *(v for _k, v in d.headers)]
-        if any(holds_card_number(bytes(p)) for p in parts):
+        if any(_holds(bytes(p)) for p in parts):
             hits.append(f"dead letter p{d.partition}@{d.offset} ({d.service})")
     return hits
 
@@ -595,10 +612,22 @@ def _excerpt(raw: bytes) -> str:
     return mask_card_text(text)[max(0, start - 60): start + 60].replace("\n", " ")
 
 
+def _holds(raw: bytes) -> bool:
+    """:func:`holds_card_number` on ``raw`` without its Unix times. A value the guard cannot parse (it raised
+    on a number outside Decimal's range) is read as text."""
+    from payevents.contracts.cardguard import contains_card_number
+
+    raw = without_timestamps(raw)
+    try:
+        return holds_card_number(raw)
+    except ArithmeticError:
+        return contains_card_number(raw.decode("utf-8", "replace"))
+
+
 def _check_value(where: str, value: Any, hits: list[str]) -> None:
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogateescape")
-    if isinstance(value, (bytes, bytearray, memoryview)) and holds_card_number(without_timestamps(bytes(value))):
+    if isinstance(value, (bytes, bytearray, memoryview)) and _holds(bytes(value)):
         hits.append(where)
 
 
@@ -704,7 +733,11 @@ def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: 
         run.start_workers()
         run.wait_workers()
         run.setup()
-        run.write()
+        stop_killer = run.start_killer()
+        try:
+            run.write()
+        finally:
+            stop_killer(random.Random(seed).uniform(2.0, 6.0))
         drained = run.wait_drained(drain_timeout)
     finally:
         run.stop_workers()
