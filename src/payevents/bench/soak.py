@@ -9,7 +9,7 @@ local three-node Apache Kafka this command starts) and:
    part, declines, USD/EUR/JPY/KWD) and interleaves hostile records produced straight to the channel
    (:func:`hostile_records`: malformed JSON, not UTF-8, wrong key, no key, too deep, oversized, card numbers
    in free-text fields, a legacy envelope of a canonical payment, a retry with another eventId);
-3. meanwhile SIGKILLs random worker processes (children of ``payevents run``, found in
+3. meanwhile SIGKILLs a random worker every 0.5-3 s (children of ``payevents run``, found in
    ``{data_dir}/workers/*.json``; the supervisor restarts them) and, on Kafka, SIGKILLs a random broker
    and starts it again on its own data;
 4. waits until everything drained (outbox empty, every group committed to the channel's end, every
@@ -737,7 +737,7 @@ def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: 
         try:
             run.write()
         finally:
-            stop_killer(random.Random(seed).uniform(2.0, 6.0))
+            stop_killer(random.Random(seed).uniform(3.5, 6.0))  # > 3 s: at least one kill per run
         drained = run.wait_drained(drain_timeout)
     finally:
         run.stop_workers()
