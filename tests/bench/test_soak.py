@@ -94,8 +94,14 @@ def test_the_card_scan_finds_a_card_number_planted_in_a_log_a_store_and_a_mail(
         f.write('{"message": "charged card 4111-1111-1111-1111"}\n')
     with sqlite3.connect(s.data_dir / "notifications.db") as conn:
         conn.execute("UPDATE customers SET name = 'Ada 5555 5555 5555 4444' WHERE customer_id = 'cus_soak_ada'")
-    mail = next(p for p in (s.data_dir / "maildir").rglob("*") if p.is_file())
-    mail.write_bytes(mail.read_bytes() + b"\ncard: 3782 822463 10005\n")
+    from email.message import EmailMessage
+
+    mail = EmailMessage()  # base64: the digits are not in the file's bytes, the scan decodes what a reader sees
+    mail["Subject"] = "Your payment"
+    mail.set_content("Paid with card 3782 822463 10005.\n" * 3, cte="base64")
+    raw = mail.as_bytes()
+    assert b"3782" not in raw
+    (s.data_dir / "maildir" / "new" / "planted").write_bytes(raw)
     other_log = tmp_path / "server.log"
     other_log.write_text("INFO fine\nWARN pan=6011111111111117\n")
     hits = scan_cards(s, [], [other_log])
@@ -109,8 +115,9 @@ def test_a_service_that_never_applied_an_event_counts_as_lost(
         embedded_runs: tuple[Path, list[tuple[int, ...]]], tmp_path: Path) -> None:
     s = _copy(embedded_runs[0], tmp_path / "data")
     with sqlite3.connect(s.data_dir / "analytics.db") as conn:
+        # an outbox event (a legacy envelope published before its canonical event is applied, not absorbed)
         conn.execute("DELETE FROM processed_events WHERE rowid = (SELECT MIN(rowid) FROM processed_events"
-                     " WHERE outcome = 'applied')")
+                     " WHERE outcome = 'applied' AND event_type = 'PaymentInitiated')")
     r = _measure(s)
     assert (r.lost, r.duplicated, r.order_violations, r.ledger_imbalance) == (1, 0, 0, 0), r.details
 
