@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -60,6 +61,9 @@ DECLINES = ("card_declined", "insufficient_funds", "expired_card")
 #: Luhn-valid test card numbers, written as people write them in free text
 CARDS = ("4111 1111 1111 1111", "5555-5555-5555-4444", "3782 822463 10005", "4012.8888.8888.1881",
          "6011\n1111\n1111\n1117")
+_T = TypeVar("_T")
+_RawRecord = tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]
+_JSON_HEADERS: tuple[tuple[str, bytes], ...] = (("content-type", b"application/json"),)
 PG_URL = os.environ.get("PAYEVENTS_SOAK_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -183,6 +187,23 @@ def retry_of(settings: Settings, event_id: str) -> tuple[bytes, bytes, tuple[tup
     return bytes(key), value, tuple((k, str(v).encode()) for k, v in hdrs.items())
 
 
+def retried(fn: Callable[[], _T], timeout: float = 120.0) -> _T:
+    """``fn()``, again after a pause while the database or broker is unreachable (a SQLite file locked by a
+    worker's migration, a broker being killed): the writer waits like any client would."""
+    from payevents.runtime.runner import unreachable
+
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if unreachable(exc) is None or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2.0, pause * 2)
+
+
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
@@ -282,7 +303,7 @@ class Soak:
         from payevents.services.notifications.customers import add_customer
 
         for cid, name, email, locale in CUSTOMERS:
-            add_customer(self.settings, cid, name, email, locale)
+            retried(functools.partial(add_customer, self.settings, cid, name, email, locale))
 
     def specs(self, n: int, start: int) -> list[Any]:
         from payevents.services import invoices
@@ -300,11 +321,13 @@ class Soak:
             if roll < 0.35:  # an invoice paid in full or in part
                 invoice = f"INV-SOAK-{self.result.seed}-{i}"
                 due_minor = minor if rnd.random() < 0.6 else minor * 2
-                invoices.create(self.settings, invoice_id=invoice, customer_id=cid,
-                                amount_due=str(Decimal(due_minor).scaleb(-exp)), currency=currency, due_date=due)
+                inv, due_amount = invoice, str(Decimal(due_minor).scaleb(-exp))
+                retried(functools.partial(invoices.create, self.settings, invoice_id=inv, customer_id=cid,
+                                          amount_due=due_amount, currency=currency, due_date=due))
             out.append(PaymentSpec(customer_id=cid, amount=amount, currency=currency, invoice_id=invoice,
                                    order_id=f"ORD-SOAK-{self.result.seed}-{i}", merchant_id="MERCH-456",
                                    description=f"soak {self.result.seed} payment {i}",
+                                   idempotency_key=f"soak-{self.result.seed}-{i}",  # a retried write: no twin
                                    decline=rnd.choice(DECLINES) if roll > 0.93 else None))
         return out
 
@@ -326,22 +349,25 @@ class Soak:
         processed: list[Any] = []
         written = 0
         for c, n in enumerate(chunks):
-            done = payments.process_payments(self.settings, self.specs(n, written))
+            specs = self.specs(n, written)
+            done = retried(functools.partial(payments.process_payments, self.settings, specs))
             written += n
             processed.extend(p for p in done if p.state == "processed" and p.currency in ("USD", "EUR"))
             while hostile_at and hostile_at[0] == c:
                 hostile_at.pop(0)
                 kind, key, value = hostile.pop()
-                _produce(self.settings, [(key, value, (("content-type", b"application/json"),))])
+                retried(functools.partial(_produce, self.settings, [(key, value, _JSON_HEADERS)]))
                 self.result.hostile += 1
                 self.expected_letters[kind] = len(SERVICES)
             if processed and self.rnd.random() < 0.4:  # a legacy duplicate or a retry of a processed payment
                 p = self.rnd.choice(processed)
                 if self.rnd.random() < 0.5:
-                    _produce(self.settings, [(p.payment_id.encode(), legacy_duplicate(
-                        p.payment_id, p.amount, p.currency, str(self.settings.env)), ())])
+                    rec: _RawRecord = (p.payment_id.encode(), legacy_duplicate(
+                        p.payment_id, p.amount, p.currency, str(self.settings.env)), _JSON_HEADERS)
                 else:
-                    _produce(self.settings, [retry_of(self.settings, self._processed_event(p.payment_id))])
+                    event_id = retried(functools.partial(self._processed_event, p.payment_id))
+                    rec = retried(functools.partial(retry_of, self.settings, event_id))
+                retried(functools.partial(_produce, self.settings, [rec]))
                 self.result.hostile += 1
             if c == broker_down:
                 victim = self.rnd.randrange(len(self.cluster.nodes))
