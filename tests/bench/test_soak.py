@@ -37,7 +37,7 @@ def _seed() -> int:
 
 
 def _soak(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, ...]]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_") or k == "PAYEVENTS_SOAK_PG_URL"}
     proc = subprocess.run([CLI, "soak", *args, "--keep", str(root)], env=env, capture_output=True, text=True,
                           timeout=540, check=False)
     print(proc.stdout)
@@ -214,3 +214,43 @@ def test_the_command_exits_1_when_any_figure_is_not_zero(monkeypatch: pytest.Mon
     assert ok.exit_code == 0 and "— ok" in ok.output
     bad = runner.invoke(app, ["soak", "--runs", "1", "--seed", "6"])
     assert bad.exit_code == 1 and "duplicated effects 1" in bad.output and "FAILED" in bad.output
+
+
+@pytest.mark.postgres
+def test_one_postgresql_run_comes_out_all_zeros_and_the_scan_reads_its_schemas(pg_available: str,
+                                                                               tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from payevents.bench.core import drop_schemas
+
+    def schemas() -> set[str]:
+        engine = sa.create_engine(pg_available)
+        with engine.connect() as conn:
+            names = set(conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'soak%%'")
+                        .scalars())
+        engine.dispose()
+        return names
+
+    before = schemas()
+    seed = _seed()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAYEVENTS_SOAK_PG_URL", pg_available)  # the database the command uses
+        proc, lines = _soak(tmp_path / "soak", "--runs", "1", "--payments", "80", "--seed", str(seed),
+                            "--database", "postgresql")
+    [prefix] = {n.rsplit("_", 1)[0] + "_" for n in schemas() - before if n.endswith("_payments")}
+    try:
+        assert proc.returncode == 0, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+        [(_i, _s, events, _payments, hostile, kills, *figures)] = lines
+        assert events >= 240 and hostile >= 8 and kills >= 1 and figures == [0, 0, 0, 0, 0]
+        s = Settings(env="dev", data_dir=tmp_path / "soak" / "run-0", database_url=pg_available,  # type: ignore[arg-type]
+                     db_schema_prefix=prefix)
+        assert scan_cards(s, [], []) == []
+        engine = sa.create_engine(pg_available)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE \"{prefix}notifications\".customers SET name = 'Ada 4111 1111 1111 1111'"
+                                 " WHERE customer_id = 'cus_soak_ada'")
+        engine.dispose()
+        assert scan_cards(s, [], []) == [f"{prefix}notifications.customers.name"]
+    finally:
+        dispose_engines()
+        drop_schemas(pg_available, prefix)

@@ -699,11 +699,12 @@ def _scan_postgres(settings: Settings) -> list[str]:
     try:
         with engine.connect() as conn:
             cols = conn.execute(sa.text(
-                "SELECT table_schema, table_name, column_name FROM information_schema.columns"
+                "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
                 " WHERE table_schema LIKE :p AND data_type IN ('text', 'character varying', 'character', 'bytea',"
                 " 'json', 'jsonb')"), {"p": settings.db_schema_prefix.replace("_", r"\_") + "%"}).all()
-            for schema, table, column in cols:
-                for (value,) in conn.execute(sa.text(f'SELECT "{column}"::text FROM "{schema}"."{table}"')):
+            for schema, table, column, data_type in cols:
+                cast = "" if data_type == "bytea" else "::text"  # bytea as text is hex: digits that are no card
+                for (value,) in conn.execute(sa.text(f'SELECT "{column}"{cast} FROM "{schema}"."{table}"')):
                     _check_value(f"{schema}.{table}.{column}", value, hits)
     finally:
         engine.dispose()
