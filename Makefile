@@ -65,5 +65,11 @@ test: $(TEST_STAMP) system-deps postgres kafka-libs asyncapi-deps lint typecheck
 bench: $(TEST_STAMP)
 	$(BIN)/payevents bench all --env dev
 
+## Seeded runs of the platform with hostile records while workers are killed; every invariant checked per run.
+SOAK_ARGS ?= --runs 5 --payments 1000
+.PHONY: soak
+soak: $(RUN_STAMP)
+	$(BIN)/payevents soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) demo-data payevents-data kafka-data .pytest_cache bench-results.json bench-results.png

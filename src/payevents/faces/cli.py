@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "catalog",
     "bench",
     "lag",  # lag [--wait]
+    "soak",  # soak: seeded runs under faults, every invariant checked
     "kafka",  # kafka up: a local Apache Kafka
 )
 
