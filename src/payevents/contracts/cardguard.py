@@ -11,7 +11,8 @@ A run of several groups must not be glued to a letter at either end; a single gr
 letter in it (a UUID without dashes, SHA-1, SHA-256); a calendar date with a 19xx/20xx year
 (YYYY-MM-DD, DD.MM.YYYY, MM/DD/YYYY with one separator); digits starting with 0 or with a compact date
 (YYYYMMDD...) — no card brand's numbers start like those; an IBAN whose mod-97 check holds; 13 digits whose
-EAN-13 (GTIN) check digit holds (a product code; 13-digit card numbers are no longer issued).
+EAN-13 (GTIN) check digit holds (a product code; 13-digit card numbers are no longer issued); a 13-digit
+number that does not start with 4 (only Visa issued 13 digits): an epoch time in milliseconds.
 The false-positive rate on realistic ids is measured by ``tests/contracts/test_cardguard_free_text.py``.
 
 The digits are never returned, logged or put in an error message: only the fact and the place.
@@ -150,8 +151,10 @@ def card_spans(text: str) -> Iterator[tuple[int, int]]:
                     break
                 if len(digits) < 13 or _NOT_A_PAN.match(digits) or not luhn_ok(digits):
                     continue
-                if len(digits) == 13 and ean13_ok(digits):
-                    continue  # a product code (13-digit cards are no longer issued)
+                if len(digits) == 13 and (digits[0] != "4" or ean13_ok(digits)):
+                    # only Visa issued 13-digit numbers (they start with 4): another 13-digit run is an epoch
+                    # time in milliseconds (1-3 until 2095) or a product code, not a card
+                    continue
                 g_end = groups[j][1]
                 if j > i and ((g_start > 0 and scan[g_start - 1].isalpha())
                               or (g_end < len(scan) and scan[g_end].isalpha())):
