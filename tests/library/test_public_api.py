@@ -157,3 +157,26 @@ def test_built_in_services_are_found_through_entry_points_like_any_other() -> No
     with pytest.raises(ConfigError, match="cannot load"):
         resolve_service("no_such_module_xyz:service")
     assert set(payevents.__all__) >= {"Service", "publish", "install_outbox", "Relay", "ServiceHarness"}
+
+
+def test_a_service_writes_its_effects_in_the_callers_own_database(tmp_path: Path) -> None:
+    own = f"sqlite:///{tmp_path / 'crm.db'}"
+    svc = Service("crm_sync", database_url=own, migrations=[Migration(1, "synced", both=[
+        "CREATE TABLE synced (event_id VARCHAR(64) PRIMARY KEY, customer_id VARCHAR(64) NOT NULL)"])])
+
+    @svc.handles(PaymentProcessed)
+    def _sync(conn: sa.Connection, event: PaymentProcessed, ctx: Context) -> None:
+        conn.execute(sa.text("INSERT INTO synced VALUES (:e, :c)"), {"e": ctx.event_id, "c": event.data.customerId})
+
+    ev = processed("pay_crm_1")
+    with ServiceHarness(svc, data_dir=tmp_path / "data") as h:
+        h.publish(ev)
+        h.run_until_idle()
+    engine = sa.create_engine(own)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT event_id, customer_id FROM synced")).all() == [(ev.eventId, "cus_lib")]
+        # the runtime's seen marks share that database and transaction: exactly once holds there too
+        marks = sa.text("SELECT COUNT(*) FROM processed_events WHERE service = 'crm_sync'")
+        assert conn.execute(marks).scalar_one() == 1
+    engine.dispose()
+    assert not (tmp_path / "data" / "crm_sync.db").exists()
