@@ -348,24 +348,12 @@ def consume(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
     """Per service: a pre-filled channel of the run's N events, consumed with effects committed."""
     import threading
 
-    from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.runtime.consumer import ConsumerRuntime
     from payevents.services import CONSUMER_SERVICES, load_service
-    from payevents.transport import open_transport  # type: ignore[attr-defined]
 
     events = shared_events(benv, n)
     with benv.sub("consume") as settings:
-        transport = open_transport(settings)
-        try:
-            transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)],
-                                    settings.partitions)
-            producer = transport.producer()
-            records = to_records(events, settings.env.value)
-            for i in range(0, len(records), 500):
-                producer.send(records[i : i + 500])
-            producer.close()
-        finally:
-            transport.close()
+        fill_channel(settings, events)
         seed_customers(settings)
         for name in CONSUMER_SERVICES:
             service = load_service(name)
@@ -554,6 +542,23 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
                      "peak_rss_kb": peak_rss_kb(), "error": error})
 
 
+def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
+    """The channel (and its dead-letter channel) created, and ``events`` put on it in batches of 500."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    transport = open_transport(settings)
+    try:
+        transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)], settings.partitions)
+        producer = transport.producer()
+        records = to_records(events, settings.env.value)
+        for i in range(0, len(records), 500):
+            producer.send(records[i : i + 500])
+        producer.close()
+    finally:
+        transport.close()
+
+
 def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
     """N PaymentProcessed events already on the channel; the four services started together, each in its own
     process: time from their start until every effect is committed and every e-mail written. Run at N and
@@ -575,25 +580,13 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     import multiprocessing as mp
     import queue
 
-    from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.services import CONSUMER_SERVICES
-    from payevents.transport import open_transport  # type: ignore[attr-defined]
 
     events = shared_events(benv, n)
     ctx = mp.get_context("spawn")
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
-        transport = open_transport(settings)
-        try:
-            transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)],
-                                    settings.partitions)
-            producer = transport.producer()
-            records = to_records(events, settings.env.value)
-            for i in range(0, len(records), 500):
-                producer.send(records[i : i + 500])
-            producer.close()
-        finally:
-            transport.close()
+        fill_channel(settings, events)
         seed_customers(settings)
         _prepare_services(settings)
         from payevents.store.db import dispose_engines
