@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from payevents.runtime.outbox import GENESIS_HASH, OUTBOX_MIGRATIONS, chain_hash, iter_events
 from payevents.settings import Settings
-from payevents.store.db import engine_for, migrate
+from payevents.store.db import dialect, engine_for, migrate
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,8 +42,7 @@ def verify(settings: Settings) -> AuditReport:
 def verify_engine(engine: Engine) -> AuditReport:
     """Walk the chain in seq order in one consistent snapshot (safe while writers append)."""
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        conn = dialect(conn).snapshot(conn)
         with conn.begin():
             head = conn.exec_driver_sql("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1").first()
             if head is None:

@@ -236,12 +236,12 @@ def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_
 
 def _lock_chain(conn: Connection) -> tuple[int, str]:
     """Lock the chain head for the rest of the caller's transaction and read it."""
-    if conn.dialect.name == "postgresql":
-        row = conn.exec_driver_sql("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1 FOR UPDATE").one()
-    else:
-        # A write first: SQLite takes its (database-wide) write lock now, before any read.
-        conn.exec_driver_sql("UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
-        row = conn.exec_driver_sql("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1").one()
+    from payevents.store.db import dialect
+
+    d = dialect(conn)
+    # SQLite: a write first takes its (database-wide) write lock now, before any read; PostgreSQL: FOR UPDATE
+    d.write_lock_first(conn, "UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
+    row = conn.exec_driver_sql(d.for_update("SELECT last_seq, last_hash FROM outbox_chain WHERE id = 1")).one()
     return int(row[0]), str(row[1])
 
 

@@ -55,7 +55,7 @@ from payevents.runtime import tracing
 from payevents.runtime.backoff import Backoff
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
-from payevents.store.db import engine_for, migrate
+from payevents.store.db import dialect, engine_for, migrate
 from payevents.store.sql import mark as sql_mark
 from payevents.transport.base import Delivery, Producer, Record, RecordsRefused, Transport
 
@@ -506,9 +506,8 @@ class Relay:
                     breaches.append((event_id, delay))
         mark = sql_mark(conn)
         with conn.begin():
-            if conn.dialect.name == "postgresql":
-                # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
+            dialect(conn).relaxed_commit(conn)
             conn.exec_driver_sql(_INSERT_PUBLISHED_SQL.format(mark), published)
             for sent, _deliveries in groups:  # at most batch_size parameters per statement
                 conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(sent))),

@@ -97,6 +97,19 @@ class Dialect:
         """``(key, stored type)`` of rows whose ``column`` is not stored as an integer (only SQLite can)."""
         return []
 
+    def skip_locked(self) -> str:
+        """The clause of a claim's row lock that passes over rows another worker holds ("" where the whole
+        database is locked by the claiming write anyway)."""
+        return ""
+
+    def snapshot(self, conn: Connection) -> Connection:
+        """``conn`` reading one consistent snapshot for its whole transaction."""
+        return conn
+
+    def relaxed_commit(self, conn: Connection) -> None:
+        """For this transaction only: do not wait for the commit to reach disk (for writes whose loss in a
+        server crash only repeats work)."""
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -121,6 +134,15 @@ class PostgreSQL(Dialect):
 
     def for_update(self, sql: str) -> str:
         return f"{sql} FOR UPDATE"
+
+    def skip_locked(self) -> str:
+        return " FOR UPDATE SKIP LOCKED"
+
+    def snapshot(self, conn: Connection) -> Connection:
+        return conn.execution_options(isolation_level="REPEATABLE READ")
+
+    def relaxed_commit(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     def lock_keys(self, conn: Connection, keys: Sequence[str]) -> None:
         if keys:

@@ -36,6 +36,7 @@ from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
+from payevents.store.db import dialect
 
 log = logging.getLogger("payevents.notifications.delivery")
 
@@ -295,7 +296,7 @@ def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str
 def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
     """Lease up to ``limit`` due intents to ``token`` with one UPDATE (the first statement of its
     transaction, so SQLite takes the write lock at once; PostgreSQL skips rows another worker holds)."""
-    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    lock = dialect(conn).skip_locked()
     due = ("status = 'pending' AND next_attempt_ms <= :now AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)")
     conn.execute(
         sa.text(
