@@ -17,17 +17,12 @@ def minor_exponent(currency: str) -> int:
 
 
 def to_minor(value: Decimal, currency: str) -> int:
-    """``value`` in integer minor units; an amount the currency cannot hold exactly is poison."""
-    problem = money.amount_problem(value, currency)
-    if problem is not None:
-        raise PoisonEvent(f"data.amount: {problem[1]}")
+    """``value`` in integer minor units (the contracts' one rule, :func:`contracts.money.parse_minor`); an
+    amount the currency cannot hold exactly, or above the bound, is poison naming ``data.amount``."""
     try:
-        minor = money.to_minor(value, currency)
+        return money.parse_minor(value, currency, field="data.amount")
     except ContractError as exc:
-        raise PoisonEvent(f"data.amount: {exc}") from None
-    if minor > MAX_MINOR:
-        raise PoisonEvent(f"data.amount: {value} {currency} is too large (at most {MAX_MINOR} minor units)")
-    return minor
+        raise PoisonEvent(str(exc)) from None
 
 
 def from_minor(minor: int, currency: str) -> Decimal:
