@@ -25,6 +25,7 @@ from babel import Locale
 from babel.dates import format_date, format_time, get_datetime_format
 from babel.numbers import NumberPattern, format_currency, get_currency_precision, get_currency_symbol
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+from markupsafe import Markup, escape
 from msgspec import UNSET
 
 from payevents.contracts.events import PaymentProcessed
@@ -196,6 +197,18 @@ def method_label(method_type: str, last4: str, language: str = FALLBACK_LANGUAGE
     return texts["ending"].format(method=label, last4=last4)
 
 
+@functools.cache
+def _labels(language: str) -> dict[str, str]:
+    """The text e-mail's labels of ``language``, padded to their column once (``"%-17s"|format(t.x)``)."""
+    return {k: f"{v:<17}" for k, v in TEXTS[language].items()}
+
+
+@functools.cache
+def _heads(language: str) -> dict[str, Markup]:
+    """The HTML e-mail's table headings of ``language``, trimmed and escaped once (``t.x.rstrip(" :")``)."""
+    return {k: escape(v.rstrip(" :")) for k, v in TEXTS[language].items()}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RenderedMail:
     subject: str
@@ -216,6 +229,8 @@ def render_confirmation(event: PaymentProcessed, name: str, locale: str, sender:
         "subject": subject,
         "lang": language,
         "t": texts,
+        "label": _labels(language),
+        "head": _heads(language),
         "hello": texts["hello"].format(name=name),
         "received": texts["received"].format(amount=amount),
         # the HTML sets the amount in bold: the sentence's words around it
