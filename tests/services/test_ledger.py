@@ -188,3 +188,46 @@ def test_write_checks_every_posting_before_writing_any(store_settings: Settings)
     with pytest.raises(ContractError, match="does not balance"), store.engine(store_settings).begin() as conn:
         journal.write(conn, [ok, bad])
     assert ledger.journal(store_settings) == []
+
+
+def test_the_database_refuses_what_write_sends_past_the_code_check(store_settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #14: on PostgreSQL ``write`` sends lines and entries with COPY. Row triggers fire on COPY as on
+    INSERT: with the code check switched off, an unbalanced entry, lines added to a posted entry and a second
+    entry for a payment are refused by the database through the very same path (COPY proven used)."""
+    from payevents.runtime import bulk
+
+    journal = importlib.import_module("payevents.services.ledger.journal")
+    copies: list[str] = []
+    real_copy = bulk._copy
+
+    def spy(conn: sa.engine.Connection, sql: str, rows: object) -> None:
+        copies.append(sql)
+        real_copy(conn, sql, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bulk, "_copy", spy)
+    eng = store.engine(store_settings)
+
+    def posting(event_id: str, payment_id: str, credit: int) -> object:
+        return journal.Posting(event_id=event_id, payment_id=payment_id, description="t",
+                               occurred_at=datetime.now(UTC),
+                               lines=[ledger.Line(account="cash", currency="USD", side="D", amount_minor=100),
+                                      ledger.Line(account="accounts_receivable", currency="USD", side="C",
+                                                  amount_minor=credit)])
+
+    with eng.begin() as conn:  # a balanced entry goes in (and creates the accounts)
+        [posted] = journal.write(conn, [posting("e1", "p1", 100)])
+    monkeypatch.setattr(journal, "check_balanced", lambda lines: None)
+    with pytest.raises(sa.exc.IntegrityError, match="does not balance"), eng.begin() as conn:
+        journal.write(conn, [posting("e2", "p2", 100), posting("e3", "p3", 90)])
+    with pytest.raises(sa.exc.IntegrityError, match="already posted"), eng.begin() as conn:
+        journal.write(conn, [posting("e1", "p1", 100)])  # same event id: lines for a sealed entry
+    with pytest.raises(sa.exc.IntegrityError), eng.begin() as conn:
+        journal.write(conn, [posting("e4", "p1", 100)])  # a second payment entry for p1 (unique index)
+    if eng.dialect.name == "postgresql":
+        assert any(s.startswith("COPY journal_lines") for s in copies)
+        assert any(s.startswith("COPY journal_entries") for s in copies)
+    else:
+        assert copies == []
+    assert [e.entry_id for e in ledger.journal(store_settings)] == [posted]
+    assert ledger.verify(store_settings).ok

@@ -98,3 +98,35 @@ def test_long_non_ascii_names_and_subjects_fold_into_rfc2047_words() -> None:
     assert str(make_header(decode_header(raw["Subject"]))) == subject == str(_parse(data)["Subject"])
     words = re.findall(rb"=\?utf-8\?b\?[^?]*\?=", data)
     assert len(words) > 10 and all(len(w) <= 75 for w in words)
+
+
+def test_cached_amount_and_date_formats_are_babels_byte_for_byte() -> None:
+    """Issue #14: amounts and dates are formatted from what is cached per locale and currency (pattern, digits,
+    symbol; date per day, time per second). The result must be babel's own, exactly, for every format locale
+    a mail can use and every currency."""
+    import random
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from babel.dates import format_datetime
+    from babel.numbers import format_currency
+
+    from payevents.contracts.money import exponent
+    from payevents.services.notifications import render
+
+    rng = random.Random(14)
+    locales = ["en", "en_US", "en_GB", "en_IN", "de", "de_DE", "de_CH", "de_AT", "de_LI", "fr", "fr_FR", "fr_CH",
+               "fr_CA", "fr_BE", "fr_MA"]
+    currencies = ["USD", "EUR", "CHF", "JPY", "GBP", "KWD", "BHD", "INR", "CAD", "SEK", "MAD", "CLF", "ISK"]
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for loc in locales:
+        for cur in currencies:
+            digits = exponent(cur)
+            for minor in [1, 7, 99, 100, 1000, 12345, 999999, 1000000, 123456789, 10**14, 10**18,
+                          *(rng.randrange(1, 10**rng.randrange(1, 19)) for _ in range(40))]:
+                value = Decimal(minor).scaleb(-digits)
+                assert render.format_amount(value, cur, loc) == format_currency(
+                    value, cur, locale=loc, currency_digits=True), (loc, cur, value)
+        for _ in range(60):
+            at = start + timedelta(seconds=rng.randrange(0, 400 * 86400), microseconds=rng.randrange(0, 10**6))
+            assert render.format_processed_at(at, loc) == format_datetime(at, "medium", tzinfo=UTC, locale=loc)

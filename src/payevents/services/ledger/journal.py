@@ -20,6 +20,7 @@ from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
 from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
+from payevents.runtime.bulk import copy_rows
 from payevents.services.ledger import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
@@ -114,12 +115,9 @@ class Posting(msgspec.Struct, kw_only=True, frozen=True):
 
 _ENSURE_ACCOUNT: Final = ("INSERT INTO ledger_accounts (code, currency, name, kind, created_at) VALUES (?, ?, ?, ?, ?)"
                           " ON CONFLICT (code, currency) DO NOTHING")
-_INSERT_LINES: Final = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
-                        " VALUES (?, ?, ?, ?, ?, ?)")
-_INSERT_ENTRIES: Final = (
-    "INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, legacy, line_count, occurred_at,"
-    " posted_at, corrects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_LINE_COLUMNS: Final = ("entry_id", "line_no", "account_code", "currency", "side", "amount_minor")
+_ENTRY_COLUMNS: Final = ("entry_id", "event_id", "payment_id", "kind", "description", "legacy", "line_count",
+                         "occurred_at", "posted_at", "corrects")
 
 
 def _ensured(conn: Connection) -> set[tuple[str, str]]:
@@ -144,8 +142,9 @@ def _entry_id(event_id: str) -> str:
 def write(conn: Connection, postings: Sequence[Posting]) -> list[str]:
     """The one way entries reach the journal (payments, one or a whole batch, and corrections): every entry is
     checked in code first (:func:`check_balanced`, nothing written if one fails), then all lines and all entries
-    go in two executemany statements, and the database checks each entry again (lines sealed by their entry,
-    balanced per currency, one entry per event and one payment entry per payment). Returns the entry ids."""
+    go in two statements (COPY on PostgreSQL, executemany on SQLite), and the database checks each entry again
+    (lines sealed by their entry, balanced per currency, one entry per event and one payment entry per payment).
+    Returns the entry ids."""
     for p in postings:
         check_balanced(p.lines)
     if not postings:
@@ -157,10 +156,13 @@ def write(conn: Connection, postings: Sequence[Posting]) -> list[str]:
                              [(a, c, ACCOUNTS[a][0], ACCOUNTS[a][1], now) for a, c in sorted(accounts)])
         _ensured(conn).update(accounts)
     ids = [_entry_id(p.event_id) for p in postings]
-    conn.exec_driver_sql(driver_sql(conn, _INSERT_LINES), [
+    # lines first, then the entries that seal them: COPY on PostgreSQL (one statement per batch; row triggers
+    # fire on COPY as on INSERT, so the database still refuses an unbalanced or unsealed entry), executemany on
+    # SQLite (runtime.bulk.copy_rows)
+    copy_rows(conn, "journal_lines", _LINE_COLUMNS, [
         (eid, i, ln.account, ln.currency, ln.side, ln.amount_minor)
         for eid, p in zip(ids, postings, strict=True) for i, ln in enumerate(p.lines, start=1)])
-    conn.exec_driver_sql(driver_sql(conn, _INSERT_ENTRIES), [
+    copy_rows(conn, "journal_entries", _ENTRY_COLUMNS, [
         (eid, p.event_id, p.payment_id, p.kind, p.description, int(p.legacy), len(p.lines), p.occurred_at.isoformat(),
          now, p.corrects) for eid, p in zip(ids, postings, strict=True)])
     return ids

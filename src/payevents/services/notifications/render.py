@@ -15,16 +15,17 @@ import binascii
 import dataclasses
 import functools
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Final
 
 from babel import Locale
-from babel.dates import format_datetime as babel_datetime
-from babel.numbers import format_currency
+from babel.dates import format_date, format_time, get_datetime_format
+from babel.numbers import NumberPattern, format_currency, get_currency_precision, get_currency_symbol
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+from markupsafe import Markup, escape
 from msgspec import UNSET
 
 from payevents.contracts.events import PaymentProcessed
@@ -74,7 +75,65 @@ def format_amount(value: object, currency: str, locale: str) -> str:
 
 @functools.lru_cache(maxsize=4096)  # prices repeat; keyed by the exact decimal string
 def _format_amount(value: str, currency: str, locale: str) -> str:
-    return format_currency(Decimal(value), currency, locale=_locale(locale), currency_digits=True)
+    shape = _amount_shape(currency, locale)
+    amount = Decimal(value)
+    if shape is None or not amount.is_finite():
+        return format_currency(amount, currency, locale=_locale(locale), currency_digits=True)
+    pattern, loc, frac_prec, prefixes, suffixes = shape
+    negative = int(amount.is_signed())
+    number = pattern._quantize_value(abs(amount).normalize(), loc, frac_prec, True, numbering_system="latn")
+    if "'" in number:  # babel would strip quotes over the whole string: let it
+        return format_currency(amount, currency, locale=_locale(locale), currency_digits=True)
+    return prefixes[negative] + number + suffixes[negative]
+
+
+@functools.lru_cache(maxsize=1024)
+def _amount_shape(currency: str, locale: str) -> tuple[NumberPattern, Locale, tuple[int, int], tuple[str, str],
+                                                        tuple[str, str]] | None:
+    """What ``format_currency(value, currency, locale=locale, currency_digits=True)`` does not recompute per
+    value: the locale's standard currency pattern, the currency's digits, and the prefix and suffix with the
+    currency symbol already in (``NumberPattern.apply`` looks up the currency's name and symbol on every call).
+    None when the pattern is one this shortcut does not reproduce exactly (then babel formats each value)."""
+    loc = _locale(locale)
+    pattern = loc.currency_formats["standard"]
+    affixes = "".join((*pattern.prefix, *pattern.suffix))
+    if pattern.exp_prec or "@" in pattern.pattern or pattern.scale or not pattern.number_pattern \
+            or "¤¤¤" in affixes or "'" in affixes:
+        return None
+    symbol = get_currency_symbol(currency, loc)
+
+    def fill(affix: str) -> str:
+        return affix.replace("¤¤", currency.upper()).replace("¤", symbol)
+
+    return (pattern, loc, (get_currency_precision(currency),) * 2, (fill(pattern.prefix[0]), fill(pattern.prefix[1])),
+            (fill(pattern.suffix[0]), fill(pattern.suffix[1])))
+
+
+def format_processed_at(at: datetime, locale: str) -> str:
+    """``babel.dates.format_datetime(at, "medium", tzinfo=UTC, locale=locale)`` (``at`` in UTC), built as babel
+    builds it from the locale's medium date and time, with the date cached per day and the time per second."""
+    at = at.astimezone(UTC)
+    joiner, fractions = _datetime_shape(locale)
+    time = format_time(at, "medium", tzinfo=None, locale=_locale(locale)) if fractions \
+        else _time_part(at.replace(microsecond=0), locale)
+    return joiner.replace("{0}", time).replace("{1}", _date_part(at.date(), locale))
+
+
+@functools.lru_cache(maxsize=256)
+def _datetime_shape(locale: str) -> tuple[str, bool]:
+    """The locale's medium date-time joiner, and whether its medium time shows fractions of a second."""
+    loc = _locale(locale)
+    return str(get_datetime_format("medium", locale=loc)).replace("'", ""), "S" in loc.time_formats["medium"].pattern
+
+
+@functools.lru_cache(maxsize=1024)
+def _date_part(day: date, locale: str) -> str:
+    return format_date(day, "medium", locale=_locale(locale))
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_part(at: datetime, locale: str) -> str:
+    return format_time(at, "medium", tzinfo=None, locale=_locale(locale))
 
 
 #: The e-mail's words per language. A customer whose language is here reads it in their own locale's formats
@@ -138,6 +197,18 @@ def method_label(method_type: str, last4: str, language: str = FALLBACK_LANGUAGE
     return texts["ending"].format(method=label, last4=last4)
 
 
+@functools.cache
+def _labels(language: str) -> dict[str, str]:
+    """The text e-mail's labels of ``language``, padded to their column once (``"%-17s"|format(t.x)``)."""
+    return {k: f"{v:<17}" for k, v in TEXTS[language].items()}
+
+
+@functools.cache
+def _heads(language: str) -> dict[str, Markup]:
+    """The HTML e-mail's table headings of ``language``, trimmed and escaped once (``t.x.rstrip(" :")``)."""
+    return {k: escape(v.rstrip(" :")) for k, v in TEXTS[language].items()}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RenderedMail:
     subject: str
@@ -158,6 +229,8 @@ def render_confirmation(event: PaymentProcessed, name: str, locale: str, sender:
         "subject": subject,
         "lang": language,
         "t": texts,
+        "label": _labels(language),
+        "head": _heads(language),
         "hello": texts["hello"].format(name=name),
         "received": texts["received"].format(amount=amount),
         # the HTML sets the amount in bold: the sentence's words around it
@@ -165,8 +238,7 @@ def render_confirmation(event: PaymentProcessed, name: str, locale: str, sender:
         "customer_name": name,
         "amount": amount,
         "method": method_label(data.paymentMethod.type, data.paymentMethod.last4, language),
-        "processed_at": babel_datetime(data.processedAt.astimezone(UTC), "medium", tzinfo=UTC,
-                                       locale=_locale(formats)) + " UTC",
+        "processed_at": format_processed_at(data.processedAt, formats) + " UTC",
         "payment_id": data.paymentId,
         "order_id": meta.orderId if meta is not None and meta.orderId is not UNSET else None,
         "invoice_id": data.invoiceId if data.invoiceId is not UNSET else None,
