@@ -65,3 +65,11 @@ def test_a_translated_language_keeps_the_customers_regional_formats(locale: str)
     lang = locale.split("_")[0]
     assert f'<html lang="{lang}">' in mail.html  # type: ignore[attr-defined]
     assert format_datetime(AT, "medium", tzinfo=UTC, locale=locale) + " UTC" in mail.text  # type: ignore[attr-defined]
+
+
+def test_an_unknown_locale_gets_english_words_in_english_formats() -> None:
+    """A locale babel does not know (a customer row written by another tool) must not make the e-mail
+    unrenderable: English words in English formats, as for any locale without a translation."""
+    from payevents.services.notifications.render import mail_locale
+
+    assert mail_locale("xx_YY") == ("en", "en")

@@ -22,6 +22,7 @@ from email.utils import format_datetime, formataddr
 from typing import Final
 
 from babel import Locale
+from babel.core import UnknownLocaleError
 from babel.dates import format_date, format_time, get_datetime_format
 from babel.numbers import NumberPattern, format_currency, get_currency_precision, get_currency_symbol
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
@@ -180,7 +181,7 @@ def mail_locale(identifier: str) -> tuple[str, str]:
     language has a translation, else English words in English formats."""
     try:
         loc = _locale(identifier or "en_US")
-    except (ValueError, TypeError, LookupError):
+    except (ValueError, TypeError, LookupError, UnknownLocaleError):
         return FALLBACK_LANGUAGE, FALLBACK_LANGUAGE
     if loc.language in TEXTS:
         return loc.language, str(loc)
