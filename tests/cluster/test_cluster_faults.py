@@ -19,6 +19,7 @@ checks, after everything drained:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -315,12 +316,26 @@ def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKa
         assert conf["min.insync.replicas"].value == "2"
 
 
-def test_the_leader_killed_under_load_then_restarted_on_its_own_data(cluster: LocalKafka, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def under_load(cluster: LocalKafka, env: str, tmp: Path, label: str, payments_total: int,
+               kills: int) -> Iterator[Run]:
+    """``payevents run all`` and the seeded writer running while the block strikes the cluster; afterwards every
+    payment written, everything drained, the workers stopped, and every invariant checked (:func:`check`)."""
     started = time.monotonic()
-    run = Run(cluster, "dev", tmp_path, _seed(), payments_total=600)
+    run = Run(cluster, env, tmp, _seed(), payments_total=payments_total)
     try:
         run.start_workers()
         run.start_writer()
+        yield run
+        run.wait_written()
+        drained = run.wait_drained()
+    finally:
+        run.stop_workers()
+    check(run, label, started, drained, kills=kills)
+
+
+def test_the_leader_killed_under_load_then_restarted_on_its_own_data(cluster: LocalKafka, tmp_path: Path) -> None:
+    with under_load(cluster, "dev", tmp_path, "leader-kill", 600, kills=1) as run:
         run.wait_written(0.3)
         victim = leader_of_channel(cluster, "dev")
         cluster.nodes[victim].kill()
@@ -328,52 +343,27 @@ def test_the_leader_killed_under_load_then_restarted_on_its_own_data(cluster: Lo
         run.wait_written(0.7)
         cluster.start_node(victim)  # rejoins on its own log and catches up
         wait_for(lambda: in_sync(cluster, "dev"), "the restarted broker did not rejoin the ISR")
-        rejoined = time.monotonic() - killed_at
-        run.wait_written()
-        drained = run.wait_drained()
-        print(f"\n[leader-kill] node {cluster.nodes[victim].node_id} SIGKILLed, back in the ISR {rejoined:.1f}s later")
-    finally:
-        run.stop_workers()
-    check(run, "leader-kill", started, drained, kills=1)
+        print(f"\n[leader-kill] node {cluster.nodes[victim].node_id} SIGKILLed, back in the ISR "
+              f"{time.monotonic() - killed_at:.1f}s later")
 
 
 def test_a_rolling_restart_of_all_three_brokers_under_load(cluster: LocalKafka, tmp_path: Path) -> None:
-    started = time.monotonic()
-    run = Run(cluster, "sit", tmp_path, _seed(), payments_total=600)
-    try:
-        run.start_workers()
-        run.start_writer()
+    with under_load(cluster, "sit", tmp_path, "rolling-restart", 600, kills=3) as run:
         run.wait_written(0.2)
         for i, node in enumerate(cluster.nodes):
             node.stop()  # a controlled shutdown (SIGTERM), as an operator's rolling restart does
             cluster.start_node(i)
             wait_for(lambda: in_sync(cluster, "sit"), f"node {node.node_id} did not rejoin the ISR")
-        run.wait_written()
-        drained = run.wait_drained()
-    finally:
-        run.stop_workers()
-    check(run, "rolling-restart", started, drained, kills=3)
 
 
 def test_the_whole_cluster_stopped_for_30_s_and_started_again(cluster: LocalKafka, tmp_path: Path) -> None:
-    started = time.monotonic()
-    run = Run(cluster, "prod", tmp_path, _seed(), payments_total=400)
-    try:
-        run.start_workers()
-        run.start_writer()
+    with under_load(cluster, "prod", tmp_path, "cluster-outage", 400, kills=3) as run:
         run.wait_written(0.3)
         for node in cluster.nodes:
             node.kill()
         time.sleep(30)  # the outage itself (not a measurement): relay and services must wait it out
         assert run.proc is not None and run.proc.poll() is None, "a worker gave up during the outage"
-        for node in cluster.nodes:
-            assert node.proc is not None
         assert cluster.libs is not None
         for node in cluster.nodes:
             node.start(cluster.libs)
         cluster.wait_ready()
-        run.wait_written()
-        drained = run.wait_drained()
-    finally:
-        run.stop_workers()
-    check(run, "cluster-outage", started, drained, kills=3)
