@@ -125,3 +125,66 @@ def test_the_codec_raises_nothing_but_validation_errors(raw: bytes) -> None:
         decode_event(raw)
     except EventValidationError as exc:
         assert "4111 1111" not in str(exc)
+
+
+# -- numbers no Decimal can hold (exponents beyond ±999,999,999,999,999,999) -------------------------------
+
+_HUGE = ["1e999999999999999999999", "-1E-999999999999999999999", "0.5e+9999999999999999999999"]
+
+
+def _event_with_amount(token: str, *, pretty: bool) -> bytes:
+    doc = json.loads(SEED_EXAMPLE_TEXT)
+    doc["data"]["amount"]["value"] = "@@"
+    text = json.dumps(doc, indent=2 if pretty else None)
+    return text.replace('"@@"', token).encode()
+
+
+@pytest.mark.parametrize("token", _HUGE)
+@pytest.mark.parametrize("pretty", [False, True])
+def test_an_amount_no_decimal_can_hold_is_an_error_naming_the_field(token: str, pretty: bool) -> None:
+    with pytest.raises(EventValidationError) as info:
+        decode_event(_event_with_amount(token, pretty=pretty))
+    errors = {e.path: e for e in info.value.errors}
+    assert "data.amount.value" in errors, info.value.errors
+    assert "out of range" in errors["data.amount.value"].message
+    assert codec.validate_document(_event_with_amount(token, pretty=pretty))  # an answer, not an exception
+
+
+@pytest.mark.parametrize("token", _HUGE)
+def test_an_unknown_field_no_decimal_can_hold_is_ignored_like_any_unknown_field(token: str) -> None:
+    doc = json.loads(SEED_EXAMPLE_TEXT)
+    doc["data"]["extra"] = "@@"
+    for text in (json.dumps(doc), json.dumps(doc, indent=2)):  # the fast path and the precise one agree
+        decoded = decode_event(text.replace('"@@"', token).encode())
+        assert str(decoded.payment_id) == doc["data"]["paymentId"]
+
+
+@pytest.mark.parametrize("token", _HUGE)
+def test_the_card_guard_reads_documents_with_numbers_no_decimal_can_hold(token: str) -> None:
+    from payevents.contracts.cardguard import holds_card_number, mask_card_numbers
+
+    raw = b'{"n":' + token.encode() + b',"a":"4111\\n1111\\n1111\\n1111"}'  # escapes hide the card number
+    assert holds_card_number(raw)
+    masked = mask_card_numbers(raw)
+    assert not holds_card_number(masked)
+    assert token.encode() in masked  # the number is kept as written
+
+
+_number_tokens = st.from_regex(r"-?[0-9]{1,25}(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,25})?", fullmatch=True)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(_number_tokens, st.sampled_from(["amount", "extra", "top"]), st.booleans())
+def test_any_json_number_anywhere_gives_an_event_or_a_validation_error(token: str, where: str, pretty: bool) -> None:
+    doc = json.loads(SEED_EXAMPLE_TEXT)
+    if where == "amount":
+        doc["data"]["amount"]["value"] = "@@"
+    elif where == "extra":
+        doc["data"]["metadata"] = {"n": "@@"}
+    else:
+        doc["n"] = "@@"
+    raw = json.dumps(doc, indent=2 if pretty else None).replace('"@@"', token).encode()
+    try:
+        decode_event(raw)
+    except EventValidationError:
+        pass

@@ -197,6 +197,34 @@ def test_a_record_of_any_size_is_dead_lettered_by_every_service_which_keeps_goin
             assert d.value.startswith(big_value[:20].replace(b"4111 1111 1111 1111", b"**** **** **** 1111"))
 
 
+def test_a_number_no_decimal_can_hold_is_dead_lettered_by_every_service_which_keeps_going(
+    transport_settings: Settings, unique: str
+) -> None:
+    """An amount like 1e999999999999999999999 (and a card number spelled with JSON escapes beside it): a dead
+    letter naming the field, the card masked, and every service goes on to the next record."""
+    s = transport_settings
+    pay = f"PAY-HUGE-{unique}"
+    ev = rc.event_dict(pay, "1.00")
+    ev["data"]["metadata"]["description"] = "@@"
+    value = rc.encode(ev).replace(b'"value":1.00', b'"value":1e999999999999999999999').replace(
+        b'"@@"', b'"4111\\n1111\\n1111\\n1111"')
+    assert b"1e999999999999999999999" in value
+    bad = rc.record(s, value, pay)
+    after, _ = rc.event_record(s, pay, "2.00")
+    rc.send(s, [bad, after])
+    where = positions(s, [bad.value, after.value])
+    for svc in services(unique):
+        with ConsumerRuntime(s, svc, max_batch=50, poll_timeout=0.3) as rt:
+            drain(rt, set(where.values()))
+            assert rt.stats.applied + rt.stats.ignored >= 1, svc.name
+        letters = letters_of(s, svc.name, set(where.values()))
+        assert set(letters) == {where[bad.value]}, svc.name
+        d = letters[where[bad.value]]
+        assert d.reason.startswith("card-number:")  # the card is named first, the number too
+        assert "data.amount.value" in d.reason and "out of range" in d.reason
+        assert b"1e999999999999999999999" in d.value and b"4111\\n1111" not in d.value
+
+
 class _SmallBroker:
     """A dead-letter producer in front of a broker with a smaller record limit than ours: it refuses big
     records with the ConfigError the Kafka transport raises for MSG_SIZE_TOO_LARGE."""

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
 
+from payevents.contracts.numbers import OutOfRange, json_number
 from payevents.errors import ContractError
 
 #: separator characters between digit groups; up to _MAX_GAP of them (mixed) between two groups
@@ -235,7 +235,7 @@ def _unescape(text: str) -> str:
 
 
 _NOT_JSON: Final = object()
-_DECODER: Final = msgspec.json.Decoder(float_hook=Decimal)
+_DECODER: Final = msgspec.json.Decoder(float_hook=json_number)
 _ENCODER: Final = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -252,6 +252,8 @@ def _json(raw: bytes) -> Any:
 
 
 def _mask_obj(obj: Any) -> Any:
+    if isinstance(obj, OutOfRange):
+        return obj.raw()
     if isinstance(obj, str):
         return mask_card_text(obj)
     if isinstance(obj, dict):

@@ -37,6 +37,7 @@ from payevents.contracts.events import (
     PaymentEvent,
 )
 from payevents.contracts.money import MINOR_UNITS, amount_ok, amount_problem
+from payevents.contracts.numbers import OutOfRange, json_number
 from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
 
@@ -146,6 +147,7 @@ class _Peek(msgspec.Struct):
 
 
 _PEEK: Final = msgspec.json.Decoder(_Peek)
+_DOCUMENT: Final = msgspec.json.Decoder(float_hook=json_number)  # any JSON, numbers as the readers read them
 _SEMVER: Final = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -234,7 +236,7 @@ def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
         return None
     if _string_value(raw):
         return None
-    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
+    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(_DOCUMENT.decode(raw))):
         return None
     return DecodedEvent(event)
 
@@ -248,7 +250,7 @@ def _fast_legacy(raw: bytes) -> DecodedEvent | None:
         return None
     if _string_value(raw):
         return None
-    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(msgspec.json.decode(raw))):
+    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(_DOCUMENT.decode(raw))):
         return None
     event, extras = legacy.normalize(env)
     return DecodedEvent(event, legacy=True, extras=extras)
@@ -297,6 +299,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | Decimal | float):
         return str(value)
+    if isinstance(value, OutOfRange):
+        return repr(value)
     if isinstance(value, str):
         text = repr(value)
         return text if len(text) <= 80 else text[:77] + "...'"
@@ -444,7 +448,7 @@ def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     if problem is not None:
         raise EventValidationError([problem])
     try:
-        obj = json.loads(raw, parse_float=Decimal)
+        obj = json.loads(raw, parse_float=json_number)
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
