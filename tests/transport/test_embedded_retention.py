@@ -144,3 +144,63 @@ def test_topics_trim_applies_retention_now(tmp_path: Path) -> None:
     t = EmbeddedTransport(data / "channel.db")
     assert _offsets(t) == [2]
     t.close()
+
+
+def test_an_abandoned_group_stops_holding_records_once_its_offsets_expire(tmp_path: Path) -> None:
+    """Kafka's offsets.retention.minutes: a group with no member that has not committed for that long loses its
+    offsets, so it no longer holds back retention (a service renamed or retired must not keep the log forever).
+    A group with a live member keeps its offsets however old its last commit."""
+    t = EmbeddedTransport(tmp_path / "channel.db", retention_ms=HOUR_MS, offsets_retention_ms=3 * HOUR_MS)
+    t.create_topics([TOPIC], 1)
+    _produce(t, 10)
+    _commit(t, "payevents.retired", 2)  # then never seen again
+    ledger = t.consumer("payevents.ledger", [TOPIC])  # a live member throughout
+    try:
+        while (TOPIC, 0) not in ledger.assignment():
+            ledger.poll(1, timeout=0.1)
+        ledger.commit({(TOPIC, 0): 10})
+        assert t.enforce_retention(now=time.time() + LATER) == {(TOPIC, 0): 2}  # two hours on: still its offsets
+        assert t.group_offsets("payevents.retired", TOPIC) == {0: 2}
+        assert t.enforce_retention(now=time.time() + 4 * 3600) == {(TOPIC, 0): 8}  # four hours on: expired
+        assert t.group_offsets("payevents.retired", TOPIC) == {}
+        assert t.group_offsets("payevents.ledger", TOPIC) == {0: 10}
+        assert _offsets(t) == []
+    finally:
+        ledger.close()
+        t.close()
+
+
+def test_a_group_with_a_live_member_keeps_its_offsets(tmp_path: Path) -> None:
+    t = EmbeddedTransport(tmp_path / "channel.db", retention_ms=HOUR_MS, offsets_retention_ms=3 * HOUR_MS)
+    t.create_topics([TOPIC], 1)
+    _produce(t, 10)
+    _commit(t, "payevents.ledger", 10)
+    slow = t.consumer("payevents.slow", [TOPIC])
+    try:
+        while (TOPIC, 0) not in slow.assignment():
+            slow.poll(1, timeout=0.1)
+        slow.commit({(TOPIC, 0): 3})
+        # its member holds a lease (judged on the real clock, not the simulated ``now``): its offsets stay
+        assert t.enforce_retention(now=time.time() + 4 * 3600) == {(TOPIC, 0): 3}
+        assert t.group_offsets("payevents.slow", TOPIC) == {0: 3}
+    finally:
+        slow.close()
+        t.close()
+
+
+def test_offsets_retention_comes_from_the_kafka_setting_of_the_same_name(tmp_path: Path) -> None:
+    from payevents.settings import Settings
+    from payevents.transport import open_transport
+
+    s = Settings(env="dev", data_dir=tmp_path,  # type: ignore[arg-type]
+                 kafka_config={"offsets.retention.minutes": "30"})
+    t = open_transport(s)
+    try:
+        assert t.offsets_retention_ms == 30 * 60 * 1000  # type: ignore[attr-defined]
+    finally:
+        t.close()
+    t = open_transport(Settings(env="dev", data_dir=tmp_path))  # type: ignore[arg-type]
+    try:
+        assert t.offsets_retention_ms == 7 * 24 * 3600 * 1000  # type: ignore[attr-defined]  # Kafka's default
+    finally:
+        t.close()

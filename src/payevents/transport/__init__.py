@@ -27,17 +27,26 @@ def open_transport(settings: Settings) -> Transport:
 
     On the embedded log, ``session.timeout.ms`` and ``heartbeat.interval.ms`` in ``kafka_config`` (if
     given) set the group lease timing too, and ``message.max.bytes`` the largest record it accepts;
-    ``settings.retention_ms`` (PAYEVENTS_RETENTION_MS) is its retention."""
+    ``settings.retention_ms`` (PAYEVENTS_RETENTION_MS) is its retention and ``offsets.retention.minutes`` how
+    long an abandoned group's offsets are kept (Kafka's broker setting of that name; 7 days by default)."""
     settings.validate()
     if settings.is_kafka:
         from payevents.transport.kafka import KafkaTransport
 
         return KafkaTransport(settings.bootstrap_servers, settings.kafka_config)
-    from payevents.transport.embedded import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_SESSION_TIMEOUT, EmbeddedTransport
+    from payevents.transport.embedded import (
+        DEFAULT_HEARTBEAT_INTERVAL,
+        DEFAULT_OFFSETS_RETENTION_MS,
+        DEFAULT_SESSION_TIMEOUT,
+        EmbeddedTransport,
+    )
 
     cfg = settings.kafka_config
     session = float(cfg.get("session.timeout.ms", DEFAULT_SESSION_TIMEOUT * 1000)) / 1000
     heartbeat = float(cfg.get("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL * 1000)) / 1000
     max_bytes = int(cfg.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
+    minutes = cfg.get("offsets.retention.minutes")
+    offsets_ms = DEFAULT_OFFSETS_RETENTION_MS if minutes is None else int(float(minutes) * 60_000)
     return EmbeddedTransport(settings.data_dir / "channel.db", session_timeout=session, heartbeat_interval=heartbeat,
-                             max_record_bytes=max_bytes, retention_ms=settings.retention_ms)
+                             max_record_bytes=max_bytes, retention_ms=settings.retention_ms,
+                             offsets_retention_ms=offsets_ms)

@@ -21,7 +21,11 @@ count must be chosen on purpose).
 
 Retention (``retention_ms``, Kafka's ``retention.ms``; negative: keep everything): a record is removed once it
 is older than that AND every consumer group that ever committed on its partition has committed past it (a
-partition no group has committed on keeps everything: nothing proves it was read). The partition's log start
+partition no group has committed on keeps everything: nothing proves it was read). A group that has no member and
+has not committed for ``offsets_retention_ms`` (Kafka's ``offsets.retention.minutes``, 7 days by default) loses
+its offsets first, as on Kafka, so a retired or renamed service does not keep the log forever; should it come
+back it reads from the log start (its effects stay exactly once: the seen marks absorb what it had applied).
+The partition's log start
 offset (``partitions.start_offset``) moves up; offsets are never reused. Freed pages are reused by new records,
 so the file stops growing once retention keeps pace. The producer applies it about once a minute
 (:data:`RETENTION_CHECK_INTERVAL`); :meth:`EmbeddedTransport.enforce_retention` applies it now.
@@ -72,6 +76,9 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 PENDING_HEARTBEAT_INTERVAL = 0.05
 #: Kafka's default retention.ms (7 days)
 DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+#: Kafka's default offsets.retention.minutes (7 days): a group with no member that has not committed for this long
+#: loses its committed offsets, so it no longer holds back retention
+DEFAULT_OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000
 #: how often (seconds) a producer applies retention
 RETENTION_CHECK_INTERVAL = 60.0
 
@@ -185,14 +192,34 @@ def _topic_pids(db: _Db, topic: str) -> list[int] | None:
     return [pid for _, pid in rows] or None
 
 
-def enforce_retention(db: _Db, retention_ms: int, now: float | None = None) -> dict[TopicPartition, int]:
-    """Remove records older than ``retention_ms`` that every group committed on their partition has committed
-    past; move the log start offsets. Returns the removed count per partition that lost records."""
+def _expire_offsets(conn: sqlite3.Connection, offsets_retention_ms: int, now: float) -> None:
+    """Delete the offsets of every group with no live member (leases judged on the real clock) whose last commit
+    is older than ``offsets_retention_ms`` at ``now``."""
+    cutoff = now - offsets_retention_ms / 1000
+    expired = [g for (g,) in conn.execute(
+        "SELECT grp FROM offsets GROUP BY grp HAVING MAX(updated_at) < ?"
+        " AND grp NOT IN (SELECT grp FROM members WHERE expires > ?)", (cutoff, time.time()))]
+    for group in expired:
+        conn.execute("DELETE FROM offsets WHERE grp = ?", (group,))
+        conn.execute("DELETE FROM leases WHERE grp = ?", (group,))
+        log.warning("embedded log: consumer group %s has had no member and no commit for %d ms: its offsets "
+                    "expired (offsets.retention.minutes); it no longer holds back retention", group,
+                    offsets_retention_ms)
+
+
+def enforce_retention(db: _Db, retention_ms: int, now: float | None = None,
+                      offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> dict[TopicPartition, int]:
+    """Expire the offsets of abandoned groups; remove records older than ``retention_ms`` that every group
+    committed on their partition has committed past; move the log start offsets. Returns the removed count per
+    partition that lost records. ``now`` (epoch seconds) ages records and commits."""
     if retention_ms < 0:
         return {}
-    cutoff_ms = int(((time.time() if now is None else now) * 1000) - retention_ms)
+    now = time.time() if now is None else now
+    cutoff_ms = int(now * 1000 - retention_ms)
     removed: dict[TopicPartition, int] = {}
     with db.tx("retention") as conn:
+        if offsets_retention_ms >= 0:
+            _expire_offsets(conn, offsets_retention_ms, now)
         parts = conn.execute(
             "SELECT p.id, p.topic, p.partition, p.start_offset, p.next_offset, MIN(o.next_offset) FROM partitions p"
             " JOIN offsets o ON o.pid = p.id GROUP BY p.id").fetchall()
@@ -236,10 +263,12 @@ class EmbeddedTransport:
                  heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+                 retention_ms: int = DEFAULT_RETENTION_MS,
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> None:
         self.path = Path(path)
         self.max_record_bytes = max_record_bytes
         self.retention_ms = retention_ms
+        self.offsets_retention_ms = offsets_retention_ms
         self.session_timeout = session_timeout
         self.heartbeat_interval = heartbeat_interval
         self.busy_timeout = busy_timeout
@@ -256,10 +285,11 @@ class EmbeddedTransport:
 
     def enforce_retention(self, now: float | None = None) -> dict[TopicPartition, int]:
         """Apply retention now (see the module doc); ``now`` in epoch seconds. Removed records per partition."""
-        return enforce_retention(self._db, self.retention_ms, now)
+        return enforce_retention(self._db, self.retention_ms, now, self.offsets_retention_ms)
 
     def producer(self) -> EmbeddedProducer:
-        return EmbeddedProducer(self.path, self.busy_timeout, self.max_record_bytes, self.retention_ms)
+        return EmbeddedProducer(self.path, self.busy_timeout, self.max_record_bytes, self.retention_ms,
+                                self.offsets_retention_ms)
 
     def consumer(self, group: str, topics: Sequence[str], *, from_beginning: bool = True) -> EmbeddedConsumer:
         return EmbeddedConsumer(self.path, group, topics, from_beginning=from_beginning,
@@ -328,10 +358,12 @@ class EmbeddedProducer:
     """Appends batches to the log; one transaction per :meth:`send`."""
 
     def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, retention_ms: int = DEFAULT_RETENTION_MS,
+                 offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> None:
         self._db = _Db(path, busy_timeout)
         self.max_record_bytes = max_record_bytes
         self.retention_ms = retention_ms
+        self.offsets_retention_ms = offsets_retention_ms
         self._next_retention = time.monotonic() + RETENTION_CHECK_INTERVAL
         self._topics: dict[str, list[int]] = {}
         self._since_checkpoint = 0
@@ -408,7 +440,7 @@ class EmbeddedProducer:
         if time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + RETENTION_CHECK_INTERVAL
             try:
-                enforce_retention(self._db, self.retention_ms)
+                enforce_retention(self._db, self.retention_ms, None, self.offsets_retention_ms)
             except TransientError as exc:  # not fatal: the next check will do
                 log.debug("embedded log retention: %s", exc)
         if self._since_checkpoint >= CHECKPOINT_EVERY:
