@@ -147,6 +147,39 @@ def test_one_key_per_kind_of_thing(api: TestClient) -> None:
     assert api.post("/api/invoices", json=INVOICE, headers=auth("shared")).status_code == 201
 
 
+@pytest.mark.parametrize(("path", "body", "other", "id_field"), [
+    ("/api/payments", PAYMENT, {**PAYMENT, "amount": "100.00"}, "payment_id"),
+    ("/api/invoices", INVOICE, {**INVOICE, "amount_due": "251.00"}, "invoice_id"),
+])
+def test_keys_expire_after_a_day_and_a_late_retry_still_creates_nothing_twice(
+        api: TestClient, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any], other: dict[str, Any],
+        id_field: str) -> None:
+    import time
+
+    from payevents.faces.web import idempotency
+
+    clock = [time.time()]
+    monkeypatch.setattr(idempotency, "_clock", lambda: clock[0])
+    monkeypatch.setattr(idempotency, "_next_sweep", {})
+    first = api.post(path, json=body, headers=auth("old-key"))
+    assert first.status_code == 201, first.text
+    engine = idempotency.engine(api.app.state.settings)  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM api_requests").scalar() == 1
+
+    clock[0] += idempotency.KEY_TTL_S + 120  # a day and two minutes later: another create sweeps the old key
+    assert api.post("/api/customers", json=CUSTOMER, headers=auth()).status_code == 201
+    with engine.connect() as conn:
+        keys = [k for (k,) in conn.exec_driver_sql("SELECT idem_key FROM api_requests")]
+    assert "old-key" not in keys and len(keys) == 1, keys
+
+    late = api.post(path, json=body, headers=auth("old-key"))  # a very late retry: no replay, but no second thing
+    assert late.status_code in (200, 201), late.text
+    assert the_id(late.json(), id_field) == the_id(first.json(), id_field)
+    assert [x[id_field] for x in api.get(path).json()["data"]] == [the_id(first.json(), id_field)]
+    assert api.post(path, json=other, headers=auth("old-key")).status_code == 409  # same key, other body
+
+
 # -- PostgreSQL serialization failures are retried, never a 500 -------------------------------------------
 
 

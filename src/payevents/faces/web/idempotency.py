@@ -10,6 +10,11 @@ stores the answer (status + bytes). A retry with the same body gets those bytes 
 fails with a client error releases the key (nothing was created under it). A request that died between
 claim and answer leaves a claim that a retry takes over after ``STALE_AFTER_S``; this is safe because the
 creates below are themselves idempotent on ids derived from the key.
+
+Keys are remembered for ``KEY_TTL_S`` (24 hours, Stripe's rule), so the table does not grow forever: older
+answers are swept (at most once a minute per process, by the next create) and a key older than that is a new
+request — which the create below answers from the thing already made under that key (the same payment or
+invoice; another body is still a 409, from the store's own one-event-per-key rule).
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ from payevents.store.sql import mark as sql_mark
 
 #: a claim without an answer this old belongs to a request that died: a retry may take it over
 STALE_AFTER_S: Final = 60.0
+#: how long a key and its answer are remembered
+KEY_TTL_S: Final = 24 * 3600.0
+#: how often (seconds) a process sweeps expired keys
+SWEEP_EVERY_S: Final = 60.0
+_clock = time.time  # the wall clock; tests move it
+_next_sweep: dict[str, float] = {}  # per database URL
 MAX_KEY_LENGTH: Final = 200
 _NAMESPACE: Final = uuid.UUID("5b0c7f0e-6a55-4d1e-9a59-1d2f3c4b5a69")
 
@@ -45,6 +56,9 @@ MIGRATIONS: Final = [
             response TEXT,
             claimed_at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (scope, idem_key))""",
+    ]),
+    Migration(2, "api idempotency keys expire", both=[
+        "CREATE INDEX api_requests_claimed_at ON api_requests (claimed_at)",
     ]),
 ]
 
@@ -92,9 +106,13 @@ def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], creat
     """Answer the create of ``body`` under ``(scope, key)`` once; replay that answer to retries."""
     fp = fingerprint(scope, body)
     eng = engine(settings)
-    now = time.time()
+    now = _clock()
     with eng.begin() as conn:
         m = sql_mark(conn)
+        if now >= _next_sweep.get(str(eng.url), 0.0):
+            _next_sweep[str(eng.url)] = now + SWEEP_EVERY_S
+            conn.exec_driver_sql(f"DELETE FROM api_requests WHERE claimed_at < {m} AND response IS NOT NULL",
+                                 (now - KEY_TTL_S,))
         claimed = conn.exec_driver_sql(
             f"INSERT INTO api_requests (scope, idem_key, fingerprint, status_code, response, claimed_at)"
             f" VALUES ({m}, {m}, {m}, NULL, NULL, {m}) ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope",
@@ -103,15 +121,17 @@ def run(settings: Settings, scope: str, key: str, body: Mapping[str, Any], creat
             row = conn.exec_driver_sql(
                 f"SELECT fingerprint, status_code, response, claimed_at FROM api_requests"
                 f" WHERE scope = {m} AND idem_key = {m}", (scope, key)).one()
-            if row.fingerprint != fp:
+            if row.response is not None and now - float(row.claimed_at) >= KEY_TTL_S:
+                pass  # expired, not swept yet: a new request under this key (the create answers from what exists)
+            elif row.fingerprint != fp:
                 raise IdempotencyConflict(f"Idempotency-Key: already used to create {scope} with another "
                                           "body; use a new key for a different request")
-            if row.response is not None:
+            elif row.response is not None:
                 return Answer(int(row.status_code), row.response.encode(), replayed=True)
-            if now - float(row.claimed_at) < STALE_AFTER_S:
+            elif now - float(row.claimed_at) < STALE_AFTER_S:
                 raise KeyInUse("Idempotency-Key: a request with this key is still running; retry later")
-            conn.exec_driver_sql(f"UPDATE api_requests SET claimed_at = {m} WHERE scope = {m} AND idem_key = {m}",
-                                 (now, scope, key))
+            conn.exec_driver_sql(f"UPDATE api_requests SET fingerprint = {m}, status_code = NULL, response = NULL,"
+                                 f" claimed_at = {m} WHERE scope = {m} AND idem_key = {m}", (fp, now, scope, key))
     try:
         answer = create()
     except PayeventsError:
