@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(env, broker, data_dir, database_url)
         console = Console()
         where = settings.broker if settings.is_kafka else f"embedded log in {settings.data_dir}/channel.db"
-        store = settings.database_url or f"SQLite files in {settings.data_dir}/"
+        store = settings.redacted()["database_url"] or f"SQLite files in {settings.data_dir}/"
         console.print(f"[bold]payevents demo[/] env={settings.env.value} · channel: {where} · stores: {store}")
         with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as bar:
