@@ -74,6 +74,9 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o", case_sensitive=Fals
 OutputCsvOpt = Annotated[
     OutputCsv, typer.Option("--output", "-o", case_sensitive=False, help="print a table (default), CSV or JSON")
 ]
+#: the options of the commands that create a payment or an invoice
+CustomerIdOpt = Annotated[str, typer.Option("--customer", help="customerId")]
+CurrencyOpt = Annotated[str, typer.Option("--currency", help="ISO 4217 code, e.g. USD")]
 #: the former flags, kept hidden so existing scripts go on working
 JsonFlag = Annotated[bool, typer.Option("--json", hidden=True, help="same as --output json")]
 FormatFlag = Annotated[str | None, typer.Option("--format", hidden=True, help="same as --output")]

@@ -226,14 +226,7 @@ def channel_doc(settings: Settings) -> ChannelDoc:
         dead_letter_address=channel.ADDRESS_TEMPLATE + channel.DEAD_LETTER_SUFFIX,
         transport_headers=tuple((h, channel.HEADER_DESCRIPTIONS[h]) for h in channel.TRANSPORT_HEADERS),
         audit_headers=tuple((h, channel.HEADER_DESCRIPTIONS[h]) for h in channel.AUDIT_HEADERS),
-        dead_letter_headers=(
-            channel.DLQ_ORIGINAL_TOPIC,
-            channel.DLQ_ORIGINAL_PARTITION,
-            channel.DLQ_ORIGINAL_OFFSET,
-            channel.DLQ_SERVICE,
-            channel.DLQ_REASON,
-            channel.DLQ_FAILED_AT,
-        ),
+        dead_letter_headers=channel.DEAD_LETTER_HEADERS,
         dead_letter_header_docs=dead_letter_header_docs(),
     )
 

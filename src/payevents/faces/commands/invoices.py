@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import Common, common, print_table, show
+from payevents.faces.options import Common, CurrencyOpt, CustomerIdOpt, common, print_table, show
 
 app = typer.Typer(name="invoices", no_args_is_help=True,
                   help="Invoices: Open → Partially Paid → Paid by PaymentProcessed events.")
@@ -34,9 +34,9 @@ def _lines(items: list[Any], empty: str, line: Any) -> None:
 @app.command("create")
 @common(output="json")
 def create_cmd(
-    customer: Annotated[str, typer.Option("--customer", help="customerId")],
+    customer: CustomerIdOpt,
     amount: Annotated[str, typer.Option("--amount", help="amount due, e.g. 250.00")],
-    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code")],
+    currency: CurrencyOpt,
     due: Annotated[str, typer.Option("--due", help="due date YYYY-MM-DD")],
     invoice_id: Annotated[str | None, typer.Option("--id", help="invoiceId (default: a new INV-… id)")] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import Common, common, echo_json, make_table, print_table
+from payevents.faces.options import Common, common, echo_json, make_table, print_table, show
 
 notifications_app = typer.Typer(name="notifications", no_args_is_help=True,
                                 help="Payment confirmation e-mails: status, reasons, delivery.")
@@ -60,9 +60,10 @@ def summary_cmd(*, o: Common) -> None:
     from payevents.services import notifications
 
     s = notifications.summary(o.settings())
-    if o.json:
-        echo_json(s, ascii_only=True)
-        return
+    show(o, s, lambda: _summary_lines(s), ascii_only=True)
+
+
+def _summary_lines(s: dict[str, Any]) -> None:
     for key, value in s.items():
         if not isinstance(value, dict):
             typer.echo(f"{key:<10} {value}")
@@ -122,11 +123,8 @@ def customers_show(customer_id: Annotated[str, typer.Argument()], *, o: Common) 
     from payevents.services import notifications
 
     c = notifications.get_customer(o.settings(), customer_id)
-    if o.json:
-        echo_json(c, ascii_only=True)
-        return
-    for key, value in dataclasses.asdict(c).items():
-        typer.echo(f"{key:<12} {'-' if value is None else value}")
+    show(o, c, lambda: typer.echo("\n".join(f"{key:<12} {'-' if value is None else value}"
+                                             for key, value in dataclasses.asdict(c).items())), ascii_only=True)
 
 
 @customers_app.command("list")
@@ -136,11 +134,9 @@ def customers_list(*, o: Common) -> None:
     from payevents.services import notifications
 
     items = notifications.list_customers(o.settings())
-    if o.json:
-        echo_json(items, ascii_only=True)
-        return
-    print_table("Customers", ["customerId", "name", "e-mail", "locale"],
-                ([c.customer_id, c.name, c.email or "-", c.locale] for c in items))
+    show(o, items, lambda: print_table("Customers", ["customerId", "name", "e-mail", "locale"],
+                                       ([c.customer_id, c.name, c.email or "-", c.locale] for c in items)),
+         ascii_only=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import Common, common, echo_json, show
+from payevents.faces.options import Common, CurrencyOpt, CustomerIdOpt, common, echo_json, show
 
 app = typer.Typer(name="payments", no_args_is_help=True,
                   help="The Payments service: a payment's lifecycle, emitting its events through the outbox.")
@@ -49,9 +49,9 @@ def _lines(p: Any) -> None:
 @app.command("create")
 @common(output="json")
 def create_cmd(
-    customer: Annotated[str, typer.Option("--customer", help="customerId")],
+    customer: CustomerIdOpt,
     amount: Annotated[str, typer.Option("--amount", help="decimal amount, e.g. 99.99")],
-    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code, e.g. USD")],
+    currency: CurrencyOpt,
     description: Annotated[str, typer.Option("--description", help="metadata.description of PaymentProcessed")],
     invoice: Annotated[str | None, typer.Option("--invoice", help="invoiceId this payment pays")] = None,
     order: Annotated[str | None, typer.Option("--order", help="orderId")] = None,
