@@ -8,7 +8,7 @@ import importlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payevents.contracts import channel
@@ -427,11 +427,3 @@ def build_catalog(settings: Settings, source: SchemaSource | None = None) -> Cat
             )
         )
     return Catalog(channel=channel_doc(settings), events=tuple(events), legacy=legacy_docs())
-
-
-def consumer_groups(catalog: Catalog) -> Sequence[Consumer]:
-    seen: dict[str, Consumer] = {}
-    for e in catalog.events:
-        for c in e.consumers:
-            seen.setdefault(c.service, c)
-    return list(seen.values())
