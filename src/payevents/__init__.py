@@ -52,65 +52,32 @@ _EXPORTS: dict[str, str] = {
     "TransientError": "payevents.errors",
 }
 
-__all__ = [
-    "Amount",
-    "AppendResult",
-    "ConfigError",
-    "Context",
-    "ContractError",
-    "EventValidationError",
-    "IdempotencyConflict",
-    "Migration",
-    "PayeventsError",
-    "PaymentAuthorized",
-    "PaymentCaptured",
-    "PaymentEvent",
-    "PaymentFailed",
-    "PaymentInitiated",
-    "PaymentMethod",
-    "PaymentProcessed",
-    "PaymentProcessedData",
-    "PoisonEvent",
-    "ProcessedMetadata",
-    "Relay",
-    "Service",
-    "ServiceHarness",
-    "Settings",
-    "TransientError",
-    "decode_event",
-    "encode_event",
-    "install_outbox",
-    "publish",
-    "run_service",
-]
+#: everything above, importable as ``from payevents import X``
+__all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from payevents.consuming import Context, Service, run_service
-    from payevents.contracts.codec import EventValidationError, decode_event, encode_event
-    from payevents.contracts.events import (
-        Amount,
-        PaymentAuthorized,
-        PaymentCaptured,
-        PaymentEvent,
-        PaymentFailed,
-        PaymentInitiated,
-        PaymentMethod,
-        PaymentProcessed,
-        PaymentProcessedData,
-        ProcessedMetadata,
-    )
-    from payevents.errors import (
-        ConfigError,
-        ContractError,
-        IdempotencyConflict,
-        PayeventsError,
-        PoisonEvent,
-        TransientError,
-    )
-    from payevents.publishing import AppendResult, Relay, install_outbox, publish
-    from payevents.settings import Settings
-    from payevents.store.db import Migration
-    from payevents.testing.harness import ServiceHarness
+if TYPE_CHECKING:  # the same names for type checkers (``X as X``: re-exported)
+    from payevents.consuming import Context as Context
+    from payevents.consuming import Service as Service
+    from payevents.consuming import run_service as run_service
+    from payevents.contracts.codec import EventValidationError as EventValidationError
+    from payevents.contracts.codec import decode_event as decode_event
+    from payevents.contracts.codec import encode_event as encode_event
+    from payevents.contracts.events import *  # noqa: F403  (the event models: events.__all__)
+    from payevents.contracts.events import PaymentProcessedData as PaymentProcessedData
+    from payevents.contracts.events import ProcessedMetadata as ProcessedMetadata
+    from payevents.errors import ConfigError as ConfigError
+    from payevents.errors import ContractError as ContractError
+    from payevents.errors import IdempotencyConflict as IdempotencyConflict
+    from payevents.errors import PayeventsError as PayeventsError
+    from payevents.errors import PoisonEvent as PoisonEvent
+    from payevents.errors import TransientError as TransientError
+    from payevents.publishing import AppendResult as AppendResult
+    from payevents.publishing import Relay as Relay
+    from payevents.publishing import install_outbox as install_outbox
+    from payevents.publishing import publish as publish
+    from payevents.settings import Settings as Settings
+    from payevents.store.db import Migration as Migration
+    from payevents.testing.harness import ServiceHarness as ServiceHarness
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from payevents.contracts.channel import Env, parse_env
 from payevents.errors import ConfigError, ContractError
 
@@ -53,11 +55,23 @@ def redact_kafka_config(config: Mapping[str, str]) -> dict[str, str]:
     return {k: MASK if is_secret_key(k) else v for k, v in config.items()}
 
 
+def reveal(secret: SecretStr | None) -> str | None:
+    """The value of a secret setting, for the one place that uses it (a connection, a comparison)."""
+    return None if secret is None else secret.get_secret_value()
+
+
+def _secret(value: Any) -> SecretStr | None:
+    return value if value is None or isinstance(value, SecretStr) else SecretStr(str(value))
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
-    """The platform's settings. Secrets — the API token, the password in ``smtp_url`` and ``database_url``, the
-    secret keys of ``kafka_config`` (``sasl.password``, ...) — never appear in ``repr``/``str`` (so never in a log
-    line or a traceback that shows the object): :meth:`redacted` is what may be shown."""
+    """The platform's settings. Secrets — the API token, ``smtp_url`` and ``database_url`` (their passwords) — are
+    :class:`pydantic.SecretStr` (given as plain strings, they are wrapped), so ``dataclasses.asdict``, f-strings and
+    ``str()`` of the field show ``**********``; :func:`reveal` gives the value where it is used. The secret keys of
+    ``kafka_config`` (``sasl.password``, ...) are passed to librdkafka as they are and masked wherever the
+    settings are shown. Nothing secret appears in ``repr``/``str`` (so never in a log line or a traceback that
+    shows the object): :meth:`redacted` is what may be shown."""
 
     env: Env
     #: "embedded" or "kafka://host:port[,host:port...]"
@@ -66,7 +80,7 @@ class Settings:
     data_dir: Path = Path("payevents-data")
     #: None: one SQLite file per service in data_dir. Otherwise a SQLAlchemy URL; for PostgreSQL each
     #: service gets its own schema (``{db_schema_prefix}{service}``) in that database.
-    database_url: str | None = None
+    database_url: SecretStr | None = None
     db_schema_prefix: str = "payevents_"
     #: partition count of payments.{env}.events (and its dead-letter channel)
     partitions: int = 6
@@ -74,10 +88,10 @@ class Settings:
     kafka_config: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: None: deliver e-mail into the Maildir in data_dir. Otherwise smtp://[user:pass@]host:port
     #: (or smtps:// for implicit TLS; ?starttls=1 for STARTTLS)
-    smtp_url: str | None = None
+    smtp_url: SecretStr | None = None
     mail_from: str = "payments@payevents.local"
     #: bearer token required by the HTTP API's write endpoints
-    api_token: str = DEV_API_TOKEN
+    api_token: SecretStr = dataclasses.field(default_factory=lambda: SecretStr(DEV_API_TOKEN))
     #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group
     #: has committed past are removed; negative keeps everything. Default 7 days, Kafka's default.
     retention_ms: int = 7 * 24 * 3600 * 1000
@@ -86,6 +100,8 @@ class Settings:
         # accept plain strings for env and data_dir (tests, library users); validate env once, here
         object.__setattr__(self, "env", _env(self.env, "env"))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name in ("database_url", "smtp_url", "api_token"):  # plain strings from callers become secrets
+            object.__setattr__(self, name, _secret(getattr(self, name)))
 
     def redacted(self) -> dict[str, Any]:
         """Every setting, secrets masked: what may be printed, logged or returned."""
@@ -93,8 +109,8 @@ class Settings:
         values["env"] = self.env.value
         values["data_dir"] = str(self.data_dir)
         values["api_token"] = MASK
-        values["smtp_url"] = redact_url(self.smtp_url)
-        values["database_url"] = redact_url(self.database_url)
+        values["smtp_url"] = redact_url(reveal(self.smtp_url))
+        values["database_url"] = redact_url(reveal(self.database_url))
         values["kafka_config"] = redact_kafka_config(self.kafka_config)
         return values
 
@@ -119,11 +135,11 @@ class Settings:
             raise ConfigError(f"service: {service!r} is not a service name (a-z, 0-9 and _, at most 48)")
         if self.database_url is None:
             return f"sqlite:///{(self.data_dir / f'{service}.db').as_posix()}"
-        return self.database_url
+        return self.database_url.get_secret_value()
 
     def schema_for(self, service: str) -> str | None:
         """PostgreSQL schema of one service (None on SQLite, where each service has its own file)."""
-        if self.database_url is None or self.database_url.startswith("sqlite"):
+        if self.database_url is None or self.database_url.get_secret_value().startswith("sqlite"):
             return None
         return f"{self.db_schema_prefix}{service}"
 
@@ -179,7 +195,7 @@ class Settings:
             raise ConfigError("PAYEVENTS_BROKER: kafka:// needs at least one host:port")
         if self.partitions < 1:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
-        if not self.api_token or not self.api_token.strip():
+        if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
 
 
@@ -189,7 +205,7 @@ def check_api_token(settings: Settings) -> None:
     env = settings.env.value
     if env == "dev":
         return
-    token = settings.api_token.strip()
+    token = settings.api_token.get_secret_value().strip()
     if token == DEV_API_TOKEN:
         problem = "is unset or the dev default"
     elif len(token) < MIN_API_TOKEN_LENGTH:

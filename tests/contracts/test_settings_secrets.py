@@ -4,9 +4,15 @@ appear in the settings' repr/str, in what may be shown (``redacted()``), or in a
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from payevents.errors import ConfigError
 from payevents.settings import Settings
@@ -29,7 +35,7 @@ ENV = {
 
 def test_no_secret_in_repr_str_or_what_may_be_shown(caplog: pytest.LogCaptureFixture) -> None:
     s = Settings.from_env(ENV)
-    assert s.api_token == TOKEN and s.kafka_config["sasl.password"] == SASL_PASSWORD  # the values are there ...
+    assert s.api_token.get_secret_value() == TOKEN and s.kafka_config["sasl.password"] == SASL_PASSWORD  # there ...
     logging.getLogger("test").warning("settings: %s / %r", s, s)
     shown = [repr(s), str(s), f"{s}", repr(s.redacted()), caplog.text]
     for text in shown:  # ... but never shown
@@ -47,3 +53,48 @@ def test_a_malformed_kafka_config_error_never_echoes_a_value() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_KAFKA_CONFIG": "sasl.password=abc,Tail-S3cret"})
     assert "Tail-S3cret" not in str(info.value) and "PAYEVENTS_KAFKA_CONFIG" in str(info.value)
+
+
+def test_the_secret_settings_are_secret_strings_whatever_the_caller_gave() -> None:
+    # from the environment, from a constructor with plain strings, from a CLI flag (replace): SecretStr every time
+    for s in (Settings.from_env(ENV),
+              Settings(env="prod", api_token=TOKEN, smtp_url=ENV["PAYEVENTS_SMTP_URL"],  # type: ignore[arg-type]
+                       database_url=ENV["PAYEVENTS_DATABASE_URL"]),  # type: ignore[arg-type]
+              Settings(env="prod").replace(api_token=TOKEN, smtp_url=ENV["PAYEVENTS_SMTP_URL"],
+                                           database_url=ENV["PAYEVENTS_DATABASE_URL"])):
+        assert isinstance(s.api_token, SecretStr) and isinstance(s.smtp_url, SecretStr)
+        assert isinstance(s.database_url, SecretStr)
+        assert s.database_url_for("ledger") == ENV["PAYEVENTS_DATABASE_URL"]  # where it is used, it is the value
+        # the forms a dataclass is usually shown in: asdict (model_dump-like), its JSON, each field as text
+        dumped = json.dumps(dataclasses.asdict(s), default=str)
+        fields = " ".join(f"{getattr(s, f.name)} {getattr(s, f.name)!r}" for f in dataclasses.fields(s))
+        for text in (dumped, fields, repr(s), str(s)):
+            for secret in (TOKEN, SMTP_PASSWORD, DB_PASSWORD):
+                assert secret not in text
+
+
+def test_the_demo_summary_shows_the_settings_without_the_database_password(tmp_path: Path) -> None:
+    # `payevents demo --json FILE` writes the settings it ran with: the database URL was written as it was
+    from payevents.faces.demo import DemoResult, as_json
+
+    s = Settings.from_env(ENV)
+    text = json.dumps(as_json(DemoResult(settings=s)))
+    for secret in SECRETS:
+        assert secret not in text
+    assert as_json(DemoResult(settings=s))["settings"]["database_url"] == (
+        "postgresql+psycopg://payevents:**********@db.example.com/payevents")
+
+
+def test_a_failed_connection_error_and_the_logs_never_show_the_database_password(tmp_path: Path) -> None:
+    # nothing listens on port 9: the command fails connecting; its one error line and its log name no secret
+    url = f"postgresql+psycopg://payevents:{DB_PASSWORD}@127.0.0.1:9/payevents?connect_timeout=2"
+    cli = Path(sys.executable).parent / "payevents"
+    for args in (["payments", "list", "-o", "json"], ["ledger", "verify"], ["outbox", "set-aside"]):
+        done = subprocess.run([str(cli), *args, "--env", "dev", "--data-dir", str(tmp_path), "--database-url", url],
+                              capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "PAYEVENTS_API_TOKEN": TOKEN,
+                                   "PAYEVENTS_LOG_FORMAT": "json"})
+        assert done.returncode == 3, done.stderr
+        assert "database unreachable" in done.stderr
+        for secret in (DB_PASSWORD, TOKEN):
+            assert secret not in done.stderr and secret not in done.stdout

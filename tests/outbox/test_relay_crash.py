@@ -34,7 +34,7 @@ def _env(settings: Settings) -> dict[str, str]:
     env = {**os.environ, "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir)}
     env.pop("PAYEVENTS_DATABASE_URL", None)
     if settings.database_url:
-        env["PAYEVENTS_DATABASE_URL"] = settings.database_url
+        env["PAYEVENTS_DATABASE_URL"] = settings.database_url.get_secret_value()
         env["PAYEVENTS_DB_SCHEMA_PREFIX"] = settings.db_schema_prefix
     return env
 

@@ -42,7 +42,7 @@ def worker(settings: Settings, service: ServiceDef, max_batch: int, kill_p: floa
         "PAYEVENTS_LOG_LEVEL": "WARNING",
     })
     if settings.database_url:
-        env["PAYEVENTS_DATABASE_URL"] = settings.database_url
+        env["PAYEVENTS_DATABASE_URL"] = settings.database_url.get_secret_value()
         env["PAYEVENTS_DB_SCHEMA_PREFIX"] = settings.db_schema_prefix
     if kill_p:
         env[FAULT_KILL_AFTER_STORE_COMMIT] = str(kill_p)

@@ -231,7 +231,8 @@ class Soak:
                     "PAYEVENTS_KAFKA_CONFIG": json.dumps(dict(s.kafka_config)), "PAYEVENTS_RESTART_BACKOFF": "0.5",
                     "PAYEVENTS_LOG_FORMAT": "json"})
         if s.database_url:
-            env.update({"PAYEVENTS_DATABASE_URL": s.database_url, "PAYEVENTS_DB_SCHEMA_PREFIX": s.db_schema_prefix})
+            env.update({"PAYEVENTS_DATABASE_URL": s.database_url.get_secret_value(),
+                        "PAYEVENTS_DB_SCHEMA_PREFIX": s.db_schema_prefix})
         cli = shutil.which("payevents", path=str(Path(sys.executable).parent)) or "payevents"
         self.proc = subprocess.Popen([cli, "run", "all", "--max-batch", "200"], env=env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -593,7 +594,7 @@ def scan_cards(settings: Settings, letters: list[Any], extra_logs: list[Path]) -
     data = settings.data_dir
     for path in sorted(data.rglob("*.db")):
         hits.extend(_scan_sqlite(path))
-    if settings.database_url and not settings.database_url.startswith("sqlite"):
+    if settings.schema_for("payments") is not None:  # PostgreSQL
         hits.extend(_scan_postgres(settings))
     logs = sorted(set(data.rglob("*.log")) | set(data.rglob("*.jsonl")) | set(extra_logs))
     for path in logs:
@@ -695,7 +696,7 @@ def _scan_sqlite(path: Path) -> list[str]:
 
 def _scan_postgres(settings: Settings) -> list[str]:
     hits: list[str] = []
-    engine = sa.create_engine(str(settings.database_url))
+    engine = sa.create_engine(settings.database_url_for("payments"))
     try:
         with engine.connect() as conn:
             cols = conn.execute(sa.text(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from payevents.contracts import events as _events
 from payevents.contracts.codec import (
     DecodedEvent,
     EventValidationError,
@@ -25,20 +26,8 @@ from payevents.contracts.codec import (
     to_builtins,
     validate_document,
 )
-from payevents.contracts.events import (
-    CANONICAL_REQUIRED,
-    EVENT_MODELS,
-    EVENT_TYPES,
-    UNSET,
-    Amount,
-    PaymentAuthorized,
-    PaymentCaptured,
-    PaymentEvent,
-    PaymentFailed,
-    PaymentInitiated,
-    PaymentMethod,
-    PaymentProcessed,
-)
+from payevents.contracts.events import *  # noqa: F403  (the event models: events.__all__)
+from payevents.contracts.events import CANONICAL_REQUIRED
 from payevents.contracts.examples import example_event, example_json
 from payevents.contracts.legacy import (
     LEGACY_EVENT_NAMESPACE,
@@ -82,24 +71,13 @@ def upcast_legacy(raw: bytes) -> DecodedEvent:
 __all__ = [
     "CANONICAL_REQUIRED",
     "CURRENCIES",
-    "EVENT_MODELS",
-    "EVENT_TYPES",
     "LEGACY_EVENT_NAMESPACE",
     "LEGACY_EVENT_TYPE",
     "LEGACY_VERSION",
-    "UNSET",
-    "Amount",
     "Currency",
     "DecodedEvent",
     "EventValidationError",
     "FieldError",
-    "PaymentAuthorized",
-    "PaymentCaptured",
-    "PaymentEvent",
-    "PaymentFailed",
-    "PaymentInitiated",
-    "PaymentMethod",
-    "PaymentProcessed",
     "check_amount",
     "currency",
     "decode_event",
@@ -120,3 +98,5 @@ __all__ = [
     "upcast_legacy",
     "validate_document",
 ]
+#: the event models and their registry, as ``payevents.contracts.events`` exports them
+__all__ += [name for name in _events.__all__ if name not in ("UnsetType", "msgspec")]

@@ -122,6 +122,9 @@ DLQ_ORIGINAL_OFFSET: Final = "dlq.original.offset"
 DLQ_SERVICE: Final = "dlq.service"
 DLQ_REASON: Final = "dlq.reason"
 DLQ_FAILED_AT: Final = "dlq.failedAt"
+#: the headers every dead letter carries, in the order they are written
+DEAD_LETTER_HEADERS: Final = (DLQ_ORIGINAL_TOPIC, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_OFFSET, DLQ_SERVICE, DLQ_REASON,
+                              DLQ_FAILED_AT)
 
 
 def audit_headers(

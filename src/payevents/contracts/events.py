@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -206,6 +206,15 @@ EVENT_MODELS: Final[dict[tuple[str, str], type[Struct]]] = {
     for m in (PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentProcessed, PaymentFailed)
 }
 EVENT_TYPES: Final[tuple[str, ...]] = tuple(t for t, _ in EVENT_MODELS)
+
+_E = TypeVar("_E", PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentProcessed, PaymentFailed)
+
+
+def envelope(cls: type[_E], event_id: str, timestamp: datetime, data: Any) -> _E:
+    """An event of model ``cls``: the envelope every payment event shares (eventId, eventType = the model's,
+    timestamp, the model's version) around ``data``."""
+    return cls(eventId=event_id, eventType=cls.EVENT_TYPE, timestamp=timestamp,  # type: ignore[arg-type]
+               version=cls.VERSION, data=data)
 
 #: Fields that may be UNSET only on a normalized legacy event; a canonical event must carry them.
 CANONICAL_REQUIRED: Final[dict[str, tuple[str, ...]]] = {

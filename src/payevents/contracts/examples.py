@@ -11,24 +11,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from payevents.contracts.events import (
-    EVENT_MODELS,
-    Amount,
-    OrderMetadata,
-    PaymentAuthorized,
-    PaymentAuthorizedData,
-    PaymentCaptured,
-    PaymentCapturedData,
-    PaymentEvent,
-    PaymentFailed,
-    PaymentFailedData,
-    PaymentInitiated,
-    PaymentInitiatedData,
-    PaymentMethod,
-    PaymentProcessed,
-    PaymentProcessedData,
-    ProcessedMetadata,
-)
+from payevents.contracts import events as ev
+from payevents.contracts.events import EVENT_MODELS, Amount, PaymentEvent, envelope
 from payevents.errors import ContractError
 
 #: the event page's example values
@@ -44,100 +28,44 @@ EXAMPLE_EVENT_IDS: Final = {
 }
 
 
-def _initiated(eid: str, pid: str, amount: Amount, at: datetime) -> PaymentInitiated:
-    return PaymentInitiated(
-        eventId=eid,
-        eventType="PaymentInitiated",
-        timestamp=at - timedelta(seconds=3),
-        version="1.0.0",
-        data=PaymentInitiatedData(
-            paymentId=pid,
-            customerId=EXAMPLE_CUSTOMER_ID,
-            amount=amount,
-            paymentMethod=PaymentMethod(type="credit_card", last4="4242"),
-            initiatedAt=at - timedelta(seconds=3),
-            invoiceId="INV-2025-000123",
-            merchantId="MERCH-456",
-            metadata=OrderMetadata(orderId="ORD-12345", description="Payment for Order #12345"),
-        ),
-    )
+_CARD = ev.PaymentMethod(type="credit_card", last4="4242")
+_GATEWAY_REF = "ch_stripe_abc123"
 
 
-def _authorized(eid: str, pid: str, amount: Amount, at: datetime) -> PaymentAuthorized:
-    return PaymentAuthorized(
-        eventId=eid,
-        eventType="PaymentAuthorized",
-        timestamp=at - timedelta(seconds=2),
-        version="1.0.0",
-        data=PaymentAuthorizedData(
-            paymentId=pid,
-            customerId=EXAMPLE_CUSTOMER_ID,
-            amount=amount,
-            paymentMethod=PaymentMethod(type="credit_card", last4="4242"),
-            authorizationCode="AUTH123",
-            gatewayReference="ch_stripe_abc123",
-            authorizedAt=at - timedelta(seconds=2),
-            merchantId="MERCH-456",
-        ),
-    )
+def _initiated(eid: str, pid: str, amount: Amount, at: datetime) -> ev.PaymentInitiated:
+    at -= timedelta(seconds=3)
+    return envelope(ev.PaymentInitiated, eid, at, ev.PaymentInitiatedData(
+        paymentId=pid, customerId=EXAMPLE_CUSTOMER_ID, amount=amount, paymentMethod=_CARD, initiatedAt=at,
+        invoiceId="INV-2025-000123", merchantId="MERCH-456",
+        metadata=ev.OrderMetadata(orderId="ORD-12345", description="Payment for Order #12345")))
 
 
-def _captured(eid: str, pid: str, amount: Amount, at: datetime) -> PaymentCaptured:
-    return PaymentCaptured(
-        eventId=eid,
-        eventType="PaymentCaptured",
-        timestamp=at - timedelta(seconds=1),
-        version="1.0.0",
-        data=PaymentCapturedData(
-            paymentId=pid,
-            customerId=EXAMPLE_CUSTOMER_ID,
-            amount=amount,
-            captureId="CAP456",
-            gatewayReference="ch_stripe_abc123",
-            capturedAt=at - timedelta(seconds=1),
-            merchantId="MERCH-456",
-        ),
-    )
+def _authorized(eid: str, pid: str, amount: Amount, at: datetime) -> ev.PaymentAuthorized:
+    at -= timedelta(seconds=2)
+    return envelope(ev.PaymentAuthorized, eid, at, ev.PaymentAuthorizedData(
+        paymentId=pid, customerId=EXAMPLE_CUSTOMER_ID, amount=amount, paymentMethod=_CARD,
+        authorizationCode="AUTH123", gatewayReference=_GATEWAY_REF, authorizedAt=at, merchantId="MERCH-456"))
 
 
-def _processed(eid: str, pid: str, amount: Amount, at: datetime) -> PaymentProcessed:
-    return PaymentProcessed(
-        eventId=eid,
-        eventType="PaymentProcessed",
-        timestamp=at,
-        version="1.0.0",
-        data=PaymentProcessedData(
-            paymentId=pid,
-            transactionId="txn_abcdef123456",
-            customerId=EXAMPLE_CUSTOMER_ID,
-            amount=amount,
-            paymentMethod=PaymentMethod(type="credit_card", last4="4242"),
-            invoiceId="INV-2025-000123",
-            gatewayReference="ch_stripe_abc123",
-            processedAt=at,
-            metadata=ProcessedMetadata(orderId="ORD-12345", description="Payment for Order #12345"),
-        ),
-    )
+def _captured(eid: str, pid: str, amount: Amount, at: datetime) -> ev.PaymentCaptured:
+    at -= timedelta(seconds=1)
+    return envelope(ev.PaymentCaptured, eid, at, ev.PaymentCapturedData(
+        paymentId=pid, customerId=EXAMPLE_CUSTOMER_ID, amount=amount, captureId="CAP456",
+        gatewayReference=_GATEWAY_REF, capturedAt=at, merchantId="MERCH-456"))
 
 
-def _failed(eid: str, pid: str, amount: Amount, at: datetime) -> PaymentFailed:
-    return PaymentFailed(
-        eventId=eid,
-        eventType="PaymentFailed",
-        timestamp=at,
-        version="1.0.0",
-        data=PaymentFailedData(
-            paymentId=pid,
-            customerId=EXAMPLE_CUSTOMER_ID,
-            amount=amount,
-            failureCode="insufficient_funds",
-            failureReason="The card has insufficient funds to complete the purchase",
-            failedStage="authorized",
-            failedAt=at,
-            gatewayReference="ch_stripe_abc123",
-            merchantId="MERCH-456",
-        ),
-    )
+def _processed(eid: str, pid: str, amount: Amount, at: datetime) -> ev.PaymentProcessed:
+    return envelope(ev.PaymentProcessed, eid, at, ev.PaymentProcessedData(
+        paymentId=pid, transactionId="txn_abcdef123456", customerId=EXAMPLE_CUSTOMER_ID, amount=amount,
+        paymentMethod=_CARD, invoiceId="INV-2025-000123", gatewayReference=_GATEWAY_REF, processedAt=at,
+        metadata=ev.ProcessedMetadata(orderId="ORD-12345", description="Payment for Order #12345")))
+
+
+def _failed(eid: str, pid: str, amount: Amount, at: datetime) -> ev.PaymentFailed:
+    return envelope(ev.PaymentFailed, eid, at, ev.PaymentFailedData(
+        paymentId=pid, customerId=EXAMPLE_CUSTOMER_ID, amount=amount, failureCode="insufficient_funds",
+        failureReason="The card has insufficient funds to complete the purchase", failedStage="authorized",
+        failedAt=at, gatewayReference=_GATEWAY_REF, merchantId="MERCH-456"))
 
 
 _BUILDERS: Final[dict[str, Callable[[str, str, Amount, datetime], Any]]] = {

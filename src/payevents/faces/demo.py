@@ -389,7 +389,7 @@ def money_str(minor: int, currency: str) -> str:
 
 def as_json(result: DemoResult) -> dict[str, Any]:
     data = dataclasses.asdict(result)
-    data["settings"] = {"env": result.settings.env.value, "broker": result.settings.broker,
-                        "data_dir": str(result.settings.data_dir), "database_url": result.settings.database_url}
+    shown = result.settings.redacted()  # never a password
+    data["settings"] = {k: shown[k] for k in ("env", "broker", "data_dir", "database_url")}
     return json.loads(json.dumps(data, default=str))
 

@@ -31,11 +31,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.store.db import dialect
 from payevents.store.sql import mark
 
 
 def is_postgresql(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
+    return dialect(conn).arrays_and_copy
 
 
 @contextmanager

@@ -23,14 +23,7 @@ from payevents.errors import ContractError, NotFound
 from payevents.settings import Settings
 from payevents.transport.base import Delivery, Headers, Message, Producer, Record, Transport
 
-DLQ_HEADERS: tuple[str, ...] = (
-    channel.DLQ_ORIGINAL_TOPIC,
-    channel.DLQ_ORIGINAL_PARTITION,
-    channel.DLQ_ORIGINAL_OFFSET,
-    channel.DLQ_SERVICE,
-    channel.DLQ_REASON,
-    channel.DLQ_FAILED_AT,
-)
+DLQ_HEADERS: tuple[str, ...] = channel.DEAD_LETTER_HEADERS
 #: header added to a record re-published by :func:`replay`: "dlqPartition:dlqOffset"
 H_REPLAYED_FROM = "dlq.replayedFrom"
 #: set when the stored bytes are not the original ones: "card-number" (card digits masked but the last four), or

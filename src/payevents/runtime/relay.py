@@ -30,19 +30,15 @@ nothing until it gets it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import math
-import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import orjson
 import sqlalchemy as sa
@@ -98,83 +94,29 @@ def _cause(reason: str) -> str:
 
 
 class OutboxLock:
-    """The one-relay-per-outbox lock (see the module doc). :meth:`try_acquire` never blocks; ``holder``
-    says who holds it when it is not ours."""
+    """The one-relay-per-outbox lock (see the module doc): the dialect's :class:`~payevents.store.db.ProcessLock`
+    on ``outbox_pending``. :meth:`try_acquire` never blocks; ``holder`` says who holds it when it is not ours."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.held = False
-        self.holder = "unknown"
-        self._conn: Connection | None = None
-        self._file: IO[str] | None = None
-        if engine.dialect.name == "sqlite":
-            path = engine.url.database or ""
-            self.path = f"{path}.relay.lock" if path and path != ":memory:" else None
-        else:
-            self.path = None
+        self._lock = dialect(engine).process_lock(engine, "outbox_pending", "relay")
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
+
+    @property
+    def holder(self) -> str:
+        return self._lock.holder
 
     def describe(self) -> str:
-        return self.path or f"PostgreSQL advisory lock on {self.engine.url.render_as_string(hide_password=True)}"
+        return self._lock.describe()
 
     def try_acquire(self) -> bool:
-        if self.held:
-            return True
-        if self.engine.dialect.name == "postgresql":
-            return self._try_pg()
-        if self.path is None:  # an in-memory database is private to this process anyway
-            self.held = True
-            return True
-        f = open(self.path, "a+")  # kept open while the lock is held
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            self.holder = f.read().strip() or "unknown"
-            f.close()
-            return False
-        f.seek(0)
-        f.truncate()
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        f.write(f"relay pid {os.getpid()} on {socket.gethostname()} since {since}\n")
-        f.flush()
-        self._file, self.held = f, True
-        return True
-
-    _PG_KEY: Final = "'outbox_pending'::regclass::oid::int"
-
-    def _try_pg(self) -> bool:
-        conn = self.engine.connect()
-        try:
-            got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock(1919, {self._PG_KEY})").scalar_one())
-            if not got:
-                pid = conn.exec_driver_sql(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1919 AND objsubid = 2"
-                    " AND objid = 'outbox_pending'::regclass::oid AND granted").scalar()
-                conn.commit()
-                self.holder = f"PostgreSQL backend pid {pid}"
-                conn.close()
-                return False
-            conn.commit()  # the advisory lock is the session's: it outlives the transaction
-        except BaseException:
-            conn.close()
-            raise
-        self._conn, self.held = conn, True
-        return True
+        return self._lock.try_acquire()
 
     def release(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock(1919, {self._PG_KEY})")
-                self._conn.commit()
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-        self.held = False
+        self._lock.release()
 
 
 class DelayStats:

@@ -160,23 +160,34 @@ def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = Non
     from payevents.runtime.consumer import ConsumerRuntime
 
     stop = stop or threading.Event()
+    service = resolve_service(spec)
+    runtime = _start(settings, service.name, service.name,
+                     lambda: ConsumerRuntime(settings, service, max_batch=max_batch), stop, ready, probe,
+                     _attach_consumer)
+    if runtime is not None:
+        runtime.run(stop)
+    return 0
+
+
+def _start(settings: Settings, name: str, store: str, build: Callable[[], _T], stop: threading.Event, ready: Any,
+           probe: WorkerProbe | None, attach: Callable[[WorkerProbe, _T], None]) -> _T | None:
+    """A worker's start: signal handlers (on the main thread), ``build()`` once the broker and the database of
+    service ``store`` answer (None when stopped meanwhile), the probe attached, ``ready`` set."""
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    service = resolve_service(spec)
-    def build() -> ConsumerRuntime:
-        if probe is not None:
-            check_reachable(settings, service.name)
-        return ConsumerRuntime(settings, service, max_batch=max_batch)
 
-    runtime = start_when_reachable(build, stop, service.name, probe)
-    if runtime is None:
-        return 0
-    if probe is not None:
-        _attach_consumer(probe, runtime)
-    if ready is not None:
-        ready.set()
-    runtime.run(stop)
-    return 0
+    def checked() -> _T:
+        if probe is not None:
+            check_reachable(settings, store)
+        return build()
+
+    built = start_when_reachable(checked, stop, name, probe)
+    if built is not None:
+        if probe is not None:
+            attach(probe, built)
+        if ready is not None:
+            ready.set()
+    return built
 
 
 def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready: Any = None,
@@ -185,20 +196,9 @@ def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready:
     from payevents.runtime.relay import Relay
 
     stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        install_signal_handlers(stop)
-    def build() -> Relay:
-        if probe is not None:
-            check_reachable(settings, "payments")
-        return Relay(settings)
-
-    relay = start_when_reachable(build, stop, RELAY, probe)
+    relay = _start(settings, RELAY, "payments", lambda: Relay(settings), stop, ready, probe, _attach_relay)
     if relay is None:
         return 0
-    if probe is not None:
-        _attach_relay(probe, relay)
-    if ready is not None:
-        ready.set()
     try:
         relay.run(stop)
     finally:

@@ -8,15 +8,20 @@ recorded in ``schema_migrations`` and applied on start (``migrate``), each in it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -67,6 +72,8 @@ class Dialect:
     branching on ``dialect.name``."""
 
     name = ""
+    #: ``COPY ... FROM STDIN`` and array parameters (``unnest(%s::text[])``) for bulk writes and key probes
+    arrays_and_copy = False
 
     def for_update(self, sql: str) -> str:
         """``sql`` (a SELECT) locking the rows it reads for the rest of the transaction."""
@@ -110,6 +117,11 @@ class Dialect:
         """For this transaction only: do not wait for the commit to reach disk (for writes whose loss in a
         server crash only repeats work)."""
 
+    def process_lock(self, engine: Engine, table: str, role: str) -> ProcessLock:
+        """A lock one process at a time holds on ``table`` of ``engine``'s database (e.g. the one relay of an
+        outbox), let go by the operating system or the server when the holder dies."""
+        raise NotImplementedError
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -128,9 +140,15 @@ class SQLite(Dialect):
         return [tuple(r) for r in conn.exec_driver_sql(
             f"SELECT {key}, typeof({column}) FROM {table} WHERE typeof({column}) <> 'integer'")]
 
+    def process_lock(self, engine: Engine, table: str, role: str) -> ProcessLock:
+        # an exclusive flock on <database>.<role>.lock; an in-memory database is private to its process anyway
+        path = engine.url.database or ""
+        return FileLock(f"{path}.{role}.lock" if path and path != ":memory:" else None, role)
+
 
 class PostgreSQL(Dialect):
     name = "postgresql"
+    arrays_and_copy = True
 
     def for_update(self, sql: str) -> str:
         return f"{sql} FOR UPDATE"
@@ -160,6 +178,115 @@ class PostgreSQL(Dialect):
         return set(conn.exec_driver_sql(
             "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
             " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal").scalars())
+
+    def process_lock(self, engine: Engine, table: str, role: str) -> ProcessLock:
+        # a session advisory lock keyed by the table's oid (so one per schema)
+        return AdvisoryLock(engine, table)
+
+
+class ProcessLock:
+    """One holder at a time (:meth:`Dialect.process_lock`). :meth:`try_acquire` never blocks; ``holder`` says
+    who holds it when it is not ours."""
+
+    held = False
+    holder = "unknown"
+
+    def try_acquire(self) -> bool:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class FileLock(ProcessLock):
+    """An exclusive ``flock`` on ``path``, which names the holder (None: always ours)."""
+
+    def __init__(self, path: str | None, role: str) -> None:
+        self.path, self.role = path, role
+        self._file: IO[str] | None = None
+
+    def describe(self) -> str:
+        return self.path or "an in-memory database"
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            return True
+        if self.path is None:
+            self.held = True
+            return True
+        f = open(self.path, "a+")  # kept open while the lock is held
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            self.holder = f.read().strip() or "unknown"
+            f.close()
+            return False
+        f.seek(0)
+        f.truncate()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        f.write(f"{self.role} pid {os.getpid()} on {socket.gethostname()} since {since}\n")
+        f.flush()
+        self._file, self.held = f, True
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        self.held = False
+
+
+class AdvisoryLock(ProcessLock):
+    """A PostgreSQL session advisory lock (class 1919, the oid of ``table`` in the current schema), held by a
+    connection of its own."""
+
+    CLASS_ID = 1919
+
+    def __init__(self, engine: Engine, table: str) -> None:
+        self.engine, self.table = engine, table
+        self._key = f"'{table}'::regclass::oid::int"
+        self._conn: Connection | None = None
+
+    def describe(self) -> str:
+        return f"PostgreSQL advisory lock on {self.engine.url.render_as_string(hide_password=True)}"
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            return True
+        conn = self.engine.connect()
+        try:
+            got = bool(conn.exec_driver_sql(
+                f"SELECT pg_try_advisory_lock({self.CLASS_ID}, {self._key})").scalar_one())
+            if not got:
+                pid = conn.exec_driver_sql(
+                    f"SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = {self.CLASS_ID}"
+                    f" AND objsubid = 2 AND objid = '{self.table}'::regclass::oid AND granted").scalar()
+                conn.commit()
+                self.holder = f"PostgreSQL backend pid {pid}"
+                conn.close()
+                return False
+            conn.commit()  # the advisory lock is the session's: it outlives the transaction
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self.held = conn, True
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({self.CLASS_ID}, {self._key})")
+                self._conn.commit()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        self.held = False
 
 
 _DIALECTS: dict[str, Dialect] = {d.name: d for d in (SQLite(), PostgreSQL())}

@@ -48,7 +48,7 @@ class ServiceHarness:
             self._tmp = data_dir = Path(tempfile.mkdtemp(prefix=f"payevents-{self.service.name}-"))
         extra: dict[str, Any] = {"db_schema_prefix": db_schema_prefix} if db_schema_prefix else {}
         self.settings = Settings(env=env, broker=broker, data_dir=data_dir,  # type: ignore[arg-type]
-                                 kafka_config=dict(kafka_config or {}), database_url=database_url, **extra)
+                                 kafka_config=dict(kafka_config or {}), **extra).replace(database_url=database_url)
         self.settings.validate()
         self.max_batch = max_batch
         #: False: only publish (e.g. to a worker started by ``payevents run`` on the same data dir)

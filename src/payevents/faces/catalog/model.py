@@ -8,7 +8,7 @@ import importlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from payevents.contracts import channel
@@ -226,14 +226,7 @@ def channel_doc(settings: Settings) -> ChannelDoc:
         dead_letter_address=channel.ADDRESS_TEMPLATE + channel.DEAD_LETTER_SUFFIX,
         transport_headers=tuple((h, channel.HEADER_DESCRIPTIONS[h]) for h in channel.TRANSPORT_HEADERS),
         audit_headers=tuple((h, channel.HEADER_DESCRIPTIONS[h]) for h in channel.AUDIT_HEADERS),
-        dead_letter_headers=(
-            channel.DLQ_ORIGINAL_TOPIC,
-            channel.DLQ_ORIGINAL_PARTITION,
-            channel.DLQ_ORIGINAL_OFFSET,
-            channel.DLQ_SERVICE,
-            channel.DLQ_REASON,
-            channel.DLQ_FAILED_AT,
-        ),
+        dead_letter_headers=channel.DEAD_LETTER_HEADERS,
         dead_letter_header_docs=dead_letter_header_docs(),
     )
 
@@ -434,11 +427,3 @@ def build_catalog(settings: Settings, source: SchemaSource | None = None) -> Cat
             )
         )
     return Catalog(channel=channel_doc(settings), events=tuple(events), legacy=legacy_docs())
-
-
-def consumer_groups(catalog: Catalog) -> Sequence[Consumer]:
-    seen: dict[str, Consumer] = {}
-    for e in catalog.events:
-        for c in e.consumers:
-            seen.setdefault(c.service, c)
-    return list(seen.values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 _MISSING: Any = object()
@@ -178,11 +178,6 @@ def property_rows(schema: Mapping[str, Any]) -> list[PropertyRow]:
 def count_properties(schema: Mapping[str, Any]) -> int:
     """The recursive property count the catalog page shows (PaymentProcessed 1.0.0: 20)."""
     return len(property_rows(schema))
-
-
-def iter_paths(schema: Mapping[str, Any]) -> Iterator[str]:
-    for row in property_rows(schema):
-        yield row.path
 
 
 def root_additional_properties(schema: Mapping[str, Any]) -> bool | None:

@@ -9,18 +9,7 @@ from typing import Annotated
 
 import typer
 
-from payevents.faces.options import (
-    DatabaseUrlOpt,
-    DataDirOpt,
-    EnvOpt,
-    FormatFlag,
-    Output,
-    OutputCsv,
-    OutputCsvOpt,
-    OutputOpt,
-    load_settings,
-    output_format,
-)
+from payevents.faces.options import Common, common, make_table, print_table
 
 analytics_app = typer.Typer(name="analytics", help="Payment metrics and revenue reports (per currency).",
                             no_args_is_help=True)
@@ -34,24 +23,21 @@ def _date(value: str, option: str) -> date:
 
 
 @analytics_app.command("report")
+@common(output="csv")
 def report_cmd(
     from_: Annotated[str, typer.Option("--from", help="first day, YYYY-MM-DD (UTC)")],
     to: Annotated[str, typer.Option("--to", help="last day, YYYY-MM-DD (UTC), inclusive")],
     by: Annotated[str, typer.Option("--by", help="day or month")] = "day",
-    output: OutputCsvOpt = OutputCsv.table,
-    legacy_format: FormatFlag = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="also draw the report to this PNG (or .svg)")] = None,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Revenue of processed payments per day or month and currency (never summed across currencies)."""
     from payevents.services import analytics
 
     if by not in ("day", "month"):
         raise typer.BadParameter(f"{by!r} must be day or month", param_hint="--by")
-    fmt = output_format(output, legacy_format, ("table", "csv", "json"))
-    settings = load_settings(env, None, data_dir, database_url)
+    fmt = o.fmt
+    settings = o.settings()
     d0, d1 = _date(from_, "--from"), _date(to, "--to")
     rows = analytics.report(settings, d0, d1, by=by)  # type: ignore[arg-type]
     if fmt == "csv":
@@ -60,12 +46,10 @@ def report_cmd(
         typer.echo(analytics.to_json(rows))
     else:
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title=f"Revenue per {by}, {d0.isoformat()} to {d1.isoformat()}")
-        for name, justify in (("period", "left"), ("currency", "left"), ("payments", "right"),
-                              ("revenue", "right"), ("minor units", "right"), ("failed", "right")):
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table = make_table(f"Revenue per {by}, {d0.isoformat()} to {d1.isoformat()}",
+                           ["period", "currency", ("payments", "right"), ("revenue", "right"),
+                            ("minor units", "right"), ("failed", "right")])
         for r in rows:
             table.add_row(r.period, r.currency, str(r.payments), r.amount, str(r.amount_minor), str(r.failed))
         totals: dict[str, list[int]] = {}
@@ -89,59 +73,30 @@ def report_cmd(
 
 
 @analytics_app.command("metrics")
-def metrics_cmd(
-    output: OutputOpt = Output.table,
-    legacy_format: FormatFlag = None,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="format")
+def metrics_cmd(*, o: Common) -> None:
     """Counts and volumes per currency, method and merchant, failure rate per reason, stage times."""
     from payevents.services import analytics
 
-    fmt = output_format(output, legacy_format, ("table", "json"))
-    settings = load_settings(env, None, data_dir, database_url)
-    m = analytics.metrics(settings)
-    if fmt == "json":
+    m = analytics.metrics(o.settings())
+    if o.json:
         typer.echo(json.dumps(m, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    ev = Table(title="Events")
-    ev.add_column("event type")
-    ev.add_column("count", justify="right")
-    for k, v in m["events"].items():
-        ev.add_row(k, str(v))
-    console.print(ev)
+    print_table("Events", ["event type", ("count", "right")], ([k, str(v)] for k, v in m["events"].items()))
     for key, title, label in (("processed", "Processed per currency", None),
                               ("by_method", "Processed per method type", "method_type"),
                               ("by_merchant", "Processed per merchant", "merchant_id")):
-        t = Table(title=title)
-        if label:
-            t.add_column(label)
-        for col in ("currency", "payments", "amount"):
-            t.add_column(col, justify="right" if col != "currency" else "left")
-        for row in m[key]:
-            cells = [str(row[label] or "-")] if label else []
-            t.add_row(*cells, row["currency"], str(row["payments"]), row["amount"])
-        console.print(t)
+        print_table(title, [*([label] if label else []), "currency", ("payments", "right"), ("amount", "right")],
+                    ([*([str(row[label] or "-")] if label else []), row["currency"], str(row["payments"]),
+                      row["amount"]] for row in m[key]))  # fmt: skip
     f = m["failures"]
-    ft = Table(title=f"Failures: {f['total']} (rate {f['rate']:.2%})")
-    for col in ("reason", "count", "rate", "stages"):
-        ft.add_column(col)
-    for r in f["by_reason"]:
-        ft.add_row(r["reason"], str(r["count"]), f"{r['rate']:.2%}",
-                   ", ".join(f"{k}: {v}" for k, v in r["stages"].items()))
-    console.print(ft)
-    tt = Table(title="Stage times (ms)")
-    for col in ("stage", "count", "avg", "p50", "p95", "max"):
-        tt.add_column(col, justify="right" if col != "stage" else "left")
-    for name, d in m["timings"].items():
-        tt.add_row(name.replace("_", " "), str(d["count"]),
-                   *(str(d[k]) if d[k] is not None else "-" for k in ("avg_ms", "p50_ms", "p95_ms", "max_ms")))
-    console.print(tt)
+    print_table(f"Failures: {f['total']} (rate {f['rate']:.2%})", ["reason", "count", "rate", "stages"],
+                ([r["reason"], str(r["count"]), f"{r['rate']:.2%}",
+                  ", ".join(f"{k}: {v}" for k, v in r["stages"].items())] for r in f["by_reason"]))  # fmt: skip
+    print_table("Stage times (ms)", ["stage", *((c, "right") for c in ("count", "avg", "p50", "p95", "max"))],
+                ([name.replace("_", " "), str(d["count"]),
+                  *(str(d[k]) if d[k] is not None else "-" for k in ("avg_ms", "p50_ms", "p95_ms", "max_ms"))]
+                 for name, d in m["timings"].items()))  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

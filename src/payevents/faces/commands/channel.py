@@ -8,17 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import (
-    BrokerOpt,
-    DatabaseUrlOpt,
-    DataDirOpt,
-    EnvOpt,
-    JsonFlag,
-    Output,
-    OutputOpt,
-    json_wanted,
-    load_settings,
-)
+from payevents.faces.options import Common, common, echo_json, print_table
 from payevents.settings import Settings
 
 topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.events and its dead-letter topic.",
@@ -27,11 +17,6 @@ dlq_app = typer.Typer(name="dlq", help="The dead-letter channel: list, show, rep
 audit_app = typer.Typer(name="audit", help="Audit trail of the payments outbox.", no_args_is_help=True)
 outbox_app = typer.Typer(name="outbox", help="The payments outbox: events set aside by the relay, deliberate re-sends.",
                          no_args_is_help=True)
-
-
-
-def _settings(env: str | None, broker: str | None, data_dir: Any, database_url: str | None) -> Settings:
-    return load_settings(env, broker, data_dir, database_url)
 
 
 def _transport(settings: Settings) -> Any:
@@ -58,6 +43,7 @@ def _log_to_stderr(log_format: str | None = None) -> None:
 # -- run / relay --------------------------------------------------------------------------------------
 
 
+@common(broker=True)
 def run_cmd(
     names: Annotated[list[str], typer.Argument(help="services to run (ledger invoices analytics notifications), "
                                                     "relay, or all (= relay + the four services)")],
@@ -74,17 +60,14 @@ def run_cmd(
     restart: Annotated[bool, typer.Option("--restart/--no-restart", help="restart a worker that dies (with "
                                           "backoff: PAYEVENTS_RESTART_BACKOFF seconds first, doubling)")] = True,
     log_format: LogFormatOpt = None,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Run the long-lived workers: each service's consumer (and the relay) in its own process, supervised
     (a worker that dies is restarted with backoff); each serves /metrics, /livez and /readyz on the port it
     announces. SIGTERM/SIGINT stops them all after their current batch."""
     from payevents.runtime import runner
 
-    settings = _settings(env, broker, data_dir, database_url)
+    settings = o.settings()
     _log_to_stderr(log_format)
     if one:
         if len(names) != 1 or names[0] in ("all", runner.RELAY):
@@ -100,34 +83,27 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def relay_cmd(
-    log_format: LogFormatOpt = None,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(broker=True)
+def relay_cmd(log_format: LogFormatOpt = None, *, o: Common) -> None:
     """Publish the payments outbox to the channel until SIGTERM/SIGINT."""
     from payevents.runtime import runner
 
-    settings = _settings(env, broker, data_dir, database_url)
+    settings = o.settings()
     _log_to_stderr(log_format)
     raise typer.Exit(runner.serve_worker(settings, runner.RELAY))
 
 
+@common(output="json", database=False)
 def workers_cmd(
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
     forget: Annotated[bool, typer.Option("--forget", help="remove the entries of workers that are not alive")]
     = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """The workers of `payevents run` as they report themselves: alive, ready, restarts, last batch, lag and
     the URL to scrape. Exit 1 when a registered worker is not alive."""
-    as_json = json_wanted(output, json_flag)
     from payevents.runtime.workers import forget_slot, read_registry
 
-    settings = _settings(env, None, data_dir, None)
+    settings = o.settings()
     views = read_registry(settings)
     if forget:
         for v in views:
@@ -135,8 +111,8 @@ def workers_cmd(
                 forget_slot(settings, v.name, v.instance)
                 typer.echo(f"forgot {v.label} ({v.state})")
         return
-    if as_json:
-        typer.echo(json.dumps([v.to_dict() for v in views], indent=2))
+    if o.json:
+        echo_json([v.to_dict() for v in views], ascii_only=True)
     else:
         from rich.console import Console
         from rich.table import Table
@@ -161,18 +137,17 @@ def workers_cmd(
 
 
 @topics_app.command("create")
+@common(broker=True, database=False)
 def topics_create(
     partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="partition count (default: "
                                                                                "PAYEVENTS_PARTITIONS, 6)")] = None,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """Create payments.{env}.events and payments.{env}.events.dlq (cleanup.policy=delete) if missing.
     An existing topic with another partition count is an error: it would break per-payment order."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
 
-    settings = load_settings(env, broker, data_dir, None, partitions=partitions)
+    settings = o.settings(partitions=partitions)
     names = [topic_for(settings.env), dead_letter_topic_for(settings.env)]
     t = _transport(settings)
     try:
@@ -185,19 +160,14 @@ def topics_create(
 
 
 @topics_app.command("describe")
-def topics_describe(
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
+@common(output="json", broker=True, database=False)
+def topics_describe(*, o: Common) -> None:
     """Partitions, start and end offsets (records stored = end - start), retention and configuration of the
     channel and its dead-letter topic; on the embedded log also the bytes its file holds."""
-    as_json = json_wanted(output, json_flag)
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
     from payevents.errors import PayeventsError, TransientError
 
-    settings = _settings(env, broker, data_dir, None)
+    settings = o.settings()
     t = _transport(settings)
     out: list[dict[str, Any]] = []
     try:
@@ -216,36 +186,31 @@ def topics_describe(
                         "records": info.records, "storageBytes": info.storage_bytes, "config": dict(info.config)})
     finally:
         t.close()
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
+    if o.json:
+        echo_json(out, ascii_only=True)
         return
-    from rich.console import Console
-    from rich.table import Table
+    print_table(f"channel topics ({settings.broker})",
+                ["topic", "partitions", "offsets (start..end)", "records stored", "bytes", "config"],
+                map(_topic_row, out))
 
-    table = Table(title=f"channel topics ({settings.broker})")
-    for col in ("topic", "partitions", "offsets (start..end)", "records stored", "bytes", "config"):
-        table.add_column(col)
-    for row in out:
-        if "error" in row:
-            table.add_row(row["topic"], "-", row["error"], "", "", "")
-            continue
-        spans = " ".join(f"{k}:{row['startOffsets'][k]}..{v}" for k, v in row["endOffsets"].items())
-        cfg = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k in ("cleanup.policy", "retention.ms"))
-        size = "-" if row["storageBytes"] is None else f"{row['storageBytes']} (whole log file)"
-        table.add_row(row["topic"], str(row["partitions"]), spans, str(row["records"]), size, cfg)
-    Console().print(table)
+
+def _topic_row(row: dict[str, Any]) -> list[str]:
+    if "error" in row:
+        return [row["topic"], "-", row["error"], "", "", ""]
+    spans = " ".join(f"{k}:{row['startOffsets'][k]}..{v}" for k, v in row["endOffsets"].items())
+    cfg = ", ".join(f"{k}={v}" for k, v in row["config"].items() if k in ("cleanup.policy", "retention.ms"))
+    size = "-" if row["storageBytes"] is None else f"{row['storageBytes']} (whole log file)"
+    return [row["topic"], str(row["partitions"]), spans, str(row["records"]), size, cfg]
 
 
 @topics_app.command("trim")
-def topics_trim(
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
+@common(database=False)
+def topics_trim(*, o: Common) -> None:
     """Apply the embedded log's retention now (producers do it about once a minute): remove records older
     than PAYEVENTS_RETENTION_MS that every consumer group has committed past."""
     from payevents.errors import ConfigError
 
-    settings = _settings(env, None, data_dir, None)
+    settings = o.settings()
     if settings.is_kafka:
         raise ConfigError("topics trim: Kafka applies its own retention (topic config retention.ms)")
     t = _transport(settings)
@@ -280,25 +245,23 @@ def _describe_record(m: Any) -> dict[str, Any]:
     return out
 
 
+@common(output="json", broker=True, database=False)
 def tail_cmd(
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the first record instead of "
                                                                           "the end")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="stop after this many records")] = None,
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="keep waiting for new records")] = True,
     dlq: Annotated[bool, typer.Option("--dlq", help="tail the dead-letter channel instead")] = False,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """Live view of the channel: partition/offset, key, eventType, version, eventId, amount, legacy marker."""
-    as_json = json_wanted(output, json_flag)
+    as_json = o.json
     from rich.console import Console
     from rich.markup import escape
 
     from payevents.contracts.channel import DLQ_REASON, dead_letter_topic_for, topic_for
 
-    settings = _settings(env, broker, data_dir, None)
+    settings = o.settings()
     topic = dead_letter_topic_for(settings.env) if dlq else topic_for(settings.env)
     console = Console(highlight=False)
     t = _transport(settings)
@@ -351,52 +314,41 @@ def tail_cmd(
 
 
 @dlq_app.command("list")
+@common(output="json", broker=True, database=False)
 def dlq_list(
     limit: Annotated[int, typer.Option("--limit", min=1, help="newest N dead letters")] = 50,
     service: Annotated[str | None, typer.Option("--service", help="only those of this service")] = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """Dead letters with their reasons (newest last)."""
-    as_json = json_wanted(output, json_flag)
     from payevents.runtime.deadletter import list_dead_letters
 
-    settings = _settings(env, broker, data_dir, None)
-    letters = list_dead_letters(settings, limit, service=service)
-    if as_json:
-        typer.echo(json.dumps([d.to_dict() for d in letters], indent=2))
+    letters = list_dead_letters(o.settings(), limit, service=service)
+    if o.json:
+        echo_json([d.to_dict() for d in letters], ascii_only=True)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"dead letters ({len(letters)})")
-    for col in ("dlq p@offset", "from p@offset", "service", "key", "eventType", "failedAt", "reason"):
-        table.add_column(col, overflow="fold")
-    for d in letters:
-        table.add_row(f"{d.partition}@{d.offset}", f"{d.original_partition}@{d.original_offset}", d.service,
-                      d.key.decode("utf-8", "replace") if d.key is not None else "-", d.event_type or "?",
-                      d.failed_at, d.reason)
-    Console().print(table)
+    print_table(f"dead letters ({len(letters)})",
+                ["dlq p@offset", "from p@offset", "service", "key", "eventType", "failedAt", "reason"],
+                ([f"{d.partition}@{d.offset}", f"{d.original_partition}@{d.original_offset}", d.service,
+                  d.key.decode("utf-8", "replace") if d.key is not None else "-", d.event_type or "?",
+                  d.failed_at, d.reason] for d in letters), overflow="fold")  # fmt: skip
 
 
 @dlq_app.command("show")
+@common(broker=True, database=False)
 def dlq_show(
     partition: Annotated[int, typer.Argument(help="partition of the dead-letter topic")],
     offset: Annotated[int, typer.Argument(help="offset in that partition")],
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """One dead letter: its reason, origin, headers and original value (JSON)."""
     from payevents.runtime.deadletter import show
 
-    settings = _settings(env, broker, data_dir, None)
-    typer.echo(json.dumps(show(settings, partition, offset).to_dict(), indent=2))
+    echo_json(show(o.settings(), partition, offset).to_dict(), ascii_only=True)
 
 
 @dlq_app.command("replay")
+@common(broker=True, database=False)
 def dlq_replay(
     partition: Annotated[int | None, typer.Option("--partition", help="replay one: its dead-letter partition")]
     = None,
@@ -404,9 +356,7 @@ def dlq_replay(
     service: Annotated[str | None, typer.Option("--service", help="replay the dead letters of this service")] = None,
     all_: Annotated[bool, typer.Option("--all", help="replay the dead letters of every service")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many (newest)")] = 1000,
-    env: EnvOpt = None,
-    broker: BrokerOpt = None,
-    data_dir: DataDirOpt = None,
+    *, o: Common,
 ) -> None:
     """Re-publish dead letters to the channel (original bytes, key and headers) after a fix.
     Consumers remove the duplicates by eventId, so replaying twice is harmless."""
@@ -417,8 +367,7 @@ def dlq_replay(
         raise typer.BadParameter("give both --partition and --offset", param_hint="--partition/--offset")
     if not one and service is None and not all_:
         raise typer.BadParameter("choose --partition/--offset, --service or --all", param_hint="dlq replay")
-    settings = _settings(env, broker, data_dir, None)
-    done = replay(settings, partition=partition, offset=offset, service=service, limit=limit)
+    done = replay(o.settings(), partition=partition, offset=offset, service=service, limit=limit)
     for letter, delivery in done:
         typer.echo(f"replayed dlq {letter.partition}@{letter.offset} ({letter.service}: {letter.reason}) "
                    f"-> {delivery.topic} {delivery.partition}@{delivery.offset}")
@@ -429,19 +378,14 @@ def dlq_replay(
 
 
 @audit_app.command("verify")
-def audit_verify(
-    output: OutputOpt = Output.table,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="plain")
+def audit_verify(*, o: Common) -> None:
     """Re-walk the outbox hash chain; exit 1 and name the first broken position if a stored event was
     edited, deleted or inserted."""
     from payevents.runtime import audit
 
-    settings = _settings(env, None, data_dir, database_url)
-    report = audit.verify(settings)
-    if output == Output.json:
+    report = audit.verify(o.settings())
+    if o.json:
         typer.echo(json.dumps({"ok": report.ok, "checked": report.checked,
                                "firstBrokenSeq": report.first_broken_seq, "reason": report.reason}, indent=2))
         if not report.ok:
@@ -464,45 +408,34 @@ def _payments_engine(settings: Settings) -> Any:
 
 
 @outbox_app.command("set-aside")
+@common(output="json")
 def outbox_set_aside(
     include_resent: Annotated[bool, typer.Option("--all", help="also those re-sent since")] = False,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Events the broker refused for good (too large, invalid topic), with their reasons. They stay in the
     outbox, unpublished; the relay went on with the others."""
-    as_json = json_wanted(output, json_flag)
     from payevents.runtime.outbox import list_set_aside
 
-    settings = _settings(env, None, data_dir, database_url)
-    rows = list_set_aside(_payments_engine(settings), include_resent=include_resent)
-    if as_json:
-        typer.echo(json.dumps([a.to_dict() for a in rows], indent=2))
+    rows = list_set_aside(_payments_engine(o.settings()), include_resent=include_resent)
+    if o.json:
+        echo_json([a.to_dict() for a in rows], ascii_only=True)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"set aside by the relay ({len(rows)})")
-    for col in ("seq", "event", "payment", "bytes", "times", "set aside at", "reason"):
-        table.add_column(col, overflow="fold")
-    for a in rows:
-        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.set_aside_at))
-        state = "" if a.waiting else " (re-sent)"
-        table.add_row(str(a.seq), f"{a.event_type} {a.event_id}", a.payment_id, str(a.size), f"{a.times}{state}",
-                      at, a.reason)
-    Console().print(table)
+    print_table(f"set aside by the relay ({len(rows)})",
+                ["seq", "event", "payment", "bytes", "times", "set aside at", "reason"],
+                ([str(a.seq), f"{a.event_type} {a.event_id}", a.payment_id, str(a.size),
+                  f"{a.times}{'' if a.waiting else ' (re-sent)'}",
+                  time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a.set_aside_at)), a.reason] for a in rows),
+                overflow="fold")  # fmt: skip
 
 
 @outbox_app.command("resend")
+@common()
 def outbox_resend(
     seqs: Annotated[list[int] | None, typer.Argument(help="outbox seqs to re-send (see: payevents outbox set-aside)")]
     = None,
     all_: Annotated[bool, typer.Option("--all", help="re-send every event set aside")] = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Put set-aside events back to pending after the cause was fixed; the relay tries them again (one
     refused again is set aside again). Consumers drop duplicates by eventId."""
@@ -512,8 +445,7 @@ def outbox_resend(
         raise typer.BadParameter("name the seqs to re-send, or --all", param_hint="SEQS")
     if seqs and all_:
         raise typer.BadParameter("either seqs or --all", param_hint="SEQS")
-    settings = _settings(env, None, data_dir, database_url)
-    done = resend(_payments_engine(settings), None if all_ else seqs)
+    done = resend(_payments_engine(o.settings()), None if all_ else seqs)
     skipped = sorted(set(seqs or ()) - set(done))
     for seq in done:
         typer.echo(f"outbox seq {seq}: back to pending")

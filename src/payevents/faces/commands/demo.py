@@ -12,29 +12,27 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from payevents.faces.options import BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import Common, common
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
+    @common(broker=True)
     def demo(
-        env: EnvOpt = None,
-        broker: BrokerOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DatabaseUrlOpt = None,
         payments: Annotated[int, typer.Option("--payments", min=8, help="how many payments to drive")] = 200,
         seed: Annotated[int, typer.Option("--seed", help="seed of the payment mix")] = 7,
         serve: Annotated[bool, typer.Option("--serve", help="keep the dashboard up afterwards")] = False,
         port: Annotated[int, typer.Option("--port", help="dashboard port with --serve")] = 8000,
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
+        *, o: Common,
     ) -> None:
         """Run the relay and the four services, drive a realistic mix of payments, print the summary."""
         from payevents.faces.demo import as_json, run_demo
 
-        settings = load_settings(env, broker, data_dir, database_url)
+        settings = o.settings()
         console = Console()
         where = settings.broker if settings.is_kafka else f"embedded log in {settings.data_dir}/channel.db"
-        store = settings.database_url or f"SQLite files in {settings.data_dir}/"
+        store = settings.redacted()["database_url"] or f"SQLite files in {settings.data_dir}/"
         console.print(f"[bold]payevents demo[/] env={settings.env.value} · channel: {where} · stores: {store}")
         with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as bar:

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from payevents.faces.options import (
-    DatabaseUrlOpt,
-    DataDirOpt,
-    EnvOpt,
-    FormatFlag,
-    Output,
-    OutputOpt,
-    load_settings,
-    output_format,
-)
+from payevents.faces.options import Common, common, echo_json, make_table, print_table, show
 
 notifications_app = typer.Typer(name="notifications", no_args_is_help=True,
                                 help="Payment confirmation e-mails: status, reasons, delivery.")
@@ -26,39 +16,29 @@ customers_app = typer.Typer(name="customers", no_args_is_help=True,
                             help="The customer directory of the notifications service.")
 
 
-
-def _fmt(output: Output, legacy: str | None) -> str:
-    return output_format(output, legacy, ("table", "json"))
-
-
 @notifications_app.command("list")
+@common(output="format")
 def list_cmd(
     status: Annotated[str | None, typer.Option("--status", help="sent, pending, failed or skipped")] = None,
     payment: Annotated[str | None, typer.Option("--payment", help="only this paymentId")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
-    output: OutputOpt = Output.table,
-    legacy_format: FormatFlag = None,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Notifications, newest first, with the reason for skipped and failed ones."""
     from payevents.services import notifications
 
-    fmt = _fmt(output, legacy_format)
     if status is not None and status not in ("sent", "pending", "failed", "skipped"):
         raise typer.BadParameter(f"{status!r} must be sent, pending, failed or skipped", param_hint="--status")
-    settings = load_settings(env, None, data_dir, database_url)
+    settings = o.settings()
     items = notifications.list_notifications(settings, status=status, limit=limit, payment_id=payment)
-    if fmt == "json":
-        typer.echo(json.dumps([dataclasses.asdict(n) for n in items], indent=2))
+    if o.json:
+        echo_json(items, ascii_only=True)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Notifications{f' ({status})' if status else ''}")
-    for col in ("payment", "customer", "status", "recipient / reason", "amount", "attempts", "message-id"):
-        table.add_column(col, overflow="fold")
+    table = make_table(f"Notifications{f' ({status})' if status else ''}",
+                       ["payment", "customer", "status", "recipient / reason", "amount", "attempts", "message-id"],
+                       overflow="fold")
     colors = {"sent": "green", "pending": "yellow", "failed": "red", "skipped": "magenta"}
     for n in items:
         detail = n.recipient or ""
@@ -74,15 +54,16 @@ def list_cmd(
 
 
 @notifications_app.command("summary")
-def summary_cmd(output: OutputOpt = Output.table, env: EnvOpt = None, data_dir: DataDirOpt = None,
-                database_url: DatabaseUrlOpt = None) -> None:
+@common(output="plain")
+def summary_cmd(*, o: Common) -> None:
     """Counts per status, and per reason for skipped and failed ones."""
     from payevents.services import notifications
 
-    s = notifications.summary(load_settings(env, None, data_dir, database_url))
-    if output == Output.json:
-        typer.echo(json.dumps(s, indent=2))
-        return
+    s = notifications.summary(o.settings())
+    show(o, s, lambda: _summary_lines(s), ascii_only=True)
+
+
+def _summary_lines(s: dict[str, Any]) -> None:
     for key, value in s.items():
         if not isinstance(value, dict):
             typer.echo(f"{key:<10} {value}")
@@ -92,17 +73,16 @@ def summary_cmd(output: OutputOpt = Output.table, env: EnvOpt = None, data_dir: 
 
 
 @notifications_app.command("deliver")
+@common()
 def deliver_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many per pass")] = 200,
     watch: Annotated[bool, typer.Option("--watch", help="keep delivering until Ctrl-C")] = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Send due confirmations now (SMTP from PAYEVENTS_SMTP_URL, else the Maildir in the data directory)."""
     from payevents.services import notifications
 
-    settings = load_settings(env, None, data_dir, database_url)
+    settings = o.settings()
     if watch:
         stop = threading.Event()
         try:
@@ -121,67 +101,42 @@ def deliver_cmd(
 
 
 @customers_app.command("add")
+@common()
 def customers_add(
     customer_id: Annotated[str, typer.Argument(help="the customerId events carry, e.g. cus_johndoe")],
     name: Annotated[str, typer.Option("--name", help="name used in the greeting")],
     email: Annotated[str | None, typer.Option("--email", help="where confirmations go (none: not notified)")] = None,
     locale: Annotated[str, typer.Option("--locale", help="formats amounts and dates, e.g. en_US, de_DE")] = "en_US",
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Add a customer (or update an existing one)."""
     from payevents.services import notifications
 
-    c = notifications.add_customer(load_settings(env, None, data_dir, database_url), customer_id, name, email, locale)
+    c = notifications.add_customer(o.settings(), customer_id, name, email, locale)
     typer.echo(f"{c.customer_id}: {c.name} <{c.email or 'no e-mail'}> {c.locale}")
 
 
 @customers_app.command("show")
-def customers_show(
-    customer_id: Annotated[str, typer.Argument()],
-    output: OutputOpt = Output.table,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="plain")
+def customers_show(customer_id: Annotated[str, typer.Argument()], *, o: Common) -> None:
     """One customer."""
     from payevents.services import notifications
 
-    settings = load_settings(env, None, data_dir, database_url)
-    c = notifications.get_customer(settings, customer_id)
-    if output == Output.json:
-        typer.echo(json.dumps(dataclasses.asdict(c), indent=2))
-        return
-    for key, value in dataclasses.asdict(c).items():
-        typer.echo(f"{key:<12} {'-' if value is None else value}")
+    c = notifications.get_customer(o.settings(), customer_id)
+    show(o, c, lambda: typer.echo("\n".join(f"{key:<12} {'-' if value is None else value}"
+                                             for key, value in dataclasses.asdict(c).items())), ascii_only=True)
 
 
 @customers_app.command("list")
-def customers_list(
-    output: OutputOpt = Output.table,
-    legacy_format: FormatFlag = None,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="format")
+def customers_list(*, o: Common) -> None:
     """All customers."""
     from payevents.services import notifications
 
-    fmt = _fmt(output, legacy_format)
-    items = notifications.list_customers(load_settings(env, None, data_dir, database_url))
-    if fmt == "json":
-        typer.echo(json.dumps([dataclasses.asdict(c) for c in items], indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Customers")
-    for col in ("customerId", "name", "e-mail", "locale"):
-        table.add_column(col)
-    for c in items:
-        table.add_row(c.customer_id, c.name, c.email or "-", c.locale)
-    Console().print(table)
+    items = notifications.list_customers(o.settings())
+    show(o, items, lambda: print_table("Customers", ["customerId", "name", "e-mail", "locale"],
+                                       ([c.customer_id, c.name, c.email or "-", c.locale] for c in items)),
+         ascii_only=True)
 
 
 def register(app: typer.Typer) -> None:

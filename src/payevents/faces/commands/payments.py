@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 import typer
 
-from payevents.faces.options import (
-    DatabaseUrlOpt,
-    DataDirOpt,
-    EnvOpt,
-    JsonFlag,
-    Output,
-    OutputOpt,
-    json_wanted,
-    load_settings,
-)
+from payevents.faces.options import Common, CurrencyOpt, CustomerIdOpt, common, echo_json, show
 
 app = typer.Typer(name="payments", no_args_is_help=True,
                   help="The Payments service: a payment's lifecycle, emitting its events through the outbox.")
@@ -34,10 +24,14 @@ def _tracing() -> None:
     tracing.configure("payments")  # OTEL_*: each command's events carry its trace (off when none is set)
 
 
-def _print(p: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(msgspec.json.format(msgspec.json.encode(p), indent=2).decode())
-        return
+def _print(p: Any, o: Common, *, exit_if_failed: bool = False) -> None:
+    """One payment as JSON or as lines; a step the payment failed at exits 1."""
+    show(o, p, lambda: _lines(p))
+    if exit_if_failed and p.state == "failed":
+        raise typer.Exit(1)
+
+
+def _lines(p: Any) -> None:
     color = {"processed": "green", "failed": "red"}.get(p.state, "yellow")
     typer.echo(f"{p.payment_id}  " + typer.style(p.state, fg=color, bold=True)
                + f"  {p.amount} {p.currency}  customer {p.customer_id}")  # fmt: skip
@@ -53,10 +47,11 @@ def _print(p: Any, as_json: bool) -> None:
 
 
 @app.command("create")
+@common(output="json")
 def create_cmd(
-    customer: Annotated[str, typer.Option("--customer", help="customerId")],
+    customer: CustomerIdOpt,
     amount: Annotated[str, typer.Option("--amount", help="decimal amount, e.g. 99.99")],
-    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code, e.g. USD")],
+    currency: CurrencyOpt,
     description: Annotated[str, typer.Option("--description", help="metadata.description of PaymentProcessed")],
     invoice: Annotated[str | None, typer.Option("--invoice", help="invoiceId this payment pays")] = None,
     order: Annotated[str | None, typer.Option("--order", help="orderId")] = None,
@@ -66,132 +61,89 @@ def create_cmd(
     payment_id: Annotated[str | None, typer.Option("--id", help="choose the paymentId yourself (default: a new "
                                                    "pay_<uuid>)")] = None,
     idempotency_key: KeyOpt = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Initiate a payment (emits PaymentInitiated)."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    settings = load_settings(env, None, data_dir, database_url)
-    p = payments.create(settings, customer_id=customer, amount=amount, currency=currency, description=description,
-                        invoice_id=invoice, order_id=order, method_type=method, last4=last4, merchant_id=merchant,
-                        payment_id=payment_id, idempotency_key=idempotency_key)  # fmt: skip
-    _print(p, as_json)
+    _print(payments.create(o.settings(), customer_id=customer, amount=amount, currency=currency,
+                           description=description, invoice_id=invoice, order_id=order, method_type=method,
+                           last4=last4, merchant_id=merchant, payment_id=payment_id,
+                           idempotency_key=idempotency_key), o)  # fmt: skip
 
 
 @app.command("authorize")
+@common(output="json")
 def authorize_cmd(
     payment_id: PaymentArg,
     decline: Annotated[str | None, typer.Option("--decline", help="make the simulated gateway decline with this "
                                                 "failure code, e.g. card_declined")] = None,
     idempotency_key: KeyOpt = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Authorize with the gateway (PaymentAuthorized, or PaymentFailed on a decline: exit 1)."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    p = payments.authorize(load_settings(env, None, data_dir, database_url), payment_id, decline=decline,
-                           idempotency_key=idempotency_key)  # fmt: skip
-    _print(p, as_json)
-    if p.state == "failed":
-        raise typer.Exit(1)
+    p = payments.authorize(o.settings(), payment_id, decline=decline, idempotency_key=idempotency_key)
+    _print(p, o, exit_if_failed=True)
 
 
 @app.command("capture")
-def capture_cmd(
-    payment_id: PaymentArg,
-    idempotency_key: KeyOpt = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="json")
+def capture_cmd(payment_id: PaymentArg, idempotency_key: KeyOpt = None, *, o: Common) -> None:
     """Capture the authorized amount (PaymentCaptured, or PaymentFailed: exit 1)."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    p = payments.capture(load_settings(env, None, data_dir, database_url), payment_id, idempotency_key=idempotency_key)
-    _print(p, as_json)
-    if p.state == "failed":
-        raise typer.Exit(1)
+    _print(payments.capture(o.settings(), payment_id, idempotency_key=idempotency_key), o, exit_if_failed=True)
 
 
 @app.command("complete")
-def complete_cmd(
-    payment_id: PaymentArg,
-    idempotency_key: KeyOpt = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="json")
+def complete_cmd(payment_id: PaymentArg, idempotency_key: KeyOpt = None, *, o: Common) -> None:
     """Record the transaction of a captured payment and emit PaymentProcessed."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    p = payments.complete(load_settings(env, None, data_dir, database_url), payment_id, idempotency_key=idempotency_key)
-    _print(p, as_json)
+    _print(payments.complete(o.settings(), payment_id, idempotency_key=idempotency_key), o)
 
 
 @app.command("fail")
+@common(output="json")
 def fail_cmd(
     payment_id: PaymentArg,
     code: Annotated[str, typer.Option("--code", help="failure code, e.g. cancelled, card_declined")],
     reason: Annotated[str, typer.Option("--reason", help="human-readable reason")],
     idempotency_key: KeyOpt = None,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Fail an open payment with a reason code (emits PaymentFailed)."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    p = payments.fail(load_settings(env, None, data_dir, database_url), payment_id, code=code, reason=reason,
-                      idempotency_key=idempotency_key)  # fmt: skip
-    _print(p, as_json)
+    _print(payments.fail(o.settings(), payment_id, code=code, reason=reason, idempotency_key=idempotency_key), o)
 
 
 @app.command("show")
-def show_cmd(
-    payment_id: PaymentArg,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
-) -> None:
+@common(output="json")
+def show_cmd(payment_id: PaymentArg, *, o: Common) -> None:
     """One payment with its state, references and events."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    _print(payments.show(load_settings(env, None, data_dir, database_url), payment_id), as_json)
+    _print(payments.show(o.settings(), payment_id), o)
 
 
 @app.command("list")
+@common(output="json")
 def list_cmd(
     state: Annotated[str | None, typer.Option("--state", help="initiated, authorized, captured, processed, failed")]
     = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
-    output: OutputOpt = Output.table, json_flag: JsonFlag = False,
-    env: EnvOpt = None,
-    data_dir: DataDirOpt = None,
-    database_url: DatabaseUrlOpt = None,
+    *, o: Common,
 ) -> None:
     """Recent payments, newest first."""
-    as_json = json_wanted(output, json_flag)
     from payevents.services import payments
 
-    items = payments.list_payments(load_settings(env, None, data_dir, database_url), state=state, limit=limit)
-    if as_json:
-        typer.echo(msgspec.json.format(msgspec.json.encode(items), indent=2).decode())
+    items = payments.list_payments(o.settings(), state=state, limit=limit)
+    if o.json:
+        echo_json(items)
         return
     for p in items:
         typer.echo(f"{p.payment_id}  {p.state:<10} {p.amount} {p.currency}  {p.customer_id}  {p.invoice_id or ''}")

@@ -7,18 +7,16 @@ from typing import Annotated
 
 import typer
 
-from payevents.faces.options import BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import Common, common
 
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
+    @common(broker=True)
     def serve(
-        env: EnvOpt = None,
-        broker: BrokerOpt = None,
-        data_dir: DataDirOpt = None,
-        database_url: DatabaseUrlOpt = None,
         host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+        *, o: Common,
     ) -> None:
         """Serve the JSON API, the dashboard and the event catalog (writes need PAYEVENTS_API_TOKEN)."""
         import uvicorn
@@ -26,7 +24,7 @@ def register(app: typer.Typer) -> None:
         from payevents.faces.web import create_app
         from payevents.runtime import tracing
 
-        settings = load_settings(env, broker, data_dir, database_url)
+        settings = o.settings()
         tracing.configure("api")  # OTEL_*: the API's payment commands start their payments' traces
         web_app = create_app(settings)
         typer.echo(f"payevents dashboard on http://{host}:{port}/ (API docs /docs, catalog /catalog/)")

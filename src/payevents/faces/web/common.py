@@ -51,7 +51,7 @@ def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None
 ) -> None:
     settings = get_settings(request)
-    expected = settings.api_token.strip().encode()
+    expected = settings.api_token.get_secret_value().strip().encode()
     token = credentials.credentials.strip().encode() if credentials is not None else b""
     if not expected or not token or not hmac.compare_digest(token, expected):
         raise Unauthorized("a valid bearer token is required for writes (Authorization: Bearer <token>)")

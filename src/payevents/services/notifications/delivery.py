@@ -228,7 +228,7 @@ def maildir_path(settings: Settings) -> Path:
 def open_mailer(settings: Settings) -> Mailer:
     """SMTP when ``settings.smtp_url`` is set, else the Maildir in the data directory."""
     if settings.smtp_url:
-        return SmtpMailer(parse_smtp_url(settings.smtp_url), settings.mail_from)
+        return SmtpMailer(parse_smtp_url(settings.smtp_url.get_secret_value()), settings.mail_from)
     return MaildirMailer(maildir_path(settings))
 
 
@@ -328,7 +328,8 @@ def deliver_pending(
     ``now`` (aware UTC) defaults to the clock; tests pass a later time to skip a backoff.
     """
     if settings.smtp_url:
-        parse_smtp_url(settings.smtp_url)  # a malformed URL is an error now, before anything is claimed
+        # a malformed URL is an error now, before anything is claimed
+        parse_smtp_url(settings.smtp_url.get_secret_value())
     now = now or datetime.now(UTC)
     now_ms = to_ms(now)
     policy = _Policy(base_backoff_s, max_backoff_s, max_attempts)
