@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_minor
+from payevents.contracts.money import MAX_MINOR, MINOR_UNITS, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.runtime.bulk import copy_rows
 from payevents.services.ledger import store
@@ -78,19 +78,25 @@ def check_balanced(lines: Sequence[Line]) -> None:
     minor units, debits = credits per currency. Raises ContractError naming the rule."""
     if len(lines) < 2:
         raise ContractError(f"lines: an entry needs at least 2 lines, got {len(lines)}")
-    net: dict[str, int] = defaultdict(int)
-    debits: dict[str, int] = defaultdict(int)
+    net: dict[str, int] = {}
+    debits: dict[str, int] = {}
     for i, ln in enumerate(lines):
         if ln.account not in ACCOUNTS:
             raise ContractError(f"lines[{i}].account: {ln.account!r} is not in the chart of accounts")
-        exponent(ln.currency)
-        if ln.side not in ("D", "C"):
-            raise ContractError(f"lines[{i}].side: {ln.side!r} must be 'D' or 'C'")
-        if isinstance(ln.amount_minor, bool) or not isinstance(ln.amount_minor, int) or ln.amount_minor <= 0:
-            raise ContractError(f"lines[{i}].amount_minor: {ln.amount_minor!r} must be a positive integer")
-        net[ln.currency] += ln.amount_minor if ln.side == "D" else -ln.amount_minor
-        if ln.side == "D":
-            debits[ln.currency] += ln.amount_minor
+        cur = ln.currency
+        if type(cur) is not str or cur not in MINOR_UNITS:
+            exponent(cur)  # raises the ContractError naming the code
+        side = ln.side
+        if side != "D" and side != "C":
+            raise ContractError(f"lines[{i}].side: {side!r} must be 'D' or 'C'")
+        amount = ln.amount_minor
+        if type(amount) is not int or amount <= 0:  # a bool (or an int subclass) is refused too
+            raise ContractError(f"lines[{i}].amount_minor: {amount!r} must be a positive integer")
+        if side == "D":
+            net[cur] = net.get(cur, 0) + amount
+            debits[cur] = debits.get(cur, 0) + amount
+        else:
+            net[cur] = net.get(cur, 0) - amount
     too_large = {c: d for c, d in debits.items() if d > MAX_MINOR}
     if too_large:
         raise ContractError(f"lines: the debits of one entry are above {MAX_MINOR} minor units per currency"
