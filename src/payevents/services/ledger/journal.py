@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import MAX_MINOR, MINOR_UNITS, exponent, from_minor, parse_minor
+from payevents.contracts.money import MAX_MINOR, MINOR_UNITS, amount_ok, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
 from payevents.runtime.bulk import copy_rows
 from payevents.services.ledger import store
@@ -218,8 +218,12 @@ def decide(decoded: DecodedEvent, posted_by: str | None) -> Posting | None:
         raise PoisonEvent(f"ledger: payment {d.paymentId} was already posted by event {posted_by};"
                           f" PaymentProcessed {event.eventId} is a second completion of the same payment")
     try:
-        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
-        lines = payment_lines(d.amount.currency, minor)
+        value, code = d.amount.value, d.amount.currency
+        if type(value) is Decimal and amount_ok(value, code):  # the codec's own check: exact, > 0, bounded
+            minor = int(value.scaleb(MINOR_UNITS[code]))
+        else:  # parse_minor says why (or converts what amount_ok does not take)
+            minor = parse_minor(value, code, field="data.amount.value")
+        lines = payment_lines(code, minor)
         check_balanced(lines)
     except ContractError as exc:
         raise PoisonEvent(f"ledger: {exc}") from None
