@@ -20,12 +20,12 @@ from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
 from payevents.contracts.money import MAX_MINOR, MINOR_UNITS, amount_ok, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
-from payevents.runtime.bulk import copy_rows
+from payevents.runtime.bulk import copy_rows, lookup
 from payevents.services.ledger import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
 from payevents.store.paging import after_clause
-from payevents.store.sql import driver_sql, rows_in_chunks
+from payevents.store.sql import driver_sql
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -239,10 +239,9 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
     nothing; another PaymentProcessed for a payment already posted (also earlier in the same batch) raises
     PoisonEvent, and the runtime re-applies the batch one event at a time to dead-letter just that one."""
     pids = list(dict.fromkeys(d.payment_id for d, _ in batch))
-    posted: dict[str, str] = dict(
-        (r[0], r[1]) for r in rows_in_chunks(
-            conn, "SELECT payment_id, event_id FROM journal_entries WHERE kind = 'payment' AND payment_id IN ({})",
-            pids))  # fmt: skip
+    # one probe of the unique payment-entry index per paymentId on PostgreSQL, IN lists on SQLite (runtime.bulk)
+    posted: dict[str, str] = {r[0]: r[1] for r in lookup(conn, "payment_id, event_id", "journal_entries",
+                                                         "kind = 'payment'", "payment_id", pids)}
     postings: list[Posting] = []
     for decoded, _message in batch:
         posting = decide(decoded, posted.get(decoded.payment_id))
