@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -119,6 +120,43 @@ def test_database_refuses_unbalanced_and_unsealed_entries(store_settings: Settin
         conn.exec_driver_sql(entry)
     with pytest.raises(sa.exc.DBAPIError, match="already posted"), eng.begin() as conn:  # ... and sealed
         conn.exec_driver_sql(line.format(n=3, a="cash", s="D", m=1))
+    assert ledger.verify(store_settings).ok
+
+
+def test_database_refuses_an_unbalanced_or_unsealed_entry_in_a_batch(store_settings: Settings) -> None:
+    """The journal written as the consume path writes it (all lines in one statement, then all entries in one:
+    COPY on PostgreSQL, where the guards run once per statement): one unbalanced entry among many, a line for an
+    entry posted earlier, an entry missing a line each refuse the whole batch; the batch without them goes in."""
+    from payevents.runtime.bulk import copy_rows
+
+    eng = store.engine(store_settings)
+    deliver(store_settings, "ledger", [processed(amount="10.00")])  # creates the USD accounts
+    [posted] = ledger.journal(store_settings)
+    AT = "2025-12-11T10:30:00+00:00"
+    line_cols = ("entry_id", "line_no", "account_code", "currency", "side", "amount_minor")
+    entry_cols = ("entry_id", "event_id", "payment_id", "kind", "description", "legacy", "line_count", "occurred_at",
+                  "posted_at")
+
+    def batch(n: int, *, credit: dict[int, int] | None = None, extra_lines: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+              line_count: dict[int, int] | None = None) -> None:
+        ids = [f"b-{i}" for i in range(n)]
+        lines = [row for i, e in enumerate(ids) for row in (
+            (e, 1, "cash", "USD", "D", 100), (e, 2, "accounts_receivable", "USD", "C", (credit or {}).get(i, 100)))]
+        with eng.begin() as conn:
+            copy_rows(conn, "journal_lines", line_cols, [*lines, *extra_lines])
+            copy_rows(conn, "journal_entries", entry_cols, [
+                (e, f"ev-{e}", f"p-{e}", "payment", "batch", 0, (line_count or {}).get(i, 2), AT, AT)
+                for i, e in enumerate(ids)])
+
+    with pytest.raises(sa.exc.DBAPIError, match="does not balance"):
+        batch(50, credit={37: 99})
+    with pytest.raises(sa.exc.DBAPIError, match="already posted"):
+        batch(50, extra_lines=[(posted.entry_id, 3, "cash", "USD", "D", 1)])
+    with pytest.raises(sa.exc.DBAPIError, match="does not balance"):
+        batch(50, line_count={12: 3})
+    assert len(ledger.journal(store_settings)) == 1  # nothing of the refused batches
+    batch(50)
+    assert len(ledger.journal(store_settings)) == 51
     assert ledger.verify(store_settings).ok
 
 

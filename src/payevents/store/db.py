@@ -163,9 +163,10 @@ class PostgreSQL(Dialect):
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     def lock_keys(self, conn: Connection, keys: Sequence[str]) -> None:
-        if keys:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                         [{"k": k} for k in sorted(set(keys))])
+        if keys:  # one statement (not one per key), the keys locked in sorted order
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+                                 " (SELECT k FROM unnest(%s::text[]) AS u(k) ORDER BY k OFFSET 0) AS s",
+                                 (sorted(set(keys)),))
 
     def lock_table(self, conn: Connection, table: str) -> None:
         conn.exec_driver_sql(f"LOCK TABLE {table} IN EXCLUSIVE MODE")

@@ -19,6 +19,8 @@ def minor_exponent(currency: str) -> int:
 def to_minor(value: Decimal, currency: str) -> int:
     """``value`` in integer minor units (the contracts' one rule, :func:`contracts.money.parse_minor`); an
     amount the currency cannot hold exactly, or above the bound, is poison naming ``data.amount``."""
+    if type(value) is Decimal and money.amount_ok(value, currency):  # the codec's check: exact, > 0, bounded
+        return int(value.scaleb(money.MINOR_UNITS[currency]))
     try:
         return money.parse_minor(value, currency, field="data.amount")
     except ContractError as exc:

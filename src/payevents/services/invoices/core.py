@@ -22,8 +22,9 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import from_minor, parse_minor
+from payevents.contracts.money import MINOR_UNITS, amount_ok, from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
+from payevents.runtime.bulk import copy_rows, lookup
 from payevents.services.invoices import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
@@ -187,10 +188,14 @@ def decide(decoded: DecodedEvent, *, counted_by: str | None, seen: bool) -> tupl
     invoice_id = d.invoiceId
     if not isinstance(invoice_id, str):
         return None
-    try:
-        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
-    except ContractError as exc:
-        raise PoisonEvent(f"invoices: {exc}") from None
+    value, code = d.amount.value, d.amount.currency
+    if type(value) is Decimal and amount_ok(value, code):  # the codec's own check: exact, > 0, bounded
+        minor = int(value.scaleb(MINOR_UNITS[code]))
+    else:
+        try:  # parse_minor says why
+            minor = parse_minor(value, code, field="data.amount.value")
+        except ContractError as exc:
+            raise PoisonEvent(f"invoices: {exc}") from None
     if seen:
         return None  # a replay: counted already
     if counted_by is not None:
@@ -201,17 +206,12 @@ def decide(decoded: DecodedEvent, *, counted_by: str | None, seen: bool) -> tupl
 
 # -- applying it (one path: a single event is a batch of one) -----------------------------------------------
 
-_INSERT_PAYMENTS: Final = (
-    "INSERT INTO invoice_payments (event_id, payment_id, invoice_id, customer_id, amount_minor, currency, status,"
-    " applied_minor, credit_minor, reason, processed_at, received_at, applied_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_PAYMENT_COLUMNS: Final = ("event_id", "payment_id", "invoice_id", "customer_id", "amount_minor", "currency", "status",
+                           "applied_minor", "credit_minor", "reason", "processed_at", "received_at", "applied_at")
+_CREDIT_COLUMNS: Final = ("credit_id", "customer_id", "currency", "amount_minor", "source_event_id", "payment_id",
+                          "invoice_id", "created_at")
 _SETTLE_PAYMENTS: Final = ("UPDATE invoice_payments SET status = ?, applied_minor = ?, credit_minor = ?, reason = ?,"
                            " applied_at = ? WHERE event_id = ? AND status = 'unapplied'")
-_INSERT_CREDITS: Final = (
-    "INSERT INTO customer_credits (credit_id, customer_id, currency, amount_minor, source_event_id, payment_id,"
-    " invoice_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _UPDATE_INVOICES: Final = "UPDATE invoices SET paid_minor = ?, status = ?, updated_at = ? WHERE invoice_id = ?"
 _INVOICE_STATE: Final = ("SELECT invoice_id, customer_id, currency, amount_due_minor, paid_minor FROM invoices"
                          " WHERE invoice_id IN ({})")
@@ -238,12 +238,13 @@ class _Writes:
                                  s.credit_minor, event_id, payment_id, invoice.invoice_id, now))
 
     def write(self, conn: Connection) -> None:
+        # inserts: one COPY on PostgreSQL (a row per statement on the server with executemany), executemany on SQLite
         if self.payments:
-            conn.exec_driver_sql(driver_sql(conn, _INSERT_PAYMENTS), self.payments)
+            copy_rows(conn, "invoice_payments", _PAYMENT_COLUMNS, self.payments)
         if self.settled:
             conn.exec_driver_sql(driver_sql(conn, _SETTLE_PAYMENTS), self.settled)
         if self.credits:
-            conn.exec_driver_sql(driver_sql(conn, _INSERT_CREDITS), self.credits)
+            copy_rows(conn, "customer_credits", _CREDIT_COLUMNS, self.credits)
         if self.touched:
             conn.exec_driver_sql(driver_sql(conn, _UPDATE_INVOICES), [
                 (inv.paid_minor, status_for(inv.paid_minor, inv.due_minor), t, inv.invoice_id)
@@ -274,10 +275,11 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
     eids = [d.event_id for d, _ in batch]
     counted: dict[str, str] = {}
     seen: set[str] = set()
-    for r in rows_in_chunks(conn, "SELECT event_id, payment_id FROM invoice_payments WHERE payment_id IN ({})", pids):
+    # one primary-key (unique-key) probe per id on PostgreSQL, IN lists on SQLite (runtime.bulk.lookup)
+    for r in lookup(conn, "event_id, payment_id", "invoice_payments", "1 = 1", "payment_id", pids):
         counted[r[1]] = r[0]
         seen.add(r[0])
-    for r in rows_in_chunks(conn, "SELECT event_id FROM invoice_payments WHERE event_id IN ({})", eids):
+    for r in lookup(conn, "event_id", "invoice_payments", "1 = 1", "event_id", eids):
         seen.add(r[0])
     invoices = _states(conn, invoice_ids)
     out = _Writes()

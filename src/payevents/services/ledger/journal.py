@@ -18,14 +18,14 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
-from payevents.contracts.money import MAX_MINOR, exponent, from_minor, parse_minor
+from payevents.contracts.money import MAX_MINOR, MINOR_UNITS, amount_ok, exponent, from_minor, parse_minor
 from payevents.errors import ContractError, NotFound, PoisonEvent
-from payevents.runtime.bulk import copy_rows
+from payevents.runtime.bulk import copy_rows, lookup
 from payevents.services.ledger import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
 from payevents.store.paging import after_clause
-from payevents.store.sql import driver_sql, rows_in_chunks
+from payevents.store.sql import driver_sql
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -78,19 +78,25 @@ def check_balanced(lines: Sequence[Line]) -> None:
     minor units, debits = credits per currency. Raises ContractError naming the rule."""
     if len(lines) < 2:
         raise ContractError(f"lines: an entry needs at least 2 lines, got {len(lines)}")
-    net: dict[str, int] = defaultdict(int)
-    debits: dict[str, int] = defaultdict(int)
+    net: dict[str, int] = {}
+    debits: dict[str, int] = {}
     for i, ln in enumerate(lines):
         if ln.account not in ACCOUNTS:
             raise ContractError(f"lines[{i}].account: {ln.account!r} is not in the chart of accounts")
-        exponent(ln.currency)
-        if ln.side not in ("D", "C"):
-            raise ContractError(f"lines[{i}].side: {ln.side!r} must be 'D' or 'C'")
-        if isinstance(ln.amount_minor, bool) or not isinstance(ln.amount_minor, int) or ln.amount_minor <= 0:
-            raise ContractError(f"lines[{i}].amount_minor: {ln.amount_minor!r} must be a positive integer")
-        net[ln.currency] += ln.amount_minor if ln.side == "D" else -ln.amount_minor
-        if ln.side == "D":
-            debits[ln.currency] += ln.amount_minor
+        cur = ln.currency
+        if type(cur) is not str or cur not in MINOR_UNITS:
+            exponent(cur)  # raises the ContractError naming the code
+        side = ln.side
+        if side != "D" and side != "C":
+            raise ContractError(f"lines[{i}].side: {side!r} must be 'D' or 'C'")
+        amount = ln.amount_minor
+        if type(amount) is not int or amount <= 0:  # a bool (or an int subclass) is refused too
+            raise ContractError(f"lines[{i}].amount_minor: {amount!r} must be a positive integer")
+        if side == "D":
+            net[cur] = net.get(cur, 0) + amount
+            debits[cur] = debits.get(cur, 0) + amount
+        else:
+            net[cur] = net.get(cur, 0) - amount
     too_large = {c: d for c, d in debits.items() if d > MAX_MINOR}
     if too_large:
         raise ContractError(f"lines: the debits of one entry are above {MAX_MINOR} minor units per currency"
@@ -212,8 +218,12 @@ def decide(decoded: DecodedEvent, posted_by: str | None) -> Posting | None:
         raise PoisonEvent(f"ledger: payment {d.paymentId} was already posted by event {posted_by};"
                           f" PaymentProcessed {event.eventId} is a second completion of the same payment")
     try:
-        minor = parse_minor(d.amount.value, d.amount.currency, field="data.amount.value")
-        lines = payment_lines(d.amount.currency, minor)
+        value, code = d.amount.value, d.amount.currency
+        if type(value) is Decimal and amount_ok(value, code):  # the codec's own check: exact, > 0, bounded
+            minor = int(value.scaleb(MINOR_UNITS[code]))
+        else:  # parse_minor says why (or converts what amount_ok does not take)
+            minor = parse_minor(value, code, field="data.amount.value")
+        lines = payment_lines(code, minor)
         check_balanced(lines)
     except ContractError as exc:
         raise PoisonEvent(f"ledger: {exc}") from None
@@ -229,10 +239,9 @@ def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEv
     nothing; another PaymentProcessed for a payment already posted (also earlier in the same batch) raises
     PoisonEvent, and the runtime re-applies the batch one event at a time to dead-letter just that one."""
     pids = list(dict.fromkeys(d.payment_id for d, _ in batch))
-    posted: dict[str, str] = dict(
-        (r[0], r[1]) for r in rows_in_chunks(
-            conn, "SELECT payment_id, event_id FROM journal_entries WHERE kind = 'payment' AND payment_id IN ({})",
-            pids))  # fmt: skip
+    # one probe of the unique payment-entry index per paymentId on PostgreSQL, IN lists on SQLite (runtime.bulk)
+    posted: dict[str, str] = {r[0]: r[1] for r in lookup(conn, "payment_id, event_id", "journal_entries",
+                                                         "kind = 'payment'", "payment_id", pids)}
     postings: list[Posting] = []
     for decoded, _message in batch:
         posting = decide(decoded, posted.get(decoded.payment_id))

@@ -7,7 +7,8 @@ database, so a bug or a hand-written SQL statement cannot break them:
 * a line's account exists in the line's currency (composite foreign key);
 * an entry balances per currency: lines are inserted first and the entry row seals them — a trigger
   refuses the entry unless its lines balance (debits = credits per currency) and their count
-  matches; another trigger refuses lines added to a sealed entry; a deferred foreign key refuses
+  matches (SQLite: per row; PostgreSQL: once per statement over its new entries); another trigger
+  refuses lines added to a sealed entry; a deferred foreign key refuses
   lines whose entry never arrives;
 * the journal is append-only: UPDATE, DELETE (and TRUNCATE) are refused by triggers; corrections
   are new entries;
@@ -123,9 +124,39 @@ _PG_TRIGGERS: Final = [
     ],
 ]
 
+#: PostgreSQL (issue #14): the balance guard once per statement instead of once per row. A batch of entries is
+#: written as two statements (all lines by COPY, then all entries by COPY); the row trigger ran two plpgsql queries
+#: per entry, the statement trigger runs one set-based query over the statement's new rows (its transition table).
+#: The rule is the row trigger's (the lines an entry's statement sees are the same: an INSERT on journal_entries
+#: never writes lines), the error too (the first offending entry is named). The seal stays a BEFORE row trigger on
+#: the lines: it must refuse a line for a posted entry before the primary key does (one probe per line).
+_PG_STATEMENT_TRIGGERS: Final = [
+    f"""CREATE OR REPLACE FUNCTION journal_entries_balanced_stmt() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE bad text;
+        BEGIN
+            SELECT e.entry_id INTO bad FROM new_entries e
+            LEFT JOIN LATERAL (
+                SELECT SUM(per.n) AS n, COUNT(*) FILTER (WHERE per.net <> 0) AS unbalanced FROM (
+                    SELECT COUNT(*) AS n, SUM(CASE l.side WHEN 'D' THEN l.amount_minor ELSE -l.amount_minor END) AS net
+                    FROM journal_lines l WHERE l.entry_id = e.entry_id GROUP BY l.currency) per) s ON true
+            WHERE e.line_count < 2 OR COALESCE(s.n, 0) <> e.line_count OR s.unbalanced > 0
+            LIMIT 1;
+            IF bad IS NOT NULL THEN
+                RAISE EXCEPTION USING MESSAGE = '{UNBALANCED}: ' || bad, ERRCODE = 'check_violation';
+            END IF;
+            RETURN NULL;
+        END
+        $fn$""",
+    "DROP TRIGGER IF EXISTS journal_entries_balanced ON journal_entries",
+    """CREATE TRIGGER journal_entries_balanced AFTER INSERT ON journal_entries REFERENCING NEW TABLE AS new_entries
+        FOR EACH STATEMENT EXECUTE FUNCTION journal_entries_balanced_stmt()""",
+]
+
 MIGRATIONS: Final[list[Migration]] = [
     Migration(1, "accounts and journal", both=_TABLES),
     Migration(2, "journal invariants: balanced, sealed, append-only", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
+    # SQLite has no statement triggers: its row triggers stay (nothing to do there)
+    Migration(3, "journal entries balanced: checked per statement on PostgreSQL", postgresql=_PG_STATEMENT_TRIGGERS),
 ]
 
 #: trigger names verify() expects to find (a dropped guard is a violation)
