@@ -192,10 +192,11 @@ def seed_customers(settings: Settings) -> None:
 # -- workers in their own processes (spawned: clean memory, their own GIL) -------------------------------
 
 
-def relay_worker(settings: Settings, ready: Any, stop: Any) -> None:
+def relay_worker(settings: Settings, ready: Any, stop: Any, cpu: Any = None) -> None:
     """Run the relay until ``stop`` (a multiprocessing Event) is set. Its per-event SLA-breach warnings
     are silenced: a benchmark burst can breach by the ten thousand, and the suites count breaches from
-    the stored delays instead."""
+    the stored delays instead. ``cpu`` (a shared double, optional) gets the CPU seconds the relay used
+    from ready to stop."""
     import logging
 
     from payevents.runtime.relay import Relay
@@ -204,8 +205,13 @@ def relay_worker(settings: Settings, ready: Any, stop: Any) -> None:
 
     with Relay(settings) as relay:
         relay.ensure_topics()
+        cpu0 = time.process_time()
         ready.set()
-        relay.run(stop, create_topics=False)
+        try:
+            relay.run(stop, create_topics=False)
+        finally:
+            if cpu is not None:
+                cpu.value = time.process_time() - cpu0
 
 
 def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go: Any, results: Any,
@@ -221,6 +227,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
     stop = threading.Event()
     error = None
     t_last = math.nan
+    cpu0 = math.nan
     rt = ConsumerRuntime(settings, service)
     try:
         deadline = time.monotonic() + 60
@@ -232,6 +239,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
             background.start()
         ready.set()
         go.wait()
+        cpu0 = time.process_time()
         deadline = time.monotonic() + timeout
         while rt.stats.consumed < expected.value:
             if time.monotonic() > deadline:
@@ -250,7 +258,8 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
 
         gc.collect()
         results.put({"service": name, "t_last": t_last, "stats": stats, "peak_rss_kb": peak_rss_kb(),
-                     "py_blocks": sys.getallocatedblocks(), "error": error})
+                     "py_blocks": sys.getallocatedblocks(), "cpu_s": time.process_time() - cpu0,
+                     "error": error})
 
 
 # -- publish -------------------------------------------------------------------------------------------
@@ -422,7 +431,8 @@ def _e2e_once(
         go, stop = ctx.Event(), ctx.Event()
         results = ctx.Queue()
         relay_ready = ctx.Event()
-        relay = ctx.Process(target=relay_worker, args=(settings, relay_ready, stop), name="bench-relay")
+        relay_cpu = ctx.Value("d", math.nan)
+        relay = ctx.Process(target=relay_worker, args=(settings, relay_ready, stop, relay_cpu), name="bench-relay")
         relay.start()
         if not relay_ready.wait(60):
             stop.set()
@@ -445,8 +455,10 @@ def _e2e_once(
             seq0 = _outbox_seq(settings)
             go.set()
             t0 = time.time()
+            cpu0 = time.process_time()
             write_payments(settings, specs)
             t_written = time.time() - t0
+            writer_cpu = time.process_time() - cpu0
             events = _outbox_seq(settings) - seq0
             expected.value = events
             out = []
@@ -480,6 +492,11 @@ def _e2e_once(
         breaches = sum(1 for d in delays if d > 5000)
         report.add(_fig(benv, "end-to-end", "publish delay p99", s["p99"], "ms", n=events,
                         note=f"unpaced burst; max {s['max']:,.0f} ms; {breaches:,} events past the 5 s rule"))
+        # where the cores went: CPU seconds per process over the run, per payment
+        cpu = {"writer": writer_cpu, "relay": relay_cpu.value, **{r["service"]: r["cpu_s"] for r in out}}
+        report.add(_fig(benv, "end-to-end", "CPU per payment", sum(cpu.values()) / n * 1000, "ms", n=n,
+                        note=", ".join(f"{k} {v / n * 1000:.2f}" for k, v in cpu.items())
+                             + f" ms; {sum(cpu.values()) / total:.2f} cores busy on average"))
     return {r["service"]: (int(r["peak_rss_kb"]), int(r["py_blocks"])) for r in out}
 
 
