@@ -264,7 +264,9 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
 
 # -- publish -------------------------------------------------------------------------------------------
 
-LOADS = (100, 1_000, 5_000)
+LOADS = (100, 1_000, 2_000, 5_000)
+#: offered loads whose publish delay p99 must stay within 50 ms
+P99_TARGET_LOADS = (1_000, 2_000)
 LOAD_SECONDS = 3.0
 TICK = 0.01
 
@@ -335,7 +337,7 @@ def publish(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
                 report.latencies[label] = delays
                 s = latency_summary(delays)
                 note = f"achieved {achieved:,.0f} payments/s; {s['count']} events"
-                target = ("<=", 50.0, "value") if rate == 1_000 else None
+                target = ("<=", 50.0, "value") if rate in P99_TARGET_LOADS else None
                 report.add(_fig(benv, "publish", f"delay p50 @{rate:,}/s", s["p50"], "ms", n=count, note=note))
                 report.add(_fig(benv, "publish", f"delay p99 @{rate:,}/s", s["p99"], "ms", n=count, target=target))
                 report.add(_fig(benv, "publish", f"delay p99.9 @{rate:,}/s", s["p99.9"], "ms", n=count))
