@@ -81,6 +81,44 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
                      "cpu_s": time.process_time() - cpu0, "error": error})
 
 
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _server_pids(benv: BenchEnv) -> dict[str, list[int]]:
+    """The processes serving the run besides the members: the Kafka broker(s) and, on PostgreSQL, every
+    postgres process of this host (a shared server: other clients' work counts too)."""
+    import os
+
+    out: dict[str, list[int]] = {}
+    if benv.broker is not None:
+        out["broker"] = [n.proc.pid for n in benv.broker.nodes if n.proc is not None]
+    if benv.database == "postgresql":
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/comm") as f:
+                        if f.read().strip() in ("postgres", "postmaster"):
+                            pids.append(int(entry))
+                except OSError:
+                    continue
+        out["postgres"] = pids
+    return out
+
+
 def _prepare(settings: Settings, name: str) -> None:
     """The service's migrations and the channel, outside the timed part."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
@@ -159,6 +197,8 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
                     raise RuntimeError(f"scale-out ×{k}: a member exited before the group settled")
                 time.sleep(0.05)
             held = list(assigned[:])
+            servers = _server_pids(benv)
+            server_cpu0 = {k: _proc_cpu(v) for k, v in servers.items()}
             go.set()
             t0 = time.time()
             _fill(settings, records)
@@ -168,6 +208,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"scale-out ×{k}: members not done within {timeout + 30:.0f}s") from None
+            server_cpu = {k: _proc_cpu(v) - server_cpu0[k] for k, v in servers.items()}
         finally:
             go.set()
             for p in members:
@@ -183,5 +224,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
     per = ", ".join(f"{r['consumed']:,}" for r in sorted(out, key=lambda r: r["index"]))
     dups = sum(int(r["stats"].get("duplicates", 0)) for r in out)
     console.log(f"scale-out {SERVICE} ×{k}: {n / total:,.0f} events/s ({total:.2f}s)")
+    on_servers = "".join(f", {name} {c:.1f}s" for name, c in server_cpu.items())
     return n / total, (f"{total:.2f}s to the last effect (fill {t_filled:.2f}s); partitions {held}; consumed per "
-                       f"member {per}; duplicates {dups}; members' CPU {cpu:.1f}s = {cpu / total:.2f} cores")
+                       f"member {per}; duplicates {dups}; CPU: members {cpu:.1f}s ({cpu / total:.2f} cores)"
+                       f"{on_servers} (until the last member reported)")

@@ -94,8 +94,8 @@ def contracts(
     _run("contracts", None, "sqlite", n, out, "dev", profile)
 
 
-_suite_command("publish", "Payments through the outbox and the relay: throughput, publish delay at 100/1,000/2,000/5,000 "
-                          "payments/s.")
+_suite_command("publish", "Payments through the outbox and the relay: throughput, publish delay at "
+                          "100/1,000/2,000/5,000 payments/s.")
 _suite_command("consume", "Per service, a pre-filled channel of N events consumed with effects committed: events/s.")
 _suite_command("drain", "N PaymentProcessed events on the channel, the four services started together (own "
                         "processes) until every effect and e-mail is written: events/s at N and 5×N, peak RSS.")
