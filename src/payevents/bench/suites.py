@@ -485,7 +485,7 @@ def _e2e_once(
     total = t_end - t0
     if record:
         report.add(_fig(benv, "end-to-end", "payments", n / total, "payments/s", n=n,
-                        target=(">=", 10_000.0, "value") if benv.transport == "embedded" else None,
+                        target=(">=", 3_000.0, "value") if benv.transport == "embedded" else None,
                         note=f"{events:,} events; payments written in {t_written:.2f}s"))
         report.add(_fig(benv, "end-to-end", "events", events / total, "events/s", n=events, baseline="produce"))
         report.add(_fig(benv, "end-to-end", "time to last effect", total, "s", n=n,
