@@ -455,6 +455,10 @@ def _e2e_once(
                     raise TimeoutError(f"{name} worker not ready within 90s")
             specs = payment_specs(n, run)
             seq0 = _outbox_seq(settings)
+            from payevents.bench.scaleout import _proc_cpu, _server_pids
+
+            servers = _server_pids(benv)
+            server_cpu0 = {k: _proc_cpu(v) for k, v in servers.items()}
             go.set()
             t0 = time.time()
             cpu0 = time.process_time()
@@ -469,6 +473,7 @@ def _e2e_once(
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"end-to-end N={n}: services not done within {timeout + 30:.0f}s") from None
+            server_cpu = {k: _proc_cpu(v) - server_cpu0[k] for k, v in servers.items()}
             delays = _delays_ms(settings, seq0, seq0 + events)
         finally:
             stop.set()
@@ -498,7 +503,9 @@ def _e2e_once(
         cpu = {"writer": writer_cpu, "relay": relay_cpu.value, **{r["service"]: r["cpu_s"] for r in out}}
         report.add(_fig(benv, "end-to-end", "CPU per payment", sum(cpu.values()) / n * 1000, "ms", n=n,
                         note=", ".join(f"{k} {v / n * 1000:.2f}" for k, v in cpu.items())
-                             + f" ms; {sum(cpu.values()) / total:.2f} cores busy on average"))
+                             + f" ms; {sum(cpu.values()) / total:.2f} cores busy on average; servers (not in the"
+                             + " figure): " + (", ".join(f"{k} {v / n * 1000:.2f} ms" for k, v in server_cpu.items())
+                                               or "none")))
     return {r["service"]: (int(r["peak_rss_kb"]), int(r["py_blocks"])) for r in out}
 
 
