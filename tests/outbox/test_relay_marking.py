@@ -94,3 +94,45 @@ def test_in_flight_events_are_bounded_while_the_marker_is_behind(outbox_engine: 
     for key in {m.key for m in messages}:  # per-payment order
         assert [m.header("eventId") for m in messages if m.key == key] == \
                [i for i in ids if f"pay-bound-{ids.index(i) % 2}".encode() == key]
+
+
+class _GatedRelay(Relay):
+    """A relay whose marks wait for ``gate``: its sends stay in flight for as long as the test wants."""
+
+    FULL_SCAN_S = 0.2
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gate = threading.Event()
+
+    def _mark_published(self, conn, groups):  # type: ignore[no-untyped-def]
+        self.gate.wait(30)
+        super()._mark_published(conn, groups)
+
+
+def test_an_event_put_back_below_the_seqs_in_flight_is_published(outbox_engine: Engine,
+                                                                  store_settings: Settings) -> None:
+    """The select reads the rows after the highest seq in flight; an event put back to pending by
+    `outbox resend` sits below them, and is still found (by the periodic full scan) while they stay in flight."""
+    from payevents.runtime import outbox
+
+    first = append_one(outbox_engine, "pay-back-0", "back-0")
+    with outbox_engine.begin() as conn:  # as if the broker had refused it
+        outbox.set_aside(conn, {first.seq: "test: refused"})
+    later = [append_one(outbox_engine, f"pay-back-{i}", f"back-{i}").event_id for i in range(1, 7)]
+    stop = threading.Event()
+    with _GatedRelay(store_settings, engine=outbox_engine, batch_size=2) as relay:
+        relay.ensure_topics()
+        worker = threading.Thread(target=relay.run, args=(stop,), kwargs={"idle_sleep": 0.001}, daemon=True)
+        worker.start()
+        try:
+            wait_until(lambda: set(later) <= set(_on_channel(relay.transport)), 30, "the later events sent")
+            assert outbox.resend(outbox_engine, [first.seq]) == [first.seq]  # below 6 seqs still in flight
+            wait_until(lambda: first.event_id in _on_channel(relay.transport), 30, "the event put back")
+            assert pending_count(outbox_engine) == 7  # nothing marked yet: every other seq is still in flight
+        finally:
+            relay.gate.set()
+            stop.set()
+            worker.join(30)
+        assert pending_count(outbox_engine) == 0
+        assert _on_channel(relay.transport) == Counter([first.event_id, *later])  # each once

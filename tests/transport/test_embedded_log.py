@@ -229,3 +229,32 @@ def test_assignment_is_balanced_and_sticky() -> None:
     assert moved == 2  # only what the newcomer needs
     # a member not subscribed to a topic gets none of it
     assert set(_assign([("a", {"t"}), ("x", {"other"})], parts, {}).values()) == {"a"}
+
+
+def test_the_size_limit_counts_value_key_and_header_bytes_exactly(tmp_path: Path) -> None:
+    """A record of exactly message.max.bytes (value + key + header names and values) is taken, one byte more
+    is refused for good, whatever the headers' share (the producer checks an upper bound first)."""
+    from payevents.transport.base import RecordsRefused, record_size
+
+    limit = 1000
+    transport = EmbeddedTransport(tmp_path / "channel.db", max_record_bytes=limit)
+    try:
+        transport.create_topics(["sizes"], 1)
+        producer = transport.producer()
+        for headers in ((), (("h", b"v"),), tuple((f"header-{i}", b"x" * 40) for i in range(12))):
+            key = b"pay-1"
+            fits = Record("sizes", b"v" * (limit - len(key) - sum(len(k) + len(v) for k, v in headers)), key, headers)
+            assert record_size(fits) == limit
+            too_big = Record("sizes", fits.value + b"v", key, headers)
+            [delivery] = producer.send([fits])
+            assert delivery.partition == 0
+            with pytest.raises(RecordsRefused) as refused:
+                producer.send([fits, too_big, fits])
+            assert list(refused.value.refused) == [1] and "MSG_SIZE_TOO_LARGE" in refused.value.refused[1]
+            assert [d is not None for d in refused.value.deliveries] == [True, False, True]
+        with pytest.raises(RecordsRefused) as bad_topic:
+            producer.send([Record("not a topic!", b"v", b"k")])
+        assert "invalid topic name" in bad_topic.value.refused[0]
+        producer.close()
+    finally:
+        transport.close()

@@ -235,6 +235,10 @@ _INSERT_PUBLISHED_SQL: Final = (
     " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (seq) DO NOTHING"
 )
 _DELETE_PENDING_SQL: Final = "DELETE FROM outbox_pending WHERE seq IN ({})"
+_SELECT_PENDING_AFTER_SQL: Final = (
+    "SELECT e.seq, e.event_id, e.topic, e.partition_key, e.headers, e.body, e.created_at"
+    " FROM outbox_pending p JOIN outbox_events e ON e.seq = p.seq WHERE p.seq > {0} ORDER BY p.seq LIMIT {0}"
+)
 _SELECT_PENDING_SEQS_SQL: Final = "SELECT seq FROM outbox_pending ORDER BY seq LIMIT {}"
 _SELECT_EVENTS_SQL: Final = (
     "SELECT seq, event_id, topic, partition_key, headers, body, created_at"
@@ -252,6 +256,10 @@ class Relay:
     ``transport``/``engine`` default to ``open_transport(settings)`` and the payments database; the
     outbox migrations are applied to the engine. A transport passed in is not closed by :meth:`close`.
     """
+
+    #: while events are in flight, a select reads the pending rows after the highest seq in flight; at least
+    #: this often (seconds) it scans every pending seq instead (an event put back below them is found)
+    FULL_SCAN_S: float = 1.0
 
     def __init__(
         self,
@@ -298,6 +306,8 @@ class Relay:
         self.lock = OutboxLock(self.engine)
         #: events this relay set aside (refused for good by the broker)
         self.set_aside = 0
+        #: time.monotonic() after which the next select with seqs in flight scans the whole pending table
+        self._next_full_scan = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -427,6 +437,13 @@ class Relay:
         mark = sql_mark(conn)
         if not exclude:
             return conn.exec_driver_sql(_SELECT_PENDING_SQL.format(mark), (n,)).all()
+        now = time.monotonic()
+        if now < self._next_full_scan:
+            # Seqs are given out in commit order (under the chain lock), so what is pending at or below the
+            # highest seq in flight is in flight — but for an event put back by `outbox resend`. The rows
+            # after it are read directly; the full scan below, at least every FULL_SCAN_S, finds those.
+            return conn.exec_driver_sql(_SELECT_PENDING_AFTER_SQL.format(mark), (max(exclude), n)).all()
+        self._next_full_scan = now + self.FULL_SCAN_S
         # Seqs only (the pending table's index), then the bodies of the first n not in flight.
         seqs = [s for (s,) in conn.exec_driver_sql(_SELECT_PENDING_SEQS_SQL.format(mark), (n + len(exclude),))
                 if s not in exclude][:n]

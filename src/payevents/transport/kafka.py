@@ -347,11 +347,14 @@ class KafkaProducer:
         if not records:
             return []
         refused: dict[int, str] = {}
+        problems: dict[str, str | None] = {}  # per topic of the batch (a relay batch has one)
         for i, r in enumerate(records):
-            if (problem := topic_name_problem(r.topic)) is not None:
+            if r.topic not in problems:
+                problems[r.topic] = topic_name_problem(r.topic)
+            if (problem := problems[r.topic]) is not None:
                 refused[i] = problem  # the broker refuses such a name for good (INVALID_TOPIC_EXCEPTION)
                 continue
-            n = self._partitions(r.topic)
+            n = self._partitions(r.topic)  # cached per topic; ConfigError for a topic that does not exist
             if r.partition is not None and not 0 <= r.partition < n:
                 raise ConfigError(f"partition: {r.partition} is not a partition of {r.topic!r} (0..{n - 1})")
         results: list[Delivery | None] = [None] * len(records)

@@ -94,13 +94,15 @@ def contracts(
     _run("contracts", None, "sqlite", n, out, "dev", profile)
 
 
-_suite_command("publish", "Payments through the outbox and the relay: throughput, publish delay at 100/1,000/5,000 "
-                          "payments/s.")
+_suite_command("publish", "Payments through the outbox and the relay: throughput, publish delay at "
+                          "100/1,000/2,000/5,000 payments/s.")
 _suite_command("consume", "Per service, a pre-filled channel of N events consumed with effects committed: events/s.")
 _suite_command("drain", "N PaymentProcessed events on the channel, the four services started together (own "
                         "processes) until every effect and e-mail is written: events/s at N and 5×N, peak RSS.")
 _suite_command("end-to-end", "N payments to all four services' effects (each in its own process): payments/s, "
                              "time to the last effect, peak RSS at N/5 and N.")
+_suite_command("scale-out", "One service (ledger) with 1, 2 and 3 instances in its consumer group (own processes) on a "
+                            "pre-filled channel: events/s per group size; use --database postgresql.")
 _suite_command("baseline", "Raw confluent-kafka produce/consume+decode and raw SQLite insert/select: the limits.")
 _suite_command("all", "Every suite (both transports unless --transport): the `make bench` set, < 10 minutes.")
 

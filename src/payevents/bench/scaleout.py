@@ -1,0 +1,230 @@
+"""The scale-out suite: one service's throughput with 1, 2 and 3 instances in its consumer group.
+
+Each instance is its own process (its own GIL), a member of the service's group ``payevents.<service>``; the
+channel's partitions are shared among them (Kafka: the group protocol; the embedded log: partition leases
+in ``channel.db``, balanced and sticky — both spread the channel's 6 partitions 6, 3+3, 2+2+2). On SQLite
+every instance writes the one service database, whose write lock serializes them; PostgreSQL lets them write
+at once, so the suite is meant for ``--database postgresql``.
+
+Per group size: a fresh channel and schemas; the members start on the empty channel and wait until every one
+holds partitions (the group settled), then the run's N PaymentProcessed events are put on the channel and
+the time runs from the start of that fill to the last effect committed by any member. The CPU seconds all
+members used are reported too: with 2 cores, 3 members share them with the database server (and the broker).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from rich.console import Console
+
+from payevents.bench.core import BenchEnv, BenchReport, Figure
+from payevents.settings import Settings
+
+#: the service measured and the group sizes
+SERVICE = "ledger"
+MEMBERS = (1, 2, 3)
+
+
+def member_worker(settings: Settings, name: str, index: int, n: int, assigned: Any, consumed: Any, go: Any,
+                  results: Any, timeout: float) -> None:
+    """One member of ``name``'s group: join (reporting the partitions it holds in ``assigned[index]``), and
+    consume until the group as a whole (``consumed``, shared) has consumed ``n`` records; ``go`` is set just
+    before the channel is filled (CPU is counted from then)."""
+    import threading
+
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    stop = threading.Event()
+    error = None
+    t_first = t_last = cpu0 = math.nan
+    mine = 0
+    rt = None
+    try:
+        rt = ConsumerRuntime(settings, service)
+        if service.background is not None:
+            threading.Thread(target=service.background, args=(settings, stop), daemon=True).start()
+        # one loop from the start (the channel is empty until the fill, which may begin during any step)
+        started = time.monotonic()
+        while consumed.value < n:
+            if go.is_set():
+                if math.isnan(cpu0):
+                    cpu0 = time.process_time()
+                    started = time.monotonic()
+                if time.monotonic() > started + timeout:
+                    raise TimeoutError(f"{name}[{index}]: the group consumed {consumed.value} of {n} in "
+                                       f"{timeout:.0f}s")
+            elif time.monotonic() > started + 90:
+                raise TimeoutError(f"{name}[{index}]: no go within 90s")
+            r = rt.step()
+            assigned[index] = len(rt.consumer.assignment())
+            if r.consumed and not r.retried:
+                now = time.time()
+                if math.isnan(t_first):
+                    t_first = now - r.seconds
+                t_last = now
+                mine += r.consumed
+                with consumed.get_lock():
+                    consumed.value += r.consumed
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stop.set()
+        stats = rt.stats.as_dict() if rt is not None else {}
+        if rt is not None:
+            rt.close()
+        results.put({"index": index, "t_first": t_first, "t_last": t_last, "consumed": mine, "stats": stats,
+                     "cpu_s": time.process_time() - cpu0, "error": error})
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _server_pids(benv: BenchEnv) -> dict[str, list[int]]:
+    """The processes serving the run besides the members: the Kafka broker(s) and, on PostgreSQL, every
+    postgres process of this host (a shared server: other clients' work counts too)."""
+    import os
+
+    out: dict[str, list[int]] = {}
+    if benv.broker is not None:
+        out["broker"] = [n.proc.pid for n in benv.broker.nodes if n.proc is not None]
+    if benv.database == "postgresql":
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/comm") as f:
+                        if f.read().strip() in ("postgres", "postmaster"):
+                            pids.append(int(entry))
+                except OSError:
+                    continue
+        out["postgres"] = pids
+    return out
+
+
+def _prepare(settings: Settings, name: str) -> None:
+    """The service's migrations and the channel, outside the timed part."""
+    from payevents.contracts.channel import dead_letter_topic_for, topic_for
+    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.services import load_service
+    from payevents.store import db
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    service = load_service(name)
+    engine = db.engine_for(settings, name, url=service.database_url)
+    db.migrate(engine, f"{name}.runtime", RUNTIME_MIGRATIONS)
+    db.migrate(engine, name, service.migrations)
+    transport = open_transport(settings)
+    try:
+        transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)], settings.partitions)
+    finally:
+        transport.close()
+    db.dispose_engines()  # no pooled connection crosses into the members
+
+
+def _fill(settings: Settings, records: list[Any]) -> None:
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    transport = open_transport(settings)
+    try:
+        producer = transport.producer()
+        for i in range(0, len(records), 500):
+            producer.send(records[i : i + 500])
+        producer.close()
+    finally:
+        transport.close()
+
+
+def scale_out(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
+    """SERVICE with 1, 2 and 3 members in its group: events/s from the fill's start to the last effect."""
+    from payevents.bench.events import to_records
+    from payevents.bench.suites import shared_events
+
+    events = shared_events(benv, n)
+    first: float | None = None
+    for k in MEMBERS:
+        rate, note = _once(benv, events, k, to_records, console)
+        first = rate if first is None else first
+        report.add(Figure(suite="scale-out", name=f"{SERVICE} ×{k}", value=rate, unit="events/s",
+                          transport=benv.transport, database=benv.database, n=n, baseline="consume",
+                          note=f"{rate / first:.2f}× one member; {note}"))
+
+
+def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: Console) -> tuple[float, str]:
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")
+    n = len(events)
+    timeout = 120 + n / 100
+    with benv.sub(f"scale{k}") as settings:
+        _prepare(settings, SERVICE)
+        records = to_records(events, settings.env.value)
+        assigned = ctx.Array("i", k)
+        consumed = ctx.Value("q", 0)
+        go = ctx.Event()
+        results = ctx.Queue()
+        members = [ctx.Process(target=member_worker, name=f"bench-{SERVICE}-{i}",
+                               args=(settings, SERVICE, i, n, assigned, consumed, go, results, timeout))
+                   for i in range(k)]
+        for p in members:
+            p.start()
+        out: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 120
+            # settled: every member holds partitions and together they hold them all
+            while not (all(a > 0 for a in assigned[:]) and sum(assigned[:]) == settings.partitions):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"scale-out ×{k}: the group did not settle within 120s ({assigned[:]})")
+                if not all(p.is_alive() for p in members):
+                    raise RuntimeError(f"scale-out ×{k}: a member exited before the group settled")
+                time.sleep(0.05)
+            held = list(assigned[:])
+            servers = _server_pids(benv)
+            server_cpu0 = {k: _proc_cpu(v) for k, v in servers.items()}
+            go.set()
+            t0 = time.time()
+            _fill(settings, records)
+            t_filled = time.time() - t0
+            for _ in range(k):
+                try:
+                    out.append(results.get(timeout=timeout + 30))
+                except queue.Empty:
+                    raise TimeoutError(f"scale-out ×{k}: members not done within {timeout + 30:.0f}s") from None
+            server_cpu = {k: _proc_cpu(v) - server_cpu0[k] for k, v in servers.items()}
+        finally:
+            go.set()
+            for p in members:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+    errors = [f"{SERVICE}[{r['index']}]: {r['error']}" for r in out if r["error"]]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    total = max(r["t_last"] for r in out if not math.isnan(r["t_last"])) - t0
+    cpu = sum(r["cpu_s"] for r in out)
+    per = ", ".join(f"{r['consumed']:,}" for r in sorted(out, key=lambda r: r["index"]))
+    dups = sum(int(r["stats"].get("duplicates", 0)) for r in out)
+    console.log(f"scale-out {SERVICE} ×{k}: {n / total:,.0f} events/s ({total:.2f}s)")
+    on_servers = "".join(f", {name} {c:.1f}s" for name, c in server_cpu.items())
+    return n / total, (f"{total:.2f}s to the last effect (fill {t_filled:.2f}s); partitions {held}; consumed per "
+                       f"member {per}; duplicates {dups}; CPU: members {cpu:.1f}s ({cpu / total:.2f} cores)"
+                       f"{on_servers} (until the last member reported)")
