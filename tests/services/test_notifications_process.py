@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from conftest_an import processed
 
 from payevents.runtime import metrics, workers
@@ -107,3 +108,27 @@ def test_the_delivery_process_reports_to_its_supervisor_and_stops_with_it(settin
         supervisor.join(30)
     assert not supervisor.is_alive() and not _children()
     assert notifications.summary(settings)["sent"] == 30 and _new_files(settings) == 30
+
+
+def test_a_failed_maildir_write_marks_nothing_of_its_pass_and_the_retry_duplicates_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(settings, 40)
+    real_write = delivery.MaildirMailer._write
+    calls: list[int] = []
+
+    def write_then_fail_once(self: delivery.MaildirMailer, mail: delivery.Outgoing) -> None:
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(28, "No space left on device")
+        real_write(self, mail)
+
+    monkeypatch.setattr(delivery.MaildirMailer, "_write", write_then_fail_once)
+    with pytest.raises(OSError, match="No space left"):
+        notifications.deliver_pending(settings)
+    assert notifications.summary(settings)["pending"] == 40  # the pass's writes are not marked sent
+    assert _new_files(settings) == 39
+    later = delivery.datetime.now(delivery.UTC) + timedelta(minutes=2)
+    assert notifications.deliver_pending(settings, now=later).sent == 40  # retries: linked, or already there
+    ids = _message_ids(settings)
+    assert len(ids) == 40 and set(ids.values()) == {1}

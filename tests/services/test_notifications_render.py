@@ -11,6 +11,7 @@ import re
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
+import jinja2
 import msgspec
 import pytest
 from conftest_an import feed, processed
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from jinja2 import TemplateError
+from markupsafe import Markup
 
 from payevents.services import notifications
 from payevents.services.notifications.render import (
@@ -27,6 +29,7 @@ from payevents.services.notifications.render import (
     render_confirmation,
     render_steps,
     render_with_jinja,
+    to_function,
 )
 from payevents.services.notifications.service import SERVICE
 from payevents.settings import Settings
@@ -173,10 +176,19 @@ def test_precompiled_templates_render_what_jinja_renders(
 
 
 def test_precompiled_templates_follow_the_template_files_and_refuse_what_they_cannot_compile() -> None:
-    steps = compile_template("A{{ x }}{% if y %}<{{ y.k }}>{% endif %}{{ z[1] }}\n")
-    ctx: dict[str, object] = {"x": "<&>", "y": {"k": "'"}, "z": ("a", '"')}
-    assert render_steps(steps, ctx, True) == "A&lt;&amp;&gt;<&#39;>&#34;\n"
-    assert render_steps(steps, {**ctx, "y": ""}, False) == 'A<&>"\n'
+    source = "A{{ x }}{% if y %}<{{ y.k }}{% if x %}{{ z[0] }}{% endif %}>{% endif %}{{ z[1] }}|{{ y.items }}\n"
+    steps = compile_template(source)
+    contexts: list[dict[str, object]] = [
+        {"x": "<&>", "y": {"k": "'", "items": "i"}, "z": ("a", '"')},
+        {"x": Markup("<b>"), "y": {"k": Markup("&amp;")}, "z": ["", 7]},
+        {"x": "", "y": {}, "z": "ab"},
+    ]
+    for autoescape in (True, False):
+        jinja = jinja2.Environment(autoescape=autoescape, keep_trailing_newline=True).from_string(source)
+        for ctx in contexts:
+            expected = jinja.render(ctx)
+            assert render_steps(steps, ctx, autoescape) == expected
+            assert to_function(steps, autoescape)(ctx) == expected
     for source in ("{{ x|upper }}", "{% for a in b %}{% endfor %}", "{# note #}", "{{ x + 1 }}", "{% if a %}",
                    "{% endif %}", "{{- x }}", "{% if a and b %}{% endif %}"):
         with pytest.raises(TemplateError):

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
@@ -190,7 +191,12 @@ class MaildirMailer:
     there (see :attr:`Outgoing.first_attempt`). A retry — after a crash between the write and the mark, or a
     lease taken over — looks in ``cur/`` (messages a reader has seen; listed once per pass, not once per
     message) and is linked into ``new/``, which fails if the file is there: the link is the exclusive claim of
-    the name, so a message a reader has not yet seen is never written twice either."""
+    the name, so a message a reader has not yet seen is never written twice either.
+
+    The files are written by two writer threads while the pass renders the next messages (creating a file is
+    kernel time, which does not hold the GIL); :meth:`sync` waits for every write of the pass (raising the first
+    error: then nothing of the pass is marked, and its intents are retried after the lease) and flushes them to
+    disk once, before the pass marks them sent. One instance per pass."""
 
     idempotent = True
 
@@ -200,8 +206,11 @@ class MaildirMailer:
         path.parent.mkdir(parents=True, exist_ok=True)
         mailbox.Maildir(str(path), create=True)  # creates tmp/ new/ cur/
         self._new = path / "new"
+        self._tmp = path / "tmp"
         self._tmp_suffix = f".{os.getpid()}.{threading.get_ident()}"
         self._cur: set[str] | None = None
+        self._writers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="maildir-writer")
+        self._writes: list[Future[None]] = []
 
     def seen(self, key: str) -> bool:
         """A reader has already moved this message to ``cur/``."""
@@ -213,29 +222,44 @@ class MaildirMailer:
         # the same Message-ID always lands in the same file
         if not mail.first_attempt and self.seen(mail.key):
             return
-        tmp = os.path.join(self.path, "tmp", mail.key + self._tmp_suffix)
-        with open(tmp, "wb") as fh:
-            fh.write(mail.data)
+        self._writes.append(self._writers.submit(self._write, mail))
+        self._unsynced = True
+
+    def _write(self, mail: Outgoing) -> None:
+        tmp = os.path.join(self._tmp, mail.key + self._tmp_suffix)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(mail.data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         target = os.path.join(self._new, mail.key)
         if mail.first_attempt:
             os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:  # delivered before (in new/, not yet read)
-                pass
-            finally:
-                os.unlink(tmp)
-        self._unsynced = True
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:  # delivered before (in new/, not yet read)
+            pass
+        finally:
+            os.unlink(tmp)
 
     def sync(self) -> None:
-        """Flush the pass's files to disk once (instead of one fsync per file), before they are marked sent."""
+        """Wait for the pass's writes, then flush its files to disk once (instead of one fsync per file), before
+        they are marked sent."""
+        writes, self._writes = self._writes, []
+        for write in writes:
+            write.result()
         if self._unsynced:
             os.sync()
             self._unsynced = False
 
     def close(self) -> None:
-        self.sync()
+        try:
+            self.sync()
+        finally:
+            self._writers.shutdown(wait=True)
 
 
 def maildir_path(settings: Settings) -> Path:

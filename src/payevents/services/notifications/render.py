@@ -16,11 +16,12 @@ import dataclasses
 import functools
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from typing import Final
+from typing import Any, Final
 
 from babel import Locale
 from babel.core import UnknownLocaleError
@@ -128,13 +129,58 @@ def render_steps(steps: tuple[_Step, ...], context: dict[str, object], autoescap
     return "".join(out)
 
 
+def _html_escape(value: object) -> str:
+    """markupsafe's ``escape`` (what Jinja's autoescape calls) without a Markup object per plain string."""
+    if value.__class__ is str:
+        return value.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace(  # type: ignore[attr-defined]
+            "'", "&#39;").replace('"', "&#34;")
+    return str(escape(value))
+
+
+def _jinja_attr(value: Any, key: str) -> Any:
+    """Jinja's ``value.key``: the attribute, else the item."""
+    try:
+        return getattr(value, key)
+    except AttributeError:
+        return value[key]
+
+
+def to_function(steps: tuple[_Step, ...], autoescape: bool) -> Callable[[dict[str, Any]], str]:
+    """``steps`` as one Python function of the context (what :func:`render_steps` does, without interpreting
+    the steps on every render). Names are identifiers and literals ``repr``: the template cannot inject code."""
+    lines = ["def render(c):", " out = []", " a = out.append"]
+    conv = "_esc" if autoescape else "str"
+    ends: dict[int, int] = {}
+    indent = " "
+    for i, (kind, a, b) in enumerate(steps):
+        indent = " " * (1 + sum(1 for end in ends.values() if end > i))
+        if kind == _TEXT:
+            lines.append(f"{indent}a({a!r})")
+        elif kind == _VALUE:
+            value = f"c[{a!r}]"
+            if isinstance(b, str):  # a dict without an attribute of that name: the item, as Jinja finds it
+                value = (f"({value}[{b!r}] if {value}.__class__ is dict else _attr({value}, {b!r}))"
+                         if not hasattr(dict, b) else f"_attr({value}, {b!r})")
+            elif b is not None:
+                value = f"{value}[{b!r}]"
+            lines.append(f"{indent}a({conv}({value}))")
+        else:
+            lines.append(f"{indent}if c[{a!r}]:")
+            lines.append(f"{indent} pass")
+            ends[i] = int(b)  # type: ignore[call-overload]
+    lines.append(" return ''.join(out)")
+    namespace: dict[str, Any] = {"_esc": _html_escape, "_attr": _jinja_attr}
+    exec(compile("\n".join(lines), "<payevents template>", "exec"), namespace)
+    return namespace["render"]  # type: ignore[no-any-return]
+
+
 @functools.cache
-def _compiled() -> tuple[tuple[_Step, ...], tuple[_Step, ...]]:
-    """The text and HTML templates' steps, compiled once from the package's ``.j2`` files."""
+def _compiled() -> tuple[Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], str]]:
+    """The text and HTML templates as functions, compiled once from the package's ``.j2`` files."""
     loader = _env().loader
     assert loader is not None
     text, html = (compile_template(loader.get_source(_env(), f"{TEMPLATE}.{ext}.j2")[0]) for ext in ("txt", "html"))
-    return text, html
+    return to_function(text, False), to_function(html, True)
 
 
 @functools.lru_cache(maxsize=256)
@@ -305,9 +351,9 @@ class RenderedMail:
 def render_confirmation(event: PaymentProcessed, name: str, locale: str, sender: str) -> RenderedMail:
     """Subject, text and HTML bodies of the confirmation of ``event`` for a customer (the precompiled templates)."""
     context = _context(event, name, locale, sender)
-    text_steps, html_steps = _compiled()
-    return RenderedMail(subject=context["subject"], text=render_steps(text_steps, context, False),  # type: ignore[arg-type]
-                        html=render_steps(html_steps, context, True), amount=context["amount"])  # type: ignore[arg-type]
+    text, html = _compiled()
+    return RenderedMail(subject=context["subject"], text=text(context), html=html(context),  # type: ignore[arg-type]
+                        amount=context["amount"])  # type: ignore[arg-type]
 
 
 def render_with_jinja(event: PaymentProcessed, name: str, locale: str, sender: str) -> RenderedMail:
