@@ -578,7 +578,10 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
     """The delivery child's main: passes until ``stop`` is set or its parent is gone; reports and log records
     go to ``events``."""
     import logging.handlers
+    import signal
 
+    # Ctrl-C in a terminal reaches the whole process group: the supervisor stops this child through the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(events)]
     root.setLevel(level)
