@@ -11,11 +11,26 @@ import re
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
+import jinja2
+import msgspec
 import pytest
 from conftest_an import feed, processed
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from jinja2 import TemplateError
+from markupsafe import Markup
 
 from payevents.services import notifications
-from payevents.services.notifications.render import build_message, message_bytes, render_confirmation
+from payevents.services.notifications.render import (
+    build_message,
+    compile_template,
+    message_bytes,
+    render_confirmation,
+    render_steps,
+    render_with_jinja,
+    to_function,
+)
 from payevents.services.notifications.service import SERVICE
 from payevents.settings import Settings
 
@@ -130,3 +145,51 @@ def test_cached_amount_and_date_formats_are_babels_byte_for_byte() -> None:
         for _ in range(60):
             at = start + timedelta(seconds=rng.randrange(0, 400 * 86400), microseconds=rng.randrange(0, 10**6))
             assert render.format_processed_at(at, loc) == format_datetime(at, "medium", tzinfo=UTC, locale=loc)
+
+
+# -- the precompiled templates render what Jinja renders -----------------------------------------------------
+
+_free = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
+_html_hostile = st.sampled_from(["<b>x</b>", "a & b", '"quoted"', "it's", "{{ name }}", "{% if x %}", ""])
+
+
+@hyp_settings(max_examples=200, deadline=None)
+@given(name=st.one_of(_free, _html_hostile), sender=st.one_of(_free, _html_hostile),
+       locale=st.sampled_from([*LOCALES, "fr_FR", "de_CH", "es_ES", "xx_INVALID", ""]),
+       currency=st.sampled_from(list(CURRENCIES)), description=st.one_of(st.none(), _free, _html_hostile),
+       order_id=st.one_of(st.none(), st.just(""), _html_hostile, st.just("ORD-7")),
+       invoice_id=st.one_of(st.none(), _html_hostile, st.just("INV-1")),
+       method=st.sampled_from(["credit_card", "sepa_debit", "<img src=x>", "apple-pay"]))
+def test_precompiled_templates_render_what_jinja_renders(
+    name: str, sender: str, locale: str, currency: str, description: str | None, order_id: str | None,
+    invoice_id: str | None, method: str,
+) -> None:
+    decoded = processed("pay_<1>&", CURRENCIES[currency], currency, invoice_id=invoice_id, order_id=order_id,
+                        method=method)
+    event = decoded.event
+    meta = dict(description=description) if description is not None else {}
+    if order_id is not None:
+        meta["orderId"] = order_id
+    event = msgspec.structs.replace(event, data=msgspec.structs.replace(
+        event.data, metadata=msgspec.structs.replace(event.data.metadata, **meta) if meta else msgspec.UNSET))
+    assert render_confirmation(event, name, locale, sender) == render_with_jinja(event, name, locale, sender)
+
+
+def test_precompiled_templates_follow_the_template_files_and_refuse_what_they_cannot_compile() -> None:
+    source = "A{{ x }}{% if y %}<{{ y.k }}{% if x %}{{ z[0] }}{% endif %}>{% endif %}{{ z[1] }}|{{ y.items }}\n"
+    steps = compile_template(source)
+    contexts: list[dict[str, object]] = [
+        {"x": "<&>", "y": {"k": "'", "items": "i"}, "z": ("a", '"')},
+        {"x": Markup("<b>"), "y": {"k": Markup("&amp;")}, "z": ["", 7]},
+        {"x": "", "y": {}, "z": "ab"},
+    ]
+    for autoescape in (True, False):
+        jinja = jinja2.Environment(autoescape=autoescape, keep_trailing_newline=True).from_string(source)
+        for ctx in contexts:
+            expected = jinja.render(ctx)
+            assert render_steps(steps, ctx, autoescape) == expected
+            assert to_function(steps, autoescape)(ctx) == expected
+    for source in ("{{ x|upper }}", "{% for a in b %}{% endfor %}", "{# note #}", "{{ x + 1 }}", "{% if a %}",
+                   "{% endif %}", "{{- x }}", "{% if a and b %}{% endif %}"):
+        with pytest.raises(TemplateError):
+            compile_template(source)

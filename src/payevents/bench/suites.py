@@ -527,8 +527,10 @@ def _pending_emails(settings: Settings) -> int:
 def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: float) -> None:
     """One service in its own process, from its start: consume the pre-filled channel's ``n`` records (effects
     committed); notifications also until every e-mail is written (no intent pending). Reports (name, time it
-    started running, time it was ready, time it was done, stats, peak RSS)."""
+    started running, time it was ready, time it was done, stats, peak RSS — of the worker, and of the child
+    processes it started and waited for: notifications' delivery process)."""
     t_started = time.time()
+    import resource
     import threading
 
     from payevents.runtime.consumer import ConsumerRuntime
@@ -539,9 +541,9 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
     error = None
     t_ready = t_done = math.nan
     rt = None
+    background = None
     try:
         rt = ConsumerRuntime(settings, service)
-        background = None
         if service.background is not None:
             background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
             background.start()
@@ -564,8 +566,11 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         stats = rt.stats.as_dict() if rt is not None else {}
         if rt is not None:
             rt.close()
+        if background is not None:
+            background.join(30)  # notifications: its delivery process stopped and waited for
         results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_done": t_done, "stats": stats,
-                     "peak_rss_kb": peak_rss_kb(), "error": error})
+                     "peak_rss_kb": peak_rss_kb(), "error": error,
+                     "children_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss})
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
@@ -655,7 +660,10 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                     baseline="consume",
                     note=f"{steady:.2f}s from the last worker ready (imports, migrations, group join done: "
                          f"{max(r['t_ready'] for r in out) - t0:.2f}s after the start)"))
-    return {r["service"]: int(r["peak_rss_kb"]) for r in out}
+    rss = {r["service"]: int(r["peak_rss_kb"]) for r in out}
+    rss.update({f"{r['service']} (delivery process)": int(r["children_peak_rss_kb"]) for r in out
+                if r.get("children_peak_rss_kb")})
+    return rss
 
 
 def _prepare_services(settings: Settings) -> None:

@@ -54,6 +54,10 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "max.poll.interval.ms": "300000",
     "fetch.wait.max.ms": "100",
     "partition.assignment.strategy": "cooperative-sticky",
+    # librdkafka prefetches up to this much per consumer (default 64 MiB: a worker's RSS grew by ~90 MiB as a
+    # backlog grew); 8 MiB is ~16 of the runtime's 500-record batches of ~1 KiB records, and above the largest
+    # record (channel.MAX_RECORD_BYTES, 1 MB). PAYEVENTS_KAFKA_CONFIG overrides it.
+    "queued.max.messages.kbytes": "8192",
 }
 #: with the KIP-848 consumer protocol (group.protocol=consumer) the broker assigns partitions and owns the
 #: session and heartbeat timing: librdkafka refuses these client-side settings then

@@ -40,9 +40,11 @@ def to_ms(at: datetime) -> int:
     return (at - EPOCH) // timedelta(milliseconds=1)
 
 
-def intent_row(decoded: DecodedEvent, now: datetime, customer: Any | None) -> dict[str, Any]:
+def intent_row(decoded: DecodedEvent, now: datetime, customer: Any | None, *,
+               clock: tuple[int, str] | None = None) -> dict[str, Any]:
     """The notification row for one PaymentProcessed given its customer's directory row (name, email,
-    locale; None when unknown): pending with its recipient, or skipped with the reason."""
+    locale; None when unknown): pending with its recipient, or skipped with the reason. ``clock``: ``now`` as
+    (milliseconds, ISO text), when the caller has it for a whole batch."""
     event = decoded.event
     if not isinstance(event, PaymentProcessed):
         raise PoisonEvent(f"eventType: notifications handles PaymentProcessed, not {event.eventType}")
@@ -61,8 +63,8 @@ def intent_row(decoded: DecodedEvent, now: datetime, customer: Any | None) -> di
         "amount": str(data.amount.value),
         "currency": data.amount.currency,
         "legacy": 1 if decoded.legacy else 0,
-        "next_attempt_ms": to_ms(now),
-        "created_at": now.isoformat(),
+        "next_attempt_ms": clock[0] if clock is not None else to_ms(now),
+        "created_at": clock[1] if clock is not None else now.isoformat(),
     }
     if row["customer_id"] is None:
         what = "legacy event" if decoded.legacy else "event"
@@ -134,8 +136,9 @@ def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]
     now = datetime.now(UTC)
     customers = customers_of(conn, [cid for d, _m in batch if isinstance(d.event, PaymentProcessed)
                                     and (cid := _customer_id(d)) is not None])
-    rows = [_intent_tuple(intent_row(d, now, customers.get(_customer_id(d) or ""))) for d, _m in batch]
+    clock = (to_ms(now), now.isoformat())
+    rows = [(*_intent_tuple(intent_row(d, now, customers.get(_customer_id(d) or ""), clock=clock)), 0)
+            for d, _m in batch]
     # one COPY on PostgreSQL (ON CONFLICT (event_id) DO NOTHING kept by runtime.bulk's fallback), a driver-level
     # executemany on SQLite; attempts starts at 0
-    bulk.copy_rows(conn, "notifications", (*INTENT_COLUMNS, "attempts"), [(*r, 0) for r in rows],
-                   or_ignore="event_id")
+    bulk.copy_rows(conn, "notifications", (*INTENT_COLUMNS, "attempts"), rows, or_ignore="event_id")

@@ -1,0 +1,134 @@
+"""The delivery worker in its own process (``delivery.run_delivery_process``, the service's background): a
+SIGKILL of that process in the middle of a pass loses and duplicates no e-mail in the Maildir; its passes count
+in the supervising process's metrics and liveness; it stops with its supervisor."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from conftest_an import processed
+
+from payevents.runtime import metrics, workers
+from payevents.services import notifications
+from payevents.services.notifications import delivery
+from payevents.services.notifications.handlers import handle_batch
+from payevents.services.notifications.service import SERVICE
+from payevents.settings import Settings
+from payevents.store.db import connect, dispose_engines
+
+
+def _record(settings: Settings, n: int) -> None:
+    notifications.add_customer(settings, "cus_1", "Ann", "ann@example.com")
+    engine = connect(settings, SERVICE.name, SERVICE.migrations)
+    events = [processed(f"pay_{i}", "3.00", "USD", customer_id="cus_1") for i in range(n)]
+    for start in range(0, n, 500):
+        with engine.begin() as conn:
+            handle_batch(conn, [(d, None) for d in events[start:start + 500]])  # type: ignore[misc]
+    dispose_engines()  # no pooled connection crosses into the child
+
+
+def _message_ids(settings: Settings) -> Counter[str]:
+    box = mailbox.Maildir(str(notifications.maildir_path(settings)), create=False)
+    return Counter(str(email.message_from_bytes(box.get_bytes(k), policy=email.policy.default)["Message-ID"])
+                   for k in box.keys())
+
+
+def _children() -> list[multiprocessing.Process]:
+    return [p for p in multiprocessing.active_children() if p.name == "payevents-notifications-delivery"]
+
+
+def _new_files(settings: Settings) -> int:
+    new = notifications.maildir_path(settings) / "new"
+    return len(os.listdir(new)) if new.is_dir() else 0
+
+
+def test_sigkill_of_the_delivery_process_mid_pass_loses_and_duplicates_nothing(settings: Settings) -> None:
+    n = 2500
+    _record(settings, n)
+    stop = threading.Event()
+    supervisor = threading.Thread(target=delivery.run_delivery_process, args=(settings, stop),
+                                  kwargs={"limit": 1000, "interval_s": 0.1})
+    supervisor.start()
+    killed = []
+    try:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            written = _new_files(settings)
+            if 50 <= written < 900:  # in the middle of the first pass: written, not yet marked
+                (child,) = _children()
+                os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                killed.append(written)
+            time.sleep(0.002)
+        assert killed, "the first pass was never seen in the middle"
+        # the supervisor starts another child, which delivers what the killed pass had not claimed
+        while notifications.summary(settings)["pending"] > 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_children()) == 1
+    finally:
+        stop.set()
+        supervisor.join(60)
+    assert not supervisor.is_alive() and not _children()
+    summary = notifications.summary(settings)
+    assert 0 < summary["pending"] <= 1000  # the killed pass's claims: leased, never marked
+    # once the killed pass's lease expires another pass re-sends them: into the Maildir at most once
+    later = delivery.datetime.now(delivery.UTC) + timedelta(minutes=2)
+    while notifications.deliver_pending(settings, 1000, now=later).claimed:
+        pass
+    assert notifications.summary(settings)["sent"] == n
+    ids = _message_ids(settings)
+    assert len(ids) == n and set(ids.values()) == {1}
+
+
+def test_the_delivery_process_reports_to_its_supervisor_and_stops_with_it(settings: Settings) -> None:
+    _record(settings, 30)
+    sent_before = metrics.EMAILS.labels(outcome="sent")._value.get()
+    workers._beats.pop("delivery", None)
+    stop = threading.Event()
+    supervisor = threading.Thread(target=SERVICE.background, args=(settings, stop))  # type: ignore[arg-type]
+    supervisor.start()
+    try:
+        deadline = time.monotonic() + 60
+        while metrics.EMAILS.labels(outcome="sent")._value.get() < sent_before + 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metrics.EMAILS.labels(outcome="sent")._value.get() == sent_before + 30
+        assert "delivery" in workers._beats
+        assert len(_children()) == 1
+    finally:
+        stop.set()
+        supervisor.join(30)
+    assert not supervisor.is_alive() and not _children()
+    assert notifications.summary(settings)["sent"] == 30 and _new_files(settings) == 30
+
+
+def test_a_failed_maildir_write_marks_nothing_of_its_pass_and_the_retry_duplicates_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(settings, 40)
+    real_write = delivery.MaildirMailer._write
+    calls: list[int] = []
+
+    def write_then_fail_once(self: delivery.MaildirMailer, mail: delivery.Outgoing) -> None:
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(28, "No space left on device")
+        real_write(self, mail)
+
+    monkeypatch.setattr(delivery.MaildirMailer, "_write", write_then_fail_once)
+    with pytest.raises(OSError, match="No space left"):
+        notifications.deliver_pending(settings)
+    assert notifications.summary(settings)["pending"] == 40  # the pass's writes are not marked sent
+    assert _new_files(settings) == 39
+    later = delivery.datetime.now(delivery.UTC) + timedelta(minutes=2)
+    assert notifications.deliver_pending(settings, now=later).sent == 40  # retries: linked, or already there
+    ids = _message_ids(settings)
+    assert len(ids) == 40 and set(ids.values()) == {1}
