@@ -294,8 +294,12 @@ def test_a_journal_at_migration_3_upgrades_and_keeps_its_guards(store_settings: 
         if eng.dialect.name == "sqlite":
             [sql] = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'journal_lines'").scalars()
             assert "WITHOUT ROWID" in sql
-            assert not conn.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE name = 'ix_journal_lines_account'").all()
+            indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars())
+        else:
+            indexes = set(conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").scalars())
+        assert "ix_journal_corrections_payment" in indexes and "ux_journal_payment_entry" in indexes
+        assert not indexes & {"ix_journal_lines_account", "ix_journal_entries_payment"}
     entries = ledger.journal(store_settings)
     assert sorted(ln.amount_minor for en in entries for ln in en.lines) == [5, 5, 1000, 1000]
     tb = ledger.balances(store_settings)
@@ -316,6 +320,9 @@ def test_a_journal_at_migration_3_upgrades_and_keeps_its_guards(store_settings: 
     for sql in ["UPDATE journal_lines SET amount_minor = amount_minor + 1", "DELETE FROM journal_lines"]:
         with pytest.raises(sa.exc.DBAPIError, match="append-only"), eng.begin() as conn:
             conn.exec_driver_sql(sql)
-    deliver(store_settings, "ledger", [processed(amount="2.50")])  # and it goes on posting
-    assert ledger.balances(store_settings).entries == 3
+    deliver(store_settings, "ledger", [processed(amount="2.50")])  # and it goes on posting, and correcting
+    ledger.reverse(store_settings, entries[0].entry_id, reason="charged twice")
+    assert [en.kind for en in ledger.journal(store_settings, payment_id=entries[0].payment_id)] == [
+        "payment", "correction"]
+    assert ledger.balances(store_settings).entries == 4
     assert ledger.verify(store_settings).ok

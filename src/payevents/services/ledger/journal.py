@@ -341,6 +341,11 @@ def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int
     ]
 
 
+#: the entries of one payment (``:pid``), written so that each kind is read through its partial index
+#: (ux_journal_payment_entry, ix_journal_corrections_payment: ledger migration 4); kind is one of the two (CHECK)
+PAYMENT_ENTRIES: Final = "((e.kind = 'payment' AND e.payment_id = :pid) OR (e.kind = 'correction' AND e.payment_id = :pid))"
+
+
 def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 100, newest_first: bool = False,
             starting_after: str | None = None) -> list[JournalEntry]:
     """Journal entries with their lines, oldest first (``newest_first``: newest first), optionally those of one
@@ -348,7 +353,7 @@ def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 1
     with store.engine(settings).connect() as conn:
         where, args = ["1 = 1"], {}
         if payment_id is not None:
-            where.append("e.payment_id = :pid")
+            where.append(PAYMENT_ENTRIES)
             args["pid"] = payment_id
         if starting_after is not None:
             clause, more = after_clause(conn, "journal_entries", "posted_at", "entry_id", descending=newest_first,

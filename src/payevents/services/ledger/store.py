@@ -178,13 +178,21 @@ _SQLITE_LINES_V4: Final = [
     *[t for t in _SQLITE_TRIGGERS[1:] if " ON journal_lines" in t],  # sealed, no_update, no_delete
 ]
 
+#: issue #14: a payment entry's payment_id was in two indexes (ix_journal_entries_payment, all entries, and the
+#: unique ux_journal_payment_entry, payment entries): each insert wrote both. The general one now holds the
+#: corrections only; a payment's entries are read through both partial indexes (journal.PAYMENT_ENTRIES).
+_PAYMENT_INDEX_V4: Final = [
+    "DROP INDEX ix_journal_entries_payment",
+    "CREATE INDEX ix_journal_corrections_payment ON journal_entries (payment_id) WHERE kind = 'correction'",
+]
+
 MIGRATIONS: Final[list[Migration]] = [
     Migration(1, "accounts and journal", both=_TABLES),
     Migration(2, "journal invariants: balanced, sealed, append-only", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
     # SQLite has no statement triggers: its row triggers stay (nothing to do there)
     Migration(3, "journal entries balanced: checked per statement on PostgreSQL", postgresql=_PG_STATEMENT_TRIGGERS),
-    Migration(4, "journal lines: WITHOUT ROWID on SQLite; no index by account", sqlite=_SQLITE_LINES_V4,
-              postgresql=["DROP INDEX IF EXISTS ix_journal_lines_account"]),
+    Migration(4, "journal: lines WITHOUT ROWID on SQLite, no index by account; payment_id indexed once per entry",
+              both=_PAYMENT_INDEX_V4, sqlite=_SQLITE_LINES_V4, postgresql=["DROP INDEX ix_journal_lines_account"]),
 ]
 
 #: trigger names verify() expects to find (a dropped guard is a violation)
