@@ -152,36 +152,16 @@ _PG_STATEMENT_TRIGGERS: Final = [
         FOR EACH STATEMENT EXECUTE FUNCTION journal_entries_balanced_stmt()""",
 ]
 
-#: SQLite (issue #14): the journal's lines in their primary key's b-tree (WITHOUT ROWID: one b-tree written per line
-#: instead of the table and its primary-key index) and without ``ix_journal_lines_account``, which no query reads
-#: (the trial balance aggregates the lines per account first; the foreign key to ledger_accounts needs it only for
-#: an UPDATE/DELETE of an account, which the append-only triggers refuse). The table is rebuilt: the balance trigger
-#: on journal_entries names journal_lines, so it is dropped first and created again as it was; the line triggers
-#: (seal, append-only) go with the old table and are created again on the new one, unchanged.
-_SQLITE_LINES_V4: Final = [
-    "DROP TRIGGER journal_entries_balanced",
-    """CREATE TABLE journal_lines_v4 (
-        entry_id VARCHAR(64) NOT NULL REFERENCES journal_entries (entry_id) DEFERRABLE INITIALLY DEFERRED,
-        line_no INTEGER NOT NULL CHECK (line_no >= 1),
-        account_code VARCHAR(40) NOT NULL,
-        currency CHAR(3) NOT NULL CHECK (length(currency) = 3),
-        side CHAR(1) NOT NULL CHECK (side IN ('D', 'C')),
-        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
-        PRIMARY KEY (entry_id, line_no),
-        FOREIGN KEY (account_code, currency) REFERENCES ledger_accounts (code, currency)
-    ) WITHOUT ROWID""",
-    "INSERT INTO journal_lines_v4 (entry_id, line_no, account_code, currency, side, amount_minor)"
-    " SELECT entry_id, line_no, account_code, currency, side, amount_minor FROM journal_lines",
-    "DROP TABLE journal_lines",  # its triggers and indexes go with it (a DROP fires no trigger)
-    "ALTER TABLE journal_lines_v4 RENAME TO journal_lines",
-    _SQLITE_TRIGGERS[0],  # journal_entries_balanced, as migration 2 created it
-    *[t for t in _SQLITE_TRIGGERS[1:] if " ON journal_lines" in t],  # sealed, no_update, no_delete
-]
-
-#: issue #14: a payment entry's payment_id was in two indexes (ix_journal_entries_payment, all entries, and the
-#: unique ux_journal_payment_entry, payment entries): each insert wrote both. The general one now holds the
-#: corrections only; a payment's entries are read through both partial indexes (journal.PAYMENT_ENTRIES).
-_PAYMENT_INDEX_V4: Final = [
+#: issue #14, indexes each posting paid for and nothing needs (every insert writes every index of its table):
+#: * ix_journal_lines_account: no query reads lines by account (the trial balance sums the lines per account in
+#:   one pass, then joins the accounts); the foreign key to ledger_accounts would use it only for an UPDATE or
+#:   DELETE of an account, which the append-only triggers refuse;
+#: * a payment entry's payment_id was in two indexes (ix_journal_entries_payment, all entries, and the unique
+#:   ux_journal_payment_entry, payment entries): the general one now holds the corrections only, and a payment's
+#:   entries are read through both partial indexes (journal.PAYMENT_ENTRIES).
+#: (WITHOUT ROWID for journal_lines was measured too: no gain — its random primary key costs the same pages.)
+_INDEXES_V4: Final = [
+    "DROP INDEX ix_journal_lines_account",
     "DROP INDEX ix_journal_entries_payment",
     "CREATE INDEX ix_journal_corrections_payment ON journal_entries (payment_id) WHERE kind = 'correction'",
 ]
@@ -191,8 +171,7 @@ MIGRATIONS: Final[list[Migration]] = [
     Migration(2, "journal invariants: balanced, sealed, append-only", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
     # SQLite has no statement triggers: its row triggers stay (nothing to do there)
     Migration(3, "journal entries balanced: checked per statement on PostgreSQL", postgresql=_PG_STATEMENT_TRIGGERS),
-    Migration(4, "journal: lines WITHOUT ROWID on SQLite, no index by account; payment_id indexed once per entry",
-              both=_PAYMENT_INDEX_V4, sqlite=_SQLITE_LINES_V4, postgresql=["DROP INDEX ix_journal_lines_account"]),
+    Migration(4, "journal: no index of lines by account; payment_id indexed once per entry", both=_INDEXES_V4),
 ]
 
 #: trigger names verify() expects to find (a dropped guard is a violation)
