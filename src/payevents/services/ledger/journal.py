@@ -343,7 +343,8 @@ def _load_entries(conn: Connection, where: str, args: dict[str, Any], limit: int
 
 #: the entries of one payment (``:pid``), written so that each kind is read through its partial index
 #: (ux_journal_payment_entry, ix_journal_corrections_payment: ledger migration 4); kind is one of the two (CHECK)
-PAYMENT_ENTRIES: Final = "((e.kind = 'payment' AND e.payment_id = :pid) OR (e.kind = 'correction' AND e.payment_id = :pid))"
+PAYMENT_ENTRIES: Final = ("((e.kind = 'payment' AND e.payment_id = :pid)"
+                          " OR (e.kind = 'correction' AND e.payment_id = :pid))")
 
 
 def journal(settings: Settings, *, payment_id: str | None = None, limit: int = 100, newest_first: bool = False,
