@@ -15,7 +15,8 @@ To compare two versions of the code, run the same file against each source tree,
     done
 
 (``PYTHONPATH`` comes before the editable install on ``sys.path``; the first output line says which
-``payevents`` ran.)
+``payevents`` ran.) ``--sqlite`` also counts the CPU spent inside the database driver's statements and commits
+(SQLAlchemy cursor events and ``Dialect.do_commit``), i.e. SQLite's own share on the default stores.
 """
 
 from __future__ import annotations
@@ -27,6 +28,36 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+#: CPU seconds inside statements and commits while measuring (``--sqlite``)
+_INSIDE = {"on": 0.0, "sql": 0.0, "events": 1.0}
+
+
+def _count_inside_the_database() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine.default import DefaultDialect
+
+    started: dict[int, float] = {}
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        started[id(conn)] = time.process_time()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def _after(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if _INSIDE["on"]:
+            _INSIDE["sql"] += time.process_time() - started.pop(id(conn), time.process_time())
+
+    do_commit = DefaultDialect.do_commit
+
+    def _commit(self, dbapi_connection):  # type: ignore[no-untyped-def]
+        t = time.process_time()
+        do_commit(self, dbapi_connection)
+        if _INSIDE["on"]:
+            _INSIDE["sql"] += time.process_time() - t
+
+    DefaultDialect.do_commit = _commit  # type: ignore[method-assign]
 
 
 def _consume(settings: object, name: str, n: int) -> float:
@@ -43,6 +74,7 @@ def _consume(settings: object, name: str, n: int) -> float:
     try:
         rt.step()  # the first batch warms up (imports, caches, statements) outside the measure
         start = time.process_time()
+        _INSIDE.update(on=1.0, sql=0.0)
         before = rt.stats.consumed
         deadline = time.monotonic() + 120 + n / 200
         while rt.stats.consumed < n:
@@ -50,7 +82,9 @@ def _consume(settings: object, name: str, n: int) -> float:
                 raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n}")
             rt.step()
         cpu = time.process_time() - start
+        _INSIDE["on"] = 0.0
         counted = rt.stats.consumed - before
+        _INSIDE["events"] = counted
         if rt.stats.dead_lettered:
             raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
     finally:
@@ -85,6 +119,7 @@ def _baseline(data_dir: Path, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--sqlite", action="store_true", help="also the CPU inside statements and commits")
     ap.add_argument("services", nargs="*", default=["baseline", "ledger", "invoices", "analytics"])
     args = ap.parse_args()
 
@@ -96,6 +131,8 @@ def main() -> None:
     from payevents.store.db import dispose_engines
 
     print(f"# payevents from {Path(payevents.__file__).parent}", flush=True)
+    if args.sqlite:
+        _count_inside_the_database()
     events = make_events(args.n, env="dev", run=run_id())
     with tempfile.TemporaryDirectory(prefix="consume-cpu-") as tmp:
         for i, name in enumerate(args.services):
@@ -108,7 +145,9 @@ def main() -> None:
             else:
                 us = _consume(settings, name, args.n)
             dispose_engines()
-            print(f"{name:14s} {us:8.1f} µs CPU/event", flush=True)
+            per = _INSIDE["sql"] / _INSIDE["events"] * 1e6
+            inside = f"   of it in statements + commits {per:6.1f}" if args.sqlite else ""
+            print(f"{name:14s} {us:8.1f} µs CPU/event{inside}", flush=True)
 
 
 if __name__ == "__main__":
