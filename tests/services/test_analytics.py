@@ -205,3 +205,28 @@ def test_cli_report_and_metrics(settings: Settings, tmp_path: Path) -> None:
     assert json.loads(res.stdout)["events"]["PaymentProcessed"] == 3
     res = runner.invoke(app, ["analytics", "metrics"], env=env)
     assert res.exit_code == 0 and "Stage times" in res.stdout
+
+
+def test_a_store_at_migration_1_upgrades_without_the_payment_index(store_settings: Settings) -> None:
+    """Analytics migration 2 drops ix_analytics_events_payment (nothing reads events by payment): a store written at
+    version 1 upgrades with its figures unchanged and goes on consuming."""
+    import dataclasses
+
+    from payevents.services.analytics import store
+    from payevents.store import db
+
+    events, expected, _failures = _mixed_run()
+    old = dataclasses.replace(SERVICE, migrations=tuple(m for m in store.MIGRATIONS if m.version == 1))
+    feed(store_settings, old, events[: len(events) // 2], batch=40)
+    d0, d1 = (T0 - timedelta(days=80)).date(), (T0 + timedelta(days=1)).date()
+    db.dispose_engines()
+    feed(store_settings, SERVICE, events[len(events) // 2 :], batch=40)  # migrates to the newest version first
+    assert _totals(analytics.report(store_settings, d0, d1, by="day")) == expected
+    eng = store.engine(store_settings)
+    with eng.connect() as conn:
+        if eng.dialect.name == "sqlite":
+            indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars())
+        else:
+            indexes = set(conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").scalars())
+    assert "ix_analytics_events_type_day" in indexes and "ix_analytics_events_payment" not in indexes

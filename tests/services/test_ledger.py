@@ -269,3 +269,59 @@ def test_the_database_refuses_what_write_sends_past_the_code_check(store_setting
         assert copies == []
     assert [e.entry_id for e in ledger.journal(store_settings)] == [posted]
     assert ledger.verify(store_settings).ok
+
+
+def test_a_journal_at_migration_3_upgrades_and_keeps_its_guards(store_settings: Settings) -> None:
+    """Ledger migration 4 (no index of lines by account; payment_id indexed once per entry) on a database written
+    at version 3: every line kept, verify clean, the trial balance right, a payment's entries (its correction too)
+    still found, and the database still refuses an unbalanced entry, a line for a posted entry, and UPDATE/DELETE
+    of the lines."""
+    from payevents.services.ledger.journal import on_payment_processed
+    from payevents.store import db
+
+    old = db.engine_for(store_settings, store.SERVICE)
+    db.migrate(old, store.SERVICE, [m for m in store.MIGRATIONS if m.version <= 3])
+    e1, e2 = processed(amount="10.00"), processed(amount="5", currency="JPY")
+    with old.begin() as conn:
+        for e in (e1, e2):
+            on_payment_processed(conn, e)
+    db.dispose_engines()
+
+    eng = store.engine(store_settings)  # migrates to the newest version
+    with eng.connect() as conn:
+        versions = {int(r[0]) for r in conn.exec_driver_sql(
+            "SELECT version FROM schema_migrations WHERE service = 'ledger'")}
+        assert max(versions) == max(m.version for m in store.MIGRATIONS)
+        if eng.dialect.name == "sqlite":
+            indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars())
+        else:
+            indexes = set(conn.exec_driver_sql(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").scalars())
+        assert "ix_journal_corrections_payment" in indexes and "ux_journal_payment_entry" in indexes
+        assert not indexes & {"ix_journal_lines_account", "ix_journal_entries_payment"}
+    entries = ledger.journal(store_settings)
+    assert sorted(ln.amount_minor for en in entries for ln in en.lines) == [5, 5, 1000, 1000]
+    tb = ledger.balances(store_settings)
+    assert tb.balanced and tb.entries == 2
+    assert {(c.currency, c.total_debits_minor) for c in tb.currencies} == {("USD", 1000), ("JPY", 5)}
+    assert ledger.verify(store_settings).ok
+
+    line = ("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side, amount_minor)"
+            " VALUES ('{e}', {n}, '{a}', 'USD', '{s}', {m})")  # fmt: skip
+    entry = ("INSERT INTO journal_entries (entry_id, event_id, payment_id, kind, description, line_count, occurred_at,"
+             " posted_at) VALUES ('x', 'ev-x', 'p-x', 'payment', 'hand-written', 2, 't', 't')")  # fmt: skip
+    with pytest.raises(sa.exc.DBAPIError, match="does not balance"), eng.begin() as conn:
+        conn.exec_driver_sql(line.format(e="x", n=1, a="cash", s="D", m=100))
+        conn.exec_driver_sql(line.format(e="x", n=2, a="accounts_receivable", s="C", m=90))
+        conn.exec_driver_sql(entry)
+    with pytest.raises(sa.exc.DBAPIError, match="already posted"), eng.begin() as conn:
+        conn.exec_driver_sql(line.format(e=entries[0].entry_id, n=3, a="cash", s="D", m=1))
+    for sql in ["UPDATE journal_lines SET amount_minor = amount_minor + 1", "DELETE FROM journal_lines"]:
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), eng.begin() as conn:
+            conn.exec_driver_sql(sql)
+    deliver(store_settings, "ledger", [processed(amount="2.50")])  # and it goes on posting, and correcting
+    ledger.reverse(store_settings, entries[0].entry_id, reason="charged twice")
+    assert [en.kind for en in ledger.journal(store_settings, payment_id=entries[0].payment_id)] == [
+        "payment", "correction"]
+    assert ledger.balances(store_settings).entries == 4
+    assert ledger.verify(store_settings).ok

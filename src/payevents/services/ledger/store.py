@@ -152,11 +152,26 @@ _PG_STATEMENT_TRIGGERS: Final = [
         FOR EACH STATEMENT EXECUTE FUNCTION journal_entries_balanced_stmt()""",
 ]
 
+#: issue #14, indexes each posting paid for and nothing needs (every insert writes every index of its table):
+#: * ix_journal_lines_account: no query reads lines by account (the trial balance sums the lines per account in
+#:   one pass, then joins the accounts); the foreign key to ledger_accounts would use it only for an UPDATE or
+#:   DELETE of an account, which the append-only triggers refuse;
+#: * a payment entry's payment_id was in two indexes (ix_journal_entries_payment, all entries, and the unique
+#:   ux_journal_payment_entry, payment entries): the general one now holds the corrections only, and a payment's
+#:   entries are read through both partial indexes (journal.PAYMENT_ENTRIES).
+#: (WITHOUT ROWID for journal_lines was measured too: no gain — its random primary key costs the same pages.)
+_INDEXES_V4: Final = [
+    "DROP INDEX ix_journal_lines_account",
+    "DROP INDEX ix_journal_entries_payment",
+    "CREATE INDEX ix_journal_corrections_payment ON journal_entries (payment_id) WHERE kind = 'correction'",
+]
+
 MIGRATIONS: Final[list[Migration]] = [
     Migration(1, "accounts and journal", both=_TABLES),
     Migration(2, "journal invariants: balanced, sealed, append-only", sqlite=_SQLITE_TRIGGERS, postgresql=_PG_TRIGGERS),
     # SQLite has no statement triggers: its row triggers stay (nothing to do there)
     Migration(3, "journal entries balanced: checked per statement on PostgreSQL", postgresql=_PG_STATEMENT_TRIGGERS),
+    Migration(4, "journal: no index of lines by account; payment_id indexed once per entry", both=_INDEXES_V4),
 ]
 
 #: trigger names verify() expects to find (a dropped guard is a violation)

@@ -1,0 +1,154 @@
+"""CPU time per event of the consume path (issue #14), robust to a shared, noisy machine.
+
+Wall-clock throughput moves with the load of whoever else uses the cores; the CPU time this process spends
+(``time.process_time()``: user + system of this process only) does not, much. For each service named, a
+fresh data dir gets a channel of N bench events (the bench's own generator, not timed), then the service's
+``ConsumerRuntime`` consumes all of it; the figure is CPU µs per event of the consume loop (poll, decode,
+seen marks, business facts, effects, commits, offsets). ``baseline`` is the raw consume+decode loop of
+``payevents bench`` (raw ``sqlite3`` selects + ``decode_event``) over the same rows.
+
+To compare two versions of the code, run the same file against each source tree, interleaved::
+
+    for i in 1 2 3; do
+      PYTHONPATH=/work/main/src .venv/bin/python tools/consume_cpu.py --n 10000 ledger invoices analytics
+      .venv/bin/python tools/consume_cpu.py --n 10000 ledger invoices analytics
+    done
+
+(``PYTHONPATH`` comes before the editable install on ``sys.path``; the first output line says which
+``payevents`` ran.) ``--sqlite`` also counts the CPU spent inside the database driver's statements and commits
+(SQLAlchemy cursor events and ``Dialect.do_commit``), i.e. SQLite's own share on the default stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+#: CPU seconds inside statements and commits while measuring (``--sqlite``)
+_INSIDE = {"on": 0.0, "sql": 0.0, "events": 1.0}
+
+
+def _count_inside_the_database() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine.default import DefaultDialect
+
+    started: dict[int, float] = {}
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        started[id(conn)] = time.process_time()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def _after(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if _INSIDE["on"]:
+            _INSIDE["sql"] += time.process_time() - started.pop(id(conn), time.process_time())
+
+    do_commit = DefaultDialect.do_commit
+
+    def _commit(self, dbapi_connection):  # type: ignore[no-untyped-def]
+        t = time.process_time()
+        do_commit(self, dbapi_connection)
+        if _INSIDE["on"]:
+            _INSIDE["sql"] += time.process_time() - t
+
+    DefaultDialect.do_commit = _commit  # type: ignore[method-assign]
+
+
+def _consume(settings: object, name: str, n: int) -> float:
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    rt = ConsumerRuntime(settings, service)  # type: ignore[arg-type]
+    stop = threading.Event()
+    background = None
+    if service.background is not None:
+        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+        background.start()
+    try:
+        rt.step()  # the first batch warms up (imports, caches, statements) outside the measure
+        start = time.process_time()
+        _INSIDE.update(on=1.0, sql=0.0)
+        before = rt.stats.consumed
+        deadline = time.monotonic() + 120 + n / 200
+        while rt.stats.consumed < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n}")
+            rt.step()
+        cpu = time.process_time() - start
+        _INSIDE["on"] = 0.0
+        counted = rt.stats.consumed - before
+        _INSIDE["events"] = counted
+        if rt.stats.dead_lettered:
+            raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
+    finally:
+        stop.set()
+        rt.close()
+        if background is not None:
+            background.join(10)
+    return cpu / counted * 1e6
+
+
+def _baseline(data_dir: Path, n: int) -> float:
+    from payevents.contracts.codec import decode_event
+
+    conn = sqlite3.connect(data_dir / "channel.db")
+    start = time.process_time()
+    seen = 0
+    last = -1
+    while True:
+        rows = conn.execute("SELECT id, value FROM log WHERE id > ? ORDER BY id LIMIT 500",
+                            (last,)).fetchall()
+        if not rows:
+            break
+        for row in rows:
+            decode_event(row[1])
+        last = rows[-1][0]
+        seen += len(rows)
+    cpu = time.process_time() - start
+    conn.close()
+    return cpu / max(seen, 1) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--sqlite", action="store_true", help="also the CPU inside statements and commits")
+    ap.add_argument("services", nargs="*", default=["baseline", "ledger", "invoices", "analytics"])
+    args = ap.parse_args()
+
+    import payevents
+    from payevents.bench.events import make_events, run_id
+    from payevents.bench.suites import fill_channel, seed_customers
+    from payevents.contracts.channel import Env
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+
+    print(f"# payevents from {Path(payevents.__file__).parent}", flush=True)
+    if args.sqlite:
+        _count_inside_the_database()
+    events = make_events(args.n, env="dev", run=run_id())
+    with tempfile.TemporaryDirectory(prefix="consume-cpu-") as tmp:
+        for i, name in enumerate(args.services):
+            settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}")
+            fill_channel(settings, events)
+            if name == "notifications":
+                seed_customers(settings)
+            if name == "baseline":
+                us = _baseline(settings.data_dir, args.n)
+            else:
+                us = _consume(settings, name, args.n)
+            dispose_engines()
+            per = _INSIDE["sql"] / _INSIDE["events"] * 1e6
+            inside = f"   of it in statements + commits {per:6.1f}" if args.sqlite else ""
+            print(f"{name:14s} {us:8.1f} µs CPU/event{inside}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
