@@ -535,21 +535,6 @@ def decode_event(raw: bytes) -> DecodedEvent:
     return _precise(raw, False)
 
 
-def peek_event_type(raw: bytes) -> str | None:
-    """The known event type ``raw`` names at its top level (the legacy envelope as ``PaymentProcessed``), read
-    without validating anything else — for a consumer to pass over the types it does not act on. None when it
-    cannot be told cheaply (over the limits, not a JSON object, no known ``eventType``): decode it then."""
-    if limit_problem(raw) is not None:
-        return None
-    try:
-        event_type = _PEEK.decode(raw).eventType
-    except msgspec.DecodeError:  # ValidationError included
-        return None
-    if event_type == legacy.LEGACY_EVENT_TYPE:
-        return legacy.PaymentProcessed.EVENT_TYPE  # the legacy envelope is upcast to PaymentProcessed
-    return event_type if event_type in _KNOWN_TYPES else None
-
-
 def encode_event(event: PaymentEvent | Mapping[str, Any]) -> bytes:
     """Validate strictly and encode an event we emit: published version, canonical fields, no unknown fields."""
     if isinstance(event, Mapping):
@@ -598,7 +583,6 @@ __all__ = [
     "encode_event",
     "limit_problem",
     "nesting_depth",
-    "peek_event_type",
     "to_builtins",
     "validate_document",
 ]

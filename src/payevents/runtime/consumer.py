@@ -51,7 +51,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts import codec
 from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
-from payevents.contracts.events import EVENT_MODELS
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.backoff import Backoff
@@ -208,8 +207,6 @@ class _Item:
     message: Message
     decoded: codec.DecodedEvent | None = None
     reason: str | None = None
-    #: a known event type the service has no handler for: passed over, never decoded
-    passed_over: bool = False
 
 
 # -- the runtime -------------------------------------------------------------------------------------
@@ -272,8 +269,6 @@ class ConsumerRuntime:
         self._lag_series: set[str] = set()
         #: time.monotonic() of the run loop's last step (worker liveness)
         self.progress_at = time.monotonic()
-        #: the channel's event types this service has no handler for: passed over without decoding
-        self._pass_over = frozenset(t for t, _v in EVENT_MODELS) - set(service.handlers)
 
     def _migrate(self) -> None:
         """The runtime's tables, then the service's. Instances starting together on one SQLite file race
@@ -381,9 +376,6 @@ class ConsumerRuntime:
         if raw is None:
             item.reason = "empty: the record has no value (tombstone)"
             return item
-        if self._pass_over and codec.peek_event_type(raw) in self._pass_over:
-            item.passed_over = True  # judged by the services that act on it (docs/architecture.md)
-            return item
         try:
             decoded = codec.decode_event(raw)
         except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
@@ -412,9 +404,6 @@ class ConsumerRuntime:
 
     def _process(self, messages: Sequence[Message]) -> BatchResult:
         items = [self._decode(i, m) for i, m in enumerate(messages)]
-        passed_over = sum(1 for it in items if it.passed_over)
-        if passed_over:
-            items = [it for it in items if not it.passed_over]
         poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
         use_batch = self.service.batch_handler is not None
         def dead_letter_first() -> None:
@@ -451,7 +440,6 @@ class ConsumerRuntime:
                 poison[hf.index] = f"handler-error: failed {n} times: {_describe(hf.exc)}"
                 self._handler_failures.pop(key, None)
         result.consumed = len(messages)
-        result.ignored += passed_over
         if self._handler_failures:  # only this batch's records: others keep their failure counts
             for m in messages:
                 self._handler_failures.pop((m.topic, m.partition, m.offset), None)
