@@ -139,19 +139,6 @@ def _prepare(settings: Settings, name: str) -> None:
     db.dispose_engines()  # no pooled connection crosses into the members
 
 
-def _fill(settings: Settings, records: list[Any]) -> None:
-    from payevents.transport import open_transport  # type: ignore[attr-defined]
-
-    transport = open_transport(settings)
-    try:
-        producer = transport.producer()
-        for i in range(0, len(records), 500):
-            producer.send(records[i : i + 500])
-        producer.close()
-    finally:
-        transport.close()
-
-
 def scale_out(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
     """SERVICE with 1, 2 and 3 members in its group: events/s from the fill's start to the last effect."""
     from payevents.bench.events import to_records
@@ -170,6 +157,8 @@ def scale_out(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> 
 def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: Console) -> tuple[float, str]:
     import multiprocessing as mp
     import queue
+
+    from payevents.bench.suites import send_records
 
     ctx = mp.get_context("spawn")
     n = len(events)
@@ -201,7 +190,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
             server_cpu0 = {k: _proc_cpu(v) for k, v in servers.items()}
             go.set()
             t0 = time.time()
-            _fill(settings, records)
+            send_records(settings, records)
             t_filled = time.time() - t0
             for _ in range(k):
                 try:

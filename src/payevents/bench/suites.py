@@ -581,8 +581,18 @@ def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
     transport = open_transport(settings)
     try:
         transport.create_topics([topic_for(settings.env), dead_letter_topic_for(settings.env)], settings.partitions)
+    finally:
+        transport.close()
+    send_records(settings, to_records(events, settings.env.value))
+
+
+def send_records(settings: Settings, records: list[Any]) -> None:
+    """``records`` put on their topics in batches of 500 (the topics exist)."""
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    transport = open_transport(settings)
+    try:
         producer = transport.producer()
-        records = to_records(events, settings.env.value)
         for i in range(0, len(records), 500):
             producer.send(records[i : i + 500])
         producer.close()
