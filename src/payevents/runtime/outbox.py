@@ -389,30 +389,24 @@ def _stored(row: Any) -> StoredEvent:
     )
 
 
+def _events_where(engine: Engine, where: str, params: dict[str, Any]) -> list[StoredEvent]:
+    """Stored events (headers and publish status) matching ``where``, in seq order."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
+            f" WHERE {where} ORDER BY e.seq"), params).all()
+    return [_stored(r) for r in rows]
+
+
 def events_for_payment(engine: Engine, payment_id: str) -> list[StoredEvent]:
     """Every stored event of one payment, in seq order, with headers and publish status."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
-                " WHERE e.payment_id = :pid ORDER BY e.seq"
-            ),
-            {"pid": payment_id},
-        ).all()
-    return [_stored(r) for r in rows]
+    return _events_where(engine, "e.payment_id = :pid", {"pid": payment_id})
 
 
 def get_event(engine: Engine, event_id: str) -> StoredEvent | None:
     """One stored event by eventId (None if the outbox never stored it)."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.text(
-                f"SELECT {_EVENT_COLUMNS} FROM outbox_events e LEFT JOIN outbox_published p ON p.seq = e.seq"
-                " WHERE e.event_id = :eid"
-            ),
-            {"eid": event_id},
-        ).first()
-    return None if row is None else _stored(row)
+    found = _events_where(engine, "e.event_id = :eid", {"eid": event_id})
+    return found[0] if found else None
 
 
 def list_events(engine: Engine, *, after_seq: int = 0, limit: int = 100) -> list[StoredEvent]:
