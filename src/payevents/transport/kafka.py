@@ -432,6 +432,9 @@ class KafkaConsumer:
         self._c = CkConsumer({**config, "error_cb": self._on_error})
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
+        #: assigned since the last poll: resumed in the client then, unless paused by the caller since (librdkafka
+        #: keeps a partition's pause across a lost + re-assign, which this transport's record does not)
+        self._fresh: set[TP] = set()
         self._deferred: Exception | None = None
         self._closed = False
         self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -448,6 +451,7 @@ class KafkaConsumer:
 
     def _on_assign(self, _c: Any, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self._fresh |= {(tp.topic, tp.partition) for tp in partitions}
         log.debug("group %s assigned %s", self.group, sorted(self._assigned))
 
     def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
@@ -459,6 +463,11 @@ class KafkaConsumer:
     def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
         self._check_open()
         self._raise_deferred()
+        if self._fresh:
+            stale = sorted((self._fresh & self._assigned) - self._paused)
+            self._fresh = set()
+            if stale:
+                self._c.resume([TopicPartition(t, p) for t, p in stale])
         try:
             batch = self._c.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
