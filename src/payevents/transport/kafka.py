@@ -465,9 +465,12 @@ class KafkaConsumer:
         self._raise_deferred()
         if self._fresh:
             stale = sorted((self._fresh & self._assigned) - self._paused)
-            self._fresh = set()
-            if stale:
-                self._c.resume([TopicPartition(t, p) for t, p in stale])
+            try:
+                if stale:
+                    self._c.resume([TopicPartition(t, p) for t, p in stale])
+                self._fresh = set()
+            except KafkaException as exc:  # not yet resumable: the next poll tries again
+                log.debug("kafka consumer %s: resume of %s deferred: %s", self.group, stale, exc)
         try:
             batch = self._c.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
