@@ -128,7 +128,7 @@ class KafkaNode:
 
     def format(self, libs: Path, cluster_id: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            self.java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c",
+            self.java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
                       str(self.data_dir / "server.properties"), "--ignore-formatted", heap="256m"),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
