@@ -114,6 +114,15 @@ def nesting_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
     return deepest
 
 
+def _check_limits(raw: bytes) -> None:
+    """Raise the size or depth error of ``raw``, if any: the hot path's form of :func:`limit_problem` (the
+    bracket count bounds the depth, so only a document with more brackets than the limit is scanned)."""
+    if len(raw) > MAX_DOCUMENT_BYTES or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        problem = limit_problem(raw)
+        if problem is not None:
+            raise EventValidationError([problem])
+
+
 def limit_problem(raw: bytes) -> FieldError | None:
     """The size or depth rule ``raw`` breaks, or None: checked before any parser sees the document."""
     if len(raw) > MAX_DOCUMENT_BYTES:
@@ -172,30 +181,55 @@ _CANONICAL_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     t: _presence_check(paths) for t, paths in CANONICAL_REQUIRED.items()
 }
 #: b"PaymentProcessed" -> (model, decoder) of the latest published version: the shortcut past the peek decode
-_BY_TYPE: Final = {t.encode(): (_READERS[(t, _major(v))][1], _major(v)) for (t, v) in EVENT_MODELS}
+_BY_TYPE: Final = {t.encode(): (_READERS[(t, _major(v))][1], _major(v) + ".") for (t, v) in EVENT_MODELS}
 _TYPE_KEY: Final = b'"eventType":"'
 
 
+#: a "value" key holding a JSON string (msgspec would read "99.99" as a Decimal; the schema wants a number)
+_STRING_VALUE: Final = re.compile(rb'"value"[ \t\n\r]*:[ \t\n\r]*"')
+
+
 def _string_value(raw: bytes) -> bool:
-    """True when some ``"value"`` key holds a JSON string (msgspec would read "99.99" as a Decimal)."""
-    i = raw.find(b'"value"')
-    while i >= 0:
-        rest = raw[i + 7 : i + 40].lstrip()
-        if rest[:1] == b":" and rest[1:].lstrip()[:1] == b'"':
-            return True
-        i = raw.find(b'"value"', i + 7)
+    """True when some ``"value"`` key holds a JSON string, as the bytes show it (no JSON escapes in ``raw``:
+    :func:`_raw_ok` judges a document with escapes by its decoded keys)."""
+    return _STRING_VALUE.search(raw) is not None
+
+
+def _string_in_value(doc: Any) -> bool:
+    """True when some ``"value"`` key of the decoded document holds a string."""
+    if isinstance(doc, dict):
+        for key, item in doc.items():
+            if (key == "value" and isinstance(item, str)) or _string_in_value(item):
+                return True
+    elif isinstance(doc, list):
+        return any(_string_in_value(item) for item in doc)
     return False
+
+
+def _raw_ok(raw: bytes) -> bool:
+    """The fast path's rules over the whole document: no amount written as a string, no card number.
+
+    Without a backslash the bytes show every key and string as it is, so two scans of the bytes decide and
+    the document is decoded for the card guard only when its prefilter finds a candidate. A JSON escape could
+    spell a ``"value"`` key or card digits, so a document with one is decoded and its strings judged."""
+    if b"\\" not in raw:
+        if _STRING_VALUE.search(raw) is not None:
+            return False
+        if not cardguard.raw_may_contain_card(raw):
+            return True
+    try:
+        doc = _DOCUMENT.decode(raw)
+    except msgspec.DecodeError:
+        return False  # the precise path decides
+    return not _string_in_value(doc) and not any(cardguard.card_paths(doc))
 
 
 # -- the fast path -----------------------------------------------------------------------------------
 
 
-def _money_ok(amount: Any) -> bool:
-    return amount_ok(amount.value, amount.currency)
-
-
 def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
-    """The event when every cheap check passes, else None (the precise path then decides)."""
+    """The event when every cheap check passes, else None (the precise path then decides). The caller has
+    checked the limits."""
     event: Any = None
     start = raw.find(_TYPE_KEY)
     if start >= 0:  # compact JSON (what we emit): go straight to the model named there
@@ -206,7 +240,7 @@ def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
                 event = shortcut[0].decode(raw)
             except msgspec.ValidationError:
                 return None
-            if event.version.split(".", 1)[0] != shortcut[1]:
+            if not event.version.startswith(shortcut[1]):
                 event = None  # another major: the peek below picks its reader
     if event is None:
         try:
@@ -229,14 +263,13 @@ def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
             return None
     if strict and event.version != event.VERSION:
         return None
-    if not _money_ok(event.data.amount):
+    amount = event.data.amount
+    if not amount_ok(amount.value, amount.currency):
         return None
     check = _CANONICAL_CHECKS.get(event.eventType)
     if check is not None and not check(event):
         return None
-    if _string_value(raw):
-        return None
-    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(_DOCUMENT.decode(raw))):
+    if not _raw_ok(raw):
         return None
     return DecodedEvent(event)
 
@@ -246,11 +279,10 @@ def _fast_legacy(raw: bytes) -> DecodedEvent | None:
         env = _LEGACY_DECODER.decode(raw)
     except msgspec.ValidationError:
         return None
-    if not _money_ok(env.payload.amount):
+    amount = env.payload.amount
+    if not amount_ok(amount.value, amount.currency):
         return None
-    if _string_value(raw):
-        return None
-    if cardguard.raw_may_contain_card(raw) and any(cardguard.card_paths(_DOCUMENT.decode(raw))):
+    if not _raw_ok(raw):
         return None
     event, extras = legacy.normalize(env)
     return DecodedEvent(event, legacy=True, extras=extras)
@@ -526,9 +558,7 @@ def decode_event(raw: bytes) -> DecodedEvent:
     """Decode and validate one event (canonical or legacy); EventValidationError lists every problem."""
     if not isinstance(raw, bytes):
         raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)  # str, bytearray, memoryview
-    problem = limit_problem(raw)
-    if problem is not None:
-        raise EventValidationError([problem])
+    _check_limits(raw)
     decoded = _fast(raw, False)
     if decoded is not None:
         return decoded
@@ -547,6 +577,7 @@ def encode_event(event: PaymentEvent | Mapping[str, Any]) -> bytes:
     if type(event) not in _MODELS:
         raise EventValidationError([FieldError("", "type", f"$: {type(event).__name__} is not an event model")])
     raw = _ENCODER.encode(event)
+    _check_limits(raw)  # a model holds any length of text: what we emit must be readable
     if _fast(raw, True) is None:
         _precise(raw, True)
     return raw
