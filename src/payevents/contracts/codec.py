@@ -58,13 +58,15 @@ class EventValidationError(PayeventsError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DecodedEvent:
+class DecodedEvent(msgspec.Struct, frozen=True):
+    """One decoded event (immutable; a msgspec Struct rather than a frozen dataclass because every consumer
+    builds one per record and a Struct is built in C, about five times cheaper)."""
+
     event: PaymentEvent
     #: True when normalized from the channel page's older envelope (PAYMENT_PROCESSED 1.0)
     legacy: bool = False
     #: what the event carried beyond the model that services may use (e.g. legacy metadata.merchantId)
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def event_type(self) -> str:
