@@ -27,10 +27,17 @@ class Env(StrEnum):
 ENV_DESCRIPTION: Final = "Environment to use for payment events"
 
 
+#: value -> Env: the lookup of every emitted event's headers (an Enum's own lookup and iteration cost more)
+_ENVS: Final[dict[str, Env]] = {e.value: e for e in Env}
+
+
 def parse_env(value: Any) -> Env:
     """Return the Env for ``value``; anything but exactly dev, sit or prod is a ContractError."""
     if isinstance(value, Env):
         return value
+    env = _ENVS.get(value) if isinstance(value, str) else None
+    if env is not None:
+        return env
     options = ", ".join(e.value for e in Env)
     if not isinstance(value, str):
         raise ContractError(f"env: {value!r} is not one of {options} (it has no default)")
@@ -145,7 +152,9 @@ def audit_headers(
         H_ENVIRONMENT: parse_env(environment).value,
         H_IDEMPOTENCY_KEY: idempotency_key,
     }
+    if all(type(value) is str and value for value in values.values()):
+        return values
     for name, value in values.items():
         if not isinstance(value, str) or not value:
             raise ContractError(f"headers.{name}: required non-empty string")
-    return values
+    return values  # str subclasses
