@@ -217,3 +217,24 @@ def test_every_bench_event_is_accepted_as_the_precise_path_reads_it() -> None:
     for raw in [encode_event(e) for e in make_processed(300)] + make_legacy(50):
         assert codec._fast(raw, False) is not None
         _same_as_precise(raw)
+
+
+_CARD_TEXTS = st.one_of(st.text(max_size=20), st.sampled_from([
+    _CARD, "4111111111111111", "x4111111111111111", "411111111111", "4111 1111 1111 1112", "٤١١١١١١١١١١١١١١١",
+    "PAY-5-2024-11-11-99.99", "12345678-1234-5123-8123-123456789012",
+]))
+_DOCS = st.recursive(st.one_of(st.none(), st.integers(), _CARD_TEXTS), lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(_CARD_TEXTS, inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_DOCS)
+def test_has_card_path_answers_like_card_paths(doc: Any) -> None:
+    assert cardguard.has_card_path(doc) == (next(cardguard.card_paths(doc), None) is not None)
+
+
+@pytest.mark.parametrize("raw", [b'"4111\\n1111\\n1111\\n1111"', b'"\\u0034111111111111111"'])
+def test_a_document_that_is_one_escaped_string_is_masked(raw: bytes) -> None:
+    assert cardguard.holds_card_number(raw)
+    masked = cardguard.mask_card_numbers(raw)
+    assert not cardguard.holds_card_number(masked) and masked.endswith(b'1111"')

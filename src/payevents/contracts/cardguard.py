@@ -164,9 +164,13 @@ def card_spans(text: str) -> Iterator[tuple[int, int]]:
                 yield g_start, g_end
 
 
+#: the fewest characters that can hold a card number (13 digits, each one character of any script)
+_SHORTEST: Final = 13
+
+
 def contains_card_number(text: str) -> bool:
     """True when ``text`` contains a card number (see the module's rules)."""
-    return next(card_spans(text), None) is not None
+    return len(text) >= _SHORTEST and next(card_spans(text), None) is not None
 
 
 def mask_card_text(text: str) -> str:
@@ -252,7 +256,7 @@ def mask_card_numbers(raw: bytes) -> bytes:
     out = raw if masked == text else masked.encode("utf-8", "surrogateescape")
     if b"\\" in out:
         obj = _json(out)
-        if obj is not _NOT_JSON and any(card_paths(obj)):
+        if obj is not _NOT_JSON and has_card_path(obj):
             out = _ENCODER.encode(_mask_obj(obj))
     return out
 
@@ -265,7 +269,7 @@ def holds_card_number(raw: bytes) -> bool:
     if contains_card_number(text) or ("\\" in text and contains_card_number(_unescape(text))):
         return True
     obj = _json(raw)
-    return obj is not _NOT_JSON and any(card_paths(obj))
+    return obj is not _NOT_JSON and has_card_path(obj)
 
 
 _ESCAPE: Final = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|(.))", re.DOTALL)
@@ -324,6 +328,25 @@ def card_paths(obj: Any, path: str = "") -> Iterator[str]:
             yield from card_paths(value, f"{path}[{i}]")
 
 
+def has_card_path(obj: Any) -> bool:
+    """Whether some string (value or key) of ``obj`` holds card data: :func:`card_paths` yields a path, also
+    the root's ``""`` (``any(card_paths(obj))`` misses a card in a document that is one string)."""
+    if isinstance(obj, str):
+        return len(obj) >= _SHORTEST and contains_card_number(obj)
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(key, str) and len(key) >= _SHORTEST and contains_card_number(key):
+                return True
+            if isinstance(value, str | dict | list | tuple) and has_card_path(value):
+                return True
+        return False
+    if isinstance(obj, list | tuple):
+        for value in obj:
+            if has_card_path(value):
+                return True
+    return False
+
+
 def safe_repr(value: object) -> str:
     """``repr(value)`` with card numbers masked but the last four: for messages that name a value (404s)."""
     return mask_card_text(repr(value))
@@ -342,6 +365,7 @@ __all__ = [
     "card_spans",
     "check_free_text",
     "contains_card_number",
+    "has_card_path",
     "holds_card_number",
     "luhn_ok",
     "mask_card_numbers",

@@ -214,7 +214,8 @@ def _raw_ok(raw: bytes) -> bool:
     Without a backslash the bytes show every key and string as it is, so two scans of the bytes decide and
     the document is decoded for the card guard only when its prefilter finds a candidate. A JSON escape could
     spell a ``"value"`` key or card digits, so a document with one is decoded and its strings judged."""
-    if b"\\" not in raw:
+    escaped = b"\\" in raw
+    if not escaped:
         if _STRING_VALUE.search(raw) is not None:
             return False
         if not cardguard.raw_may_contain_card(raw):
@@ -223,7 +224,7 @@ def _raw_ok(raw: bytes) -> bool:
         doc = _DOCUMENT.decode(raw)
     except msgspec.DecodeError:
         return False  # the precise path decides
-    return not _string_in_value(doc) and not any(cardguard.card_paths(doc))
+    return not (escaped and _string_in_value(doc)) and not cardguard.has_card_path(doc)
 
 
 # -- the fast path -----------------------------------------------------------------------------------
