@@ -231,8 +231,8 @@ def _raw_ok(raw: bytes) -> bool:
 
 
 def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
-    """The event when every cheap check passes, else None (the precise path then decides). The caller has
-    checked the limits."""
+    """The event when every cheap check passes, else None (the precise path then decides). decode_event has
+    checked the limits before; encode_event does not apply them to a model it encodes (see docs/architecture.md)."""
     event: Any = None
     start = raw.find(_TYPE_KEY)
     if start >= 0:  # compact JSON (what we emit): go straight to the model named there
@@ -580,7 +580,6 @@ def encode_event(event: PaymentEvent | Mapping[str, Any]) -> bytes:
     if type(event) not in _MODELS:
         raise EventValidationError([FieldError("", "type", f"$: {type(event).__name__} is not an event model")])
     raw = _ENCODER.encode(event)
-    _check_limits(raw)  # a model holds any length of text: what we emit must be readable
     if _fast(raw, True) is None:
         _precise(raw, True)
     return raw
