@@ -216,7 +216,7 @@ def _raw_ok(raw: bytes) -> bool:
     spell a ``"value"`` key or card digits, so a document with one is decoded and its strings judged."""
     escaped = b"\\" in raw
     if not escaped:
-        if _STRING_VALUE.search(raw) is not None:
+        if _string_value(raw):
             return False
         if not cardguard.raw_may_contain_card(raw):
             return True
