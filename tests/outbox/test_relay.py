@@ -26,7 +26,7 @@ from payevents.runtime.outbox import (
     percentiles,
     published_delays,
 )
-from payevents.runtime.relay import DelayStats, Relay
+from payevents.runtime.relay import DELAY_BUCKETS, DelayStats, Relay, observe_many
 from payevents.settings import Settings
 from payevents.store.db import connect
 from payevents.transport import open_transport
@@ -211,3 +211,29 @@ def test_delay_stats_record_many_equals_record_one_by_one() -> None:
     many.record_many([])
     assert many.summary() == pytest.approx(one.summary())
     assert many.count == len(values) and many.min == 0.0 and many.max == 12.0
+
+
+def test_observe_many_exposes_what_observing_one_by_one_exposes() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    rng = random.Random(11)
+    # values on the bucket bounds, between them, below the first and past the last (the +Inf bucket)
+    values = [0.001, 0.0015, 0.05, 0.0500001, 10.0, 12.5, 0.0, *(rng.expovariate(40.0) for _ in range(3000))]
+    one_reg, many_reg = CollectorRegistry(), CollectorRegistry()
+    one = Histogram("d", "delay", buckets=DELAY_BUCKETS, registry=one_reg)
+    many = Histogram("d", "delay", buckets=DELAY_BUCKETS, registry=many_reg)
+    for v in values:
+        one.observe(v)
+    observe_many(many, values[:1000])
+    observe_many(many, values[1000:])
+    observe_many(many, [])
+
+    def samples(reg: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {(s.name, s.labels.get("le", "")): s.value for m in reg.collect() for s in m.samples
+                if not s.name.endswith("_created")}
+
+    a, b = samples(one_reg), samples(many_reg)
+    assert a.keys() == b.keys() and a[("d_count", "")] == len(values)
+    for k in a:
+        assert b[k] == pytest.approx(a[k]), k
+    assert generate_latest(one_reg).count(b"\n") == generate_latest(many_reg).count(b"\n")

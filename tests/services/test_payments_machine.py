@@ -53,3 +53,18 @@ def test_commands_and_bulk_path_end_alike(settings: Settings, last4: str) -> Non
     fields = ("state", "failed_stage", "failure_code")
     assert [getattr(one, f) for f in fields] == [getattr(bulk, f) for f in fields]
     assert [r.event_type for r in one.events] == [r.event_type for r in bulk.events]
+
+
+def test_ids_are_version_4_uuids_in_canonical_form() -> None:
+    import uuid
+
+    ids = [machine.uuid4() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for s in ids:
+        u = uuid.UUID(s)
+        assert str(u) == s and u.version == 4 and u.variant == uuid.RFC_4122
+    # every variant digit and every hex digit of the random part turns up: the bits are random, not fixed
+    assert {s[19] for s in ids} == set("89ab")
+    assert set("".join(s[:8] for s in ids)) == set("0123456789abcdef")
+    pid = machine.new_id("pay")
+    assert pid.startswith("pay_") and uuid.UUID(pid[4:]).version == 4

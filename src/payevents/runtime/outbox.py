@@ -294,6 +294,12 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
     if not items:
         return []
     topic = topic_for(env)
+    sha256 = hashlib.sha256
+    dumps = orjson.dumps
+    encode_event = codec.encode_event
+    creation_headers = tracing.creation_headers
+    # Everything of a row that depends neither on its seq, the time nor the chain is made here, before the
+    # chain lock and the clock: the time a row is stamped with is then its commit's, not its preparation's.
     prepared = []
     for item in items:
         key = item.idempotency_key
@@ -301,11 +307,12 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
             raise ContractError("idempotency_key: required non-empty string")
         if len(key) > 255:
             raise ContractError("idempotency_key: at most 255 characters")
-        body = codec.encode_event(item.event)
+        event = item.event
+        body = encode_event(event)
         # the event's creation context (W3C traceparent) is stored as a header while tracing is on
-        stored_headers = _check_headers(tracing.creation_headers(topic, item.event.eventId, item.headers),
-                                        item.event, key)
-        prepared.append((item, body, stored_headers, content_hash(body)))
+        stored_headers = _check_headers(creation_headers(topic, event.eventId, item.headers), event, key)
+        prepared.append((item, body, dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
+                         content_hash(body), sha256(body).hexdigest(), partition_key(event.data.paymentId)))
 
     last_seq, last_hash = _lock_chain(conn)
     mark = sql_mark(conn)
@@ -321,9 +328,7 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
     results: list[AppendResult] = []
     rows: list[tuple[Any, ...]] = []
     now = float(clock())
-    sha256 = hashlib.sha256
-    dumps = orjson.dumps
-    for item, body, stored_headers, c_hash in prepared:
+    for item, body, headers_json, c_hash, body_sha, p_key in prepared:
         key = item.idempotency_key
         first = known.get(key)
         if first is not None:
@@ -338,11 +343,9 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         seq = last_seq + 1
         event_id = event.eventId
         payment_id = event.data.paymentId
-        p_key = partition_key(payment_id)
-        headers_json = dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode()
         # the same bytes canonical_row() gives for the stored row (audit verify recomputes them from it)
         canonical = _canonical(seq, event_id, key, event.eventType, event.version, payment_id, p_key, topic,
-                               headers_json, sha256(body).hexdigest(), c_hash, now)
+                               headers_json, body_sha, c_hash, now)
         row_hash = sha256(last_hash.encode("ascii") + canonical).hexdigest()
         rows.append((seq, event_id, key, event.eventType, event.version, payment_id, p_key, topic, headers_json,
                      body, c_hash, now, last_hash, row_hash))  # fmt: skip

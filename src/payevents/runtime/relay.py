@@ -36,6 +36,7 @@ import math
 import signal
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any, Final
@@ -130,6 +131,8 @@ class DelayStats:
     def __init__(self) -> None:
         self._log_growth = math.log(self.GROWTH)
         self._n_buckets = math.ceil(math.log(self.HIGHEST / self.LOWEST) / self._log_growth) + 2
+        #: the buckets' upper bounds: a value's bucket is the first bound at or above it (bisect, in C)
+        self._bounds = [self._upper(i) for i in range(self._n_buckets - 1)]
         self._lock = threading.Lock()
         self.reset()
 
@@ -142,9 +145,7 @@ class DelayStats:
             self.min = math.inf
 
     def _index(self, value: float) -> int:
-        if value <= self.LOWEST:
-            return 0
-        return min(self._n_buckets - 1, math.ceil(math.log(value / self.LOWEST) / self._log_growth))
+        return bisect_left(self._bounds, value)
 
     def _upper(self, index: int) -> float:
         return float(self.LOWEST * self.GROWTH**index)
@@ -162,18 +163,16 @@ class DelayStats:
         """:meth:`record` for many values under one lock acquisition."""
         if not values:
             return
-        index = self._index
+        bounds = self._bounds
+        clipped = [value if value > 0.0 else 0.0 for value in values]
         with self._lock:
             counts = self._counts
-            for value in values:
-                value = max(0.0, value)
-                counts[index(value)] += 1
-                self.total += value
-                if value > self.max:
-                    self.max = value
-                if value < self.min:
-                    self.min = value
-            self.count += len(values)
+            for value in clipped:
+                counts[bisect_left(bounds, value)] += 1
+            self.total += math.fsum(clipped)
+            self.max = max(self.max, max(clipped))
+            self.min = min(self.min, min(clipped))
+            self.count += len(clipped)
 
     def percentile(self, q: float) -> float:
         """The value at quantile ``q`` (0..1): the bucket's upper bound, capped by the true max."""
@@ -472,9 +471,7 @@ class Relay:
                 conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(sent))),
                                      tuple(s[0] for s in sent))
         # Observe after the commit: a send whose mark dies is re-sent and observed then.
-        observe = PUBLISH_DELAY.observe
-        for delay in delays:
-            observe(delay)
+        observe_many(PUBLISH_DELAY, delays)
         self.delays.record_many(delays)
         PUBLISHED.inc(len(published))
         self._published += len(published)
@@ -606,8 +603,27 @@ class Relay:
 
 
 def _headers(stored: str) -> tuple[tuple[str, bytes], ...]:
-    doc = orjson.loads(stored)
-    return tuple(zip(doc.keys(), map(str.encode, doc.values()), strict=True))
+    return tuple([(name, value.encode()) for name, value in orjson.loads(stored).items()])
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, counted per bucket first: one increment per bucket touched
+    and one of the sum, instead of a locked increment of a bucket and of the sum per value (same exposition).
+    A histogram whose internals are not the ones this knows is observed value by value."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        i = bisect_left(bounds, value)  # observe(): the first bucket whose upper bound is >= the value
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        buckets[i].inc(n)
+    total.inc(math.fsum(values))
 
 
 def serve(settings: Settings, *, batch_size: int = 500, idle_sleep: float = 0.005) -> RelayStats:

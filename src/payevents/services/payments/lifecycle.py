@@ -10,7 +10,6 @@ the same key with other arguments is an :class:`IdempotencyConflict`; an illegal
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,7 +60,7 @@ def _fingerprint(command: str, params: dict[str, Any]) -> str:
 
 def _key(key: str | None) -> str:
     if key is None:
-        return str(uuid.uuid4())
+        return machine.uuid4()
     if not isinstance(key, str) or not key.strip():
         raise ContractError("idempotency_key: must be a non-empty string")
     if len(key) > 200:
@@ -97,7 +96,7 @@ def _run(
     """Claim the key, run ``body`` and store its result — all in one transaction."""
     key = _key(key)
     fingerprint = _fingerprint(command, params)
-    command_id = str(uuid.uuid4())
+    command_id = machine.uuid4()
     now = _now()
     with tracing.command_span(command, params.get("payment_id")), store.engine(settings).begin() as conn:
         store.write_lock(conn)
@@ -178,7 +177,7 @@ def _new_payment(
         method_type=_text(method_type, f"{f}method_type", max_len=64),
         last4=last4,
         description=_text(description, f"{f}description", max_len=1000),
-        correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or str(uuid.uuid4()),
+        correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or machine.uuid4(),
         invoice_id=_opt_text(invoice_id, f"{f}invoice_id"),
         order_id=_opt_text(order_id, f"{f}order_id"),
         merchant_id=_opt_text(merchant_id, f"{f}merchant_id"),
@@ -416,7 +415,7 @@ def _process_chunk(
                     f"idempotency_key {safe_repr(key)}: used twice in this batch with other arguments")
             results.append(first)
             continue
-        command_id = str(uuid.uuid4())
+        command_id = machine.uuid4()
         p, events = _lifecycle(p0, spec.decline, gw)
         now = _now()
         payment_rows.append(store.to_tuple(p, now))

@@ -8,9 +8,9 @@ path (``process_payments``) both go through these functions, so a rule changes i
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -24,10 +24,20 @@ from payevents.services.payments.models import ALLOWED_FROM, Payment, PaymentSta
 Step = tuple[Payment, Any]
 
 
+def uuid4() -> str:
+    """``str(uuid.uuid4())`` without the UUID object (a third of the cost; the writer makes five per payment):
+    122 random bits, version 4, the RFC 4122 variant."""
+    x = os.urandom(16).hex()
+    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{_VARIANT[int(x[16], 16) & 3]}{x[17:20]}-{x[20:]}"
+
+
+_VARIANT: Final = "89ab"
+
+
 def new_id(prefix: str) -> str:
     # Dashed, not .hex: 32 hex chars hold a Luhn-valid 13+ digit run in ~1 of 500 ids, which the card guard
     # (rightly) refuses; a UUID's groups never do.
-    return f"{prefix}_{uuid.uuid4()}"
+    return f"{prefix}_{uuid4()}"
 
 
 def check(p: Payment, command: str) -> None:

@@ -1,0 +1,96 @@
+"""CPU time per payment of the publishing side (issue #14), robust to a shared, noisy machine.
+
+``writer``: ``payments.process_payments`` (500 payments per call, 4 events each, the bench's specs) into a
+fresh SQLite payments database — validation, state machine, encoding, card guard, hash chain, inserts, commit.
+``relay``: the relay's passes (:meth:`Relay.publish_pending`: select, send to the embedded log, mark) over
+what the writer wrote. The figures are CPU µs (``time.process_time()``: this process only) per payment.
+
+To compare two versions of the code, run the same file against each source tree, interleaved::
+
+    for i in 1 2 3; do
+      PYTHONPATH=/work/main/src .venv/bin/python tools/publish_cpu.py --n 10000
+      .venv/bin/python tools/publish_cpu.py --n 10000
+    done
+
+``--profile DIR`` also writes cProfile statistics (``writer.prof``, ``relay.prof``, and their text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--profile", type=Path, default=None, help="write cProfile statistics into this directory")
+    args = ap.parse_args()
+
+    import logging
+
+    import payevents
+    from payevents.bench.events import run_id
+    from payevents.bench.suites import payment_specs, write_payments
+    from payevents.contracts.channel import Env
+    from payevents.runtime.relay import Relay
+    from payevents.services.payments import store
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+
+    # the relay publishes what was written minutes ago: its SLA-breach warnings would be most of its work
+    logging.getLogger("payevents.relay").setLevel(logging.ERROR)
+    print(f"# payevents from {Path(payevents.__file__).parent}", flush=True)
+    run = run_id()
+    with tempfile.TemporaryDirectory(prefix="publish-cpu-") as tmp:
+        settings = Settings(env=Env.dev, data_dir=Path(tmp))
+        store.engine(settings)
+        write_payments(settings, payment_specs(500, run, start=10**7))  # warm-up: imports, caches, statements
+        specs = payment_specs(args.n, run)
+        prof = cProfile.Profile() if args.profile else None
+        start = time.process_time()
+        if prof:
+            prof.enable()
+        write_payments(settings, specs)
+        if prof:
+            prof.disable()
+        writer = time.process_time() - start
+        _dump(prof, args.profile, "writer")
+        with Relay(settings) as relay:
+            relay.ensure_topics()
+            relay.publish_pending()  # warm-up batch
+            prof = cProfile.Profile() if args.profile else None
+            start = time.process_time()
+            if prof:
+                prof.enable()
+            while relay.publish_pending():
+                pass
+            if prof:
+                prof.disable()
+            relay_cpu = time.process_time() - start
+            _dump(prof, args.profile, "relay")
+        dispose_engines()
+    print(f"writer {writer / args.n * 1e6:8.1f} µs CPU/payment", flush=True)
+    print(f"relay  {relay_cpu / args.n * 1e6:8.1f} µs CPU/payment", flush=True)
+
+
+def _dump(prof: cProfile.Profile | None, directory: Path | None, name: str) -> None:
+    if prof is None or directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    prof.dump_stats(directory / f"{name}.prof")
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(60)
+    stats.sort_stats("tottime").print_stats(40)
+    (directory / f"{name}.txt").write_text(out.getvalue())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
