@@ -174,3 +174,20 @@ def test_partitions_being_revoked_are_committed_before_they_move(kafka_broker: L
         if b is not None:
             b.close()
         t.close()
+
+
+def test_lag_counts_from_the_offsets_given_to_commit_without_committing_them(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 1, 10)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        drain(c, 10)
+        client = _lossy(c)
+        client.drop = True
+        c.commit({(topic, 0): 6})
+        # read about once a second by the runtime: no synchronous commit for it
+        assert c.lag() == {(topic, 0): 4}
+        assert client.sent == [] and t.group_offsets(group, topic) == {}
+    finally:
+        c.close()
+        t.close()

@@ -651,6 +651,9 @@ class KafkaConsumer:
         if not partitions:
             return {}
         self._flush_commits()
+        return self._broker_committed(partitions)
+
+    def _broker_committed(self, partitions: Sequence[TP]) -> dict[TP, int | None]:
         try:
             res = self._c.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
         except KafkaException as exc:
@@ -694,7 +697,10 @@ class KafkaConsumer:
         if not self._assigned:
             return {}
         tps = sorted(self._assigned)
-        committed = self.committed(tps)
+        # what the group committed, or this member's later offset given to commit() and still on its way
+        # (no synchronous commit here: lag is read about once a second while consuming)
+        committed = self._broker_committed(tps)
+        committed.update(self._unconfirmed())
         positions = {(tp.topic, tp.partition): tp.offset
                      for tp in self._c.position([TopicPartition(t, p) for t, p in tps])}
         out: dict[TP, int] = {}
