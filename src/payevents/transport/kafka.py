@@ -548,7 +548,14 @@ class KafkaConsumer:
             except KafkaException as exc:  # not yet resumable: the next poll tries again
                 log.debug("kafka consumer %s: resume of %s deferred: %s", self.group, stale, exc)
         try:
-            batch: list[Any] = self._c.consume(num_messages=max_records, timeout=timeout)
+            # what is queued now; else wait (up to timeout) for the first record and take what came with it.
+            # consume(n, timeout) alone waits until n records are queued: a member that had caught up held
+            # every partial batch for the whole timeout
+            batch: list[Any] = self._c.consume(num_messages=max_records, timeout=0)
+            if not batch and timeout > 0:
+                batch = self._c.consume(num_messages=1, timeout=timeout)
+                if batch and max_records > 1:
+                    batch += self._c.consume(num_messages=max_records - 1, timeout=0)
         except KafkaException as exc:
             raise _error(exc.args[0], f"consume ({self.group})") from exc
         # the answer to the commit in flight was served by consume: send what waited for it
