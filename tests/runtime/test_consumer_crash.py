@@ -101,15 +101,16 @@ def kill_until_done(s: Settings, counter: ServiceDef, n: int, max_batch: int) ->
         assert time.monotonic() < deadline, f"no convergence: {hook_kills} + {parent_kills} kills"
         before = len(ids.intersection(applied_ids(s, counter)))
         # the first three runs, then half of them, are also killed from outside at a random moment after
-        # they made progress; the hook kills right after a store commit with probability p per batch
+        # they made progress (once they applied a random share of what is left: a time after the first
+        # progress let a fast worker finish everything first); the hook kills right after a store commit
+        # with probability p per batch
         kill_from_parent = launches < 3 or rnd.random() < 0.5
-        kill_after = rnd.uniform(0.0, 0.4)
+        kill_at = before + max(1, int((n - before) * rnd.uniform(0.02, 0.5)))
         proc = worker(s, counter, max_batch, kill_p=0.08 if kafka else 0.15)  # a Kafka rejoin costs ~3 s
         launches += 1
-        progressed_at: float | None = None
         done = False
         while proc.poll() is None:
-            time.sleep(0.05)
+            time.sleep(0.01)
             if time.monotonic() > deadline:
                 proc.kill()
                 err = proc.communicate()[1].decode()[-3000:]
@@ -120,9 +121,7 @@ def kill_until_done(s: Settings, counter: ServiceDef, n: int, max_batch: int) ->
             if count >= n:
                 done = True
                 break
-            if count > before and progressed_at is None:
-                progressed_at = time.monotonic()
-            if kill_from_parent and progressed_at is not None and time.monotonic() - progressed_at > kill_after:
+            if kill_from_parent and count >= kill_at:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 parent_kills += 1

@@ -135,9 +135,11 @@ class Consumer(Protocol):
         ...
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Synchronously commit, per partition, the next offset to read. Partitions no longer assigned to
-        this member (lost in a rebalance) are skipped with a warning: their new owner re-reads from the last
-        committed offset (at-least-once). Raises TransientError when the commit could not be made."""
+        """Commit, per partition, the next offset to read. Partitions no longer assigned to this member (lost
+        in a rebalance) are skipped with a warning: their new owner re-reads from the last committed offset
+        (at-least-once). Raises TransientError when the commit could not be made. The embedded log commits
+        synchronously; Kafka may send it asynchronously, then retries a failed request itself and commits
+        synchronously on revoke, in :meth:`committed` and on :meth:`close` (so a commit is always read back)."""
         ...
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]: ...

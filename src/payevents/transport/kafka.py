@@ -2,8 +2,10 @@
 
 Producer: idempotent, ``acks=all``, ``partitioner=murmur2_random`` (the Java client's placement of a
 key), an explicit ``message.timeout.ms``; :meth:`KafkaProducer.send` waits for every delivery report.
-Consumer: manual offset store and synchronous commits of the offsets the caller gives, pause/resume/seek,
-rebalance tracking. Topics are created with the AdminClient (``cleanup.policy=delete``); a topic with
+Consumer: manual offset store; the offsets the caller gives are committed asynchronously, one request in
+flight at a time (a failed one is sent again unless a later offset was sent since), and synchronously when
+partitions are revoked, before :meth:`KafkaConsumer.committed` and on close; pause/resume/seek, rebalance
+tracking. Topics are created with the AdminClient (``cleanup.policy=delete``); a topic with
 another partition count is refused. ``kafka_config`` (SASL/TLS, timeouts, ...) is passed to producer,
 consumer and admin client unchanged, except that a setting librdkafka only knows for the other client
 type is not passed to it (it would be ignored with a warning).
@@ -317,11 +319,19 @@ class KafkaTransport:
         self._admin_client = None
 
 
-def _message(m: Any) -> Message:
+def _headers(m: Any) -> tuple[tuple[str, bytes], ...]:
+    """A record's headers as the transport's tuple (a header without a value: b"")."""
     headers = m.headers()
-    _, ts = m.timestamp()
-    return Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                   tuple((k, v if v is not None else b"") for k, v in headers) if headers else (), ts)
+    if not headers:
+        return ()
+    for _k, v in headers:
+        if v is None:
+            return tuple((k, b"" if v is None else v) for k, v in headers)
+    return tuple(headers)
+
+
+def _message(m: Any) -> Message:
+    return Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), _headers(m), m.timestamp()[1])
 
 
 class KafkaProducer:
@@ -424,12 +434,27 @@ class KafkaProducer:
 
 
 class KafkaConsumer:
-    """A group member: subscribe, manual commits, rebalance tracking."""
+    """A group member: subscribe, manual commits, rebalance tracking.
+
+    Offsets are committed asynchronously (the caller has committed its store first, so a commit that never
+    lands only means a redelivery, which the seen marks absorb): :meth:`commit` sends at once when no commit
+    is in flight, else the offsets wait for the next :meth:`commit` or :meth:`poll` after the one in flight
+    is answered (one request at a time, so requests never overtake each other). A failed request is sent
+    again unless a later offset of that partition was sent since. Partitions being revoked, :meth:`committed`
+    (hence :meth:`lag`) and :meth:`close` commit synchronously what is not yet known to be committed."""
 
     def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
         self.group = str(config["group.id"])
         self._from_beginning = config.get("auto.offset.reset") in ("earliest", "smallest", "beginning")
-        self._c = CkConsumer({**config, "error_cb": self._on_error})
+        #: offsets given to commit() and not sent yet (or sent, failed and to be sent again)
+        self._to_commit: dict[TP, int] = {}
+        #: the latest offset sent per partition (a failed request is sent again only if still the latest)
+        self._last_sent: dict[TP, int] = {}
+        #: per partition, the latest offset sent that is known to be committed
+        self._confirmed: dict[TP, int] = {}
+        #: the asynchronous request in flight (its answer is served by poll/consume), None if none
+        self._in_flight: dict[TP, int] | None = None
+        self._c = CkConsumer({**config, "error_cb": self._on_error, "on_commit": self._on_commit})
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
         #: assigned since the last poll: resumed in the client then, unless paused by the caller since (librdkafka
@@ -437,7 +462,7 @@ class KafkaConsumer:
         self._fresh: set[TP] = set()
         self._deferred: Exception | None = None
         self._closed = False
-        self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _on_error(self, err: KafkaError) -> None:
         """Client-level errors (served during poll). librdkafka reconnects by itself; the ones that stop
@@ -455,10 +480,61 @@ class KafkaConsumer:
         log.debug("group %s assigned %s", self.group, sorted(self._assigned))
 
     def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
+        """Before the partitions move: commit synchronously what was given for them and is not known to be
+        committed (their new owner starts from there), then forget them."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        todo = {tp: o for tp, o in self._unconfirmed().items() if tp in gone}
+        if todo:
+            try:
+                self._commit_now(todo)
+            except KafkaException as exc:
+                log.warning("group %s: commit of revoked %s failed (%s): their new owner re-reads from the last "
+                            "committed offset", self.group, sorted(todo), exc.args[0].str())
+        self._forget(gone)
+        log.debug("group %s revoked %s", self.group, sorted(gone))
+
+    def _on_lost(self, _c: Any, partitions: list[TopicPartition]) -> None:
+        """Lost (the member was out of the group): no commit is possible any more; the new owner re-reads."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._forget(gone)
+        log.debug("group %s lost %s", self.group, sorted(gone))
+
+    def _forget(self, gone: set[TP]) -> None:
         self._assigned -= gone
         self._paused -= gone
-        log.debug("group %s revoked %s", self.group, sorted(gone))
+        for tp in gone:
+            self._to_commit.pop(tp, None)
+            self._last_sent.pop(tp, None)
+            self._confirmed.pop(tp, None)
+
+    def _unconfirmed(self) -> dict[TP, int]:
+        """Per assigned partition, the offset given to commit() that is not known to be committed."""
+        todo = {tp: o for tp, o in self._last_sent.items() if self._confirmed.get(tp) != o}
+        todo.update(self._to_commit)
+        return {tp: o for tp, o in todo.items() if tp in self._assigned}
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition] | None) -> None:
+        """The answer to an asynchronous commit (served by poll/consume): a failed partition whose offset is
+        still the latest sent is committed again with the next request."""
+        sent, self._in_flight = self._in_flight, None
+        if sent is None:
+            return
+        got = {(tp.topic, tp.partition): tp for tp in partitions or ()}
+        failed = {tp: off for tp, off in sent.items()
+                  if err is not None or tp not in got or got[tp].error is not None}
+        for tp, off in sent.items():
+            if tp not in failed and self._last_sent.get(tp) == off:
+                self._confirmed[tp] = off
+        if not failed:
+            return
+        again = {tp: off for tp, off in failed.items()
+                 if tp in self._assigned and tp not in self._to_commit and self._last_sent.get(tp) == off
+                 and self._confirmed.get(tp) != off}
+        self._to_commit.update(again)
+        first = err if err is not None else next((got[tp].error for tp in failed if tp in got), None)
+        log.warning("group %s: offset commit of %s failed (%s); %s", self.group, sorted(failed),
+                    first.str() if isinstance(first, KafkaError) else first,
+                    f"sent again: {sorted(again)}" if again else "covered by a later commit or no longer assigned")
 
     def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
         self._check_open()
@@ -472,13 +548,24 @@ class KafkaConsumer:
             except KafkaException as exc:  # not yet resumable: the next poll tries again
                 log.debug("kafka consumer %s: resume of %s deferred: %s", self.group, stale, exc)
         try:
-            batch = self._c.consume(num_messages=max_records, timeout=timeout)
+            # what is queued now; else wait (up to timeout) for the first record and take what came with it.
+            # consume(n, timeout) alone waits until n records are queued: a member that had caught up held
+            # every partial batch for the whole timeout
+            batch: list[Any] = self._c.consume(num_messages=max_records, timeout=0)
+            if not batch and timeout > 0:
+                batch = self._c.consume(num_messages=1, timeout=timeout)
+                if batch and max_records > 1:
+                    batch += self._c.consume(num_messages=max_records - 1, timeout=0)
         except KafkaException as exc:
             raise _error(exc.args[0], f"consume ({self.group})") from exc
+        # the answer to the commit in flight was served by consume: send what waited for it
+        self._send_commits(raising=False)
         if not batch:
             self._raise_deferred()
         out: list[Message] = []
+        append = out.append
         rewind: dict[TP, int] = {}
+        assigned, paused = self._assigned, self._paused
         for m in batch:
             err = m.error()
             if err is not None:
@@ -487,15 +574,16 @@ class KafkaConsumer:
                 if self._deferred is None:
                     self._deferred = _error(err, f"consume ({self.group})")
                 continue
-            tp: TP = (m.topic(), m.partition())  # type: ignore[assignment]
-            if tp in self._paused or tp not in self._assigned:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            tp: TP = (topic, partition)
+            if tp in paused or tp not in assigned:
                 # fetched before a pause: put it back so it is read after resume
-                rewind.setdefault(tp, m.offset())  # type: ignore[arg-type]
+                rewind.setdefault(tp, offset)
                 continue
-            out.append(_message(m))
-        for (topic, partition), offset in rewind.items():
-            if (topic, partition) in self._assigned:
-                self.seek((topic, partition), offset)
+            append(Message(topic, partition, offset, m.key(), m.value(), _headers(m), m.timestamp()[1]))
+        for back, first in rewind.items():
+            if back in self._assigned:
+                self.seek(back, first)
         if not out:
             self._raise_deferred()
         return out
@@ -507,29 +595,72 @@ class KafkaConsumer:
             raise pending
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Synchronously commit offsets of assigned partitions (others are skipped with a warning:
-        their new owner re-reads from the last committed offset)."""
+        """Commit offsets of assigned partitions (others are skipped with a warning: their new owner re-reads
+        from the last committed offset), asynchronously: see the class. Raises TransientError only when the
+        request cannot even be queued; the offsets are then sent again with the next commit or poll."""
         self._check_open()
         mine = {tp: o for tp, o in offsets.items() if tp in self._assigned}
         lost = sorted(set(offsets) - mine.keys())
         if lost:
             log.warning("group %s: not committing %s: no longer assigned to this member", self.group, lost)
-        if not mine:
+        self._to_commit.update(mine)
+        self._send_commits(raising=True)
+
+    def _send_commits(self, *, raising: bool) -> None:
+        """Send the waiting offsets as one asynchronous request, unless one is in flight."""
+        if self._in_flight is not None or not self._to_commit:
+            return
+        todo = {tp: o for tp, o in self._to_commit.items() if tp in self._assigned}
+        self._to_commit = {}
+        if not todo:
             return
         try:
-            self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in mine.items()], asynchronous=False)
+            self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in todo.items()], asynchronous=True)
+        except KafkaException as exc:
+            err = exc.args[0]
+            self._to_commit = {**todo, **self._to_commit}
+            if err.code() in _REBALANCE_CODES or not raising:
+                log.warning("group %s: commit of %s not sent (%s): sent again with the next commit or poll",
+                            self.group, sorted(todo), err.name())
+                return
+            raise _error(err, f"commit ({self.group})") from exc
+        self._in_flight = todo
+        self._last_sent.update(todo)
+
+    def _commit_now(self, offsets: Mapping[TP, int]) -> None:
+        """Synchronous commit (KafkaException on failure); the offsets count as sent."""
+        self._c.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        self._last_sent.update(offsets)
+        self._confirmed.update(offsets)
+        for tp, o in offsets.items():
+            if self._to_commit.get(tp) == o:
+                del self._to_commit[tp]
+
+    def _flush_commits(self) -> None:
+        """Synchronously commit every offset given and not known to be committed (waiting, or in flight)."""
+        todo = self._unconfirmed()
+        if not todo:
+            return
+        try:
+            self._commit_now(todo)
         except KafkaException as exc:
             err = exc.args[0]
             if err.code() in _REBALANCE_CODES:
                 log.warning("group %s: commit of %s refused during a rebalance (%s): the new owner re-reads them",
-                            self.group, sorted(mine), err.name())
+                            self.group, sorted(todo), err.name())
                 return
             raise _error(err, f"commit ({self.group})") from exc
 
     def committed(self, partitions: Sequence[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets, after committing synchronously what this member gave and is not
+        known to be committed yet (so a commit is read back)."""
         self._check_open()
         if not partitions:
             return {}
+        self._flush_commits()
+        return self._broker_committed(partitions)
+
+    def _broker_committed(self, partitions: Sequence[TP]) -> dict[TP, int | None]:
         try:
             res = self._c.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
         except KafkaException as exc:
@@ -573,7 +704,10 @@ class KafkaConsumer:
         if not self._assigned:
             return {}
         tps = sorted(self._assigned)
-        committed = self.committed(tps)
+        # what the group committed, or this member's later offset given to commit() and still on its way
+        # (no synchronous commit here: lag is read about once a second while consuming)
+        committed = self._broker_committed(tps)
+        committed.update(self._unconfirmed())
         positions = {(tp.topic, tp.partition): tp.offset
                      for tp in self._c.position([TopicPartition(t, p) for t, p in tps])}
         out: dict[TP, int] = {}
@@ -600,5 +734,9 @@ class KafkaConsumer:
         """Leave the group (its partitions move to the other members at once)."""
         if not self._closed:
             self._closed = True
+            try:
+                self._flush_commits()
+            except Exception as exc:  # the new owner re-reads from the last committed offset (at-least-once)
+                log.warning("group %s: final offset commit failed: %s", self.group, exc)
             self._c.close()
             self._assigned.clear()

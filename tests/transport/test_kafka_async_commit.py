@@ -1,0 +1,193 @@
+"""The Kafka consumer commits offsets asynchronously (issue #14: a synchronous commit per batch made every member
+wait on the broker). The at-least-once guarantee must hold all the same: a request that fails is sent again
+unless a later offset of its partition was sent since (never a step back), partitions being revoked and close()
+commit synchronously what is not known to be committed, and committed() reads back what commit() was given.
+
+The requests the broker never sees are made by a stand-in for the librdkafka client that drops chosen
+asynchronous commits (their answers are reported failed at the next consume, as librdkafka does for a request
+that timed out); everything else goes to the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+from transport_helpers import drain, next_offsets, wait_assigned
+
+from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
+from payevents.transport import Record
+from payevents.transport.kafka import KafkaConsumer, KafkaTransport
+
+
+class _LossyClient:
+    """The real librdkafka consumer, except that asynchronous commits are dropped while ``drop`` is set (their
+    answer, a failure, is served by the next consume, as librdkafka serves commit answers)."""
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._inner = consumer._c  # type: ignore[attr-defined]
+        self._consumer = consumer
+        self.drop = False
+        self.sent: list[tuple[str, dict[tuple[str, int], int]]] = []  # ("async"|"sync", offsets) reaching the broker
+        self._failed: list[list[TopicPartition]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        got = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+        if asynchronous and self.drop:
+            self._failed.append(offsets)
+            return
+        self.sent.append(("async" if asynchronous else "sync", got))
+        self._inner.commit(offsets=offsets, asynchronous=asynchronous)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        out = self._inner.consume(num_messages=num_messages, timeout=timeout)
+        while self._failed:
+            self._consumer._on_commit(KafkaError(KafkaError.REQUEST_TIMED_OUT), self._failed.pop(0))  # type: ignore[attr-defined]
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _lossy(consumer: Any) -> _LossyClient:
+    client = _LossyClient(consumer)
+    consumer._c = client
+    return client
+
+
+def _setup(broker: LocalKafka, partitions: int, records: int) -> tuple[KafkaTransport, str]:
+    t = KafkaTransport(broker.bootstrap, dict(FAST_GROUP_CONFIG))
+    topic = f"t.async.{uuid.uuid4().hex[:8]}"
+    t.create_topics([topic], partitions)
+    p = t.producer()
+    p.send([Record(topic, b"v%d" % i, partition=i % partitions) for i in range(records)])
+    p.close()
+    return t, topic
+
+
+def _until(cond: Any, what: str, consumer: KafkaConsumer | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        if consumer is not None:
+            assert not consumer.poll(10, 0.1)
+        else:
+            time.sleep(0.05)
+
+
+def test_a_commit_whose_request_failed_is_sent_again_with_the_next_poll(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 1, 10)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        got = drain(c, 10)
+        client = _lossy(c)
+        client.drop = True
+        c.commit(next_offsets(got))  # the request is lost
+        client.drop = False
+        assert t.group_offsets(group, topic) == {}
+        # no further commit: the failure, answered at the next consume, makes the consumer send it again
+        _until(lambda: t.group_offsets(group, topic) == {0: 10}, "the failed commit was never sent again", c)
+        assert [s for s in client.sent if s[0] == "async"] == [("async", {(topic, 0): 10})]
+    finally:
+        c.close()
+        t.close()
+
+
+def test_a_failed_commit_covered_by_a_later_one_is_not_sent_again(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 1, 10)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        drain(c, 10)
+        client = _lossy(c)
+        client.drop = True
+        c.commit({(topic, 0): 4})  # lost
+        client.drop = False
+        c.commit({(topic, 0): 7})  # waits for the answer to the one in flight (one request at a time)
+        assert client.sent == []
+        assert not c.poll(10, 0.1)  # the failure is answered, then the waiting offset 7 is sent
+        _until(lambda: t.group_offsets(group, topic) == {0: 7}, "offset 7 never committed", c)
+        for _ in range(5):
+            assert not c.poll(10, 0.05)
+        # offset 4 was never sent after 7: the committed offset never went back
+        assert client.sent == [("async", {(topic, 0): 7})]
+        assert t.group_offsets(group, topic) == {0: 7}
+    finally:
+        c.close()
+        t.close()
+
+
+def test_committed_and_close_commit_synchronously_what_is_not_known_committed(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 2, 20)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        got = drain(c, 20)
+        client = _lossy(c)
+        client.drop = True  # no asynchronous commit reaches the broker
+        c.commit({(topic, 0): 3})
+        # read back through the member: committed synchronously first
+        assert c.committed([(topic, 0), (topic, 1)]) == {(topic, 0): 3, (topic, 1): None}
+        c.commit(next_offsets(got))
+        assert t.group_offsets(group, topic) == {0: 3}
+    finally:
+        c.close()  # commits the rest synchronously
+    try:
+        assert t.group_offsets(group, topic) == {0: 10, 1: 10}
+        assert ("sync", {(topic, 0): 10, (topic, 1): 10}) in client.sent
+    finally:
+        t.close()
+
+
+def test_partitions_being_revoked_are_committed_before_they_move(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 2, 0)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    a = t.consumer(group, [topic])
+    b = None
+    try:
+        wait_assigned(a, 2)
+        p = t.producer()
+        p.send([Record(topic, b"v%d" % i, partition=i % 2) for i in range(20)])
+        p.close()
+        got = drain(a, 20)
+        client = _lossy(a)
+        client.drop = True  # the commit below never reaches the broker asynchronously
+        a.commit(next_offsets(got))
+        assert t.group_offsets(group, topic) == {}
+        b = t.consumer(group, [topic])
+        deadline = time.monotonic() + 30
+        while not (a.assignment() and b.assignment()):  # cooperative-sticky: a gives one partition to b
+            assert time.monotonic() < deadline, "the group did not share the partitions"
+            assert not a.poll(10, 0.05)
+            assert not b.poll(10, 0.05)
+        moved = b.assignment()
+        # a committed the moved partition synchronously while giving it up: b reads nothing again
+        assert {(topic, p): o for p, o in t.group_offsets(group, topic).items()
+                if (topic, p) in moved} == {tp: 10 for tp in moved}
+        assert not drain(b, 1, timeout=2)
+        sync = [offsets for kind, offsets in client.sent if kind == "sync"]
+        assert sync and all(set(offsets) <= moved for offsets in sync)
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+        t.close()
+
+
+def test_lag_counts_from_the_offsets_given_to_commit_without_committing_them(kafka_broker: LocalKafka) -> None:
+    t, topic = _setup(kafka_broker, 1, 10)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        drain(c, 10)
+        client = _lossy(c)
+        client.drop = True
+        c.commit({(topic, 0): 6})
+        # read about once a second by the runtime: no synchronous commit for it
+        assert c.lag() == {(topic, 0): 4}
+        assert client.sent == [] and t.group_offsets(group, topic) == {}
+    finally:
+        c.close()
+        t.close()
