@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from payevents.store.db import dialect
-from payevents.store.sql import mark
+from payevents.store.sql import mark, pg_array
 
 
 def is_postgresql(conn: Connection) -> bool:
@@ -108,7 +108,7 @@ def lookup(conn: Connection, select: str, table: str, where: str, column: str, k
         limit = "LIMIT 1" if unique else "OFFSET 0"  # the fence: never flattened into a hash or merge join
         sql = (f"SELECT {select} FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL"
                f" (SELECT {select} FROM {table} WHERE {where} AND {column} = k.key {limit}) AS t")
-        yield from conn.exec_driver_sql(sql, (keys, *params))
+        yield from conn.exec_driver_sql(sql, (pg_array(keys), *params))  # a literal: see store.sql.pg_array
         return
     m = mark(conn)
     for i in range(0, len(keys), chunk):
