@@ -126,7 +126,7 @@ def main() -> None:
     events = make_events(args.n, env="dev", run=run_id())
     prefix = f"cpg{uuid.uuid4().hex[:8]}_"
     try:
-        with tempfile.TemporaryDirectory(prefix="consume-pg-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="consume-pg-", ignore_cleanup_errors=True) as tmp:
             for i, name in enumerate(args.services):
                 settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}", database_url=PG_URL,
                                     db_schema_prefix=f"{prefix}{i}_")
