@@ -4,14 +4,29 @@ conflicting plain COPY is an SQLAlchemy IntegrityError (the runtime retries the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from payevents.runtime import bulk
 from payevents.settings import Settings
 from payevents.store import db
+from payevents.store.sql import pg_array
 
 COLUMNS = ("service", "event_id", "note", "n")
+
+
+@pytest.fixture(scope="module")
+def pg_conn(pg_available: str) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(pg_available.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        yield conn
 
 
 def _engine(settings: Settings) -> sa.Engine:
@@ -58,3 +73,34 @@ def test_a_conflicting_copy_is_an_integrity_error(store_settings: Settings) -> N
         bulk.copy_rows(conn, "t", COLUMNS, [("s", "a", None, 1)])
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         bulk.copy_rows(conn, "t", COLUMNS, [("s", "a", None, 1)])
+
+
+def test_lookup_finds_keys_of_any_spelling(store_settings: Settings) -> None:
+    """Keys with quotes, backslashes, commas, braces, spaces, the word NULL, the empty string and non-ASCII are
+    found as themselves (on PostgreSQL the keys travel as one array literal: store.sql.pg_array)."""
+    engine = _engine(store_settings)
+    odd = ['a"b', "c\\d", 'e\\"f', "g,h", "{i}", " j ", "NULL", "null", "", "é🙂", "\\", '"', "k'l", "tab\there"]
+    with engine.begin() as conn:
+        bulk.copy_rows(conn, "t", COLUMNS, [("s", k, None, i) for i, k in enumerate(odd)])
+    with engine.connect() as conn:
+        m = bulk.mark(conn)
+        got = {r[0]: r[1] for r in bulk.lookup(conn, "event_id, n", "t", f"service = {m}", "event_id",
+                                               [*odd, "absent", 'x"y'], ("s",))}
+    assert got == {k: i for i, k in enumerate(odd)}
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                          st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))))
+@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_pg_array_reads_back_as_the_values(pg_conn: Any, values: list[Any]) -> None:
+    """store.sql.pg_array: the literal PostgreSQL reads is the list (text elements as text[], ints as bigint[])."""
+    texts = [v if v is None or isinstance(v, str) else str(v) for v in values]
+    assert pg_conn.execute("SELECT %s::text[]", (pg_array(texts),)).fetchone()[0] == texts
+    ints = [v for v in values if v is None or isinstance(v, int)]
+    assert pg_conn.execute("SELECT %s::bigint[]", (pg_array(ints),)).fetchone()[0] == ints
+
+
+def test_pg_array_refuses_other_types() -> None:
+    for bad in ([True], [1.5], [b"x"], ["a", 2.0]):
+        with pytest.raises(TypeError):
+            pg_array(bad)

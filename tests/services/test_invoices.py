@@ -183,3 +183,30 @@ def test_settle_is_pure_and_is_what_both_paths_use() -> None:
     assert (over.status, over.applied_minor, over.credit_minor) == ("applied", 100, 150)
     assert over.reason == "overpayment: 1.50 USD credited to cus_1" and inv.paid_minor == 900  # nothing changed
     assert core.on_payment_processed.__doc__ and "batch of one" in core.on_payment_processed.__doc__
+
+
+def test_a_batch_locks_the_invoices_it_names_with_one_statement(store_settings: Settings) -> None:
+    """The batch reads (and on PostgreSQL locks until its commit) the invoices it names with one statement whose
+    text does not depend on the batch (prepared once; it was an ``IN`` list of the batch's ids), and settles on
+    what it read."""
+    from payevents.services.invoices.core import on_payment_processed_batch
+
+    for i in range(4):
+        _invoice(store_settings, f"INV-L{i}", "10.00")
+    eng = store.engine(store_settings)
+    texts: list[list[str]] = []
+    for names in (["INV-L0", "INV-L1"], ["INV-L2", "INV-L3", "INV-GHOST"]):
+        statements: list[str] = []
+        with eng.begin() as conn:
+            sa.event.listen(conn, "before_cursor_execute", lambda *a, out=statements: out.append(a[2]))
+            on_payment_processed_batch(conn, [(processed(amount="4.00", invoice_id=n), None) for n in names])
+            if eng.dialect.name == "postgresql":  # the named invoices are locked until this transaction ends
+                with eng.connect() as other, pytest.raises(sa.exc.OperationalError, match="could not obtain lock"):
+                    other.exec_driver_sql("SELECT 1 FROM invoices WHERE invoice_id = %s FOR UPDATE NOWAIT",
+                                          (names[0],))
+        texts.append([s for s in statements if "FROM invoices" in s])
+    assert [len(t) for t in texts] == [1, 1]
+    if eng.dialect.name == "postgresql":
+        assert texts[0] == texts[1]
+    assert [invoices.show(store_settings, f"INV-L{i}").invoice.paid_minor for i in range(4)] == [400] * 4
+    assert invoices.check(store_settings) == []

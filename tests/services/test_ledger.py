@@ -172,6 +172,49 @@ def test_reversal_is_a_new_entry(store_settings: Settings) -> None:
     assert len(ledger.journal(store_settings, payment_id=e.payment_id)) == 2
 
 
+def test_database_refuses_a_line_in_an_unknown_account_or_twice_in_a_batch(store_settings: Settings) -> None:
+    """The lines' guards as the consume path meets them (all lines in one statement: COPY on PostgreSQL): a line in
+    an account that does not exist in its currency, and a line written twice, each refuse the whole batch. On
+    PostgreSQL the line guards run once per statement (ledger migration 5): no per-row trigger or foreign key on
+    journal_lines but the deferred one to the entries, and the primary key checked at commit."""
+    from payevents.runtime.bulk import copy_rows
+
+    eng = store.engine(store_settings)
+    deliver(store_settings, "ledger", [processed(amount="10.00")])  # creates the USD accounts
+    AT = "2025-12-11T10:30:00+00:00"
+    line_cols = ("entry_id", "line_no", "account_code", "currency", "side", "amount_minor")
+    entry_cols = ("entry_id", "event_id", "payment_id", "kind", "description", "legacy", "line_count", "occurred_at",
+                  "posted_at")
+
+    def batch(n: int, *, currency: dict[int, str] | None = None, extra_lines: list[tuple[Any, ...]] = ()) -> None:  # type: ignore[assignment]
+        ids = [f"a-{i}" for i in range(n)]
+        lines = [row for i, e in enumerate(ids) for row in (
+            (e, 1, "cash", (currency or {}).get(i, "USD"), "D", 100), (e, 2, "accounts_receivable", "USD", "C", 100))]
+        with eng.begin() as conn:
+            copy_rows(conn, "journal_lines", line_cols, [*lines, *extra_lines])
+            copy_rows(conn, "journal_entries", entry_cols, [
+                (e, f"ev-{e}", f"p-{e}", "payment", "batch", 0, 2, AT, AT) for e in ids])
+
+    with pytest.raises(sa.exc.DBAPIError, match=r"(?i)account|foreign key"):
+        batch(50, currency={23: "EUR"})  # no cash account in EUR
+    with pytest.raises(sa.exc.IntegrityError):
+        batch(50, extra_lines=[("a-7", 2, "accounts_receivable", "USD", "C", 100)])  # a-7's line 2 twice
+    assert len(ledger.journal(store_settings)) == 1  # nothing of the refused batches
+    batch(50)
+    assert len(ledger.journal(store_settings)) == 51
+    assert ledger.verify(store_settings).ok
+    if eng.dialect.name == "postgresql":
+        with eng.connect() as conn:
+            row_guards = conn.exec_driver_sql(
+                "SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = 'journal_lines'::regclass"
+                " AND t.tgtype & 1 = 1 AND t.tgtype & 4 = 4"  # FOR EACH ROW, ON INSERT
+                " AND NOT (t.tgisinternal AND t.tgdeferrable AND t.tginitdeferred)").scalars().all()
+            pk_deferred = conn.exec_driver_sql(
+                "SELECT condeferrable AND condeferred FROM pg_constraint"
+                " WHERE conrelid = 'journal_lines'::regclass AND contype = 'p'").scalar_one()
+        assert row_guards == [] and pk_deferred
+
+
 def test_verify_reports_tampering(settings: Settings) -> None:
     """With the guards dropped (a rogue DBA on SQLite), verify still catches every broken invariant."""
     deliver(settings, "ledger", [processed(amount="10.00"), processed(amount="5", currency="JPY")])

@@ -122,6 +122,33 @@ def test_batch_looks_customers_up_once_and_rejects_other_events(settings: Settin
     assert len(notifications.list_notifications(settings, limit=2000)) == 1200
 
 
+def test_batch_customer_lookup_is_one_statement_whatever_the_batch(store_settings: Settings) -> None:
+    """One customer lookup per batch; on PostgreSQL its text does not depend on the batch's ids (one prepared
+    statement, not a new ``IN`` list of the batch's size to parse and plan every batch), and it finds the same
+    customers."""
+    import sqlalchemy as sa
+
+    for c in CUSTOMERS:
+        notifications.add_customer(store_settings, *c)
+    engine = connect(store_settings, SERVICE.name, SERVICE.migrations)
+    lookups: list[list[str]] = []
+    for n, batch_no in ((3, 0), (7, 1)):
+        ids = ["cus_a", "cus_b", "cus_nomail", *[f"cus_ghost{i}" for i in range(n)]]
+        batch = [processed(f"p{batch_no}_{i}", "1.00", "EUR", customer_id=c) for i, c in enumerate(ids)]
+        statements: list[str] = []
+        with engine.begin() as conn:
+            sa.event.listen(conn, "before_cursor_execute", lambda *a, out=statements: out.append(a[2]))
+            handle_batch(conn, [(d, None) for d in batch])  # type: ignore[misc]
+        lookups.append([s for s in statements if "customers" in s])
+    assert [len(x) for x in lookups] == [1, 1]
+    if engine.dialect.name == "postgresql":
+        assert lookups[0] == lookups[1]
+    rows = dump_tables(store_settings, SERVICE, TABLES)["notifications"]
+    recipients = {r[0]: r[COMPARED.index("recipient")] for r in rows}
+    assert sorted(r for r in recipients.values() if r) == sorted(["anna@example.de", "bob@example.com"] * 2)
+    assert len(rows) == 6 + 10
+
+
 def test_runtime_with_batch_handler_equals_per_event(settings: Settings) -> None:
     """Through the consumer runtime (its dedup, its batches), with and without the batch handler."""
     events = [e for e in random_stream(3, payments=60) if not e.legacy]  # legacy: as envelopes below

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from payevents.store.db import dialect
-from payevents.store.sql import mark
+from payevents.store.sql import mark, pg_array
 
 
 def is_postgresql(conn: Connection) -> bool:
@@ -96,19 +96,24 @@ def _copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
 
 
 def lookup(conn: Connection, select: str, table: str, where: str, column: str, keys: Sequence[str],
-           params: Sequence[Any] = (), *, unique: bool = True, chunk: int = 500) -> Iterator[Sequence[Any]]:
+           params: Sequence[Any] = (), *, unique: bool = True, chunk: int = 500,
+           lock: bool = False) -> Iterator[Sequence[Any]]:
     """The rows of ``SELECT {select} FROM {table} WHERE {where} AND {column} = key`` for each of ``keys``.
 
-    ``where`` uses the driver's marks for ``params``; ``unique``: at most one row per key (a primary key).
-    PostgreSQL: one index probe per key (see the module's note); SQLite: an ``IN`` list per ``chunk``."""
+    ``where`` uses the driver's marks for ``params``; ``unique``: at most one row per key (a primary key);
+    ``lock``: the rows are locked for the rest of the transaction (``FOR UPDATE`` on PostgreSQL, in the order of
+    ``keys``; SQLite's writer holds the database already). PostgreSQL: one index probe per key (see the module's
+    note), one statement text whatever the keys (prepared once); SQLite: an ``IN`` list per ``chunk``."""
     keys = list(dict.fromkeys(keys))
     if not keys:
         return
     if is_postgresql(conn):
         limit = "LIMIT 1" if unique else "OFFSET 0"  # the fence: never flattened into a hash or merge join
-        sql = (f"SELECT {select} FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL"
-               f" (SELECT {select} FROM {table} WHERE {where} AND {column} = k.key {limit}) AS t")
-        yield from conn.exec_driver_sql(sql, (keys, *params))
+        inner = f"SELECT {select} FROM {table} WHERE {where} AND {column} = k.key {limit}"
+        if lock:
+            inner = dialect(conn).for_update(inner)
+        sql = f"SELECT {select} FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL ({inner}) AS t"
+        yield from conn.exec_driver_sql(sql, (pg_array(keys), *params))  # a literal: see store.sql.pg_array
         return
     m = mark(conn)
     for i in range(0, len(keys), chunk):

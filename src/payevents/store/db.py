@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.errors import ConfigError
 from payevents.settings import Settings
+from payevents.store.sql import pg_array
 
 #: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
 #: default_transaction_isolation: the outbox's append relies on it (runtime/outbox.py explains why)
@@ -166,7 +167,7 @@ class PostgreSQL(Dialect):
         if keys:  # one statement (not one per key), the keys locked in sorted order
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
                                  " (SELECT k FROM unnest(%s::text[]) AS u(k) ORDER BY k OFFSET 0) AS s",
-                                 (sorted(set(keys)),))
+                                 (pg_array(sorted(set(keys))),))
 
     def lock_table(self, conn: Connection, table: str) -> None:
         conn.exec_driver_sql(f"LOCK TABLE {table} IN EXCLUSIVE MODE")

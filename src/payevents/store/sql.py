@@ -7,7 +7,7 @@ compilation on the hot paths (executemany of thousands of rows).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -35,3 +35,32 @@ def rows_in_chunks(conn: Connection, sql: str, values: Sequence[Any], repeat: in
         marks = ",".join("?" * len(chunk))
         rows.extend(conn.exec_driver_sql(driver_sql(conn, sql.format(*[marks] * repeat)), chunk * repeat).all())
     return rows
+
+
+def pg_array(values: Iterable[str | int | None]) -> str:
+    """``values`` as a PostgreSQL array literal, for an array parameter (``unnest(%s::text[])``, ``%s::bigint[]``).
+
+    psycopg dumps a Python list element by element in Python: ~1.9 µs a key, about 1 ms of client CPU for each
+    500-id lookup of a consumer batch (issue #14). The literal is one string join, read by the server's
+    ``array_in``: elements are double-quoted with ``"`` and ``\\`` escaped (so commas, braces, spaces and the
+    word NULL inside a string stay that string), None is ``NULL``, an int is its digits. Other types raise
+    TypeError (a bool too: it is not a number here)."""
+    items = values if isinstance(values, list | tuple) else list(values)
+    try:
+        joined = '","'.join(items)  # type: ignore[arg-type]  # every element a str: the common case
+    except TypeError:
+        pass
+    else:
+        if '"' not in joined and "\\" not in joined:
+            return '{"' + joined + '"}' if items else "{}"
+    out: list[str] = []
+    for v in items:
+        if v is None:
+            out.append("NULL")
+        elif isinstance(v, str):
+            out.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(v, int) and not isinstance(v, bool):
+            out.append(str(v))
+        else:
+            raise TypeError(f"pg_array: {type(v).__name__} is not a str, int or None")
+    return "{" + ",".join(out) + "}"

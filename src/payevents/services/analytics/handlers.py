@@ -20,6 +20,7 @@ from payevents.contracts.codec import DecodedEvent
 from payevents.runtime import bulk
 from payevents.services.analytics.money import to_minor
 from payevents.store.sql import mark as sql_mark
+from payevents.store.sql import pg_array
 from payevents.transport.base import Message
 
 #: eventType -> (the data field with the business time, the per-payment timestamp column)
@@ -183,7 +184,8 @@ def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]
     bulk.copy_rows(conn, "analytics_events", FACT_COLUMNS, [_fact_tuple(f) for f in facts], or_ignore="event_id")
     payments = merge_payments(facts)
     if bulk.is_postgresql(conn):
-        conn.exec_driver_sql(_PAYMENT_UNNEST_SQL, tuple(list(column) for column in zip(*payments, strict=True)))
+        # each column as one array literal (store.sql.pg_array: psycopg dumps a list element by element)
+        conn.exec_driver_sql(_PAYMENT_UNNEST_SQL, tuple(pg_array(column) for column in zip(*payments, strict=True)))
     else:
         conn.exec_driver_sql(_driver_sql(conn, _PAYMENT_DRIVER_SQL, len(PAYMENT_COLUMNS)),
                              [tuple(r) for r in payments])

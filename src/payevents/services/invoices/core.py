@@ -29,7 +29,7 @@ from payevents.services.invoices import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
 from payevents.store.paging import after_clause
-from payevents.store.sql import driver_sql, rows_in_chunks
+from payevents.store.sql import driver_sql
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -213,8 +213,7 @@ _CREDIT_COLUMNS: Final = ("credit_id", "customer_id", "currency", "amount_minor"
 _SETTLE_PAYMENTS: Final = ("UPDATE invoice_payments SET status = ?, applied_minor = ?, credit_minor = ?, reason = ?,"
                            " applied_at = ? WHERE event_id = ? AND status = 'unapplied'")
 _UPDATE_INVOICES: Final = "UPDATE invoices SET paid_minor = ?, status = ?, updated_at = ? WHERE invoice_id = ?"
-_INVOICE_STATE: Final = ("SELECT invoice_id, customer_id, currency, amount_due_minor, paid_minor FROM invoices"
-                         " WHERE invoice_id IN ({})")
+_INVOICE_STATE: Final = "invoice_id, customer_id, currency, amount_due_minor, paid_minor"
 
 
 class _Writes:
@@ -252,9 +251,12 @@ class _Writes:
 
 
 def _states(conn: Connection, invoice_ids: Sequence[str]) -> dict[str, InvoiceState]:
+    """The named invoices, locked (PostgreSQL: one prepared statement, a key probe per id; it was an ``IN`` list
+    of the batch's ids, a new statement to parse and plan every batch)."""
     return {r[0]: InvoiceState(invoice_id=r[0], customer_id=r[1], currency=r[2], due_minor=int(r[3]),
                                paid_minor=int(r[4]))
-            for r in rows_in_chunks(conn, dialect(conn).for_update(_INVOICE_STATE), invoice_ids)}  # fmt: skip
+            for r in lookup(conn, _INVOICE_STATE, "invoices", "1 = 1", "invoice_id", invoice_ids,
+                            lock=True)}  # fmt: skip
 
 
 def on_payment_processed_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message | None]]) -> None:

@@ -114,18 +114,12 @@ INTENT_COLUMNS = ("event_id", "payment_id", "customer_id", "status", "reason_cod
                   "recipient_name", "locale", "event_json", "amount", "currency", "legacy", "next_attempt_ms",
                   "created_at")
 _intent_tuple = itemgetter(*INTENT_COLUMNS)
-_CUSTOMERS = sa.text("SELECT customer_id, name, email, locale FROM customers WHERE customer_id IN :ids").bindparams(
-    sa.bindparam("ids", expanding=True))
-
-
 def customers_of(conn: Connection, customer_ids: Iterable[str], chunk: int = 500) -> dict[str, Any]:
-    """The directory rows of ``customer_ids`` (those it has), by customerId: one query per ``chunk`` ids."""
-    ids = sorted(set(customer_ids))
-    found: dict[str, Any] = {}
-    for start in range(0, len(ids), chunk):
-        for r in conn.execute(_CUSTOMERS, {"ids": ids[start:start + chunk]}):
-            found[r.customer_id] = r
-    return found
+    """The directory rows of ``customer_ids`` (those it has), by customerId: :func:`payevents.runtime.bulk.lookup`
+    (PostgreSQL: one prepared statement, a primary-key probe per id — an ``IN`` list of a batch's ids was a new
+    500-parameter statement to parse and plan every batch; SQLite: an ``IN`` list per ``chunk`` ids)."""
+    return {r[0]: r for r in bulk.lookup(conn, "customer_id, name, email, locale", "customers", "1 = 1",
+                                                  "customer_id", sorted(set(customer_ids)), chunk=chunk)}
 
 
 def handle_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:

@@ -1,0 +1,155 @@
+"""Where a service's consume time goes on PostgreSQL (issue #14): client CPU, server CPU, round trips.
+
+For each service named, a fresh channel of N bench events on the embedded log (the bench's own generator, not
+timed) is consumed by the service's ``ConsumerRuntime`` against unique PostgreSQL schemas (dropped after). Per
+event it prints:
+
+* ``client``: CPU µs of this process (``time.process_time()``) in the consume loop;
+* ``server``: CPU µs of the PostgreSQL backends serving this process's connections (``/proc/<pid>/stat`` of
+  each backend pid; the server must run on this host and its processes be readable). WAL writer and
+  checkpointer work is not in it;
+* ``wall``: wall µs (moves with the machine's load; the two CPU figures do not, much);
+* ``stmts``/``copies`` per batch: statements the driver ran (SQLAlchemy cursor events) and COPYs
+  (``runtime.bulk``), i.e. the client–server exchanges a batch costs besides BEGIN/COMMIT.
+
+Run it against another source tree with ``PYTHONPATH`` (the first line says which ``payevents`` ran)::
+
+    PYTHONPATH=/work/main/src .venv/bin/python tools/consume_pg.py --n 10000 ledger
+    .venv/bin/python tools/consume_pg.py --n 10000 ledger
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+PG_URL = os.environ.get("PAYEVENTS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+_TICK = os.sysconf("SC_CLK_TCK")
+_backends: set[int] = set()
+_count = {"stmts": 0, "copies": 0}
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+
+def _server_cpu() -> float:
+    return sum(_cpu_of(p) for p in _backends)
+
+
+def _instrument() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from payevents.runtime import bulk
+
+    @event.listens_for(Engine, "connect")
+    def _connect(dbapi_conn: Any, _rec: Any) -> None:
+        pid = getattr(getattr(dbapi_conn, "info", None), "backend_pid", None)
+        if pid:
+            _backends.add(int(pid))
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _before(*_a: Any) -> None:
+        _count["stmts"] += 1
+
+    copy = bulk._copy
+
+    def _copy(*a: Any, **k: Any) -> None:
+        _count["copies"] += 1
+        copy(*a, **k)
+
+    bulk._copy = _copy  # type: ignore[assignment]
+
+
+def _consume(settings: Any, name: str, n: int) -> tuple[float, float, float, float, float]:
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    rt = ConsumerRuntime(settings, service)
+    stop = threading.Event()
+    background = None
+    if service.background is not None:
+        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+        background.start()
+    try:
+        rt.step()  # warm-up batch outside the measure
+        before, batches = rt.stats.consumed, rt.stats.batches
+        _count.update(stmts=0, copies=0)
+        c0, s0, w0 = time.process_time(), _server_cpu(), time.perf_counter()
+        while rt.stats.consumed < n:
+            rt.step()
+        c1, s1, w1 = time.process_time(), _server_cpu(), time.perf_counter()
+        k = rt.stats.consumed - before
+        nb = max(rt.stats.batches - batches, 1)
+        if rt.stats.dead_lettered:
+            raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
+    finally:
+        stop.set()
+        rt.close()
+        if background is not None:
+            background.join(10)
+    return ((c1 - c0) / k * 1e6, (s1 - s0) / k * 1e6, (w1 - w0) / k * 1e6, _count["stmts"] / nb,
+            _count["copies"] / nb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--profile", type=Path, help="a pyinstrument text profile per service into this directory")
+    ap.add_argument("services", nargs="*", default=["ledger", "invoices", "analytics", "notifications"])
+    args = ap.parse_args()
+
+    import payevents
+    from payevents.bench.core import drop_schemas
+    from payevents.bench.events import make_events, run_id
+    from payevents.bench.suites import fill_channel, seed_customers
+    from payevents.contracts.channel import Env
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+
+    print(f"# payevents from {Path(payevents.__file__).parent}; load {os.getloadavg()[0]:.2f}", flush=True)
+    _instrument()
+    events = make_events(args.n, env="dev", run=run_id())
+    prefix = f"cpg{uuid.uuid4().hex[:8]}_"
+    try:
+        with tempfile.TemporaryDirectory(prefix="consume-pg-", ignore_cleanup_errors=True) as tmp:
+            for i, name in enumerate(args.services):
+                settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}", database_url=PG_URL,
+                                    db_schema_prefix=f"{prefix}{i}_")
+                fill_channel(settings, events)
+                seed_customers(settings)
+                profiler = None
+                if args.profile is not None:
+                    from pyinstrument import Profiler
+
+                    profiler = Profiler(interval=0.0005)
+                    profiler.start()
+                client, server, wall, stmts, copies = _consume(settings, name, args.n)
+                if profiler is not None:
+                    profiler.stop()
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    (args.profile / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+                dispose_engines()
+                _backends.clear()
+                print(f"{name:14s} client {client:6.1f}  server {server:6.1f}  wall {wall:6.1f} µs/event"
+                      f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY", flush=True)
+    finally:
+        drop_schemas(PG_URL, prefix)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
