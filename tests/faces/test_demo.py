@@ -10,10 +10,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from payevents.contracts.channel import topic_for
 from payevents.faces.demo import run_demo
-from payevents.services import ledger
+from payevents.services import ledger, load_service
 from payevents.settings import Settings
 from payevents.store.db import engine_for
+from payevents.transport import open_transport
 
 
 def test_demo_function_end_to_end(settings: Settings) -> None:
@@ -45,11 +47,25 @@ def test_demo_function_end_to_end(settings: Settings) -> None:
     reasons = " ".join(r.dead_letters)
     assert "not valid JSON" in reasons and "'usd' is not an ISO 4217 code" in reasons
     assert "card number" in reasons and "4111" not in reasons
-    # each service saw every valid event exactly once
-    for name in ("ledger", "invoices", "analytics", "notifications"):
-        with engine_for(settings, name).connect() as conn:
-            n = conn.execute(sa.text("SELECT COUNT(*) FROM processed_events WHERE service = :s"), {"s": name})
-            assert n.scalar_one() == r.events + r.legacy_published
+    # each service marked every valid event of a type it handles exactly once (the legacy envelope is a
+    # PaymentProcessed); the others it passed over unread, its group's offsets committed past every record
+    with engine_for(settings, "payments").connect() as conn:
+        by_type = dict(conn.execute(sa.text(
+            "SELECT event_type, COUNT(*) FROM outbox_events GROUP BY event_type")).all())
+    assert sum(by_type.values()) == r.events and by_type["PaymentProcessed"] == r.processed
+    transport = open_transport(settings)
+    try:
+        topic = topic_for(settings.env)
+        ends = transport.describe(topic).end_offsets
+        for name in ("ledger", "invoices", "analytics", "notifications"):
+            handled = load_service(name).handlers
+            with engine_for(settings, name).connect() as conn:
+                n = conn.execute(sa.text("SELECT COUNT(*) FROM processed_events WHERE service = :s"), {"s": name})
+                assert n.scalar_one() == sum(c for t, c in by_type.items() if t in handled) + r.legacy_published
+            committed = transport.group_offsets(load_service(name).group, topic)
+            assert all(committed.get(p, 0) == end for p, end in ends.items()), (name, committed, ends)
+    finally:
+        transport.close()
     # a second run in the same data directory starts fresh invoices and adds up in the stores
     again = run_demo(settings, payments=8, seed=4)
     assert again.ledger_ok and again.payments == 8 + 2 and again.delays["count"] == again.events

@@ -320,3 +320,69 @@ def test_a_reason_keeps_the_event_ids_it_names_and_masks_card_numbers() -> None:
     reason = redact(f"conflict: already stated by event {eid}; description 4111 1111 1111 1111")
     assert eid in reason
     assert "4111 1111 1111 1111" not in reason and "1111" in reason
+
+
+# -- the eventType header: what a record says it is ----------------------------------------------------------
+
+
+def _typed(s: Settings, event_type: str, pay: str, *headers: str) -> Record:
+    """A valid ``event_type`` body of payment ``pay``, with an eventType header per value in ``headers``."""
+    from payevents.contracts.codec import encode_event
+    from payevents.contracts.examples import example_event
+
+    body = encode_event(example_event(event_type, event_id=str(uuid.uuid4()), payment_id=pay))
+    return Record(topic=channel.topic_for(s.env), value=body, key=pay.encode(),
+                  headers=tuple((channel.H_EVENT_TYPE, h.encode()) for h in headers))
+
+
+def _marks(rt: ConsumerRuntime) -> dict[str, str]:
+    from payevents.store import db
+
+    with db.engine_for(rt.settings, rt.service.name).connect() as conn:
+        return {str(e): str(o) for e, o in conn.exec_driver_sql(
+            "SELECT event_id, outcome FROM processed_events WHERE service = ?", (rt.service.name,))}
+
+
+def test_a_record_of_a_type_a_service_does_not_handle_is_passed_over_unread_and_a_lying_header_is_dead_lettered(
+    transport_settings: Settings, unique: str
+) -> None:
+    """A record whose one eventType header names a known type the service has no handler for is passed over:
+    no decode, no seen mark, counted ignored, its offset committed. Everything else is read in full, and a
+    record whose header is not its body's type (or that carries two) is dead-lettered by every service that
+    reads it — analytics, which handles every type, reads them all."""
+    s = transport_settings
+    pay = f"PAY-H-{unique}"
+    passed = _typed(s, "PaymentInitiated", pay, "PaymentInitiated")  # says what it is, a type the ledger skips
+    headless = _typed(s, "PaymentAuthorized", pay)  # says nothing: read in full, ignored with a mark
+    processed = _typed(s, "PaymentProcessed", pay, "PaymentProcessed")
+    lies_handled = _typed(s, "PaymentFailed", f"{pay}-2", "PaymentProcessed")  # claims a type the ledger handles
+    lies_other = _typed(s, "PaymentProcessed", f"{pay}-3", "PaymentCaptured")  # claims one the ledger skips
+    twice = _typed(s, "PaymentCaptured", f"{pay}-4", "PaymentCaptured", "PaymentCaptured")
+    records = [passed, headless, processed, lies_handled, lies_other, twice]
+    rc.send(s, records)
+    where = positions(s, [r.value for r in records])
+    ids = {r.value: json.loads(r.value)["eventId"] for r in records}
+    by_name = {svc.name.split("_")[1]: svc for svc in services(unique)}
+
+    ledger, analytics = by_name["ledger"], by_name["analytics"]
+    with ConsumerRuntime(s, ledger, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt, set(where.values()))
+        marks, stats = _marks(rt), rt.stats
+    letters = letters_of(s, ledger.name, set(where.values()))
+    assert set(letters) == {where[lies_handled.value], where[twice.value]}
+    assert letters[where[lies_handled.value]].reason == (
+        "header: headers.eventType: 'PaymentProcessed' is not the body's eventType 'PaymentFailed'")
+    assert letters[where[twice.value]].reason.startswith("header: headers.eventType: given 2 times")
+    # passed over unread: no mark (the PaymentInitiated, and the PaymentProcessed that claims to be a capture)
+    assert ids[passed.value] not in marks and ids[lies_other.value] not in marks
+    assert marks[ids[headless.value]] == "ignored" and marks[ids[processed.value]] == "applied"
+    assert stats.ignored == 3 and stats.applied == 1 and stats.dead_lettered == 2
+
+    with ConsumerRuntime(s, analytics, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt, set(where.values()))
+        marks = _marks(rt)
+    letters = letters_of(s, analytics.name, set(where.values()))
+    assert set(letters) == {where[lies_handled.value], where[lies_other.value], where[twice.value]}
+    assert letters[where[lies_other.value]].reason == (
+        "header: headers.eventType: 'PaymentCaptured' is not the body's eventType 'PaymentProcessed'")
+    assert {marks[ids[r.value]] for r in (passed, headless, processed)} == {"applied"}

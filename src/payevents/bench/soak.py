@@ -49,6 +49,7 @@ import sqlalchemy as sa
 
 from payevents.contracts.cardguard import holds_card_number
 from payevents.contracts.channel import topic_for
+from payevents.services import load_service
 from payevents.settings import Settings
 
 SERVICES = ("ledger", "invoices", "analytics", "notifications")
@@ -446,6 +447,17 @@ def _marks(settings: Settings, service: str) -> list[tuple[str, str, int, int]]:
             f" ORDER BY {order}"), {"s": service})]
 
 
+def _committed(settings: Settings) -> dict[str, dict[int, int]]:
+    """Per service, its group's committed offset per partition of the channel."""
+    from payevents.transport import open_transport
+
+    t = open_transport(settings)
+    try:
+        return {svc: t.group_offsets(load_service(svc).group, topic_for(settings.env)) for svc in SERVICES}
+    finally:
+        t.close()
+
+
 def read_channel(settings: Settings) -> list[tuple[int, int, bytes | None, dict[str, bytes]]]:
     """(partition, offset, key, headers) of every record on the channel, either transport."""
     from payevents.transport import open_transport
@@ -495,12 +507,23 @@ def measure(settings: Settings, result: RunResult, *, extra_logs: list[Path] | N
     if missing:
         result.lost += len(missing)
         details.append(f"lost: {len(missing)} outbox event(s) not on the channel, e.g. {sorted(missing)[:3]}")
+    # every outbox event of a type a service handles is marked by it; one of another type it may pass over
+    # unread, and then its group's committed offset must be past the event's record (it was judged)
     marks = {svc: _marks(settings, svc) for svc in SERVICES}
+    committed = _committed(settings)
     for svc, rows in marks.items():
-        unmarked = outbox_ids - {e for e, *_ in rows}
+        handled = set(load_service(svc).handlers)
+        marked = {e for e, *_ in rows}
+        unmarked = {e for e, _p, t, _s in ob if t in handled} - marked
         if unmarked:
             result.lost += len(unmarked)
             details.append(f"lost: {svc} never applied {len(unmarked)} event(s), e.g. {sorted(unmarked)[:3]}")
+        unread = {e for e, _p, t, _s in ob if t not in handled and e not in marked and e in first_pos
+                  and committed[svc].get(first_pos[e][0], 0) <= first_pos[e][1]}
+        if unread:
+            result.lost += len(unread)
+            details.append(f"lost: {svc} never read {len(unread)} event(s) (its committed offset is before them),"
+                           f" e.g. {sorted(unread)[:3]}")
 
     # order: per payment on the channel (outbox order), per service and partition in the order applied
     by_payment: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)

@@ -5,9 +5,11 @@ Pure: no I/O. See ``shared/seeds/000_*.txt`` (the channel page).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
+from payevents.contracts.legacy import LEGACY_EVENT_TYPE
 from payevents.errors import ContractError
 
 CHANNEL_VERSION: Final = "1.0.0"
@@ -108,6 +110,48 @@ H_IDEMPOTENCY_KEY: Final = "idempotencyKey"
 
 TRANSPORT_HEADERS: Final = (H_EVENT_TYPE, H_VERSION, H_EVENT_ID, H_CONTENT_TYPE)
 AUDIT_HEADERS: Final = (H_CORRELATION_ID, H_CAUSATION_ID, H_SOURCE, H_PRODUCER, H_ENVIRONMENT, H_IDEMPOTENCY_KEY)
+
+
+def event_type_header(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The type a record's headers say its body is: the value of its one ``eventType`` header, or None when it
+    has none, more than one, or one that is not UTF-8 (such a record says nothing about itself and is read in
+    full by every service). Consumers pass over the records whose header names a known type they do not handle
+    without reading them (``runtime.consumer``); :func:`event_type_header_problem` keeps that header honest."""
+    found: bytes | None = None
+    for name, value in headers:
+        if name == H_EVENT_TYPE:
+            if found is not None:
+                return None
+            found = value
+    if found is None:
+        return None
+    try:
+        return found.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def event_type_header_problem(
+    headers: Sequence[tuple[str, bytes]], body_type: str, *, legacy: bool = False
+) -> str | None:
+    """The header rule on read: a record that carries ``eventType`` headers carries exactly one, and it names the
+    body's own ``eventType`` (for the channel page's older envelope: ``PAYMENT_PROCESSED`` or the type it is
+    read as). None when it holds, else why not, naming both values. A record whose header lied would be passed
+    over unread by the services that do not handle the type it claims, and applied by the others."""
+    values = [value for name, value in headers if name == H_EVENT_TYPE]
+    if not values:
+        return None
+    if len(values) > 1:
+        return f"headers.{H_EVENT_TYPE}: given {len(values)} times; a record carries at most one"
+    claimed = event_type_header(headers)
+    allowed = (body_type, LEGACY_EVENT_TYPE) if legacy else (body_type,)
+    if claimed in allowed:
+        return None
+    shown = repr(claimed) if claimed is not None else "(not UTF-8)"
+    if claimed is not None and len(claimed) > 60:
+        shown = repr(claimed[:60])[:-1] + "…'"
+    return f"headers.{H_EVENT_TYPE}: {shown} is not the body's eventType {body_type!r}"
+
 
 HEADER_DESCRIPTIONS: Final[dict[str, str]] = {
     H_EVENT_TYPE: "Event type of the body, e.g. PaymentProcessed",

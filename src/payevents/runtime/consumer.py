@@ -50,7 +50,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts import codec
-from payevents.contracts.channel import dead_letter_topic_for, key_problem, topic_for
+from payevents.contracts.channel import (
+    dead_letter_topic_for,
+    event_type_header,
+    event_type_header_problem,
+    key_problem,
+    topic_for,
+)
+from payevents.contracts.events import EVENT_TYPES
 from payevents.errors import PoisonEvent, TransientError
 from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.backoff import Backoff
@@ -207,6 +214,8 @@ class _Item:
     message: Message
     decoded: codec.DecodedEvent | None = None
     reason: str | None = None
+    #: passed over unread: its one eventType header names a known type this service has no handler for
+    passed: bool = False
 
 
 # -- the runtime -------------------------------------------------------------------------------------
@@ -247,6 +256,11 @@ class ConsumerRuntime:
         self._migrate()
         self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
         self._producer: Producer | None = None
+        #: the known event types this service has no handler for: a record whose one eventType header names one
+        #: is passed over unread (no decode, no seen mark; counted ignored, its offset committed with the batch).
+        #: The services that handle its type — and analytics, which handles every type — read it in full, and
+        #: the header rule (contracts.channel.event_type_header_problem) dead-letters a header that lies.
+        self._pass_over = frozenset(EVENT_TYPES) - set(service.handlers)
         self._kill_p = float(os.environ.get(FAULT_KILL_AFTER_STORE_COMMIT) or 0)
         # backoff state (the one policy: runtime.backoff)
         self._backoff = Backoff(self.backoff_initial, self.backoff_max)
@@ -372,6 +386,9 @@ class ConsumerRuntime:
 
     def _decode(self, index: int, message: Message) -> _Item:
         item = _Item(index, message)
+        if self._pass_over and event_type_header(message.headers) in self._pass_over:
+            item.passed = True
+            return item
         raw = message.value
         if raw is None:
             item.reason = "empty: the record has no value (tombstone)"
@@ -383,10 +400,13 @@ class ConsumerRuntime:
         else:
             # the key rule, for every service: key = the body's UTF-8 paymentId, checked before any effect
             problem = key_problem(message.key, decoded.payment_id)
-            if problem is None:
-                item.decoded = decoded
-            else:
+            if problem is not None:
                 item.reason = f"key: {redact(problem)}"
+            elif (problem := event_type_header_problem(message.headers, decoded.event_type,
+                                                       legacy=decoded.legacy)) is not None:
+                item.reason = f"header: {redact(problem)}"
+            else:
+                item.decoded = decoded
             return item
         # why it was rejected (the UTF-8 check only here: valid events never pay for it)
         try:
@@ -419,7 +439,7 @@ class ConsumerRuntime:
                 # the same transaction: a redelivery skips them instead of re-evaluating them later
                 rejected = [(it, reason) for it in items if it.decoded is not None
                             and (reason := poison.get(it.index)) is not None]
-                result = self._apply([it for it in items if it.index not in poison], use_batch,
+                result = self._apply([it for it in items if it.index not in poison and not it.passed], use_batch,
                                      before_commit=dead_letter_first, rejected=rejected)
                 break
             except _Conflicts as c:
@@ -440,6 +460,7 @@ class ConsumerRuntime:
                 poison[hf.index] = f"handler-error: failed {n} times: {_describe(hf.exc)}"
                 self._handler_failures.pop(key, None)
         result.consumed = len(messages)
+        result.ignored += sum(1 for it in items if it.passed)
         if self._handler_failures:  # only this batch's records: others keep their failure counts
             for m in messages:
                 self._handler_failures.pop((m.topic, m.partition, m.offset), None)
