@@ -89,6 +89,11 @@ class Dialect:
     def lock_table(self, conn: Connection, table: str) -> None:
         """Keep other writers of ``table`` out until the transaction ends."""
 
+    def lock_schema_changes(self, conn: Connection) -> None:
+        """Keep other starters from changing the current schema's tables until the transaction ends (DDL's
+        ``IF NOT EXISTS`` is not safe against a concurrent creator on PostgreSQL). SQLite's writer transaction
+        (:meth:`writer`) already holds the whole database."""
+
     def writer(self, engine: Engine) -> Engine:
         """The engine whose transactions take the write lock at BEGIN where that matters."""
         return engine
@@ -171,6 +176,11 @@ class PostgreSQL(Dialect):
 
     def lock_table(self, conn: Connection, table: str) -> None:
         conn.exec_driver_sql(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+
+    def lock_schema_changes(self, conn: Connection) -> None:
+        # current_schema() is NULL while the search path names no existing schema: then "public" is created in
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended("
+                             "'payevents.schema_changes:' || coalesce(current_schema(), 'public'), 0))")
 
     def add_column(self, conn: Connection, table: str, column: str, ddl: str) -> None:
         if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
@@ -337,6 +347,9 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     if schema:
         with engine.begin() as conn:
+            # starters of one schema wait for each other: CREATE SCHEMA IF NOT EXISTS can fail on a concurrent one
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                 (f"payevents.create_schema:{schema}",))
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return engine
 
@@ -395,6 +408,7 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> li
     applied_now: list[int] = []
     db = dialect(engine)
     with writer(engine).begin() as conn:
+        db.lock_schema_changes(conn)  # two starters on a fresh schema: the second waits, then finds the table
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
