@@ -539,7 +539,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
     service = load_service(name)
     stop = threading.Event()
     error = None
-    t_ready = t_done = math.nan
+    t_ready = t_consumed = t_done = math.nan
     rt = None
     background = None
     try:
@@ -553,6 +553,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n} in {timeout:.0f}s")
             rt.step()
+        t_consumed = time.time()
         if name == "notifications":
             while _pending_emails(settings):
                 if time.monotonic() > deadline:
@@ -568,9 +569,11 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
             rt.close()
         if background is not None:
             background.join(30)  # notifications: its delivery process stopped and waited for
-        results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_done": t_done, "stats": stats,
-                     "peak_rss_kb": peak_rss_kb(), "error": error,
-                     "children_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss})
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_consumed": t_consumed,
+                     "t_done": t_done, "stats": stats, "peak_rss_kb": peak_rss_kb(), "error": error,
+                     "cpu_s": time.process_time(), "children_cpu_s": children.ru_utime + children.ru_stime,
+                     "children_peak_rss_kb": children.ru_maxrss})
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
@@ -661,11 +664,15 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     total = t_end - t0
     steady = t_end - max(r["t_ready"] for r in out)
     per = ", ".join(f"{r['service']} {r['t_done'] - t0:.2f}s" for r in sorted(out, key=lambda r: r["t_done"]))
+    per += "".join(f" (notifications' records consumed at {r['t_consumed'] - t0:.2f}s)" for r in out
+                   if r["service"] == "notifications")
+    cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
+                    + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
     suffix = "" if primary else f" @N={n:,}"
     report.add(_fig(benv, "drain", f"all four{suffix}", n / total, "events/s", n=n, baseline="consume",
                     target=(">=", 5_000.0, "value") if primary else None,
                     note=f"{total:.2f}s from the processes' start to the last effect and e-mail ({emails:,} e-mails);"
-                         f" {per}"))
+                         f" {per}; CPU s: {cpu}"))
     report.add(_fig(benv, "drain", f"all four, workers ready{suffix}", n / steady, "events/s", n=n,
                     baseline="consume",
                     note=f"{steady:.2f}s from the last worker ready (imports, migrations, group join done: "
