@@ -25,9 +25,10 @@ import argparse
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from consume_loop import consume_measured
 
 #: CPU seconds inside statements and commits while measuring (``--sqlite``)
 _INSIDE = {"on": 0.0, "sql": 0.0, "events": 1.0}
@@ -61,38 +62,19 @@ def _count_inside_the_database() -> None:
 
 
 def _consume(settings: object, name: str, n: int) -> float:
-    from payevents.runtime.consumer import ConsumerRuntime
-    from payevents.services import load_service
+    cpu = {"start": 0.0, "used": 0.0}
 
-    service = load_service(name)
-    rt = ConsumerRuntime(settings, service)  # type: ignore[arg-type]
-    stop = threading.Event()
-    background = None
-    if service.background is not None:
-        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-        background.start()
-    try:
-        rt.step()  # the first batch warms up (imports, caches, statements) outside the measure
-        start = time.process_time()
+    def start() -> None:
+        cpu["start"] = time.process_time()
         _INSIDE.update(on=1.0, sql=0.0)
-        before = rt.stats.consumed
-        deadline = time.monotonic() + 120 + n / 200
-        while rt.stats.consumed < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n}")
-            rt.step()
-        cpu = time.process_time() - start
+
+    def end() -> None:
+        cpu["used"] = time.process_time() - cpu["start"]
         _INSIDE["on"] = 0.0
-        counted = rt.stats.consumed - before
-        _INSIDE["events"] = counted
-        if rt.stats.dead_lettered:
-            raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
-    finally:
-        stop.set()
-        rt.close()
-        if background is not None:
-            background.join(10)
-    return cpu / counted * 1e6
+
+    counted, _batches = consume_measured(settings, name, n, start, end)
+    _INSIDE["events"] = counted
+    return cpu["used"] / counted * 1e6
 
 
 def _baseline(data_dir: Path, n: int) -> float:

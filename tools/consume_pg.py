@@ -24,11 +24,12 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from consume_loop import consume_measured
 
 PG_URL = os.environ.get("PAYEVENTS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -75,33 +76,17 @@ def _instrument() -> None:
 
 
 def _consume(settings: Any, name: str, n: int) -> tuple[float, float, float, float, float]:
-    from payevents.runtime.consumer import ConsumerRuntime
-    from payevents.services import load_service
+    marks: dict[str, tuple[float, float, float]] = {}
 
-    service = load_service(name)
-    rt = ConsumerRuntime(settings, service)
-    stop = threading.Event()
-    background = None
-    if service.background is not None:
-        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-        background.start()
-    try:
-        rt.step()  # warm-up batch outside the measure
-        before, batches = rt.stats.consumed, rt.stats.batches
+    def start() -> None:
         _count.update(stmts=0, copies=0)
-        c0, s0, w0 = time.process_time(), _server_cpu(), time.perf_counter()
-        while rt.stats.consumed < n:
-            rt.step()
-        c1, s1, w1 = time.process_time(), _server_cpu(), time.perf_counter()
-        k = rt.stats.consumed - before
-        nb = max(rt.stats.batches - batches, 1)
-        if rt.stats.dead_lettered:
-            raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
-    finally:
-        stop.set()
-        rt.close()
-        if background is not None:
-            background.join(10)
+        marks["start"] = (time.process_time(), _server_cpu(), time.perf_counter())
+
+    def end() -> None:
+        marks["end"] = (time.process_time(), _server_cpu(), time.perf_counter())
+
+    k, nb = consume_measured(settings, name, n, start, end)
+    (c0, s0, w0), (c1, s1, w1) = marks["start"], marks["end"]
     return ((c1 - c0) / k * 1e6, (s1 - s0) / k * 1e6, (w1 - w0) / k * 1e6, _count["stmts"] / nb,
             _count["copies"] / nb)
 

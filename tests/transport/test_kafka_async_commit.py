@@ -9,8 +9,11 @@ that timed out); everything else goes to the real broker."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
@@ -66,6 +69,30 @@ def _setup(broker: LocalKafka, partitions: int, records: int) -> tuple[KafkaTran
     return t, topic
 
 
+@dataclasses.dataclass
+class _Drained:
+    t: KafkaTransport
+    topic: str
+    group: str
+    c: KafkaConsumer
+    client: _LossyClient
+    got: list[Any]
+
+
+@contextlib.contextmanager
+def _drained(broker: LocalKafka) -> Iterator[_Drained]:
+    """A member of a fresh group that has read the 10 records of a one-partition topic, its client lossy."""
+    t, topic = _setup(broker, 1, 10)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    try:
+        got = drain(c, 10)
+        yield _Drained(t, topic, group, c, _lossy(c), got)
+    finally:
+        c.close()
+        t.close()
+
+
 def _until(cond: Any, what: str, consumer: KafkaConsumer | None = None, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -77,46 +104,31 @@ def _until(cond: Any, what: str, consumer: KafkaConsumer | None = None, timeout:
 
 
 def test_a_commit_whose_request_failed_is_sent_again_with_the_next_poll(kafka_broker: LocalKafka) -> None:
-    t, topic = _setup(kafka_broker, 1, 10)
-    group = f"g.{uuid.uuid4().hex[:8]}"
-    c = t.consumer(group, [topic])
-    try:
-        got = drain(c, 10)
-        client = _lossy(c)
-        client.drop = True
-        c.commit(next_offsets(got))  # the request is lost
-        client.drop = False
-        assert t.group_offsets(group, topic) == {}
+    with _drained(kafka_broker) as d:
+        d.client.drop = True
+        d.c.commit(next_offsets(d.got))  # the request is lost
+        d.client.drop = False
+        assert d.t.group_offsets(d.group, d.topic) == {}
         # no further commit: the failure, answered at the next consume, makes the consumer send it again
-        _until(lambda: t.group_offsets(group, topic) == {0: 10}, "the failed commit was never sent again", c)
-        assert [s for s in client.sent if s[0] == "async"] == [("async", {(topic, 0): 10})]
-    finally:
-        c.close()
-        t.close()
+        _until(lambda: d.t.group_offsets(d.group, d.topic) == {0: 10}, "the failed commit was never sent again",
+               d.c)
+        assert [s for s in d.client.sent if s[0] == "async"] == [("async", {(d.topic, 0): 10})]
 
 
 def test_a_failed_commit_covered_by_a_later_one_is_not_sent_again(kafka_broker: LocalKafka) -> None:
-    t, topic = _setup(kafka_broker, 1, 10)
-    group = f"g.{uuid.uuid4().hex[:8]}"
-    c = t.consumer(group, [topic])
-    try:
-        drain(c, 10)
-        client = _lossy(c)
-        client.drop = True
-        c.commit({(topic, 0): 4})  # lost
-        client.drop = False
-        c.commit({(topic, 0): 7})  # waits for the answer to the one in flight (one request at a time)
-        assert client.sent == []
-        assert not c.poll(10, 0.1)  # the failure is answered, then the waiting offset 7 is sent
-        _until(lambda: t.group_offsets(group, topic) == {0: 7}, "offset 7 never committed", c)
+    with _drained(kafka_broker) as d:
+        d.client.drop = True
+        d.c.commit({(d.topic, 0): 4})  # lost
+        d.client.drop = False
+        d.c.commit({(d.topic, 0): 7})  # waits for the answer to the one in flight (one request at a time)
+        assert d.client.sent == []
+        assert not d.c.poll(10, 0.1)  # the failure is answered, then the waiting offset 7 is sent
+        _until(lambda: d.t.group_offsets(d.group, d.topic) == {0: 7}, "offset 7 never committed", d.c)
         for _ in range(5):
-            assert not c.poll(10, 0.05)
+            assert not d.c.poll(10, 0.05)
         # offset 4 was never sent after 7: the committed offset never went back
-        assert client.sent == [("async", {(topic, 0): 7})]
-        assert t.group_offsets(group, topic) == {0: 7}
-    finally:
-        c.close()
-        t.close()
+        assert d.client.sent == [("async", {(d.topic, 0): 7})]
+        assert d.t.group_offsets(d.group, d.topic) == {0: 7}
 
 
 def test_committed_and_close_commit_synchronously_what_is_not_known_committed(kafka_broker: LocalKafka) -> None:
@@ -177,17 +189,9 @@ def test_partitions_being_revoked_are_committed_before_they_move(kafka_broker: L
 
 
 def test_lag_counts_from_the_offsets_given_to_commit_without_committing_them(kafka_broker: LocalKafka) -> None:
-    t, topic = _setup(kafka_broker, 1, 10)
-    group = f"g.{uuid.uuid4().hex[:8]}"
-    c = t.consumer(group, [topic])
-    try:
-        drain(c, 10)
-        client = _lossy(c)
-        client.drop = True
-        c.commit({(topic, 0): 6})
+    with _drained(kafka_broker) as d:
+        d.client.drop = True
+        d.c.commit({(d.topic, 0): 6})
         # read about once a second by the runtime: no synchronous commit for it
-        assert c.lag() == {(topic, 0): 4}
-        assert client.sent == [] and t.group_offsets(group, topic) == {}
-    finally:
-        c.close()
-        t.close()
+        assert d.c.lag() == {(d.topic, 0): 4}
+        assert d.client.sent == [] and d.t.group_offsets(d.group, d.topic) == {}

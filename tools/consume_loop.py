@@ -1,0 +1,45 @@
+"""The consume loop the measuring tools share (``consume_cpu.py``, ``consume_pg.py``): one service's
+``ConsumerRuntime`` (and its background worker, if it has one) draining a prepared channel, with a warm-up batch
+outside the measure and callbacks at the measure's start and end."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def consume_measured(settings: Any, name: str, n: int, start: Callable[[], None], end: Callable[[], None],
+                     ) -> tuple[int, int]:
+    """Consume until ``n`` records were consumed; ``start()`` runs after the warm-up batch, ``end()`` right after
+    the last step. Returns (records, batches) consumed between them; a dead-lettered record is an error (the
+    figures would not be of the service's work)."""
+    from payevents.runtime.consumer import ConsumerRuntime
+    from payevents.services import load_service
+
+    service = load_service(name)
+    rt = ConsumerRuntime(settings, service)
+    stop = threading.Event()
+    background = None
+    if service.background is not None:
+        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+        background.start()
+    try:
+        rt.step()  # the first batch warms up (imports, caches, statements) outside the measure
+        before, batches = rt.stats.consumed, rt.stats.batches
+        deadline = time.monotonic() + 120 + n / 200
+        start()
+        while rt.stats.consumed < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n}")
+            rt.step()
+        end()
+        if rt.stats.dead_lettered:
+            raise RuntimeError(f"{name}: {rt.stats.dead_lettered} dead-lettered")
+        return rt.stats.consumed - before, max(rt.stats.batches - batches, 1)
+    finally:
+        stop.set()
+        rt.close()
+        if background is not None:
+            background.join(10)
