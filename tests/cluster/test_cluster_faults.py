@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -315,7 +316,7 @@ def in_sync(cluster: LocalKafka, env: str) -> bool:
 
 
 def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKafka, tmp_path: Path) -> None:
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import AdminClient
 
     from payevents.transport import open_transport
 
@@ -327,9 +328,26 @@ def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKa
     md = admin.list_topics(timeout=10)
     for topic in (topic_for("dev"), dead_letter_topic_for("dev")):
         assert {len(p.replicas) for p in md.topics[topic].partitions.values()} == {3}
+        assert _topic_config(admin, topic)["min.insync.replicas"].value == "2"
+
+
+def _topic_config(admin: Any, topic: str, timeout: float = 30.0) -> Any:
+    """The topic's configuration. A new topic's metadata reaches the brokers one after the other: the broker that
+    answers DescribeConfigs may not know the topic yet (UNKNOWN_TOPIC_OR_PART) for a moment after another one
+    listed it, so that answer is asked again until ``timeout``."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import ConfigResource
+
+    deadline = time.monotonic() + timeout
+    while True:
         res = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
-        [conf] = [f.result() for f in res.values()]
-        assert conf["min.insync.replicas"].value == "2"
+        try:
+            [conf] = [f.result() for f in res.values()]
+            return conf
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager
