@@ -100,6 +100,10 @@ def kill_until_done(s: Settings, counter: ServiceDef, n: int, max_batch: int) ->
     while True:
         assert time.monotonic() < deadline, f"no convergence: {hook_kills} + {parent_kills} kills"
         before = len(ids.intersection(applied_ids(s, counter)))
+        if before >= n:
+            # the last run applied everything and was then killed (the hook strikes after a store commit, the
+            # last one too): no new worker, which the check below would stop with SIGTERM while it still starts
+            break
         # the first three runs, then half of them, are also killed from outside at a random moment after
         # they made progress (once they applied a random share of what is left: a time after the first
         # progress let a fast worker finish everything first); the hook kills right after a store commit
