@@ -407,8 +407,7 @@ class Soak:
         try:
             topic = topic_for(self.settings.env)
             ends = t.describe(topic).end_offsets
-            for svc in SERVICES:
-                committed = t.group_offsets(f"payevents.{svc}", topic)
+            for committed in _committed(t, topic).values():
                 if any(committed.get(p, 0) < end for p, end in ends.items()):
                     return False
         finally:
@@ -447,15 +446,9 @@ def _marks(settings: Settings, service: str) -> list[tuple[str, str, int, int]]:
             f" ORDER BY {order}"), {"s": service})]
 
 
-def _committed(settings: Settings) -> dict[str, dict[int, int]]:
-    """Per service, its group's committed offset per partition of the channel."""
-    from payevents.transport import open_transport
-
-    t = open_transport(settings)
-    try:
-        return {svc: t.group_offsets(load_service(svc).group, topic_for(settings.env)) for svc in SERVICES}
-    finally:
-        t.close()
+def _committed(t: Any, topic: str) -> dict[str, dict[int, int]]:
+    """Per service, its group's committed offset per partition of ``topic`` (``t``: an open transport)."""
+    return {svc: t.group_offsets(load_service(svc).group, topic) for svc in SERVICES}
 
 
 def read_channel(settings: Settings) -> list[tuple[int, int, bytes | None, dict[str, bytes]]]:
@@ -510,7 +503,13 @@ def measure(settings: Settings, result: RunResult, *, extra_logs: list[Path] | N
     # every outbox event of a type a service handles is marked by it; one of another type it may pass over
     # unread, and then its group's committed offset must be past the event's record (it was judged)
     marks = {svc: _marks(settings, svc) for svc in SERVICES}
-    committed = _committed(settings)
+    from payevents.transport import open_transport
+
+    transport = open_transport(settings)
+    try:
+        committed = _committed(transport, topic_for(settings.env))
+    finally:
+        transport.close()
     for svc, rows in marks.items():
         handled = set(load_service(svc).handlers)
         marked = {e for e, *_ in rows}

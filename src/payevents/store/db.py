@@ -348,8 +348,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     if schema:
         with engine.begin() as conn:
             # starters of one schema wait for each other: CREATE SCHEMA IF NOT EXISTS can fail on a concurrent one
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                                 (f"payevents.create_schema:{schema}",))
+            PostgreSQL().lock_keys(conn, [f"payevents.create_schema:{schema}"])
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return engine
 
