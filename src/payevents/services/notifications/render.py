@@ -131,7 +131,10 @@ def render_steps(steps: tuple[_Step, ...], context: dict[str, object], autoescap
 
 def _html_escape(value: object) -> str:
     """markupsafe's ``escape`` (what Jinja's autoescape calls) without a Markup object per plain string."""
-    if value.__class__ is str:
+    cls = value.__class__
+    if cls is Markup:  # already escaped (the headings): as it is
+        return value  # type: ignore[return-value]
+    if cls is str:
         return value.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace(  # type: ignore[attr-defined]
             "'", "&#39;").replace('"', "&#34;")
     return str(escape(value))
@@ -193,6 +196,7 @@ def message_uuid(event_id: str) -> uuid.UUID:
     return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"payevents.notification:{event_id}")
 
 
+@functools.lru_cache(maxsize=1024)  # the worker asks twice per e-mail: for its mark and for the header
 def message_id_for(event_id: str, mail_from: str) -> str:
     """The deterministic Message-ID of the confirmation for ``event_id``."""
     domain = mail_from.rsplit("@", 1)[-1].strip(" >") or "payevents.local"
