@@ -10,21 +10,22 @@ from collections.abc import Callable
 from typing import Any
 
 
-def consume_measured(settings: Any, name: str, n: int, start: Callable[[], None], end: Callable[[], None],
-                     ) -> tuple[int, int]:
+def consume_measured(settings: Any, name: str, n: int, start: Callable[[], None] = lambda: None,
+                     end: Callable[[], None] = lambda: None, *, background: bool = True) -> tuple[int, int]:
     """Consume until ``n`` records were consumed; ``start()`` runs after the warm-up batch, ``end()`` right after
     the last step. Returns (records, batches) consumed between them; a dead-lettered record is an error (the
-    figures would not be of the service's work)."""
+    figures would not be of the service's work). ``background=False``: without the service's background worker
+    (notifications' intents then stay pending, for a tool that measures their delivery)."""
     from payevents.runtime.consumer import ConsumerRuntime
     from payevents.services import load_service
 
     service = load_service(name)
     rt = ConsumerRuntime(settings, service)
     stop = threading.Event()
-    background = None
-    if service.background is not None:
-        background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-        background.start()
+    worker = None
+    if background and service.background is not None:
+        worker = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
+        worker.start()
     try:
         rt.step()  # the first batch warms up (imports, caches, statements) outside the measure
         before, batches = rt.stats.consumed, rt.stats.batches
@@ -41,5 +42,5 @@ def consume_measured(settings: Any, name: str, n: int, start: Callable[[], None]
     finally:
         stop.set()
         rt.close()
-        if background is not None:
-            background.join(10)
+        if worker is not None:
+            worker.join(10)

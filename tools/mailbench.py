@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from consume_loop import consume_measured
+
 from payevents.bench.events import make_events
 from payevents.contracts.codec import decode_event
 from payevents.contracts.events import PaymentProcessed
@@ -53,8 +55,6 @@ def main() -> None:
 def delivery(n: int) -> None:
     from payevents.bench.suites import fill_channel, seed_customers
     from payevents.contracts.channel import Env
-    from payevents.runtime.consumer import ConsumerRuntime
-    from payevents.services import load_service
     from payevents.services.notifications import delivery as d
     from payevents.settings import Settings
     from payevents.store.db import dispose_engines
@@ -74,9 +74,7 @@ def delivery(n: int) -> None:
         settings = Settings(env=Env.dev, data_dir=Path(tmp) / "data")
         fill_channel(settings, make_events(n))
         seed_customers(settings)
-        with ConsumerRuntime(settings, load_service("notifications")) as rt:
-            while rt.stats.consumed < n:
-                rt.step()
+        consume_measured(settings, "notifications", n, background=False)  # the intents, left pending
         parts = {"claim": (d, "_claim"), "render": (d, "render_confirmation"), "message bytes": (d, "message_bytes"),
                  "marks": (d, "_apply_marks"), "Maildir write": (d.MaildirMailer, "send"),
                  "sync": (d.MaildirMailer, "sync")}
