@@ -67,4 +67,4 @@ def test_ids_are_version_4_uuids_in_canonical_form() -> None:
     assert {s[19] for s in ids} == set("89ab")
     assert set("".join(s[:8] for s in ids)) == set("0123456789abcdef")
     pid = machine.new_id("pay")
-    assert pid.startswith("pay_") and uuid.UUID(pid[4:]).version == 4
+    assert pid.startswith("pay_") and uuid.UUID(pid[4:]).version == 7  # time-ordered: tests/contracts/test_ids.py

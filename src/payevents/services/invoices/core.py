@@ -19,6 +19,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.contracts import ids
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
@@ -233,7 +234,7 @@ class _Writes:
             invoice.paid_minor += s.applied_minor
             self.touched[invoice.invoice_id] = (invoice, now)
         if s.credit_minor:
-            self.credits.append((str(uuid.uuid5(NAMESPACE, event_id)), invoice.customer_id, invoice.currency,
+            self.credits.append((ids.derived(NAMESPACE, event_id, event_id), invoice.customer_id, invoice.currency,
                                  s.credit_minor, event_id, payment_id, invoice.invoice_id, now))
 
     def write(self, conn: Connection) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 import weakref
 from collections import defaultdict
@@ -15,6 +14,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from payevents.contracts import ids
 from payevents.contracts.cardguard import safe_repr
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import PaymentProcessed
@@ -137,12 +137,9 @@ def _ensured(conn: Connection) -> set[tuple[str, str]]:
 
 
 def _entry_id(event_id: str) -> str:
-    """``str(uuid.uuid5(NAMESPACE, event_id))`` without the UUID object round trips."""
-    h = bytearray(hashlib.sha1(NAMESPACE.bytes + event_id.encode("utf-8")).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    """uuid5(NAMESPACE, eventId), carrying the eventId's time when it has one (:func:`payevents.contracts.ids.derived`:
+    the journal's keys then grow with the payments' time, as the eventIds our producer makes do)."""
+    return ids.derived(NAMESPACE, event_id, event_id)
 
 
 def write(conn: Connection, postings: Sequence[Posting]) -> list[str]:

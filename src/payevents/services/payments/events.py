@@ -1,12 +1,12 @@
 """The lifecycle events a payment emits, built from its recorded state.
 
-Event ids are derived (uuid5 over paymentId and eventType): a payment has at most one event of each
-type, and rebuilding an event for the same payment gives the same id.
+Event ids are derived (uuid5 over paymentId and eventType, carrying the payment id's time when it has one:
+:func:`payevents.contracts.ids.derived`): a payment has at most one event of each type, and rebuilding an
+event for the same payment gives the same id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 from msgspec import UNSET
 
 from payevents import __version__
+from payevents.contracts import ids
 from payevents.contracts.channel import audit_headers
 from payevents.contracts.events import (
     Amount,
@@ -40,16 +41,10 @@ SOURCE: Final = "payments"
 PRODUCER: Final = f"payevents/{__version__}"
 
 
-_NAMESPACE_BYTES: Final = NAMESPACE.bytes
-
-
 def event_id(payment_id: str, event_type: str) -> str:
-    """``str(uuid.uuid5(NAMESPACE, f"{payment_id}/{event_type}"))``, computed without the UUID object."""
-    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{payment_id}/{event_type}".encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    """uuid5(NAMESPACE, "{paymentId}/{eventType}"), with the payment id's time first when it has one (a payment
+    id made here: ``pay_<uuid7>``), see :func:`payevents.contracts.ids.derived`."""
+    return ids.derived(NAMESPACE, f"{payment_id}/{event_type}", payment_id)
 
 
 def _opt(value: str | None) -> Any:

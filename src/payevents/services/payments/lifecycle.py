@@ -19,7 +19,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from payevents.contracts import channel
+from payevents.contracts import channel, ids
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.events import FAILURE_CODES
 from payevents.contracts.money import from_minor, parse_minor
@@ -59,8 +59,8 @@ def _fingerprint(command: str, params: dict[str, Any]) -> str:
 
 
 def _key(key: str | None) -> str:
-    if key is None:
-        return machine.uuid4()
+    if key is None:  # a generated key is an index key (the commands' and the outbox's): time-ordered
+        return ids.uuid7()
     if not isinstance(key, str) or not key.strip():
         raise ContractError("idempotency_key: must be a non-empty string")
     if len(key) > 200:
