@@ -19,6 +19,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
+from payevents.contracts import ids
 from payevents.contracts.cardguard import (
     card_paths,
     contains_card_number,
@@ -142,12 +143,20 @@ def _realistic(rng: random.Random) -> dict[str, Callable[[], str]]:
         total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body))
         return body + str((10 - total % 10) % 10)
 
+    def payment_id() -> str:
+        return f"pay_{ids.uuid7(at_ms=rng.randint(1_577_836_800_000, 2_208_988_800_000), entropy=rng.randbytes(10))}"
+
     return {
         "IBAN": iban,
         "EAN-13 product code": ean13,
         "uuid4": lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "prefixed uuid": lambda: f"pay_{uuid.UUID(int=rng.getrandbits(128), version=4)}",
         "uuid hex": lambda: uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+        # what the platform makes (payevents.contracts.ids): a payment id with its time first (2020-2040), and the
+        # eventId derived from it
+        "payment id (uuid7)": payment_id,
+        "eventId (derived)": lambda: (lambda pid: ids.derived(uuid.NAMESPACE_URL, f"{pid}/PaymentProcessed", pid))(
+            payment_id()),
         "order number": lambda: f"ORD-{rng.randint(2019, 2030)}-{rng.randint(1, 999_999):06d}",
         "invoice number": lambda: f"INV-{rng.randint(2019, 2030)}-{rng.randint(1, 999_999):06d}",
         "numeric order id": lambda: f"{rng.randint(1, 99_999_999_999)}",
@@ -187,8 +196,8 @@ def test_false_positives_on_realistic_ids_stay_rare() -> None:
     control = sum(contains_card_number(str(rng.randint(10**15, 10**16 - 1))) for _ in range(5_000))
     print(f"{'control (16 digits)':>20}: {control:>5} of 5000 ({control / 5000:.4%})")
     assert 0.08 <= control / 5000 <= 0.12
-    for kind in ("uuid4", "prefixed uuid", "order number", "invoice number", "ISO date", "ISO timestamp",
-                 "date range", "compact timestamp"):
+    for kind in ("uuid4", "prefixed uuid", "payment id (uuid7)", "eventId (derived)", "order number",
+                 "invoice number", "ISO date", "ISO timestamp", "date range", "compact timestamp"):
         assert rates[kind][0] == 0, (kind, rates[kind])
 
 
