@@ -29,6 +29,8 @@ from payevents.services.payments.events import event_id
 from payevents.transport.base import Headers, Record
 
 _NS = uuid.UUID("5d0b7c3e-8a43-4b39-9a55-0c0b3a1e6f11")
+_T0 = datetime(2025, 12, 11, 10, 30, tzinfo=UTC)
+_T0_MS = int(_T0.timestamp()) * 1000
 CURRENCIES = (("USD", 2), ("EUR", 2), ("JPY", 0), ("GBP", 2))
 
 
@@ -44,11 +46,11 @@ def sample_event(i: int, run: str = "bench") -> PaymentProcessed:
     currency, digits = CURRENCIES[i % len(CURRENCIES)]
     minor = 1000 + (i * 7919) % 500_000
     value = Decimal(minor).scaleb(-digits)
-    at = datetime(2025, 12, 11, 10, 30, tzinfo=UTC) + timedelta(milliseconds=i)
+    at = _T0 + timedelta(milliseconds=i)
     # ids as the platform's own writer makes them (payevents.contracts.ids): a payment id with the payment's time
     # first (uuid7, its random bits from the run and i, so a run's i-th event is the same each time it is made)
     # and the eventId our producer derives from it
-    pid = f"pay_{uuid7(at_ms=int(at.timestamp() * 1000), entropy=uuid.uuid5(_NS, f'{run}/{i}').bytes[:10])}"
+    pid = f"pay_{uuid7(at_ms=_T0_MS + i, entropy=uuid.uuid5(_NS, f'{run}/{i}').bytes[:10])}"
     extra = {"invoiceId": f"INV-{run}-{i // 2:08d}"} if i % 2 == 0 else {}
     return PaymentProcessed(
         eventId=event_id(pid, "PaymentProcessed"),
