@@ -325,16 +325,29 @@ def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKa
     t.create_topics([topic_for("dev"), dead_letter_topic_for("dev")], s.partitions)
     t.close()
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    md = admin.list_topics(timeout=10)
     for topic in (topic_for("dev"), dead_letter_topic_for("dev")):
-        assert {len(p.replicas) for p in md.topics[topic].partitions.values()} == {3}
+        assert {len(p.replicas) for p in _topic_metadata(admin, topic).partitions.values()} == {3}
         assert _topic_config(admin, topic)["min.insync.replicas"].value == "2"
 
 
+def _topic_metadata(admin: Any, topic: str, timeout: float = 30.0) -> Any:
+    """The topic's metadata, from whichever broker answers. A new topic's metadata reaches the brokers one after
+    the other: the broker asked may not list it yet for a moment after it was created through another one, so it
+    is asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        t = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if t is not None and t.error is None and t.partitions:
+            return t
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic}: not in the cluster's metadata after {timeout:.0f} s ({t and t.error})")
+        time.sleep(0.2)
+
+
 def _topic_config(admin: Any, topic: str, timeout: float = 30.0) -> Any:
-    """The topic's configuration. A new topic's metadata reaches the brokers one after the other: the broker that
-    answers DescribeConfigs may not know the topic yet (UNKNOWN_TOPIC_OR_PART) for a moment after another one
-    listed it, so that answer is asked again until ``timeout``."""
+    """The topic's configuration. As for its metadata (:func:`_topic_metadata`), the broker that answers
+    DescribeConfigs may not know a new topic yet (UNKNOWN_TOPIC_OR_PART), so that answer is asked again until
+    ``timeout``."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import ConfigResource
 
