@@ -1,7 +1,8 @@
 """CPU time per payment of the publishing side (issue #14), robust to a shared, noisy machine.
 
-``writer``: ``payments.process_payments`` (500 payments per call, 4 events each, the bench's specs) into a
-fresh SQLite payments database — validation, state machine, encoding, card guard, hash chain, inserts, commit.
+``writer``: ``payments.process_payments`` (500 payments per call, or ``--per-call N``: 20 is what the paced
+publish benchmark writes at 1,000-2,000 payments/s; 4 events each, the bench's specs) into a fresh SQLite payments
+database — validation, state machine, encoding, card guard, hash chain, inserts, commit.
 ``relay``: the relay's passes (:meth:`Relay.publish_pending`: select, send to the embedded log, mark) over
 what the writer wrote. The figures are CPU µs (``time.process_time()``: this process only) per payment.
 
@@ -30,6 +31,9 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--per-call", type=int, default=500, help="payments per process_payments call (default 500)")
+    ap.add_argument("--writer-only", action="store_true",
+                    help="no relay passes (e.g. for `strace -f -c` of the writer's system calls alone)")
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile statistics into this directory")
     args = ap.parse_args()
 
@@ -57,11 +61,15 @@ def main() -> None:
         start = time.process_time()
         if prof:
             prof.enable()
-        write_payments(settings, specs)
+        write_payments(settings, specs, batch=args.per_call)
         if prof:
             prof.disable()
         writer = time.process_time() - start
         _dump(prof, args.profile, "writer")
+        print(f"writer {writer / args.n * 1e6:8.1f} µs CPU/payment ({args.per_call} per call)", flush=True)
+        if args.writer_only:
+            dispose_engines()
+            return
         with Relay(settings) as relay:
             relay.ensure_topics()
             relay.publish_pending()  # warm-up batch
@@ -76,7 +84,6 @@ def main() -> None:
             relay_cpu = time.process_time() - start
             _dump(prof, args.profile, "relay")
         dispose_engines()
-    print(f"writer {writer / args.n * 1e6:8.1f} µs CPU/payment", flush=True)
     print(f"relay  {relay_cpu / args.n * 1e6:8.1f} µs CPU/payment", flush=True)
 
 
