@@ -96,7 +96,7 @@ def _run(
     """Claim the key, run ``body`` and store its result — all in one transaction."""
     key = _key(key)
     fingerprint = _fingerprint(command, params)
-    command_id = machine.uuid4()
+    command_id = ids.uuid4()
     now = _now()
     with tracing.command_span(command, params.get("payment_id")), store.engine(settings).begin() as conn:
         store.write_lock(conn)
@@ -177,7 +177,7 @@ def _new_payment(
         method_type=_text(method_type, f"{f}method_type", max_len=64),
         last4=last4,
         description=_text(description, f"{f}description", max_len=1000),
-        correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or machine.uuid4(),
+        correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or ids.uuid4(),
         invoice_id=_opt_text(invoice_id, f"{f}invoice_id"),
         order_id=_opt_text(order_id, f"{f}order_id"),
         merchant_id=_opt_text(merchant_id, f"{f}merchant_id"),
@@ -415,7 +415,7 @@ def _process_chunk(
                     f"idempotency_key {safe_repr(key)}: used twice in this batch with other arguments")
             results.append(first)
             continue
-        command_id = machine.uuid4()
+        command_id = ids.uuid4()
         p, events = _lifecycle(p0, spec.decline, gw)
         now = _now()
         payment_rows.append(store.to_tuple(p, now))

@@ -9,7 +9,7 @@ path (``process_payments``) both go through these functions, so a rule changes i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
@@ -22,10 +22,6 @@ from payevents.services.payments.models import ALLOWED_FROM, Payment, PaymentSta
 
 #: (the payment after the transition, the event it emits)
 Step = tuple[Payment, Any]
-
-
-#: random ids for what is never an index key (command and correlation ids): :func:`payevents.contracts.ids.uuid4`
-uuid4: Final = ids.uuid4
 
 
 def new_id(prefix: str) -> str:
