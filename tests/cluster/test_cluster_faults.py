@@ -330,37 +330,41 @@ def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKa
         assert _topic_config(admin, topic)["min.insync.replicas"].value == "2"
 
 
-def _topic_metadata(admin: Any, topic: str, timeout: float = 30.0) -> Any:
-    """The topic's metadata, from whichever broker answers. A new topic's metadata reaches the brokers one after
-    the other: the broker asked may not list it yet for a moment after it was created through another one, so it
-    is asked again until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
+def _topic_metadata(admin: Any, topic: str) -> Any:
+    """The topic's metadata, once a broker lists it. A new topic's metadata reaches the brokers one after the other:
+    the broker asked may not list it yet for a moment after it was created through another one."""
+    found: list[Any] = []
+
+    def listed() -> bool:
         t = admin.list_topics(topic, timeout=10).topics.get(topic)
         if t is not None and t.error is None and t.partitions:
-            return t
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{topic}: not in the cluster's metadata after {timeout:.0f} s ({t and t.error})")
-        time.sleep(0.2)
+            found.append(t)
+        return bool(found)
+
+    wait_for(listed, f"{topic}: listed by a broker", timeout=30)
+    return found[0]
 
 
-def _topic_config(admin: Any, topic: str, timeout: float = 30.0) -> Any:
-    """The topic's configuration. As for its metadata (:func:`_topic_metadata`), the broker that answers
-    DescribeConfigs may not know a new topic yet (UNKNOWN_TOPIC_OR_PART), so that answer is asked again until
-    ``timeout``."""
+def _topic_config(admin: Any, topic: str) -> Any:
+    """The topic's configuration, once the broker that answers DescribeConfigs knows the topic (as for its metadata,
+    :func:`_topic_metadata`; until then it answers UNKNOWN_TOPIC_OR_PART)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import ConfigResource
 
-    deadline = time.monotonic() + timeout
-    while True:
+    found: list[Any] = []
+
+    def described() -> bool:
         res = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
         try:
-            [conf] = [f.result() for f in res.values()]
-            return conf
+            found.extend(f.result() for f in res.values())
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise
-        time.sleep(0.2)
+        return bool(found)
+
+    wait_for(described, f"{topic}: configuration known to the broker asked", timeout=30)
+    [conf] = found
+    return conf
 
 
 @contextlib.contextmanager
