@@ -146,6 +146,10 @@ def _realistic(rng: random.Random) -> dict[str, Callable[[], str]]:
     def payment_id() -> str:
         return f"pay_{ids.uuid7(at_ms=rng.randint(1_577_836_800_000, 2_208_988_800_000), entropy=rng.randbytes(10))}"
 
+    def event_id() -> str:
+        pid = payment_id()
+        return ids.derived(uuid.NAMESPACE_URL, f"{pid}/PaymentProcessed", pid)
+
     return {
         "IBAN": iban,
         "EAN-13 product code": ean13,
@@ -155,8 +159,7 @@ def _realistic(rng: random.Random) -> dict[str, Callable[[], str]]:
         # what the platform makes (payevents.contracts.ids): a payment id with its time first (2020-2040), and the
         # eventId derived from it
         "payment id (uuid7)": payment_id,
-        "eventId (derived)": lambda: (lambda pid: ids.derived(uuid.NAMESPACE_URL, f"{pid}/PaymentProcessed", pid))(
-            payment_id()),
+        "eventId (derived)": event_id,
         "order number": lambda: f"ORD-{rng.randint(2019, 2030)}-{rng.randint(1, 999_999):06d}",
         "invoice number": lambda: f"INV-{rng.randint(2019, 2030)}-{rng.randint(1, 999_999):06d}",
         "numeric order id": lambda: f"{rng.randint(1, 99_999_999_999)}",
