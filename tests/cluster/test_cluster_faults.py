@@ -191,7 +191,7 @@ class Run:
         topic = topic_for(self.settings.env)
         c = Consumer({"bootstrap.servers": self.cluster.bootstrap, "group.id": f"check-{self.seed}-{time.time()}",
                       "enable.auto.commit": "false", "enable.partition.eof": "true"})
-        md = c.list_topics(topic, timeout=10).topics[topic]
+        md = _topic_metadata(c, topic)
         c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
         out: list[tuple[str, int, int, str]] = []
         eof: set[int] = set()
@@ -290,8 +290,8 @@ def leader_of_channel(cluster: LocalKafka, env: str) -> int:
     from confluent_kafka.admin import AdminClient
 
     topic = topic_for(env)
-    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(topic, timeout=10)
-    leaders = collections.Counter(p.leader for p in md.topics[topic].partitions.values())
+    md = _topic_metadata(AdminClient({"bootstrap.servers": cluster.bootstrap}), topic)
+    leaders = collections.Counter(p.leader for p in md.partitions.values())
     node_id = leaders.most_common(1)[0][0]
     return next(i for i, n in enumerate(cluster.nodes) if n.node_id == node_id)
 
@@ -303,13 +303,23 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+def _listed(admin: Any, topic: str | None = None) -> dict[str, Any]:
+    """The topics (``topic``, or all) a broker lists in its metadata, each with its partitions. A new topic's
+    metadata reaches the brokers one after the other, and a broker just restarted may not list a topic for a moment:
+    such a topic (missing, or listed with an error and no partitions) is not in the answer."""
+    md = admin.list_topics(topic, timeout=10)
+    return {name: t for name, t in md.topics.items() if t.error is None and t.partitions}
+
+
 def in_sync(cluster: LocalKafka, env: str) -> bool:
-    """Every replica of the channel and its dead-letter channel is back in the ISR."""
+    """Every replica of the channel and its dead-letter channel is back in the ISR (a topic not listed yet is not)."""
     from confluent_kafka.admin import AdminClient
 
-    md = AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10)
+    topics = _listed(AdminClient({"bootstrap.servers": cluster.bootstrap}))
     for t in (topic_for(env), dead_letter_topic_for(env)):
-        for p in md.topics[t].partitions.values():
+        if t not in topics:
+            return False
+        for p in topics[t].partitions.values():
             if len(p.isrs) != 3:
                 return False
     return True
@@ -331,18 +341,16 @@ def test_the_channel_is_replicated_three_times_with_two_in_sync(cluster: LocalKa
 
 
 def _topic_metadata(admin: Any, topic: str) -> Any:
-    """The topic's metadata, once a broker lists it. A new topic's metadata reaches the brokers one after the other:
-    the broker asked may not list it yet for a moment after it was created through another one."""
-    found: list[Any] = []
+    """The topic's metadata, once a broker lists it (:func:`_listed`); ``admin``: anything with ``list_topics`` (an
+    AdminClient, a Consumer)."""
+    found: dict[str, Any] = {}
 
     def listed() -> bool:
-        t = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if t is not None and t.error is None and t.partitions:
-            found.append(t)
-        return bool(found)
+        found.update(_listed(admin, topic))
+        return topic in found
 
     wait_for(listed, f"{topic}: listed by a broker", timeout=30)
-    return found[0]
+    return found[topic]
 
 
 def _topic_config(admin: Any, topic: str) -> Any:
