@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ci_rule import missing
+from payevents.bench.core import drop_schemas
 from payevents.localkafka import FAST_GROUP_CONFIG
 from payevents.settings import Settings
 from payevents.store.db import dispose_engines
@@ -35,19 +36,6 @@ def pg_available() -> str:
     return PG_URL
 
 
-def _drop_schemas(prefix: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        names = conn.exec_driver_sql(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s", {"p": prefix + "%"}
-        ).scalars().all()
-        for name in names:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-    engine.dispose()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[Settings]:
     """Embedded broker, SQLite stores, everything under tmp_path."""
@@ -62,7 +50,7 @@ def pg_settings(tmp_path: Path, pg_available: str) -> Iterator[Settings]:
     yield Settings(env="dev", data_dir=tmp_path / "data", database_url=pg_available,  # type: ignore[arg-type]
                    db_schema_prefix=prefix)
     dispose_engines()
-    _drop_schemas(prefix)
+    drop_schemas(PG_URL, prefix)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -76,7 +64,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield Settings(env="dev", data_dir=tmp_path / "data", database_url=pg, db_schema_prefix=prefix)  # type: ignore[arg-type]
     dispose_engines()
-    _drop_schemas(prefix)
+    drop_schemas(PG_URL, prefix)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import runtime_counter as rc
 import sqlalchemy as sa
 from test_consumer_runtime import assert_order_per_payment
 
+from payevents.bench.core import drop_schemas
 from payevents.localkafka import free_port
 from payevents.runtime.consumer import ConsumerRuntime
 from payevents.runtime.service import ServiceDef
@@ -186,12 +187,7 @@ def proxied_pg(tmp_path: Path, pg_available: str) -> Iterator[tuple[Settings, Tc
                     db_schema_prefix=prefix), proxy, prefix)
     proxy.stop()
     db.dispose_engines()
-    engine = sa.create_engine(pg_available)
-    with engine.begin() as conn:
-        for name in conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s",
-                                         {"p": prefix + "%"}).scalars().all():
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-    engine.dispose()
+    drop_schemas(pg_available, prefix)
 
 
 @pytest.mark.postgres

@@ -220,14 +220,16 @@ def bench_env(
 
 
 def drop_schemas(pg_url: str, prefix: str) -> None:
-    """Drop every PostgreSQL schema whose name starts with ``prefix`` (only ours: the prefix is unique)."""
+    """Drop every PostgreSQL schema whose name starts with ``prefix`` (only ours: the prefix is unique). The
+    prefix is compared as text (``starts_with``), not as a LIKE pattern in which its ``_`` would match any
+    character."""
     import sqlalchemy as sa
 
     engine = sa.create_engine(pg_url)
     try:
         with engine.begin() as conn:
             names = conn.exec_driver_sql(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s", {"p": prefix + "%"}
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname::text, %(p)s)", {"p": prefix}
             ).scalars().all()
             for name in names:
                 conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')

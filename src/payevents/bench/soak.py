@@ -723,8 +723,8 @@ def _scan_postgres(settings: Settings) -> list[str]:
         with engine.connect() as conn:
             cols = conn.execute(sa.text(
                 "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema LIKE :p AND data_type IN ('text', 'character varying', 'character', 'bytea',"
-                " 'json', 'jsonb')"), {"p": settings.db_schema_prefix.replace("_", r"\_") + "%"}).all()
+                " WHERE starts_with(table_schema::text, :p) AND data_type IN ('text', 'character varying', 'character',"
+                " 'bytea', 'json', 'jsonb')"), {"p": settings.db_schema_prefix}).all()
             for schema, table, column, data_type in cols:
                 cast = "" if data_type == "bytea" else "::text"  # bytea as text is hex: digits that are no card
                 for (value,) in conn.execute(sa.text(f'SELECT "{column}"{cast} FROM "{schema}"."{table}"')):
