@@ -255,3 +255,28 @@ def test_one_postgresql_run_comes_out_all_zeros_and_the_scan_reads_its_schemas(p
     finally:
         dispose_engines()
         drop_schemas(pg_available, prefix)
+
+
+def test_a_batch_of_marks_is_read_in_the_order_written_wherever_its_rows_lie(store_settings: Settings) -> None:
+    """The order check reads each service's marks in the order they were written. The marks of one batch share
+    their ``applied_at``; on PostgreSQL a row's physical place (``ctid``) is not the order it was written in —
+    an UPDATE (a rejected event evaluated again) or a slot freed by a rolled-back batch puts it elsewhere — so
+    the soak reported offsets of one batch "applied after" each other that the runtime applied in order."""
+    import sqlalchemy as sa
+
+    from payevents.bench.soak import _marks
+    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.store import db
+
+    engine = db.engine_for(store_settings, "ledger")
+    db.migrate(engine, "ledger.runtime", RUNTIME_MIGRATIONS)
+    insert = sa.text("INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no,"
+                     " offset_no, applied_at) VALUES ('ledger', :e, 'PaymentProcessed', 'applied',"
+                     " 'payments.dev.events', 0, :o, :at)")
+    with engine.begin() as conn:  # one batch: offsets 0..9 at one time
+        conn.execute(insert, [{"e": f"e{o}", "o": o, "at": "2026-12-01T17:46:10.936660+00:00"} for o in range(10)])
+    with engine.begin() as conn:  # the next batch
+        conn.execute(insert, [{"e": "e10", "o": 10, "at": "2026-12-01T17:46:11.065475+00:00"}])
+    with engine.begin() as conn:  # PostgreSQL writes the row's new version elsewhere in the table
+        conn.execute(sa.text("UPDATE processed_events SET reason = NULL WHERE offset_no = 0"))
+    assert [offset for _e, _outcome, _p, offset in _marks(store_settings, "ledger")] == list(range(11))

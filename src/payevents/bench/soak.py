@@ -437,9 +437,12 @@ def _engine(settings: Settings, service: str) -> sa.Engine:
 
 
 def _marks(settings: Settings, service: str) -> list[tuple[str, str, int, int]]:
-    """(event_id, outcome, partition, offset) in the order the service wrote them (SQLite: rowid; PostgreSQL:
-    applied_at, then the physical order of the rows)."""
-    order = "rowid" if settings.schema_for(service) is None else "applied_at, ctid"
+    """(event_id, outcome, partition, offset) in the order the service wrote them. SQLite: rowid, the order of
+    the inserts. PostgreSQL keeps no such order: its batches by ``applied_at`` (one per transaction), and inside
+    one the partition and offset — a row's physical place (``ctid``) is not its insert's order (an UPDATE, or a
+    slot a rolled-back batch freed, puts it elsewhere), so there the check compares batches and the order inside
+    a batch is the runtime's own (its records in offset order; the SQLite runs check it)."""
+    order = "rowid" if settings.schema_for(service) is None else "applied_at, partition_no, offset_no"
     with _engine(settings, service).connect() as conn:
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in conn.execute(sa.text(
             "SELECT event_id, outcome, partition_no, offset_no FROM processed_events WHERE service = :s"
