@@ -129,3 +129,15 @@ def test_reads_after_processing(processed: dict[str, Any]) -> None:
         assert {g["service"]: g["lag"] for g in channel["lag"]} == {
             "ledger": 0, "invoices": 0, "analytics": 0, "notifications": 0}
         assert c.get("/catalog/channel.html").status_code == 200
+
+
+def test_an_invoice_named_by_the_api_can_be_paid(client: TestClient) -> None:
+    """The id the API derives for an invoice created without one (from its Idempotency-Key) is never taken for a
+    card number: under the key ``order-6873`` it was ``INV-7D11240570895911`` (15 digits that pass Luhn), and a
+    payment naming that invoice was refused as card data."""
+    r = client.post("/api/invoices", json={"customer_id": "cus_1", "amount_due": "99.99", "currency": "USD",
+                                           "due_date": "2030-01-31"}, headers=auth("order-6873"))
+    assert r.status_code == 201, r.text
+    invoice_id = r.json()["invoice"]["invoice_id"]
+    paid = client.post("/api/payments", json={**PAYMENT, "invoice_id": invoice_id}, headers=auth("pay-6873"))
+    assert paid.status_code == 201, paid.text

@@ -19,6 +19,9 @@ payment in their first 48 bits:
   this rule) gives exactly the uuid5, so an id once derived is derived the same again.
 
 Events from other producers keep whatever ids they carry; their consumers' indexes then grow as those ids do.
+
+* :func:`short` — a short id people read and type (``INV-`` and 20 hex digits), which the card guard never takes
+  for a card number (see :data:`SHORT_HEX`).
 """
 
 from __future__ import annotations
@@ -74,3 +77,19 @@ def derived(namespace: uuid.UUID, name: str, order_of: str | None = None) -> str
     if prefix is None:
         return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
     return f"{prefix[:8]}-{prefix[8:]}-8{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
+
+
+#: how many hex digits of a UUID a short id keeps. Twenty or more hex digits in a row are never a card number for
+#: the card guard (:mod:`payevents.contracts.cardguard`: a hex id with a letter in it, or a group of more than 19
+#: digits); sixteen can be one — 13 to 19 of them digits in a row that pass Luhn, as in ``INV-F134594772494960``,
+#: about one id in 2,500 — and then the id itself is refused wherever it is written as text (a payment naming
+#: the invoice).
+SHORT_HEX: Final = 20
+
+
+def short(prefix: str, value: uuid.UUID) -> str:
+    """``prefix`` and the first :data:`SHORT_HEX` hex digits of ``value``, upper case (``INV-7D11240570895911A3F0``).
+    ``prefix`` must end with a character that is neither a letter nor a digit, so that the hex digits stand alone."""
+    if not prefix or prefix[-1].isalnum():
+        raise ValueError(f"prefix: {prefix!r} must end with a separator (such as '-' or '_')")
+    return f"{prefix}{value.hex[:SHORT_HEX].upper()}"

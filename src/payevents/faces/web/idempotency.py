@@ -29,6 +29,7 @@ from typing import Any, Final
 import msgspec
 from sqlalchemy.engine import Engine
 
+from payevents.contracts import ids
 from payevents.errors import IdempotencyConflict, PayeventsError
 from payevents.faces.web.errors import RequestError
 from payevents.settings import Settings
@@ -84,7 +85,7 @@ def fingerprint(scope: str, body: Mapping[str, Any]) -> str:
 
 def derived_id(prefix: str, scope: str, key: str) -> str:
     """A stable id for the thing created under ``key`` (a retry after a crash creates the same thing)."""
-    return f"{prefix}{uuid.uuid5(_NAMESPACE, f'{scope}:{key}').hex[:16].upper()}"
+    return ids.short(prefix, uuid.uuid5(_NAMESPACE, f"{scope}:{key}"))
 
 
 def resolve_key(header: str | None, client_id: str | None, scope: str) -> str:

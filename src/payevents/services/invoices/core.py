@@ -355,7 +355,7 @@ def create(
         due = due_date if isinstance(due_date, date) else date.fromisoformat(str(due_date))
     except ValueError:
         raise ContractError(f"due_date: {safe_repr(due_date)} is not a date (YYYY-MM-DD)") from None
-    invoice_id = invoice_id or f"INV-{uuid.uuid4().hex[:16].upper()}"
+    invoice_id = invoice_id or ids.short("INV-", uuid.uuid4())
     now = _now()
     row = {"invoice_id": invoice_id, "customer_id": customer_id, "amount_due_minor": due_minor, "currency": currency,
            "due_date": due.isoformat(), "description": description, "t": now.isoformat()}  # fmt: skip
