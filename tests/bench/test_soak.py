@@ -218,8 +218,10 @@ def test_the_command_exits_1_when_any_figure_is_not_zero(monkeypatch: pytest.Mon
 
 
 @pytest.mark.postgres
-def test_one_postgresql_run_comes_out_all_zeros_and_the_scan_reads_its_schemas(pg_available: str,
-                                                                               tmp_path: Path) -> None:
+def test_a_postgresql_run_with_its_connections_cut_comes_out_all_zeros_and_is_scanned(pg_available: str,
+                                                                                     tmp_path: Path) -> None:
+    """Besides the worker kills, every connection of the run (workers and writer) is cut at least once (a database
+    restart as the clients see it), and the card scan reads the run's schemas."""
     import sqlalchemy as sa
 
     from payevents.bench.core import drop_schemas
@@ -243,6 +245,7 @@ def test_one_postgresql_run_comes_out_all_zeros_and_the_scan_reads_its_schemas(p
         assert proc.returncode == 0, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-3000:]}"
         [(_i, _s, events, _payments, hostile, kills, *figures)] = lines
         assert events >= 240 and hostile >= 8 and kills >= 1 and figures == [0, 0, 0, 0, 0]
+        assert re.search(r"kills \(\+[1-9]\d* database\)", proc.stdout), proc.stdout
         s = Settings(env="dev", data_dir=tmp_path / "soak" / "run-0", database_url=pg_available,  # type: ignore[arg-type]
                      db_schema_prefix=prefix)
         assert scan_cards(s, [], []) == []

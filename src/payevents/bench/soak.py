@@ -10,8 +10,10 @@ local three-node Apache Kafka this command starts) and:
    (:func:`hostile_records`: malformed JSON, not UTF-8, wrong key, no key, too deep, oversized, card numbers
    in free-text fields, a legacy envelope of a canonical payment, a retry with another eventId);
 3. meanwhile SIGKILLs a random worker every 0.5-3 s (children of ``payevents run``, found in
-   ``{data_dir}/workers/*.json``; the supervisor restarts them) and, on Kafka, SIGKILLs a random broker
-   and starts it again on its own data;
+   ``{data_dir}/workers/*.json``; the supervisor restarts them), on Kafka SIGKILLs a random broker and starts
+   it again on its own data, and on PostgreSQL cuts every connection the run holds (its workers' and its
+   writer's, with ``pg_terminate_backend``: a database restart or failover as the clients see it) halfway
+   through the writes and now and then in place of a worker kill;
 4. waits until everything drained (outbox empty, every group committed to the channel's end, every
    service marked every outbox event, no e-mail pending), stops the workers and measures
    (:func:`measure`): lost events, duplicated effects, order violations, ledger imbalance and card
@@ -79,6 +81,8 @@ class RunResult:
     hostile: int = 0
     kills: int = 0
     broker_kills: int = 0
+    #: times every PostgreSQL connection of the run was cut (a database restart, as the clients see it)
+    database_kills: int = 0
     seconds: float = 0.0
     lost: int = 0
     duplicated: int = 0
@@ -94,7 +98,9 @@ class RunResult:
                     or self.card_numbers)
 
     def line(self) -> str:
-        kills = f"{self.kills} kills" + (f" (+{self.broker_kills} broker)" if self.broker_kills else "")
+        extra = [f"+{n} {what}" for n, what in ((self.broker_kills, "broker"), (self.database_kills, "database"))
+                 if n]
+        kills = f"{self.kills} kills" + (f" ({', '.join(extra)})" if extra else "")
         return (f"run {self.index} seed {self.seed}: {self.events} events ({self.payments} payments, "
                 f"{self.hostile} hostile records), {kills}; lost {self.lost}, duplicated effects "
                 f"{self.duplicated}, order violations {self.order_violations}, ledger imbalance "
@@ -222,6 +228,8 @@ class Soak:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = settings.data_dir / "run.log"
         self.expected_letters: dict[str, int] = {}
+        #: the run's PostgreSQL connections carry this application_name (libpq's PGAPPNAME): the ones cut
+        self.app_name = f"payevents-soak-{seed}-{uuid.uuid4().hex[:8]}" if settings.database_url else None
 
     # workers
     def start_workers(self) -> None:
@@ -234,20 +242,28 @@ class Soak:
         if s.database_url:
             env.update({"PAYEVENTS_DATABASE_URL": s.database_url.get_secret_value(),
                         "PAYEVENTS_DB_SCHEMA_PREFIX": s.db_schema_prefix})
+        if self.app_name:
+            env["PGAPPNAME"] = self.app_name
         cli = shutil.which("payevents", path=str(Path(sys.executable).parent)) or "payevents"
         self.proc = subprocess.Popen([cli, "run", "all", "--max-batch", "200"], env=env,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_killer(self) -> Callable[[float], None]:
-        """SIGKILL a random worker every 0.5-3 s (its own seeded generator: the writer's stays reproducible);
-        returns ``stop(after)``, which lets it go on for ``after`` seconds (while the services catch up)."""
+        """SIGKILL a random worker every 0.5-3 s (its own seeded generator: the writer's stays reproducible; on
+        PostgreSQL, after the first kill, one time in five the run's connections are cut instead); returns
+        ``stop(after)``, which lets it go on for ``after`` seconds (while the services catch up)."""
         rnd = random.Random(self.result.seed * 7919 + 1)
         stop = threading.Event()
 
         def loop() -> None:
+            first = True
             while not stop.wait(rnd.uniform(0.5, 3.0)):
                 with contextlib.suppress(Exception):
-                    self.kill_a_worker(rnd)
+                    if self.app_name and not first and rnd.random() < 0.2:  # the first is always a worker's
+                        self.cut_database()
+                    else:
+                        self.kill_a_worker(rnd)
+                first = False
 
         thread = threading.Thread(target=loop, name="soak-killer", daemon=True)
         thread.start()
@@ -300,6 +316,23 @@ class Soak:
             self.result.kills += 1
             self.say(f"  killed {name} (pid {pid})")
 
+    def cut_database(self) -> None:
+        """Terminate every PostgreSQL connection of the run (workers, their delivery processes, the writer):
+        what each client sees when the database restarts or fails over. Counted when it cut any."""
+        assert self.app_name is not None and self.settings.database_url is not None
+        engine = sa.create_engine(self.settings.database_url.get_secret_value(),
+                                  connect_args={"application_name": "payevents-soak-cutter"}, poolclass=sa.NullPool)
+        try:
+            with engine.connect() as conn:
+                cut = int(conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :app AND pid <> pg_backend_pid()"), {"app": self.app_name}).scalar_one())
+        finally:
+            engine.dispose()
+        if cut:
+            self.result.database_kills += 1
+            self.say(f"  cut {cut} database connection(s)")
+
     # writer
     def setup(self) -> None:
         from payevents.services.notifications.customers import add_customer
@@ -347,6 +380,7 @@ class Soak:
         # where hostile records, kills and (on Kafka) the broker kill land, as chunk indexes
         hostile_at = sorted(self.rnd.randrange(n_chunks) for _ in hostile)
         broker_down, broker_up = (n_chunks // 4, n_chunks // 2) if self.cluster is not None else (-1, -1)
+        database_cut = n_chunks // 2 if self.app_name else -1  # and now and then by the killer (start_killer)
         victim: int | None = None
         processed: list[Any] = []
         written = 0
@@ -376,6 +410,8 @@ class Soak:
                 self.cluster.nodes[victim].kill()
                 self.result.broker_kills += 1
                 self.say(f"  killed broker {self.cluster.nodes[victim].node_id}")
+            if c == database_cut:
+                retried(self.cut_database)
             if c == broker_up and victim is not None:
                 self.cluster.start_node(victim)
                 self.say(f"  broker {self.cluster.nodes[victim].node_id} started again")
@@ -796,20 +832,37 @@ def soak(runs: int, payments: int, seed: int, *, transport: str = "embedded", da
     return results
 
 
+@contextlib.contextmanager
+def _pg_app_name(name: str | None) -> Iterator[None]:
+    """This process's PostgreSQL connections opened inside carry ``name`` as their application_name (libpq's
+    PGAPPNAME; None: unchanged)."""
+    before = os.environ.get("PGAPPNAME")
+    if name is not None:
+        os.environ["PGAPPNAME"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PGAPPNAME", None)
+        else:
+            os.environ["PGAPPNAME"] = before
+
+
 def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: Any, drain_timeout: float,
              say: Callable[[str], None]) -> RunResult:
     started = time.monotonic()
     run = Soak(settings, index, seed, payments, cluster=cluster, say=say)
     try:
-        run.start_workers()
-        run.wait_workers()
-        run.setup()
-        stop_killer = run.start_killer()
-        try:
-            run.write()
-        finally:
-            stop_killer(random.Random(seed).uniform(3.5, 6.0))  # > 3 s: at least one kill per run
-        drained = run.wait_drained(drain_timeout)
+        with _pg_app_name(run.app_name):  # the writer's connections are cut with the workers'
+            run.start_workers()
+            run.wait_workers()
+            run.setup()
+            stop_killer = run.start_killer()
+            try:
+                run.write()
+            finally:
+                stop_killer(random.Random(seed).uniform(3.5, 6.0))  # > 3 s: at least one kill per run
+            drained = run.wait_drained(drain_timeout)
     finally:
         run.stop_workers()
         if cluster is not None:
