@@ -272,7 +272,9 @@ class LocalKafka:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until every running node listens and the cluster's metadata lists every running broker."""
+        """Until every running node listens, the cluster's metadata lists every running broker and a consumer
+        group's coordinator answers (a fresh cluster creates its offsets topic on the first group's request; until
+        it has loaded it, a consumer's join waits)."""
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
@@ -286,6 +288,8 @@ class LocalKafka:
                     admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in running)})
                     md = admin.list_topics(timeout=2)
                     if {b for b in md.brokers} >= {n.node_id for n in running}:
+                        admin.describe_consumer_groups(["payevents.ready"], request_timeout=2)[
+                            "payevents.ready"].result()  # raises until the group coordinator answers
                         return
             time.sleep(0.2)
         tails = "\n".join(f"--- node {n.node_id}\n{n.tail(15)}" for n in running)
