@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import uuid
 
+import pytest
 import runtime_counter as rc
 
 from payevents.contracts import channel
@@ -141,6 +142,33 @@ def test_poison_between_valid_events_is_dead_lettered_and_the_payment_flows_on(
         assert rows[0][4] < (d.original_offset or -1) < rows[1][4]
         assert d.failed_at
         assert d.headers[0] == (channel.H_EVENT_TYPE, b"PaymentProcessed")  # original headers kept
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("batch", [False, True])
+def test_values_the_store_refuses_are_dead_lettered_at_once_not_retried(pg_settings: Settings, batch: bool,
+                                                                       unique: str) -> None:
+    """The counter keeps payment ids in VARCHAR(64): PostgreSQL refuses a longer one (DataError, SQLSTATE 22001),
+    and would refuse it again on every retry. That record goes to the dead-letter channel with the store's reason
+    at the first failure; the records around it are applied."""
+    svc = rc.service(f"_counter_{unique}", batch=batch)
+    long_id = "pay_" + "x" * 96  # valid on the channel (ids up to 255 characters), too long for this store
+    a, ev_a = rc.event_record(pg_settings, "PAY-DATA-A", "1.00")
+    bad, ev_bad = rc.event_record(pg_settings, long_id, "2.00")
+    b, ev_b = rc.event_record(pg_settings, "PAY-DATA-B", "3.00")
+    rc.send(pg_settings, [a, bad, b])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+        rt.backoff_initial = 0.01
+        rt.backoff_max = 0.05
+        drain(rt)
+        assert rt.stats.retries == 0
+        assert rt.stats.dead_lettered == 1
+    engine = db.engine_for(pg_settings, svc.name)
+    assert sorted(r[1] for r in rc.counter_rows(engine)) == sorted([ev_a["eventId"], ev_b["eventId"]])
+    (letter,) = list_dead_letters(pg_settings, service=svc.name)
+    assert letter.event_id == ev_bad["eventId"]
+    assert letter.reason.startswith("rejected: the store refuses its data: DataError:"), letter.reason
+    assert "too long" in letter.reason
 
 
 def test_handler_error_is_retried_then_dead_lettered_and_replay_republishes(

@@ -79,6 +79,8 @@ _RAW_UUID: Final = re.compile(
 )
 
 CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); card data is not allowed, value not shown"
+#: a string holding U+0000: no PostgreSQL text can keep it, and no payment's text has a use for it
+NUL_MESSAGE: Final = "holds the NUL character (U+0000), which no text may hold"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -352,15 +354,23 @@ def safe_repr(value: object) -> str:
     return mask_card_text(repr(value))
 
 
-def check_free_text(field: str, value: str | None) -> None:
-    """The card guard for free text entering a store (API, CLI, channel): a ContractError naming ``field``
-    (never the value) when ``value`` holds a card number."""
-    if value is not None and contains_card_number(value):
+def check_free_text(field: str, value: str | None, max_len: int | None = None) -> None:
+    """The rules for free text entering a store (API, CLI, Python API): a ContractError naming ``field`` (never the
+    value) when ``value`` is longer than ``max_len`` (the store's column), holds a NUL character (the channel's
+    contract refuses one too: ``codec.nul_paths``) or holds a card number."""
+    if value is None:
+        return
+    if max_len is not None and len(value) > max_len:
+        raise ContractError(f"{field}: {len(value)} characters; at most {max_len}")
+    if "\x00" in value:
+        raise ContractError(f"{field}: {NUL_MESSAGE}")
+    if contains_card_number(value):
         raise ContractError(f"{field}: {CARD_MESSAGE}")
 
 
 __all__ = [
     "CARD_MESSAGE",
+    "NUL_MESSAGE",
     "card_paths",
     "card_spans",
     "check_free_text",

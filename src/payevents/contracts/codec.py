@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -208,12 +208,32 @@ def _string_in_value(doc: Any) -> bool:
     return False
 
 
+def nul_paths(doc: Any, path: str = "") -> Iterator[str]:
+    """Paths of the strings (keys included) of a decoded document that hold U+0000. No store can keep one:
+    PostgreSQL refuses it in any text, and no payment's text has a use for it."""
+    if isinstance(doc, str):
+        if "\x00" in doc:
+            yield path
+    elif isinstance(doc, dict):
+        for key, item in doc.items():
+            if "\x00" in key:
+                yield _join(path, key)
+            yield from nul_paths(item, _join(path, key))
+    elif isinstance(doc, list):
+        for i, item in enumerate(doc):
+            yield from nul_paths(item, _join(path, i))
+
+
+NUL_MESSAGE: Final = cardguard.NUL_MESSAGE
+
+
 def _raw_ok(raw: bytes) -> bool:
-    """The fast path's rules over the whole document: no amount written as a string, no card number.
+    """The fast path's rules over the whole document: no amount written as a string, no card number, no NUL.
 
     Without a backslash the bytes show every key and string as it is, so two scans of the bytes decide and
-    the document is decoded for the card guard only when its prefilter finds a candidate. A JSON escape could
-    spell a ``"value"`` key or card digits, so a document with one is decoded and its strings judged."""
+    the document is decoded for the card guard only when its prefilter finds a candidate (JSON has no raw NUL:
+    only the escape ``\\u0000`` writes one). A JSON escape could spell a ``"value"`` key, card digits or a NUL,
+    so a document with one is decoded and its strings judged."""
     escaped = b"\\" in raw
     if not escaped:
         if _string_value(raw):
@@ -224,7 +244,9 @@ def _raw_ok(raw: bytes) -> bool:
         doc = _DOCUMENT.decode(raw)
     except msgspec.DecodeError:
         return False  # the precise path decides
-    return not (escaped and _string_in_value(doc)) and not cardguard.has_card_path(doc)
+    if escaped and (_string_in_value(doc) or (b"\\u0000" in raw and next(nul_paths(doc), None) is not None)):
+        return False
+    return not cardguard.has_card_path(doc)
 
 
 # -- the fast path -----------------------------------------------------------------------------------
@@ -349,6 +371,7 @@ def _show(value: Any) -> str:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = key.replace("\x00", "\\u0000")  # a path is text for a log or a store: never a NUL in it
     return f"{path}.{key}" if path else key
 
 
@@ -396,6 +419,8 @@ def _schema_errors(err: SchemaError) -> list[FieldError]:
         msg = f"{_at(path)}: {_show(inst)} is not {what.get(v, v)}"
     elif rule == "minLength":
         msg = f"{_at(path)}: must not be empty"
+    elif rule == "maxLength":
+        msg = f"{_at(path)}: {len(inst) if isinstance(inst, str) else '?'} characters; at most {v}"
     elif rule == "exclusiveMinimum":
         msg = f"{_at(path)}: {_show(inst)} must be greater than {v}"
     else:
@@ -491,6 +516,7 @@ def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     errors: list[FieldError] = []
     card = list(dict.fromkeys(cardguard.card_paths(obj)))
     errors += [FieldError(p, "card-number", f"{_at(p)}: {cardguard.CARD_MESSAGE}") for p in card]
+    errors += [FieldError(p, "nul", f"{_at(p)}: {NUL_MESSAGE}") for p in nul_paths(obj)]
     if not isinstance(obj, dict):
         errors.append(FieldError("", "type", f"$: {_show(obj)} is not an object (an event is a JSON object)"))
         raise EventValidationError(_finish(errors, card))

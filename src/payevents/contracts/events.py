@@ -26,6 +26,13 @@ EventId = Annotated[str, Meta(pattern=UUID_PATTERN)]
 Version = Annotated[str, Meta(pattern=SEMVER_PATTERN)]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+#: the longest id or reference a field may hold: every store keeps ids in columns this wide (PostgreSQL refuses a
+#: longer value, so an event carrying one would be refused by the store, not by the contract, and never applied)
+MAX_ID_LENGTH: Final = 255
+#: the longest code: a payment method's type, an authorization code, a capture id
+MAX_CODE_LENGTH: Final = 64
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Code = Annotated[str, Meta(min_length=1, max_length=MAX_CODE_LENGTH)]
 Last4 = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
 CurrencyCode = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
 
@@ -40,7 +47,7 @@ class Amount(Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):
 class PaymentMethod(Struct, kw_only=True, frozen=True):
     """Only the method type and the last four digits: never a card number."""
 
-    type: NonEmpty
+    type: Code
     last4: Last4
 
 
@@ -48,20 +55,20 @@ class PaymentMethod(Struct, kw_only=True, frozen=True):
 
 
 class ProcessedMetadata(Struct, kw_only=True, frozen=True):
-    orderId: NonEmpty | UnsetType = UNSET
+    orderId: Id | UnsetType = UNSET
     description: NonEmpty | UnsetType = UNSET
 
 
 class PaymentProcessedData(Struct, kw_only=True, frozen=True):
     """Fields in the event page's order (kw_only lets required and optional fields interleave)."""
 
-    paymentId: NonEmpty
-    transactionId: NonEmpty | UnsetType = UNSET
-    customerId: NonEmpty | UnsetType = UNSET
+    paymentId: Id
+    transactionId: Id | UnsetType = UNSET
+    customerId: Id | UnsetType = UNSET
     amount: Amount
     paymentMethod: PaymentMethod
-    invoiceId: NonEmpty | UnsetType = UNSET  # optional: absent, never null
-    gatewayReference: NonEmpty | UnsetType = UNSET
+    invoiceId: Id | UnsetType = UNSET  # optional: absent, never null
+    gatewayReference: Id | UnsetType = UNSET
     processedAt: AwareDatetime
     metadata: ProcessedMetadata | UnsetType = UNSET
 
@@ -84,17 +91,17 @@ class PaymentProcessed(Struct, kw_only=True, frozen=True):
 
 class OrderMetadata(Struct, kw_only=True, frozen=True):
     description: NonEmpty | UnsetType = UNSET
-    orderId: NonEmpty | UnsetType = UNSET
+    orderId: Id | UnsetType = UNSET
 
 
 class PaymentInitiatedData(Struct, kw_only=True, frozen=True):
-    paymentId: NonEmpty
-    customerId: NonEmpty
+    paymentId: Id
+    customerId: Id
     amount: Amount
     paymentMethod: PaymentMethod
     initiatedAt: AwareDatetime
-    invoiceId: NonEmpty | UnsetType = UNSET
-    merchantId: NonEmpty | UnsetType = UNSET
+    invoiceId: Id | UnsetType = UNSET
+    merchantId: Id | UnsetType = UNSET
     metadata: OrderMetadata | UnsetType = UNSET
 
 
@@ -112,14 +119,14 @@ class PaymentInitiated(Struct, kw_only=True, frozen=True):
 
 
 class PaymentAuthorizedData(Struct, kw_only=True, frozen=True):
-    paymentId: NonEmpty
-    customerId: NonEmpty
+    paymentId: Id
+    customerId: Id
     amount: Amount
     paymentMethod: PaymentMethod
-    authorizationCode: NonEmpty
-    gatewayReference: NonEmpty
+    authorizationCode: Code
+    gatewayReference: Id
     authorizedAt: AwareDatetime
-    merchantId: NonEmpty | UnsetType = UNSET
+    merchantId: Id | UnsetType = UNSET
 
 
 class PaymentAuthorized(Struct, kw_only=True, frozen=True):
@@ -136,13 +143,13 @@ class PaymentAuthorized(Struct, kw_only=True, frozen=True):
 
 
 class PaymentCapturedData(Struct, kw_only=True, frozen=True):
-    paymentId: NonEmpty
-    customerId: NonEmpty
+    paymentId: Id
+    customerId: Id
     amount: Amount
-    captureId: NonEmpty
-    gatewayReference: NonEmpty
+    captureId: Code
+    gatewayReference: Id
     capturedAt: AwareDatetime
-    merchantId: NonEmpty | UnsetType = UNSET
+    merchantId: Id | UnsetType = UNSET
 
 
 class PaymentCaptured(Struct, kw_only=True, frozen=True):
@@ -174,15 +181,15 @@ FailedStage = Literal["initiated", "authorized", "captured"]
 
 
 class PaymentFailedData(Struct, kw_only=True, frozen=True):
-    paymentId: NonEmpty
-    customerId: NonEmpty
+    paymentId: Id
+    customerId: Id
     amount: Amount
     failureCode: FailureCode
     failureReason: NonEmpty
     failedStage: FailedStage
     failedAt: AwareDatetime
-    gatewayReference: NonEmpty | UnsetType = UNSET
-    merchantId: NonEmpty | UnsetType = UNSET
+    gatewayReference: Id | UnsetType = UNSET
+    merchantId: Id | UnsetType = UNSET
 
 
 class PaymentFailed(Struct, kw_only=True, frozen=True):

@@ -25,7 +25,11 @@ from typing import Annotated, Any, Final, Literal
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from payevents.contracts.events import (
+    MAX_CODE_LENGTH,
+    MAX_ID_LENGTH,
     Amount,
+    Code,
+    Id,
     PaymentMethod,
     PaymentProcessed,
     PaymentProcessedData,
@@ -40,6 +44,8 @@ LEGACY_EVENT_NAMESPACE: Final = uuid.UUID("3edabb0b-bf3f-5b47-886e-06e32c3043ae"
 LEGACY_SUCCESS: Final = "SUCCESS"
 
 _NonEmpty = Annotated[str, Meta(min_length=1)]
+_Bounded = Annotated[str, Meta(max_length=MAX_ID_LENGTH)]  # an id the envelope may leave empty
+_Code = Annotated[str, Meta(max_length=MAX_CODE_LENGTH)]
 
 
 class LegacyAmount(Struct, kw_only=True, frozen=True):
@@ -48,7 +54,7 @@ class LegacyAmount(Struct, kw_only=True, frozen=True):
 
 
 class LegacyPaymentMethod(Struct, kw_only=True, frozen=True):
-    type: _NonEmpty
+    type: Code
     last4: Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
     expiryMonth: str | UnsetType = UNSET
     expiryYear: str | UnsetType = UNSET
@@ -56,24 +62,24 @@ class LegacyPaymentMethod(Struct, kw_only=True, frozen=True):
 
 
 class LegacyTransactionDetails(Struct, kw_only=True, frozen=True):
-    processorId: _NonEmpty | UnsetType = UNSET
-    authorizationCode: str | UnsetType = UNSET
-    captureId: str | UnsetType = UNSET
+    processorId: Id | UnsetType = UNSET
+    authorizationCode: _Code | UnsetType = UNSET
+    captureId: _Code | UnsetType = UNSET
 
 
 class LegacyPayload(Struct, kw_only=True, frozen=True):
-    paymentId: _NonEmpty
+    paymentId: Id
     amount: LegacyAmount
     status: Literal["SUCCESS"]
     paymentMethod: LegacyPaymentMethod
-    orderId: _NonEmpty | UnsetType = UNSET
+    orderId: Id | UnsetType = UNSET
     transactionDetails: LegacyTransactionDetails | UnsetType = UNSET
 
 
 class LegacyMetadata(Struct, kw_only=True, frozen=True):
-    idempotencyKey: _NonEmpty
-    correlationId: str | UnsetType = UNSET
-    merchantId: str | UnsetType = UNSET
+    idempotencyKey: Id
+    correlationId: _Bounded | UnsetType = UNSET
+    merchantId: _Bounded | UnsetType = UNSET
     source: str | UnsetType = UNSET
     environment: str | UnsetType = UNSET
 

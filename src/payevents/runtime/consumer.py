@@ -30,7 +30,8 @@ seek the batch's partitions back, pause them and retry with bounded exponential 
 while polling on, so the member stays in its group: no skipping, per-payment order kept. Other
 exceptions from a handler are retried the same way up to ``max_handler_attempts`` times, then the
 record is dead-lettered with the exception's type and message (digits that could be a card number
-are masked).
+are masked) — except a store's refusal of the record's values (``DataError``: too long, out of range),
+which no retry changes: that record is dead-lettered at once, like a PoisonEvent.
 """
 
 from __future__ import annotations
@@ -520,6 +521,10 @@ class ConsumerRuntime:
                     except Exception as exc:
                         if is_transient(exc):
                             raise
+                        if isinstance(exc, sa.exc.DataError):
+                            # the store refuses this record's values (SQLSTATE class 22: too long, out of range,
+                            # not storable): the same values fail the same way every time, so no retries
+                            raise _HandlerPoison(it.index, f"the store refuses its data: {_describe(exc)}") from exc
                         raise _HandlerFailure(it.index, exc) from exc
                     result.applied += 1
                 if before_commit is not None:

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payevents.contracts.cardguard import mask_card_text
+from payevents.contracts.cardguard import NUL_MESSAGE, mask_card_text
 from payevents.errors import (
     ConfigError,
     ContractError,
@@ -172,8 +172,28 @@ def _for_people(request: Request, response: JSONResponse) -> Response:
     return page
 
 
+def nul_in(request: Request) -> str | None:
+    """The part of the request's URL that holds a NUL (``%00``): ``path``, or the query parameter's name. No store
+    can look one up (PostgreSQL refuses it in any text), so such a request is refused before any route runs."""
+    if "\x00" in request.scope.get("path", ""):  # decoded: %00 is a NUL here
+        return "path"
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "\\u0000")
+    return None
+
+
 def install(app: FastAPI) -> None:
     """The handlers that turn every error into the one error object (an HTML page on the dashboard)."""
+
+    @app.middleware("http")
+    async def _refuse_nul(request: Request, call_next: Any) -> Response:
+        where = nul_in(request)
+        if where is not None:
+            return _for_people(request, error_response(400, "invalid_request_error", "parameter_invalid",
+                                                       f"{where}: {NUL_MESSAGE}", where))
+        response: Response = await call_next(request)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts import ids
 from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.codec import DecodedEvent
-from payevents.contracts.events import PaymentProcessed
+from payevents.contracts.events import MAX_ID_LENGTH, PaymentProcessed
 from payevents.contracts.money import MINOR_UNITS, amount_ok, from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound, PoisonEvent
 from payevents.runtime.bulk import copy_rows, lookup
@@ -346,8 +346,9 @@ def create(
         raise ContractError("invoice_id: must be a non-empty string of at most 255 characters")
     if description is not None and not isinstance(description, str):
         raise ContractError("description: must be a string")
-    for field, text in (("customer_id", customer_id), ("invoice_id", invoice_id), ("description", description)):
-        check_free_text(field, text)  # no card number enters the store or a log
+    for field, text, width in (("customer_id", customer_id, MAX_ID_LENGTH), ("invoice_id", invoice_id, None),
+                               ("description", description, None)):
+        check_free_text(field, text, width)  # the column's width; no NUL, no card number in the store or a log
     if not isinstance(currency, str):
         raise ContractError(f"currency: {safe_repr(currency)} is not an ISO 4217 code")
     due_minor = parse_minor(amount_due, currency, field="amount_due")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
 
 from payevents.contracts.cardguard import check_free_text, safe_repr
+from payevents.contracts.events import MAX_ID_LENGTH
 from payevents.errors import ContractError, NotFound
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
@@ -43,8 +44,8 @@ def _check(customer_id: str, name: str, email: str | None) -> None:
         raise ContractError("customerId: must not be empty")
     if not name.strip():
         raise ContractError("name: must not be empty")
-    for field, text in (("customerId", customer_id), ("name", name), ("email", email)):
-        check_free_text(field, text)  # no card number enters the directory, an e-mail or a log
+    for field, text, width in (("customerId", customer_id, MAX_ID_LENGTH), ("name", name, 255), ("email", email, 320)):
+        check_free_text(field, text, width)  # the column's width; no NUL, no card number in the directory or a log
     if email is not None and not EMAIL_RE.match(email):
         raise ContractError(f"email: {safe_repr(email)} is not an e-mail address")
 

@@ -1,0 +1,96 @@
+"""Hostile input against every route of the API and the dashboard: whatever a client sends (a field of any JSON
+type, text of any length or alphabet, a card number, markup, a date that does not exist, a path segment of any
+text), the answer is never a 500, a refusal is the one error object with a message, and a card number sent in is
+never sent back."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+from urllib.parse import quote
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from payevents.contracts.cardguard import holds_card_number
+from payevents.faces.web import create_app
+from payevents.settings import Settings
+
+TOKEN = "s3cret-token"
+CARDS = ("4111 1111 1111 1111", "4111111111111111")
+PAYMENT: dict[str, Any] = {"customer_id": "cus_1", "amount": "99.99", "currency": "USD", "description": "Order 7",
+                           "method_type": "credit_card", "last4": "4242", "invoice_id": None, "order_id": "o1",
+                           "merchant_id": "m", "payment_id": None}
+INVOICE: dict[str, Any] = {"customer_id": "cus_1", "amount_due": "10.00", "currency": "USD",
+                           "due_date": "2030-01-01", "invoice_id": "INV-1", "description": "d"}
+CUSTOMER: dict[str, Any] = {"customer_id": "cus_1", "name": "Ada", "email": "ada@example.com", "locale": "en_US"}
+READS = ["/api/payments", "/api/payments/{id}", "/api/payments/{id}/timeline", "/api/customers",
+         "/api/customers/{id}", "/api/invoices", "/api/invoices/unapplied", "/api/invoices/{id}",
+         "/api/ledger/journal", "/api/ledger/trial-balance", "/api/notifications", "/api/notifications/summary",
+         "/api/dead-letters", "/api/outbox/set-aside", "/api/channel", "/api/analytics/report",
+         "/api/analytics/metrics", "/api/health", "/api/workers", "/", "/payments", "/payments/{id}", "/ledger",
+         "/invoices", "/revenue", "/notifications", "/dead-letters", "/catalog", "/charts/revenue.svg",
+         "/charts/publish-delay.svg", "/docs"]
+PARAMS = ["state", "status", "customer_id", "limit", "starting_after", "from", "to", "by", "currency"]
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=200, max_size=3000),
+    st.sampled_from([*CARDS, "", " ", "\x00", "\r\nBcc: x@y", "😀" * 50, "NaN", "Infinity", "-0", "1e400",
+                     "0.000000000000000000001", "9" * 40, "99.999", "-1", "0", "0.00", "1_000", "١٢٣", "２",
+                     "2030-02-30", "2030-01-01T00:00:00", "0001-01-01", "9999-12-31", "usd", "XXX",
+                     "../../etc/passwd", "%s%n", "' OR 1=1 --", "<script>alert(1)</script>", "cus_1", "INV-1",
+                     "a" * 100_000]),
+)
+values = st.one_of(texts, st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                   st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+query_values = st.one_of(texts.filter(lambda t: len(t) < 5000), st.integers().map(str), st.dates().map(str))
+_keys = itertools.count()
+
+
+def _sent_a_card(*parts: object) -> bool:
+    return any(card in repr(parts) for card in CARDS)
+
+
+def _check(r: Any, *sent: object) -> None:
+    assert r.status_code < 500, (sent, r.status_code, r.text[:500])
+    assert not (_sent_a_card(*sent) and holds_card_number(r.content)), (sent, r.text[:500])
+    if r.status_code >= 400 and r.headers.get("content-type", "").startswith("application/json"):
+        error = r.json()["error"]
+        assert isinstance(error["message"], str) and error["message"], error
+
+
+def test_no_write_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
+    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
+
+        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(data=st.data())
+        def write(data: Any) -> None:
+            path, base = data.draw(st.sampled_from([("/api/payments", PAYMENT), ("/api/invoices", INVOICE),
+                                                    ("/api/customers", CUSTOMER)]))
+            changes = data.draw(st.dictionaries(st.sampled_from(sorted(base)), values, max_size=len(base)))
+            body = {**base, **changes}
+            r = client.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                                      "Idempotency-Key": f"k{next(_keys)}"})
+            _check(r, path, body)
+
+        write()
+
+
+def test_no_read_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
+    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
+        r = client.post("/api/payments", json={k: v for k, v in PAYMENT.items() if v is not None},
+                        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "a-payment"})
+        assert r.status_code == 201, r.text
+
+        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(path=st.sampled_from(READS),
+               segment=query_values.filter(lambda t: "/" not in t and t not in ("", ".", "..")),
+               params=st.dictionaries(st.sampled_from(PARAMS), query_values, max_size=4))
+        def read(path: str, segment: str, params: dict[str, str]) -> None:
+            r = client.get(path.replace("{id}", quote(segment, safe="")), params=params)
+            _check(r, path, segment, params)
+
+        read()
