@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import typing
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -226,6 +228,40 @@ def nul_paths(doc: Any, path: str = "") -> Iterator[str]:
 
 NUL_MESSAGE: Final = cardguard.NUL_MESSAGE
 
+#: the years a time of an event may lie in, as written: not before the Unix epoch (the channel's timestamps are
+#: milliseconds since it), and far enough from the calendar's end that the time's UTC instant exists
+#: (``0001-01-01T00:00:00+01:00`` and ``9999-12-31T23:59:59-01:00`` have none: every service reads times in UTC)
+MIN_YEAR: Final = 1970
+MAX_YEAR: Final = 9998
+TIME_RANGE_MESSAGE: Final = f"lies outside the years {MIN_YEAR}–{MAX_YEAR}"
+
+
+def _data_times(model: type) -> tuple[str, ...]:
+    data = next(f.type for f in msgspec.structs.fields(model) if f.name == "data")
+    return tuple(f.name for f in msgspec.structs.fields(data) if datetime in (typing.get_args(f.type) or (f.type,)))
+
+
+_DATA_TIMES: Final = {model: _data_times(model) for model in EVENT_MODELS.values()}
+
+
+def times_out_of_range(event: Any) -> list[str]:
+    """Paths of the event's times (its ``timestamp`` and its data's ``...At``) outside MIN_YEAR..MAX_YEAR."""
+    out = [] if MIN_YEAR <= event.timestamp.year <= MAX_YEAR else ["timestamp"]
+    for name in _DATA_TIMES[type(event)]:
+        if not MIN_YEAR <= getattr(event.data, name).year <= MAX_YEAR:
+            out.append(f"data.{name}")
+    return out
+
+
+def _time_errors(paths: list[str], doc: dict[str, Any]) -> list[FieldError]:
+    errors = []
+    for path in paths:
+        value: Any = doc
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        errors.append(FieldError(path, "time-range", f"{path}: {_show(value)} {TIME_RANGE_MESSAGE}"))
+    return errors
+
 
 def _raw_ok(raw: bytes) -> bool:
     """The fast path's rules over the whole document: no amount written as a string, no card number, no NUL.
@@ -294,7 +330,7 @@ def _fast(raw: bytes, strict: bool) -> DecodedEvent | None:
     check = _CANONICAL_CHECKS.get(event.eventType)
     if check is not None and not check(event):
         return None
-    if not _raw_ok(raw):
+    if times_out_of_range(event) or not _raw_ok(raw):
         return None
     return DecodedEvent(event)
 
@@ -307,7 +343,7 @@ def _fast_legacy(raw: bytes) -> DecodedEvent | None:
     amount = env.payload.amount
     if not amount_ok(amount.value, amount.currency):
         return None
-    if not _raw_ok(raw):
+    if not MIN_YEAR <= env.timestamp.year <= MAX_YEAR or not _raw_ok(raw):
         return None
     event, extras = legacy.normalize(env)
     return DecodedEvent(event, legacy=True, extras=extras)
@@ -541,12 +577,19 @@ def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     # valid by the schema and our rules: decode with the model (the schema and the model agree; a test checks it)
     try:
         if is_legacy:
-            event, extras = legacy.normalize(_LEGACY_DECODER.decode(raw))
+            envelope = _LEGACY_DECODER.decode(raw)
+            if not MIN_YEAR <= envelope.timestamp.year <= MAX_YEAR:
+                raise EventValidationError(_finish(_time_errors(["timestamp"], obj), card))
+            event, extras = legacy.normalize(envelope)
             return DecodedEvent(event, legacy=True, extras=extras)
         _, decoder = _READERS[(event_type, _major(version))]
-        return DecodedEvent(decoder.decode(raw))
+        event = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise EventValidationError(_finish([_from_msgspec(exc)], card)) from None
+    late = times_out_of_range(event)
+    if late:
+        raise EventValidationError(_finish(_time_errors(late, obj), card))
+    return DecodedEvent(event)
 
 
 def _from_msgspec(exc: msgspec.ValidationError) -> FieldError:
