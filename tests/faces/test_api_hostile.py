@@ -94,3 +94,26 @@ def test_no_read_answers_500_or_sends_a_card_back(store_settings: Settings) -> N
             _check(r, path, segment, params)
 
         read()
+
+
+def test_no_payment_action_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
+    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
+        r = client.post("/api/payments", json={k: v for k, v in PAYMENT.items() if v is not None},
+                        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "a-payment"})
+        assert r.status_code == 201, r.text
+        payment_id = r.json()["payment_id"]
+
+        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(action=st.sampled_from(["authorize", "capture", "complete", "fail"]),
+               segment=st.one_of(st.just(payment_id),
+                                 query_values.filter(lambda t: "/" not in t and t not in ("", ".", ".."))),
+               body=st.one_of(st.none(), st.dictionaries(st.sampled_from(["decline", "code", "reason", "note"]), values,
+                                                         max_size=3)),
+               key=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
+                                                max_size=300)))
+        def act(action: str, segment: str, body: dict[str, Any] | None, key: str | None) -> None:
+            headers = {"Authorization": f"Bearer {TOKEN}", **({"Idempotency-Key": key} if key else {})}
+            r = client.post(f"/api/payments/{quote(segment, safe='')}/{action}", json=body, headers=headers)
+            _check(r, action, segment, body, key)
+
+        act()
