@@ -6,9 +6,11 @@ never sent back."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -47,6 +49,7 @@ texts = st.one_of(
 values = st.one_of(texts, st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
 query_values = st.one_of(texts.filter(lambda t: len(t) < 5000), st.integers().map(str), st.dates().map(str))
+segments = query_values.filter(lambda t: "/" not in t and t not in ("", ".", ".."))  # one path segment
 _keys = itertools.count()
 
 
@@ -62,58 +65,53 @@ def _check(r: Any, *sent: object) -> None:
         assert isinstance(error["message"], str) and error["message"], error
 
 
-def test_no_write_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
-    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
-
-        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(data=st.data())
-        def write(data: Any) -> None:
-            path, base = data.draw(st.sampled_from([("/api/payments", PAYMENT), ("/api/invoices", INVOICE),
-                                                    ("/api/customers", CUSTOMER)]))
-            changes = data.draw(st.dictionaries(st.sampled_from(sorted(base)), values, max_size=len(base)))
-            body = {**base, **changes}
-            r = client.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}",
-                                                      "Idempotency-Key": f"k{next(_keys)}"})
-            _check(r, path, body)
-
-        write()
-
-
-def test_no_read_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
-    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
-        r = client.post("/api/payments", json={k: v for k, v in PAYMENT.items() if v is not None},
-                        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "a-payment"})
+@pytest.fixture
+def client(store_settings: Settings) -> Iterator[TestClient]:
+    """The API on SQLite and on PostgreSQL, with one payment in it (``client.payment_id``)."""
+    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as c:
+        r = c.post("/api/payments", json={k: v for k, v in PAYMENT.items() if v is not None},
+                   headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "a-payment"})
         assert r.status_code == 201, r.text
-
-        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(path=st.sampled_from(READS),
-               segment=query_values.filter(lambda t: "/" not in t and t not in ("", ".", "..")),
-               params=st.dictionaries(st.sampled_from(PARAMS), query_values, max_size=4))
-        def read(path: str, segment: str, params: dict[str, str]) -> None:
-            r = client.get(path.replace("{id}", quote(segment, safe="")), params=params)
-            _check(r, path, segment, params)
-
-        read()
+        c.payment_id = r.json()["payment_id"]  # type: ignore[attr-defined]
+        yield c
 
 
-def test_no_payment_action_answers_500_or_sends_a_card_back(store_settings: Settings) -> None:
-    with TestClient(create_app(store_settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as client:
-        r = client.post("/api/payments", json={k: v for k, v in PAYMENT.items() if v is not None},
-                        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "a-payment"})
-        assert r.status_code == 201, r.text
-        payment_id = r.json()["payment_id"]
+def test_no_write_answers_500_or_sends_a_card_back(client: TestClient) -> None:
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def write(data: Any) -> None:
+        path, base = data.draw(st.sampled_from([("/api/payments", PAYMENT), ("/api/invoices", INVOICE),
+                                                ("/api/customers", CUSTOMER)]))
+        changes = data.draw(st.dictionaries(st.sampled_from(sorted(base)), values, max_size=len(base)))
+        body = {**base, **changes}
+        r = client.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                                  "Idempotency-Key": f"k{next(_keys)}"})
+        _check(r, path, body)
 
-        @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(action=st.sampled_from(["authorize", "capture", "complete", "fail"]),
-               segment=st.one_of(st.just(payment_id),
-                                 query_values.filter(lambda t: "/" not in t and t not in ("", ".", ".."))),
-               body=st.one_of(st.none(), st.dictionaries(st.sampled_from(["decline", "code", "reason", "note"]), values,
-                                                         max_size=3)),
-               key=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126),
-                                                max_size=300)))
-        def act(action: str, segment: str, body: dict[str, Any] | None, key: str | None) -> None:
-            headers = {"Authorization": f"Bearer {TOKEN}", **({"Idempotency-Key": key} if key else {})}
-            r = client.post(f"/api/payments/{quote(segment, safe='')}/{action}", json=body, headers=headers)
-            _check(r, action, segment, body, key)
+    write()
 
-        act()
+
+def test_no_read_answers_500_or_sends_a_card_back(client: TestClient) -> None:
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(READS), segment=segments,
+           params=st.dictionaries(st.sampled_from(PARAMS), query_values, max_size=4))
+    def read(path: str, segment: str, params: dict[str, str]) -> None:
+        r = client.get(path.replace("{id}", quote(segment, safe="")), params=params)
+        _check(r, path, segment, params)
+
+    read()
+
+
+def test_no_payment_action_answers_500_or_sends_a_card_back(client: TestClient) -> None:
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(action=st.sampled_from(["authorize", "capture", "complete", "fail"]),
+           segment=st.one_of(st.just(client.payment_id), segments),  # type: ignore[attr-defined]
+           body=st.one_of(st.none(), st.dictionaries(st.sampled_from(["decline", "code", "reason", "note"]), values,
+                                                     max_size=3)),
+           key=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300)))
+    def act(action: str, segment: str, body: dict[str, Any] | None, key: str | None) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}", **({"Idempotency-Key": key} if key else {})}
+        r = client.post(f"/api/payments/{quote(segment, safe='')}/{action}", json=body, headers=headers)
+        _check(r, action, segment, body, key)
+
+    act()
