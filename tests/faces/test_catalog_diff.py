@@ -68,13 +68,16 @@ def test_compatible_change_needs_only_a_minor_version() -> None:
     old = v1()
     new = copy.deepcopy(old)
     data_props(new)["channel"] = {"type": "string", "enum": ["web", "pos"]}
-    data_props(new)["paymentId"]["maxLength"] = 10_000  # an upper bound appearing restricts: breaking
+    data_props(new)["processedAt"]["maxLength"] = 10_000  # an upper bound appearing restricts: breaking
+    data_props(new)["paymentId"]["maxLength"] = 100  # and one tightened (it was 255)
     d = diff_schemas(old, new, "1.0.0", "1.1.0")
     assert [(c.path, c.kind, c.breaking) for c in d.changes] == [
         ("data.paymentId", "constraint", True),
+        ("data.processedAt", "constraint", True),
         ("data.channel", "added", False),
     ]
-    del data_props(new)["paymentId"]["maxLength"]
+    del data_props(new)["processedAt"]["maxLength"]
+    data_props(new)["paymentId"]["maxLength"] = 255
     d = diff_schemas(old, new, "1.0.0", "1.1.0")
     assert not d.is_breaking and d.required_bump == "minor"
 
