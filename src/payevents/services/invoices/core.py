@@ -342,11 +342,11 @@ def create(
     """
     if not isinstance(customer_id, str) or not customer_id.strip():
         raise ContractError("customer_id: required non-empty string")
-    if invoice_id is not None and (not isinstance(invoice_id, str) or not invoice_id.strip() or len(invoice_id) > 255):
-        raise ContractError("invoice_id: must be a non-empty string of at most 255 characters")
+    if invoice_id is not None and (not isinstance(invoice_id, str) or not invoice_id.strip()):
+        raise ContractError(f"invoice_id: must be a non-empty string of at most {MAX_ID_LENGTH} characters")
     if description is not None and not isinstance(description, str):
         raise ContractError("description: must be a string")
-    for field, text, width in (("customer_id", customer_id, MAX_ID_LENGTH), ("invoice_id", invoice_id, None),
+    for field, text, width in (("customer_id", customer_id, MAX_ID_LENGTH), ("invoice_id", invoice_id, MAX_ID_LENGTH),
                                ("description", description, None)):
         check_free_text(field, text, width)  # the column's width; no NUL, no card number in the store or a log
     if not isinstance(currency, str):

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from payevents.contracts import channel, ids
 from payevents.contracts.cardguard import check_free_text, safe_repr
-from payevents.contracts.events import FAILURE_CODES
+from payevents.contracts.events import FAILURE_CODES, MAX_CODE_LENGTH, MAX_ID_LENGTH
 from payevents.contracts.money import from_minor, parse_minor
 from payevents.errors import ContractError, IdempotencyConflict, NotFound
 from payevents.runtime import outbox, tracing
@@ -69,12 +69,10 @@ def _key(key: str | None) -> str:
     return key
 
 
-def _text(value: Any, field: str, *, max_len: int = 255) -> str:
+def _text(value: Any, field: str, *, max_len: int = MAX_ID_LENGTH) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ContractError(f"{field}: required non-empty string")
-    if len(value) > max_len:
-        raise ContractError(f"{field}: at most {max_len} characters")
-    check_free_text(field, value)  # no card number enters the store, an event or a log
+    check_free_text(field, value, max_len)  # the column's width; no NUL or card number in the store, an event or a log
     return value
 
 
@@ -174,7 +172,7 @@ def _new_payment(
         amount=from_minor(minor, currency),
         amount_minor=minor,
         currency=currency,
-        method_type=_text(method_type, f"{f}method_type", max_len=64),
+        method_type=_text(method_type, f"{f}method_type", max_len=MAX_CODE_LENGTH),
         last4=last4,
         description=_text(description, f"{f}description", max_len=1000),
         correlation_id=_opt_text(correlation_id, f"{f}correlation_id") or ids.uuid4(),
