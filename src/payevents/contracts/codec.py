@@ -226,8 +226,6 @@ def nul_paths(doc: Any, path: str = "") -> Iterator[str]:
             yield from nul_paths(item, _join(path, i))
 
 
-NUL_MESSAGE: Final = cardguard.NUL_MESSAGE
-
 #: the years a time of an event may lie in, as written: not before the Unix epoch (the channel's timestamps are
 #: milliseconds since it), and far enough from the calendar's end that the time's UTC instant exists
 #: (``0001-01-01T00:00:00+01:00`` and ``9999-12-31T23:59:59-01:00`` have none: every service reads times in UTC)
@@ -552,7 +550,7 @@ def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     errors: list[FieldError] = []
     card = list(dict.fromkeys(cardguard.card_paths(obj)))
     errors += [FieldError(p, "card-number", f"{_at(p)}: {cardguard.CARD_MESSAGE}") for p in card]
-    errors += [FieldError(p, "nul", f"{_at(p)}: {NUL_MESSAGE}") for p in nul_paths(obj)]
+    errors += [FieldError(p, "nul", f"{_at(p)}: {cardguard.NUL_MESSAGE}") for p in nul_paths(obj)]
     if not isinstance(obj, dict):
         errors.append(FieldError("", "type", f"$: {_show(obj)} is not an object (an event is a JSON object)"))
         raise EventValidationError(_finish(errors, card))

@@ -63,9 +63,7 @@ def _key(key: str | None) -> str:
         return ids.uuid7()
     if not isinstance(key, str) or not key.strip():
         raise ContractError("idempotency_key: must be a non-empty string")
-    if len(key) > 200:
-        raise ContractError("idempotency_key: at most 200 characters")
-    check_free_text("idempotency_key", key)  # stored with the outbox row, sent as the idempotencyKey header
+    check_free_text("idempotency_key", key, 200)  # stored with the outbox row, sent as the idempotencyKey header
     return key
 
 
