@@ -5,6 +5,7 @@ in the supervising process's metrics and liveness; it stops with its supervisor.
 from __future__ import annotations
 
 import email
+import errno
 import email.policy
 import mailbox
 import multiprocessing
@@ -108,6 +109,28 @@ def test_the_delivery_process_reports_to_its_supervisor_and_stops_with_it(settin
         supervisor.join(30)
     assert not supervisor.is_alive() and not _children()
     assert notifications.summary(settings)["sent"] == 30 and _new_files(settings) == 30
+
+
+def test_a_mail_file_the_disk_fills_up_part_way_through_is_not_left_behind(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(settings, 5)
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:  # the first half fits, then ENOSPC
+        if len(data) > 64:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(delivery.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        notifications.deliver_pending(settings)
+    monkeypatch.undo()
+    maildir = delivery.maildir_path(settings)
+    assert os.listdir(maildir / "tmp") == [] and _new_files(settings) == 0
+    later = delivery.datetime.now(delivery.UTC) + timedelta(minutes=2)
+    assert notifications.deliver_pending(settings, now=later).sent == 5
+    assert os.listdir(maildir / "tmp") == [] and _new_files(settings) == 5
 
 
 def test_a_failed_maildir_write_marks_nothing_of_its_pass_and_the_retry_duplicates_nothing(

@@ -11,6 +11,7 @@ its metrics and health on a port it announces (:mod:`payevents.runtime.workers`)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -373,7 +374,10 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
 
     def say(text: str) -> None:
         if report:
-            print(text, flush=True)
+            try:
+                print(text, flush=True)
+            except OSError as exc:  # stdout on a full disk: the supervisor's watch goes on
+                log.warning("could not print %r: %s", text, exc)
 
     def start(slot: _Slot) -> None:
         slot.ready = ctx.Event()
@@ -386,8 +390,36 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         again = f" (restart {slot.restarts})" if slot.restarts else ""
         say(f"started {slot.label} pid {slot.pid}{again}; status in {registry_dir(settings)}")
 
-    for slot in slots:
-        start(slot)
+    try:
+        for slot in slots:
+            start(slot)
+        return _supervise(settings, slots, stop, ready, restart, start, say)
+    except BaseException:
+        # The watch itself failed (a bug, or something it cannot do): its workers must not run on without it,
+        # unsupervised and unstoppable by SIGTERM (the process would wait for them at exit). They are stopped,
+        # and the error ends `payevents run` non-zero, for the process manager above it to start it again.
+        log.exception("the supervisor failed; stopping its workers")
+        _stop_now([slot.proc for slot in slots if slot.proc is not None])
+        raise
+
+
+def _stop_now(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """SIGTERM to every live worker, SIGKILL to those still alive after :data:`STOP_GRACE` s; waits for all."""
+    for p in procs:
+        if p.exitcode is None and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+
+
+def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, ready: threading.Event | None,
+               restart: bool, start: Callable[[_Slot], None], say: Callable[[str], None]) -> list[WorkerExit]:
+    """The supervisor's loop (:func:`run_workers`): announce, restart with backoff, stop on ``stop``."""
     announced: set[int] = set()
     signalled_at: float | None = None
     while not all(slot.final is not None for slot in slots):

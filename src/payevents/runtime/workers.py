@@ -21,6 +21,7 @@ once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -70,10 +71,19 @@ def _slot_file(settings: Settings, name: str, instance: int) -> Path:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a status file atomically, or log why not and leave the old one (and no temporary file) in place.
+
+    Never raises: a status file is bookkeeping, and a disk that is full for a while must not end a worker's
+    loop or the supervisor's watch over its workers; the worker's next heartbeat writes the file again."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        log.warning("worker status file %s not written: %s", path, exc)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -85,7 +95,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def update_slot(settings: Settings, name: str, instance: int, **changes: Any) -> None:
-    """The supervisor's write: merge ``changes`` into a slot's status file (e.g. after its worker died)."""
+    """The supervisor's write: merge ``changes`` into a slot's status file (e.g. after its worker died); never
+    raises (:func:`_write`)."""
     path = _slot_file(settings, name, instance)
     doc = _read(path) or {"name": name, "instance": instance, "host": socket.gethostname()}
     doc.update(changes, updated_at=time.time())
@@ -182,10 +193,7 @@ class WorkerProbe:
         return doc
 
     def write(self) -> None:
-        try:
-            _write(self.path, self.status())
-        except OSError as exc:
-            log.warning("worker status file %s not written: %s", self.path, exc)
+        _write(self.path, self.status())
 
     def refresh(self) -> None:
         """Sample the runtime and (at most every 2 s) check the store; update the worker gauges."""

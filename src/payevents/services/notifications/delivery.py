@@ -232,11 +232,16 @@ class MaildirMailer:
         tmp = os.path.join(self._tmp, mail.key + self._tmp_suffix)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            view = memoryview(mail.data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(mail.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError:  # e.g. a full disk: no part-written file stays in tmp/ (the retry writes it anew)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         target = os.path.join(self._new, mail.key)
         if mail.first_attempt:
             os.replace(tmp, target)
