@@ -226,6 +226,25 @@ def test_a_conflict_that_never_clears_is_a_503_with_retry_after(settings: Settin
     assert r.json()["error"]["code"] == "service_unavailable"
 
 
+def test_a_database_that_cannot_be_reached_is_a_503_with_retry_after_not_an_internal_error(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens where the stores are (a database down or restarting): every route that needs them says
+    so with a 503 and Retry-After (the dashboard as a page), and nothing is logged as a bug."""
+    down = settings.replace(api_token=TOKEN, database_url="postgresql+psycopg://postgres@127.0.0.1:1/test")
+    with TestClient(create_app(down), raise_server_exceptions=False) as client:
+        answers = [client.post("/api/payments", json=PAYMENT, headers=auth("down-1")),
+                   client.post("/api/invoices", json=INVOICE, headers=auth("down-2")),
+                   *(client.get(path) for path in ("/api/payments", "/api/invoices", "/api/ledger/trial-balance",
+                                                   "/api/analytics/metrics", "/"))]
+    for r in answers:
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", (r.request.url, r.text[:300])
+        if r.request.url.path.startswith("/api/"):
+            assert r.json()["error"] == {"type": "api_error", "code": "service_unavailable",
+                                         "message": "database unreachable; retry later", "param": None}
+    assert "database unreachable" in answers[-1].text  # the dashboard: an HTML page saying the same
+    assert not [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
+
+
 # -- set-aside records on the dashboard and in the API ----------------------------------------------------
 
 

@@ -10,7 +10,8 @@
 - 409 idempotency_error (key reused with another body, or still running) or payment_state_invalid;
 - 422 invalid_request_error / parameter_invalid: a well-formed value breaks a business rule (unknown
   currency, amount not > 0, too many decimals or over the maximum, a card number in free text);
-- 503 api_error / service_unavailable: a store or broker fault outlived the retries (``Retry-After``);
+- 503 api_error / service_unavailable: a store or broker fault outlived the retries, or a database, broker or
+  disk cannot be used now (down, unreachable, full): ``Retry-After``, the message says which;
 - 500 api_error / internal_error: a bug; the message says nothing more.
 
 Every message is masked for card numbers (all but the last four digits).
@@ -22,6 +23,7 @@ import logging
 import re
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -169,6 +171,8 @@ def _for_people(request: Request, response: JSONResponse) -> Response:
     page: Response = request.app.state.templates.TemplateResponse(
         request, "error.html.j2", {"nav": None, "status": response.status_code, "code": err["code"],
                                    "message": err["message"]}, status_code=response.status_code)
+    if "retry-after" in response.headers:
+        page.headers["Retry-After"] = response.headers["retry-after"]
     return page
 
 
@@ -214,9 +218,26 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, "invalid_request_error", "request_invalid", str(exc.detail),
                               headers=dict(exc.headers or {}))
 
+    async def _store_fault(request: Request, exc: Exception) -> Response:
+        # A database or broker that cannot be reached now (or a full disk): not a bug, and it passes. The
+        # classification is the runtime's (runner.unreachable); the client learns which, not the details.
+        from payevents.runtime.runner import unreachable
+
+        reason = unreachable(exc)
+        if reason is None:
+            return await _bug(request, exc)
+        log.warning("API %s %s: %s", request.method, request.url.path, mask_card_text(reason))
+        return _for_people(request, error_response(503, "api_error", "service_unavailable",
+                                                   f"{reason.split(':', 1)[0]}; retry later",
+                                                   headers={"Retry-After": "1"}))
+
+    # handled here, not by the catch-all below (Starlette re-raises what reaches that one, logging it again)
+    app.add_exception_handler(sa.exc.SQLAlchemyError, _store_fault)
+    app.add_exception_handler(OSError, _store_fault)  # ConnectionError, TimeoutError; other OSErrors: a 500
+
     @app.exception_handler(Exception)
     async def _bug(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error in the API")
+        log.exception("unhandled error in the API", exc_info=exc)
         return error_response(500, "api_error", "internal_error", "internal error")
 
 
