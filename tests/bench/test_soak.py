@@ -177,6 +177,27 @@ def test_one_kafka_run_with_a_broker_and_workers_killed_comes_out_all_zeros(tmp_
     assert figures == [0, 0, 0, 0, 0]
 
 
+def test_a_run_through_a_full_disk_comes_out_all_zeros_and_leaves_no_stray_files(tmp_path: Path) -> None:
+    """The run's data dir is a filesystem of its own, filled to the last byte for 3-6 s a third of the way through
+    the writes, with a worker killed meanwhile: every write of every process (stores, channel, mail, logs, status
+    files; the supervisor's too) fails with ENOSPC for a while, and nothing is lost or half-written for it."""
+    if os.geteuid() != 0:
+        from ci_rule import missing
+
+        missing("root (to mount the run's tmpfs)")
+    seed = _seed()
+    root = tmp_path / "soak"
+    proc, lines = _soak(root, "--runs", "1", "--payments", "150", "--seed", str(seed), "--full-disk")
+    assert proc.returncode == 0, f"seed {seed}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    [(_i, _s, events, payments, _hostile, kills, *figures)] = lines
+    assert payments == 150 and events >= 3 * payments and kills >= 1 and figures == [0, 0, 0, 0, 0]
+    assert "+1 full disk" in proc.stdout and "freed the disk" in proc.stdout
+    run = root / "run-0"
+    assert os.listdir(run / "maildir" / "tmp") == []  # no part-written e-mail
+    assert [p.name for p in (run / "workers").iterdir() if p.name.endswith(".tmp")] == []
+    assert not (run / "ballast").exists()
+
+
 def test_the_scan_tells_a_unix_time_in_a_broker_log_from_a_card_number(tmp_path: Path) -> None:
     """Kafka's server.log writes times in milliseconds: 13 digits that passed the Luhn check one time in ten and
     were taken for card numbers; the card guard now knows better (only Visa issued 13 digits, starting with 4)."""

@@ -5,8 +5,8 @@ in the supervising process's metrics and liveness; it stops with its supervisor.
 from __future__ import annotations
 
 import email
-import errno
 import email.policy
+import errno
 import mailbox
 import multiprocessing
 import os

@@ -13,7 +13,10 @@ local three-node Apache Kafka this command starts) and:
    ``{data_dir}/workers/*.json``; the supervisor restarts them), on Kafka SIGKILLs a random broker and starts
    it again on its own data, and on PostgreSQL cuts every connection the run holds (its workers' and its
    writer's, with ``pg_terminate_backend``: a database restart or failover as the clients see it) halfway
-   through the writes and now and then in place of a worker kill;
+   through the writes and now and then in place of a worker kill; with ``--full-disk`` (root: the run's data
+   dir is a tmpfs of its own) fills that filesystem to the last byte a third of the way through the writes,
+   kills a worker while it is full and frees it again 3-6 s later: every process's writes (stores, channel,
+   mail, logs, status files) fail meanwhile with ENOSPC;
 4. waits until everything drained (outbox empty, every group committed to the channel's end, every
    service marked every outbox event, no e-mail pending), stops the workers and measures
    (:func:`measure`): lost events, duplicated effects, order violations, ledger imbalance and card
@@ -27,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -44,7 +48,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -83,6 +87,8 @@ class RunResult:
     broker_kills: int = 0
     #: times every PostgreSQL connection of the run was cut (a database restart, as the clients see it)
     database_kills: int = 0
+    #: times the run's filesystem was filled to the last byte for a while (``--full-disk``)
+    disk_fills: int = 0
     seconds: float = 0.0
     lost: int = 0
     duplicated: int = 0
@@ -98,8 +104,8 @@ class RunResult:
                     or self.card_numbers)
 
     def line(self) -> str:
-        extra = [f"+{n} {what}" for n, what in ((self.broker_kills, "broker"), (self.database_kills, "database"))
-                 if n]
+        extra = [f"+{n} {what}" for n, what in ((self.broker_kills, "broker"), (self.database_kills, "database"),
+                                                (self.disk_fills, "full disk")) if n]
         kills = f"{self.kills} kills" + (f" ({', '.join(extra)})" if extra else "")
         return (f"run {self.index} seed {self.seed}: {self.events} events ({self.payments} payments, "
                 f"{self.hostile} hostile records), {kills}; lost {self.lost}, duplicated effects "
@@ -218,8 +224,11 @@ class Soak:
     """One soak run: settings, the supervised ``payevents run all``, the writer, the faults."""
 
     def __init__(self, settings: Settings, index: int, seed: int, payments: int,
-                 cluster: Any = None, say: Callable[[str], None] = lambda _s: None) -> None:
+                 cluster: Any = None, say: Callable[[str], None] = lambda _s: None, full_disk: bool = False) -> None:
         self.settings = settings
+        #: the data dir is a filesystem of its own, filled for a while during the writes (``--full-disk``)
+        self.full_disk = full_disk
+        self.ballast = settings.data_dir / "ballast"
         self.result = RunResult(index=index, seed=seed)
         self.rnd = random.Random(seed)
         self.total = payments
@@ -333,6 +342,44 @@ class Soak:
             self.result.database_kills += 1
             self.say(f"  cut {cut} database connection(s)")
 
+    def fill_disk(self) -> None:
+        """Take every free byte of the run's filesystem (a ballast file, written until ENOSPC), kill a worker
+        while it is full (its restart and the supervisor's bookkeeping meet the full disk too), and free it
+        3-6 s later from a timer; the writer goes on meanwhile (its writes fail and are retried)."""
+        rnd = random.Random(self.result.seed * 31 + 7)  # its own: the writer's sequence stays the same
+        block = b"\0" * (1 << 20)
+        with open(self.ballast, "wb", buffering=0) as f:
+            for size in (1 << 20, 1 << 12, 1):  # whole MiBs, then pages, then bytes: to the last one
+                try:
+                    while True:
+                        f.write(block[:size])
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+        try:  # full: a new file (a worker's heartbeat, a mail, a log line) gets no block
+            (self.settings.data_dir / "probe").write_bytes(b"\0" * 4096)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        else:
+            raise RuntimeError(f"--full-disk: {self.settings.data_dir} still takes writes after the ballast")
+        finally:
+            with contextlib.suppress(OSError):
+                (self.settings.data_dir / "probe").unlink()
+        self.result.disk_fills += 1
+        self.say(f"  filled the disk ({self.ballast.stat().st_size >> 20} MiB of ballast)")
+        self.kill_a_worker(rnd)
+        timer = threading.Timer(rnd.uniform(3.0, 6.0), self.free_disk)
+        timer.daemon = True
+        timer.start()
+
+    def free_disk(self) -> None:
+        try:
+            self.ballast.unlink()
+        except FileNotFoundError:
+            return
+        self.say("  freed the disk")
+
     # writer
     def setup(self) -> None:
         from payevents.services.notifications.customers import add_customer
@@ -381,6 +428,7 @@ class Soak:
         hostile_at = sorted(self.rnd.randrange(n_chunks) for _ in hostile)
         broker_down, broker_up = (n_chunks // 4, n_chunks // 2) if self.cluster is not None else (-1, -1)
         database_cut = n_chunks // 2 if self.app_name else -1  # and now and then by the killer (start_killer)
+        disk_full = n_chunks // 3 if self.full_disk else -1
         victim: int | None = None
         processed: list[Any] = []
         written = 0
@@ -412,6 +460,8 @@ class Soak:
                 self.say(f"  killed broker {self.cluster.nodes[victim].node_id}")
             if c == database_cut:
                 retried(self.cut_database)
+            if c == disk_full:
+                self.fill_disk()
             if c == broker_up and victim is not None:
                 self.cluster.start_node(victim)
                 self.say(f"  broker {self.cluster.nodes[victim].node_id} started again")
@@ -792,9 +842,10 @@ def _cluster(transport: str, root: Path, say: Callable[[str], None]) -> Iterator
 
 
 def soak(runs: int, payments: int, seed: int, *, transport: str = "embedded", database: str = "sqlite",
-         keep: Path | None = None, drain_timeout: float = 300.0,
+         keep: Path | None = None, drain_timeout: float = 300.0, full_disk: bool = False,
          say: Callable[[str], None] = print) -> list[RunResult]:
-    """``runs`` seeded runs; returns their results (each line is also said as it finishes)."""
+    """``runs`` seeded runs; returns their results (each line is also said as it finishes). ``full_disk``: each
+    run's data dir is a tmpfs of its own (mounted and unmounted here: root only), filled for a while."""
     from payevents.localkafka import FAST_GROUP_CONFIG, fresh_channel
     from payevents.store.db import dispose_engines
 
@@ -817,7 +868,9 @@ def soak(runs: int, payments: int, seed: int, *, transport: str = "embedded", da
                     values.update(broker=cluster.url, kafka_config={**FAST_GROUP_CONFIG,
                                                                      "message.timeout.ms": "30000"})
                 settings = Settings(**values)
-                results.append(_one_run(settings, i, run_seed, payments, cluster, drain_timeout, say))
+                with _own_filesystem(settings.data_dir, full_disk):
+                    results.append(_one_run(settings, i, run_seed, payments, cluster, drain_timeout, say,
+                                            full_disk))
                 say(results[-1].line())
                 for d in results[-1].details[:10]:
                     say(f"  {d}")
@@ -830,6 +883,36 @@ def soak(runs: int, payments: int, seed: int, *, transport: str = "embedded", da
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+#: the size of a ``--full-disk`` run's filesystem: room for thousands of payments (a run of 1,500 uses ~15 MiB)
+FULL_DISK_SIZE: Final = "256m"
+
+
+@contextlib.contextmanager
+def _own_filesystem(data_dir: Path, mount: bool) -> Iterator[None]:
+    """With ``mount``, ``data_dir`` is a tmpfs of :data:`FULL_DISK_SIZE` while inside; its files are copied
+    back into the directory when it is unmounted (``--keep`` keeps them)."""
+    if not mount:
+        yield
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FULL_DISK_SIZE}", "tmpfs", str(data_dir)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ValueError(f"--full-disk: could not mount a tmpfs on {data_dir} (it needs root): "
+                         f"{done.stderr.strip() or done.returncode}")
+    kept = data_dir.with_name(data_dir.name + ".kept")
+    try:
+        yield
+    finally:
+        from payevents.store.db import dispose_engines
+
+        dispose_engines()
+        shutil.copytree(data_dir, kept, ignore=shutil.ignore_patterns("ballast"), dirs_exist_ok=True)
+        subprocess.run(["umount", "--lazy", str(data_dir)], check=True)
+        shutil.copytree(kept, data_dir, dirs_exist_ok=True)
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -849,9 +932,9 @@ def _pg_app_name(name: str | None) -> Iterator[None]:
 
 
 def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: Any, drain_timeout: float,
-             say: Callable[[str], None]) -> RunResult:
+             say: Callable[[str], None], full_disk: bool = False) -> RunResult:
     started = time.monotonic()
-    run = Soak(settings, index, seed, payments, cluster=cluster, say=say)
+    run = Soak(settings, index, seed, payments, cluster=cluster, say=say, full_disk=full_disk)
     try:
         with _pg_app_name(run.app_name):  # the writer's connections are cut with the workers'
             run.start_workers()
@@ -864,6 +947,7 @@ def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: 
                 stop_killer(random.Random(seed).uniform(3.5, 6.0))  # > 3 s: at least one kill per run
             drained = run.wait_drained(drain_timeout)
     finally:
+        run.free_disk()
         run.stop_workers()
         if cluster is not None:
             for i, node in enumerate(cluster.nodes):

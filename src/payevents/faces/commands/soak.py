@@ -22,6 +22,9 @@ def soak(
                                                                "(default: a temporary one, removed)")] = None,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="seconds a run may take to drain "
                                                                            "after the last write")] = 300.0,
+    full_disk: Annotated[bool, typer.Option("--full-disk", help="each run's data dir on a tmpfs of its own "
+                                                                "(root), filled to the last byte for 3-6 s "
+                                                                "a third of the way through the writes")] = False,
 ) -> None:
     """Runs of a realistic payment mix with hostile records, workers (and brokers) killed at random; one
     line per run: events, kills, lost, duplicated effects, order violations, ledger imbalance, card numbers
@@ -32,7 +35,7 @@ def soak(
     typer.echo(f"payevents soak: {runs} run(s) x {payments} payments, seed {first}, {transport}/{database}")
     try:
         results = run_soak(runs, payments, first, transport=transport, database=database, keep=keep,
-                           drain_timeout=drain_timeout, say=typer.echo)
+                           drain_timeout=drain_timeout, full_disk=full_disk, say=typer.echo)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     bad = [r for r in results if not r.clean]
