@@ -148,7 +148,7 @@ class _Db:
                                         check_same_thread=False)
             self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # an appended record is on disk before its ack
             self.conn.execute("PRAGMA journal_size_limit=67108864")
         except sqlite3.Error as exc:
             raise _wrap(exc, f"open {path}") from exc
