@@ -83,6 +83,11 @@ CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); car
 NUL_MESSAGE: Final = "holds the NUL character (U+0000), which no text may hold"
 
 
+def shown_nul(text: str) -> str:
+    """``text`` as a message, a log line or a path may show it: each NUL written as ``\\u0000``."""
+    return text.replace("\x00", "\\u0000")
+
+
 def luhn_ok(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits."""
     total = 0
@@ -382,4 +387,5 @@ __all__ = [
     "mask_card_text",
     "raw_may_contain_card",
     "safe_repr",
+    "shown_nul",
 ]

@@ -405,7 +405,7 @@ def _show(value: Any) -> str:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    key = key.replace("\x00", "\\u0000")  # a path is text for a log or a store: never a NUL in it
+    key = cardguard.shown_nul(key)  # a path is text for a log or a store: never a NUL in it
     return f"{path}.{key}" if path else key
 
 

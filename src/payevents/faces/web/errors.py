@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from payevents.contracts.cardguard import NUL_MESSAGE, mask_card_text
+from payevents.contracts.cardguard import NUL_MESSAGE, mask_card_text, shown_nul
 from payevents.errors import (
     ConfigError,
     ContractError,
@@ -134,6 +134,11 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
     return error_response(400, "invalid_request_error", code, message, param)
 
 
+def unavailable(message: str) -> JSONResponse:
+    """The 503 of a fault that passes (a store or broker down, a conflict retried in vain): retry after a second."""
+    return error_response(503, "api_error", "service_unavailable", message, headers={"Retry-After": "1"})
+
+
 def payevents_error(exc: PayeventsError) -> JSONResponse:
     message = str(exc)
     if isinstance(exc, Unauthorized):
@@ -151,7 +156,7 @@ def payevents_error(exc: PayeventsError) -> JSONResponse:
     if isinstance(exc, IllegalTransition):
         return error_response(409, "invalid_request_error", "payment_state_invalid", message)
     if isinstance(exc, TransientError):  # e.g. a serialization failure retried in vain: retry later
-        return error_response(503, "api_error", "service_unavailable", message, headers={"Retry-After": "1"})
+        return unavailable(message)
     if isinstance(exc, ContractError | ConfigError):
         return error_response(422, "invalid_request_error", "parameter_invalid", message, param_of(message))
     return error_response(400, "invalid_request_error", "request_invalid", message, param_of(message))
@@ -183,7 +188,7 @@ def nul_in(request: Request) -> str | None:
         return "path"
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
-            return name.replace("\x00", "\\u0000")
+            return shown_nul(name)
     return None
 
 
@@ -227,9 +232,7 @@ def install(app: FastAPI) -> None:
         if reason is None:
             return await _bug(request, exc)
         log.warning("API %s %s: %s", request.method, request.url.path, mask_card_text(reason))
-        return _for_people(request, error_response(503, "api_error", "service_unavailable",
-                                                   f"{reason.split(':', 1)[0]}; retry later",
-                                                   headers={"Retry-After": "1"}))
+        return _for_people(request, unavailable(f"{reason.split(':', 1)[0]}; retry later"))
 
     # handled here, not by the catch-all below (Starlette re-raises what reaches that one, logging it again)
     app.add_exception_handler(sa.exc.SQLAlchemyError, _store_fault)
