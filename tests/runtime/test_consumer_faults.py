@@ -116,7 +116,8 @@ def test_locked_sqlite_store_is_retried_without_loss_or_duplicates(
 
 class TcpProxy:
     """A loopback TCP proxy to PostgreSQL that can be stopped (refusing and cutting every connection)
-    and started again on the same port; the shared server itself is never touched."""
+    and started again on the same port, or frozen (every connection, old and new, stays open and carries
+    nothing: a server or a link gone silent) and thawed; the shared server itself is never touched."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -124,6 +125,14 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         s = socket.socket()
@@ -163,10 +172,10 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -213,3 +222,53 @@ def test_postgresql_unreachable_for_a_while_is_retried_without_loss_or_duplicate
         assert rc.counter_total(direct)[1] == 300
     finally:
         direct.dispose()
+
+
+@pytest.mark.postgres
+def test_a_worker_hung_on_a_silent_postgresql_is_killed_restarted_and_loses_nothing(
+    proxied_pg: tuple[Settings, TcpProxy, str], pg_available: str, counter: ServiceDef,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL stops answering over connections that stay open: the worker's query waits for ever (no
+    socket timeout ends it). ``payevents run``'s supervisor sees its /livez fail, kills it and starts it again;
+    the new one waits at start-up (its connect times out) until the server answers, then applies the rest."""
+    from payevents.runtime import runner
+    from payevents.runtime.workers import read_registry
+
+    settings, proxy, _prefix = proxied_pg
+    monkeypatch.setenv("PAYEVENTS_TEST_COUNTER_NAME", counter.name)
+    monkeypatch.setenv("PAYEVENTS_LIVE_AFTER_S", "3")  # the workers' liveness limit (30 s by default)
+    monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.5")
+    direct = db.make_engine(pg_available, settings.schema_for(counter.name))  # reads bypass the proxy
+
+    def applied() -> int:
+        try:
+            return len(rc.counter_rows(direct))
+        except sa.exc.DBAPIError:  # the worker has not created its tables yet
+            return 0
+
+    stop, ready = threading.Event(), threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(
+        settings, ["runtime_counter:SERVICE"], max_batch=20, stop=stop, ready=ready)))
+    thread.start()
+    try:
+        first = produce(settings, 100, "A")
+        wait_for(lambda: applied() == 100, "the first 100 events", timeout=120)
+        proxy.freeze()
+        second = produce(settings, 200, "B")
+        wait_for(lambda: any(v.restarts >= 1 for v in read_registry(settings)), "the stuck worker restarted",
+                 timeout=120)
+        assert applied() < 300
+        proxy.thaw()
+        wait_for(lambda: applied() == 300, "all 300 events once PostgreSQL answers again", timeout=120)
+    finally:
+        proxy.thaw()
+        stop.set()
+        thread.join(timeout=90)
+        direct_rows = rc.counter_rows(direct)
+        direct.dispose()
+    assert [(e.exitcode, e.restarts >= 1) for e in exits] == [(0, True)]
+    check_exactly_once(direct_rows, first + second)
+    out = capsys.readouterr().out
+    assert "is stuck (/livez 503: consumer made no progress for" in out and "killing it" in out

@@ -7,6 +7,7 @@ Nothing here times anything: every wait polls for a condition with a generous de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -218,6 +219,23 @@ def test_a_killed_worker_is_seen_down_then_restarted_and_counted(run: Run) -> No
     wait_for(lambda: client.get("/api/health").status_code == 200, "health ok again")
     page = client.get("/").text
     assert 'data-worker="ledger[0]" data-alive="yes"' in page
+
+
+def test_a_frozen_worker_is_seen_stuck_then_killed_and_restarted(run: Run) -> None:
+    # SIGSTOP: the process is there, its pid alive, but nothing in it runs (a worker whose every thread waits on
+    # something that never comes looks the same from outside); only a new process gets its work going again
+    old = wait_for(lambda: (v := run.views()["invoices"]).alive and v.restarts == 0 and v, "invoices alive")
+    assert old.pid is not None
+    os.kill(old.pid, signal.SIGSTOP)
+    try:
+        down = wait_for(lambda: (v := run.views()["invoices"]).state == "restarting" and v, "invoices killed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old.pid, signal.SIGCONT)
+    assert down.detail.startswith("killed: stuck (/livez has not answered for") and not down.alive
+    assert f"invoices[0] pid {old.pid} is stuck" in run.out.read_text()
+    new = wait_for(lambda: (v := run.views()["invoices"]).alive and v.pid != old.pid and v, "invoices restarted")
+    assert new.restarts == 1
 
 
 def test_stopped_run_leaves_the_dashboard_degraded(run: Run) -> None:

@@ -155,3 +155,49 @@ def test_a_failed_maildir_write_marks_nothing_of_its_pass_and_the_retry_duplicat
     assert notifications.deliver_pending(settings, now=later).sent == 40  # retries: linked, or already there
     ids = _message_ids(settings)
     assert len(ids) == 40 and set(ids.values()) == {1}
+
+
+def test_a_delivery_loop_that_retries_a_store_that_is_down_is_live(settings: Settings) -> None:
+    # every pass fails (nothing listens where its database should be): the loop is retrying, not stuck, and its
+    # supervising process's /livez must say so, or the supervisor would kill a worker waiting for its database
+    down = Settings(env=settings.env, data_dir=settings.data_dir,
+                    database_url="postgresql+psycopg://payevents@127.0.0.1:1/payevents")  # type: ignore[arg-type]
+    workers._beats.pop("delivery", None)
+    stop = threading.Event()
+    supervisor = threading.Thread(target=delivery.run_delivery_process, args=(down, stop),
+                                  kwargs={"interval_s": 0.05})
+    supervisor.start()
+    beats: set[float] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(beats) < 4 and time.monotonic() < deadline:
+            if "delivery" in workers._beats:
+                beats.add(workers._beats["delivery"])
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        supervisor.join(30)
+    assert len(beats) >= 4, "the failing delivery loop's turns did not reach its supervisor's liveness"
+    assert not supervisor.is_alive() and not _children()
+
+
+def test_a_stuck_delivery_child_told_to_stop_exits_after_its_grace(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a pass that never ends (its store went silent): the child is told to stop (or its parent dies) and must not
+    # outlive the worker it belongs to
+    monkeypatch.setattr(delivery, "ORPHAN_GRACE_S", 0.5)
+    monkeypatch.setattr(delivery, "run_delivery", lambda *a, **k: threading.Event().wait())
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=delivery._delivery_child,
+                        args=(settings, reader, ctx.Queue(), os.getpid(), 20, 0.05, 10))
+    child.start()
+    try:
+        writer.send_bytes(b"stop")
+        child.join(60)
+        assert child.exitcode == 1, "the stuck delivery child did not exit"
+    finally:
+        if child.exitcode is None:
+            child.kill()
+            child.join()

@@ -28,7 +28,14 @@ from payevents.errors import ConfigError
 from payevents.runtime import logs, tracing
 from payevents.runtime.backoff import Backoff
 from payevents.runtime.service import ServiceDef
-from payevents.runtime.workers import METRICS_PORT_ENV, WorkerProbe, forget_slot, registry_dir, update_slot
+from payevents.runtime.workers import (
+    METRICS_PORT_ENV,
+    LivenessWatch,
+    WorkerProbe,
+    forget_slot,
+    registry_dir,
+    update_slot,
+)
 from payevents.settings import Settings
 
 log = logging.getLogger("payevents.runner")
@@ -327,6 +334,8 @@ class _Slot:
     restarts: int = 0
     restart_at: float | None = None
     last_exit: int | None = None
+    #: why the supervisor killed the slot's process (it was stuck), until it is started again
+    stuck: str | None = None
     final: WorkerExit | None = None
 
     @property
@@ -386,14 +395,17 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
                                 args=(settings, slot.name, max_batch, slot.ready, log_file, slot.instance,
                                       slot.restarts, port, os.getpid()))
         slot.proc.start()
-        slot.pid, slot.started_at = slot.proc.pid, time.monotonic()
+        slot.pid, slot.started_at, slot.stuck = slot.proc.pid, time.monotonic(), None
+        if slot.pid is not None:
+            watch.watch(slot.index, slot.name, slot.instance, slot.pid)
         again = f" (restart {slot.restarts})" if slot.restarts else ""
         say(f"started {slot.label} pid {slot.pid}{again}; status in {registry_dir(settings)}")
 
+    watch = LivenessWatch(settings)
     try:
         for slot in slots:
             start(slot)
-        return _supervise(settings, slots, stop, ready, restart, start, say)
+        return _supervise(settings, slots, stop, ready, restart, start, say, watch)
     except BaseException:
         # The watch itself failed (a bug, or something it cannot do): its workers must not run on without it,
         # unsupervised and unstoppable by SIGTERM (the process would wait for them at exit). They are stopped,
@@ -401,6 +413,8 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         log.exception("the supervisor failed; stopping its workers")
         _stop_now([slot.proc for slot in slots if slot.proc is not None])
         raise
+    finally:
+        watch.close()
 
 
 def _stop_now(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
@@ -418,8 +432,10 @@ def _stop_now(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
 
 
 def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, ready: threading.Event | None,
-               restart: bool, start: Callable[[_Slot], None], say: Callable[[str], None]) -> list[WorkerExit]:
-    """The supervisor's loop (:func:`run_workers`): announce, restart with backoff, stop on ``stop``."""
+               restart: bool, start: Callable[[_Slot], None], say: Callable[[str], None],
+               watch: LivenessWatch) -> list[WorkerExit]:
+    """The supervisor's loop (:func:`run_workers`): announce, kill a stuck worker (``watch``), restart with
+    backoff, stop on ``stop``."""
     announced: set[int] = set()
     signalled_at: float | None = None
     while not all(slot.final is not None for slot in slots):
@@ -443,6 +459,13 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                 announced.add(slot.index)
                 _announce(settings, slot, say)
             if p is not None and p.exitcode is None:
+                why = None if stop.is_set() or slot.stuck else watch.stuck(slot.index, slot.pid)
+                if why is not None:  # alive but stuck: only a new process gets it going again
+                    slot.stuck = why
+                    say(f"{slot.label} pid {slot.pid} is stuck ({why}); killing it")
+                    log.warning("%s pid %s is stuck (%s); killing it", slot.label, slot.pid, why,
+                                extra={"worker": slot.label, "outcome": "stuck"})
+                    p.kill()
                 continue
             if p is not None:  # it has just exited
                 code = p.exitcode
@@ -470,7 +493,8 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                 log.warning("%s pid %s exited with code %s; restart %d in %.1f s", slot.label, slot.pid, code,
                             slot.restarts, delay, extra={"worker": slot.label, "outcome": "restarting"})
                 update_slot(settings, slot.name, slot.instance, state="restarting", exitcode=code, pid=slot.pid,
-                            restarts=slot.restarts, nextStartAt=time.time() + delay)
+                            restarts=slot.restarts, nextStartAt=time.time() + delay,
+                            detail=f"killed: stuck ({slot.stuck})" if slot.stuck else f"exited with code {code}")
             elif stop.is_set():  # waiting for a restart: not any more
                 slot.final = WorkerExit(slot.name, slot.instance, slot.pid, slot.last_exit, slot.restarts)
                 say(f"{slot.label} not restarted: stopping")

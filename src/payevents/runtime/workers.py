@@ -277,6 +277,101 @@ def _handler_for(probe: WorkerProbe) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# -- the supervisor's watch over its workers' probes ---------------------------------------------------
+
+
+class LivenessWatch:
+    """What a supervisor asks its workers, as an orchestrator's liveness probe does: each worker's ``/livez``
+    every :data:`HEARTBEAT_S` (2 s timeout), from a thread of its own, so that a worker that does not answer
+    never holds up the supervisor's loop.
+
+    A worker is *stuck* when its ``/livez`` answers 503 (a loop of it made no progress for
+    :data:`LIVE_AFTER_S`: e.g. a query on a database connection that went silent, which no socket timeout
+    ends) or when it has not answered at all for :data:`STALE_AFTER_S` (the process is frozen, or a C call
+    holds its interpreter). Only a worker process is judged, and only once its endpoint answered once (the
+    URL comes from its own status file): its start-up, however slow, is not. :meth:`stuck` says why."""
+
+    def __init__(self, settings: Settings, *, period: float = HEARTBEAT_S, timeout: float = 2.0,
+                 silent_after: float = STALE_AFTER_S) -> None:
+        self.settings = settings
+        self.period, self.timeout, self.silent_after = period, timeout, silent_after
+        self._lock = threading.Lock()
+        #: key -> (name, instance, pid) of each process watched
+        self._targets: dict[int, tuple[str, int, int]] = {}
+        #: key -> (pid, its /livez URL, time.monotonic() of its last answer)
+        self._seen: dict[int, tuple[int, str, float]] = {}
+        self._verdicts: dict[int, tuple[int, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor-liveness", daemon=True)
+        self._thread.start()
+
+    def watch(self, key: int, name: str, instance: int, pid: int) -> None:
+        """Judge process ``pid`` of slot ``key`` from now on (a new process of the slot replaces the old)."""
+        with self._lock:
+            self._targets[key] = (name, instance, pid)
+            self._verdicts.pop(key, None)
+
+    def forget(self, key: int) -> None:
+        with self._lock:
+            self._targets.pop(key, None)
+            self._seen.pop(key, None)
+            self._verdicts.pop(key, None)
+
+    def stuck(self, key: int, pid: int | None) -> str | None:
+        """Why process ``pid`` of slot ``key`` is stuck, or None."""
+        with self._lock:
+            verdict = self._verdicts.get(key)
+        return verdict[1] if verdict is not None and verdict[0] == pid else None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            with self._lock:
+                targets = dict(self._targets)
+            for key, (name, instance, pid) in targets.items():
+                reason = self._probe(key, name, instance, pid)
+                if reason is not None:
+                    with self._lock:
+                        if self._targets.get(key, (None, None, None))[2] == pid:
+                            self._verdicts[key] = (pid, reason)
+
+    def _probe(self, key: int, name: str, instance: int, pid: int) -> str | None:
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != pid:
+            doc = _read(_slot_file(self.settings, name, instance))
+            url = doc.get("metricsUrl") if doc is not None and doc.get("pid") == pid else None
+            if not isinstance(url, str):
+                return None  # not serving yet: its start-up is not judged
+            seen = (pid, url.removesuffix("/metrics") + "/livez", time.monotonic())
+            self._seen[key] = seen
+        try:
+            with urllib.request.urlopen(seen[1], timeout=self.timeout):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return None
+            try:
+                ages = json.loads(exc.read()).get("progressAges") or {}
+            except (OSError, ValueError, AttributeError):
+                ages = {}
+            ages = {c: a for c, a in ages.items() if isinstance(a, int | float)}
+            late = max(ages, key=ages.__getitem__, default=None)
+            return (f"/livez 503: {late} made no progress for {ages[late]:.0f} s" if late is not None
+                    else "/livez 503")
+        except (OSError, http.client.HTTPException):
+            silent = time.monotonic() - seen[2]
+            return f"/livez has not answered for {silent:.0f} s" if silent >= self.silent_after else None
+        self._seen[key] = (pid, seen[1], time.monotonic())
+        return None
+
+
 # -- reading the registry (dashboard, /api/health, `payevents workers`) -----------------------------------
 
 

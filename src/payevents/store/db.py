@@ -33,6 +33,13 @@ from payevents.store.sql import pg_array
 #: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
 #: default_transaction_isolation: the outbox's append relies on it (runtime/outbox.py explains why)
 PG_ISOLATION_LEVEL = "READ COMMITTED"
+#: libpq settings of every PostgreSQL connection whose URL does not set them (``?connect_timeout=30`` does): a
+#: server that does not answer the handshake fails the connect after 10 s instead of never; a peer gone without
+#: a word (host down, link cut) is found by TCP keepalives within ~60 s of silence, and a connection whose sent
+#: data goes unacknowledged for 60 s fails. A query that the server never answers over a link that stays up ends
+#: no socket timeout: the supervisor kills a worker stuck on one (``runtime.workers.LivenessWatch``).
+PG_CONNECT_DEFAULTS: dict[str, int] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                                       "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60_000}
 
 _engines: dict[tuple[str, str | None], Engine] = {}
 _lock = threading.Lock()
@@ -322,7 +329,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
-    """A new engine. SQLite gets WAL + a busy timeout; PostgreSQL gets ``search_path=schema``."""
+    """A new engine. SQLite gets WAL + a busy timeout; PostgreSQL gets ``search_path=schema`` and
+    :data:`PG_CONNECT_DEFAULTS`."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -341,6 +349,8 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
 
         return engine
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    given = sa.engine.make_url(url).query
+    connect_args.update({k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in given and k not in connect_args})
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
     kwargs.setdefault("isolation_level", PG_ISOLATION_LEVEL)

@@ -483,28 +483,34 @@ def deliver_pending(
 PASS_LIMIT = 1000
 
 
+def _beat() -> None:
+    from payevents.runtime.workers import beat
+
+    beat("delivery")
+
+
 def count_pass(report: DeliveryReport) -> None:
     """A pass's outcomes in this process's metrics, and the delivery loop's liveness beat."""
     from payevents.runtime import metrics
-    from payevents.runtime.workers import beat
 
     for outcome in ("sent", "retried", "failed"):
         if getattr(report, outcome):
             metrics.EMAILS.labels(outcome=outcome).inc(getattr(report, outcome))
     metrics.DELIVERY_PASS.set(time.time())
-    beat("delivery")
+    _beat()
 
 
 def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = PASS_LIMIT,
-                 on_pass: Callable[[DeliveryReport], None] = count_pass) -> None:
+                 on_pass: Callable[[DeliveryReport], None] = count_pass, on_beat: Callable[[], None] = _beat) -> None:
     """Deliver in this thread until ``stop`` is set, in passes of up to ``limit`` e-mails; ``on_pass`` gets each
-    pass's report (by default: this process's metrics and liveness)."""
+    pass's report (by default: this process's metrics and liveness), ``on_beat`` is called at each turn of the
+    loop, a failed pass's too (by default: this process's liveness): a loop that retries a store that is down
+    is not stuck."""
     from payevents.runtime.consumer import is_transient
-    from payevents.runtime.workers import beat
 
     log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
     while not stop.is_set():
-        beat("delivery")
+        on_beat()
         try:
             report = deliver_pending(settings, limit)
         except Exception as exc:
@@ -572,10 +578,18 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
             stop.wait(interval_s * 4)
 
 
+#: seconds a delivery child may take to finish its pass once stopped (or orphaned) before it exits regardless
+ORPHAN_GRACE_S = 30.0
+#: what the delivery child sends for a beat of its loop
+_BEAT = "beat"
+
+
 def _relay(item: Any) -> None:
-    """One item from the delivery child: a pass's report, or a log record."""
+    """One item from the delivery child: a pass's report, a beat of its loop, or a log record."""
     if isinstance(item, DeliveryReport):
         count_pass(item)
+    elif item == _BEAT:
+        _beat()
     elif isinstance(item, logging.LogRecord):
         logging.getLogger(item.name).handle(item)
 
@@ -601,9 +615,15 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
                     done.set()
             except (OSError, EOFError):
                 done.set()
+        # A pass ends within seconds; one that does not (stuck on a silent connection) must not outlive the
+        # worker that was killed for it, nobody else would ever stop this process.
+        time.sleep(ORPHAN_GRACE_S)
+        log.error("notification delivery did not stop within %.0f s of being told to; exiting", ORPHAN_GRACE_S)
+        os._exit(1)
 
     threading.Thread(target=watch, name="delivery-watch", daemon=True).start()
-    run_delivery(settings, done, interval_s=interval_s, limit=limit, on_pass=events.put)
+    run_delivery(settings, done, interval_s=interval_s, limit=limit, on_pass=events.put,
+                 on_beat=lambda: events.put(_BEAT))
 
 
 def next_due_in(settings: Settings, now: datetime | None = None) -> timedelta | None:
