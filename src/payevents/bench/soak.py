@@ -16,7 +16,9 @@ local three-node Apache Kafka this command starts) and:
    through the writes and now and then in place of a worker kill; with ``--full-disk`` (root: the run's data
    dir is a tmpfs of its own) fills that filesystem to the last byte a third of the way through the writes,
    kills a worker while it is full and frees it again 3-6 s later: every process's writes (stores, channel,
-   mail, logs, status files) fail meanwhile with ENOSPC;
+   mail, logs, status files) fail meanwhile with ENOSPC; and two thirds of the way through the writes freezes a
+   random worker (SIGSTOP: its pid is there, nothing in it runs), which the supervisor must find stuck and
+   replace (its ``/livez`` stops answering), or the run never drains;
 4. waits until everything drained (outbox empty, every group committed to the channel's end, every
    service marked every outbox event, no e-mail pending), stops the workers and measures
    (:func:`measure`): lost events, duplicated effects, order violations, ledger imbalance and card
@@ -89,6 +91,9 @@ class RunResult:
     database_kills: int = 0
     #: times the run's filesystem was filled to the last byte for a while (``--full-disk``)
     disk_fills: int = 0
+    #: workers frozen (SIGSTOP) for the supervisor to find stuck, and the stuck workers it killed
+    freezes: int = 0
+    stuck_kills: int = 0
     seconds: float = 0.0
     lost: int = 0
     duplicated: int = 0
@@ -105,7 +110,9 @@ class RunResult:
 
     def line(self) -> str:
         extra = [f"+{n} {what}" for n, what in ((self.broker_kills, "broker"), (self.database_kills, "database"),
-                                                (self.disk_fills, "full disk")) if n]
+                                                (self.disk_fills, "full disk"), (self.freezes, "frozen")) if n]
+        if self.freezes or self.stuck_kills:
+            extra.append(f"{self.stuck_kills} killed as stuck")
         kills = f"{self.kills} kills" + (f" ({', '.join(extra)})" if extra else "")
         return (f"run {self.index} seed {self.seed}: {self.events} events ({self.payments} payments, "
                 f"{self.hostile} hostile records), {kills}; lost {self.lost}, duplicated effects "
@@ -237,6 +244,8 @@ class Soak:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = settings.data_dir / "run.log"
         self.expected_letters: dict[str, int] = {}
+        #: pids of the workers frozen (SIGSTOP), woken at the end if still there
+        self.frozen: list[int] = []
         #: the run's PostgreSQL connections carry this application_name (libpq's PGAPPNAME): the ones cut
         self.app_name = f"payevents-soak-{seed}-{uuid.uuid4().hex[:8]}" if settings.database_url else None
 
@@ -294,6 +303,9 @@ class Soak:
             time.sleep(0.2)
 
     def stop_workers(self) -> None:
+        for pid in self.frozen:  # one the supervisor has not replaced (yet) can be stopped too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -316,7 +328,7 @@ class Soak:
         return out
 
     def kill_a_worker(self, rnd: random.Random) -> None:
-        pids = self.worker_pids()
+        pids = [(name, pid) for name, pid in self.worker_pids() if pid not in self.frozen]  # the supervisor's
         if not pids:
             return
         name, pid = rnd.choice(pids)
@@ -324,6 +336,21 @@ class Soak:
             os.kill(pid, signal.SIGKILL)
             self.result.kills += 1
             self.say(f"  killed {name} (pid {pid})")
+
+    def freeze_a_worker(self) -> None:
+        """SIGSTOP a random worker: alive to anyone who looks at its pid, doing nothing, as a process whose every
+        thread waits on a connection gone silent. Only the supervisor's liveness watch gets its work going again
+        (the killer leaves it alone)."""
+        rnd = random.Random(self.result.seed * 53 + 11)  # its own: the writer's sequence stays the same
+        pids = self.worker_pids()
+        if not pids:
+            return
+        name, pid = rnd.choice(pids)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+            self.frozen.append(pid)
+            self.result.freezes += 1
+            self.say(f"  froze {name} (pid {pid})")
 
     def cut_database(self) -> None:
         """Terminate every PostgreSQL connection of the run (workers, their delivery processes, the writer):
@@ -429,6 +456,7 @@ class Soak:
         broker_down, broker_up = (n_chunks // 4, n_chunks // 2) if self.cluster is not None else (-1, -1)
         database_cut = n_chunks // 2 if self.app_name else -1  # and now and then by the killer (start_killer)
         disk_full = n_chunks // 3 if self.full_disk else -1
+        freeze = n_chunks * 2 // 3
         victim: int | None = None
         processed: list[Any] = []
         written = 0
@@ -462,6 +490,8 @@ class Soak:
                 retried(self.cut_database)
             if c == disk_full:
                 self.fill_disk()
+            if c == freeze:
+                self.freeze_a_worker()
             if c == broker_up and victim is not None:
                 self.cluster.start_node(victim)
                 self.say(f"  broker {self.cluster.nodes[victim].node_id} started again")
@@ -954,6 +984,9 @@ def _one_run(settings: Settings, index: int, seed: int, payments: int, cluster: 
                 if not node.alive:
                     cluster.start_node(i)
     result = run.result
+    with contextlib.suppress(OSError):
+        result.stuck_kills = sum(" is stuck (" in line and not line.startswith("{")  # the supervisor's, not its log's
+                                 for line in run.log.read_text(errors="replace").splitlines())
     if not drained:
         result.details.append(f"not drained within {drain_timeout:.0f} s (what is missing is counted below)")
     logs = [n.log_file for n in cluster.nodes] if cluster is not None else []
