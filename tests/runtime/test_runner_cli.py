@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import runtime_counter as rc
@@ -95,3 +98,53 @@ def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter
     out = cli.invoke(app, ["topics", "describe", "--json", *opts])
     described = json.loads(out.output)
     assert described[0]["topic"] == "payments.dev.events" and described[0]["records"] == 3
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (None when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _delivery_processes(worker: int | None) -> list[int]:
+    """The spawned children of a worker (not multiprocessing's resource tracker)."""
+    assert worker is not None
+    return [pid for pid in runner._children({worker})
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_replaced(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the notifications worker's e-mail delivery runs in a child process; frozen (SIGSTOP), the worker's /livez
+    # fails, and the supervisor must kill the child with the worker: killed alone, the worker would leave it
+    # stopped for ever, holding its claims
+    from payevents.runtime.workers import read_registry
+
+    monkeypatch.setenv("PAYEVENTS_LIVE_AFTER_S", "3")
+    monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.5")
+    stop, ready = threading.Event(), threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(
+        settings, ["notifications"], stop=stop, ready=ready, report=False)))
+    thread.start()
+    child = None
+    try:
+        wait_for(ready.is_set, "the notifications worker up")
+        (view,) = read_registry(settings)
+        assert view.pid is not None
+        wait_for(lambda: bool(_delivery_processes(view.pid)), "its delivery process started")
+        (child,) = _delivery_processes(view.pid)
+        os.kill(child, signal.SIGSTOP)
+        wait_for(lambda: (v := read_registry(settings)[0]).alive and v.restarts == 1, "the worker replaced", 90)
+        assert _state(child) in (None, "Z"), "the frozen delivery process outlived its worker"
+        (new,) = read_registry(settings)
+        wait_for(lambda: bool(_delivery_processes(new.pid)), "a new delivery process")
+    finally:
+        if child is not None and _state(child) == "T":
+            os.kill(child, signal.SIGKILL)
+        stop.set()
+        thread.join(timeout=90)
+    assert [(e.name, e.exitcode, e.restarts) for e in exits] == [("notifications", 0, 1)]

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -417,6 +418,32 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         watch.close()
 
 
+def _children(pids: set[int]) -> list[int]:
+    """The processes whose parent is one of ``pids`` (Linux ``/proc``; none elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid in pids:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_tree(pid: int | None) -> None:
+    """SIGKILL a worker and every process under it (the notifications worker's delivery process: when that one is
+    what is stuck, killing only its parent would leave it, stopped or waiting, for ever)."""
+    if pid is None:
+        return
+    tree, level = [pid], {pid}
+    while level := set(_children(level)) - set(tree):
+        tree += sorted(level)
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
 def _stop_now(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
     """SIGTERM to every live worker, SIGKILL to those still alive after :data:`STOP_GRACE` s; waits for all."""
     for p in procs:
@@ -465,7 +492,7 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                     say(f"{slot.label} pid {slot.pid} is stuck ({why}); killing it")
                     log.warning("%s pid %s is stuck (%s); killing it", slot.label, slot.pid, why,
                                 extra={"worker": slot.label, "outcome": "stuck"})
-                    p.kill()
+                    kill_tree(slot.pid)
                 continue
             if p is not None:  # it has just exited
                 code = p.exitcode

@@ -547,6 +547,7 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         proc = ctx.Process(target=_delivery_child, name="payevents-notifications-delivery", daemon=True,
                            args=(settings, stop_reader, events, os.getpid(), logging.getLogger().getEffectiveLevel(),
                                  interval_s, limit))
+        _beat()  # the child's clock starts now: one stuck before its first pass is not live either
         try:
             proc.start()
         except AssertionError:  # "daemonic processes are not allowed to have children"
