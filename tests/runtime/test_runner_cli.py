@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import runtime_counter as rc
@@ -148,3 +149,41 @@ def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_rep
         stop.set()
         thread.join(timeout=90)
     assert [(e.name, e.exitcode, e.restarts) for e in exits] == [("notifications", 0, 1)]
+
+
+def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_first_goes_on(settings: Settings) -> None:
+    # two supervisors of one slot would run two workers under one status file, each heartbeat overwriting the
+    # other's (the dashboard and /api/health flip between them); other workers may run beside them
+    import subprocess
+    import sys
+
+    from payevents.runtime.workers import read_registry
+
+    cli = str(Path(sys.executable).parent / "payevents")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir)}
+    runs = [subprocess.Popen([cli, "run", "invoices"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)]
+
+    def alive(name: str) -> Any:
+        return next((v for v in read_registry(settings) if v.name == name and v.alive), None)
+
+    try:
+        wait_for(lambda: alive("invoices") is not None, "the first run's invoices worker")
+        first = alive("invoices")
+        second = subprocess.run([cli, "run", "invoices", "analytics"], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert (f"invoices[0] is already running (worker pid {first.pid}, supervised by pid {runs[0].pid})"
+                in second.stderr)
+        assert alive("analytics") is None  # refused as a whole: none of its workers started
+        runs.append(subprocess.Popen([cli, "run", "analytics"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(lambda: alive("analytics") is not None, "another worker beside the first run")
+        now = alive("invoices")
+        assert now is not None and (now.pid, now.restarts) == (first.pid, 0)
+    finally:
+        for run in runs:
+            run.terminate()
+        for run in runs:
+            assert run.wait(timeout=90) == 0

@@ -35,6 +35,7 @@ from payevents.runtime.workers import (
     WorkerProbe,
     forget_slot,
     registry_dir,
+    supervised_elsewhere,
     update_slot,
 )
 from payevents.settings import Settings
@@ -380,6 +381,11 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     for name in names:
         for i in range(1 if name == RELAY else instances):
             slots.append(_Slot(name, i, len(slots), restart_backoff()))
+    taken = supervised_elsewhere(settings, [(s.name, s.instance) for s in slots], os.getpid())
+    if taken:
+        raise ConfigError("payevents run: " + "; ".join(f"{name}[{i}] is already running ({how})"
+                                                        for (name, i), how in taken.items())
+                          + f" on this data dir ({settings.data_dir}); stop that run first, or use another --data-dir")
     _forget_dead_slots(settings, slots)
 
     def say(text: str) -> None:

@@ -30,7 +30,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
@@ -454,6 +454,30 @@ def read_registry(settings: Settings, now: float | None = None) -> list[WorkerVi
             lag=int(lag) if isinstance(lag, int) else None, heartbeat_age=age, detail=str(doc.get("detail") or ""),
             exitcode=doc.get("exitcode") if isinstance(doc.get("exitcode"), int) else None,
         ))
+    return out
+
+
+def supervised_elsewhere(settings: Settings, slots: Iterable[tuple[str, int]], me: int) -> dict[tuple[str, int], str]:
+    """Which of ``slots`` (name, instance) another live ``payevents run`` on this host supervises (or a worker run on
+    its own serves), and how it is known: the slot's status file names a supervisor pid (or, without one, a worker
+    pid) other than ``me`` that is running payevents, and a worker state that is up or restarting. Two supervisors
+    of one slot would run two workers under one status file, each heartbeat overwriting the other's."""
+    here = socket.gethostname()
+    out: dict[tuple[str, int], str] = {}
+    for name, instance in slots:
+        doc = _read(_slot_file(settings, name, instance))
+        if doc is None or doc.get("host") != here or doc.get("state") not in (*UP_STATES, "restarting"):
+            continue
+        sup, pid = doc.get("supervisorPid"), doc.get("pid")
+        owner = sup if isinstance(sup, int) else pid  # a worker run on its own (`payevents relay`, `run --one`)
+        if not isinstance(owner, int) or owner == me or not pid_alive(owner):
+            continue
+        try:
+            if b"payevents" not in Path(f"/proc/{owner}/cmdline").read_bytes():
+                continue  # the pid was reused by another program
+        except OSError:
+            continue
+        out[(name, instance)] = f"worker pid {pid}" + (f", supervised by pid {sup}" if isinstance(sup, int) else "")
     return out
 
 
