@@ -213,12 +213,12 @@ def test_a_killed_worker_is_seen_down_then_restarted_and_counted(run: Run) -> No
     assert 'data-worker="ledger[0]" data-alive="no"' in page and "of 5 workers down" in page
 
     new = wait_for(lambda: (v := run.views()["ledger"]).alive and v.pid != old.pid and v, "ledger restarted")
-    assert new.restarts == 1
+    assert new.restarts == 1 and new.last_restart == "exited with code -9"
     wait_for(lambda: run.value("ledger", "payevents_worker_restarts_total") == 1, "restart counted in /metrics")
     assert "ledger[0] pid" in run.out.read_text() and "restart 1" in run.out.read_text()
     wait_for(lambda: client.get("/api/health").status_code == 200, "health ok again")
     page = client.get("/").text
-    assert 'data-worker="ledger[0]" data-alive="yes"' in page
+    assert 'data-worker="ledger[0]" data-alive="yes"' in page and "last: exited with code -9" in page
 
 
 def test_a_frozen_worker_is_seen_stuck_then_killed_and_restarted(run: Run) -> None:
@@ -235,7 +235,10 @@ def test_a_frozen_worker_is_seen_stuck_then_killed_and_restarted(run: Run) -> No
     assert down.detail.startswith("killed: stuck (/livez has not answered for") and not down.alive
     assert f"invoices[0] pid {old.pid} is stuck" in run.out.read_text()
     new = wait_for(lambda: (v := run.views()["invoices"]).alive and v.pid != old.pid and v, "invoices restarted")
-    assert new.restarts == 1
+    assert new.restarts == 1 and new.last_restart == down.detail  # why, after the new process took over the slot
+    listed = subprocess.run([_cli(), "workers", "--env", "dev", "--data-dir", str(run.settings.data_dir)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+    assert "1 (last: killed: stuck (/livez has not answered for" in listed.stdout, listed.stdout
 
 
 def test_stopped_run_leaves_the_dashboard_degraded(run: Run) -> None:

@@ -217,15 +217,16 @@ def run_relay(settings: Settings, *, stop: threading.Event | None = None, ready:
 
 
 def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = None, log_file: str | None = None,
-                 instance: int = 0, restarts: int = 0, port: int = 0, supervisor_pid: int | None = None) -> None:
+                 instance: int = 0, restarts: int = 0, port: int = 0, supervisor_pid: int | None = None,
+                 last_restart: str | None = None) -> None:
     """A worker process started by :func:`run_workers`."""
     sys.exit(serve_worker(settings, name, max_batch=max_batch, ready=ready, log_file=log_file, instance=instance,
-                          restarts=restarts, port=port, supervisor_pid=supervisor_pid))
+                          restarts=restarts, port=port, supervisor_pid=supervisor_pid, last_restart=last_restart))
 
 
 def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: Any = None,
                  log_file: str | None = None, instance: int = 0, restarts: int = 0, port: int | None = None,
-                 supervisor_pid: int | None = None) -> int:
+                 supervisor_pid: int | None = None, last_restart: str | None = None) -> int:
     """Run one worker (``relay`` or a consumer service) in this process with its status probe (HTTP endpoint
     + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
     cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
@@ -241,7 +242,8 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     if port is None:
         port = int(os.environ.get(METRICS_PORT_ENV) or 0)
     try:
-        probe = WorkerProbe(settings, name, instance, restarts=restarts, supervisor_pid=supervisor_pid, port=port)
+        probe = WorkerProbe(settings, name, instance, restarts=restarts, supervisor_pid=supervisor_pid, port=port,
+                            last_restart=last_restart)
     except OSError as exc:
         log.error("%s[%d]: cannot serve metrics on port %d: %s", name, instance, port, exc)
         return EXIT_CONFIG
@@ -338,6 +340,8 @@ class _Slot:
     last_exit: int | None = None
     #: why the supervisor killed the slot's process (it was stuck), until it is started again
     stuck: str | None = None
+    #: why the slot's last process ended (told to its successor, which shows it in its status)
+    why: str | None = None
     final: WorkerExit | None = None
 
     @property
@@ -400,7 +404,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         port = base_port + slot.index if base_port else 0
         slot.proc = ctx.Process(target=_worker_main, name=f"payevents-{slot.name}-{slot.instance}",
                                 args=(settings, slot.name, max_batch, slot.ready, log_file, slot.instance,
-                                      slot.restarts, port, os.getpid()))
+                                      slot.restarts, port, os.getpid(), slot.why))
         slot.proc.start()
         slot.pid, slot.started_at, slot.stuck = slot.proc.pid, time.monotonic(), None
         if slot.pid is not None:
@@ -525,9 +529,9 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                 say(f"{slot.label} pid {slot.pid} exited with code {code}; restart {slot.restarts} in {delay:.1f} s")
                 log.warning("%s pid %s exited with code %s; restart %d in %.1f s", slot.label, slot.pid, code,
                             slot.restarts, delay, extra={"worker": slot.label, "outcome": "restarting"})
+                slot.why = f"killed: stuck ({slot.stuck})" if slot.stuck else f"exited with code {code}"
                 update_slot(settings, slot.name, slot.instance, state="restarting", exitcode=code, pid=slot.pid,
-                            restarts=slot.restarts, nextStartAt=time.time() + delay,
-                            detail=f"killed: stuck ({slot.stuck})" if slot.stuck else f"exited with code {code}")
+                            restarts=slot.restarts, nextStartAt=time.time() + delay, detail=slot.why)
             elif stop.is_set():  # waiting for a restart: not any more
                 slot.final = WorkerExit(slot.name, slot.instance, slot.pid, slot.last_exit, slot.restarts)
                 say(f"{slot.label} not restarted: stopping")

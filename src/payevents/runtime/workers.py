@@ -114,7 +114,8 @@ class WorkerProbe:
     once its runtime is built, calls :meth:`set_state` as it goes, and :meth:`close` at the end."""
 
     def __init__(self, settings: Settings, name: str, instance: int = 0, *, restarts: int = 0,
-                 supervisor_pid: int | None = None, port: int = 0, host: str | None = None) -> None:
+                 supervisor_pid: int | None = None, port: int = 0, host: str | None = None,
+                 last_restart: str | None = None) -> None:
         self.settings = settings
         self.name = name
         self.instance = instance
@@ -140,6 +141,7 @@ class WorkerProbe:
         self.doc: dict[str, Any] = {
             "name": name, "instance": instance, "pid": os.getpid(), "host": socket.gethostname(),
             "restarts": restarts, "supervisorPid": supervisor_pid, "startedAt": self.started_at,
+            "lastRestart": last_restart,
         }
         metrics.WORKER_START.labels(worker=name).set(self.started_at)
         if restarts:
@@ -392,6 +394,8 @@ class WorkerView:
     exitcode: int | None
     #: the worker's last check of its store (None: not checked yet)
     store_ok: bool | None = None
+    #: why the process before this one of the slot ended (``killed: stuck (…)``, ``exited with code -9``)
+    last_restart: str | None = None
 
     @property
     def label(self) -> str:
@@ -406,7 +410,8 @@ class WorkerView:
         return {"name": self.name, "instance": self.instance, "pid": self.pid, "state": self.state,
                 "alive": self.alive, "ready": self.ready, "restarts": self.restarts, "metricsUrl": self.metrics_url,
                 "lastBatchAt": self.last_batch_at, "lag": self.lag, "heartbeatAge": self.heartbeat_age,
-                "detail": self.detail, "exitcode": self.exitcode, "storeOk": self.store_ok, "healthy": self.healthy}
+                "detail": self.detail, "exitcode": self.exitcode, "storeOk": self.store_ok, "healthy": self.healthy,
+                "lastRestart": self.last_restart}
 
 
 def pid_alive(pid: int) -> bool:
@@ -453,6 +458,7 @@ def read_registry(settings: Settings, now: float | None = None) -> list[WorkerVi
             metrics_url=doc.get("metricsUrl") if alive else None, last_batch_at=doc.get("lastBatchAt"),
             lag=int(lag) if isinstance(lag, int) else None, heartbeat_age=age, detail=str(doc.get("detail") or ""),
             exitcode=doc.get("exitcode") if isinstance(doc.get("exitcode"), int) else None,
+            last_restart=str(doc["lastRestart"]) if doc.get("lastRestart") else None,
         ))
     return out
 

@@ -123,8 +123,9 @@ def workers_cmd(
         now = time.time()
         for v in views:
             last = f"{now - v.last_batch_at:.0f} s ago" if v.last_batch_at else "-"
+            restarts = str(v.restarts) + (f" (last: {v.last_restart})" if v.restarts and v.last_restart else "")
             table.add_row(v.label, str(v.pid or "-"), v.state + (f" ({v.detail})" if v.detail else ""),
-                          "yes" if v.alive else "[red]NO[/]", "yes" if v.ready else "no", str(v.restarts), last,
+                          "yes" if v.alive else "[red]NO[/]", "yes" if v.ready else "no", restarts, last,
                           "-" if v.lag is None else str(v.lag), v.metrics_url or "-")
         Console().print(table)
         if not views:
