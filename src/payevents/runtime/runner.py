@@ -507,6 +507,7 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
             if p is not None:  # it has just exited
                 code = p.exitcode
                 p.join()
+                watch.forget(slot.index)
                 slot.proc, slot.last_exit = None, code
                 announced.discard(slot.index)
                 if stop.is_set():

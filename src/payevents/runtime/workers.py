@@ -290,8 +290,8 @@ class LivenessWatch:
     A worker is *stuck* when its ``/livez`` answers 503 (a loop of it made no progress for
     :data:`LIVE_AFTER_S`: e.g. a query on a database connection that went silent, which no socket timeout
     ends) or when it has not answered at all for :data:`STALE_AFTER_S` (the process is frozen, or a C call
-    holds its interpreter). Only a worker process is judged, and only once its endpoint answered once (the
-    URL comes from its own status file): its start-up, however slow, is not. :meth:`stuck` says why."""
+    holds its interpreter). A process is judged from the moment its status file announces its endpoint (the
+    worker's first act): its start-up before that, however slow, is not. :meth:`stuck` says why."""
 
     def __init__(self, settings: Settings, *, period: float = HEARTBEAT_S, timeout: float = 2.0,
                  silent_after: float = STALE_AFTER_S) -> None:
