@@ -2,7 +2,8 @@
 
 Its handler appends one row per applied event (no uniqueness on purpose, so that an event applied
 twice shows up as two rows) and adds the amount to a running total. A description of ``reject``
-makes it raise PoisonEvent; ``boom`` makes it raise an unexpected error. The optional batch handler has
+makes it raise PoisonEvent; ``boom`` makes it raise an unexpected error; ``die`` ends the process (``os._exit``);
+``hang`` never returns. The optional batch handler has
 the same effects and also records each successful call (its size) in ``counter_batches``; a description
 of ``flaky`` makes it raise a TransientError the first time it meets that event in a process.
 Also the event factory and producer helpers the tests share (and the subprocess worker imports).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -60,6 +62,10 @@ def on_processed(conn: Connection, decoded: DecodedEvent, message: Message) -> N
         raise PoisonEvent("counter: this payment cannot be counted")
     if description == "boom":
         raise RuntimeError("counter exploded")
+    if description == "die":  # the worker process dies (as a segfault or an OOM kill would end it)
+        os._exit(3)
+    if description == "hang":  # the handler never returns (as one waiting on a connection gone silent)
+        threading.Event().wait()
     minor = int(Decimal(data.amount.value) * 100)
     conn.execute(_INSERT, {"e": decoded.event_id, "p": data.paymentId, "pa": message.partition,
                            "o": message.offset, "a": minor})

@@ -187,3 +187,49 @@ def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_fir
             run.terminate()
         for run in runs:
             assert run.wait(timeout=90) == 0
+
+
+def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_deaths_and_the_rest_flow(
+    settings: Settings, counter: ServiceDef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one record ends the worker's process, a later one hangs its handler: each restart meets it again, and
+    # without a limit the partition would stop there for ever while the supervisor restarts the worker
+    from payevents.runtime.consumer import CRASH_LIMIT
+    from payevents.runtime.deadletter import list_dead_letters
+
+    monkeypatch.setenv("PAYEVENTS_TEST_COUNTER_NAME", counter.name)
+    monkeypatch.setenv("PAYEVENTS_LIVE_AFTER_S", "2")
+    monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.2")
+    records, events = [], []
+    for i in range(30):
+        what = {10: "die", 20: "hang"}.get(i, "a payment")
+        rec, ev = rc.event_record(settings, f"PAY-LOOP-{i % 3}", f"{i + 1}.00", description=what)
+        records.append(rec)
+        events.append(ev)
+    rc.send(settings, records)
+    engine = db.engine_for(settings, counter.name)
+
+    def applied() -> int:
+        try:
+            return len(rc.counter_rows(engine))
+        except Exception:
+            return 0
+
+    stop, ready = threading.Event(), threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(
+        settings, ["runtime_counter:SERVICE"], max_batch=10, stop=stop, ready=ready, report=False)))
+    thread.start()
+    try:
+        wait_for(lambda: applied() == 28, "the 28 other records applied", timeout=240)
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+    (exit_,) = exits
+    # each record: CRASH_LIMIT deaths counted (one record at a time after a death), and perhaps one before that
+    assert exit_.exitcode == 0 and 2 * CRASH_LIMIT <= exit_.restarts <= 2 * (CRASH_LIMIT + 1)
+    letters = {d.event_id: d.reason for d in list_dead_letters(settings, service=counter.name)}
+    assert set(letters) == {events[10]["eventId"], events[20]["eventId"]}
+    assert all(r.startswith(f"crash-loop: {CRASH_LIMIT} workers died applying this record") for r in letters.values())
+    good = [e for i, e in enumerate(events) if i not in (10, 20)]
+    check_exactly_once(rc.counter_rows(engine), good)

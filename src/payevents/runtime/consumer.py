@@ -43,6 +43,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -92,7 +93,29 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
         ],
     ),
     facts.RUNTIME_FACT_MIGRATION,
+    Migration(
+        3,
+        "consumer_attempts: records a worker started to apply after its predecessor died",
+        both=[
+            "CREATE TABLE IF NOT EXISTS consumer_attempts ("
+            " topic VARCHAR(249) NOT NULL,"
+            " partition_no INTEGER NOT NULL,"
+            " offset_no BIGINT NOT NULL,"
+            " attempts INTEGER NOT NULL,"
+            " attempt_by VARCHAR(64) NOT NULL,"
+            " PRIMARY KEY (topic, partition_no, offset_no))"
+        ],
+    ),
 )
+
+#: a record the worker died applying this many times (killed as stuck, or crashed) is dead-lettered, not tried again
+CRASH_LIMIT = 3
+_ATTEMPTS_SQL = ("SELECT attempts, attempt_by FROM consumer_attempts"
+                 " WHERE topic = {0} AND partition_no = {0} AND offset_no = {0}")
+_ATTEMPT_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
+                " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (topic, partition_no, offset_no)"
+                " DO UPDATE SET attempts = excluded.attempts, attempt_by = excluded.attempt_by")
+_ATTEMPT_DONE_SQL = "DELETE FROM consumer_attempts WHERE topic = {0} AND partition_no = {0} AND offset_no = {0}"
 
 _MARK_COLUMNS = ("service", "event_id", "event_type", "outcome", "topic", "partition_no", "offset_no", "applied_at",
                  "reason")
@@ -238,6 +261,7 @@ class ConsumerRuntime:
         transport: Transport | None = None,
         max_batch: int = 500,
         poll_timeout: float = 0.2,
+        after_crash: bool = False,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -268,6 +292,11 @@ class ConsumerRuntime:
         self._retry_at: float | None = None
         self._paused: set[TopicPartition] = set()
         self._handler_failures: dict[tuple[str, int, int], int] = {}
+        #: records still to apply one at a time, each attempt recorded first (``after_crash``: the worker before
+        #: this one died, perhaps of one of them; see :meth:`_one_by_one`)
+        self._careful = 2 * max_batch if after_crash else 0
+        #: this process, in the attempts it records (a retry of its own after a transient fault is not a death)
+        self._attempt_by = uuid.uuid4().hex
         # offsets whose commit failed, retried with the next commit
         self._pending: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
@@ -334,7 +363,7 @@ class ConsumerRuntime:
             return BatchResult(seconds=time.perf_counter() - started)
         try:
             with tracing.process_span(self.topic, self.service.group, self.service.name, messages):
-                result = self._process(messages)
+                result = self._one_by_one(messages) if self._careful > 0 else self._process(messages)
         except _Transient as fault:
             return self._back_off(messages, fault.reason, started)
         self._backoff.reset()
@@ -423,14 +452,21 @@ class ConsumerRuntime:
             item.reason = f"undecodable: {_describe(error)}"
         return item
 
-    def _process(self, messages: Sequence[Message]) -> BatchResult:
+    def _process(self, messages: Sequence[Message], *, poison_first: Mapping[int, str] | None = None,
+                 also: Callable[[Connection], None] | None = None) -> BatchResult:
+        """Apply a batch: decode, one store transaction (``also(conn)`` in it too), dead letters, offsets.
+        ``poison_first``: records (by index) to dead-letter with that reason, whatever they are."""
         items = [self._decode(i, m) for i, m in enumerate(messages)]
         poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
+        poison.update(poison_first or {})
         use_batch = self.service.batch_handler is not None
-        def dead_letter_first() -> None:
+
+        def dead_letter_first(conn: Connection) -> None:
             # inside the store transaction, just before its commit: a failed produce rolls the batch back
             # (transient: retried later), so a dead letter is never lost and no later event of the same
             # payment is applied before its predecessor's fate is recorded
+            if also is not None:
+                also(conn)
             if poison:
                 self._send_dead_letters([(messages[i], reason) for i, reason in sorted(poison.items())])
 
@@ -479,8 +515,41 @@ class ConsumerRuntime:
         result.committed = self._commit_offsets(offsets)
         return result
 
+    def _one_by_one(self, messages: Sequence[Message]) -> BatchResult:
+        """The first records after a worker died (``after_crash``), one store transaction each. Before a record
+        is applied, this process records that it begins (``consumer_attempts``, committed), and the transaction
+        that applies it removes the record again: a record left there by :data:`CRASH_LIMIT` processes that died
+        applying it — one whose handler hangs until the supervisor kills the worker, or crashes the process — is
+        dead-lettered instead of tried again, and the records after it flow. Without this a partition would stop
+        at such a record for ever, its worker restarted again and again. A retry by the same process (after a
+        transient fault) is not counted again."""
+        total = BatchResult()
+        for m in messages:
+            key = (m.topic, m.partition, m.offset)
+            with db.writer(self.engine).begin() as conn:
+                mark = bulk.mark(conn)
+                row = conn.exec_driver_sql(_ATTEMPTS_SQL.format(mark), key).first()
+                died = 0 if row is None else int(row[0]) - (row[1] == self._attempt_by)
+                if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
+                    conn.exec_driver_sql(_ATTEMPT_SQL.format(mark), (*key, died + 1, self._attempt_by))
+            forced: dict[int, str] | None = None
+            if died >= CRASH_LIMIT:
+                forced = {0: f"crash-loop: {died} workers died applying this record (killed as stuck, or crashed)"}
+                log.error("%s: %s", self.service.name, forced[0],
+                          extra=bound_fields(m, self.service.name, "dead_lettered"))
+
+            def done_with(conn: Connection, key: tuple[str, int, int] = key) -> None:
+                conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), key)
+
+            one = self._process([m], poison_first=forced, also=done_with)
+            for f in ("consumed", "applied", "duplicates", "absorbed", "ignored", "dead_lettered"):
+                setattr(total, f, getattr(total, f) + getattr(one, f))
+            total.committed.update(one.committed)
+            self._careful -= 1
+        return total
+
     def _apply(self, items: Sequence[_Item], use_batch: bool = False,
-               before_commit: Callable[[], None] | None = None,
+               before_commit: Callable[[Connection], None] | None = None,
                rejected: Sequence[tuple[_Item, str]] = ()) -> BatchResult:
         """One store transaction: rejected marks, seen marks and business facts + handler effects (through the
         service's batch handler when ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises
@@ -528,7 +597,7 @@ class ConsumerRuntime:
                         raise _HandlerFailure(it.index, exc) from exc
                     result.applied += 1
                 if before_commit is not None:
-                    before_commit()
+                    before_commit(conn)
         except (_HandlerPoison, _HandlerFailure, _BatchFallback, _Conflicts):
             raise
         except Exception as exc:
