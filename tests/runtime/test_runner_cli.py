@@ -190,10 +190,11 @@ def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_fir
 
 
 def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_deaths_and_the_rest_flow(
-    settings: Settings, counter: ServiceDef, monkeypatch: pytest.MonkeyPatch
+    store_settings: Settings, counter: ServiceDef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # one record ends the worker's process, a later one hangs its handler: each restart meets it again, and
     # without a limit the partition would stop there for ever while the supervisor restarts the worker
+    settings = store_settings
     from payevents.runtime.consumer import CRASH_LIMIT
     from payevents.runtime.deadletter import list_dead_letters
 
