@@ -272,3 +272,31 @@ def test_a_worker_hung_on_a_silent_postgresql_is_killed_restarted_and_loses_noth
     check_exactly_once(direct_rows, first + second)
     out = capsys.readouterr().out
     assert "is stuck (/livez 503: consumer made no progress for" in out and "killing it" in out
+
+
+@pytest.mark.postgres
+def test_records_applied_one_at_a_time_after_a_crash_back_off_while_postgresql_is_unreachable(
+    proxied_pg: tuple[Settings, TcpProxy, str], pg_available: str, counter: ServiceDef
+) -> None:
+    # after a worker died its successor records each attempt before applying the record; a store that cannot
+    # take that record is a transient fault like any other (backed off, retried), not the end of the worker
+    settings, proxy, _prefix = proxied_pg
+    direct = db.make_engine(pg_available, settings.schema_for(counter.name))
+    rt = ConsumerRuntime(settings, counter, max_batch=20, poll_timeout=0.1, after_crash=True)
+    try:
+        events = produce(settings, 30, "K")
+        proxy.stop()
+        result = rt.step()
+        assert result.retried and (result.fault or "").startswith("store:")
+        proxy.start()
+        deadline = time.monotonic() + 60
+        while len(rc.counter_rows(direct)) < 30:
+            assert time.monotonic() < deadline, "the 30 records after the outage"
+            rt.step()
+        check_exactly_once(rc.counter_rows(direct), events)
+        assert rt.stats.dead_lettered == 0
+        with direct.connect() as conn:  # every attempt recorded was removed by the transaction that applied it
+            assert conn.exec_driver_sql("SELECT count(*) FROM consumer_attempts").scalar() == 0
+    finally:
+        rt.close()
+        direct.dispose()

@@ -526,12 +526,17 @@ class ConsumerRuntime:
         total = BatchResult()
         for m in messages:
             key = (m.topic, m.partition, m.offset)
-            with db.writer(self.engine).begin() as conn:
-                mark = bulk.mark(conn)
-                row = conn.exec_driver_sql(_ATTEMPTS_SQL.format(mark), key).first()
-                died = 0 if row is None else int(row[0]) - (row[1] == self._attempt_by)
-                if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
-                    conn.exec_driver_sql(_ATTEMPT_SQL.format(mark), (*key, died + 1, self._attempt_by))
+            try:
+                with db.writer(self.engine).begin() as conn:
+                    mark = bulk.mark(conn)
+                    row = conn.exec_driver_sql(_ATTEMPTS_SQL.format(mark), key).first()
+                    died = 0 if row is None else int(row[0]) - (row[1] == self._attempt_by)
+                    if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
+                        conn.exec_driver_sql(_ATTEMPT_SQL.format(mark), (*key, died + 1, self._attempt_by))
+            except Exception as exc:  # the store is down: back off as for any batch, nothing was applied
+                if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
+                    raise _Transient(f"store: {_describe(exc)}") from exc
+                raise
             forced: dict[int, str] | None = None
             if died >= CRASH_LIMIT:
                 forced = {0: f"crash-loop: {died} workers died applying this record (killed as stuck, or crashed)"}
