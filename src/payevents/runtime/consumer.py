@@ -131,6 +131,10 @@ _UNREJECT_DRIVER_SQL = "DELETE FROM processed_events WHERE service = {} AND even
 # -- results and statistics -------------------------------------------------------------------------
 
 
+#: what a batch counts, in :class:`BatchResult`, :class:`ConsumerStats` and the consumer metrics alike
+_COUNTS = ("consumed", "applied", "duplicates", "absorbed", "ignored", "dead_lettered")
+
+
 @dataclasses.dataclass
 class BatchResult:
     """What one :meth:`ConsumerRuntime.step` did."""
@@ -151,6 +155,12 @@ class BatchResult:
     seconds: float = 0.0
     #: reason of the fault when ``retried``
     fault: str | None = None
+
+    def add(self, other: BatchResult) -> None:
+        """Count ``other`` (a part of this batch applied on its own) in this one."""
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.committed.update(other.committed)
 
 
 @dataclasses.dataclass
@@ -546,10 +556,7 @@ class ConsumerRuntime:
             def done_with(conn: Connection, key: tuple[str, int, int] = key) -> None:
                 conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), key)
 
-            one = self._process([m], poison_first=forced, also=done_with)
-            for f in ("consumed", "applied", "duplicates", "absorbed", "ignored", "dead_lettered"):
-                setattr(total, f, getattr(total, f) + getattr(one, f))
-            total.committed.update(one.committed)
+            total.add(self._process([m], poison_first=forced, also=done_with))
             self._careful -= 1
         return total
 
@@ -797,17 +804,12 @@ class ConsumerRuntime:
 
     def _record(self, r: BatchResult) -> None:
         s = self.stats
-        s.consumed += r.consumed
-        s.applied += r.applied
-        s.duplicates += r.duplicates
-        s.absorbed += r.absorbed
-        s.ignored += r.ignored
-        s.dead_lettered += r.dead_lettered
         s.batches += 1
         s.last_batch_seconds = r.seconds
         s.batch_seconds.append(r.seconds)
-        for name in ("consumed", "applied", "duplicates", "absorbed", "ignored", "dead_lettered"):
+        for name in _COUNTS:
             value = getattr(r, name)
+            setattr(s, name, getattr(s, name) + value)
             if value:
                 self._m[name].inc(value)
         if r.dead_lettered:
