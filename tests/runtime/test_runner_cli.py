@@ -103,10 +103,10 @@ def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter
 
 def _state(pid: int) -> str | None:
     """A process's state letter (None when it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+    from payevents.runtime.workers import proc_stat
+
+    fields = proc_stat(pid)
+    return None if fields is None else fields[0]
 
 
 def _delivery_processes(worker: int | None) -> list[int]:

@@ -85,15 +85,14 @@ def _proc_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
     import os
 
+    from payevents.runtime.workers import proc_stat
+
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        fields = proc_stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
 
 

@@ -316,14 +316,15 @@ class Soak:
 
     def worker_pids(self) -> list[tuple[str, int]]:
         """(worker, pid) of the live children of ``payevents run`` named in the status registry."""
+        from payevents.runtime.workers import proc_stat
+
         assert self.proc is not None
         out = []
         for path in sorted((self.settings.data_dir / "workers").glob("*.json")):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 pid = int(json.loads(path.read_text())["pid"])
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
+                fields = proc_stat(pid)
+                if fields is not None and fields[0] != "Z" and int(fields[1]) == self.proc.pid:
                     out.append((path.stem, pid))
         return out
 

@@ -34,6 +34,7 @@ from payevents.runtime.workers import (
     LivenessWatch,
     WorkerProbe,
     forget_slot,
+    proc_stat,
     registry_dir,
     supervised_elsewhere,
     update_slot,
@@ -433,13 +434,10 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
 def _children(pids: set[int]) -> list[int]:
     """The processes whose parent is one of ``pids`` (Linux ``/proc``; none elsewhere)."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid in pids:
-            out.append(int(stat.parent.name))
+    for proc in Path("/proc").glob("[0-9]*"):
+        fields = proc_stat(proc.name)
+        if fields is not None and len(fields) > 1 and int(fields[1]) in pids:
+            out.append(int(proc.name))
     return out
 
 

@@ -414,6 +414,17 @@ class WorkerView:
                 "lastRestart": self.last_restart}
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/{pid}/stat`` after the command name — state, ppid, ... (``proc(5)``, numbered from
+    3) — or None when the process is gone or this is not Linux. The name, in parentheses, may hold spaces and
+    parentheses itself: the fields start after its last ``)``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields or None
+
+
 def pid_alive(pid: int) -> bool:
     """The process exists and is not a zombie (on this host)."""
     try:
@@ -422,11 +433,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    fields = proc_stat(pid)
+    return fields is None or fields[0] not in ("Z", "X")
 
 
 def read_registry(settings: Settings, now: float | None = None) -> list[WorkerView]:
