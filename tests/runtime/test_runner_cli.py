@@ -234,3 +234,87 @@ def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_de
     assert all(r.startswith(f"crash-loop: {CRASH_LIMIT} workers died applying this record") for r in letters.values())
     good = [e for i, e in enumerate(events) if i not in (10, 20)]
     check_exactly_once(rc.counter_rows(engine), good)
+
+
+def test_a_record_that_kills_a_worker_run_alone_is_dead_lettered_after_three_deaths(
+    settings: Settings, counter: ServiceDef
+) -> None:
+    # `payevents run --one` under a supervisor that is not ours (systemd's Restart=on-failure, a pod's restarts):
+    # nobody tells the new process that the one before it died. The store must: without that, each process
+    # applies in batches, dies on the same record, and the partition stops there for ever
+    import subprocess
+    import sys
+
+    from payevents.runtime.consumer import CRASH_LIMIT
+    from payevents.runtime.deadletter import list_dead_letters
+
+    cli = str(Path(sys.executable).parent / "payevents")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir),
+           "PAYEVENTS_TEST_COUNTER_NAME": counter.name,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    records, events = [], []
+    for i in range(12):
+        rec, ev = rc.event_record(settings, f"PAY-ALONE-{i % 3}", f"{i + 1}.00",
+                                  description="die" if i == 5 else "a payment")
+        records.append(rec)
+        events.append(ev)
+    rc.send(settings, records)
+    engine = db.engine_for(settings, counter.name)
+
+    def applied() -> int:
+        try:
+            return len(rc.counter_rows(engine))
+        except Exception:
+            return 0
+
+    deaths: list[int] = []
+    proc = None
+    for _start in range(2 * (CRASH_LIMIT + 2)):  # the outside supervisor: start again whatever ended
+        proc = subprocess.Popen([cli, "run", "--one", "runtime_counter:SERVICE", "--max-batch", "4"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while proc.poll() is None and applied() < 11:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            break
+        deaths.append(proc.returncode)
+    assert proc is not None
+    try:
+        assert applied() == 11, f"the partition stopped at the record that kills its worker: exits {deaths}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        assert proc.wait(timeout=90) == 0  # SIGTERM: a clean stop
+    # the first death in a batch, then one at a time: CRASH_LIMIT deaths counted on the record
+    assert deaths == [3] * (CRASH_LIMIT + 1)
+    letters = {d.event_id: d.reason for d in list_dead_letters(settings, service=counter.name)}
+    assert list(letters) == [events[5]["eventId"]]
+    assert letters[events[5]["eventId"]].startswith(f"crash-loop: {CRASH_LIMIT} workers died applying this record")
+    check_exactly_once(rc.counter_rows(engine), [e for i, e in enumerate(events) if i != 5])
+
+
+def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(settings: Settings,
+                                                                               counter: ServiceDef) -> None:
+    from payevents.runtime.consumer import ConsumerRuntime
+
+    def start(instance: int = 0) -> ConsumerRuntime:
+        return ConsumerRuntime(settings, counter, max_batch=10, poll_timeout=0.1, instance=instance)
+
+    first = start()
+    assert not first.after_crash  # a member never run before
+    first.close()
+    second = start()
+    assert not second.after_crash  # the one before stopped cleanly
+    second.close(clean=False)  # as run() closes on an exception: the member's next start suspects its records
+    other = start(instance=1)
+    assert not other.after_crash  # another member of the group is not suspected for it
+    other.close()
+    with pytest.raises(RuntimeError), start() as third:
+        assert third.after_crash
+        raise RuntimeError("the handler's process is going down")
+    fourth = start()  # `with` left on an exception: not clean either
+    assert fourth.after_crash
+    fourth.close()
+    fifth = start()
+    assert not fifth.after_crash
+    fifth.close()

@@ -41,6 +41,7 @@ import dataclasses
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -106,6 +107,18 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (topic, partition_no, offset_no))"
         ],
     ),
+    Migration(
+        4,
+        "consumer_members: a process that runs a member, until it stops cleanly",
+        both=[
+            "CREATE TABLE IF NOT EXISTS consumer_members ("
+            " service VARCHAR(64) NOT NULL,"
+            " member VARCHAR(255) NOT NULL,"
+            " run_by VARCHAR(64) NOT NULL,"
+            " started_at VARCHAR(40) NOT NULL,"
+            " PRIMARY KEY (service, member))"
+        ],
+    ),
 )
 
 #: a record the worker died applying this many times (killed as stuck, or crashed) is dead-lettered, not tried again
@@ -115,7 +128,16 @@ _ATTEMPTS_SQL = ("SELECT attempts, attempt_by FROM consumer_attempts"
 _ATTEMPT_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
                 " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (topic, partition_no, offset_no)"
                 " DO UPDATE SET attempts = excluded.attempts, attempt_by = excluded.attempt_by")
+_ATTEMPT_NEW_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
+                    " VALUES ({0}, {0}, {0}, {0}, {0})")
+_ATTEMPTS_RANGE_SQL = ("SELECT offset_no, attempts, attempt_by FROM consumer_attempts"
+                       " WHERE topic = {0} AND partition_no = {0} AND offset_no >= {0} AND offset_no <= {0}")
 _ATTEMPT_DONE_SQL = "DELETE FROM consumer_attempts WHERE topic = {0} AND partition_no = {0} AND offset_no = {0}"
+_MEMBER_SQL = "SELECT run_by, started_at FROM consumer_members WHERE service = {0} AND member = {0}"
+_MEMBER_START_SQL = ("INSERT INTO consumer_members (service, member, run_by, started_at) VALUES ({0}, {0}, {0}, {0})"
+                     " ON CONFLICT (service, member) DO UPDATE SET run_by = excluded.run_by,"
+                     " started_at = excluded.started_at")
+_MEMBER_STOP_SQL = "DELETE FROM consumer_members WHERE service = {0} AND member = {0} AND run_by = {0}"
 
 _MARK_COLUMNS = ("service", "event_id", "event_type", "outcome", "topic", "partition_no", "offset_no", "applied_at",
                  "reason")
@@ -271,6 +293,7 @@ class ConsumerRuntime:
         transport: Transport | None = None,
         max_batch: int = 500,
         poll_timeout: float = 0.2,
+        instance: int = 0,
         after_crash: bool = False,
     ) -> None:
         self.settings = settings
@@ -289,6 +312,12 @@ class ConsumerRuntime:
         self.transport.create_topics([self.topic, self.dlq_topic], settings.partitions)
         self.engine: Engine = db.engine_for(settings, service.name, url=service.database_url)
         self._migrate()
+        #: this process, in the attempts it records (a retry of its own after a transient fault is not a death)
+        self._attempt_by = uuid.uuid4().hex
+        #: the member this process runs (host and instance: what a restart of it, by any supervisor, runs again)
+        self.member = f"{socket.gethostname()}[{instance}]"
+        #: the process that ran this member before did not stop cleanly (:meth:`_start_member`)
+        self.after_crash = self._start_member() or after_crash
         self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
         self._producer: Producer | None = None
         #: the known event types this service has no handler for: a record whose one eventType header names one
@@ -302,11 +331,9 @@ class ConsumerRuntime:
         self._retry_at: float | None = None
         self._paused: set[TopicPartition] = set()
         self._handler_failures: dict[tuple[str, int, int], int] = {}
-        #: records still to apply one at a time, each attempt recorded first (``after_crash``: the worker before
-        #: this one died, perhaps of one of them; see :meth:`_one_by_one`)
-        self._careful = 2 * max_batch if after_crash else 0
-        #: this process, in the attempts it records (a retry of its own after a transient fault is not a death)
-        self._attempt_by = uuid.uuid4().hex
+        #: records still to apply with their attempts recorded first (``after_crash``: the process before this one
+        #: died, perhaps of one of them; see :meth:`_after_death`)
+        self._careful = 2 * max_batch if self.after_crash else 0
         # offsets whose commit failed, retried with the next commit
         self._pending: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
@@ -339,6 +366,32 @@ class ConsumerRuntime:
                 if attempt == 8:
                     raise
                 time.sleep(backoff.next())
+
+    def _start_member(self) -> bool:
+        """Record that this process runs :attr:`member` (removed by a clean :meth:`close`); True when the process
+        that ran it before left its row: it ended without a clean stop — killed, crashed, its host lost — perhaps
+        on one of the records this one is about to read. A supervisor of ours, systemd's ``Restart=`` or a
+        pod's restarts start the member again alike; the store remembers for all of them. (Two live processes
+        started as one member — another data dir on this host, the same store — each read as the other's
+        crash: they apply their first records one at a time, which changes only their speed.)"""
+        with db.writer(self.engine).begin() as conn:
+            mark = bulk.mark(conn)
+            before = conn.exec_driver_sql(_MEMBER_SQL.format(mark), (self.service.name, self.member)).first()
+            conn.exec_driver_sql(_MEMBER_START_SQL.format(mark), (self.service.name, self.member, self._attempt_by,
+                                                                  datetime.now(UTC).isoformat()))
+        if before is not None:
+            log.warning("%s: %s did not stop cleanly (its process of %s); watching the first %d records for one"
+                        " that kills its worker", self.service.name, self.member, before[1], 2 * self.max_batch)
+        return before is not None
+
+    def _stop_member(self) -> None:
+        try:
+            with db.writer(self.engine).begin() as conn:
+                conn.exec_driver_sql(_MEMBER_STOP_SQL.format(bulk.mark(conn)),
+                                     (self.service.name, self.member, self._attempt_by))
+        except Exception as exc:  # the next start of the member will apply its first records one at a time
+            log.warning("%s: could not record a clean stop of %s: %s", self.service.name, self.member,
+                        _describe(exc))
 
     def _fact_history_migrations(self) -> tuple[Migration, ...]:
         """After the service's own migrations: its history becomes business facts, once (a database that
@@ -373,7 +426,7 @@ class ConsumerRuntime:
             return BatchResult(seconds=time.perf_counter() - started)
         try:
             with tracing.process_span(self.topic, self.service.group, self.service.name, messages):
-                result = self._one_by_one(messages) if self._careful > 0 else self._process(messages)
+                result = self._after_death(messages) if self._careful > 0 else self._process(messages)
         except _Transient as fault:
             return self._back_off(messages, fault.reason, started)
         self._backoff.reset()
@@ -390,25 +443,30 @@ class ConsumerRuntime:
                                           name=f"{self.service.name}-background", daemon=True)
             background.start()
         log.info("%s: consuming %s as group %s", self.service.name, self.topic, self.service.group)
+        clean = False
         try:
             while not stop.is_set():
                 self.step()
                 self.progress_at = time.monotonic()
+            clean = True
         finally:
             stop.set()
-            self.close()
+            self.close(clean=clean)
             if background is not None:
                 background.join(timeout=10)
         log.info("%s: stopped %s", self.service.name, self.stats.as_dict())
 
-    def close(self) -> None:
-        """Commit what is pending, leave the group (releasing partitions) and close the clients."""
+    def close(self, *, clean: bool = True) -> None:
+        """Commit what is pending, leave the group (releasing partitions) and close the clients. ``clean``:
+        the member stopped as asked (not on an exception), so its next start need not suspect its records."""
         if self._closed:
             return
         self._closed = True
         try:
             if self._pending:
                 self._commit_offsets({})
+            if clean:
+                self._stop_member()
         finally:
             self.consumer.close()
             if self._producer is not None:
@@ -419,8 +477,8 @@ class ConsumerRuntime:
     def __enter__(self) -> ConsumerRuntime:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(clean=exc_type is None)
 
     # -- one batch -----------------------------------------------------------------------------------
 
@@ -525,9 +583,53 @@ class ConsumerRuntime:
         result.committed = self._commit_offsets(offsets)
         return result
 
+    def _after_death(self, messages: Sequence[Message]) -> BatchResult:
+        """A batch among the first records after a worker died (``after_crash``): perhaps of one of them. Before the
+        batch is applied, this process records that it begins each of its records (``consumer_attempts``, one
+        committed statement) and the transaction that applies the batch removes them again: a death in between
+        leaves them there. A batch in which a record was left there by another process goes one record at a time
+        (:meth:`_one_by_one`), which finds the one that kills; a death unrelated to the records (a kill by an
+        operator, a lost host) costs its successor one statement per batch, not a transaction per record."""
+        keys = [(m.topic, m.partition, m.offset) for m in messages]
+        try:
+            with db.writer(self.engine).begin() as conn:
+                left = self._attempts_left(conn, keys)
+                suspect = any(by != self._attempt_by for _n, by in left.values())
+                if not suspect and len(left) < len(keys):
+                    conn.exec_driver_sql(_ATTEMPT_NEW_SQL.format(bulk.mark(conn)),
+                                         [(*k, 1, self._attempt_by) for k in keys if k not in left])
+        except Exception as exc:  # the store is down: back off as for any batch, nothing was applied
+            if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
+                raise _Transient(f"store: {_describe(exc)}") from exc
+            raise
+        if suspect:
+            return self._one_by_one(messages)
+
+        def done_with(conn: Connection) -> None:
+            conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), keys)
+
+        result = self._process(messages, also=done_with)
+        self._careful -= len(messages)
+        return result
+
+    def _attempts_left(self, conn: Connection, keys: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int],
+                                                                                            tuple[int, str]]:
+        """The attempts recorded for ``keys`` (topic, partition, offset): one range query per partition."""
+        ranges: dict[tuple[str, int], list[int]] = {}
+        for topic, partition, offset in keys:
+            ranges.setdefault((topic, partition), []).append(offset)
+        wanted = set(keys)
+        out: dict[tuple[str, int, int], tuple[int, str]] = {}
+        sql = _ATTEMPTS_RANGE_SQL.format(bulk.mark(conn))
+        for (topic, partition), offsets in ranges.items():
+            for offset, attempts, by in conn.exec_driver_sql(sql, (topic, partition, min(offsets), max(offsets))):
+                if (topic, partition, int(offset)) in wanted:
+                    out[(topic, partition, int(offset))] = (int(attempts), str(by))
+        return out
+
     def _one_by_one(self, messages: Sequence[Message]) -> BatchResult:
-        """The first records after a worker died (``after_crash``), one store transaction each. Before a record
-        is applied, this process records that it begins (``consumer_attempts``, committed), and the transaction
+        """Records after a worker died on one of them (:meth:`_after_death`), one store transaction each. Before a
+        record is applied, this process records that it begins (``consumer_attempts``, committed), and the transaction
         that applies it removes the record again: a record left there by :data:`CRASH_LIMIT` processes that died
         applying it — one whose handler hangs until the supervisor kills the worker, or crashes the process — is
         dead-lettered instead of tried again, and the records after it flow. Without this a partition would stop

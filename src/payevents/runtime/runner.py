@@ -164,17 +164,18 @@ def _attach_relay(probe: WorkerProbe, relay: Any) -> None:
 
 
 def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = None, max_batch: int = 500,
-            ready: Any = None, probe: WorkerProbe | None = None, after_crash: bool = False) -> int:
+            ready: Any = None, probe: WorkerProbe | None = None, instance: int = 0) -> int:
     """Run one service's consumer in this process until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop.
     ``ready`` (an Event) is set once the consumer is built and its store migrated. An unreachable database
-    or broker at start-up is waited for (retried with backoff), not an exit. ``after_crash``: the slot's
-    process before this one died; its first records are applied one at a time (``ConsumerRuntime``)."""
+    or broker at start-up is waited for (retried with backoff), not an exit. ``instance``: which member of
+    the group on this host (after a death its next process applies its first records one at a time:
+    ``ConsumerRuntime``)."""
     from payevents.runtime.consumer import ConsumerRuntime
 
     stop = stop or threading.Event()
     service = resolve_service(spec)
     runtime = _start(settings, service.name, service.name,
-                     lambda: ConsumerRuntime(settings, service, max_batch=max_batch, after_crash=after_crash), stop,
+                     lambda: ConsumerRuntime(settings, service, max_batch=max_batch, instance=instance), stop,
                      ready, probe, _attach_consumer)
     if runtime is not None:
         runtime.run(stop)
@@ -263,7 +264,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
             code = run_relay(settings, stop=stop, ready=ready, probe=probe)
         else:
             code = run_one(settings, name, stop=stop, max_batch=max_batch, ready=ready, probe=probe,
-                           after_crash=last_restart is not None)
+                           instance=instance)
     except KeyboardInterrupt:
         code = 0
     except Exception as exc:
