@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -115,3 +116,97 @@ def test_no_payment_action_answers_500_or_sends_a_card_back(client: TestClient) 
         _check(r, action, segment, body, key)
 
     act()
+
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize("token", [TOKEN, "wrong", None], ids=["authorized", "wrong-token", "no-token"])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_with_the_rule(settings: Settings, token: str | None,
+                                                        declared: bool) -> None:
+    from payevents.faces.web.errors import MAX_BODY_BYTES
+
+    head = b'{"customer_id": "cus_1", "amount": "1.00", "currency": "USD", "description": "'
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(4):
+            yield b"a" * MIB
+        yield b'"}'
+
+    headers = {"Idempotency-Key": "big", "content-type": "application/json",
+               **({"Authorization": f"Bearer {token}"} if token else {})}
+    if declared:
+        headers["content-length"] = str(len(head) + 4 * MIB + 2)
+    with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as c:
+        r = c.post("/api/payments", content=body(), headers=headers)
+        assert r.status_code == 413, r.text[:300]
+        error = r.json()["error"]
+        assert error["code"] == "body_too_large" and error["param"] == "body"
+        assert f"at most {MAX_BODY_BYTES:,} bytes" in error["message"]
+        if declared:
+            assert error["message"].startswith(f"request body: {len(head) + 4 * MIB + 2:,} bytes")
+        # a body under the limit still meets the fields' own rules
+        r = c.post("/api/payments", json={**PAYMENT, "description": "a" * 300_000, "payment_id": None},
+                   headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "long"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "description", r.text[:300]
+
+
+def test_a_huge_body_without_a_token_does_not_grow_the_servers_memory(tmp_path: Any) -> None:
+    # Every route read the whole body before anything else, the token check included: one request of a few
+    # hundred MiB, from anyone, was held in the server's memory (and parsed as JSON) before its 401
+    import http.client
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from faces.conftest import free_port
+
+    def peak_rss(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-c", "from payevents.faces.cli import main; main()", "serve",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                probe.request("GET", "/api/health")
+                probe.getresponse().read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "payevents serve did not start"
+                time.sleep(0.2)
+        before = peak_rss(server.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.putrequest("POST", "/api/payments")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        chunk = b"%x\r\n%s\r\n" % (MIB, b"7" * MIB)
+        try:
+            opening = b'{"description": "'
+            conn.send(b"%x\r\n%s\r\n" % (len(opening), opening))
+            for _ in range(256):  # 256 MiB
+                conn.send(chunk)
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may close the connection once it has answered
+        try:
+            status = conn.getresponse().status
+        except (http.client.HTTPException, OSError):
+            status = None
+        grown = peak_rss(server.pid) - before
+        assert grown < 64 * MIB, f"the server's peak memory grew by {grown // MIB} MiB (answer: {status})"
+        assert status in (413, None)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, catalog_dir: Path | None = None) -> FastAP
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     app.mount("/catalog", StaticFiles(directory=str(site), html=True), name="catalog")
+    app.add_middleware(errors.BodyLimit)  # innermost of the middleware: a read past the limit raises in the route
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)

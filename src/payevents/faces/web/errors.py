@@ -7,6 +7,8 @@
   a cursor that is not ours, a body that is not JSON);
 - 401 authentication_error: a write without a valid bearer token;
 - 404 invalid_request_error / resource_missing: no such resource (or path); 405 method_not_allowed;
+- 413 invalid_request_error / body_too_large: a request body over :data:`MAX_BODY_BYTES` (refused before
+  it is read: by its ``Content-Length``, or once that much of a chunked body came in);
 - 409 idempotency_error (key reused with another body, or still running) or payment_state_invalid;
 - 422 invalid_request_error / parameter_invalid: a well-formed value breaks a business rule (unknown
   currency, amount not > 0, too many decimals or over the maximum, a card number in free text);
@@ -24,7 +26,7 @@ import re
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -192,6 +194,52 @@ def nul_in(request: Request) -> str | None:
     return None
 
 
+#: the largest request body read (a payment, invoice or customer is a few hundred bytes; the longest fields
+#: allowed add up to some kilobytes): every route reads the body before anything else, the token check included
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def body_too_large(size: int | None) -> JSONResponse:
+    given = f"{size:,} bytes" if size is not None else "longer than allowed"
+    return error_response(413, "invalid_request_error", "body_too_large",
+                          f"request body: {given}; at most {MAX_BODY_BYTES:,} bytes", "body")
+
+
+class _BodyOverLimit(HTTPException):  # FastAPI's: its body read passes these on unchanged
+    def __init__(self) -> None:
+        super().__init__(413, "request body over the limit")
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose ``Content-Length`` is over :data:`MAX_BODY_BYTES` is answered 413
+    without reading it; a body without one (chunked) is counted as it is read, and the read that passes the
+    limit raises a 413 instead of returning it (FastAPI hands an HTTPException from the body read on as it is)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+                await body_too_large(int(value))(scope, receive, send)
+                return
+        read = 0
+
+        async def limited() -> Any:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > MAX_BODY_BYTES:
+                    raise _BodyOverLimit
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def install(app: FastAPI) -> None:
     """The handlers that turn every error into the one error object (an HTML page on the dashboard)."""
 
@@ -217,6 +265,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return _for_people(request, error_response(404, "invalid_request_error", "resource_missing",
                                                        "no such path"))
+        if isinstance(exc, _BodyOverLimit):
+            return body_too_large(None)
         if exc.status_code == 405:
             return error_response(405, "invalid_request_error", "method_not_allowed", "method not allowed here",
                                   headers=dict(exc.headers or {}))
