@@ -48,6 +48,11 @@ def test_customer_directory(store_settings: Settings) -> None:
         notifications.add_customer(store_settings, "cus_3", "Carl", "carl@example.com", "xx_YY")
     with pytest.raises(ContractError, match="email: 'not-an-address'"):
         notifications.add_customer(store_settings, "cus_3", "Carl", "not-an-address")
+    # an address no confirmation can ever be sent to (the messages are 7-bit, without SMTPUTF8) is refused at the
+    # door, not accepted and then failed at every payment as unrenderable
+    for address in ("jürgen@example.com", "josé.garcía@example.com", "用户@example.com"):
+        with pytest.raises(ContractError, match=r"email: .* ASCII"):
+            notifications.add_customer(store_settings, "cus_3", "Jürgen", address)
 
 
 def test_intents_are_replay_safe_and_unsendable_ones_skipped_with_reason(store_settings: Settings) -> None:

@@ -48,6 +48,10 @@ def _check(customer_id: str, name: str, email: str | None) -> None:
         check_free_text(field, text, width)  # the column's width; no NUL, no card number in the directory or a log
     if email is not None and not EMAIL_RE.match(email):
         raise ContractError(f"email: {safe_repr(email)} is not an e-mail address")
+    if email is not None and not email.isascii():
+        # the confirmations are 7-bit messages sent without SMTPUTF8 (render.message_bytes): such an address would
+        # be accepted here and then fail every payment's confirmation as unrenderable
+        raise ContractError(f"email: {safe_repr(email)} is not ASCII; internationalized addresses cannot be sent to")
 
 
 def add_customer(
