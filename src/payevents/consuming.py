@@ -132,9 +132,12 @@ class Service:
 
 
 def run_service(settings: Settings, service: Service | ServiceDef, *, stop: threading.Event | None = None,
-                max_batch: int = 500) -> None:
-    """Consume until ``stop`` is set (or forever): the same runtime ``payevents run`` uses."""
+                max_batch: int = 500, instance: int = 0) -> None:
+    """Consume until ``stop`` is set (or forever): the same runtime ``payevents run`` uses. ``instance``: which
+    member of the service's group this is on this host, when several run on one (a member that died is known
+    by its next start, which then watches its first records for one that kills it)."""
     from payevents.runtime.consumer import ConsumerRuntime
 
-    with ConsumerRuntime(settings, as_definition(service, repr(service)), max_batch=max_batch) as runtime:
+    with ConsumerRuntime(settings, as_definition(service, repr(service)), max_batch=max_batch,
+                         instance=instance) as runtime:
         runtime.run(stop or threading.Event())
