@@ -40,6 +40,19 @@ PG_ISOLATION_LEVEL = "READ COMMITTED"
 #: no socket timeout: the supervisor kills a worker stuck on one (``runtime.workers.LivenessWatch``).
 PG_CONNECT_DEFAULTS: dict[str, int] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
                                        "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60_000}
+#: how long the server lets a session sit idle inside a transaction before it ends it (and rolls it back). A client
+#: that stops mid-transaction — a frozen process, a paused VM, a host cut off without a reset — otherwise keeps its
+#: row and advisory locks while its connection stays up, and every worker that needs those rows waits behind it.
+#: Our longest idle gap inside a transaction is a consumer's dead-letter produce before its commit (up to twice
+#: the producer's ``message.timeout.ms``, 10 s by default).
+PG_IDLE_IN_TRANSACTION_MS = 60_000
+#: server-side settings of every session (libpq ``options``; an ``options`` in the URL comes after them and
+#: wins): the idle-in-transaction limit, and the server's own keepalives, which find a client host gone without
+#: a word within ~60 s (the server's default is the kernel's: two hours) and end its session and its locks —
+#: among them the relay's session advisory lock, which another relay waits to take over
+PG_SESSION_DEFAULTS: dict[str, int] = {"idle_in_transaction_session_timeout": PG_IDLE_IN_TRANSACTION_MS,
+                                       "tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
+                                       "tcp_keepalives_count": 3}
 
 _engines: dict[tuple[str, str | None], Engine] = {}
 _lock = threading.Lock()
@@ -329,8 +342,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
-    """A new engine. SQLite gets WAL + a busy timeout; PostgreSQL gets ``search_path=schema`` and
-    :data:`PG_CONNECT_DEFAULTS`."""
+    """A new engine. SQLite gets WAL + a busy timeout; PostgreSQL gets ``search_path=schema``,
+    :data:`PG_CONNECT_DEFAULTS` and :data:`PG_SESSION_DEFAULTS`."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -351,8 +364,12 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     given = sa.engine.make_url(url).query
     connect_args.update({k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in given and k not in connect_args})
+    options = [f"-c{k}={v}" for k, v in PG_SESSION_DEFAULTS.items()]
     if schema:
-        connect_args["options"] = f"-csearch_path={schema}"
+        options.append(f"-csearch_path={schema}")
+    for theirs in (given.get("options"), connect_args.get("options")):  # later settings win
+        options.extend([theirs] if isinstance(theirs, str) else theirs or ())
+    connect_args["options"] = " ".join(options)
     kwargs.setdefault("isolation_level", PG_ISOLATION_LEVEL)
     engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
     if schema:
