@@ -1,4 +1,5 @@
-"""One exponential backoff policy: the worker supervisor's restarts and a worker's start-up wait use it.
+"""One exponential backoff policy: the worker supervisor's restarts and a worker's start-up wait use it; and
+:func:`is_transient`, the one answer to which faults pass (backed off and retried) and which do not.
 
 ``Backoff(initial, maximum).next()`` returns ``initial``, then twice that, ... capped at ``maximum``; with
 ``jitter`` each delay is drawn from its upper half, so members that failed together do not retry together.
@@ -8,6 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+
+import sqlalchemy as sa
+
+from payevents.errors import TransientError
+from payevents.store import db
 
 
 @dataclasses.dataclass
@@ -31,3 +37,14 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Faults expected to pass: the transport's TransientError, lost or refused database connections,
+    a locked SQLite file, pool timeouts, a read-only database (``store.db.store_state``)."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return (bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+                or db.store_state(exc) is not None)
+    return isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError | sa.exc.ResourceClosedError)

@@ -61,9 +61,9 @@ from payevents.contracts.channel import (
     topic_for,
 )
 from payevents.contracts.events import EVENT_TYPES
-from payevents.errors import PoisonEvent, TransientError
+from payevents.errors import PoisonEvent
 from payevents.runtime import bulk, facts, metrics, tracing
-from payevents.runtime.backoff import Backoff
+from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.deadletter import dead_letter_record, redact
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -247,16 +247,6 @@ class _HandlerFailure(Exception):
         super().__init__(str(exc))
         self.index = index
         self.exc = exc
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Faults expected to pass: the transport's TransientError, lost or refused database connections,
-    a locked SQLite file, pool timeouts."""
-    if isinstance(exc, TransientError):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-    return isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError | sa.exc.ResourceClosedError)
 
 
 def _describe(exc: BaseException) -> str:

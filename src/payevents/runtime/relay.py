@@ -42,14 +42,13 @@ from types import FrameType
 from typing import Any, Final
 
 import orjson
-import sqlalchemy as sa
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
 from payevents.runtime import tracing
-from payevents.runtime.backoff import Backoff
+from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
 from payevents.store.db import dialect, engine_for, migrate
@@ -505,7 +504,9 @@ class Relay:
                 try:
                     with self.engine.connect() as conn:
                         self._mark_published(conn, groups)
-                except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     self._count_error()
                     with self._cond:
                         self._marks[:0] = groups  # keep seq order; retried with whatever arrives meanwhile
@@ -570,7 +571,9 @@ class Relay:
                         next_sample = time.monotonic() + 1.0
                     self.last_pass_ok = True
                     self.progress_at = time.monotonic()
-                except (TransientError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
                     self.last_pass_ok = False
                     self.progress_at = time.monotonic()
                     self._count_error()

@@ -90,6 +90,12 @@ def unreachable(exc: BaseException) -> str | None:
         orig = getattr(exc, "orig", None) or exc
         text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
         return f"database unreachable: {text}"
+    from payevents.store.db import store_state
+
+    state = store_state(exc)
+    if state is not None:
+        orig = getattr(exc, "orig", None) or exc
+        return f"{state}: {str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__}"
     if isinstance(exc, TransientError):
         return f"broker unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'transient fault'}"
     if type(exc).__name__ == "KafkaException":

@@ -54,6 +54,21 @@ PG_SESSION_DEFAULTS: dict[str, int] = {"idle_in_transaction_session_timeout": PG
                                        "tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
                                        "tcp_keepalives_count": 3}
 
+#: SQLSTATEs that say the database cannot take this statement now, whatever the statement (the drivers file them
+#: as InternalError, not OperationalError like the rest of that kind: connection lost, shutting down, too many
+#: connections, disk full, serialization failures): a read-only database (a standby, mid-failover) and a session
+#: the server ended for sitting idle in a transaction
+_STORE_STATES: dict[str, str] = {"25006": "database read-only", "25P03": "database unreachable"}
+
+
+def store_state(exc: BaseException) -> str | None:
+    """"database read-only" or "database unreachable" when ``exc`` is a refusal of that kind (see above); None
+    for any other error. A fault of the store's, which passes: retried, waited for, a 503 — not the record's or
+    the request's fault, and not a bug."""
+    orig = getattr(exc, "orig", None)
+    return _STORE_STATES.get(str(getattr(orig, "sqlstate", None) or ""))
+
+
 _engines: dict[tuple[str, str | None], Engine] = {}
 _lock = threading.Lock()
 

@@ -506,7 +506,7 @@ def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float
     pass's report (by default: this process's metrics and liveness), ``on_beat`` is called at each turn of the
     loop, a failed pass's too (by default: this process's liveness): a loop that retries a store that is down
     is not stuck."""
-    from payevents.runtime.consumer import is_transient
+    from payevents.runtime.backoff import is_transient
 
     log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
     while not stop.is_set():
