@@ -204,3 +204,23 @@ def test_offsets_retention_comes_from_the_kafka_setting_of_the_same_name(tmp_pat
         assert t.offsets_retention_ms == 7 * 24 * 3600 * 1000  # type: ignore[attr-defined]  # Kafka's default
     finally:
         t.close()
+
+
+def test_dead_letters_are_kept_even_when_a_group_read_past_them(tmp_path: Path) -> None:
+    from payevents.contracts.channel import dead_letter_topic_for
+
+    dlq = dead_letter_topic_for("dev")
+    t = EmbeddedTransport(tmp_path / "channel.db", retention_ms=HOUR_MS)
+    t.create_topics([TOPIC, dlq], 1)
+    p = t.producer()
+    p.send([Record(dlq, b"poison", key=b"k", partition=0) for _ in range(3)])
+    p.close()
+    c = t.consumer("dlq-watch", [dlq])  # e.g. an alerting consumer of the dead-letter channel
+    while (dlq, 0) not in c.assignment():
+        c.poll(1, timeout=0.1)
+    c.commit({(dlq, 0): 3})
+    c.close()
+    assert t.enforce_retention(now=time.time() + LATER) == {}
+    assert [m.offset for m in t.read(dlq, 0, 0, 10)] == [0, 1, 2]
+    assert t.describe(dlq).config["retention.ms"] == "-1"
+    t.close()

@@ -279,3 +279,14 @@ def test_members_of_one_group_share_the_partitions(transport: Transport, unique:
         assert not b.poll(10, 0.1)
     assert b.assignment() == everything
     b.close()
+
+
+def test_the_dead_letter_channel_is_kept_for_ever(transport: Transport, unique: str) -> None:
+    # a dead letter is the only copy of a record no service could process; the channel's retention (7 days on a
+    # Kafka with its defaults) would delete it before anyone looked at it or replayed it
+    from payevents.contracts.channel import DEAD_LETTER_SUFFIX
+
+    topic = f"t.{unique}"
+    transport.create_topics([topic, topic + DEAD_LETTER_SUFFIX], 2)
+    assert transport.describe(topic + DEAD_LETTER_SUFFIX).config.get("retention.ms") == "-1"
+    assert transport.describe(topic).config.get("retention.ms") not in (None, "-1")

@@ -59,6 +59,17 @@ def dead_letter_topic_for(env: Env | str) -> str:
     return topic_for(env) + DEAD_LETTER_SUFFIX
 
 
+def topic_config(topic: str) -> dict[str, str]:
+    """The configuration a topic is created with: deletion by age (``cleanup.policy=delete``), and a dead-letter
+    channel (``….dlq``) kept for ever (``retention.ms=-1``): a dead letter is the only copy of a record no service
+    could process, kept until someone looked at it or replayed it, whatever the retention of the channel it came
+    from (7 days on a Kafka with its defaults). Both transports create topics with it."""
+    config = {"cleanup.policy": "delete"}
+    if topic.endswith(DEAD_LETTER_SUFFIX):
+        config.update({"retention.ms": "-1", "retention.bytes": "-1"})
+    return config
+
+
 def partition_key(payment_id: str) -> bytes:
     """The key rule: key = ``data.paymentId``, UTF-8 encoded."""
     if not isinstance(payment_id, str) or not payment_id:

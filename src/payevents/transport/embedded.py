@@ -48,6 +48,7 @@ from typing import Any
 
 import msgspec
 
+from payevents.contracts.channel import topic_config
 from payevents.errors import ConfigError, TransientError
 from payevents.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -207,6 +208,12 @@ def _expire_offsets(conn: sqlite3.Connection, offsets_retention_ms: int, now: fl
                     offsets_retention_ms)
 
 
+def _kept_for_ever(topic: str) -> bool:
+    """The topic's own configuration keeps its records whatever the log's retention (a dead-letter channel),
+    decided by its name (``contracts.channel.topic_config``), so a log created before the rule keeps them too."""
+    return topic_config(topic).get("retention.ms") == "-1"
+
+
 def enforce_retention(db: _Db, retention_ms: int, now: float | None = None,
                       offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> dict[TopicPartition, int]:
     """Expire the offsets of abandoned groups; remove records older than ``retention_ms`` that every group
@@ -224,6 +231,8 @@ def enforce_retention(db: _Db, retention_ms: int, now: float | None = None,
             "SELECT p.id, p.topic, p.partition, p.start_offset, p.next_offset, MIN(o.next_offset) FROM partitions p"
             " JOIN offsets o ON o.pid = p.id GROUP BY p.id").fetchall()
         for pid, topic, partition, start, end, committed in parts:
+            if _kept_for_ever(topic):
+                continue
             upto = min(int(committed), int(end))  # every group has committed past the offsets below this
             if upto <= start:
                 continue
@@ -311,7 +320,7 @@ class EmbeddedTransport:
                             "a different partition count would break per-payment order")
                     continue
                 conn.execute("INSERT INTO topics (name, partitions, config, created_at) VALUES (?, ?, ?, ?)",
-                             (topic, partitions, '{"cleanup.policy": "delete"}', time.time()))
+                             (topic, partitions, msgspec.json.encode(topic_config(topic)).decode(), time.time()))
                 conn.executemany("INSERT INTO partitions (topic, partition) VALUES (?, ?)",
                                  [(topic, p) for p in range(partitions)])
 
@@ -321,7 +330,8 @@ class EmbeddedTransport:
         if not rows:
             raise ConfigError(f"topic {topic!r} does not exist in the embedded log {self.path} (create it first)")
         config = msgspec.json.decode(rows[0][0], type=dict[str, str])
-        config["retention.ms"] = str(self.retention_ms)  # the retention this log applies (from the settings)
+        # the retention this log applies: the settings', or the topic's own "keep for ever" (the dead letters)
+        config["retention.ms"] = "-1" if _kept_for_ever(topic) else str(self.retention_ms)
         return TopicInfo(topic, len(rows), {p: end for _, p, end, _s in rows}, config,
                          start_offsets={p: start for _, p, _e, start in rows}, storage_bytes=self.storage_bytes())
 

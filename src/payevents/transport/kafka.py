@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as CkProducer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
+from payevents.contracts.channel import topic_config
 from payevents.errors import ConfigError, TransientError
 from payevents.transport.base import Delivery, Message, Record, RecordsRefused, TopicInfo, topic_name_problem
 from payevents.transport.base import TopicPartition as TP
@@ -203,7 +204,7 @@ class KafkaTransport:
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             futures = self._admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=-1, config={"cleanup.policy": "delete"})
+                [NewTopic(t, num_partitions=partitions, replication_factor=-1, config=topic_config(t))
                  for t in missing], operation_timeout=10, request_timeout=15)
             for topic, fut in futures.items():
                 try:
