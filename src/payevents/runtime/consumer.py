@@ -363,7 +363,7 @@ class ConsumerRuntime:
         on one of the records this one is about to read. A supervisor of ours, systemd's ``Restart=`` or a
         pod's restarts start the member again alike; the store remembers for all of them. (Two live processes
         started as one member — another data dir on this host, the same store — each read as the other's
-        crash: they apply their first records one at a time, which changes only their speed.)"""
+        crash: they watch their first records (:meth:`_after_death`), which costs a statement per batch.)"""
         with db.writer(self.engine).begin() as conn:
             mark = bulk.mark(conn)
             before = conn.exec_driver_sql(_MEMBER_SQL.format(mark), (self.service.name, self.member)).first()
@@ -379,7 +379,7 @@ class ConsumerRuntime:
             with db.writer(self.engine).begin() as conn:
                 conn.exec_driver_sql(_MEMBER_STOP_SQL.format(bulk.mark(conn)),
                                      (self.service.name, self.member, self._attempt_by))
-        except Exception as exc:  # the next start of the member will apply its first records one at a time
+        except Exception as exc:  # the next start of the member will watch its first records
             log.warning("%s: could not record a clean stop of %s: %s", self.service.name, self.member,
                         _describe(exc))
 

@@ -84,18 +84,16 @@ def unreachable(exc: BaseException) -> str | None:
     import sqlalchemy as sa
 
     from payevents.errors import TransientError
-
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
-                  | sa.exc.TimeoutError):
-        orig = getattr(exc, "orig", None) or exc
-        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return f"database unreachable: {text}"
     from payevents.store.db import store_state
 
-    state = store_state(exc)
+    state = store_state(exc)  # read-only (mid-failover), or the session ended by the server
+    if state is None and isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
+                                    | sa.exc.TimeoutError):
+        state = "database unreachable"
     if state is not None:
         orig = getattr(exc, "orig", None) or exc
-        return f"{state}: {str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__}"
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return f"{state}: {text}"
     if isinstance(exc, TransientError):
         return f"broker unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'transient fault'}"
     if type(exc).__name__ == "KafkaException":
@@ -174,7 +172,7 @@ def run_one(settings: Settings, spec: str, *, stop: threading.Event | None = Non
     """Run one service's consumer in this process until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop.
     ``ready`` (an Event) is set once the consumer is built and its store migrated. An unreachable database
     or broker at start-up is waited for (retried with backoff), not an exit. ``instance``: which member of
-    the group on this host (after a death its next process applies its first records one at a time:
+    the group on this host (after a death its next process watches its first records for one that kills it:
     ``ConsumerRuntime``)."""
     from payevents.runtime.consumer import ConsumerRuntime
 
