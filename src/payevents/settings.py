@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import SecretStr
 
@@ -197,6 +197,11 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
+        if self.database_url is not None:
+            scheme = self.database_url.get_secret_value().split(":", 1)[0].strip()
+            if not (scheme == "sqlite" or scheme.startswith(("sqlite+", "postgresql"))):
+                raise ConfigError(f"PAYEVENTS_DATABASE_URL: {scheme[:40]}:// is not supported"
+                                  " (postgresql+psycopg://user@host/db, or unset: SQLite in the data dir)")
 
 
 def check_api_token(settings: Settings) -> None:
@@ -234,6 +239,43 @@ def _positive_int(value: str, name: str) -> int:
     if n < 1:
         raise ConfigError(f"{name}: {n} must be a positive integer")
     return n
+
+
+# -- the process's own knobs (read where they are used, checked here: one line naming the variable and the rule) --
+
+
+def seconds_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name`` (``default`` when unset or empty)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}: {raw!r} must be positive")
+    return value
+
+
+def port_env(name: str) -> int:
+    """A TCP port from the environment variable ``name`` (0 when unset or empty: any free port)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name}: {raw!r} is not a port (0 to 65535)")
+    return int(raw)
+
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level_env(name: str = "PAYEVENTS_LOG_LEVEL") -> str:
+    raw = os.environ.get(name, "").strip() or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(f"{name}: {raw!r} must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
+    return raw.upper()
 
 
 def _kafka_config(value: str) -> dict[str, str]:

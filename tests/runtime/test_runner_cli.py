@@ -318,3 +318,30 @@ def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(se
     fifth = start()
     assert not fifth.after_crash
     fifth.close()
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("PAYEVENTS_LIVE_AFTER_S", "soon", "PAYEVENTS_LIVE_AFTER_S: 'soon' is not a number of seconds"),
+    ("PAYEVENTS_LIVE_AFTER_S", "0", "PAYEVENTS_LIVE_AFTER_S: '0' must be positive"),
+    ("PAYEVENTS_METRICS_PORT", "99999", "PAYEVENTS_METRICS_PORT: '99999' is not a port (0 to 65535)"),
+    ("PAYEVENTS_METRICS_PORT", "http", "PAYEVENTS_METRICS_PORT: 'http' is not a port (0 to 65535)"),
+    ("PAYEVENTS_RESTART_BACKOFF", "-1", "PAYEVENTS_RESTART_BACKOFF: '-1' must be positive"),
+    ("PAYEVENTS_LOG_LEVEL", "LOUD", "PAYEVENTS_LOG_LEVEL: 'LOUD' must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ("PAYEVENTS_DATABASE_URL", "mysql://app:s3cr3t@db/pay",
+     "PAYEVENTS_DATABASE_URL: mysql:// is not supported (postgresql+psycopg://user@host/db, or unset: SQLite"),
+])
+@pytest.mark.parametrize("one", [True, False], ids=["one", "supervised"])
+def test_a_bad_setting_is_one_line_naming_it_and_the_rule_before_anything_starts(
+        tmp_path: Path, name: str, value: str, says: str, one: bool) -> None:
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "payevents")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path), name: value}
+    proc = subprocess.run([cli, "run", *(["--one"] if one else []), "ledger"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert lines == [f"error: {says}" + lines[0][len("error: ") + len(says):]] and says in lines[0], proc.stderr
+    assert "s3cr3t" not in proc.stderr + proc.stdout

@@ -20,6 +20,7 @@ from typing import Any, Final
 from pythonjsonlogger.json import JsonFormatter
 
 from payevents.contracts.cardguard import mask_card_numbers
+from payevents.settings import log_level_env
 
 #: the fields a record may carry bound (JSON keys as the event page spells them)
 BOUND_FIELDS: Final = ("service", "worker", "eventId", "paymentId", "correlationId", "topic", "partition",
@@ -108,4 +109,4 @@ def configure(fmt: str | None = None, *, log_file: str | None = None, level: str
     handler.setFormatter(JsonLineFormatter() if log_format(fmt, to_file=log_file is not None) == "json"
                          else TextFormatter())
     root.addHandler(handler)
-    root.setLevel(level or os.environ.get("PAYEVENTS_LOG_LEVEL", "INFO"))
+    root.setLevel(level or log_level_env())

@@ -34,12 +34,13 @@ from payevents.runtime.workers import (
     LivenessWatch,
     WorkerProbe,
     forget_slot,
+    live_after_s,
     proc_stat,
     registry_dir,
     supervised_elsewhere,
     update_slot,
 )
-from payevents.settings import Settings
+from payevents.settings import Settings, log_level_env, port_env, seconds_env
 
 log = logging.getLogger("payevents.runner")
 _T = TypeVar("_T")
@@ -237,6 +238,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     """Run one worker (``relay`` or a consumer service) in this process with its status probe (HTTP endpoint
     + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
     cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
+    check_process_env()
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
     try:
         tracing.configure(name if name == RELAY else resolve_label(name))
@@ -247,7 +249,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
     if port is None:
-        port = int(os.environ.get(METRICS_PORT_ENV) or 0)
+        port = port_env(METRICS_PORT_ENV)
     try:
         probe = WorkerProbe(settings, name, instance, restarts=restarts, supervisor_pid=supervisor_pid, port=port,
                             last_restart=last_restart)
@@ -359,14 +361,21 @@ class _Slot:
 
 def restart_backoff() -> Backoff:
     """The supervisor's restart policy: PAYEVENTS_RESTART_BACKOFF seconds first (default 1), doubling to 60."""
-    raw = os.environ.get(RESTART_BACKOFF_ENV)
-    try:
-        initial = float(raw) if raw else 1.0
-    except ValueError:
-        raise ConfigError(f"{RESTART_BACKOFF_ENV}: {raw!r} is not a number of seconds") from None
-    if initial <= 0:
-        raise ConfigError(f"{RESTART_BACKOFF_ENV}: {raw!r} must be positive")
+    initial = seconds_env(RESTART_BACKOFF_ENV, 1.0)
     return Backoff(initial=initial, maximum=max(60.0, initial))
+
+
+def check_process_env() -> None:
+    """The process's own knobs (PAYEVENTS_LIVE_AFTER_S, _METRICS_PORT, _RESTART_BACKOFF, _LOG_LEVEL, _LOG_FORMAT),
+    checked before anything starts: a bad one is one ConfigError naming it and its rule, not a traceback in a
+    worker (or in each of its restarts)."""
+    from payevents.runtime.logs import log_format
+
+    live_after_s()
+    port_env(METRICS_PORT_ENV)
+    restart_backoff()
+    log_level_env()
+    log_format()
 
 
 def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1, max_batch: int = 500,
@@ -387,7 +396,8 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
-    base_port = metrics_port if metrics_port is not None else int(os.environ.get(METRICS_PORT_ENV) or 0)
+    check_process_env()
+    base_port = metrics_port if metrics_port is not None else port_env(METRICS_PORT_ENV)
     ctx = multiprocessing.get_context("spawn")
     slots: list[_Slot] = []
     for name in names:

@@ -36,14 +36,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from payevents.runtime import metrics
-from payevents.settings import Settings
+from payevents.settings import Settings, seconds_env
 
 log = logging.getLogger("payevents.workers")
 
 #: seconds between two status-file writes (and store checks at most every 2 of them)
 HEARTBEAT_S: Final = 1.0
-#: a loop that made no progress for this long is not live
-LIVE_AFTER_S: Final = float(os.environ.get("PAYEVENTS_LIVE_AFTER_S") or 30.0)
+#: a loop that made no progress for this long is not live (the default; PAYEVENTS_LIVE_AFTER_S: :func:`live_after_s`)
+LIVE_AFTER_S: Final = 30.0
+LIVE_AFTER_ENV: Final = "PAYEVENTS_LIVE_AFTER_S"
 #: a status file not rewritten for this long belongs to a dead or stuck worker
 STALE_AFTER_S: Final = 10.0
 #: states of a worker process that is (supposed to be) up
@@ -52,6 +53,11 @@ UP_STATES: Final = ("starting", "waiting", "running")
 #: N = the first worker gets N, the next N+1, ...)
 METRICS_HOST_ENV: Final = "PAYEVENTS_METRICS_HOST"
 METRICS_PORT_ENV: Final = "PAYEVENTS_METRICS_PORT"
+
+
+def live_after_s() -> float:
+    """How long a loop may make no progress before ``/livez`` answers 503 (PAYEVENTS_LIVE_AFTER_S, default 30)."""
+    return seconds_env(LIVE_AFTER_ENV, LIVE_AFTER_S)
 
 _beats: dict[str, float] = {}
 
@@ -121,6 +127,7 @@ class WorkerProbe:
         self.instance = instance
         self.path = _slot_file(settings, name, instance)
         self.host = host or os.environ.get(METRICS_HOST_ENV) or "127.0.0.1"
+        self.live_after = live_after_s()
         self.sampler: Callable[[], dict[str, Any]] | None = None
         #: component -> its loop's time.monotonic() of last progress (e.g. ``consumer`` -> runtime.progress_at)
         self.progress: dict[str, Callable[[], float]] = {}
@@ -178,7 +185,7 @@ class WorkerProbe:
             except Exception:
                 beats[component] = 0.0
         ages = {c: round(now - t, 3) for c, t in beats.items()}
-        return all(a < LIVE_AFTER_S for a in ages.values()), ages
+        return all(a < self.live_after for a in ages.values()), ages
 
     def ready(self) -> bool:
         return (self.state == "running" and self.store_ok is not False
