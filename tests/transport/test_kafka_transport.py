@@ -101,3 +101,22 @@ def test_a_consumer_without_a_reachable_broker_raises_transient_error() -> None:
                 assert consumer.poll(10, 0.2) == []
     finally:
         consumer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("policy", ["compact", "compact,delete"])
+def test_a_compacted_channel_is_refused(kafka_session: LocalKafka, unique: str, policy: str) -> None:
+    """Compaction keeps the last record per key, and a record's key is its paymentId: a payment's earlier events
+    would be deleted before a service that lags behind read them. A channel created that way by someone else is
+    refused, naming the setting, instead of used."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"t.{unique}"
+    admin = AdminClient({"bootstrap.servers": kafka_session.bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1, config={"cleanup.policy": policy})])[topic].result()
+    transport = KafkaTransport(kafka_session.bootstrap)
+    try:
+        with pytest.raises(ConfigError, match=f"topic '{topic}' has cleanup.policy={policy}"):
+            transport.create_topics([topic], 2)
+    finally:
+        transport.close()

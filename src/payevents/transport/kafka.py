@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer as CkConsumer
@@ -201,6 +201,7 @@ class KafkaTransport:
                 raise ConfigError("topic: a topic name must not be empty")
         existing = self.partition_counts(topics)
         self._check_counts(existing, partitions)
+        self._check_cleanup(existing)
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             futures = self._admin.create_topics(
@@ -223,6 +224,25 @@ class KafkaTransport:
             if time.monotonic() > deadline:
                 raise TransientError(f"topics {sorted(set(topics) - counts.keys())} not visible after creation")
             time.sleep(0.05)
+
+    def _check_cleanup(self, topics: Iterable[str]) -> None:
+        """An existing topic must delete by age, not compact: compaction keeps the last record per key, and a
+        record's key is its paymentId, so a payment's earlier events would go before a lagging service read them."""
+        names = list(topics)
+        if not names:
+            return
+        try:
+            found = self._admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in names],
+                                                 request_timeout=10)
+            for resource, fut in found.items():
+                policy = fut.result().get("cleanup.policy")
+                if policy is not None and "compact" in str(policy.value):
+                    raise ConfigError(
+                        f"topic {resource.name!r} has cleanup.policy={policy.value}: compaction keeps only the last"
+                        " record per paymentId and deletes a payment's earlier events; the channel needs"
+                        " cleanup.policy=delete")
+        except KafkaException as exc:  # a broker that cannot describe configs: the check is a guard, not a gate
+            log.warning("could not read the cleanup.policy of %s: %s", names, exc.args[0].str())
 
     @staticmethod
     def _check_counts(counts: Mapping[str, int], partitions: int) -> None:
