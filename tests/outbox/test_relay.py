@@ -272,3 +272,38 @@ def test_a_database_turned_read_only_holds_the_marks_back_and_the_relay_goes_on(
         stop.set()
         worker.join(10)
         relay.close()
+
+
+def test_a_relay_whose_lock_session_ended_stops_publishing_until_it_holds_the_lock_again(pg_settings: Settings) -> None:
+    # The relay's lease on PostgreSQL is a session advisory lock on a connection of its own. When the server ends
+    # that session (its keepalives found the link dead, an operator's pg_terminate_backend, a restart), the lock
+    # is free and another relay takes it — while the first one, never using that connection again, went on
+    # publishing as if it held it: two relays on one outbox
+    from payevents.store.db import AdvisoryLock
+
+    engine = connect(pg_settings, "payments", OUTBOX_MIGRATIONS)
+    first = Relay(pg_settings, engine=engine)
+    stop = threading.Event()
+    worker = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    worker.start()
+    second = Relay(pg_settings, engine=engine)
+    try:
+        wait_until(lambda: first.lease_held, 30, "the first relay to take the outbox lock")
+        with engine.begin() as conn:
+            ended = conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND classid = {AdvisoryLock.CLASS_ID} AND objid = 'outbox_pending'::regclass::oid AND granted"
+            ).scalars().all()
+        assert ended == [True]
+        assert second.lock.try_acquire()  # the lock is free: the other relay has it now
+        wait_until(lambda: not first.lease_held, 15, "the first relay to find that it lost the lock")
+        ids = [append_one(engine, "pay-lease", f"lease-{i}", amount=f"{i + 1}.00").event_id for i in range(3)]
+        assert second.publish_pending() == 3  # published once, by the holder
+        second.lock.release()
+        wait_until(lambda: first.lease_held, 15, "the first relay to take the lock back")
+        assert [m.header("eventId") for m in read_channel(second.transport, topic_for("dev"))] == ids
+    finally:
+        stop.set()
+        worker.join(10)
+        second.close()
+        first.close()

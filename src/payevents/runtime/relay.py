@@ -118,6 +118,9 @@ class OutboxLock:
     def release(self) -> None:
         self._lock.release()
 
+    def verify(self) -> bool:
+        return self._lock.verify()
+
 
 class DelayStats:
     """An HDR-like histogram: fixed log-spaced buckets (1% wide) from 10 µs to 1000 s, so percentiles
@@ -565,6 +568,12 @@ class Relay:
                             self._marks.append(sent)
                             self._cond.notify_all()
                     if time.monotonic() >= next_sample:
+                        if not self.lock.verify():
+                            # another relay may hold it now: publish nothing until this one holds it again
+                            logger.error("relay lost the outbox lock (%s: its session ended); waiting to take it"
+                                         " again", self.lock.describe())
+                            if not self.acquire(stop):
+                                break
                         self.pending = pending_count(self.engine)
                         PENDING.set(self.pending)
                         SET_ASIDE_WAITING.set(set_aside_count(self.engine))

@@ -247,6 +247,10 @@ class ProcessLock:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def verify(self) -> bool:
+        """Whether the lock is still ours (a lock that lives in a server session goes with that session)."""
+        return self.held
+
 
 class FileLock(ProcessLock):
     """An exclusive ``flock`` on ``path``, which names the holder (None: always ours)."""
@@ -324,6 +328,22 @@ class AdvisoryLock(ProcessLock):
             raise
         self._conn, self.held = conn, True
         return True
+
+    def verify(self) -> bool:
+        """A session lock is held as long as its session lives: one round trip on the lock's own connection, which
+        nothing else uses. A session the server ended (its keepalives found the link dead, ``pg_terminate_backend``,
+        a restart) freed the lock for another holder: then it is no longer ours, and this says so."""
+        if not self.held or self._conn is None:
+            return False
+        try:
+            self._conn.exec_driver_sql("SELECT 1")
+            self._conn.commit()
+            return True
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn, self.held = None, False
+            return False
 
     def release(self) -> None:
         if self._conn is not None:
