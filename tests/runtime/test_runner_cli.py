@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,28 @@ def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_fir
             assert run.wait(timeout=90) == 0
 
 
+def _payments_with_killers(settings: Settings, counter: ServiceDef, n: int,
+                           killers: dict[int, str]) -> tuple[list[dict[str, Any]], Callable[[], int]]:
+    """``n`` payments on the channel, the ``i``-th described as ``killers[i]`` (``die``, ``hang``: the counter's
+    handler ends its process, or never returns); returns their events and how many the counter applied so far."""
+    records, events = [], []
+    for i in range(n):
+        rec, ev = rc.event_record(settings, f"PAY-K-{i % 3}", f"{i + 1}.00",
+                                  description=killers.get(i, "a payment"))
+        records.append(rec)
+        events.append(ev)
+    rc.send(settings, records)
+    engine = db.engine_for(settings, counter.name)
+
+    def applied() -> int:
+        try:
+            return len(rc.counter_rows(engine))
+        except Exception:  # its tables are not there before the worker's first start
+            return 0
+
+    return events, applied
+
+
 def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_deaths_and_the_rest_flow(
     store_settings: Settings, counter: ServiceDef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,21 +224,8 @@ def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_de
     monkeypatch.setenv("PAYEVENTS_TEST_COUNTER_NAME", counter.name)
     monkeypatch.setenv("PAYEVENTS_LIVE_AFTER_S", "2")
     monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.2")
-    records, events = [], []
-    for i in range(30):
-        what = {10: "die", 20: "hang"}.get(i, "a payment")
-        rec, ev = rc.event_record(settings, f"PAY-LOOP-{i % 3}", f"{i + 1}.00", description=what)
-        records.append(rec)
-        events.append(ev)
-    rc.send(settings, records)
+    events, applied = _payments_with_killers(settings, counter, 30, {10: "die", 20: "hang"})
     engine = db.engine_for(settings, counter.name)
-
-    def applied() -> int:
-        try:
-            return len(rc.counter_rows(engine))
-        except Exception:
-            return 0
-
     stop, ready = threading.Event(), threading.Event()
     exits: list[runner.WorkerExit] = []
     thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(
@@ -253,21 +263,8 @@ def test_a_record_that_kills_a_worker_run_alone_is_dead_lettered_after_three_dea
            "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir),
            "PAYEVENTS_TEST_COUNTER_NAME": counter.name,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    records, events = [], []
-    for i in range(12):
-        rec, ev = rc.event_record(settings, f"PAY-ALONE-{i % 3}", f"{i + 1}.00",
-                                  description="die" if i == 5 else "a payment")
-        records.append(rec)
-        events.append(ev)
-    rc.send(settings, records)
+    events, applied = _payments_with_killers(settings, counter, 12, {5: "die"})
     engine = db.engine_for(settings, counter.name)
-
-    def applied() -> int:
-        try:
-            return len(rc.counter_rows(engine))
-        except Exception:
-            return 0
-
     deaths: list[int] = []
     proc = None
     for _start in range(2 * (CRASH_LIMIT + 2)):  # the outside supervisor: start again whatever ended
