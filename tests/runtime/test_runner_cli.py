@@ -342,3 +342,21 @@ def test_a_bad_setting_is_one_line_naming_it_and_the_rule_before_anything_starts
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert lines == [f"error: {says}" + lines[0][len("error: ") + len(says):]] and says in lines[0], proc.stderr
     assert "s3cr3t" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("one", [True, False], ids=["one", "supervised"])
+def test_a_worker_whose_service_cannot_work_with_the_settings_does_not_start(tmp_path: Path, one: bool) -> None:
+    # a malformed SMTP URL: the notifications worker started, and its delivery logged a traceback every 2 s for
+    # ever while the confirmations piled up
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "payevents")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path), "PAYEVENTS_SMTP_URL": "http://mail:s3cr3t@x"}
+    proc = subprocess.run([cli, "run", *(["--one"] if one else []), "notifications"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert lines == ["error: PAYEVENTS_SMTP_URL: scheme 'http' must be smtp or smtps"], proc.stderr
+    assert "s3cr3t" not in proc.stderr + proc.stdout

@@ -160,7 +160,9 @@ def test_smtp_url_parsing() -> None:
     from payevents.errors import ConfigError
 
     for bad, rule in (("http://x", "scheme"), ("smtp://", "host"), ("smtp://h?tls=1", "unknown option"),
-                      ("smtps://h?starttls=1", "implicit TLS")):
+                      ("smtps://h?starttls=1", "implicit TLS"),
+                      *((f"smtp://h?timeout={t}", f"timeout={t} must be a number of seconds above 0 and at most 300")
+                        for t in ("0", "-1", "nan", "inf", "1e9", "soon"))):
         with pytest.raises(ConfigError, match=rule):
             notifications.parse_smtp_url(bad)
 

@@ -286,6 +286,8 @@ class ConsumerRuntime:
         instance: int = 0,
         after_crash: bool = False,
     ) -> None:
+        if service.check is not None:
+            service.check(settings)
         self.settings = settings
         self.service = service
         self.max_batch = max_batch

@@ -239,6 +239,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
     cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
     check_process_env()
+    check_services(settings, [name])
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
     try:
         tracing.configure(name if name == RELAY else resolve_label(name))
@@ -365,6 +366,15 @@ def restart_backoff() -> Backoff:
     return Backoff(initial=initial, maximum=max(60.0, initial))
 
 
+def check_services(settings: Settings, names: Sequence[str]) -> None:
+    """Each named consumer service's own check of the settings (``ServiceDef.check``), before anything starts."""
+    for name in names:
+        if name != RELAY:
+            service = resolve_service(name)
+            if service.check is not None:
+                service.check(settings)
+
+
 def check_process_env() -> None:
     """The process's own knobs (PAYEVENTS_LIVE_AFTER_S, _METRICS_PORT, _RESTART_BACKOFF, _LOG_LEVEL, _LOG_FORMAT),
     checked before anything starts: a bad one is one ConfigError naming it and its rule, not a traceback in a
@@ -397,6 +407,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop)
     check_process_env()
+    check_services(settings, names)
     base_port = metrics_port if metrics_port is not None else port_env(METRICS_PORT_ENV)
     ctx = multiprocessing.get_context("spawn")
     slots: list[_Slot] = []

@@ -59,6 +59,9 @@ class ServiceDef:
     #: first eventId, content — see :func:`payevents.runtime.facts.content_from`), oldest first; recorded once
     #: when the runtime first starts on an existing database
     fact_history: Callable[[Connection], Iterable[tuple[str, str, str, dict[str, Any]]]] | None = None
+    #: what the service needs of the settings (an SMTP URL it can use, …), checked before its worker starts and
+    #: by :class:`~payevents.runtime.consumer.ConsumerRuntime`: raises ConfigError naming the setting and the rule
+    check: Callable[[Settings], None] | None = None
 
     @property
     def group(self) -> str:

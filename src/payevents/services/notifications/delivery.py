@@ -62,6 +62,17 @@ class SmtpConfig:
 _TRUE = ("1", "true", "yes", "on")
 
 
+#: the longest SMTP socket timeout a URL may ask for (each send is fenced by the intent's 60 s lease anyway)
+MAX_SMTP_TIMEOUT_S = 300.0
+
+
+def check_settings(settings: Settings) -> None:
+    """What the notifications worker needs of the settings, checked before it starts (``ServiceDef.check``):
+    an SMTP URL it can use, when one is set."""
+    if settings.smtp_url:
+        parse_smtp_url(settings.smtp_url.get_secret_value())
+
+
 def parse_smtp_url(url: str) -> SmtpConfig:
     """``smtp://[user:pass@]host[:port][?starttls=1&timeout=10&cafile=/path/ca.pem]`` or ``smtps://...``
     (implicit TLS)."""
@@ -83,9 +94,16 @@ def parse_smtp_url(url: str) -> SmtpConfig:
         raise ConfigError("PAYEVENTS_SMTP_URL: smtps:// is implicit TLS; starttls=1 applies to smtp:// only")
     try:
         port = parts.port or (465 if parts.scheme == "smtps" else 587 if starttls else 25)
-        timeout = float(query.get("timeout", "10"))
     except ValueError as exc:
         raise ConfigError(f"PAYEVENTS_SMTP_URL: {exc}") from None
+    raw_timeout = query.get("timeout", "10")
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        timeout = float("nan")
+    if not 0 < timeout <= MAX_SMTP_TIMEOUT_S:  # NaN fails this too
+        raise ConfigError(f"PAYEVENTS_SMTP_URL: timeout={raw_timeout} must be a number of seconds above 0 and at"
+                          f" most {MAX_SMTP_TIMEOUT_S:g}")
     return SmtpConfig(
         host=parts.hostname,
         port=port,

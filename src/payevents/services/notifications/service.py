@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.notifications.delivery import run_delivery_process
+from payevents.services.notifications.delivery import check_settings, run_delivery_process
 from payevents.services.notifications.handlers import fact_history, handle_batch, handle_processed
 from payevents.services.notifications.store import MIGRATIONS, SERVICE_NAME
 from payevents.settings import Settings
@@ -30,4 +30,5 @@ SERVICE = ServiceDef(
     background=background,
     batch_handler=handle_batch,
     fact_history=fact_history,
+    check=check_settings,
 )
