@@ -167,6 +167,21 @@ def test_smtp_url_parsing() -> None:
             notifications.parse_smtp_url(bad)
 
 
+@pytest.mark.parametrize("sender", ["Zahlungen <zahlung@bänk.example>", "payments@x.example\r\nBcc: all@x.example",
+                                    "no address at all", ""])
+def test_a_sender_no_confirmation_could_carry_is_refused_before_the_worker_starts(settings: Settings,
+                                                                                  sender: str) -> None:
+    # PAYEVENTS_MAIL_FROM is in every confirmation's From: one the messages cannot carry made every e-mail fail for
+    # good as unrenderable, each customer's confirmation lost to one setting
+    from payevents.errors import ConfigError
+    from payevents.services.notifications.delivery import check_settings
+
+    with pytest.raises(ConfigError, match="PAYEVENTS_MAIL_FROM: "):
+        check_settings(settings.replace(mail_from=sender))
+    check_settings(settings.replace(mail_from="Payments <payments@bank.example>"))
+    check_settings(settings)
+
+
 def test_cli_customers_and_notifications(settings: Settings) -> None:
     from payevents.faces.cli import app
 

@@ -67,8 +67,14 @@ MAX_SMTP_TIMEOUT_S = 300.0
 
 
 def check_settings(settings: Settings) -> None:
-    """What the notifications worker needs of the settings, checked before it starts (``ServiceDef.check``):
-    an SMTP URL it can use, when one is set."""
+    """What the notifications worker needs of the settings, checked before it starts (``ServiceDef.check``): a
+    sender every confirmation can carry in its From (ASCII, one line, an address), and an SMTP URL it can use,
+    when one is set. A sender the messages cannot carry would fail every confirmation for good."""
+    sender = settings.mail_from
+    address = parseaddr(sender)[1]
+    if not sender.isascii() or "\n" in sender or "\r" in sender or "@" not in address:
+        raise ConfigError(f"PAYEVENTS_MAIL_FROM: {sender!r} is not an ASCII e-mail address on one line"
+                          " (Payments <payments@example.com>)")
     if settings.smtp_url:
         parse_smtp_url(settings.smtp_url.get_secret_value())
 
