@@ -138,10 +138,15 @@ class Settings:
         return self.database_url.get_secret_value()
 
     def schema_for(self, service: str) -> str | None:
-        """PostgreSQL schema of one service (None on SQLite, where each service has its own file)."""
+        """PostgreSQL schema of one service (None on SQLite, where each service has its own file): a plain
+        identifier of at most 63 bytes, which PostgreSQL would otherwise cut (two services could share one)."""
         if self.database_url is None or self.database_url.get_secret_value().startswith("sqlite"):
             return None
-        return f"{self.db_schema_prefix}{service}"
+        schema = f"{self.db_schema_prefix}{service}"
+        if not _SCHEMA_PREFIX.fullmatch(schema) or len(schema) > 63:
+            raise ConfigError(f"PAYEVENTS_DB_SCHEMA_PREFIX: the schema {schema[:80]!r} of service {service[:80]!r}"
+                              " must be lower-case letters, digits and underscores, at most 63 characters")
+        return schema
 
     def replace(self, **changes: Any) -> Settings:
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -197,6 +202,10 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
+        if not _SCHEMA_PREFIX.fullmatch(self.db_schema_prefix) or len(self.db_schema_prefix) > MAX_SCHEMA_PREFIX:
+            raise ConfigError(f"PAYEVENTS_DB_SCHEMA_PREFIX: {self.db_schema_prefix[:80]!r} must be lower-case letters,"
+                              f" digits and underscores, not starting with a digit, at most {MAX_SCHEMA_PREFIX}"
+                              " characters (each service's schema is the prefix and its name)")
         if self.database_url is not None:
             scheme = self.database_url.get_secret_value().split(":", 1)[0].strip()
             if not (scheme == "sqlite" or scheme.startswith(("sqlite+", "postgresql"))):
@@ -239,6 +248,12 @@ def _positive_int(value: str, name: str) -> int:
     if n < 1:
         raise ConfigError(f"{name}: {n} must be a positive integer")
     return n
+
+
+#: a schema prefix: lower-case letters, digits and underscores, not starting with a digit (empty: none)
+_SCHEMA_PREFIX: Final = re.compile(r"(?:[a-z_][a-z0-9_]*)?")
+#: leaves room for a service's name in PostgreSQL's 63 bytes
+MAX_SCHEMA_PREFIX: Final = 40
 
 
 # -- the process's own knobs (read where they are used, checked here: one line naming the variable and the rule) --

@@ -98,3 +98,19 @@ def test_a_failed_connection_error_and_the_logs_never_show_the_database_password
         assert "database unreachable" in done.stderr
         for secret in (DB_PASSWORD, TOKEN):
             assert secret not in done.stderr and secret not in done.stdout
+
+
+@pytest.mark.parametrize("prefix", ['pay"; DROP SCHEMA public CASCADE; --', "my prefix_", "Payevents_", "1st_",
+                                    "p" * 41, "payevents-"])
+def test_a_schema_prefix_that_is_not_a_plain_identifier_is_refused(prefix: str) -> None:
+    # the prefix names every service's PostgreSQL schema: quoted into CREATE SCHEMA and passed in the session's
+    # options (search_path), where a quote broke the statement, a space the connection, and a name past 63
+    # bytes was cut by the server so that two services could share a schema
+    from payevents.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="PAYEVENTS_DB_SCHEMA_PREFIX: "):
+        Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DB_SCHEMA_PREFIX": prefix,
+                           "PAYEVENTS_DATABASE_URL": "postgresql+psycopg://u@h/db"})
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DB_SCHEMA_PREFIX": "acme_pay_",
+                              "PAYEVENTS_DATABASE_URL": "postgresql+psycopg://u@h/db"}).schema_for("ledger") == (
+        "acme_pay_ledger")
