@@ -54,9 +54,10 @@ def run_cmd(
     relay: Annotated[bool | None, typer.Option("--relay/--no-relay", help="also run the outbox relay (default: only "
                                                                           "with all or when named)")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="records per consumer batch")] = 500,
-    metrics_port: Annotated[int | None, typer.Option("--metrics-port", min=0, help="metrics/health port of the "
-                                                     "first worker, the next get the following ports; 0 = any free "
-                                                     "port, announced (PAYEVENTS_METRICS_PORT)")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535,
+        help="metrics/health port of the first worker, the next get the following ports; 0 = any free port,"
+             " announced (PAYEVENTS_METRICS_PORT)")] = None,
     restart: Annotated[bool, typer.Option("--restart/--no-restart", help="restart a worker that dies (with "
                                           "backoff: PAYEVENTS_RESTART_BACKOFF seconds first, doubling)")] = True,
     log_format: LogFormatOpt = None,

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         payments: Annotated[int, typer.Option("--payments", min=8, help="how many payments to drive")] = 200,
         seed: Annotated[int, typer.Option("--seed", help="seed of the payment mix")] = 7,
         serve: Annotated[bool, typer.Option("--serve", help="keep the dashboard up afterwards")] = False,
-        port: Annotated[int, typer.Option("--port", help="dashboard port with --serve")] = 8000,
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="dashboard port with --serve")] = 8000,
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
         *, o: Common,
     ) -> None:

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
     @kafka.command("up")
     def up(
-        port: Annotated[int, typer.Option("--port", help="the first broker's client port")] = 9092,
+        port: Annotated[int, typer.Option("--port", min=1, max=65535, help="the first broker's client port")] = 9092,
         nodes: Annotated[int, typer.Option("--nodes", min=1, max=3, help="1, or 3 for a replicated cluster")] = 1,
         data_dir: Annotated[Path, typer.Option("--data-dir", help="kept between runs: topics and offsets survive "
                                                                    "a restart")] = Path("kafka-data"),

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @common(broker=True)
     def serve(
         host: Annotated[str, typer.Option("--host", help="interface to listen on")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+        port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port")] = 8000,
         *, o: Common,
     ) -> None:
         """Serve the JSON API, the dashboard and the event catalog (writes need PAYEVENTS_API_TOKEN)."""
