@@ -122,8 +122,7 @@ def test_unreachable_broker_with_output_json_is_one_line_and_exit_3(args: list[s
                                   ["kafka", "up", "--port", "65536"],
                                   ["run", "ledger", "--env", "dev", "--metrics-port", "65536"]])
 def test_a_port_out_of_range_is_refused_naming_the_option(args: list[str], tmp_path: Path) -> None:
-    # `payevents serve --port 99999` was an OverflowError traceback from the socket's bind (and `demo --port 70000`
-    # ran the whole demo first)
+    # `payevents serve --port 99999` was an OverflowError traceback from the socket's bind
     result = CliRunner().invoke(app, args, env={"PAYEVENTS_DATA_DIR": str(tmp_path)})
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.replace("│", " ").split())
