@@ -34,12 +34,24 @@ def test_lag_series_of_a_lost_partition_is_removed(settings: Settings, counter: 
         assert REGISTRY.get_sample_value("payevents_consumer_lag", {"service": counter.name, "partition": "0"}) == 3
 
 
-def test_a_worker_that_cannot_be_configured_is_not_restarted(settings: Settings) -> None:
-    # runtime_counter.NAME is a string, not a ServiceDef: a ConfigError in the worker, exit 78, no restart
-    exits = runner.run_workers(settings, ["runtime_counter:NAME"], report=False)
+def test_a_worker_that_cannot_be_configured_is_not_restarted(settings: Settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # an exporter that is not installed is found by the worker itself (its tracing): a ConfigError in the worker,
+    # exit 78, no restart
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "no-such-exporter")
+    exits = runner.run_workers(settings, ["ledger"], report=False)
     assert [(e.exitcode, e.restarts) for e in exits] == [(runner.EXIT_CONFIG, 0)]
     (view,) = read_registry(settings)
     assert view.state == "failed" and not view.alive and view.exitcode == runner.EXIT_CONFIG
+
+
+def test_a_service_that_cannot_be_resolved_is_refused_before_any_worker_starts(settings: Settings) -> None:
+    # runtime_counter.NAME is a string, not a ServiceDef
+    from payevents.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'runtime_counter:NAME' is a str, not a payevents Service"):
+        runner.run_workers(settings, ["runtime_counter:NAME"], report=False)
+    assert read_registry(settings) == []
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "soon"])
