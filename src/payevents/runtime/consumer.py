@@ -37,6 +37,7 @@ which no retry changes: that record is dead-lettered at once, like a PoisonEvent
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -45,7 +46,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,8 +124,6 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
 
 #: a record the worker died applying this many times (killed as stuck, or crashed) is dead-lettered, not tried again
 CRASH_LIMIT = 3
-_ATTEMPTS_SQL = ("SELECT attempts, attempt_by FROM consumer_attempts"
-                 " WHERE topic = {0} AND partition_no = {0} AND offset_no = {0}")
 _ATTEMPT_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
                 " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (topic, partition_no, offset_no)"
                 " DO UPDATE SET attempts = excluded.attempts, attempt_by = excluded.attempt_by")
@@ -252,6 +251,19 @@ class _HandlerFailure(Exception):
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _store_faults() -> Iterator[None]:
+    """A store transaction that fails as the store's fault — one that passes (:func:`is_transient`) or any other
+    SQLAlchemy error — raises :class:`_Transient` (rolled back, backed off, retried: nothing was applied); anything
+    else, the runtime's own signals among them, passes through as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
+            raise _Transient(f"store: {_describe(exc)}") from exc
+        raise
 
 
 @dataclasses.dataclass
@@ -583,17 +595,12 @@ class ConsumerRuntime:
         (:meth:`_one_by_one`), which finds the one that kills; a death unrelated to the records (a kill by an
         operator, a lost host) costs its successor one statement per batch, not a transaction per record."""
         keys = [(m.topic, m.partition, m.offset) for m in messages]
-        try:
-            with db.writer(self.engine).begin() as conn:
-                left = self._attempts_left(conn, keys)
-                suspect = any(by != self._attempt_by for _n, by in left.values())
-                if not suspect and len(left) < len(keys):
-                    conn.exec_driver_sql(_ATTEMPT_NEW_SQL.format(bulk.mark(conn)),
-                                         [(*k, 1, self._attempt_by) for k in keys if k not in left])
-        except Exception as exc:  # the store is down: back off as for any batch, nothing was applied
-            if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
-                raise _Transient(f"store: {_describe(exc)}") from exc
-            raise
+        with _store_faults(), db.writer(self.engine).begin() as conn:
+            left = self._attempts_left(conn, keys)
+            suspect = any(by != self._attempt_by for _n, by in left.values())
+            if not suspect and len(left) < len(keys):
+                conn.exec_driver_sql(_ATTEMPT_NEW_SQL.format(bulk.mark(conn)),
+                                     [(*k, 1, self._attempt_by) for k in keys if k not in left])
         if suspect:
             return self._one_by_one(messages)
 
@@ -630,17 +637,11 @@ class ConsumerRuntime:
         total = BatchResult()
         for m in messages:
             key = (m.topic, m.partition, m.offset)
-            try:
-                with db.writer(self.engine).begin() as conn:
-                    mark = bulk.mark(conn)
-                    row = conn.exec_driver_sql(_ATTEMPTS_SQL.format(mark), key).first()
-                    died = 0 if row is None else int(row[0]) - (row[1] == self._attempt_by)
-                    if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
-                        conn.exec_driver_sql(_ATTEMPT_SQL.format(mark), (*key, died + 1, self._attempt_by))
-            except Exception as exc:  # the store is down: back off as for any batch, nothing was applied
-                if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
-                    raise _Transient(f"store: {_describe(exc)}") from exc
-                raise
+            with _store_faults(), db.writer(self.engine).begin() as conn:
+                row = self._attempts_left(conn, [key]).get(key)
+                died = 0 if row is None else row[0] - (row[1] == self._attempt_by)
+                if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
+                    conn.exec_driver_sql(_ATTEMPT_SQL.format(bulk.mark(conn)), (*key, died + 1, self._attempt_by))
             forced: dict[int, str] | None = None
             if died >= CRASH_LIMIT:
                 forced = {0: f"crash-loop: {died} workers died applying this record (killed as stuck, or crashed)"}
@@ -661,55 +662,48 @@ class ConsumerRuntime:
         service's batch handler when ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises
         _Transient, _BatchFallback, _Conflicts, _HandlerPoison or _HandlerFailure (after rolling back)."""
         result = BatchResult()
-        try:
-            with db.writer(self.engine).begin() as conn:
-                self._mark_rejected(conn, rejected)
-                fresh = self._mark_seen(conn, items, result)
-                handlers = self.service.handlers
-                if use_batch:
-                    batch_handler = self.service.batch_handler
-                    assert batch_handler is not None
-                    todo = [(it.decoded, it.message) for it in fresh
-                            if it.decoded is not None and it.decoded.event_type in handlers]
-                    result.ignored += len(fresh) - len(todo)
-                    if todo:
-                        try:
-                            with tracing.handler_span(self.service.name, len(todo)):
-                                batch_handler(conn, todo)
-                        except Exception as exc:
-                            if is_transient(exc):
-                                raise
-                            raise _BatchFallback(exc) from exc
-                    result.applied += len(todo)
-                    fresh = []
-                for it in fresh:
-                    assert it.decoded is not None
-                    handler = handlers.get(it.decoded.event_type)
-                    if handler is None:
-                        result.ignored += 1
-                        continue
+        with _store_faults(), db.writer(self.engine).begin() as conn:
+            self._mark_rejected(conn, rejected)
+            fresh = self._mark_seen(conn, items, result)
+            handlers = self.service.handlers
+            if use_batch:
+                batch_handler = self.service.batch_handler
+                assert batch_handler is not None
+                todo = [(it.decoded, it.message) for it in fresh
+                        if it.decoded is not None and it.decoded.event_type in handlers]
+                result.ignored += len(fresh) - len(todo)
+                if todo:
                     try:
-                        with tracing.handler_span(self.service.name, 1):
-                            handler(conn, it.decoded, it.message)
-                    except PoisonEvent as exc:
-                        raise _HandlerPoison(it.index, exc.reason) from exc
+                        with tracing.handler_span(self.service.name, len(todo)):
+                            batch_handler(conn, todo)
                     except Exception as exc:
                         if is_transient(exc):
                             raise
-                        if isinstance(exc, sa.exc.DataError):
-                            # the store refuses this record's values (SQLSTATE class 22: too long, out of range,
-                            # not storable): the same values fail the same way every time, so no retries
-                            raise _HandlerPoison(it.index, f"the store refuses its data: {_describe(exc)}") from exc
-                        raise _HandlerFailure(it.index, exc) from exc
-                    result.applied += 1
-                if before_commit is not None:
-                    before_commit(conn)
-        except (_HandlerPoison, _HandlerFailure, _BatchFallback, _Conflicts):
-            raise
-        except Exception as exc:
-            if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
-                raise _Transient(f"store: {_describe(exc)}") from exc
-            raise
+                        raise _BatchFallback(exc) from exc
+                result.applied += len(todo)
+                fresh = []
+            for it in fresh:
+                assert it.decoded is not None
+                handler = handlers.get(it.decoded.event_type)
+                if handler is None:
+                    result.ignored += 1
+                    continue
+                try:
+                    with tracing.handler_span(self.service.name, 1):
+                        handler(conn, it.decoded, it.message)
+                except PoisonEvent as exc:
+                    raise _HandlerPoison(it.index, exc.reason) from exc
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    if isinstance(exc, sa.exc.DataError):
+                        # the store refuses this record's values (SQLSTATE class 22: too long, out of range,
+                        # not storable): the same values fail the same way every time, so no retries
+                        raise _HandlerPoison(it.index, f"the store refuses its data: {_describe(exc)}") from exc
+                    raise _HandlerFailure(it.index, exc) from exc
+                result.applied += 1
+            if before_commit is not None:
+                before_commit(conn)
         return result
 
     def _mark_rejected(self, conn: Connection, rejected: Sequence[tuple[_Item, str]]) -> None:
