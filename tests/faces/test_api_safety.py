@@ -245,47 +245,21 @@ def test_a_database_that_cannot_be_reached_is_a_503_with_retry_after_not_an_inte
     assert not [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
 
 
-class _ReadOnly:
-    """Every new connection of the cached engines is read-only, as a standby's are (SQLSTATE 25006 on a write):
-    what a client meets while a failover points the database's address at a replica."""
-
-    def __enter__(self) -> None:
-        import sqlalchemy as sa
-
-        from payevents.store import db
-
-        self.engines = list(db._engines.values())
-        for engine in self.engines:
-            engine.dispose()
-            sa.event.listen(engine, "connect", self._read_only)
-
-    @staticmethod
-    def _read_only(dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cur:
-            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        dbapi_conn.commit()
-
-    def __exit__(self, *_exc: object) -> None:
-        import sqlalchemy as sa
-
-        for engine in self.engines:
-            sa.event.remove(engine, "connect", self._read_only)
-            engine.dispose()
-
-
 def test_a_database_turned_read_only_by_a_failover_is_a_503_and_a_fault_that_passes(
         pg_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     """A write refused because the database is read-only (a standby, mid-failover) is the store's state, not a bug
     and not the request's fault: a 503 with Retry-After, and for the workers a fault to wait out."""
     import sqlalchemy as sa
 
+    from db_faults import read_only_sessions
     from payevents.runtime.backoff import is_transient
     from payevents.runtime.runner import unreachable
+    from payevents.store import db
 
     settings = pg_settings.replace(api_token=TOKEN)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.post("/api/payments", json=PAYMENT, headers=auth("ro-0")).status_code == 201
-        with _ReadOnly():
+        with read_only_sessions(list(db._engines.values())):
             answers = [client.post("/api/payments", json=PAYMENT, headers=auth("ro-1")),
                        client.post("/api/invoices", json=INVOICE, headers=auth("ro-2"))]
         after = client.post("/api/payments", json=PAYMENT, headers=auth("ro-1"))
@@ -297,8 +271,6 @@ def test_a_database_turned_read_only_by_a_failover_is_a_503_and_a_fault_that_pas
     assert not [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
     # the same error, as the workers see it: transient (backed off, never counted against a record) and, at
     # start-up, waited for
-    from payevents.store import db
-
     assert settings.database_url is not None
     engine = db.make_engine(settings.database_url.get_secret_value())
     with pytest.raises(sa.exc.DBAPIError) as refused, engine.begin() as conn:

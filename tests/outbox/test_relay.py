@@ -242,28 +242,19 @@ def test_observe_many_exposes_what_observing_one_by_one_exposes() -> None:
 def test_a_database_turned_read_only_holds_the_marks_back_and_the_relay_goes_on(pg_settings: Settings) -> None:
     # mid-failover the payments database answers reads and refuses writes (SQLSTATE 25006, which the driver files
     # as an InternalError): the relay's marks must wait it out, not end the thread that writes them
-    import sqlalchemy as sa
+    from db_faults import read_only_sessions
 
     engine = connect(pg_settings, "payments", OUTBOX_MIGRATIONS)
-
-    def read_only(dbapi_conn: Any, _record: Any) -> None:
-        with dbapi_conn.cursor() as cur:
-            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        dbapi_conn.commit()
-
     ids = [append_one(engine, "pay-ro", f"ro-{i}", amount=f"{i + 1}.00").event_id for i in range(10)]
     stop = threading.Event()
     relay = Relay(pg_settings, engine=engine)
     relay.ensure_topics()
     assert relay.acquire()
-    engine.dispose()
-    sa.event.listen(engine, "connect", read_only)
     worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    worker.start()
     try:
-        wait_until(lambda: relay.stats.errors >= 2, 30, "the relay to meet the read-only database")
-        sa.event.remove(engine, "connect", read_only)
-        engine.dispose()
+        with read_only_sessions([engine]):
+            worker.start()
+            wait_until(lambda: relay.stats.errors >= 2, 30, "the relay to meet the read-only database")
         wait_until(lambda: pending_count(engine) == 0, 30, "the relay to mark what it published")
         stop.set()
         worker.join(10)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +22,24 @@ from payevents.runtime import runner
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
+
+#: the command line, as a user runs it
+CLI = str(Path(sys.executable).parent / "payevents")
+
+
+def _cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``payevents`` process of a test: this one's without its PAYEVENTS_ settings, the dev
+    channel, ``data_dir`` and ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+            "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(data_dir), **extra}
+
+
+def _refused(args: list[str], env: dict[str, str]) -> tuple[list[str], str]:
+    """``payevents run *args``, which must refuse to start with exit code 2: the lines it wrote to stderr, and all
+    it wrote (stderr and stdout)."""
+    proc = subprocess.run([CLI, "run", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    return [line for line in proc.stderr.splitlines() if line.strip()], proc.stderr + proc.stdout
 
 
 def test_two_instances_share_the_group_and_stop_cleanly(
@@ -155,15 +175,10 @@ def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_rep
 def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_first_goes_on(settings: Settings) -> None:
     # two supervisors of one slot would run two workers under one status file, each heartbeat overwriting the
     # other's (the dashboard and /api/health flip between them); other workers may run beside them
-    import subprocess
-    import sys
-
     from payevents.runtime.workers import read_registry
 
-    cli = str(Path(sys.executable).parent / "payevents")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir)}
-    runs = [subprocess.Popen([cli, "run", "invoices"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    env = _cli_env(settings.data_dir)
+    runs = [subprocess.Popen([CLI, "run", "invoices"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)]
 
     def alive(name: str) -> Any:
@@ -172,13 +187,13 @@ def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_fir
     try:
         wait_for(lambda: alive("invoices") is not None, "the first run's invoices worker")
         first = alive("invoices")
-        second = subprocess.run([cli, "run", "invoices", "analytics"], env=env, capture_output=True, text=True,
+        second = subprocess.run([CLI, "run", "invoices", "analytics"], env=env, capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode == 2, second.stderr
         assert (f"invoices[0] is already running (worker pid {first.pid}, supervised by pid {runs[0].pid})"
                 in second.stderr)
         assert alive("analytics") is None  # refused as a whole: none of its workers started
-        runs.append(subprocess.Popen([cli, "run", "analytics"], env=env, stdout=subprocess.DEVNULL,
+        runs.append(subprocess.Popen([CLI, "run", "analytics"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True))
         wait_for(lambda: alive("analytics") is not None, "another worker beside the first run")
         now = alive("invoices")
@@ -252,23 +267,17 @@ def test_a_record_that_kills_a_worker_run_alone_is_dead_lettered_after_three_dea
     # `payevents run --one` under a supervisor that is not ours (systemd's Restart=on-failure, a pod's restarts):
     # nobody tells the new process that the one before it died. The store must: without that, each process
     # applies in batches, dies on the same record, and the partition stops there for ever
-    import subprocess
-    import sys
-
     from payevents.runtime.consumer import CRASH_LIMIT
     from payevents.runtime.deadletter import list_dead_letters
 
-    cli = str(Path(sys.executable).parent / "payevents")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(settings.data_dir),
-           "PAYEVENTS_TEST_COUNTER_NAME": counter.name,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = _cli_env(settings.data_dir, PAYEVENTS_TEST_COUNTER_NAME=counter.name,
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     events, applied = _payments_with_killers(settings, counter, 12, {5: "die"})
     engine = db.engine_for(settings, counter.name)
     deaths: list[int] = []
     proc = None
     for _start in range(2 * (CRASH_LIMIT + 2)):  # the outside supervisor: start again whatever ended
-        proc = subprocess.Popen([cli, "run", "--one", "runtime_counter:SERVICE", "--max-batch", "4"], env=env,
+        proc = subprocess.Popen([CLI, "run", "--one", "runtime_counter:SERVICE", "--max-batch", "4"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         while proc.poll() is None and applied() < 11:
             time.sleep(0.2)
@@ -330,33 +339,16 @@ def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(se
 @pytest.mark.parametrize("one", [True, False], ids=["one", "supervised"])
 def test_a_bad_setting_is_one_line_naming_it_and_the_rule_before_anything_starts(
         tmp_path: Path, name: str, value: str, says: str, one: bool) -> None:
-    import subprocess
-    import sys
-
-    cli = str(Path(sys.executable).parent / "payevents")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path), name: value}
-    proc = subprocess.run([cli, "run", *(["--one"] if one else []), "ledger"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert lines == [f"error: {says}" + lines[0][len("error: ") + len(says):]] and says in lines[0], proc.stderr
-    assert "s3cr3t" not in proc.stderr + proc.stdout
+    lines, output = _refused([*(["--one"] if one else []), "ledger"], _cli_env(tmp_path, **{name: value}))
+    assert lines == [f"error: {says}" + lines[0][len("error: ") + len(says):]] and says in lines[0], output
+    assert "s3cr3t" not in output
 
 
 @pytest.mark.parametrize("one", [True, False], ids=["one", "supervised"])
 def test_a_worker_whose_service_cannot_work_with_the_settings_does_not_start(tmp_path: Path, one: bool) -> None:
     # a malformed SMTP URL: the notifications worker started, and its delivery logged a traceback every 2 s for
     # ever while the confirmations piled up
-    import subprocess
-    import sys
-
-    cli = str(Path(sys.executable).parent / "payevents")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path), "PAYEVENTS_SMTP_URL": "http://mail:s3cr3t@x"}
-    proc = subprocess.run([cli, "run", *(["--one"] if one else []), "notifications"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert lines == ["error: PAYEVENTS_SMTP_URL: scheme 'http' must be smtp or smtps"], proc.stderr
-    assert "s3cr3t" not in proc.stderr + proc.stdout
+    lines, output = _refused([*(["--one"] if one else []), "notifications"],
+                             _cli_env(tmp_path, PAYEVENTS_SMTP_URL="http://mail:s3cr3t@x"))
+    assert lines == ["error: PAYEVENTS_SMTP_URL: scheme 'http' must be smtp or smtps"], output
+    assert "s3cr3t" not in output
