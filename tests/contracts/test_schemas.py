@@ -127,7 +127,7 @@ def _schema_valid(doc: dict[str, Any]) -> bool:
         schema = load_schema(event_type, "1.0.0")
     else:
         return False
-    validator = Draft202012Validator(schema, format_checker=codec._FORMATS)
+    validator = Draft202012Validator(schema, format_checker=codec.format_checker())
     return validator.is_valid(doc)
 
 

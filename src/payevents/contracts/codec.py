@@ -18,6 +18,7 @@ the bad value. The precise path is the authority: it decides, the fast path only
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import typing
@@ -27,8 +28,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError as SchemaError
 
 from payevents.contracts import cardguard, legacy
 from payevents.contracts.events import (
@@ -42,6 +41,10 @@ from payevents.contracts.money import MINOR_UNITS, amount_ok, amount_problem
 from payevents.contracts.numbers import OutOfRange, json_number
 from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
+
+if typing.TYPE_CHECKING:  # jsonschema is imported by the precise path only (a worker's start skips its ~35 ms)
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -349,17 +352,14 @@ def _fast_legacy(raw: bytes) -> DecodedEvent | None:
 
 # -- the precise path ----------------------------------------------------------------------------------
 
-_FORMATS: Final = FormatChecker(formats=())
 _UUID_RE: Final = re.compile(UUID_PATTERN)
 _DATETIME_DECODER: Final = msgspec.json.Decoder(AwareDatetime)
 
 
-@_FORMATS.checks("uuid")
 def _is_uuid(value: object) -> bool:
     return not isinstance(value, str) or _UUID_RE.match(value) is not None
 
 
-@_FORMATS.checks("date-time")
 def _is_datetime(value: object) -> bool:
     """RFC 3339 with an offset, exactly what the msgspec models accept."""
     if not isinstance(value, str):
@@ -371,13 +371,26 @@ def _is_datetime(value: object) -> bool:
     return True
 
 
+@functools.cache
+def format_checker() -> FormatChecker:
+    """The schemas' ``uuid`` and ``date-time`` formats, checked as the msgspec models check them."""
+    from jsonschema import FormatChecker
+
+    formats = FormatChecker(formats=())
+    formats.checks("uuid")(_is_uuid)
+    formats.checks("date-time")(_is_datetime)
+    return formats
+
+
 _VALIDATORS: dict[tuple[str, str], Draft202012Validator] = {}
 
 
 def _validator(event_type: str, version: str) -> Draft202012Validator:
     v = _VALIDATORS.get((event_type, version))
     if v is None:
-        v = Draft202012Validator(load_schema(event_type, version), format_checker=_FORMATS)
+        from jsonschema import Draft202012Validator
+
+        v = Draft202012Validator(load_schema(event_type, version), format_checker=format_checker())
         _VALIDATORS[(event_type, version)] = v
     return v
 
