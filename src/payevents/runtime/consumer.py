@@ -70,7 +70,7 @@ from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
 from payevents.store.db import Migration
-from payevents.transport.base import Consumer, Message, Producer, TopicPartition, Transport
+from payevents.transport.base import Consumer, Message, Producer, Skipped, TopicPartition, Transport
 
 log = logging.getLogger("payevents.consumer")
 
@@ -195,6 +195,8 @@ class ConsumerStats:
     ignored: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    #: records the channel deleted (Kafka's retention) before this group read them: reported, never applied
+    lost: int = 0
     batches: int = 0
     lag: int = 0
     lag_by_partition: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
@@ -207,7 +209,7 @@ class ConsumerStats:
         return {
             "consumed": self.consumed, "applied": self.applied, "duplicates": self.duplicates,
             "absorbed": self.absorbed, "ignored": self.ignored, "dead_lettered": self.dead_lettered,
-            "retries": self.retries,
+            "retries": self.retries, "lost": self.lost,
             "batches": self.batches, "lag": self.lag, "last_batch_seconds": self.last_batch_seconds,
         }
 
@@ -349,6 +351,7 @@ class ConsumerRuntime:
                for name, outcome in metrics.OUTCOMES.items()},
         }
         self._dead_letters = metrics.DEAD_LETTERED.labels(service=service.name)
+        self._lost = metrics.RECORDS_LOST.labels(service=service.name)
         self._latency = metrics.BATCH_LATENCY.labels(service=service.name)
         #: partitions with a lag series in this process (removed when the member loses them)
         self._lag_series: set[str] = set()
@@ -425,6 +428,8 @@ class ConsumerRuntime:
             if not is_transient(exc):
                 raise
             return self._back_off([], f"poll: {_describe(exc)}", started)
+        for gap in self.consumer.skipped():
+            self._report_lost(gap)
         if not messages:
             self._update_lag()
             return BatchResult(seconds=time.perf_counter() - started)
@@ -438,6 +443,18 @@ class ConsumerRuntime:
         self._record(result)
         self._update_lag()
         return result
+
+    def _report_lost(self, gap: Skipped) -> None:
+        """Records deleted from the channel before this group read them: they cannot be applied or dead-lettered
+        (they are gone), so they are counted and said, loudly, once. The outbox still holds every event the
+        relay published."""
+        self.stats.lost += gap.records
+        self._lost.inc(gap.records)
+        log.error("%d record(s) of %s[%d] (offsets %d to %d) were deleted from the channel (its retention) before"
+                  " %s read them; reading goes on at offset %d", gap.records, gap.topic, gap.partition, gap.first,
+                  gap.upto - 1, self.service.group, gap.upto,
+                  extra={"service": self.service.name, "topic": gap.topic, "partition": gap.partition,
+                         "offset": gap.first, "outcome": "lost"})
 
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop`` is set; then finish the current batch, commit and close."""

@@ -22,6 +22,8 @@ RECORDS = Counter("payevents_consumer_records", "Records handled, by outcome", [
 #: ConsumerStats/BatchResult field -> outcome label of RECORDS
 OUTCOMES = {"applied": "applied", "duplicates": "duplicate", "absorbed": "absorbed",
             "ignored": "ignored", "dead_lettered": "dead_lettered"}
+RECORDS_LOST = Counter("payevents_consumer_records_lost", "Records the channel deleted (its retention) before this "
+                       "service's group read them: never applied; alert on any", ["service"])
 DEAD_LETTERED = Counter("payevents_consumer_dead_lettered", "Records sent to the dead-letter channel", ["service"])
 RETRIES = Counter(
     "payevents_consumer_retries", "Batches rolled back and retried after a transient fault", ["service"]

@@ -11,6 +11,7 @@ from payevents.transport.base import (
     Message,
     Producer,
     Record,
+    Skipped,
     TopicInfo,
     Transport,
 )
@@ -18,7 +19,9 @@ from payevents.transport.base import (
 if TYPE_CHECKING:
     from payevents.settings import Settings
 
-__all__ = ["Consumer", "Delivery", "Message", "Producer", "Record", "TopicInfo", "Transport", "open_transport"]
+__all__ = [
+    "Consumer", "Delivery", "Message", "Producer", "Record", "Skipped", "TopicInfo", "Transport", "open_transport",
+]
 
 
 def open_transport(settings: Settings) -> Transport:

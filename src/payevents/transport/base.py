@@ -94,6 +94,21 @@ class Message:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Skipped:
+    """Records of a partition a consumer group had not read and the channel no longer holds (Kafka's retention
+    deleted them first): offsets ``first`` to ``upto - 1``; reading went on at ``upto``."""
+
+    topic: str
+    partition: int
+    first: int
+    upto: int
+
+    @property
+    def records(self) -> int:
+        return self.upto - self.first
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TopicInfo:
     name: str
     partitions: int
@@ -154,6 +169,11 @@ class Consumer(Protocol):
     def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
 
     def assignment(self) -> set[TopicPartition]: ...
+
+    def skipped(self) -> list[Skipped]:
+        """The records this member found gone before its group read them, since the last call (each range once):
+        the offset it was to read next had left the channel, and reading went on at the oldest one still there."""
+        ...
 
     def lag(self) -> dict[TopicPartition, int]:
         """Per assigned partition: end offset minus committed offset (with nothing committed: minus the

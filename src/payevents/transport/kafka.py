@@ -26,7 +26,15 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 
 from payevents.contracts.channel import topic_config
 from payevents.errors import ConfigError, TransientError
-from payevents.transport.base import Delivery, Message, Record, RecordsRefused, TopicInfo, topic_name_problem
+from payevents.transport.base import (
+    Delivery,
+    Message,
+    Record,
+    RecordsRefused,
+    Skipped,
+    TopicInfo,
+    topic_name_problem,
+)
 from payevents.transport.base import TopicPartition as TP
 
 log = logging.getLogger(__name__)
@@ -482,6 +490,11 @@ class KafkaConsumer:
         #: keeps a partition's pause across a lost + re-assign, which this transport's record does not)
         self._fresh: set[TP] = set()
         self._deferred: Exception | None = None
+        #: per assigned partition, the offset this member reads next (the group's committed offset at assignment,
+        #: then the one after each record returned): a record beyond it that the channel's log start has passed
+        #: means the records between were deleted before this group read them
+        self._next: dict[TP, int] = {}
+        self._skipped: list[Skipped] = []
         self._closed = False
         self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
@@ -498,6 +511,15 @@ class KafkaConsumer:
     def _on_assign(self, _c: Any, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self._fresh |= {(tp.topic, tp.partition) for tp in partitions}
+        if partitions:
+            try:
+                committed = self._c.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                                              timeout=10)
+            except KafkaException as exc:  # not known: a gap on these partitions is seen from their first record on
+                log.warning("group %s: committed offsets of %s not read at assignment (%s)", self.group,
+                            sorted((tp.topic, tp.partition) for tp in partitions), exc.args[0].str())
+            else:
+                self._next.update({(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0})
         log.debug("group %s assigned %s", self.group, sorted(self._assigned))
 
     def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
@@ -524,6 +546,7 @@ class KafkaConsumer:
         self._assigned -= gone
         self._paused -= gone
         for tp in gone:
+            self._next.pop(tp, None)
             self._to_commit.pop(tp, None)
             self._last_sent.pop(tp, None)
             self._confirmed.pop(tp, None)
@@ -586,7 +609,7 @@ class KafkaConsumer:
         out: list[Message] = []
         append = out.append
         rewind: dict[TP, int] = {}
-        assigned, paused = self._assigned, self._paused
+        assigned, paused, expected = self._assigned, self._paused, self._next
         for m in batch:
             err = m.error()
             if err is not None:
@@ -601,12 +624,38 @@ class KafkaConsumer:
                 # fetched before a pause: put it back so it is read after resume
                 rewind.setdefault(tp, offset)
                 continue
+            if offset != expected.get(tp, offset):
+                self._check_gap(tp, expected[tp], offset)
+            expected[tp] = offset + 1
             append(Message(topic, partition, offset, m.key(), m.value(), _headers(m), m.timestamp()[1]))
         for back, first in rewind.items():
             if back in self._assigned:
                 self.seek(back, first)
         if not out:
             self._raise_deferred()
+        return out
+
+    def _check_gap(self, tp: TP, expected: int, offset: int) -> None:
+        """A record at ``offset`` where ``expected`` was next: when the partition's log start has passed
+        ``expected``, the records from it up to ``offset`` were deleted unread (librdkafka resets a position the
+        broker no longer holds to the log start, and says so only in its own log). A gap above the log start
+        (a transaction marker's offset) is no loss."""
+        if offset < expected:  # a position moved back (a rewind): nothing skipped
+            return
+        part = TopicPartition(*tp)
+        low = (self._c.get_watermark_offsets(part, cached=True) or (-1, -1))[0]
+        if low < 0:
+            try:
+                low = self._c.get_watermark_offsets(part, timeout=5, cached=False)[0]
+            except KafkaException as exc:
+                log.warning("group %s: %s read at %d where %d was next; its log start not known (%s)", self.group,
+                            tp, offset, expected, exc.args[0].str())
+                return
+        if low > expected:
+            self._skipped.append(Skipped(tp[0], tp[1], expected, offset))
+
+    def skipped(self) -> list[Skipped]:
+        out, self._skipped = self._skipped, []
         return out
 
     def _raise_deferred(self) -> None:
@@ -694,6 +743,7 @@ class KafkaConsumer:
         if partition not in self._assigned:
             return
         tp = TopicPartition(partition[0], partition[1], max(offset, 0))
+        self._next[partition] = max(offset, 0)
         deadline = time.monotonic() + 5
         while True:
             try:

@@ -1,0 +1,108 @@
+"""Records Kafka deleted (the channel's retention) before a group read them are reported, not skipped silently.
+
+librdkafka moves a position the broker no longer holds to the log start by itself and says so only in its own
+log; the consumer compares each record's offset with the one it was to read next (the group's committed offset at
+assignment, then the one after each record) and reports the range the log start passed (``Consumer.skipped``).
+``AdminClient.delete_records`` moves the log start as retention does."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from transport_helpers import drain, next_offsets
+
+from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
+from payevents.transport import Record, Skipped
+from payevents.transport.kafka import KafkaTransport
+
+
+def _topic(t: KafkaTransport, records: int, *, value: bytes = b"v") -> str:
+    topic = f"t.skip.{uuid.uuid4().hex[:8]}"
+    t.create_topics([topic], 1)
+    p = t.producer()
+    for i in range(0, records, 50):  # several requests: several record batches on the broker
+        p.send([Record(topic, value + b"%d" % j, partition=0) for j in range(i, min(i + 50, records))])
+    p.close()
+    return topic
+
+
+def _delete_before(broker: LocalKafka, topic: str, offset: int) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, offset)]).values():
+        future.result(timeout=30)
+
+
+def test_records_deleted_before_the_group_read_them_are_reported_once(kafka_broker: LocalKafka) -> None:
+    t = KafkaTransport(kafka_broker.bootstrap, dict(FAST_GROUP_CONFIG))
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    try:
+        topic = _topic(t, 100)
+        c = t.consumer(group, [topic])
+        got = drain(c, 100)
+        c.commit({(topic, 0): 10})  # the group has applied 10 records when it stops
+        c.close()
+        _delete_before(kafka_broker, topic, 50)  # retention deletes 0-49: 10-49 were never read by the group
+        c = t.consumer(group, [topic])
+        try:
+            got = drain(c, 50)
+            assert [m.offset for m in got] == list(range(50, 100))
+            assert c.skipped() == [Skipped(topic, 0, 10, 50)]
+            assert c.skipped() == []  # each range once
+        finally:
+            c.close()
+    finally:
+        t.close()
+
+
+def test_a_group_whose_records_are_all_there_reports_nothing(kafka_broker: LocalKafka) -> None:
+    """Deleted records the group had read are no loss; nor is a new group (nothing committed) starting at the
+    log start."""
+    t = KafkaTransport(kafka_broker.bootstrap, dict(FAST_GROUP_CONFIG))
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    try:
+        topic = _topic(t, 100)
+        c = t.consumer(group, [topic])
+        got = drain(c, 100)
+        c.commit(next_offsets(got[:60]))
+        c.close()
+        _delete_before(kafka_broker, topic, 40)
+        for g in (group, f"g.{uuid.uuid4().hex[:8]}"):
+            c = t.consumer(g, [topic])
+            try:
+                got = drain(c, 40 if g == group else 60)
+                assert [m.offset for m in got] == list(range(60 if g == group else 40, 100))
+                assert c.skipped() == []
+            finally:
+                c.close()
+    finally:
+        t.close()
+
+
+def test_records_deleted_while_a_member_reads_are_reported(kafka_broker: LocalKafka) -> None:
+    """A member behind the log start while it reads: its prefetch held to about one record, the records ahead
+    of it are deleted, and the next record it gets is the new log start's."""
+    config = {**FAST_GROUP_CONFIG, "queued.max.messages.kbytes": "1", "max.partition.fetch.bytes": "1"}
+    t = KafkaTransport(kafka_broker.bootstrap, config)
+    group = f"g.{uuid.uuid4().hex[:8]}"
+    try:
+        topic = _topic(t, 300, value=b"x" * 4000)
+        c = t.consumer(group, [topic])
+        try:
+            first: list[int] = []
+            deadline = time.monotonic() + 30
+            while len(first) < 5 and time.monotonic() < deadline:
+                first += [m.offset for m in c.poll(5 - len(first), 0.2)]
+            assert first == list(range(5))
+            _delete_before(kafka_broker, topic, 250)
+            rest = [m.offset for m in drain(c, 50)]
+            assert rest[-50:] == list(range(250, 300))
+            # what was fetched ahead before the deletion came first, then the jump
+            assert rest[:-50] == list(range(5, 5 + len(rest) - 50))
+            assert c.skipped() == [Skipped(topic, 0, 5 + len(rest) - 50, 250)]
+        finally:
+            c.close()
+    finally:
+        t.close()
