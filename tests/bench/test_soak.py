@@ -293,11 +293,11 @@ def test_a_batch_of_marks_is_read_in_the_order_written_wherever_its_rows_lie(sto
     import sqlalchemy as sa
 
     from payevents.bench.soak import _marks
-    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.runtime.consumer import migrate_runtime
     from payevents.store import db
 
     engine = db.engine_for(store_settings, "ledger")
-    db.migrate(engine, "ledger.runtime", RUNTIME_MIGRATIONS)
+    migrate_runtime(engine)
     insert = sa.text("INSERT INTO processed_events (service, event_id, event_type, outcome, topic, partition_no,"
                      " offset_no, applied_at) VALUES ('ledger', :e, 'PaymentProcessed', 'applied',"
                      " 'payments.dev.events', 0, :o, :at)")

@@ -50,3 +50,19 @@ def test_a_database_from_before_checksums_gets_them_once(store_settings: Setting
                                          (2, STEPS[1].checksum(engine.dialect.name))]
     with pytest.raises(db.MigrationEdited):
         db.migrate(engine, "checksums", [Migration(1, "things", both=["CREATE TABLE x (id INTEGER)"]), STEPS[1]])
+
+
+def test_a_database_a_newer_payevents_migrated_is_said_at_start(store_settings: Settings,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """An older payevents started on a database a newer one migrated runs what it knows, and says so (until
+    2026-12-02 it said nothing)."""
+    engine = _engine(store_settings)
+    assert db.migrate(engine, "checksums", STEPS) == [1, 2]
+    caplog.set_level("WARNING", logger="payevents.store")
+    assert db.migrate(engine, "checksums", STEPS[:1]) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "checksums: the database holds migration 2, which this payevents does not know (its newest is 1): a newer"
+        " payevents migrated it; run that version"]
+    caplog.clear()
+    assert db.migrate(engine, "checksums", STEPS) == []
+    assert caplog.records == []

@@ -121,14 +121,14 @@ def _server_pids(benv: BenchEnv) -> dict[str, list[int]]:
 def _prepare(settings: Settings, name: str) -> None:
     """The service's migrations and the channel, outside the timed part."""
     from payevents.contracts.channel import dead_letter_topic_for, topic_for
-    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.runtime.consumer import migrate_runtime
     from payevents.services import load_service
     from payevents.store import db
     from payevents.transport import open_transport  # type: ignore[attr-defined]
 
     service = load_service(name)
     engine = db.engine_for(settings, name, url=service.database_url)
-    db.migrate(engine, f"{name}.runtime", RUNTIME_MIGRATIONS)
+    migrate_runtime(engine)
     db.migrate(engine, name, service.migrations)
     transport = open_transport(settings)
     try:

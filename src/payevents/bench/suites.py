@@ -685,12 +685,12 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
 
 def _prepare_services(settings: Settings) -> None:
     """Each service's migrations, outside the timed part (as a deployed service finds its schema)."""
-    from payevents.runtime.consumer import RUNTIME_MIGRATIONS
+    from payevents.runtime.consumer import migrate_runtime
     from payevents.services import CONSUMER_SERVICES, load_service
     from payevents.store import db
 
     for name in CONSUMER_SERVICES:
         service = load_service(name)
         engine = db.engine_for(settings, name, url=service.database_url)
-        db.migrate(engine, f"{name}.runtime", RUNTIME_MIGRATIONS)
+        migrate_runtime(engine)
         db.migrate(engine, name, service.migrations)

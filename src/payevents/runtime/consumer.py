@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -120,18 +120,63 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (service, member))"
         ],
     ),
+    Migration(
+        5,
+        "consumer_attempts per service: services may share a database",
+        both=[
+            "CREATE TABLE consumer_attempts_by_service ("
+            " service VARCHAR(64) NOT NULL,"
+            " topic VARCHAR(249) NOT NULL,"
+            " partition_no INTEGER NOT NULL,"
+            " offset_no BIGINT NOT NULL,"
+            " attempts INTEGER NOT NULL,"
+            " attempt_by VARCHAR(64) NOT NULL,"
+            " PRIMARY KEY (service, topic, partition_no, offset_no))",
+            # an attempt left by a process that died belongs to a service whose member row it left too
+            "INSERT INTO consumer_attempts_by_service (service, topic, partition_no, offset_no, attempts, attempt_by)"
+            " SELECT m.service, a.topic, a.partition_no, a.offset_no, a.attempts, a.attempt_by"
+            " FROM consumer_attempts a CROSS JOIN (SELECT DISTINCT service FROM consumer_members) m",
+            "DROP TABLE consumer_attempts",
+            "ALTER TABLE consumer_attempts_by_service RENAME TO consumer_attempts",
+        ],
+    ),
 )
+
+#: the runtime's tables serve every service of a database (each row names its service), so their steps are
+#: recorded once per database under this key; until 2026-12-02 they were recorded per service (``{name}.runtime``),
+#: and a second service on the same database ran them again and failed
+RUNTIME_KEY: Final = "payevents.runtime"
+#: a database migrated before: its most migrated service's runtime steps are the database's
+_ADOPT_RUNTIME_SQL = (
+    "INSERT INTO schema_migrations (service, version, name, applied_at, checksum)"
+    " SELECT CAST(:key AS VARCHAR(64)), version, name, applied_at, checksum FROM schema_migrations WHERE service = ("
+    " SELECT service FROM schema_migrations WHERE service LIKE '%.runtime' AND service <> :key"
+    " GROUP BY service ORDER BY count(*) DESC, service LIMIT 1)"
+    " AND NOT EXISTS (SELECT 1 FROM schema_migrations WHERE service = :key)"
+)
+
+
+def migrate_runtime(engine: Engine) -> list[int]:
+    """The runtime's tables in a service's database (shared by every service that uses it); the versions
+    applied now."""
+    db.ensure_migrations_table(engine)
+    with db.writer(engine).begin() as conn:
+        db.dialect(conn).lock_table(conn, "schema_migrations")
+        conn.execute(sa.text(_ADOPT_RUNTIME_SQL), {"key": RUNTIME_KEY})
+    return db.migrate(engine, RUNTIME_KEY, RUNTIME_MIGRATIONS)
+
 
 #: a record the worker died applying this many times (killed as stuck, or crashed) is dead-lettered, not tried again
 CRASH_LIMIT = 3
-_ATTEMPT_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
-                " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (topic, partition_no, offset_no)"
+_ATTEMPT_SQL = ("INSERT INTO consumer_attempts (service, topic, partition_no, offset_no, attempts, attempt_by)"
+                " VALUES ({0}, {0}, {0}, {0}, {0}, {0}) ON CONFLICT (service, topic, partition_no, offset_no)"
                 " DO UPDATE SET attempts = excluded.attempts, attempt_by = excluded.attempt_by")
-_ATTEMPT_NEW_SQL = ("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
-                    " VALUES ({0}, {0}, {0}, {0}, {0})")
-_ATTEMPTS_RANGE_SQL = ("SELECT offset_no, attempts, attempt_by FROM consumer_attempts"
-                       " WHERE topic = {0} AND partition_no = {0} AND offset_no >= {0} AND offset_no <= {0}")
-_ATTEMPT_DONE_SQL = "DELETE FROM consumer_attempts WHERE topic = {0} AND partition_no = {0} AND offset_no = {0}"
+_ATTEMPT_NEW_SQL = ("INSERT INTO consumer_attempts (service, topic, partition_no, offset_no, attempts, attempt_by)"
+                    " VALUES ({0}, {0}, {0}, {0}, {0}, {0})")
+_ATTEMPTS_RANGE_SQL = ("SELECT offset_no, attempts, attempt_by FROM consumer_attempts WHERE service = {0}"
+                       " AND topic = {0} AND partition_no = {0} AND offset_no >= {0} AND offset_no <= {0}")
+_ATTEMPT_DONE_SQL = ("DELETE FROM consumer_attempts WHERE service = {0} AND topic = {0} AND partition_no = {0}"
+                     " AND offset_no = {0}")
 _MEMBER_SQL = "SELECT run_by, started_at FROM consumer_members WHERE service = {0} AND member = {0}"
 _MEMBER_START_SQL = ("INSERT INTO consumer_members (service, member, run_by, started_at) VALUES ({0}, {0}, {0}, {0})"
                      " ON CONFLICT (service, member) DO UPDATE SET run_by = excluded.run_by,"
@@ -365,7 +410,7 @@ class ConsumerRuntime:
         backoff = Backoff(0.05, 1.0)
         for attempt in range(1, 9):
             try:
-                db.migrate(self.engine, f"{self.service.name}.runtime", RUNTIME_MIGRATIONS)
+                migrate_runtime(self.engine)
                 db.migrate(self.engine, self.service.name, self.service.migrations)
                 db.migrate(self.engine, f"{self.service.name}.facts", self._fact_history_migrations())
                 return
@@ -617,12 +662,12 @@ class ConsumerRuntime:
             suspect = any(by != self._attempt_by for _n, by in left.values())
             if not suspect and len(left) < len(keys):
                 conn.exec_driver_sql(_ATTEMPT_NEW_SQL.format(bulk.mark(conn)),
-                                     [(*k, 1, self._attempt_by) for k in keys if k not in left])
+                                     [(self.service.name, *k, 1, self._attempt_by) for k in keys if k not in left])
         if suspect:
             return self._one_by_one(messages)
 
         def done_with(conn: Connection) -> None:
-            conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), keys)
+            conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), [(self.service.name, *k) for k in keys])
 
         result = self._process(messages, also=done_with)
         self._careful -= len(messages)
@@ -638,7 +683,8 @@ class ConsumerRuntime:
         out: dict[tuple[str, int, int], tuple[int, str]] = {}
         sql = _ATTEMPTS_RANGE_SQL.format(bulk.mark(conn))
         for (topic, partition), offsets in ranges.items():
-            for offset, attempts, by in conn.exec_driver_sql(sql, (topic, partition, min(offsets), max(offsets))):
+            for offset, attempts, by in conn.exec_driver_sql(sql, (self.service.name, topic, partition, min(offsets),
+                                                                  max(offsets))):
                 if (topic, partition, int(offset)) in wanted:
                     out[(topic, partition, int(offset))] = (int(attempts), str(by))
         return out
@@ -658,7 +704,8 @@ class ConsumerRuntime:
                 row = self._attempts_left(conn, [key]).get(key)
                 died = 0 if row is None else row[0] - (row[1] == self._attempt_by)
                 if died < CRASH_LIMIT and (row is None or row[1] != self._attempt_by):
-                    conn.exec_driver_sql(_ATTEMPT_SQL.format(bulk.mark(conn)), (*key, died + 1, self._attempt_by))
+                    conn.exec_driver_sql(_ATTEMPT_SQL.format(bulk.mark(conn)),
+                                         (self.service.name, *key, died + 1, self._attempt_by))
             forced: dict[int, str] | None = None
             if died >= CRASH_LIMIT:
                 forced = {0: f"crash-loop: {died} workers died applying this record (killed as stuck, or crashed)"}
@@ -666,7 +713,7 @@ class ConsumerRuntime:
                           extra=bound_fields(m, self.service.name, "dead_lettered"))
 
             def done_with(conn: Connection, key: tuple[str, int, int] = key) -> None:
-                conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), key)
+                conn.exec_driver_sql(_ATTEMPT_DONE_SQL.format(bulk.mark(conn)), (self.service.name, *key))
 
             total.add(self._process([m], poison_first=forced, also=done_with))
             self._careful -= 1

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 from payevents.errors import ConfigError
 from payevents.settings import Settings
 from payevents.store.sql import pg_array
+
+log = logging.getLogger("payevents.store")
 
 #: PostgreSQL transactions run READ COMMITTED, set explicitly on every connection whatever the server's
 #: default_transaction_isolation: the outbox's append relies on it (runtime/outbox.py explains why)
@@ -457,6 +460,19 @@ def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -
     return engine
 
 
+def ensure_migrations_table(engine: Engine) -> None:
+    """``schema_migrations`` in the engine's database (schema), from before checksums or not."""
+    db = dialect(engine)
+    with writer(engine).begin() as conn:
+        db.lock_schema_changes(conn)  # two starters on a fresh schema: the second waits, then finds the table
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
+            " applied_at VARCHAR(40) NOT NULL, checksum VARCHAR(64), PRIMARY KEY (service, version))"
+        )
+        db.add_column(conn, "schema_migrations", "checksum", "VARCHAR(64)")  # a table from before checksums
+
+
 def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
     """Apply the migrations not yet recorded; return the versions applied now.
 
@@ -468,17 +484,16 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> li
         raise ValueError(f"{service}: migration versions must be unique and increasing: {versions}")
     applied_now: list[int] = []
     db = dialect(engine)
-    with writer(engine).begin() as conn:
-        db.lock_schema_changes(conn)  # two starters on a fresh schema: the second waits, then finds the table
-        conn.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " service VARCHAR(64) NOT NULL, version INTEGER NOT NULL, name VARCHAR(200) NOT NULL,"
-            " applied_at VARCHAR(40) NOT NULL, checksum VARCHAR(64), PRIMARY KEY (service, version))"
-        )
-        db.add_column(conn, "schema_migrations", "checksum", "VARCHAR(64)")  # a table from before checksums
+    ensure_migrations_table(engine)
     with writer(engine).begin() as conn:
         recorded = {int(r[0]): r[1] for r in conn.execute(
             sa.text("SELECT version, checksum FROM schema_migrations WHERE service = :s"), {"s": service})}
+        newest = max(versions, default=0)
+        ahead = sorted(v for v in recorded if v > newest)
+        if ahead:
+            log.warning("%s: the database holds migration%s %s, which this payevents does not know (its newest is"
+                        " %d): a newer payevents migrated it; run that version", service,
+                        "s" if len(ahead) > 1 else "", ", ".join(map(str, ahead)), newest)
         for m in migrations:
             if m.version not in recorded:
                 continue
