@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from payevents.contracts.channel import Env, parse_env
+from payevents.contracts.channel import Env, parse_env, partitions_problem
 from payevents.errors import ConfigError, ContractError
 
 #: the built-in services (third-party ones are found through the ``payevents.services`` entry points)
@@ -198,8 +198,8 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_BROKER: {self.broker!r} must be 'embedded' or 'kafka://host:port,...'")
         if self.is_kafka and not self.bootstrap_servers:
             raise ConfigError("PAYEVENTS_BROKER: kafka:// needs at least one host:port")
-        if self.partitions < 1:
-            raise ConfigError(f"PAYEVENTS_PARTITIONS: {self.partitions} must be a positive integer")
+        if (problem := partitions_problem(self.partitions)) is not None:
+            raise ConfigError(f"PAYEVENTS_PARTITIONS: {problem}")
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
         if not _SCHEMA_PREFIX.fullmatch(self.db_schema_prefix) or len(self.db_schema_prefix) > MAX_SCHEMA_PREFIX:

@@ -114,3 +114,10 @@ def test_a_schema_prefix_that_is_not_a_plain_identifier_is_refused(prefix: str) 
     assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DB_SCHEMA_PREFIX": "acme_pay_",
                               "PAYEVENTS_DATABASE_URL": "postgresql+psycopg://u@h/db"}).schema_for("ledger") == (
         "acme_pay_ledger")
+
+
+@pytest.mark.parametrize("value", ["10001", "2000000"])
+def test_a_partition_count_out_of_bounds_is_refused_naming_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"PAYEVENTS_PARTITIONS: {value} must be a whole number from 1 to 10,000"):
+        Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_PARTITIONS": value})
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_PARTITIONS": "10000"}).partitions == 10_000

@@ -164,6 +164,18 @@ def test_a_different_partition_count_is_refused(transport: Transport, unique: st
     assert info.config.get("cleanup.policy") == "delete"
 
 
+@pytest.mark.parametrize("partitions", [0, -1, 10_001, 2_000_000])
+def test_a_partition_count_out_of_bounds_is_refused_before_anything_is_created(transport: Transport, unique: str,
+                                                                            partitions: int) -> None:
+    """1 to 10,000 (``contracts.channel.MAX_PARTITIONS``): until 2026-12-02 a typo of a few zeros made the
+    embedded log create 2,000,000 partitions (a 300 MB file) and asked Kafka for as many."""
+    topic = f"t.{unique}"
+    with pytest.raises(ConfigError, match=rf"partitions: {partitions} must be a whole number from 1 to 10,000"):
+        transport.create_topics([topic], partitions)
+    transport.create_topics([topic], 2)  # nothing of the refused call is there: the topic is created anew
+    assert transport.describe(topic).partitions == 2
+
+
 def test_headers_keys_and_values_round_trip(transport: Transport, unique: str) -> None:
     topic = f"t.{unique}"
     transport.create_topics([topic], 2)

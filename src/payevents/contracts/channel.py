@@ -77,6 +77,19 @@ def partition_key(payment_id: str) -> bytes:
     return payment_id.encode("utf-8")
 
 
+#: the most partitions a channel may have: far above what one service's members use, at the limit of what one Kafka
+#: topic is run with, and far below what the embedded log's record ids hold (a partition's id is kept in the bits
+#: above an offset's 40). A typo of a few zeros made a 300 MB embedded log of 2,000,000 partitions
+MAX_PARTITIONS: Final = 10_000
+
+
+def partitions_problem(partitions: object) -> str | None:
+    """Why ``partitions`` cannot be a channel's partition count (None when it can)."""
+    if type(partitions) is not int or not 1 <= partitions <= MAX_PARTITIONS:
+        return f"{partitions!r} must be a whole number from 1 to {MAX_PARTITIONS:,}"
+    return None
+
+
 #: the largest record (value + key + headers) a producer sends: librdkafka's default ``message.max.bytes``,
 #: below the broker's default limit (1,048,588). Dead letters are built to fit in it (see runtime.deadletter).
 MAX_RECORD_BYTES: Final = 1_000_000

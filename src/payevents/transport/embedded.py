@@ -48,7 +48,7 @@ from typing import Any
 
 import msgspec
 
-from payevents.contracts.channel import topic_config
+from payevents.contracts.channel import partitions_problem, topic_config
 from payevents.errors import ConfigError, TransientError
 from payevents.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -307,8 +307,8 @@ class EmbeddedTransport:
                                 busy_timeout=self.busy_timeout)
 
     def create_topics(self, topics: Sequence[str], partitions: int) -> None:
-        if partitions < 1:
-            raise ConfigError(f"partitions: {partitions} must be a positive integer")
+        if (problem := partitions_problem(partitions)) is not None:
+            raise ConfigError(f"partitions: {problem}")
         with self._db.tx("create topics") as conn:
             for topic in topics:
                 if not topic:

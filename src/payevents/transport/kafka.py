@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as CkProducer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
-from payevents.contracts.channel import topic_config
+from payevents.contracts.channel import partitions_problem, topic_config
 from payevents.errors import ConfigError, TransientError
 from payevents.transport.base import (
     Delivery,
@@ -202,8 +202,8 @@ class KafkaTransport:
                 and (not with_leader or (t.partitions and all(p.leader >= 0 for p in t.partitions.values())))}
 
     def create_topics(self, topics: Sequence[str], partitions: int) -> None:
-        if partitions < 1:
-            raise ConfigError(f"partitions: {partitions} must be a positive integer")
+        if (problem := partitions_problem(partitions)) is not None:
+            raise ConfigError(f"partitions: {problem}")
         for topic in topics:
             if not topic:
                 raise ConfigError("topic: a topic name must not be empty")

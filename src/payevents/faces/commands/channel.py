@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from payevents.contracts.channel import MAX_PARTITIONS
 from payevents.faces.options import Common, common, echo_json, print_table
 from payevents.settings import Settings
 
@@ -141,7 +142,8 @@ def workers_cmd(
 @topics_app.command("create")
 @common(broker=True, database=False)
 def topics_create(
-    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="partition count (default: "
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, max=MAX_PARTITIONS,
+                                                             help="partition count (default: "
                                                                                "PAYEVENTS_PARTITIONS, 6)")] = None,
     *, o: Common,
 ) -> None:
