@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import SecretStr
 
-from payevents.contracts.channel import Env, parse_env, partitions_problem
+from payevents.contracts.channel import Env, parse_env, partitions_problem, retention_problem
 from payevents.errors import ConfigError, ContractError
 
 #: the built-in services (third-party ones are found through the ``payevents.services`` entry points)
@@ -200,6 +200,8 @@ class Settings:
             raise ConfigError("PAYEVENTS_BROKER: kafka:// needs at least one host:port")
         if (problem := partitions_problem(self.partitions)) is not None:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {problem}")
+        if (problem := retention_problem(self.retention_ms)) is not None:
+            raise ConfigError(f"PAYEVENTS_RETENTION_MS: {problem}")
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
         if not _SCHEMA_PREFIX.fullmatch(self.db_schema_prefix) or len(self.db_schema_prefix) > MAX_SCHEMA_PREFIX:

@@ -121,3 +121,14 @@ def test_a_partition_count_out_of_bounds_is_refused_naming_the_setting(value: st
     with pytest.raises(ConfigError, match=rf"PAYEVENTS_PARTITIONS: {value} must be a whole number from 1 to 10,000"):
         Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_PARTITIONS": value})
     assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_PARTITIONS": "10000"}).partitions == 10_000
+
+
+@pytest.mark.parametrize("value", ["-5", "3153600000001", "100000000000000000000000"])
+def test_a_retention_out_of_bounds_is_refused_naming_the_setting(value: str) -> None:
+    """-1 or 0 to 100 years: until 2026-12-02 a longer one ended `payevents topics trim` (and the producers'
+    retention pass) in an OverflowError, and -5 was taken for "keep everything" where Kafka refuses it."""
+    with pytest.raises(ConfigError, match=rf"PAYEVENTS_RETENTION_MS: {value} must be -1 \(keep everything\) or 0 to"
+                                          r" 3,153,600,000,000 milliseconds \(100 years\)"):
+        Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_RETENTION_MS": value})
+    for ok in ("-1", "0", "3153600000000"):
+        assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_RETENTION_MS": ok}).retention_ms == int(ok)

@@ -6,8 +6,10 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from payevents.errors import ConfigError
 from payevents.transport import Record
 from payevents.transport.embedded import EmbeddedTransport
 
@@ -74,6 +76,24 @@ def test_young_records_uncommitted_partitions_and_keep_forever_are_kept(tmp_path
     assert forever.enforce_retention(now=time.time() + 10 * 365 * 24 * 3600) == {}
     assert len(_offsets(forever)) == 5
     forever.close()
+
+
+def test_the_longest_retention_is_applied_and_a_longer_one_refused(tmp_path: Path) -> None:
+    """100 years is a cutoff SQLite's integers hold; a longer retention is refused when the log is opened (it
+    ended the retention pass in an OverflowError)."""
+    from payevents.contracts.channel import MAX_RETENTION_MS
+
+    t = _log(tmp_path)
+    _produce(t, 3)
+    _commit(t, "payevents.ledger", 3)
+    t.close()
+    longest = EmbeddedTransport(tmp_path / "channel.db", retention_ms=MAX_RETENTION_MS, offsets_retention_ms=-1)
+    assert longest.enforce_retention() == {}
+    assert longest.enforce_retention(now=time.time() + 101 * 365 * 24 * 3600) == {(TOPIC, 0): 3}
+    longest.close()
+    for bad in (MAX_RETENTION_MS + 1, 10**23, -5):
+        with pytest.raises(ConfigError, match=f"retention_ms: {bad} must be -1"):
+            EmbeddedTransport(tmp_path / "channel.db", retention_ms=bad)
 
 
 def test_a_new_group_reading_from_the_beginning_starts_at_the_log_start(tmp_path: Path) -> None:

@@ -90,6 +90,20 @@ def partitions_problem(partitions: object) -> str | None:
     return None
 
 
+#: the longest retention a channel may be given, in milliseconds (100 years; -1 keeps everything, as on Kafka): the
+#: embedded log computes its cutoff in SQLite's 64-bit integers, and a longer one ended `topics trim` (and the
+#: producers' retention pass) in an OverflowError
+MAX_RETENTION_MS: Final = 100 * 365 * 24 * 3600 * 1000
+
+
+def retention_problem(retention_ms: object) -> str | None:
+    """Why ``retention_ms`` cannot be a channel's retention (None when it can)."""
+    if type(retention_ms) is not int or not (retention_ms == -1 or 0 <= retention_ms <= MAX_RETENTION_MS):
+        return (f"{retention_ms!r} must be -1 (keep everything) or 0 to {MAX_RETENTION_MS:,} milliseconds"
+                " (100 years)")
+    return None
+
+
 #: the largest record (value + key + headers) a producer sends: librdkafka's default ``message.max.bytes``,
 #: below the broker's default limit (1,048,588). Dead letters are built to fit in it (see runtime.deadletter).
 MAX_RECORD_BYTES: Final = 1_000_000

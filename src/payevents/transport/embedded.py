@@ -19,7 +19,7 @@ from the last committed offset, at-least-once).
 Producing to a topic that was not created is a :class:`ConfigError` (no auto-creation: the partition
 count must be chosen on purpose).
 
-Retention (``retention_ms``, Kafka's ``retention.ms``; negative: keep everything): a record is removed once it
+Retention (``retention_ms``, Kafka's ``retention.ms``; -1: keep everything): a record is removed once it
 is older than that AND every consumer group that ever committed on its partition has committed past it (a
 partition no group has committed on keeps everything: nothing proves it was read). A group that has no member and
 has not committed for ``offsets_retention_ms`` (Kafka's ``offsets.retention.minutes``, 7 days by default) loses
@@ -48,7 +48,7 @@ from typing import Any
 
 import msgspec
 
-from payevents.contracts.channel import partitions_problem, topic_config
+from payevents.contracts.channel import partitions_problem, retention_problem, topic_config
 from payevents.errors import ConfigError, TransientError
 from payevents.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -275,6 +275,8 @@ class EmbeddedTransport:
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
                  retention_ms: int = DEFAULT_RETENTION_MS,
                  offsets_retention_ms: int = DEFAULT_OFFSETS_RETENTION_MS) -> None:
+        if (problem := retention_problem(retention_ms)) is not None:
+            raise ConfigError(f"retention_ms: {problem}")
         self.path = Path(path)
         self.max_record_bytes = max_record_bytes
         self.retention_ms = retention_ms
