@@ -202,6 +202,10 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {problem}")
         if (problem := retention_problem(self.retention_ms)) is not None:
             raise ConfigError(f"PAYEVENTS_RETENTION_MS: {problem}")
+        if not self.is_kafka:  # the Kafka settings the embedded log takes too (librdkafka checks them on Kafka)
+            from payevents.transport import embedded_knobs
+
+            embedded_knobs(self.kafka_config)
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
         if not _SCHEMA_PREFIX.fullmatch(self.db_schema_prefix) or len(self.db_schema_prefix) > MAX_SCHEMA_PREFIX:

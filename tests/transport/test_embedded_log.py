@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -258,3 +259,28 @@ def test_the_size_limit_counts_value_key_and_header_bytes_exactly(tmp_path: Path
         producer.close()
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize(("item", "rule"), [
+    ("session.timeout.ms=abc", "session.timeout.ms='abc' must be a whole number of milliseconds from 1 to 3,600,000"),
+    ("session.timeout.ms=inf", "session.timeout.ms='inf' must be a whole number of milliseconds from 1 to 3,600,000"),
+    ("heartbeat.interval.ms=-5", "heartbeat.interval.ms='-5' must be a whole number of milliseconds from 1 to"),
+    ("message.max.bytes=0", "message.max.bytes='0' must be a whole number of bytes from 1,000 to 1,000,000,000"),
+    ("offsets.retention.minutes=nan", "offsets.retention.minutes='nan' must be a whole number of minutes from 1 to"),
+])
+def test_the_kafka_settings_the_embedded_log_takes_are_checked_naming_them(item: str, rule: str,
+                                                                          tmp_path: Path) -> None:
+    """The embedded log reads four of ``PAYEVENTS_KAFKA_CONFIG``'s settings (librdkafka checks them on Kafka):
+    until 2026-12-02 a word was a traceback, and a session of 0 ms or records of at most 0 bytes were taken."""
+    env = {"PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path), "PAYEVENTS_KAFKA_CONFIG": item}
+    with pytest.raises(ConfigError, match=re.escape(f"PAYEVENTS_KAFKA_CONFIG: {rule}")):
+        Settings.from_env(env)
+    fine = Settings.from_env({**env, "PAYEVENTS_KAFKA_CONFIG": "session.timeout.ms=9000,heartbeat.interval.ms=900,"
+                                                              "message.max.bytes=2000000,offsets.retention.minutes=60"})
+    t = open_transport(fine)
+    try:
+        assert isinstance(t, EmbeddedTransport)
+        assert (t.session_timeout, t.heartbeat_interval, t.max_record_bytes, t.offsets_retention_ms) == \
+            (9.0, 0.9, 2_000_000, 3_600_000)
+    finally:
+        t.close()
