@@ -62,10 +62,11 @@ from payevents.contracts.channel import (
     topic_for,
 )
 from payevents.contracts.events import EVENT_TYPES
-from payevents.errors import PoisonEvent
+from payevents.errors import ConfigError, PoisonEvent
 from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.deadletter import dead_letter_record, redact
+from payevents.runtime.limits import batch_problem
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
@@ -345,6 +346,8 @@ class ConsumerRuntime:
         instance: int = 0,
         after_crash: bool = False,
     ) -> None:
+        if (problem := batch_problem(max_batch)) is not None:
+            raise ConfigError(f"max_batch: {problem}")
         if service.check is not None:
             service.check(settings)
         self.settings = settings

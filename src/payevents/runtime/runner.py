@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from payevents.errors import ConfigError
 from payevents.runtime import logs, tracing
 from payevents.runtime.backoff import Backoff
+from payevents.runtime.limits import MAX_INSTANCES, batch_problem
 from payevents.runtime.service import ServiceDef
 from payevents.runtime.workers import (
     METRICS_PORT_ENV,
@@ -232,6 +233,12 @@ def _worker_main(settings: Settings, name: str, max_batch: int, ready: Any = Non
                           restarts=restarts, port=port, supervisor_pid=supervisor_pid, last_restart=last_restart))
 
 
+def check_max_batch(max_batch: int) -> None:
+    """``--max-batch`` checked before any worker starts (the consumer runtime checks it too, for teams' own code)."""
+    if (problem := batch_problem(max_batch)) is not None:
+        raise ConfigError(f"--max-batch: {problem}")
+
+
 def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: Any = None,
                  log_file: str | None = None, instance: int = 0, restarts: int = 0, port: int | None = None,
                  supervisor_pid: int | None = None, last_restart: str | None = None) -> int:
@@ -239,6 +246,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     + status file) until SIGTERM/SIGINT; returns its exit code (:data:`EXIT_CONFIG` for a configuration that
     cannot work). ``port`` None: PAYEVENTS_METRICS_PORT, else any free port."""
     check_process_env()
+    check_max_batch(max_batch)
     check_services(settings, [name])
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
     try:
@@ -398,8 +406,9 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     how each slot's last process exited. ``ready`` is set once every worker is up; ``log_file`` sends the
     workers' logs to a file instead of stderr; ``metrics_port`` (default PAYEVENTS_METRICS_PORT, 0 = any
     free port) is the first worker's metrics port, the next get the following ones."""
-    if instances < 1:
-        raise ConfigError(f"--instances: {instances} must be a positive integer")
+    if not 1 <= instances <= MAX_INSTANCES:
+        raise ConfigError(f"--instances: {instances} must be a whole number from 1 to {MAX_INSTANCES}")
+    check_max_batch(max_batch)
     from payevents.store.db import dispose_engines
 
     dispose_engines()

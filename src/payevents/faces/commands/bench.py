@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from payevents.faces.options import JsonFlag, Output, OutputOpt, json_wanted
+from payevents.runtime.limits import MAX_RUN_SIZE
 
 bench_app = typer.Typer(
     name="bench",
@@ -27,7 +28,8 @@ TransportOpt = Annotated[
                                      "default: both for `all`, embedded otherwise"),
 ]
 DatabaseOpt = Annotated[str, typer.Option("--database", help="sqlite (default) or postgresql (local, unique schemas)")]
-NOpt = Annotated[int | None, typer.Option("--n", min=1, help="events/payments per suite (default: per suite)")]
+NOpt = Annotated[int | None, typer.Option("--n", min=1, max=MAX_RUN_SIZE,
+                                          help="events/payments per suite (default: per suite)")]
 OutOpt = Annotated[Path, typer.Option("--out", help="directory for bench-results.json and bench-results.png")]
 EnvOpt = Annotated[str, typer.Option("--env", help="channel env of the benchmark runs (dev, sit, prod)")]
 ProfileOpt = Annotated[bool, typer.Option("--profile", help="pyinstrument profile per suite into --out (this process)")]
@@ -61,8 +63,8 @@ def _suite_command(suite: str, doc: str) -> None:
 
 @bench_app.command("contracts")
 def contracts(
-    n: Annotated[int, typer.Option("--n", min=1, help="events per measured operation")] = 50_000,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="runs per operation; the best counts")] = 3,
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_RUN_SIZE, help="events per measured operation")] = 50_000,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, max=100, help="runs per operation; the best counts")] = 3,
     output: OutputOpt = Output.table,
     json_flag: JsonFlag = False,
     out: OutOpt = Path("."),

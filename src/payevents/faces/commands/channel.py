@@ -10,6 +10,7 @@ import typer
 
 from payevents.contracts.channel import MAX_PARTITIONS
 from payevents.faces.options import Common, common, echo_json, print_table
+from payevents.runtime.limits import MAX_BATCH, MAX_INSTANCES, MAX_LIMIT, MAX_STORED
 from payevents.settings import Settings
 
 topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.events and its dead-letter topic.",
@@ -50,11 +51,13 @@ def run_cmd(
                                                     "relay, or all (= relay + the four services)")],
     one: Annotated[bool, typer.Option("--one", help="run a single consumer in this process (no child processes)")]
     = False,
-    instances: Annotated[int, typer.Option("--instances", min=1, help="consumer processes per service (they share "
-                                                                      "the group's partitions)")] = 1,
+    instances: Annotated[int, typer.Option("--instances", min=1, max=MAX_INSTANCES,
+                                           help="consumer processes per service (they share the group's "
+                                                "partitions)")] = 1,
     relay: Annotated[bool | None, typer.Option("--relay/--no-relay", help="also run the outbox relay (default: only "
                                                                           "with all or when named)")] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="records per consumer batch")] = 500,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, max=MAX_BATCH,
+                                           help="records per consumer batch")] = 500,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", min=0, max=65535,
         help="metrics/health port of the first worker, the next get the following ports; 0 = any free port,"
@@ -253,7 +256,8 @@ def _describe_record(m: Any) -> dict[str, Any]:
 def tail_cmd(
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the first record instead of "
                                                                           "the end")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="stop after this many records")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=MAX_LIMIT,
+                                              help="stop after this many records")] = None,
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="keep waiting for new records")] = True,
     dlq: Annotated[bool, typer.Option("--dlq", help="tail the dead-letter channel instead")] = False,
     *, o: Common,
@@ -320,7 +324,7 @@ def tail_cmd(
 @dlq_app.command("list")
 @common(output="json", broker=True, database=False)
 def dlq_list(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="newest N dead letters")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="newest N dead letters")] = 50,
     service: Annotated[str | None, typer.Option("--service", help="only those of this service")] = None,
     *, o: Common,
 ) -> None:
@@ -341,8 +345,8 @@ def dlq_list(
 @dlq_app.command("show")
 @common(broker=True, database=False)
 def dlq_show(
-    partition: Annotated[int, typer.Argument(help="partition of the dead-letter topic")],
-    offset: Annotated[int, typer.Argument(help="offset in that partition")],
+    partition: Annotated[int, typer.Argument(min=0, max=MAX_PARTITIONS - 1, help="partition of the dead-letter topic")],
+    offset: Annotated[int, typer.Argument(min=0, max=MAX_STORED, help="offset in that partition")],
     *, o: Common,
 ) -> None:
     """One dead letter: its reason, origin, headers and original value (JSON)."""
@@ -354,12 +358,14 @@ def dlq_show(
 @dlq_app.command("replay")
 @common(broker=True, database=False)
 def dlq_replay(
-    partition: Annotated[int | None, typer.Option("--partition", help="replay one: its dead-letter partition")]
+    partition: Annotated[int | None, typer.Option("--partition", min=0, max=MAX_PARTITIONS - 1,
+                                                            help="replay one: its dead-letter partition")]
     = None,
-    offset: Annotated[int | None, typer.Option("--offset", help="replay one: its dead-letter offset")] = None,
+    offset: Annotated[int | None, typer.Option("--offset", min=0, max=MAX_STORED,
+                                               help="replay one: its dead-letter offset")] = None,
     service: Annotated[str | None, typer.Option("--service", help="replay the dead letters of this service")] = None,
     all_: Annotated[bool, typer.Option("--all", help="replay the dead letters of every service")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many (newest)")] = 1000,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="at most this many (newest)")] = 1000,
     *, o: Common,
 ) -> None:
     """Re-publish dead letters to the channel (original bytes, key and headers) after a fix.
@@ -436,7 +442,8 @@ def outbox_set_aside(
 @outbox_app.command("resend")
 @common()
 def outbox_resend(
-    seqs: Annotated[list[int] | None, typer.Argument(help="outbox seqs to re-send (see: payevents outbox set-aside)")]
+    seqs: Annotated[list[int] | None, typer.Argument(
+        min=1, max=MAX_STORED, help="outbox seqs to re-send (see: payevents outbox set-aside)")]
     = None,
     all_: Annotated[bool, typer.Option("--all", help="re-send every event set aside")] = False,
     *, o: Common,

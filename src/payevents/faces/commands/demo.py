@@ -13,14 +13,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from payevents.faces.options import Common, common
+from payevents.runtime.limits import MAX_RUN_SIZE, MAX_STORED
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     @common(broker=True)
     def demo(
-        payments: Annotated[int, typer.Option("--payments", min=8, help="how many payments to drive")] = 200,
-        seed: Annotated[int, typer.Option("--seed", help="seed of the payment mix")] = 7,
+        payments: Annotated[int, typer.Option("--payments", min=8, max=MAX_RUN_SIZE,
+                                              help="how many payments to drive")] = 200,
+        seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_STORED, help="seed of the payment mix")] = 7,
         serve: Annotated[bool, typer.Option("--serve", help="keep the dashboard up afterwards")] = False,
         port: Annotated[int, typer.Option("--port", min=0, max=65535, help="dashboard port with --serve")] = 8000,
         json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from payevents.faces.options import Common, CurrencyOpt, CustomerIdOpt, common, print_table, show
+from payevents.runtime.limits import MAX_LIMIT
 
 app = typer.Typer(name="invoices", no_args_is_help=True,
                   help="Invoices: Open → Partially Paid → Paid by PaymentProcessed events.")
@@ -66,7 +67,7 @@ def list_cmd(
     status: Annotated[str | None, typer.Option("--status", help="Open, 'Partially Paid' (or partially-paid), Paid")]
     = None,
     customer: CustomerOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT)] = 1000,
     *, o: Common,
 ) -> None:
     """Invoices, optionally by status."""

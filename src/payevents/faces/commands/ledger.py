@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from payevents.faces.options import Common, common, make_table, print_table, show
+from payevents.runtime.limits import MAX_LIMIT
 
 app = typer.Typer(name="ledger", no_args_is_help=True,
                   help="The Ledger: journal entries (debit Cash, credit Accounts Receivable), trial balance, verify.")
@@ -16,7 +17,7 @@ app = typer.Typer(name="ledger", no_args_is_help=True,
 @common(output="json")
 def journal_cmd(
     payment: Annotated[str | None, typer.Option("--payment", help="only the entries of this paymentId")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT)] = 100,
     *, o: Common,
 ) -> None:
     """Journal entries with their lines, oldest first."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from payevents.faces.options import Common, common, echo_json, make_table, print_table, show
+from payevents.runtime.limits import MAX_LIMIT
 
 notifications_app = typer.Typer(name="notifications", no_args_is_help=True,
                                 help="Payment confirmation e-mails: status, reasons, delivery.")
@@ -21,7 +22,7 @@ customers_app = typer.Typer(name="customers", no_args_is_help=True,
 def list_cmd(
     status: Annotated[str | None, typer.Option("--status", help="sent, pending, failed or skipped")] = None,
     payment: Annotated[str | None, typer.Option("--payment", help="only this paymentId")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT)] = 50,
     *, o: Common,
 ) -> None:
     """Notifications, newest first, with the reason for skipped and failed ones."""
@@ -75,7 +76,7 @@ def _summary_lines(s: dict[str, Any]) -> None:
 @notifications_app.command("deliver")
 @common()
 def deliver_cmd(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many per pass")] = 200,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="at most this many per pass")] = 200,
     watch: Annotated[bool, typer.Option("--watch", help="keep delivering until Ctrl-C")] = False,
     *, o: Common,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from payevents.faces.options import Common, CurrencyOpt, CustomerIdOpt, common, echo_json, show
+from payevents.runtime.limits import MAX_LIMIT
 
 app = typer.Typer(name="payments", no_args_is_help=True,
                   help="The Payments service: a payment's lifecycle, emitting its events through the outbox.")
@@ -135,7 +136,7 @@ def show_cmd(payment_id: PaymentArg, *, o: Common) -> None:
 def list_cmd(
     state: Annotated[str | None, typer.Option("--state", help="initiated, authorized, captured, processed, failed")]
     = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_LIMIT)] = 50,
     *, o: Common,
 ) -> None:
     """Recent payments, newest first."""

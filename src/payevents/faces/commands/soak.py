@@ -8,12 +8,16 @@ from typing import Annotated
 
 import typer
 
+from payevents.runtime.limits import MAX_RUN_SIZE, MAX_STORED
+
 
 def soak(
-    runs: Annotated[int, typer.Option("--runs", min=1, help="how many runs (run i uses seed + i)")] = 3,
-    payments: Annotated[int, typer.Option("--payments", min=1, help="payments written per run")] = 300,
-    seed: Annotated[int | None, typer.Option("--seed", help="seed of the first run (default: a random one, "
-                                                            "printed)")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, max=10_000, help="how many runs (run i uses seed + i)")] = 3,
+    payments: Annotated[int, typer.Option("--payments", min=1, max=MAX_RUN_SIZE,
+                                          help="payments written per run")] = 300,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=MAX_STORED,
+                                             help="seed of the first run (default: a random one, printed)")]
+    = None,
     transport: Annotated[str, typer.Option("--transport", help="embedded, or kafka (a local three-node "
                                                                  "Apache Kafka is started)")] = "embedded",
     database: Annotated[str, typer.Option("--database", help="sqlite, or postgresql (fresh schemas per run in "

@@ -1,0 +1,68 @@
+"""Every integer a command takes has a lower and an upper bound (``runtime.limits``): a number without one reached
+a store as an OverflowError traceback (``payments list --limit 100000000000000000000``, ``outbox resend
+99999999999999999999999``) or started what it asked for (``run ledger --instances 100000``). This walks every
+command, so a new option cannot come without its bounds."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from payevents.faces.cli import app
+from payevents.runtime.consumer import ConsumerRuntime
+from payevents.services import load_service
+from payevents.settings import Settings
+
+
+def _has_int(annotation: Any) -> bool:
+    return annotation is int or any(_has_int(a) for a in typing.get_args(annotation))
+
+
+def _integer_params() -> list[tuple[str, str, Any, Any]]:
+    found: list[tuple[str, str, Any, Any]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(None):
+                walk(command.get_command(None, name), [*path, name])
+            return
+        for param in command.params:
+            descriptor = getattr(param, "type_descriptor", None)
+            if descriptor is not None and _has_int(descriptor.annotation):
+                found.append((" ".join(path), str(param.name), param.min, param.max))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_integer_a_command_takes_has_both_bounds() -> None:
+    params = _integer_params()
+    assert len(params) >= 30  # the walk found the commands' integers
+    assert [p for p in params if p[2] is None or p[3] is None] == []
+
+
+@pytest.mark.parametrize("args", [
+    ["payments", "list", "--limit", "100000000000000000000"],
+    ["invoices", "list", "--limit", "100000000000000000000"],
+    ["outbox", "resend", "99999999999999999999999"],
+    ["dlq", "show", "0", "99999999999999999999999"],
+    ["run", "ledger", "--instances", "65"],  # one above the bound: never a fork bomb should the bound go
+    ["run", "ledger", "--one", "--max-batch", "100000000"],
+])
+def test_a_number_out_of_bounds_is_a_usage_error_naming_the_parameter(args: list[str], tmp_path: Path) -> None:
+    out = CliRunner().invoke(app, [*args, "--env", "dev", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and "OverflowError" not in out.output
+    assert "less than or equal to" in out.output or "must be a whole number" in out.output, out.output
+
+
+def test_the_runtime_refuses_a_batch_out_of_bounds_for_teams_own_code(tmp_path: Path) -> None:
+    settings = Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
+    for bad in (0, 10_001):
+        with pytest.raises(Exception, match=f"max_batch: {bad} must be a whole number from 1 to 10,000"):
+            ConsumerRuntime(settings, load_service("ledger"), max_batch=bad)
