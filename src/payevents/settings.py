@@ -203,9 +203,7 @@ class Settings:
         if (problem := retention_problem(self.retention_ms)) is not None:
             raise ConfigError(f"PAYEVENTS_RETENTION_MS: {problem}")
         if not self.is_kafka:  # the Kafka settings the embedded log takes too (librdkafka checks them on Kafka)
-            from payevents.transport import embedded_knobs
-
-            embedded_knobs(self.kafka_config)
+            embedded_kafka_knobs(self.kafka_config)
         if not self.api_token.get_secret_value().strip():
             raise ConfigError("PAYEVENTS_API_TOKEN: must not be empty (the API's write endpoints need a real token)")
         if not _SCHEMA_PREFIX.fullmatch(self.db_schema_prefix) or len(self.db_schema_prefix) > MAX_SCHEMA_PREFIX:
@@ -244,6 +242,33 @@ def _env(value: Any, name: str) -> Env:
         return parse_env(value)
     except ContractError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+#: the Kafka settings the embedded log also takes from ``PAYEVENTS_KAFKA_CONFIG``: (unit, low, high) — librdkafka's
+#: own ranges for its properties, so a value is refused alike on both transports; minutes for the broker's
+#: ``offsets.retention.minutes`` (at most 100 years)
+EMBEDDED_KAFKA_KNOBS: Final = {
+    "session.timeout.ms": ("milliseconds", 1, 3_600_000),
+    "heartbeat.interval.ms": ("milliseconds", 1, 3_600_000),
+    "message.max.bytes": ("bytes", 1000, 1_000_000_000),
+    "offsets.retention.minutes": ("minutes", 1, 52_560_000),
+}
+
+
+def embedded_kafka_knobs(cfg: Mapping[str, str]) -> dict[str, int]:
+    """Those of :data:`EMBEDDED_KAFKA_KNOBS` that ``cfg`` sets, as integers; a value that is not a whole number
+    in its range is a ConfigError naming it."""
+    got: dict[str, int] = {}
+    for key, (unit, low, high) in EMBEDDED_KAFKA_KNOBS.items():
+        raw = cfg.get(key)
+        if raw is None:
+            continue
+        text = str(raw).strip()
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+            raise ConfigError(f"PAYEVENTS_KAFKA_CONFIG: {key}={str(raw)[:40]!r} must be a whole number of {unit}"
+                              f" from {low:,} to {high:,}")
+        got[key] = int(text)
+    return got
 
 
 def _positive_int(value: str, name: str) -> int:
