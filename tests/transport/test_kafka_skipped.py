@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
-from transport_helpers import drain, next_offsets
+from transport_helpers import drain
 
 from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
 from payevents.transport import Record, Skipped
@@ -35,50 +37,50 @@ def _delete_before(broker: LocalKafka, topic: str, offset: int) -> None:
         future.result(timeout=30)
 
 
-def test_records_deleted_before_the_group_read_them_are_reported_once(kafka_broker: LocalKafka) -> None:
+@pytest.fixture
+def transport(kafka_broker: LocalKafka) -> Iterator[KafkaTransport]:
     t = KafkaTransport(kafka_broker.bootstrap, dict(FAST_GROUP_CONFIG))
-    group = f"g.{uuid.uuid4().hex[:8]}"
+    yield t
+    t.close()
+
+
+def _stopped_group(t: KafkaTransport, committed: int) -> tuple[str, str]:
+    """A topic of 100 records, and a group that read them all and stopped having committed ``committed``."""
+    topic, group = _topic(t, 100), f"g.{uuid.uuid4().hex[:8]}"
+    c = t.consumer(group, [topic])
+    drain(c, 100)
+    c.commit({(topic, 0): committed})
+    c.close()
+    return topic, group
+
+
+def _read(t: KafkaTransport, group: str, topic: str, expected: int) -> tuple[list[int], list[Skipped]]:
+    """The offsets a new member of ``group`` reads, and the ranges it reports skipped (asked twice: once each)."""
+    c = t.consumer(group, [topic])
     try:
-        topic = _topic(t, 100)
-        c = t.consumer(group, [topic])
-        got = drain(c, 100)
-        c.commit({(topic, 0): 10})  # the group has applied 10 records when it stops
-        c.close()
-        _delete_before(kafka_broker, topic, 50)  # retention deletes 0-49: 10-49 were never read by the group
-        c = t.consumer(group, [topic])
-        try:
-            got = drain(c, 50)
-            assert [m.offset for m in got] == list(range(50, 100))
-            assert c.skipped() == [Skipped(topic, 0, 10, 50)]
-            assert c.skipped() == []  # each range once
-        finally:
-            c.close()
+        offsets = [m.offset for m in drain(c, expected)]
+        skipped = c.skipped()
+        assert c.skipped() == []
+        return offsets, skipped
     finally:
-        t.close()
+        c.close()
 
 
-def test_a_group_whose_records_are_all_there_reports_nothing(kafka_broker: LocalKafka) -> None:
+def test_records_deleted_before_the_group_read_them_are_reported_once(transport: KafkaTransport,
+                                                                      kafka_broker: LocalKafka) -> None:
+    topic, group = _stopped_group(transport, 10)  # the group has applied 10 records when it stops
+    _delete_before(kafka_broker, topic, 50)  # retention deletes 0-49: 10-49 were never read by the group
+    assert _read(transport, group, topic, 50) == (list(range(50, 100)), [Skipped(topic, 0, 10, 50)])
+
+
+def test_a_group_whose_records_are_all_there_reports_nothing(transport: KafkaTransport,
+                                                             kafka_broker: LocalKafka) -> None:
     """Deleted records the group had read are no loss; nor is a new group (nothing committed) starting at the
     log start."""
-    t = KafkaTransport(kafka_broker.bootstrap, dict(FAST_GROUP_CONFIG))
-    group = f"g.{uuid.uuid4().hex[:8]}"
-    try:
-        topic = _topic(t, 100)
-        c = t.consumer(group, [topic])
-        got = drain(c, 100)
-        c.commit(next_offsets(got[:60]))
-        c.close()
-        _delete_before(kafka_broker, topic, 40)
-        for g in (group, f"g.{uuid.uuid4().hex[:8]}"):
-            c = t.consumer(g, [topic])
-            try:
-                got = drain(c, 40 if g == group else 60)
-                assert [m.offset for m in got] == list(range(60 if g == group else 40, 100))
-                assert c.skipped() == []
-            finally:
-                c.close()
-    finally:
-        t.close()
+    topic, group = _stopped_group(transport, 60)
+    _delete_before(kafka_broker, topic, 40)
+    assert _read(transport, group, topic, 40) == (list(range(60, 100)), [])
+    assert _read(transport, f"g.{uuid.uuid4().hex[:8]}", topic, 60) == (list(range(40, 100)), [])
 
 
 def test_records_deleted_while_a_member_reads_are_reported(kafka_broker: LocalKafka) -> None:

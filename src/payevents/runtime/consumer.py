@@ -164,7 +164,7 @@ def migrate_runtime(engine: Engine) -> list[int]:
     with db.writer(engine).begin() as conn:
         db.dialect(conn).lock_table(conn, "schema_migrations")
         conn.execute(sa.text(_ADOPT_RUNTIME_SQL), {"key": RUNTIME_KEY})
-    return db.migrate(engine, RUNTIME_KEY, RUNTIME_MIGRATIONS)
+    return db.migrate(engine, RUNTIME_KEY, RUNTIME_MIGRATIONS, complete=True)
 
 
 #: a record the worker died applying this many times (killed as stuck, or crashed) is dead-lettered, not tried again
@@ -414,7 +414,7 @@ class ConsumerRuntime:
         for attempt in range(1, 9):
             try:
                 migrate_runtime(self.engine)
-                db.migrate(self.engine, self.service.name, self.service.migrations)
+                db.migrate(self.engine, self.service.name, self.service.migrations, complete=True)
                 db.migrate(self.engine, f"{self.service.name}.facts", self._fact_history_migrations())
                 return
             except (sa.exc.OperationalError, sa.exc.IntegrityError):

@@ -454,7 +454,7 @@ def connect(settings: Settings, service: str, migrations: Sequence[Migration]) -
     with _lock:
         done = _migrated.get(engine, {}).get(service, -1)
     if done < newest:
-        migrate(engine, service, migrations)
+        migrate(engine, service, migrations, complete=True)
         with _lock:
             _migrated.setdefault(engine, {})[service] = newest
     return engine
@@ -473,8 +473,11 @@ def ensure_migrations_table(engine: Engine) -> None:
         db.add_column(conn, "schema_migrations", "checksum", "VARCHAR(64)")  # a table from before checksums
 
 
-def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now.
+def migrate(engine: Engine, service: str, migrations: Sequence[Migration], *, complete: bool = False) -> list[int]:
+    """Apply the migrations not yet recorded; return the versions applied now. ``complete``: ``migrations`` is
+    every step of ``service`` this code knows (a service's start), so a step recorded above the newest was made by
+    a newer payevents, and is said as a warning; not for a caller that applies a part of them (the relay and the
+    audit apply the outbox's steps of the payments store, which holds the service's own too).
 
     Each applied step is recorded with its checksum (:meth:`Migration.checksum`); a recorded step whose
     checksum differs from the code's raises :class:`MigrationEdited` before anything is applied (a step
@@ -489,7 +492,7 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration]) -> li
         recorded = {int(r[0]): r[1] for r in conn.execute(
             sa.text("SELECT version, checksum FROM schema_migrations WHERE service = :s"), {"s": service})}
         newest = max(versions, default=0)
-        ahead = sorted(v for v in recorded if v > newest)
+        ahead = sorted(v for v in recorded if v > newest) if complete else []
         if ahead:
             log.warning("%s: the database holds migration%s %s, which this payevents does not know (its newest is"
                         " %d): a newer payevents migrated it; run that version", service,
