@@ -18,6 +18,7 @@ from payevents import (
     Amount,
     ConfigError,
     Context,
+    ContractError,
     EventValidationError,
     IdempotencyConflict,
     Migration,
@@ -106,6 +107,27 @@ def test_an_event_that_breaks_the_contract_is_refused_on_emit_naming_the_field(o
     with pytest.raises(EventValidationError, match=r"data\.amount\.value: -1\.00 must be greater than 0"), \
             own_db.begin() as conn:
         publish(conn, bad, idempotency_key="pay_lib_3:complete", env="dev", source="checkout")
+
+
+@pytest.mark.parametrize(("kwargs", "rule"), [
+    ({"idempotency_key": "4111 1111 1111 1111"}, "headers.idempotencyKey: looks like a card number"),
+    ({"source": "card 4111111111111111"}, "headers.source: looks like a card number"),
+    ({"idempotency_key": "order\x00 1"}, "headers.idempotencyKey: holds the NUL character"),
+    ({"source": "checkout\nERROR forged log line"}, "headers.source: holds a control character"),
+    ({"producer": "p" * 256}, "headers.producer: 256 characters; at most 255"),
+    ({"correlation_id": "c" * 300}, "headers.correlationId: 300 characters; at most 255"),
+])
+def test_a_header_a_store_or_a_log_cannot_take_is_refused_naming_it(own_db: sa.Engine, kwargs: dict[str, str],
+                                                                    rule: str) -> None:
+    """The audit headers a caller gives ``publish`` follow the rules of free text entering a store: until
+    2026-12-02 a card number in an idempotency key or a source was stored in the outbox and published on the
+    channel, a NUL failed on PostgreSQL and a line break went into every log line that printed the header."""
+    args = {"idempotency_key": "pay_lib_9:complete", "env": "dev", "source": "checkout", **kwargs}
+    with pytest.raises(ContractError, match=rule) as err, own_db.begin() as conn:
+        publish(conn, processed("pay_lib_9"), **args)  # type: ignore[arg-type]
+    assert "4111" not in str(err.value) and "forged" not in str(err.value)
+    with own_db.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM outbox_events")).scalar_one() == 0
 
 
 def test_published_events_reach_a_service_declared_by_event_class(own_db: sa.Engine,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -42,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts import channel
+from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.channel import Env, partition_key, topic_for
 from payevents.contracts.events import PaymentEvent
 from payevents.errors import ContractError, IdempotencyConflict, TransientError
@@ -208,13 +210,38 @@ def chain_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_row(row)).hexdigest()
 
 
-def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_key: str) -> dict[str, str]:
+#: the most characters an audit header may hold (the idempotency key's column is as wide)
+MAX_AUDIT_HEADER_CHARS: Final = 255
+#: a line break or another control character in a header would split a log line or a printed record (a NUL, which
+#: PostgreSQL cannot store, is refused by ``check_free_text`` already)
+_CONTROL: Final = re.compile(r"[\x01-\x1f\x7f]")
+
+
+def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_key: str,
+                   checked: set[tuple[str, str]]) -> dict[str, str]:
+    """Every header an event is stored and published with, checked once: non-empty strings, no control character,
+    held to the rules of free text entering a store (``cardguard.check_free_text``: no NUL, no card number; the
+    audit headers at most 255 characters) — except a value that is the event's own eventId or paymentId, which
+    passed the event's rules when its body was encoded, and a (name, value) in ``checked`` (the pass's headers
+    already checked: a source, a producer, a payment's correlation id repeat); the transport headers are the
+    event's."""
     out: dict[str, str] = {}
+    own_ids = (event.eventId, event.data.paymentId)
     for name, value in headers.items():
         if not isinstance(name, str) or not name:
-            raise ContractError(f"headers: header names must be non-empty strings, got {name!r}")
+            raise ContractError(f"headers: header names must be non-empty strings, got {safe_repr(name)}")
         if not isinstance(value, str) or not value:
             raise ContractError(f"headers.{name}: required non-empty string")
+        if (name, value) not in checked:
+            check_free_text("headers: a header name", name, MAX_AUDIT_HEADER_CHARS)
+            if _CONTROL.search(name):
+                raise ContractError(f"headers: the header name {safe_repr(name)} holds a control character")
+            if value not in own_ids:
+                check_free_text(f"headers.{name}", value,
+                                MAX_AUDIT_HEADER_CHARS if name in channel.AUDIT_HEADERS else None)
+            if _CONTROL.search(value):
+                raise ContractError(f"headers.{name}: holds a control character (a line break, a tab, ...)")
+            checked.add((name, value))
         out[name] = value
     for name in channel.AUDIT_HEADERS:
         if name not in out:
@@ -301,6 +328,7 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
     # Everything of a row that depends neither on its seq, the time nor the chain is made here, before the
     # chain lock and the clock: the time a row is stamped with is then its commit's, not its preparation's.
     prepared = []
+    checked: set[tuple[str, str]] = set()
     for item in items:
         key = item.idempotency_key
         if not isinstance(key, str) or not key:
@@ -310,7 +338,7 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         event = item.event
         body = encode_event(event)
         # the event's creation context (W3C traceparent) is stored as a header while tracing is on
-        stored_headers = _check_headers(creation_headers(topic, event.eventId, item.headers), event, key)
+        stored_headers = _check_headers(creation_headers(topic, event.eventId, item.headers), event, key, checked)
         prepared.append((item, body, dumps(stored_headers, option=orjson.OPT_SORT_KEYS).decode(),
                          content_hash(body), sha256(body).hexdigest(), partition_key(event.data.paymentId)))
 
