@@ -210,11 +210,22 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_DB_SCHEMA_PREFIX: {self.db_schema_prefix[:80]!r} must be lower-case letters,"
                               f" digits and underscores, not starting with a digit, at most {MAX_SCHEMA_PREFIX}"
                               " characters (each service's schema is the prefix and its name)")
-        if self.database_url is not None:
-            scheme = self.database_url.get_secret_value().split(":", 1)[0].strip()
-            if not (scheme == "sqlite" or scheme.startswith(("sqlite+", "postgresql"))):
-                raise ConfigError(f"PAYEVENTS_DATABASE_URL: {scheme[:40]}:// is not supported"
-                                  " (postgresql+psycopg://user@host/db, or unset: SQLite in the data dir)")
+        if self.database_url is not None and \
+                (problem := database_url_problem(self.database_url.get_secret_value())) is not None:
+            raise ConfigError(f"PAYEVENTS_DATABASE_URL: {problem} (postgresql+psycopg://user@host/db, or unset:"
+                              " SQLite in the data dir)")
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a store's database (None when it can: SQLite or PostgreSQL). Never shows more of the
+    URL than its scheme (the rest may hold a password)."""
+    scheme, sep, _rest = url.partition("://")
+    scheme = scheme.strip()
+    if not sep:
+        return "no scheme:// given"
+    if not (scheme == "sqlite" or scheme.startswith(("sqlite+", "postgresql"))):
+        return f"{scheme[:40]}:// is not supported"
+    return None
 
 
 def check_api_token(settings: Settings) -> None:

@@ -168,6 +168,22 @@ def test_a_service_is_typed_by_event_class_and_named_safely() -> None:
             Service(bad)
 
 
+@pytest.mark.parametrize(("url", "rule"), [("mysql://app:s3cret@db/payments", "mysql:// is not supported"),
+                                           ("payments.db", "no scheme:// given")])
+def test_a_database_the_stores_cannot_use_is_refused_when_the_service_is_declared(tmp_path: Path, url: str,
+                                                                                 rule: str) -> None:
+    """A service's own ``database_url`` gets the settings' rule, where it is declared and where an engine is
+    made: until 2026-12-02 ``mysql://`` ended the worker's start in ``ModuleNotFoundError: No module named
+    'MySQLdb'`` and a bare path in SQLAlchemy's ArgumentError. The URL's password is never shown."""
+    with pytest.raises(ConfigError, match=f"service fraud_check: database_url: {rule}") as declared:
+        Service("fraud_check", database_url=url)
+    from payevents.store.db import make_engine
+
+    with pytest.raises(ConfigError, match=f"database URL: {rule}") as made:
+        make_engine(url)
+    assert "s3cret" not in str(declared.value) + str(made.value)
+
+
 def test_built_in_services_are_found_through_entry_points_like_any_other() -> None:
     from payevents.runtime.runner import expand, resolve_service
     from payevents.services import registered_services
