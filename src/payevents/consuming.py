@@ -39,7 +39,7 @@ from payevents.contracts.events import (
 from payevents.errors import ConfigError
 from payevents.runtime.registry import as_definition
 from payevents.runtime.service import Handler, ServiceDef
-from payevents.settings import Settings, database_url_problem
+from payevents.settings import DATABASE_URL_FORMS, Settings, database_url_problem
 from payevents.store.db import Migration
 from payevents.transport.base import Message
 
@@ -91,8 +91,7 @@ class Service:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(f"service: {name!r} must be 1-48 characters of a-z, 0-9 and _, starting with a letter")
         if database_url is not None and (problem := database_url_problem(database_url)) is not None:
-            raise ConfigError(f"service {name}: database_url: {problem} (postgresql+psycopg://user@host/db or"
-                              " sqlite:///path)")
+            raise ConfigError(f"service {name}: database_url: {problem} ({DATABASE_URL_FORMS})")
         self.name = name
         self.description = description or name
         self.migrations = tuple(migrations)

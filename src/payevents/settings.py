@@ -216,6 +216,10 @@ class Settings:
                               " SQLite in the data dir)")
 
 
+#: the database URLs a store takes, as an error names them
+DATABASE_URL_FORMS: Final = "postgresql+psycopg://user@host/db or sqlite:///path"
+
+
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a store's database (None when it can: SQLite or PostgreSQL). Never shows more of the
     URL than its scheme (the rest may hold a password)."""

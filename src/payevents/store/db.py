@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.errors import ConfigError
-from payevents.settings import Settings, database_url_problem
+from payevents.settings import DATABASE_URL_FORMS, Settings, database_url_problem
 from payevents.store.sql import pg_array
 
 log = logging.getLogger("payevents.store")
@@ -384,7 +384,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     :data:`PG_CONNECT_DEFAULTS` and :data:`PG_SESSION_DEFAULTS`. A URL of another database is a ConfigError (a
     service's own ``database_url`` comes here without the settings' check)."""
     if (problem := database_url_problem(url)) is not None:
-        raise ConfigError(f"database URL: {problem} (postgresql+psycopg://user@host/db or sqlite:///path)")
+        raise ConfigError(f"database URL: {problem} ({DATABASE_URL_FORMS})")
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
