@@ -5,6 +5,9 @@ In CI (CI=true) a broker that cannot start fails the test instead of skipping it
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from payevents.localkafka import LocalKafka, fresh_channel
+from payevents.runtime.runner import descendants
+from payevents.runtime.workers import proc_stat
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))  # the tests' helpers (pytest puts it there too, later)
 from ci_rule import missing
@@ -36,3 +41,29 @@ def kafka_broker(kafka_session: LocalKafka) -> LocalKafka:
     dead-letter channel) of any env, so it sees only the records it produces (group ids are per test too)."""
     fresh_channel(kafka_session.bootstrap)
     return kafka_session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A test that failed half-way may leave a process running (a worker whose supervisor it lost): at exit
+    Python would wait for it for ever (multiprocessing joins its children) and the test run would never end. What
+    is left once every fixture is torn down is killed here and named."""
+    left = {}
+    for pid in descendants(os.getpid()):
+        stat = proc_stat(pid)
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            # multiprocessing's own resource tracker ends by itself at exit, and cleans up after the rest
+            if stat is not None and stat[0] != "Z" and "multiprocessing.resource_tracker" not in command:
+                left[pid] = command[:160]
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(f"killed {len(left)} process(es) the tests left running:", red=True)
+        for pid, command in left.items():
+            reporter.write_line(f"  {pid} {command}", red=True)

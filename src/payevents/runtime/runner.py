@@ -12,6 +12,7 @@ its metrics and health on a port it announces (:mod:`payevents.runtime.workers`)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -344,6 +345,21 @@ def expand(names: Sequence[str], *, relay: bool | None = None) -> list[str]:
     return out
 
 
+class StartedFlag:
+    """A worker's "I am up" to its supervisor: one shared byte written by the worker and read by the
+    supervisor, no lock. (A multiprocessing Event holds a lock shared with the worker while it is set: a
+    worker killed at that instant left it held, and the supervisor's next look blocked it for good.)"""
+
+    def __init__(self, ctx: Any) -> None:
+        self._up = ctx.RawValue(ctypes.c_bool, False)
+
+    def set(self) -> None:
+        self._up.value = True
+
+    def is_set(self) -> bool:
+        return bool(self._up.value)
+
+
 @dataclasses.dataclass
 class _Slot:
     name: str
@@ -351,7 +367,7 @@ class _Slot:
     index: int
     backoff: Backoff
     proc: multiprocessing.process.BaseProcess | None = None
-    ready: Any = None
+    ready: StartedFlag | None = None
     pid: int | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -438,7 +454,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
                 log.warning("could not print %r: %s", text, exc)
 
     def start(slot: _Slot) -> None:
-        slot.ready = ctx.Event()
+        slot.ready = StartedFlag(ctx)
         port = base_port + slot.index if base_port else 0
         slot.proc = ctx.Process(target=_worker_main, name=f"payevents-{slot.name}-{slot.instance}",
                                 args=(settings, slot.name, max_batch, slot.ready, log_file, slot.instance,
@@ -476,15 +492,21 @@ def _children(pids: set[int]) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (Linux ``/proc``), each level after the one above it."""
+    tree: list[int] = []
+    level = {pid}
+    while level := set(_children(level)) - set(tree) - {pid}:
+        tree += sorted(level)
+    return tree
+
+
 def kill_tree(pid: int | None) -> None:
     """SIGKILL a worker and every process under it (the notifications worker's delivery process: when that one is
     what is stuck, killing only its parent would leave it, stopped or waiting, for ever)."""
     if pid is None:
         return
-    tree, level = [pid], {pid}
-    while level := set(_children(level)) - set(tree):
-        tree += sorted(level)
-    for p in tree:
+    for p in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
 
