@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from payevents.errors import ConfigError
 from payevents.faces.cli import app
 from payevents.runtime.consumer import ConsumerRuntime
 from payevents.services import load_service
@@ -66,3 +67,12 @@ def test_the_runtime_refuses_a_batch_out_of_bounds_for_teams_own_code(tmp_path: 
     for bad in (0, 10_001):
         with pytest.raises(Exception, match=f"max_batch: {bad} must be a whole number from 1 to 10,000"):
             ConsumerRuntime(settings, load_service("ledger"), max_batch=bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e300, -1.0, 0, "0.5", True])
+def test_the_runtime_refuses_a_poll_timeout_it_cannot_wait_for(bad: object, tmp_path: Path) -> None:
+    """NaN or 1e300 seconds made the first poll wait for ever, a negative one spun, a string failed in the
+    poll's comparison with a TypeError."""
+    settings = Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"poll_timeout: .* must be a number of seconds from 0\.01 to 60"):
+        ConsumerRuntime(settings, load_service("ledger"), poll_timeout=bad)  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ from payevents.errors import ConfigError, PoisonEvent
 from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.deadletter import dead_letter_record, redact
-from payevents.runtime.limits import batch_problem
+from payevents.runtime.limits import batch_problem, poll_timeout_problem
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
@@ -348,6 +348,8 @@ class ConsumerRuntime:
     ) -> None:
         if (problem := batch_problem(max_batch)) is not None:
             raise ConfigError(f"max_batch: {problem}")
+        if (problem := poll_timeout_problem(poll_timeout)) is not None:
+            raise ConfigError(f"poll_timeout: {problem}")
         if service.check is not None:
             service.check(settings)
         self.settings = settings
