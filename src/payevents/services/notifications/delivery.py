@@ -560,43 +560,47 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
     Exactly-once is the claim's and the Maildir's, as in a thread: a killed child is a crash mid-pass.
     Where a child cannot be started (a daemonic process), the delivery runs in this thread."""
     import multiprocessing as mp
-    import queue
 
     ctx = mp.get_context("spawn")
     while not stop.is_set():
-        events: Any = ctx.Queue()
+        # what the child sends (reports, beats, log records) comes on a pipe whose write end only the child
+        # holds: a child killed half-way through a message ends the pipe (EOFError here) instead of leaving this
+        # thread waiting for the rest of it, as a multiprocessing Queue (its write end kept here too) did
+        events, to_parent = ctx.Pipe(duplex=False)
+        channel = _ToParent(to_parent)
         # the child's stop is a pipe, not an Event: setting an Event waits for every waiter to wake, and a
         # SIGKILLed child never does; the child also stops when the pipe closes (this process died)
         stop_reader, stop_writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_delivery_child, name="payevents-notifications-delivery", daemon=True,
-                           args=(settings, stop_reader, events, os.getpid(), logging.getLogger().getEffectiveLevel(),
-                                 interval_s, limit))
+                           args=(settings, stop_reader, channel, os.getpid(),
+                                 logging.getLogger().getEffectiveLevel(), interval_s, limit))
         _beat()  # the child's clock starts now: one stuck before its first pass is not live either
         try:
             proc.start()
         except AssertionError:  # "daemonic processes are not allowed to have children"
+            events.close()
+            stop_writer.close()
             run_delivery(settings, stop, interval_s=interval_s, limit=limit)
             return
         finally:
             stop_reader.close()
+            to_parent.close()
+        ended = False  # the child's end of the pipe is closed: it exited, or was killed
         try:
-            while not stop.is_set() and proc.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    _relay(events.get(timeout=0.2))
+            while not stop.is_set() and not ended:
+                ended = not _relay_from(events, 0.2)
         finally:
             with contextlib.suppress(OSError):
                 stop_writer.send_bytes(b"stop")
             stop_writer.close()
-            proc.join(15)
+            deadline = time.monotonic() + 15
+            while not ended and time.monotonic() < deadline:  # what it sends until it ends is still relayed
+                ended = not _relay_from(events, 0.1)
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-            if proc.exitcode == 0:  # a killed child may have left half a record in the queue: not read
-                with contextlib.suppress(queue.Empty, OSError, EOFError, ValueError):
-                    while True:
-                        _relay(events.get(timeout=0.05))
             events.close()
-            events.cancel_join_thread()
         if not stop.is_set():
             log.warning("notification delivery process exited (code %s); restarting it in %.1f s", proc.exitcode,
                         interval_s * 4)
@@ -617,6 +621,37 @@ def _relay(item: Any) -> None:
         _beat()
     elif isinstance(item, logging.LogRecord):
         logging.getLogger(item.name).handle(item)
+
+
+def _relay_from(events: Any, timeout: float) -> bool:
+    """Relay what the delivery child sent within ``timeout`` s, if anything; False once the child's end of the
+    pipe is closed (it exited or was killed, perhaps half-way through a message, which is not relayed)."""
+    try:
+        if events.poll(timeout):
+            _relay(events.recv())
+    except (EOFError, OSError):
+        return False
+    return True
+
+
+class _ToParent:
+    """The delivery child's side of its pipe, shared by its threads (log records come from any of them): one
+    whole message at a time; what a QueueHandler and the pass's callbacks put to."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn, self._lock = conn, threading.Lock()
+
+    def __getstate__(self) -> Any:
+        return self._conn
+
+    def __setstate__(self, conn: Any) -> None:
+        self._conn, self._lock = conn, threading.Lock()
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self._conn.send(item)
+
+    put_nowait = put  # what logging.handlers.QueueHandler calls
 
 
 def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int, level: int, interval_s: float,
