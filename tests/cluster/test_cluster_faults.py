@@ -169,12 +169,14 @@ class Run:
         of another type it passes over unread: the offsets check in the test covers it); returns seconds taken."""
         started = time.monotonic()
         outbox_events = self.outbox_events()
+        # what each service must mark (load_service reads the installed packages' metadata, ~8 ms: once each, not
+        # once per event, which took 70 s of a run's 100 with 2,300 events)
+        wants = {svc: {e for e, t in outbox_events if t in handled}
+                 for svc, handled in ((svc, load_service(svc).handlers) for svc in SERVICES)}
         while True:
             pending = outbox.pending_count(payments_store.engine(self.settings))
-            counts = {}
-            for svc in SERVICES:
-                want = {e for e, t in outbox_events if t in load_service(svc).handlers}
-                counts[svc] = (len(want.intersection(e for e, *_ in self.marked(svc))), len(want))
+            counts = {svc: (len(want.intersection(e for e, *_ in self.marked(svc))), len(want))
+                      for svc, want in wants.items()}
             if pending == 0 and all(n == of for n, of in counts.values()):
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
