@@ -305,8 +305,9 @@ MAX_SCHEMA_PREFIX: Final = 40
 # -- the process's own knobs (read where they are used, checked here: one line naming the variable and the rule) --
 
 
-def seconds_env(name: str, default: float) -> float:
-    """A positive number of seconds from the environment variable ``name`` (``default`` when unset or empty)."""
+def seconds_env(name: str, default: float, maximum: float) -> float:
+    """A positive number of seconds, at most ``maximum``, from the environment variable ``name`` (``default`` when
+    unset or empty)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -314,8 +315,10 @@ def seconds_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0:
         raise ConfigError(f"{name}: {raw!r} must be positive")
+    if value > maximum:
+        raise ConfigError(f"{name}: {raw!r} must be at most {maximum:g} s")
     return value
 
 

@@ -238,7 +238,7 @@ def test_a_record_that_kills_or_hangs_its_worker_is_dead_lettered_after_three_de
 
     monkeypatch.setenv("PAYEVENTS_TEST_COUNTER_NAME", counter.name)
     monkeypatch.setenv("PAYEVENTS_LIVE_AFTER_S", "2")
-    monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.2")
+    monkeypatch.setenv("PAYEVENTS_RESTART_BACKOFF", "0.05")  # 6 to 8 restarts: doubling from 0.2 s waited up to 51 s
     events, applied = _payments_with_killers(settings, counter, 30, {10: "die", 20: "hang"})
     engine = db.engine_for(settings, counter.name)
     stop, ready = threading.Event(), threading.Event()
@@ -332,6 +332,9 @@ def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(se
     ("PAYEVENTS_METRICS_PORT", "99999", "PAYEVENTS_METRICS_PORT: '99999' is not a port (0 to 65535)"),
     ("PAYEVENTS_METRICS_PORT", "http", "PAYEVENTS_METRICS_PORT: 'http' is not a port (0 to 65535)"),
     ("PAYEVENTS_RESTART_BACKOFF", "-1", "PAYEVENTS_RESTART_BACKOFF: '-1' must be positive"),
+    ("PAYEVENTS_RESTART_BACKOFF", "1e300", "PAYEVENTS_RESTART_BACKOFF: '1e300' must be at most 3600 s"),
+    ("PAYEVENTS_LIVE_AFTER_S", "nan", "PAYEVENTS_LIVE_AFTER_S: 'nan' must be positive"),
+    ("PAYEVENTS_LIVE_AFTER_S", "inf", "PAYEVENTS_LIVE_AFTER_S: 'inf' must be at most 86400 s"),
     ("PAYEVENTS_LOG_LEVEL", "LOUD", "PAYEVENTS_LOG_LEVEL: 'LOUD' must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     ("PAYEVENTS_DATABASE_URL", "mysql://app:s3cr3t@db/pay",
      "PAYEVENTS_DATABASE_URL: mysql:// is not supported (postgresql+psycopg://user@host/db, or unset: SQLite"),

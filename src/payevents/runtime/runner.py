@@ -56,6 +56,8 @@ EXIT_CONFIG = 78
 STABLE_AFTER_S = 60.0
 #: first restart delay in seconds (doubling up to 60 s)
 RESTART_BACKOFF_ENV = "PAYEVENTS_RESTART_BACKOFF"
+#: its most (1e300 was taken: the first restart was due in 1e300 s, a dead worker was never started again)
+MAX_RESTART_BACKOFF_S = 3600.0
 
 
 def resolve_service(spec: str) -> ServiceDef:
@@ -386,7 +388,7 @@ class _Slot:
 
 def restart_backoff() -> Backoff:
     """The supervisor's restart policy: PAYEVENTS_RESTART_BACKOFF seconds first (default 1), doubling to 60."""
-    initial = seconds_env(RESTART_BACKOFF_ENV, 1.0)
+    initial = seconds_env(RESTART_BACKOFF_ENV, 1.0, MAX_RESTART_BACKOFF_S)
     return Backoff(initial=initial, maximum=max(60.0, initial))
 
 

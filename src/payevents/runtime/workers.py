@@ -45,6 +45,8 @@ HEARTBEAT_S: Final = 1.0
 #: a loop that made no progress for this long is not live (the default; PAYEVENTS_LIVE_AFTER_S: :func:`live_after_s`)
 LIVE_AFTER_S: Final = 30.0
 LIVE_AFTER_ENV: Final = "PAYEVENTS_LIVE_AFTER_S"
+#: its most: a day (1e300 was taken, and a worker stuck for good was never judged stuck)
+MAX_LIVE_AFTER_S: Final = 86_400.0
 #: a status file not rewritten for this long belongs to a dead or stuck worker
 STALE_AFTER_S: Final = 10.0
 #: states of a worker process that is (supposed to be) up
@@ -57,7 +59,7 @@ METRICS_PORT_ENV: Final = "PAYEVENTS_METRICS_PORT"
 
 def live_after_s() -> float:
     """How long a loop may make no progress before ``/livez`` answers 503 (PAYEVENTS_LIVE_AFTER_S, default 30)."""
-    return seconds_env(LIVE_AFTER_ENV, LIVE_AFTER_S)
+    return seconds_env(LIVE_AFTER_ENV, LIVE_AFTER_S, MAX_LIVE_AFTER_S)
 
 _beats: dict[str, float] = {}
 
