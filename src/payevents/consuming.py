@@ -40,7 +40,7 @@ from payevents.errors import ConfigError
 from payevents.runtime.registry import as_definition
 from payevents.runtime.service import Handler, ServiceDef
 from payevents.settings import DATABASE_URL_FORMS, Settings, database_url_problem
-from payevents.store.db import Migration
+from payevents.store.db import Migration, migrations_problem
 from payevents.transport.base import Message
 
 E = TypeVar("E", PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentProcessed, PaymentFailed)
@@ -92,6 +92,8 @@ class Service:
             raise ConfigError(f"service: {name!r} must be 1-48 characters of a-z, 0-9 and _, starting with a letter")
         if database_url is not None and (problem := database_url_problem(database_url)) is not None:
             raise ConfigError(f"service {name}: database_url: {problem} ({DATABASE_URL_FORMS})")
+        if (problem := migrations_problem(list(migrations))) is not None:
+            raise ConfigError(f"service {name}: {problem}")
         self.name = name
         self.description = description or name
         self.migrations = tuple(migrations)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -182,6 +183,50 @@ def test_a_database_the_stores_cannot_use_is_refused_when_the_service_is_declare
     with pytest.raises(ConfigError, match=f"database URL: {rule}") as made:
         make_engine(url)
     assert "s3cret" not in str(declared.value) + str(made.value)
+
+
+@pytest.mark.parametrize(("migrations", "rule"), [
+    ([Migration(1, "a", both=["SELECT 1"]), Migration(1, "b", both=["SELECT 2"])],
+     r"migration versions must be unique and increasing: \[1, 1\]"),
+    ([Migration(2, "a", both=["SELECT 1"]), Migration(1, "b", both=["SELECT 2"])],
+     r"migration versions must be unique and increasing: \[2, 1\]"),
+    ([Migration(0, "zero", both=["SELECT 1"])],
+     r"migration 0: its version must be a whole number from 1 to 2,147,483,647"),
+    ([Migration(2**31, "big", both=["SELECT 1"])], r"migration 2147483648: its version must be a whole number from 1"),
+    ([Migration("1", "text", both=["SELECT 1"])], r"migration '1': its version must be a whole number"),  # type: ignore[arg-type]
+    ([Migration(1, "", both=["SELECT 1"])], r"migration 1: its name must be 1 to 200 characters"),
+    ([Migration(1, "n" * 201, both=["SELECT 1"])], r"migration 1: its name must be 1 to 200 characters"),
+    ([Migration(1, "flags", both="CREATE TABLE flags (id TEXT)")],  # type: ignore[arg-type]
+     r"migration 1 \('flags'\): both must be a list of SQL statements, not one string"),
+    ([Migration(1, "flags", postgresql=[42])],  # type: ignore[list-item]
+     r"migration 1 \('flags'\): postgresql must be a list of SQL statements"),
+    (["CREATE TABLE flags (id TEXT)"], r"'CREATE TABLE flags \(id TEXT\)' is not a Migration"),
+])
+def test_migrations_a_store_cannot_apply_are_refused_when_the_service_is_declared(migrations: list[Any],
+                                                                                rule: str) -> None:
+    """Until 2026-12-02 these were taken where the service was declared: a repeated or unordered version ended
+    each start of its worker in a ValueError (a crash, restarted for ever), a statement given as one string ran
+    its first character as SQL (a syntax error at each start), a version PostgreSQL's INTEGER cannot hold or a
+    name longer than its VARCHAR(200) failed there only."""
+    with pytest.raises(ConfigError, match=f"service fraud_check: {rule}"):
+        Service("fraud_check", migrations=migrations)
+
+
+def test_a_service_may_not_take_the_name_of_an_installed_one() -> None:
+    """Its consumer group and store are named after it: a team's own ``ledger`` would have shared the built-in
+    ledger's group (each reading half the partitions, so each missing half the events) and its database."""
+    from payevents.runtime.runner import resolve_service
+
+    with pytest.raises(ConfigError, match=f"service: 'ledger' of {__name__}:SHADOW is the name of the installed"
+                                          " service ledger"):
+        resolve_service(f"{__name__}:SHADOW")
+
+
+SHADOW = Service("ledger")
+
+
+@SHADOW.handles(PaymentProcessed)
+def _shadow(conn: sa.Connection, event: PaymentProcessed, ctx: Context) -> None: ...
 
 
 def test_built_in_services_are_found_through_entry_points_like_any_other() -> None:

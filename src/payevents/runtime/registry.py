@@ -52,4 +52,13 @@ def resolve_service(spec: str) -> ServiceDef:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"service: cannot load {spec!r} ({exc})") from None
-    return as_definition(obj, repr(spec))
+    definition = as_definition(obj, repr(spec))
+    # its consumer group and store are named after it: under an installed service's name it would share that
+    # one's group (each reading part of the partitions, so each missing the rest) and its database
+    installed = registered_services().get(definition.name)
+    if installed is not None and (loaded := installed.load()) is not obj and as_definition(
+            loaded, installed.name) is not definition:
+        raise ConfigError(f"service: {definition.name!r} of {spec} is the name of the installed service "
+                          f"{installed.name} ({installed.value}), whose consumer group and store it would share;"
+                          " give it a name of its own")
+    return definition

@@ -101,6 +101,35 @@ class Migration:
         return hashlib.sha256(doc.encode("utf-8")).hexdigest()
 
 
+#: a migration's version and name as ``schema_migrations`` keeps them (INTEGER, VARCHAR(200))
+MAX_MIGRATION_VERSION = 2**31 - 1
+MAX_MIGRATION_NAME = 200
+
+
+def migrations_problem(migrations: Sequence[object]) -> str | None:
+    """Why a service's ``migrations`` cannot be applied (None when they can): each a :class:`Migration` whose
+    version is a whole number from 1 to :data:`MAX_MIGRATION_VERSION`, whose name has 1 to
+    :data:`MAX_MIGRATION_NAME` characters and whose statements are lists of strings; versions unique and
+    increasing."""
+    for m in migrations:
+        if not isinstance(m, Migration):
+            return f"{m!r} is not a Migration"
+        if type(m.version) is not int or not 1 <= m.version <= MAX_MIGRATION_VERSION:
+            return f"migration {m.version!r}: its version must be a whole number from 1 to {MAX_MIGRATION_VERSION:,}"
+        if not isinstance(m.name, str) or not 1 <= len(m.name) <= MAX_MIGRATION_NAME:
+            return f"migration {m.version}: its name must be 1 to {MAX_MIGRATION_NAME} characters"
+        for field in ("both", "sqlite", "postgresql"):
+            statements = getattr(m, field)
+            if isinstance(statements, str):
+                return f"migration {m.version} ({m.name!r}): {field} must be a list of SQL statements, not one string"
+            if not isinstance(statements, list | tuple) or not all(isinstance(x, str) for x in statements):
+                return f"migration {m.version} ({m.name!r}): {field} must be a list of SQL statements"
+    versions = [m.version for m in migrations]  # type: ignore[attr-defined]
+    if versions != sorted(set(versions)):
+        return f"migration versions must be unique and increasing: {versions}"
+    return None
+
+
 class MigrationEdited(ConfigError):
     """An applied migration step is not the step the code holds now (its checksum differs)."""
 
@@ -485,9 +514,9 @@ def migrate(engine: Engine, service: str, migrations: Sequence[Migration], *, co
     Each applied step is recorded with its checksum (:meth:`Migration.checksum`); a recorded step whose
     checksum differs from the code's raises :class:`MigrationEdited` before anything is applied (a step
     recorded before checksums existed gets the code's checksum recorded, once)."""
+    if (problem := migrations_problem(migrations)) is not None:
+        raise ConfigError(f"service {service}: {problem}")
     versions = [m.version for m in migrations]
-    if versions != sorted(set(versions)):
-        raise ValueError(f"{service}: migration versions must be unique and increasing: {versions}")
     applied_now: list[int] = []
     db = dialect(engine)
     ensure_migrations_table(engine)
