@@ -9,6 +9,8 @@ import contextlib
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +46,11 @@ def kafka_broker(kafka_session: LocalKafka) -> LocalKafka:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A test that failed half-way may leave a process running (a worker whose supervisor it lost): at exit
     Python would wait for it for ever (multiprocessing joins its children) and the test run would never end. What
     is left once every fixture is torn down is killed here and named."""
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
     left = {}
     for pid in descendants(os.getpid()):
         stat = proc_stat(pid)
@@ -67,3 +70,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         reporter.write_line(f"killed {len(left)} process(es) the tests left running:", red=True)
         for pid, command in left.items():
             reporter.write_line(f"  {pid} {command}", red=True)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Python also waits at exit for every thread that is not a daemon: one a failed test left running (a
+    supervisor it could not stop) would hold the test run open for ever. Those still running 10 s after the last
+    hook are named, and the process exits with the session's status without waiting for them."""
+    stray = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    deadline = time.monotonic() + 10
+    for thread in stray:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if stray := [t for t in stray if t.is_alive()]:
+        sys.stderr.write(f"threads the tests left running, not waited for: {', '.join(t.name for t in stray)}\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 1))
