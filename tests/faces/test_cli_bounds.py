@@ -5,6 +5,8 @@ command, so a new option cannot come without its bounds."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from payevents.settings import Settings
 
 
 def _has_int(annotation: Any) -> bool:
-    return annotation is int or any(_has_int(a) for a in typing.get_args(annotation))
+    return annotation in (int, float) or any(_has_int(a) for a in typing.get_args(annotation))
 
 
 def _integer_params() -> list[tuple[str, str, Any, Any]]:
@@ -41,9 +43,10 @@ def _integer_params() -> list[tuple[str, str, Any, Any]]:
     return found
 
 
-def test_every_integer_a_command_takes_has_both_bounds() -> None:
+def test_every_number_a_command_takes_has_both_bounds() -> None:
     params = _integer_params()
     assert len(params) >= 30  # the walk found the commands' integers
+    assert {"lag wait", "soak drain_timeout"} <= {f"{p[0]} {p[1]}" for p in params}  # and their seconds
     assert [p for p in params if p[2] is None or p[3] is None] == []
 
 
@@ -54,12 +57,32 @@ def test_every_integer_a_command_takes_has_both_bounds() -> None:
     ["dlq", "show", "0", "99999999999999999999999"],
     ["run", "ledger", "--instances", "65"],  # one above the bound: never a fork bomb should the bound go
     ["run", "ledger", "--one", "--max-batch", "100000000"],
+    # `lag --wait nan` waited for ever for a lag that was not 0 (no time is past NaN), 1e300 as good as
+    ["lag", "--wait", "nan"],
+    ["lag", "--wait", "1e300"],
+    ["lag", "--wait", "-1"],
 ])
 def test_a_number_out_of_bounds_is_a_usage_error_naming_the_parameter(args: list[str], tmp_path: Path) -> None:
     out = CliRunner().invoke(app, [*args, "--env", "dev", "--data-dir", str(tmp_path)])
     assert out.exit_code == 2, out.output
     assert "Traceback" not in out.output and "OverflowError" not in out.output
-    assert "less than or equal to" in out.output or "must be a whole number" in out.output, out.output
+    assert ("less than or equal to" in out.output or "must be a whole number" in out.output
+            or "greater than or equal to" in out.output or "must be a number" in out.output), out.output
+
+
+def test_a_nan_is_outside_every_range() -> None:
+    out = CliRunner().invoke(app, ["soak", "--drain-timeout", "nan"])
+    assert out.exit_code == 2 and "Invalid value for '--drain-timeout'" in out.output, out.output
+
+
+def test_lag_of_a_service_that_is_not_installed_is_refused(tmp_path: Path) -> None:
+    """`payevents lag ledgr` printed `ledgr 209 behind`: the lag of a consumer group nobody runs."""
+    cli = str(Path(sys.executable).parent / "payevents")
+    out = subprocess.run([cli, "lag", "ledgr", "--env", "dev", "--data-dir", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: service: 'ledgr' is not one of "), out.stderr
+    assert "behind" not in out.stdout
 
 
 def test_the_runtime_refuses_a_batch_out_of_bounds_for_teams_own_code(tmp_path: Path) -> None:

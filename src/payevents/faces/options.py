@@ -27,6 +27,10 @@ import typer
 
 from payevents.settings import Settings
 
+#: the longest any command waits or lets a run take (seconds; NaN is outside every range)
+MAX_WAIT_S = 86_400.0
+
+
 EnvOpt = Annotated[
     str | None, typer.Option("--env", help="dev, sit or prod (or PAYEVENTS_ENV); required, no default")
 ]

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from payevents.faces.options import MAX_WAIT_S
 from payevents.runtime.limits import MAX_RUN_SIZE, MAX_STORED
 
 
@@ -24,8 +25,9 @@ def soak(
                                                                "PAYEVENTS_SOAK_PG_URL)")] = "sqlite",
     keep: Annotated[Path | None, typer.Option("--keep", help="keep every run's data dir under this folder "
                                                                "(default: a temporary one, removed)")] = None,
-    drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="seconds a run may take to drain "
-                                                                           "after the last write")] = 300.0,
+    drain_timeout: Annotated[float, typer.Option("--drain-timeout", min=1, max=MAX_WAIT_S,
+                                                 help="seconds a run may take to drain after the last write")
+                             ] = 300.0,
     full_disk: Annotated[bool, typer.Option("--full-disk", help="each run's data dir on a tmpfs of its own "
                                                                 "(root), filled to the last byte for 3-6 s "
                                                                 "a third of the way through the writes")] = False,
