@@ -9,30 +9,15 @@ from typing import Annotated
 import typer
 
 from payevents.faces.options import MAX_WAIT_S, BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.settings import Settings
 
 
-def group_lag(settings: object, services: list[str]) -> dict[str, int]:
-    """Records on ``payments.{env}.events`` that each service's group has not committed past yet (each an
-    installed service's name or ``package.module:service``; any other is a ConfigError)."""
-    from payevents.contracts.channel import topic_for
-    from payevents.runtime.registry import resolve_service
-    from payevents.settings import Settings
-    from payevents.transport import open_transport  # type: ignore[attr-defined]
+def group_lag(settings: Settings, services: list[str]) -> dict[str, int]:
+    """Records on ``payments.{env}.events`` that each service's group has not committed past yet (a group that
+    never committed: every record); each service an installed name or ``package.module:service``."""
+    from payevents.faces.web.data import lag_per_service
 
-    assert isinstance(settings, Settings)
-    groups = {svc: resolve_service(svc).group for svc in services}
-    topic = topic_for(settings.env)
-    transport = open_transport(settings)
-    try:
-        transport.create_topics([topic], settings.partitions)
-        ends = transport.describe(topic).end_offsets
-        out: dict[str, int] = {}
-        for svc, group in groups.items():
-            committed = transport.group_offsets(group, topic)
-            out[svc] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
-        return out
-    finally:
-        transport.close()
+    return {g.service: g.end if g.lag is None else g.lag for g in lag_per_service(settings, services)}
 
 
 def register(app: typer.Typer) -> None:

@@ -108,17 +108,20 @@ def _transport(settings: Settings) -> Iterator[Any]:
         t.close()
 
 
-def lag_per_service(settings: Settings) -> list[GroupLag]:
-    """Records each consumer group still has to process: channel end offsets minus committed offsets."""
+def lag_per_service(settings: Settings, services: Sequence[str] | None = None) -> list[GroupLag]:
+    """Records each service's consumer group still has to process: channel end offsets minus committed offsets.
+    ``services``: installed names or ``package.module:service`` (default: the built-in consumers); any other is
+    a ConfigError."""
+    from payevents.runtime.registry import resolve_service
     from payevents.services import CONSUMER_SERVICES
 
+    groups = {name: resolve_service(name).group for name in (CONSUMER_SERVICES if services is None else services)}
     topic = topic_for(settings.env)
     out: list[GroupLag] = []
     with _transport(settings) as t:
         t.create_topics([topic], settings.partitions)
         ends = dict(t.describe(topic).end_offsets)
-        for name in CONSUMER_SERVICES:
-            group = f"payevents.{name}"
+        for name, group in groups.items():
             committed = t.group_offsets(group, topic)
             end_total = sum(ends.values())
             done = sum(min(committed.get(p, 0), e) for p, e in ends.items())
