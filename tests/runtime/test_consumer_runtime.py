@@ -192,7 +192,7 @@ def test_handler_error_is_retried_then_dead_lettered_and_replay_republishes(
     assert letter.event_id == ev_boom["eventId"]
 
     # replay: the original bytes go back to the channel, same key and partition; the bug is still there
-    ((_, delivery),) = replay(settings, partition=letter.partition, offset=letter.offset)
+    ((_, delivery),) = replay(settings, partition=letter.partition, offset=letter.offset).sent
     assert delivery.partition == letter.original_partition
     with ConsumerRuntime(settings, counter, poll_timeout=0.2) as rt:
         rt.backoff_initial = 0.01

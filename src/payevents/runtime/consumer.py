@@ -57,15 +57,13 @@ from payevents.contracts import codec
 from payevents.contracts.channel import (
     dead_letter_topic_for,
     event_type_header,
-    event_type_header_problem,
-    key_problem,
     topic_for,
 )
 from payevents.contracts.events import EVENT_TYPES
 from payevents.errors import ConfigError, PoisonEvent
 from payevents.runtime import bulk, facts, metrics, tracing
 from payevents.runtime.backoff import Backoff, is_transient
-from payevents.runtime.deadletter import dead_letter_record, redact
+from payevents.runtime.deadletter import dead_letter_record, describe, record_problem, redact
 from payevents.runtime.limits import batch_problem, poll_timeout_problem
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
@@ -296,11 +294,6 @@ class _HandlerFailure(Exception):
         self.exc = exc
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
 @contextlib.contextmanager
 def _store_faults() -> Iterator[None]:
     """A store transaction that fails as the store's fault — one that passes (:func:`is_transient`) or any other
@@ -310,7 +303,7 @@ def _store_faults() -> Iterator[None]:
         yield
     except Exception as exc:
         if is_transient(exc) or isinstance(exc, sa.exc.SQLAlchemyError):
-            raise _Transient(f"store: {_describe(exc)}") from exc
+            raise _Transient(f"store: {describe(exc)}") from exc
         raise
 
 
@@ -448,7 +441,7 @@ class ConsumerRuntime:
                                      (self.service.name, self.member, self._attempt_by))
         except Exception as exc:  # the next start of the member will watch its first records
             log.warning("%s: could not record a clean stop of %s: %s", self.service.name, self.member,
-                        _describe(exc))
+                        describe(exc))
 
     def _fact_history_migrations(self) -> tuple[Migration, ...]:
         """After the service's own migrations: its history becomes business facts, once (a database that
@@ -477,7 +470,7 @@ class ConsumerRuntime:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            return self._back_off([], f"poll: {_describe(exc)}", started)
+            return self._back_off([], f"poll: {describe(exc)}", started)
         for gap in self.consumer.skipped():
             self._report_lost(gap)
         if not messages:
@@ -558,37 +551,7 @@ class ConsumerRuntime:
         if self._pass_over and event_type_header(message.headers) in self._pass_over:
             item.passed = True
             return item
-        raw = message.value
-        if raw is None:
-            item.reason = "empty: the record has no value (tombstone)"
-            return item
-        try:
-            decoded = codec.decode_event(raw)
-        except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
-            error = exc
-        else:
-            # the key rule, for every service: key = the body's UTF-8 paymentId, checked before any effect
-            problem = key_problem(message.key, decoded.payment_id)
-            if problem is not None:
-                item.reason = f"key: {redact(problem)}"
-            elif (problem := event_type_header_problem(message.headers, decoded.event_type,
-                                                       legacy=decoded.legacy)) is not None:
-                item.reason = f"header: {redact(problem)}"
-            else:
-                item.decoded = decoded
-            return item
-        # why it was rejected (the UTF-8 check only here: valid events never pay for it)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            item.reason = f"not-utf8: invalid UTF-8 byte at position {exc.start} ({exc.reason})"
-            return item
-        if isinstance(error, codec.EventValidationError):
-            # the codec checks every string for card numbers (cardguard) and never echoes the digits
-            card = any(e.rule == "card-number" for e in error.errors)
-            item.reason = f"{'card-number' if card else 'invalid'}: {redact(str(error))}"
-        else:
-            item.reason = f"undecodable: {_describe(error)}"
+        item.decoded, item.reason = record_problem(message.value, message.key, message.headers)
         return item
 
     def _process(self, messages: Sequence[Message], *, poison_first: Mapping[int, str] | None = None,
@@ -623,7 +586,7 @@ class ConsumerRuntime:
             except _BatchFallback as bf:
                 # rolled back; the per-event handlers (the reference semantics) find and isolate the culprit
                 log.info("%s: batch handler failed (%s), re-applying the batch per event", self.service.name,
-                         _describe(bf.exc))
+                         describe(bf.exc))
                 use_batch = False
             except _HandlerPoison as hp:
                 poison[hp.index] = f"rejected: {redact(hp.reason)}"
@@ -632,8 +595,8 @@ class ConsumerRuntime:
                 key = (m.topic, m.partition, m.offset)
                 n = self._handler_failures[key] = self._handler_failures.get(key, 0) + 1
                 if n < self.max_handler_attempts:
-                    raise _Transient(f"handler error (attempt {n}): {_describe(hf.exc)}") from hf.exc
-                poison[hf.index] = f"handler-error: failed {n} times: {_describe(hf.exc)}"
+                    raise _Transient(f"handler error (attempt {n}): {describe(hf.exc)}") from hf.exc
+                poison[hf.index] = f"handler-error: failed {n} times: {describe(hf.exc)}"
                 self._handler_failures.pop(key, None)
         result.consumed = len(messages)
         result.ignored += sum(1 for it in items if it.passed)
@@ -768,7 +731,7 @@ class ConsumerRuntime:
                     if isinstance(exc, sa.exc.DataError):
                         # the store refuses this record's values (SQLSTATE class 22: too long, out of range,
                         # not storable): the same values fail the same way every time, so no retries
-                        raise _HandlerPoison(it.index, f"the store refuses its data: {_describe(exc)}") from exc
+                        raise _HandlerPoison(it.index, f"the store refuses its data: {describe(exc)}") from exc
                     raise _HandlerFailure(it.index, exc) from exc
                 result.applied += 1
             if before_commit is not None:
@@ -881,7 +844,7 @@ class ConsumerRuntime:
         except Exception as exc:
             # The store already holds the effects; a replay would only find duplicates. Keep the offsets
             # and commit them with the next batch (partitions moved to another member are dropped).
-            log.warning("%s: offset commit failed, will retry: %s", self.service.name, _describe(exc))
+            log.warning("%s: offset commit failed, will retry: %s", self.service.name, describe(exc))
             try:
                 assigned = self.consumer.assignment()
                 self._pending = {tp: o for tp, o in todo.items() if tp in assigned}
@@ -914,7 +877,7 @@ class ConsumerRuntime:
                 if tp in self.consumer.assignment():
                     raise  # never go on past an unapplied batch: crash, and the restart replays it
                 # revoked meanwhile: its next owner starts from the committed offset
-                log.warning("%s: seek %s to %d failed: %s", self.service.name, tp, off, _describe(exc))
+                log.warning("%s: seek %s to %d failed: %s", self.service.name, tp, off, describe(exc))
         try:
             to_pause = set(self.consumer.assignment()) | set(first)
         except Exception:
@@ -936,7 +899,7 @@ class ConsumerRuntime:
             if not is_transient(exc):
                 raise
             # still unreachable: keep waiting; the poll after the backoff retries (and backs off further)
-            log.debug("%s: poll during backoff failed: %s", self.service.name, _describe(exc))
+            log.debug("%s: poll during backoff failed: %s", self.service.name, describe(exc))
             messages = []
         if messages:
             # a partition assigned during the wait (or one that lost its pause in a rebalance)
@@ -956,7 +919,7 @@ class ConsumerRuntime:
                 try:
                     self.consumer.resume(paused)
                 except Exception as exc:
-                    log.warning("%s: resume failed: %s", self.service.name, _describe(exc))
+                    log.warning("%s: resume failed: %s", self.service.name, describe(exc))
         return BatchResult(waiting=True, seconds=time.perf_counter() - started)
 
     def _record(self, r: BatchResult) -> None:
@@ -981,7 +944,7 @@ class ConsumerRuntime:
         try:
             lag = self.consumer.lag()
         except Exception as exc:
-            log.debug("%s: lag unavailable: %s", self.service.name, _describe(exc))
+            log.debug("%s: lag unavailable: %s", self.service.name, describe(exc))
             return
         self.stats.lag_by_partition = dict(lag)
         self.stats.lag = sum(max(0, v) for v in lag.values())
@@ -1007,7 +970,7 @@ class ConsumerRuntime:
             if is_transient(exc):
                 raise
             log.error("%s: the dead-letter channel refused %d record(s) (%s); sending them cut",
-                      self.service.name, len(records), _describe(exc))
+                      self.service.name, len(records), describe(exc))
         cut = [dead_letter_record(m, self.service.name, reason, self.settings, cut=True) for m, reason in letters]
         try:
             self._dlq_producer().send(cut)
@@ -1015,8 +978,8 @@ class ConsumerRuntime:
             if is_transient(exc):
                 raise
             log.error("%s: the dead-letter channel refused even cut records: %s", self.service.name,
-                      _describe(exc))
-            raise _Transient(f"dead letter refused: {_describe(exc)}") from exc
+                      describe(exc))
+            raise _Transient(f"dead letter refused: {describe(exc)}") from exc
 
     def _dlq_producer(self) -> Producer:
         if self._producer is None:

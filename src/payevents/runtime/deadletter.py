@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from payevents.contracts import channel
+from payevents.contracts import channel, codec
 from payevents.contracts.cardguard import holds_card_number, mask_card_numbers, mask_card_text
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import ContractError, NotFound
@@ -54,6 +54,45 @@ def redact(text: str) -> str:
     four; cut to 500 characters. Ids that only look like digit runs (UUIDs, dates, ...) stay readable: a
     reason that names the first eventId of a conflict must name it whole."""
     return mask_card_text(text)[:MAX_REASON]
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a reason: its type and the first line of its text, card numbers masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def record_problem(value: bytes | None, key: bytes | None,
+                   headers: Headers) -> tuple[codec.DecodedEvent | None, str | None]:
+    """The channel's rules for one record, as every service applies them on read before any effect: (the event,
+    None), or (None, why it goes to the dead-letter channel) — no value, a body that does not decode or breaks
+    the contract (card numbers never echoed), a key that is not the body's UTF-8 paymentId, an eventType header
+    that lies. The consumers judge each record they read with it, and ``dlq replay`` each dead letter before it
+    is re-published."""
+    if value is None:
+        return None, "empty: the record has no value (tombstone)"
+    try:
+        decoded = codec.decode_event(value)
+    except Exception as exc:  # the codec's contract is EventValidationError; anything else is poison too
+        error = exc
+    else:
+        # the key rule, for every service: key = the body's UTF-8 paymentId, checked before any effect
+        if (problem := channel.key_problem(key, decoded.payment_id)) is not None:
+            return None, f"key: {redact(problem)}"
+        if (problem := channel.event_type_header_problem(headers, decoded.event_type,
+                                                         legacy=decoded.legacy)) is not None:
+            return None, f"header: {redact(problem)}"
+        return decoded, None
+    # why it was rejected (the UTF-8 check only here: valid events never pay for it)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not-utf8: invalid UTF-8 byte at position {exc.start} ({exc.reason})"
+    if isinstance(error, codec.EventValidationError):
+        # the codec checks every string for card numbers (cardguard) and never echoes the digits
+        card = any(e.rule == "card-number" for e in error.errors)
+        return None, f"{'card-number' if card else 'invalid'}: {redact(str(error))}"
+    return None, f"undecodable: {describe(error)}"
 
 
 def _scrub(raw: bytes) -> tuple[bytes | None, bool]:
@@ -287,11 +326,21 @@ def replay_records(letters: Sequence[DeadLetter], settings: Settings) -> list[Re
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Replayed:
+    """What ``replay`` did: the letters re-published (and where each landed), and those held back because the
+    channel's rules still refuse them (with today's reason): re-published, every service would dead-letter them
+    again."""
+
+    sent: list[tuple[DeadLetter, Delivery]]
+    held: list[tuple[DeadLetter, str]]
+
+
 def replay(settings: Settings, *, partition: int | None = None, offset: int | None = None,
-           service: str | None = None, limit: int = 1000,
-           transport: Transport | None = None) -> list[tuple[DeadLetter, Delivery]]:
+           service: str | None = None, limit: int = 1000, transport: Transport | None = None) -> Replayed:
     """Re-publish dead letters to the channel after a fix: one (``partition`` and ``offset``), or the
-    newest ``limit`` of ``service`` (or of every service). Returns what was sent and where it landed."""
+    newest ``limit`` of ``service`` (or of every service). A letter the channel's rules (:func:`record_problem`,
+    today's code) still refuse is held back: one asked for by position raises ContractError."""
     with _transport(settings, transport) as t:
         if partition is not None and offset is not None:
             letters = [show(settings, partition, offset, transport=t)]
@@ -307,11 +356,23 @@ def replay(settings: Settings, *, partition: int | None = None, offset: int | No
             for d in letters:
                 unique.setdefault((d.original_topic, d.original_partition, d.original_offset), d)
             letters = list(unique.values())
-        if not letters:
-            return []
+        records = replay_records(letters, settings)
+        sendable: list[tuple[DeadLetter, Record]] = []
+        held: list[tuple[DeadLetter, str]] = []
+        for letter, record in zip([d for d in letters if not d.truncated], records, strict=True):
+            _, problem = record_problem(record.value, record.key, record.headers)
+            if problem is None:
+                sendable.append((letter, record))
+            else:
+                held.append((letter, problem))
+        if held and partition is not None:
+            raise ContractError(f"dead letter {partition}:{offset}: the channel's rules still refuse it ({held[0][1]});"
+                                " re-published, every service would dead-letter it again")
+        if not sendable:
+            return Replayed([], held)
         producer = t.producer()
         try:
-            deliveries = producer.send(replay_records(letters, settings))
+            deliveries = producer.send([r for _, r in sendable])
         finally:
             producer.close()
-    return list(zip(letters, deliveries, strict=True))
+    return Replayed([(d, delivery) for (d, _), delivery in zip(sendable, deliveries, strict=True)], held)

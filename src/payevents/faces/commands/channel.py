@@ -378,10 +378,14 @@ def dlq_replay(
     if not one and service is None and not all_:
         raise typer.BadParameter("choose --partition/--offset, --service or --all", param_hint="dlq replay")
     done = replay(o.settings(), partition=partition, offset=offset, service=service, limit=limit)
-    for letter, delivery in done:
+    for letter, delivery in done.sent:
         typer.echo(f"replayed dlq {letter.partition}@{letter.offset} ({letter.service}: {letter.reason}) "
                    f"-> {delivery.topic} {delivery.partition}@{delivery.offset}")
-    typer.echo(f"{len(done)} dead letters re-published")
+    for letter, problem in done.held:
+        typer.echo(f"held back dlq {letter.partition}@{letter.offset} ({letter.service}): the channel's rules "
+                   f"still refuse it: {problem}")
+    typer.echo(f"{len(done.sent)} dead letters re-published"
+               + (f", {len(done.held)} held back (every service would dead-letter them again)" if done.held else ""))
 
 
 # -- audit -----------------------------------------------------------------------------------------------
