@@ -127,3 +127,13 @@ def test_a_port_out_of_range_is_refused_naming_the_option(args: list[str], tmp_p
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.replace("│", " ").split())
     assert "Invalid value for" in text and args[-2] in text and "65535" in text, result.output
+
+
+@pytest.mark.parametrize("args", [["payments", "list"], ["dlq", "list"], ["ledger", "balances"]])
+def test_a_data_dir_that_is_a_file_is_one_line_naming_it(args: list[str], tmp_path: Path) -> None:
+    # was a FileExistsError traceback from the first store's mkdir
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    out = _cli(*args, data_dir=blocker)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: {blocker}: File exists"], out.stderr

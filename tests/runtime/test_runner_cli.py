@@ -336,6 +336,8 @@ def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(se
     ("PAYEVENTS_LIVE_AFTER_S", "nan", "PAYEVENTS_LIVE_AFTER_S: 'nan' must be positive"),
     ("PAYEVENTS_LIVE_AFTER_S", "inf", "PAYEVENTS_LIVE_AFTER_S: 'inf' must be at most 86400 s"),
     ("PAYEVENTS_LOG_LEVEL", "LOUD", "PAYEVENTS_LOG_LEVEL: 'LOUD' must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    # a data dir that is a file: every worker crashed on it and was restarted for ever
+    ("PAYEVENTS_DATA_DIR", "/dev/null", "PAYEVENTS_DATA_DIR (--data-dir): cannot use /dev/null: File exists"),
     ("PAYEVENTS_DATABASE_URL", "mysql://app:s3cr3t@db/pay",
      "PAYEVENTS_DATABASE_URL: mysql:// is not supported (postgresql+psycopg://user@host/db, or unset: SQLite"),
 ])

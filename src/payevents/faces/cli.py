@@ -79,4 +79,9 @@ def main() -> None:
         if isinstance(exc, PayeventsError):
             typer.secho(f"error: {mask_card_text(str(exc))}", fg=typer.colors.RED, err=True)
             sys.exit(2)
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path it cannot use: --data-dir a file, ...
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+            typer.secho(f"error: {mask_card_text(where)}: {exc.strerror or type(exc).__name__}",
+                        fg=typer.colors.RED, err=True)
+            sys.exit(2)
         raise

@@ -251,6 +251,7 @@ def serve_worker(settings: Settings, name: str, *, max_batch: int = 500, ready: 
     check_process_env()
     check_max_batch(max_batch)
     check_services(settings, [name])
+    check_data_dir(settings)
     logs.configure(log_file=log_file, service=name if name == RELAY else resolve_label(name))
     try:
         tracing.configure(name if name == RELAY else resolve_label(name))
@@ -401,6 +402,19 @@ def check_services(settings: Settings, names: Sequence[str]) -> None:
                 service.check(settings)
 
 
+def check_data_dir(settings: Settings) -> None:
+    """The data dir (status files; the embedded log, SQLite stores and Maildir where they are used) exists or is
+    created now: one that cannot be (a file of that name, a read-only place) refuses the run with one line,
+    before any worker starts, instead of every worker crashing on it and being restarted for ever."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.data_dir.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(settings.data_dir))
+    except OSError as exc:
+        raise ConfigError(f"PAYEVENTS_DATA_DIR (--data-dir): cannot use {settings.data_dir}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+
+
 def check_process_env() -> None:
     """The process's own knobs (PAYEVENTS_LIVE_AFTER_S, _METRICS_PORT, _RESTART_BACKOFF, _LOG_LEVEL, _LOG_FORMAT),
     checked before anything starts: a bad one is one ConfigError naming it and its rule, not a traceback in a
@@ -435,6 +449,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         install_signal_handlers(stop)
     check_process_env()
     check_services(settings, names)
+    check_data_dir(settings)
     base_port = metrics_port if metrics_port is not None else port_env(METRICS_PORT_ENV)
     ctx = multiprocessing.get_context("spawn")
     slots: list[_Slot] = []
