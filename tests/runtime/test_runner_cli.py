@@ -114,12 +114,16 @@ def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter
     assert (lines[0]["key"], lines[0]["eventId"], lines[0]["amount"]) == (pay, ev["eventId"], "4.20 USD")
     assert lines[1]["error"] == "EventValidationError"
 
+    # the letter still breaks the contract: re-published, it would only be dead-lettered again
     out = cli.invoke(app, ["dlq", "replay", "--service", counter.name, *opts])
-    assert out.exit_code == 0 and "1 dead letters re-published" in out.output
+    assert out.exit_code == 0, out.output
+    assert f"held back dlq {letter['partition']}@{letter['offset']} ({counter.name}): the channel's rules still " \
+           "refuse it: invalid:" in out.output
+    assert "0 dead letters re-published, 1 held back" in out.output
 
     out = cli.invoke(app, ["topics", "describe", "--json", *opts])
     described = json.loads(out.output)
-    assert described[0]["topic"] == "payments.dev.events" and described[0]["records"] == 3
+    assert described[0]["topic"] == "payments.dev.events" and described[0]["records"] == 2
 
 
 def _state(pid: int) -> str | None:
