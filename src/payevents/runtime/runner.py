@@ -407,9 +407,7 @@ def check_data_dir(settings: Settings) -> None:
     created now: one that cannot be (a file of that name, a read-only place) refuses the run with one line,
     before any worker starts, instead of every worker crashing on it and being restarted for ever."""
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if not settings.data_dir.is_dir():
-            raise NotADirectoryError(20, "Not a directory", str(settings.data_dir))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # FileExistsError when it is there but no directory
     except OSError as exc:
         raise ConfigError(f"PAYEVENTS_DATA_DIR (--data-dir): cannot use {settings.data_dir}: "
                           f"{exc.strerror or type(exc).__name__}") from None
