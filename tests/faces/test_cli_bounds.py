@@ -22,11 +22,11 @@ from payevents.services import load_service
 from payevents.settings import Settings
 
 
-def _has_int(annotation: Any) -> bool:
-    return annotation in (int, float) or any(_has_int(a) for a in typing.get_args(annotation))
+def _has_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_has_number(a) for a in typing.get_args(annotation))
 
 
-def _integer_params() -> list[tuple[str, str, Any, Any]]:
+def _number_params() -> list[tuple[str, str, Any, Any]]:
     found: list[tuple[str, str, Any, Any]] = []
 
     def walk(command: Any, path: list[str]) -> None:
@@ -36,7 +36,7 @@ def _integer_params() -> list[tuple[str, str, Any, Any]]:
             return
         for param in command.params:
             descriptor = getattr(param, "type_descriptor", None)
-            if descriptor is not None and _has_int(descriptor.annotation):
+            if descriptor is not None and _has_number(descriptor.annotation):
                 found.append((" ".join(path), str(param.name), param.min, param.max))
 
     walk(typer.main.get_command(app), [])
@@ -44,7 +44,7 @@ def _integer_params() -> list[tuple[str, str, Any, Any]]:
 
 
 def test_every_number_a_command_takes_has_both_bounds() -> None:
-    params = _integer_params()
+    params = _number_params()
     assert len(params) >= 30  # the walk found the commands' integers
     assert {"lag wait", "soak drain_timeout"} <= {f"{p[0]} {p[1]}" for p in params}  # and their seconds
     assert [p for p in params if p[2] is None or p[3] is None] == []
