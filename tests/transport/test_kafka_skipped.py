@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
-from transport_helpers import drain
+from transport_helpers import drain, wait_assigned
 
 from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
 from payevents.transport import Record, Skipped
@@ -108,3 +108,28 @@ def test_records_deleted_while_a_member_reads_are_reported(kafka_broker: LocalKa
             c.close()
     finally:
         t.close()
+
+
+def test_a_gap_with_no_record_after_it_is_reported_at_assignment(transport: KafkaTransport,
+                                                                 kafka_broker: LocalKafka) -> None:
+    """Every record after the group's offset deleted and nothing produced since: no record will ever come to
+    compare against, so the gap is seen where the member starts — and said once, the group's offset moving past it."""
+    topic, group = _stopped_group(transport, 30)
+    _delete_before(kafka_broker, topic, 100)
+    assert _read(transport, group, topic, 0) == ([], [Skipped(topic, 0, 30, 100)])
+    assert _read(transport, group, topic, 0) == ([], [])
+
+
+def test_a_group_that_had_nothing_to_read_there_yet_holds_its_place(transport: KafkaTransport,
+                                                                    kafka_broker: LocalKafka) -> None:
+    """A member assigned a partition with no record yet commits its start there: records that then arrive and are
+    deleted while the group is down are its loss, reported — not a new log start it would take as its own."""
+    topic, group = _topic(transport, 0), f"g.{uuid.uuid4().hex[:8]}"
+    c = transport.consumer(group, [topic])
+    wait_assigned(c, 1)
+    c.close()
+    p = transport.producer()
+    p.send([Record(topic, b"v%d" % i, partition=0) for i in range(20)])
+    p.close()
+    _delete_before(kafka_broker, topic, 15)
+    assert _read(transport, group, topic, 5) == (list(range(15, 20)), [Skipped(topic, 0, 0, 15)])

@@ -519,8 +519,38 @@ class KafkaConsumer:
                 log.warning("group %s: committed offsets of %s not read at assignment (%s)", self.group,
                             sorted((tp.topic, tp.partition) for tp in partitions), exc.args[0].str())
             else:
-                self._next.update({(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0})
+                self._start_at({(tp.topic, tp.partition): tp.offset for tp in committed})
         log.debug("group %s assigned %s", self.group, sorted(self._assigned))
+
+    def _start_at(self, committed: dict[TP, int]) -> None:
+        """Where this member reads each newly assigned partition from, checked against the partition's log start:
+
+        - committed below the log start: retention deleted records before this group read them — reported at
+          once (:meth:`skipped`), not only when a later record arrives there (maybe never);
+        - nothing committed yet (reading from the log start): that start is committed as the group's offset with
+          the next commit. Without it, a group that had read nothing there yet and was down while retention
+          deleted records from it would start again from the new log start with nothing to compare against.
+
+        A log start that cannot be read leaves the check to the first record read (:meth:`_check_gap`)."""
+        for tp, offset in committed.items():
+            if offset < 0 and not self._from_beginning:
+                continue
+            try:
+                low = self._c.get_watermark_offsets(TopicPartition(*tp), timeout=5, cached=False)[0]
+            except KafkaException as exc:
+                log.warning("group %s: log start of %s not read at assignment (%s)", self.group, tp,
+                            exc.args[0].str())
+                low = -1
+            if offset < 0:
+                if low >= 0:
+                    self._next[tp] = low
+                    self._to_commit.setdefault(tp, low)
+                continue
+            if low > offset:  # said once: the group's offset moves to the log start with the next commit
+                self._skipped.append(Skipped(tp[0], tp[1], offset, low))
+                self._to_commit.setdefault(tp, low)
+                offset = low
+            self._next[tp] = offset
 
     def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
         """Before the partitions move: commit synchronously what was given for them and is not known to be
