@@ -12,10 +12,15 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
 from test_consumer_runtime import drain
+from typer.testing import CliRunner
 
 from payevents.contracts import channel
+from payevents.contracts.codec import decode_event
+from payevents.faces.cli import app
 from payevents.localkafka import LocalKafka
 from payevents.runtime.consumer import ConsumerRuntime
+from payevents.runtime.outbox import OUTBOX_MIGRATIONS, append
+from payevents.runtime.relay import Relay
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
@@ -61,3 +66,65 @@ def test_records_deleted_before_the_service_read_them_are_reported(
     assert all(r.levelno == logging.ERROR and r.__dict__["outcome"] == "lost" for r in lines)
     rows = rc.counter_rows(db.engine_for(kafka_settings, counter.name))
     assert len(rows) == 30 and not any(r[2].startswith("PAY-B") for r in rows)
+
+
+def test_records_lost_to_retention_are_published_again_from_the_outbox(
+        kafka_settings: Settings, kafka_broker: LocalKafka, counter: ServiceDef,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The line that reports the loss names the command, and the command brings back exactly what the relay had
+    published there: every event applied once, none twice (the ones a group had read already are duplicates)."""
+    engine = db.engine_for(kafka_settings, "payments")
+    db.migrate(engine, "payments", OUTBOX_MIGRATIONS)
+
+    def publish(prefix: str, n: int) -> list[str]:
+        ids = []
+        with engine.begin() as conn:
+            for i in range(n):
+                event = decode_event(rc.encode(rc.event_dict(f"PAY-{prefix}{i}"))).event
+                append(conn, event, idempotency_key=f"{prefix}{i}", env="dev", headers=channel.audit_headers(
+                    correlation_id=f"PAY-{prefix}{i}", causation_id=f"cmd-{prefix}{i}", source="payments",
+                    producer="payevents/test", environment="dev", idempotency_key=f"{prefix}{i}"))
+                ids.append(event.eventId)
+        with Relay(kafka_settings, engine=engine) as relay:
+            relay.ensure_topics()
+            while relay.publish_pending():
+                pass
+        return ids
+
+    first = publish("A", 8)
+    with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt)
+        assert rt.stats.applied == 8
+    lost = publish("B", 12)
+    _delete_unread(kafka_broker, kafka_settings)
+    last = publish("C", 5)
+    caplog.set_level(logging.ERROR, logger="payevents")
+    with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt)
+        assert (rt.stats.applied, rt.stats.lost) == (5, 12)
+    commands = [r.getMessage().rsplit("payevents ", 1)[1].rstrip(")").split() for r in caplog.records
+                if "were deleted from the channel" in r.getMessage()]
+    assert commands and all(c[:2] == ["outbox", "republish"] for c in commands)
+
+    cli = CliRunner()
+    opts = ["--env", "dev", "--data-dir", str(kafka_settings.data_dir), "--broker", str(kafka_settings.broker)]
+    republished = 0
+    for command in commands:
+        out = cli.invoke(app, [*command, *opts])
+        assert out.exit_code == 0, out.output
+        republished += int(out.stdout.splitlines()[-1].split()[0])
+    assert republished == 12  # the lost ones, not the 8 read before nor the 5 after
+    with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt)
+        assert rt.stats.applied == 12 and rt.stats.lost == 0
+    applied = [r[1] for r in rc.counter_rows(db.engine_for(kafka_settings, counter.name))]
+    assert sorted(applied) == sorted(first + lost + last)  # each once
+
+    # a range the outbox never published to is said, and nothing is sent
+    out = cli.invoke(app, ["outbox", "republish", "--partition", "0", "--from-offset", "900000", "--to-offset",
+                           "900009", *opts])
+    assert out.exit_code == 0, out.output
+    assert "10 of the 10 offsets were not published by this outbox" in out.stderr
+    assert out.stdout.splitlines()[-1] == "0 events re-published"
+    out = cli.invoke(app, ["outbox", "republish", "--partition", "0", "--from-offset", "9", "--to-offset", "3", *opts])
+    assert out.exit_code == 2 and "--to-offset" in out.output and "before --from-offset 9" in out.output

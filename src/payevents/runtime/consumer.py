@@ -490,12 +490,15 @@ class ConsumerRuntime:
     def _report_lost(self, gap: Skipped) -> None:
         """Records deleted from the channel before this group read them: they cannot be applied or dead-lettered
         (they are gone), so they are counted and said, loudly, once. The outbox still holds every event the
-        relay published."""
+        relay published; the line names the command that publishes them again
+        (:func:`payevents.runtime.relay.republish`)."""
         self.stats.lost += gap.records
         self._lost.inc(gap.records)
         log.error("%d record(s) of %s[%d] (offsets %d to %d) were deleted from the channel (its retention) before"
-                  " %s read them; reading goes on at offset %d", gap.records, gap.topic, gap.partition, gap.first,
-                  gap.upto - 1, self.service.group, gap.upto,
+                  " %s read them; reading goes on at offset %d (the events the relay published there are still in"
+                  " the payments outbox: payevents outbox republish --partition %d --from-offset %d --to-offset %d)",
+                  gap.records, gap.topic, gap.partition, gap.first, gap.upto - 1, self.service.group, gap.upto,
+                  gap.partition, gap.first, gap.upto - 1,
                   extra={"service": self.service.name, "topic": gap.topic, "partition": gap.partition,
                          "offset": gap.first, "outcome": "lost"})
 

@@ -281,11 +281,7 @@ class Relay:
         self.max_inflight = max_inflight
         self.topic = topic_for(settings.env)
         self._owns_transport = transport is None
-        if transport is None:
-            from payevents.transport import open_transport  # type: ignore[attr-defined]
-
-            transport = open_transport(settings)
-        self.transport: Transport = transport
+        self.transport: Transport = transport if transport is not None else _open_transport(settings)
         self.engine = engine if engine is not None else engine_for(settings, "payments")
         migrate(self.engine, "payments", OUTBOX_MIGRATIONS)
         self._producer: Producer | None = None
@@ -403,10 +399,7 @@ class Relay:
             conn.commit()  # end the read transaction (SQLite: release the snapshot) before the send
         if not rows:
             return None
-        records = [
-            Record(topic=topic, value=bytes(body), key=bytes(key), headers=_headers(headers))
-            for _seq, _event_id, topic, key, headers, body, _created in rows
-        ]
+        records = _records(rows)
         try:
             with tracing.send_span(records[0].topic, records):
                 deliveries = self.producer.send(records)
@@ -614,6 +607,12 @@ class Relay:
             raise self._marker_error
 
 
+def _records(rows: Sequence[Any]) -> list[Record]:
+    """The channel's records of outbox rows (seq, event_id, topic, partition_key, headers, body, created_at)."""
+    return [Record(topic=topic, value=bytes(body), key=bytes(key), headers=_headers(headers))
+            for _seq, _event_id, topic, key, headers, body, _created in rows]
+
+
 def _headers(stored: str) -> tuple[tuple[str, bytes], ...]:
     return tuple([(name, value.encode()) for name, value in orjson.loads(stored).items()])
 
@@ -660,3 +659,85 @@ def serve(settings: Settings, *, batch_size: int = 500, idle_sleep: float = 0.00
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+# -- deliberate re-publishing of what the channel lost --------------------------------------------------
+
+#: most outbox events read and sent in one producer batch by :func:`republish`
+REPUBLISH_BATCH: Final = 500
+_SELECT_PUBLISHED_AT_SQL: Final = (
+    'SELECT p.seq, p."offset" FROM outbox_published p JOIN outbox_events e ON e.seq = p.seq WHERE e.topic = {0}'
+    ' AND p.partition = {0} AND p."offset" >= {0} AND p."offset" <= {0} ORDER BY p.seq'
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Republished:
+    """What :func:`republish` did with the offsets it was given."""
+
+    #: outbox seqs whose events went to the channel again (in seq order)
+    sent: list[int]
+    #: outbox seq -> why it was not sent (the broker refused it for good, or never acknowledged it)
+    refused: dict[int, str]
+    #: offsets of the range that this outbox never published (another producer's records, or none at all)
+    not_ours: int
+
+
+def republish(settings: Settings, partition: int, first: int, last: int, *, engine: Engine | None = None,
+              transport: Transport | None = None) -> Republished:
+    """Publish again the outbox events the relay published to ``partition`` of the channel at offsets ``first`` to
+    ``last`` (both included) — the records a consumer reported deleted by the channel's retention before its group
+    read them (:meth:`payevents.runtime.consumer.ConsumerRuntime` says which). They go to the end of their
+    partition (same key, headers and body); a group that had read them already drops them by eventId, one that
+    lost them applies them. The publish delay and the outbox's own marks are untouched: this is an operator's
+    re-send, not a publication. Only what the outbox recorded as published there is found; the rest of the range is
+    counted in ``not_ours``."""
+    if partition < 0 or first < 0 or last < first:
+        raise ValueError(f"partition {partition}, offsets {first} to {last}: want partition ≥ 0 and 0 ≤ first ≤ last")
+    engine = engine if engine is not None else engine_for(settings, "payments")
+    migrate(engine, "payments", OUTBOX_MIGRATIONS)
+    topic = topic_for(settings.env)
+    with engine.connect() as conn:
+        mark = sql_mark(conn)
+        found = conn.exec_driver_sql(_SELECT_PUBLISHED_AT_SQL.format(mark), (topic, partition, first, last)).all()
+    seqs = [int(r[0]) for r in found]
+    owned = transport is None
+    transport = transport if transport is not None else _open_transport(settings)
+    sent: list[int] = []
+    refused: dict[int, str] = {}
+    producer = None
+    try:
+        for i in range(0, len(seqs), REPUBLISH_BATCH):
+            chunk = seqs[i:i + REPUBLISH_BATCH]
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(_SELECT_EVENTS_SQL.format(",".join([sql_mark(conn)] * len(chunk))),
+                                            tuple(chunk)).all()
+            if producer is None:
+                producer = transport.producer()
+            try:
+                producer.send(_records(rows))
+            except RecordsRefused as exc:
+                for j, row in enumerate(rows):
+                    if j in exc.refused:
+                        refused[int(row[0])] = exc.refused[j]
+                    elif exc.deliveries[j] is None:
+                        refused[int(row[0])] = "not acknowledged by the broker (the command may be run again)"
+                    else:
+                        sent.append(int(row[0]))
+                continue
+            sent.extend(int(r[0]) for r in rows)
+    finally:
+        if producer is not None:
+            producer.close()
+        if owned:
+            transport.close()
+    if sent:
+        logger.warning("re-published %d outbox event(s) (seqs %d to %d) of %s[%d] offsets %d to %d", len(sent),
+                       sent[0], sent[-1], topic, partition, first, last)
+    return Republished(sent=sent, refused=refused, not_ours=(last - first + 1) - len({r[1] for r in found}))
+
+
+def _open_transport(settings: Settings) -> Transport:
+    from payevents.transport import open_transport  # type: ignore[attr-defined]
+
+    return open_transport(settings)  # type: ignore[no-any-return]

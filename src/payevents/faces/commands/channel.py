@@ -17,7 +17,8 @@ topics_app = typer.Typer(name="topics", help="Create or describe payments.{env}.
                          no_args_is_help=True)
 dlq_app = typer.Typer(name="dlq", help="The dead-letter channel: list, show, replay after a fix.", no_args_is_help=True)
 audit_app = typer.Typer(name="audit", help="Audit trail of the payments outbox.", no_args_is_help=True)
-outbox_app = typer.Typer(name="outbox", help="The payments outbox: events set aside by the relay, deliberate re-sends.",
+outbox_app = typer.Typer(name="outbox", help="The payments outbox: events set aside by the relay, deliberate re-sends, "
+                                             "re-publishing what the channel lost.",
                          no_args_is_help=True)
 
 
@@ -467,6 +468,33 @@ def outbox_resend(
     if skipped:
         typer.echo(f"not set aside (or re-sent already): {' '.join(map(str, skipped))}", err=True)
     typer.echo(f"{len(done)} events put back to pending")
+
+
+@outbox_app.command("republish")
+@common(broker=True)
+def outbox_republish(
+    partition: Annotated[int, typer.Option("--partition", min=0, max=MAX_PARTITIONS - 1,
+                                           help="the channel's partition the records were on")],
+    from_offset: Annotated[int, typer.Option("--from-offset", min=0, max=MAX_STORED, help="first offset lost")],
+    to_offset: Annotated[int, typer.Option("--to-offset", min=0, max=MAX_STORED, help="last offset lost")],
+    *, o: Common,
+) -> None:
+    """Publish again the outbox events the relay published at those offsets of the channel — records its retention
+    deleted before a service read them (the service's log names the command). Consumers drop duplicates by
+    eventId."""
+    from payevents.runtime.relay import republish
+
+    if to_offset < from_offset:
+        raise typer.BadParameter(f"{to_offset} is before --from-offset {from_offset}", param_hint="--to-offset")
+    done = republish(o.settings(), partition, from_offset, to_offset)
+    for seq, why in sorted(done.refused.items()):
+        typer.echo(f"outbox seq {seq}: not re-published: {why}", err=True)
+    if done.not_ours:
+        typer.echo(f"{done.not_ours} of the {to_offset - from_offset + 1} offsets were not published by this outbox",
+                   err=True)
+    typer.echo(f"{len(done.sent)} events re-published" + (f", {len(done.refused)} not" if done.refused else ""))
+    if done.refused:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
