@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import Consumer as CkConsumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -462,6 +462,10 @@ class KafkaProducer:
         self._p.flush(self._timeout)
 
 
+#: most seconds an assignment waits for the new partitions' log starts (:meth:`KafkaConsumer._start_at`)
+START_CHECK_S: Final = 5.0
+
+
 class KafkaConsumer:
     """A group member: subscribe, manual commits, rebalance tracking.
 
@@ -531,16 +535,23 @@ class KafkaConsumer:
           the next commit. Without it, a group that had read nothing there yet and was down while retention
           deleted records from it would start again from the new log start with nothing to compare against.
 
-        A log start that cannot be read leaves the check to the first record read (:meth:`_check_gap`)."""
+        A log start that cannot be read leaves the check to the first record read (:meth:`_check_gap`); the
+        assignment waits on the broker for at most :data:`START_CHECK_S` in all (it runs inside a rebalance), and
+        after a failure asks no more (the broker is not answering)."""
+        deadline = time.monotonic() + START_CHECK_S
+        answering = True
         for tp, offset in committed.items():
             if offset < 0 and not self._from_beginning:
                 continue
-            try:
-                low = self._c.get_watermark_offsets(TopicPartition(*tp), timeout=5, cached=False)[0]
-            except KafkaException as exc:
-                log.warning("group %s: log start of %s not read at assignment (%s)", self.group, tp,
-                            exc.args[0].str())
-                low = -1
+            low = -1
+            if answering:
+                try:
+                    low = self._c.get_watermark_offsets(TopicPartition(*tp), cached=False,
+                                                        timeout=max(deadline - time.monotonic(), 0.05))[0]
+                except KafkaException as exc:
+                    answering = False
+                    log.warning("group %s: log start of %s not read at assignment (%s); a gap there is seen from "
+                                "the first record read", self.group, tp, exc.args[0].str())
             if offset < 0:
                 if low >= 0:
                     self._next[tp] = low
