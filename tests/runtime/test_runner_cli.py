@@ -121,6 +121,13 @@ def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter
            "refuse it: invalid:" in out.output
     assert "0 dead letters re-published, 1 held back" in out.output
 
+    # a service name with a typo matches nothing: said, with the names that do have dead letters
+    for command in (["dlq", "list"], ["dlq", "replay"]):
+        out = cli.invoke(app, [*command, "--service", f"{counter.name}x", *opts])
+        assert out.exit_code == 0, out.output
+        assert out.stderr.strip() == (f"no dead letters of service '{counter.name}x'; services with dead letters:"
+                                      f" '{counter.name}'")
+
     out = cli.invoke(app, ["topics", "describe", "--json", *opts])
     described = json.loads(out.output)
     assert described[0]["topic"] == "payments.dev.events" and described[0]["records"] == 2

@@ -322,6 +322,18 @@ def tail_cmd(
 # -- dlq -------------------------------------------------------------------------------------------------
 
 
+def _say_whose_letters(settings: Settings, service: str) -> None:
+    """Nothing matched ``--service``: say (on stderr) which services do have dead letters — a typo would
+    otherwise look like a clean channel."""
+    from payevents.contracts.cardguard import safe_repr
+    from payevents.runtime.deadletter import list_dead_letters
+
+    others = sorted({d.service for d in list_dead_letters(settings, MAX_STORED)})
+    typer.echo(f"no dead letters of service {safe_repr(service)}; " + (
+        f"services with dead letters: {', '.join(map(safe_repr, others))}" if others
+        else "the dead-letter channel is empty"), err=True)
+
+
 @dlq_app.command("list")
 @common(output="json", broker=True, database=False)
 def dlq_list(
@@ -333,6 +345,8 @@ def dlq_list(
     from payevents.runtime.deadletter import list_dead_letters
 
     letters = list_dead_letters(o.settings(), limit, service=service)
+    if service is not None and not letters:
+        _say_whose_letters(o.settings(), service)
     if o.json:
         echo_json([d.to_dict() for d in letters], ascii_only=True)
         return
@@ -379,6 +393,8 @@ def dlq_replay(
     if not one and service is None and not all_:
         raise typer.BadParameter("choose --partition/--offset, --service or --all", param_hint="dlq replay")
     done = replay(o.settings(), partition=partition, offset=offset, service=service, limit=limit)
+    if service is not None and not done.sent and not done.held:
+        _say_whose_letters(o.settings(), service)
     for letter, delivery in done.sent:
         typer.echo(f"replayed dlq {letter.partition}@{letter.offset} ({letter.service}: {letter.reason}) "
                    f"-> {delivery.topic} {delivery.partition}@{delivery.offset}")
