@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from payevents.contracts.channel import topic_for
 from payevents.contracts.events import ProcessedMetadata
 from payevents.faces.cli import app
-from payevents.runtime.outbox import OUTBOX_MIGRATIONS, append, events_for_payment
+from payevents.runtime.outbox import OUTBOX_MIGRATIONS, StoredEvent, append, events_for_payment, list_events
 from payevents.runtime.relay import Relay, republish
 from payevents.settings import Settings
 from payevents.store.db import connect
@@ -52,9 +52,24 @@ def test_the_range_goes_to_the_channel_again_and_nothing_of_the_outbox_changes(
         t.close()
     assert [m.offset for m in again] == list(range(17))
     assert [(m.key, m.value, m.headers) for m in again[10:]] == [(m.key, m.value, m.headers) for m in first[3:10]]
+    # lost again, a re-sent record is found by its new offset; the first ones by their old ones still
+    t = open_transport(settings)
+    try:
+        assert republish(settings, 0, 14, 16, engine=outbox_engine).sent == [m.seq for m in _seqs(outbox_engine, 7, 9)]
+        assert republish(settings, 0, 0, 0, engine=outbox_engine).sent == [_seqs(outbox_engine, 0, 0)[0].seq]
+        latest = read_channel(t, topic_for("dev"))
+    finally:
+        t.close()
+    assert [m.value for m in latest[17:]] == [first[i].value for i in (7, 8, 9, 0)]
     # the outbox's marks and delays are the first publication's
     assert before == [(e.seq, e.published_at, e.delay_s, e.offset) for i in range(10)
                       for e in events_for_payment(outbox_engine, f"pay-{i}")]
+
+
+def _seqs(engine: Engine, first: int, last: int) -> list[StoredEvent]:
+    """The stored events the relay published at offsets ``first`` to ``last`` (one partition)."""
+    return sorted((e for e in list_events(engine, limit=1000) if e.offset is not None and first <= e.offset <= last),
+                  key=lambda e: e.seq)
 
 
 def test_an_event_the_broker_now_refuses_is_named_and_the_command_fails(tmp_path: Path) -> None:

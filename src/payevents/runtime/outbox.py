@@ -11,6 +11,7 @@ what is pending. Tables (versions 1..99 of a service's migrations are reserved f
   dense, assigned in chain order, and concurrent writers never fork the chain.
 * ``outbox_pending`` — seqs not yet published (deleted once the broker acknowledged them).
 * ``outbox_published`` — per published seq: when, the publish delay, partition and offset.
+* ``outbox_republished`` — where an operator's ``outbox republish`` put an event again (partition, offset).
 * ``outbox_set_aside`` — seqs the broker refused for good (too large, invalid topic): when and why. They
   leave ``outbox_pending`` (nothing behind them waits) but their event rows stay, untouched; an operator
   puts one back to pending deliberately with :func:`resend` (``resent_at`` records it).
@@ -132,6 +133,17 @@ OUTBOX_MIGRATIONS: Final[list[Migration]] = [
             reason TEXT NOT NULL,
             times INTEGER NOT NULL DEFAULT 1,
             resent_at DOUBLE PRECISION
+        )""",
+    ]),
+    # where `payevents outbox republish` put an event again (runtime.relay.republish): a re-sent record that is
+    # lost again is found by its new offsets too
+    Migration(4, "outbox re-publications", both=[
+        """CREATE TABLE outbox_republished (
+            partition INTEGER NOT NULL,
+            "offset" BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            republished_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (partition, "offset", seq)
         )""",
     ]),
 ]

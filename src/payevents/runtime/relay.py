@@ -665,9 +665,16 @@ def serve(settings: Settings, *, batch_size: int = 500, idle_sleep: float = 0.00
 
 #: most outbox events read and sent in one producer batch by :func:`republish`
 REPUBLISH_BATCH: Final = 500
+#: the events placed at a range of a partition's offsets: by the relay, or by an earlier republish
 _SELECT_PUBLISHED_AT_SQL: Final = (
     'SELECT p.seq, p."offset" FROM outbox_published p JOIN outbox_events e ON e.seq = p.seq WHERE e.topic = {0}'
-    ' AND p.partition = {0} AND p."offset" >= {0} AND p."offset" <= {0} ORDER BY p.seq'
+    ' AND p.partition = {0} AND p."offset" >= {0} AND p."offset" <= {0}'
+    ' UNION ALL SELECT r.seq, r."offset" FROM outbox_republished r JOIN outbox_events e ON e.seq = r.seq'
+    ' WHERE e.topic = {0} AND r.partition = {0} AND r."offset" >= {0} AND r."offset" <= {0} ORDER BY 1'
+)
+_INSERT_REPUBLISHED_SQL: Final = (
+    'INSERT INTO outbox_republished (partition, "offset", seq, republished_at) VALUES ({0}, {0}, {0}, {0})'
+    ' ON CONFLICT DO NOTHING'
 )
 
 
@@ -689,8 +696,9 @@ def republish(settings: Settings, partition: int, first: int, last: int, *, engi
     ``last`` (both included) — the records a consumer reported deleted by the channel's retention before its group
     read them (:meth:`payevents.runtime.consumer.ConsumerRuntime` says which). They go to the end of their
     partition (same key, headers and body); a group that had read them already drops them by eventId, one that
-    lost them applies them. The publish delay and the outbox's own marks are untouched: this is an operator's
-    re-send, not a publication. Only what the outbox recorded as published there is found; the rest of the range is
+    lost them applies them. The publish marks and delays stay the first publication's (this is an operator's re-send,
+    not a publication); where each event landed again is recorded in ``outbox_republished``, so a re-sent record
+    lost in turn is found by its new offsets. Only what the outbox placed there is found; the rest of the range is
     counted in ``not_ours``."""
     if partition < 0 or first < 0 or last < first:
         raise ValueError(f"partition {partition}, offsets {first} to {last}: want partition ≥ 0 and 0 ≤ first ≤ last")
@@ -699,8 +707,9 @@ def republish(settings: Settings, partition: int, first: int, last: int, *, engi
     topic = topic_for(settings.env)
     with engine.connect() as conn:
         mark = sql_mark(conn)
-        found = conn.exec_driver_sql(_SELECT_PUBLISHED_AT_SQL.format(mark), (topic, partition, first, last)).all()
-    seqs = [int(r[0]) for r in found]
+        found = conn.exec_driver_sql(_SELECT_PUBLISHED_AT_SQL.format(mark),
+                                     (topic, partition, first, last) * 2).all()
+    seqs = list(dict.fromkeys(int(r[0]) for r in found))
     owned = transport is None
     transport = transport if transport is not None else _open_transport(settings)
     sent: list[int] = []
@@ -714,18 +723,22 @@ def republish(settings: Settings, partition: int, first: int, last: int, *, engi
                                             tuple(chunk)).all()
             if producer is None:
                 producer = transport.producer()
+            deliveries: Sequence[Delivery | None]
             try:
-                producer.send(_records(rows))
+                deliveries = producer.send(_records(rows))
             except RecordsRefused as exc:
+                deliveries = exc.deliveries
                 for j, row in enumerate(rows):
                     if j in exc.refused:
                         refused[int(row[0])] = exc.refused[j]
-                    elif exc.deliveries[j] is None:
+                    elif deliveries[j] is None:
                         refused[int(row[0])] = "not acknowledged by the broker (the command may be run again)"
-                    else:
-                        sent.append(int(row[0]))
-                continue
-            sent.extend(int(r[0]) for r in rows)
+            placed = [(d.partition, d.offset, int(row[0]), d.acked_at) for row, d in zip(rows, deliveries, strict=True)
+                      if d is not None and int(row[0]) not in refused]
+            if placed:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(_INSERT_REPUBLISHED_SQL.format(sql_mark(conn)), placed)
+            sent.extend(seq for _p, _o, seq, _at in placed)
     finally:
         if producer is not None:
             producer.close()
