@@ -100,12 +100,12 @@ def test_a_database_migrated_per_service_keeps_its_steps_and_its_attempts(store_
                              f" VALUES ('{name}', 'host[0]', 'dead', '2026-12-01T00:00:00+00:00')")
         conn.exec_driver_sql("INSERT INTO consumer_attempts (topic, partition_no, offset_no, attempts, attempt_by)"
                              " VALUES ('payments.dev.events', 2, 41, 2, 'dead')")
-    assert migrate_runtime(engine) == [5]
+    assert migrate_runtime(engine) == [5, 6]
     assert migrate_runtime(engine) == []
     with engine.connect() as conn:
         steps = conn.exec_driver_sql("SELECT version FROM schema_migrations WHERE service = "
                                      f"'{RUNTIME_KEY}' ORDER BY version").scalars().all()
         attempts = conn.exec_driver_sql("SELECT service, topic, partition_no, offset_no, attempts, attempt_by"
                                         " FROM consumer_attempts").all()
-    assert steps == [1, 2, 3, 4, 5]
+    assert steps == [1, 2, 3, 4, 5, 6]
     assert [tuple(r) for r in attempts] == [(name, "payments.dev.events", 2, 41, 2, "dead")]

@@ -139,6 +139,20 @@ RUNTIME_MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE consumer_attempts_by_service RENAME TO consumer_attempts",
         ],
     ),
+    Migration(
+        6,
+        "consumer_lost: ranges of records deleted from the channel before a service read them",
+        both=[
+            "CREATE TABLE consumer_lost ("
+            " service VARCHAR(64) NOT NULL,"
+            " topic VARCHAR(249) NOT NULL,"
+            " partition_no INTEGER NOT NULL,"
+            " first_offset BIGINT NOT NULL,"
+            " upto_offset BIGINT NOT NULL,"
+            " reported_at VARCHAR(40) NOT NULL,"
+            " PRIMARY KEY (service, topic, partition_no, first_offset))"
+        ],
+    ),
 )
 
 #: the runtime's tables serve every service of a database (each row names its service), so their steps are
@@ -181,6 +195,53 @@ _MEMBER_START_SQL = ("INSERT INTO consumer_members (service, member, run_by, sta
                      " ON CONFLICT (service, member) DO UPDATE SET run_by = excluded.run_by,"
                      " started_at = excluded.started_at")
 _MEMBER_STOP_SQL = "DELETE FROM consumer_members WHERE service = {0} AND member = {0} AND run_by = {0}"
+
+#: a range seen again (a member that died before its group read past it) keeps its first report, widened
+_LOST_SQL = ("INSERT INTO consumer_lost (service, topic, partition_no, first_offset, upto_offset, reported_at)"
+             " VALUES ({0}, {0}, {0}, {0}, {0}, {0}) ON CONFLICT (service, topic, partition_no, first_offset)"
+             " DO UPDATE SET upto_offset = excluded.upto_offset WHERE consumer_lost.upto_offset < excluded.upto_offset")
+_LOST_READ_SQL = ("SELECT topic, partition_no, first_offset, upto_offset, reported_at FROM consumer_lost"
+                  " WHERE service = {0} ORDER BY reported_at, topic, partition_no, first_offset")
+
+
+def republish_command(partition: int, first: int, upto: int) -> str:
+    """The command that publishes again the events the relay put at ``partition``, offsets ``first`` to ``upto - 1``
+    (:func:`payevents.runtime.relay.republish`)."""
+    return f"payevents outbox republish --partition {partition} --from-offset {first} --to-offset {upto - 1}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LostRange:
+    """Records of ``topic`` (partition, offsets ``first`` to ``upto - 1``) deleted before the service read them."""
+
+    topic: str
+    partition: int
+    first: int
+    upto: int
+    reported_at: str
+
+    @property
+    def records(self) -> int:
+        return self.upto - self.first
+
+    @property
+    def republish(self) -> str:
+        return republish_command(self.partition, self.first, self.upto)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "firstOffset": self.first,
+                "lastOffset": self.upto - 1, "records": self.records, "reportedAt": self.reported_at,
+                "republish": self.republish}
+
+
+def lost_ranges(engine: Engine, service: str) -> list[LostRange]:
+    """What ``service``'s consumers reported deleted from the channel before they read it, oldest report first
+    (kept: a record of what happened, also after the events were published again)."""
+    migrate_runtime(engine)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(_LOST_READ_SQL.format(bulk.mark(conn)), (service,)).all()
+    return [LostRange(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
 
 _MARK_COLUMNS = ("service", "event_id", "event_type", "outcome", "topic", "partition_no", "offset_no", "applied_at",
                  "reason")
@@ -395,6 +456,8 @@ class ConsumerRuntime:
         }
         self._dead_letters = metrics.DEAD_LETTERED.labels(service=service.name)
         self._lost = metrics.RECORDS_LOST.labels(service=service.name)
+        #: ranges reported lost and not stored yet (:meth:`_record_lost`)
+        self._lost_unrecorded: list[Skipped] = []
         self._latency = metrics.BATCH_LATENCY.labels(service=service.name)
         #: partitions with a lag series in this process (removed when the member loses them)
         self._lag_series: set[str] = set()
@@ -473,6 +536,8 @@ class ConsumerRuntime:
             return self._back_off([], f"poll: {describe(exc)}", started)
         for gap in self.consumer.skipped():
             self._report_lost(gap)
+        if self._lost_unrecorded:
+            self._record_lost()
         if not messages:
             self._update_lag()
             return BatchResult(seconds=time.perf_counter() - started)
@@ -487,6 +552,23 @@ class ConsumerRuntime:
         self._update_lag()
         return result
 
+    def _record_lost(self) -> None:
+        """Store the ranges reported lost (``consumer_lost``); a store that is not answering keeps them for the next
+        step (the group's offset does not pass a gap found at a member's start before a record after it is
+        applied, so a member that dies first leaves it to the next one)."""
+        gaps, self._lost_unrecorded = self._lost_unrecorded, []
+        now = datetime.now(UTC).isoformat()
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(_LOST_SQL.format(bulk.mark(conn)), [
+                    (self.service.name, g.topic, g.partition, g.first, g.upto, now) for g in gaps])
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._lost_unrecorded = gaps + self._lost_unrecorded
+            log.warning("%s: records lost from the channel not recorded yet (%s); trying again with the next step",
+                        self.service.name, describe(exc))
+
     def _report_lost(self, gap: Skipped) -> None:
         """Records deleted from the channel before this group read them: they cannot be applied or dead-lettered
         (they are gone), so they are counted and said, loudly, once. The outbox still holds every event the
@@ -494,11 +576,11 @@ class ConsumerRuntime:
         (:func:`payevents.runtime.relay.republish`)."""
         self.stats.lost += gap.records
         self._lost.inc(gap.records)
+        self._lost_unrecorded.append(gap)
         log.error("%d record(s) of %s[%d] (offsets %d to %d) were deleted from the channel (its retention) before"
                   " %s read them; reading goes on at offset %d (the events the relay published there are still in"
-                  " the payments outbox: payevents outbox republish --partition %d --from-offset %d --to-offset %d)",
-                  gap.records, gap.topic, gap.partition, gap.first, gap.upto - 1, self.service.group, gap.upto,
-                  gap.partition, gap.first, gap.upto - 1,
+                  " the payments outbox: %s)", gap.records, gap.topic, gap.partition, gap.first, gap.upto - 1,
+                  self.service.group, gap.upto, republish_command(gap.partition, gap.first, gap.upto),
                   extra={"service": self.service.name, "topic": gap.topic, "partition": gap.partition,
                          "offset": gap.first, "outcome": "lost"})
 

@@ -530,7 +530,9 @@ class KafkaConsumer:
         """Where this member reads each newly assigned partition from, checked against the partition's log start:
 
         - committed below the log start: retention deleted records before this group read them — reported at
-          once (:meth:`skipped`), not only when a later record arrives there (maybe never);
+          once (:meth:`skipped`), not only when a later record arrives there (maybe never). The group's offset is
+          left where it is: a member that dies before its service recorded the loss leaves it to be seen again by
+          the next one; it moves past the gap with the first record the group applies there;
         - nothing committed yet (reading from the log start): that start is committed as the group's offset with
           the next commit. Without it, a group that had read nothing there yet and was down while retention
           deleted records from it would start again from the new log start with nothing to compare against.
@@ -557,9 +559,8 @@ class KafkaConsumer:
                     self._next[tp] = low
                     self._to_commit.setdefault(tp, low)
                 continue
-            if low > offset:  # said once: the group's offset moves to the log start with the next commit
+            if low > offset:  # said at every start until the group's offset passes it (a record read after it)
                 self._skipped.append(Skipped(tp[0], tp[1], offset, low))
-                self._to_commit.setdefault(tp, low)
                 offset = low
             self._next[tp] = offset
 

@@ -1,4 +1,5 @@
-"""``payevents lag``: how far each service's consumer group is behind the channel (and ``--wait`` for zero)."""
+"""``payevents lag``: how far each service's consumer group is behind the channel (and ``--wait`` for zero);
+``payevents lost``: what the channel deleted before a service read it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from payevents.faces.options import MAX_WAIT_S, BrokerOpt, DatabaseUrlOpt, DataDirOpt, EnvOpt, load_settings
+from payevents.faces.options import (
+    MAX_WAIT_S,
+    BrokerOpt,
+    Common,
+    DatabaseUrlOpt,
+    DataDirOpt,
+    EnvOpt,
+    common,
+    echo_json,
+    load_settings,
+    print_table,
+)
 from payevents.settings import Settings
 
 
@@ -20,7 +32,33 @@ def group_lag(settings: Settings, services: list[str]) -> dict[str, int]:
     return {g.service: g.end if g.lag is None else g.lag for g in lag_per_service(settings, services)}
 
 
+def lost_cmd(
+    services: Annotated[list[str] | None, typer.Argument(help="services (default: every installed one)")] = None,
+    *, o: Common,
+) -> None:
+    """Records the channel deleted (its retention) before a service read them, as each service's consumers
+    reported them, with the command that publishes them again from the payments outbox."""
+    from payevents.runtime.consumer import lost_ranges
+    from payevents.runtime.registry import registered_services, resolve_service
+    from payevents.store import db
+
+    settings = o.settings()
+    rows = []
+    for name in services or list(registered_services()):
+        service = resolve_service(name)
+        rows += [(service.name, r) for r in lost_ranges(db.engine_for(settings, service.name,
+                                                                       url=service.database_url), service.name)]
+    if o.json:
+        echo_json([{"service": name, **r.to_dict()} for name, r in rows])
+        return
+    print_table(f"records lost before they were read ({sum(r.records for _, r in rows)})",
+                ["service", "partition", "offsets", "records", "reported at", "publish them again"],
+                ([name, str(r.partition), f"{r.first}-{r.upto - 1}", str(r.records), r.reported_at, r.republish]
+                 for name, r in rows), overflow="fold")  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
+    app.command("lost")(common(output="json")(lost_cmd))
     @app.command("lag")
     def lag(
         services: Annotated[list[str] | None, typer.Argument(help="services (default: every installed one)")] = None,

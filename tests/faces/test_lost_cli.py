@@ -1,0 +1,40 @@
+"""``payevents lost``: the ranges each service's consumers recorded as deleted from the channel before they read
+them (``tests/runtime/test_records_lost.py`` records them on Apache Kafka), with the command that publishes them
+again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from payevents.faces.cli import app
+from payevents.runtime.consumer import lost_ranges
+from payevents.settings import Settings
+from payevents.store import db
+
+
+def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_again(tmp_path: Path) -> None:
+    settings = Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
+    ledger = db.engine_for(settings, "ledger")
+    assert lost_ranges(ledger, "ledger") == []
+    with ledger.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO consumer_lost (service, topic, partition_no, first_offset, upto_offset, reported_at)"
+            " VALUES ('ledger', 'payments.dev.events', 2, 120, 150, '2026-12-02T16:00:00+00:00')")
+    opts = ["--env", "dev", "--data-dir", str(settings.data_dir)]
+    out = CliRunner().invoke(app, ["lost", "--json", *opts])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == [{
+        "service": "ledger", "topic": "payments.dev.events", "partition": 2, "firstOffset": 120, "lastOffset": 149,
+        "records": 30, "reportedAt": "2026-12-02T16:00:00+00:00",
+        "republish": "payevents outbox republish --partition 2 --from-offset 120 --to-offset 149"}]
+    out = CliRunner().invoke(app, ["lost", "invoices", *opts])
+    assert out.exit_code == 0 and "records lost before they were read (0)" in out.stdout
+    db.dispose_engines()
+    cli = Path(sys.executable).with_name("payevents")
+    run = subprocess.run([cli, "lost", "ledgr", *opts], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.startswith("error: service: 'ledgr' is not one of "), run.stderr
