@@ -204,34 +204,32 @@ _LOST_READ_SQL = ("SELECT topic, partition_no, first_offset, upto_offset, report
                   " WHERE service = {0} ORDER BY reported_at, topic, partition_no, first_offset")
 
 
-def republish_command(partition: int, first: int, upto: int) -> str:
-    """The command that publishes again the events the relay put at ``partition``, offsets ``first`` to ``upto - 1``
+def republish_command(gap: Skipped) -> str:
+    """The command that publishes again the events the relay put where ``gap`` is
     (:func:`payevents.runtime.relay.republish`)."""
-    return f"payevents outbox republish --partition {partition} --from-offset {first} --to-offset {upto - 1}"
+    return (f"payevents outbox republish --partition {gap.partition} --from-offset {gap.first}"
+            f" --to-offset {gap.upto - 1}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LostRange:
-    """Records of ``topic`` (partition, offsets ``first`` to ``upto - 1``) deleted before the service read them."""
+    """Records deleted from the channel before the service read them, and when its consumer reported them."""
 
-    topic: str
-    partition: int
-    first: int
-    upto: int
+    gap: Skipped
     reported_at: str
 
     @property
     def records(self) -> int:
-        return self.upto - self.first
+        return self.gap.records
 
     @property
     def republish(self) -> str:
-        return republish_command(self.partition, self.first, self.upto)
+        return republish_command(self.gap)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "firstOffset": self.first,
-                "lastOffset": self.upto - 1, "records": self.records, "reportedAt": self.reported_at,
-                "republish": self.republish}
+        g = self.gap
+        return {"topic": g.topic, "partition": g.partition, "firstOffset": g.first, "lastOffset": g.upto - 1,
+                "records": g.records, "reportedAt": self.reported_at, "republish": self.republish}
 
 
 def lost_ranges(engine: Engine, service: str) -> list[LostRange]:
@@ -240,7 +238,7 @@ def lost_ranges(engine: Engine, service: str) -> list[LostRange]:
     migrate_runtime(engine)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(_LOST_READ_SQL.format(bulk.mark(conn)), (service,)).all()
-    return [LostRange(r[0], int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+    return [LostRange(Skipped(r[0], int(r[1]), int(r[2]), int(r[3])), str(r[4])) for r in rows]
 
 
 _MARK_COLUMNS = ("service", "event_id", "event_type", "outcome", "topic", "partition_no", "offset_no", "applied_at",
@@ -580,7 +578,7 @@ class ConsumerRuntime:
         log.error("%d record(s) of %s[%d] (offsets %d to %d) were deleted from the channel (its retention) before"
                   " %s read them; reading goes on at offset %d (the events the relay published there are still in"
                   " the payments outbox: %s)", gap.records, gap.topic, gap.partition, gap.first, gap.upto - 1,
-                  self.service.group, gap.upto, republish_command(gap.partition, gap.first, gap.upto),
+                  self.service.group, gap.upto, republish_command(gap),
                   extra={"service": self.service.name, "topic": gap.topic, "partition": gap.partition,
                          "offset": gap.first, "outcome": "lost"})
 

@@ -53,12 +53,14 @@ def lost_cmd(
         return
     print_table(f"records lost before they were read ({sum(r.records for _, r in rows)})",
                 ["service", "partition", "offsets", "records", "reported at", "publish them again"],
-                ([name, str(r.partition), f"{r.first}-{r.upto - 1}", str(r.records), r.reported_at, r.republish]
+                ([name, str(r.gap.partition), f"{r.gap.first}-{r.gap.upto - 1}", str(r.records), r.reported_at,
+                  r.republish]
                  for name, r in rows), overflow="fold")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
     app.command("lost")(common(output="json")(lost_cmd))
+
     @app.command("lag")
     def lag(
         services: Annotated[list[str] | None, typer.Argument(help="services (default: every installed one)")] = None,
