@@ -5,12 +5,14 @@ on with the records still there, each applied once."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import pytest
 import runtime_counter as rc
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 from test_consumer_runtime import drain
 from typer.testing import CliRunner
 
@@ -137,3 +139,37 @@ def test_records_lost_to_retention_are_published_again_from_the_outbox(
     assert out.stdout.splitlines()[-1] == "0 events re-published"
     out = cli.invoke(app, ["outbox", "republish", "--partition", "0", "--from-offset", "9", "--to-offset", "3", *opts])
     assert out.exit_code == 2 and "--to-offset" in out.output and "before --from-offset 9" in out.output
+
+
+def test_a_batch_after_a_gap_waits_until_the_gap_is_on_record(
+        kafka_settings: Settings, kafka_broker: LocalKafka, counter: ServiceDef) -> None:
+    """The store refuses the loss's record for a moment (a locked database): the records after the gap are not
+    applied (their offsets would pass it) until it is stored; then both, the range once."""
+    one = "PAY-ONE"  # one key: every record on one partition
+    rc.send(kafka_settings, [rc.event_record(kafka_settings, one)[0]])
+    with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
+        drain(rt)
+    rc.send(kafka_settings, [rc.event_record(kafka_settings, one)[0] for _ in range(4)])
+    _delete_unread(kafka_broker, kafka_settings)
+    rc.send(kafka_settings, [rc.event_record(kafka_settings, one)[0] for _ in range(3)])
+    refusals = []
+
+    def locked(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "consumer_lost" in statement and "INSERT" in statement and len(refusals) < 2:
+            refusals.append(statement)
+            raise sqlite3.OperationalError("database is locked")
+
+    with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
+        event.listen(rt.engine, "before_cursor_execute", locked)
+        try:
+            first = rt.step()
+            while first.consumed == 0 and not first.retried:
+                first = rt.step()
+            assert first.retried and "recording records lost" in (first.fault or "")
+            assert rt.stats.applied == 0 and lost_ranges(rt.engine, counter.name) == []
+            drain(rt)
+        finally:
+            event.remove(rt.engine, "before_cursor_execute", locked)
+        assert rt.stats.applied == 3 and len(refusals) == 2
+    [recorded] = lost_ranges(db.engine_for(kafka_settings, counter.name), counter.name)
+    assert (recorded.gap.first, recorded.records) == (1, 4)

@@ -534,8 +534,9 @@ class ConsumerRuntime:
             return self._back_off([], f"poll: {describe(exc)}", started)
         for gap in self.consumer.skipped():
             self._report_lost(gap)
-        if self._lost_unrecorded:
-            self._record_lost()
+        if self._lost_unrecorded and (problem := self._record_lost()) is not None:
+            # the batch waits: its offsets must not pass a gap before the gap is on record
+            return self._back_off(messages, f"recording records lost: {problem}", started)
         if not messages:
             self._update_lag()
             return BatchResult(seconds=time.perf_counter() - started)
@@ -550,27 +551,27 @@ class ConsumerRuntime:
         self._update_lag()
         return result
 
-    def _record_lost(self) -> None:
-        """Store the ranges reported lost (``consumer_lost``); a store that is not answering keeps them for the next
-        step (the group's offset does not pass a gap found at a member's start before a record after it is
-        applied, so a member that dies first leaves it to the next one)."""
-        gaps, self._lost_unrecorded = self._lost_unrecorded, []
+    def _record_lost(self) -> str | None:
+        """Store the ranges reported lost (``consumer_lost``) before the batch that follows them is applied, so the
+        group's offset never passes a gap that is not on record (one found at a member's start does not move the
+        offset by itself: a member that dies first leaves it to the next one). A store that is not answering keeps
+        them for the next step; returns why."""
         now = datetime.now(UTC).isoformat()
         try:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(_LOST_SQL.format(bulk.mark(conn)), [
-                    (self.service.name, g.topic, g.partition, g.first, g.upto, now) for g in gaps])
+                    (self.service.name, g.topic, g.partition, g.first, g.upto, now) for g in self._lost_unrecorded])
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            self._lost_unrecorded = gaps + self._lost_unrecorded
-            log.warning("%s: records lost from the channel not recorded yet (%s); trying again with the next step",
-                        self.service.name, describe(exc))
+            return describe(exc)
+        self._lost_unrecorded = []
+        return None
 
     def _report_lost(self, gap: Skipped) -> None:
         """Records deleted from the channel before this group read them: they cannot be applied or dead-lettered
-        (they are gone), so they are counted and said, loudly, once. The outbox still holds every event the
-        relay published; the line names the command that publishes them again
+        (they are gone), so they are counted, said loudly and stored (:meth:`_record_lost`). The outbox still
+        holds every event the relay published; the line names the command that publishes them again
         (:func:`payevents.runtime.relay.republish`)."""
         self.stats.lost += gap.records
         self._lost.inc(gap.records)
