@@ -5,14 +5,18 @@ again."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from payevents.faces.cli import app
-from payevents.runtime.consumer import lost_ranges
+from payevents.faces.web.app import create_app
+from payevents.faces.web.data import lag_per_service
+from payevents.runtime.consumer import lost_ranges, migrate_runtime
 from payevents.settings import Settings
 from payevents.store import db
 
@@ -20,7 +24,8 @@ from payevents.store import db
 def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_again(tmp_path: Path) -> None:
     settings = Settings(env="dev", data_dir=tmp_path / "data")  # type: ignore[arg-type]
     ledger = db.engine_for(settings, "ledger")
-    assert lost_ranges(ledger, "ledger") == []
+    assert lost_ranges(ledger, "ledger") == []  # no runtime tables yet: nothing, and nothing created
+    migrate_runtime(ledger)
     with ledger.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO consumer_lost (service, topic, partition_no, first_offset, upto_offset, reported_at)"
@@ -34,6 +39,18 @@ def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_ag
         "republish": "payevents outbox republish --partition 2 --from-offset 120 --to-offset 149"}]
     out = CliRunner().invoke(app, ["lost", "invoices", *opts])
     assert out.exit_code == 0 and "records lost before they were read (0)" in out.stdout
+    # the lag says so too, and the dashboard's lag table (lag_per_service) carries the figure
+    out = CliRunner().invoke(app, ["lag", *opts])
+    assert out.exit_code == 0, out.output
+    assert [line for line in out.stdout.splitlines() if "lost" in line] == [
+        "ledger                0 behind  (30 lost before read: payevents lost)"]
+    assert {g.service: g.lost for g in lag_per_service(settings)} == {
+        "ledger": 30, "invoices": 0, "analytics": 0, "notifications": 0}
+    with TestClient(create_app(settings)) as client:
+        html = client.get("/").text
+    assert re.search(r'<tr data-service="ledger">.*?<td class="num lost"><strong>30</strong></td>', html, re.S)
+    assert re.search(r'<tr data-service="invoices">.*?<td class="num lost">0</td>', html, re.S)
+    assert "<code>payevents lost</code> lists them" in html
     db.dispose_engines()
     cli = Path(sys.executable).with_name("payevents")
     run = subprocess.run([cli, "lost", "ledgr", *opts], capture_output=True, text=True, timeout=60)

@@ -24,12 +24,13 @@ from payevents.faces.options import (
 from payevents.settings import Settings
 
 
-def group_lag(settings: Settings, services: list[str]) -> dict[str, int]:
-    """Records on ``payments.{env}.events`` that each service's group has not committed past yet (a group that
-    never committed: every record); each service an installed name or ``package.module:service``."""
+def group_lag(settings: Settings, services: list[str]) -> dict[str, tuple[int, int]]:
+    """Per service: records on ``payments.{env}.events`` that its group has not committed past yet (a group that
+    never committed: every record), and records its consumers reported deleted before they read them; each service
+    an installed name or ``package.module:service``."""
     from payevents.faces.web.data import lag_per_service
 
-    return {g.service: g.end if g.lag is None else g.lag for g in lag_per_service(settings, services)}
+    return {g.service: (g.end if g.lag is None else g.lag, g.lost) for g in lag_per_service(settings, services)}
 
 
 def lost_cmd(
@@ -80,14 +81,16 @@ def register(app: typer.Typer) -> None:
         names = services or list(registered_services())
         deadline = time.monotonic() + wait
         while True:
-            lags = group_lag(settings, names)
+            found = group_lag(settings, names)
+            lags = {name: behind for name, (behind, _lost) in found.items()}
             if not wait or all(v == 0 for v in lags.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
         if output == "json":
             typer.echo(json.dumps(lags))
         else:
-            for name, value in lags.items():
-                typer.echo(f"{name:<14} {value:>8,} behind")
+            for name, (behind, lost) in found.items():
+                typer.echo(f"{name:<14} {behind:>8,} behind" + (f"  ({lost:,} lost before read: payevents lost)"
+                                                                 if lost else ""))
         if wait and any(lags.values()):
             raise typer.Exit(1)

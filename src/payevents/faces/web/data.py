@@ -8,6 +8,7 @@ import functools
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from payevents.runtime import outbox
 
 #: the event page's rule and the delay histogram's buckets, as the relay measures them
 from payevents.runtime.relay import DELAY_BUCKETS, SLA_SECONDS
+from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 
 RATE_WINDOW_S = 60.0
@@ -44,6 +46,8 @@ class GroupLag:
     lag: int | None  # None: the group has not committed yet
     committed: int
     end: int
+    #: records the service's consumers reported deleted from the channel before they read them (``payevents lost``)
+    lost: int = 0
 
 
 def payments_engine(settings: Settings) -> sa.Engine:
@@ -110,13 +114,26 @@ def _transport(settings: Settings) -> Iterator[Any]:
 
 
 @functools.cache
-def _builtin_groups() -> dict[str, str]:
-    """The built-in consumers' groups, looked up once: each lookup reads the installed packages' metadata (~8 ms),
-    and the dashboard and ``/api/outbox`` ask for the lag on every request."""
+def _builtin_services() -> dict[str, ServiceDef]:
+    """The built-in consumers, looked up once: each lookup reads the installed packages' metadata (~8 ms), and the
+    dashboard and ``/api/outbox`` ask for the lag on every request."""
     from payevents.runtime.registry import load_service
     from payevents.services import CONSUMER_SERVICES
 
-    return {name: load_service(name).group for name in CONSUMER_SERVICES}
+    return {name: load_service(name) for name in CONSUMER_SERVICES}
+
+
+def lost_records(settings: Settings, service: ServiceDef) -> int:
+    """Records ``service``'s consumers reported deleted from the channel before they read them (0 for a store that
+    does not exist yet: nothing is created by asking)."""
+    from payevents.runtime.consumer import lost_ranges
+    from payevents.store import db
+
+    url = service.database_url or settings.database_url_for(service.name)
+    if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
+        return 0
+    return sum(r.records for r in lost_ranges(db.engine_for(settings, service.name, url=service.database_url),
+                                              service.name))
 
 
 def lag_per_service(settings: Settings, services: Sequence[str] | None = None) -> list[GroupLag]:
@@ -125,13 +142,14 @@ def lag_per_service(settings: Settings, services: Sequence[str] | None = None) -
     a ConfigError."""
     from payevents.runtime.registry import resolve_service
 
-    groups = _builtin_groups() if services is None else {name: resolve_service(name).group for name in services}
+    defs = _builtin_services() if services is None else {name: resolve_service(name) for name in services}
     topic = topic_for(settings.env)
     out: list[GroupLag] = []
     with _transport(settings) as t:
         t.create_topics([topic], settings.partitions)
         ends = dict(t.describe(topic).end_offsets)
-        for name, group in groups.items():
+        for name, service in defs.items():
+            group = service.group
             committed = t.group_offsets(group, topic)
             end_total = sum(ends.values())
             done = sum(min(committed.get(p, 0), e) for p, e in ends.items())
@@ -142,6 +160,7 @@ def lag_per_service(settings: Settings, services: Sequence[str] | None = None) -
                     lag=(end_total - done) if committed or end_total == 0 else None,
                     committed=done,
                     end=end_total,
+                    lost=lost_records(settings, service),
                 )
             )
     return out
