@@ -256,11 +256,11 @@ class LocalKafka:
             if proc.returncode != 0:
                 raise ConfigError(f"kafka: formatting node {n.node_id} failed: "
                                   f"{err.decode(errors='replace').strip().splitlines()[-1:]}")
-        for n in self.nodes:
-            n.start(self.libs)
-        try:
+        try:  # whatever ends the start (also SIGTERM, as SystemExit: faces.cli.main) stops what it started
+            for n in self.nodes:
+                n.start(self.libs)
             self.wait_ready(timeout)
-        except Exception:
+        except BaseException:
             self.stop()
             raise
         return self

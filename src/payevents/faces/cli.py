@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import typer
@@ -63,10 +64,22 @@ for _name in COMMAND_MODULES:
 EXIT_UNREACHABLE = 3
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Errors a user can act on are one line on stderr and a non-zero exit, never a traceback."""
+    """Errors a user can act on are one line on stderr and a non-zero exit, never a traceback.
+
+    SIGTERM and SIGHUP (a ``kill``, a CI's timeout, a closed terminal) end a command as Ctrl-C does, through its
+    clean-up — the brokers a soak or a benchmark started, temporary directories — instead of at once, which left
+    them running: a command with a shutdown of its own (``run``, ``relay``, ``serve``, ``kafka up``) installs its
+    handlers over these. A signal ignored by the caller (``nohup``) stays ignored."""
     from payevents.runtime.runner import unreachable
 
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _exit_on_signal)
     try:
         app()
     except Exception as exc:

@@ -26,12 +26,12 @@ def register(app: typer.Typer) -> None:
 
         cluster = LocalKafka(nodes, data_dir=data_dir, port=port)
         typer.echo(f"starting Apache Kafka ({nodes} node{'s' if nodes > 1 else ''}, data in {data_dir}) ...")
-        cluster.start()
-        typer.echo(f"Kafka is up: PAYEVENTS_BROKER={cluster.url}  (Ctrl-C stops it)")
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
         try:
+            cluster.start()
+            typer.echo(f"Kafka is up: PAYEVENTS_BROKER={cluster.url}  (Ctrl-C stops it)")
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
             while not stop.wait(1.0):
                 dead = [n.node_id for n in cluster.nodes if not n.alive]
                 if dead:
