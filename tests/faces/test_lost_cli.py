@@ -39,6 +39,7 @@ def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_ag
         "republish": "payevents outbox republish --partition 2 --from-offset 120 --to-offset 149"}]
     out = CliRunner().invoke(app, ["lost", "invoices", *opts])
     assert out.exit_code == 0 and "records lost before they were read (0)" in out.stdout
+    assert not list(settings.data_dir.glob("invoices*"))  # asking created no store
     # the lag says so too, and the dashboard's lag table (lag_per_service) carries the figure
     out = CliRunner().invoke(app, ["lag", *opts])
     assert out.exit_code == 0, out.output

@@ -39,16 +39,14 @@ def lost_cmd(
 ) -> None:
     """Records the channel deleted (its retention) before a service read them, as each service's consumers
     reported them, with the command that publishes them again from the payments outbox."""
-    from payevents.runtime.consumer import lost_ranges
+    from payevents.faces.web.data import lost_ranges_of
     from payevents.runtime.registry import registered_services, resolve_service
-    from payevents.store import db
 
     settings = o.settings()
     rows = []
     for name in services or list(registered_services()):
         service = resolve_service(name)
-        rows += [(service.name, r) for r in lost_ranges(db.engine_for(settings, service.name,
-                                                                       url=service.database_url), service.name)]
+        rows += [(service.name, r) for r in lost_ranges_of(settings, service)]
     if o.json:
         echo_json([{"service": name, **r.to_dict()} for name, r in rows])
         return

@@ -123,17 +123,21 @@ def _builtin_services() -> dict[str, ServiceDef]:
     return {name: load_service(name) for name in CONSUMER_SERVICES}
 
 
-def lost_records(settings: Settings, service: ServiceDef) -> int:
-    """Records ``service``'s consumers reported deleted from the channel before they read them (0 for a store that
-    does not exist yet: nothing is created by asking)."""
+def lost_ranges_of(settings: Settings, service: ServiceDef) -> list[Any]:
+    """The ranges ``service``'s consumers reported deleted from the channel before they read them
+    (``runtime.consumer.LostRange``; none for a store that does not exist yet: nothing is created by asking)."""
     from payevents.runtime.consumer import lost_ranges
     from payevents.store import db
 
     url = service.database_url or settings.database_url_for(service.name)
     if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
-        return 0
-    return sum(r.records for r in lost_ranges(db.engine_for(settings, service.name, url=service.database_url),
-                                              service.name))
+        return []
+    return lost_ranges(db.engine_for(settings, service.name, url=service.database_url), service.name)
+
+
+def lost_records(settings: Settings, service: ServiceDef) -> int:
+    """How many records ``service``'s consumers reported lost (:func:`lost_ranges_of`)."""
+    return sum(r.records for r in lost_ranges_of(settings, service))
 
 
 def lag_per_service(settings: Settings, services: Sequence[str] | None = None) -> list[GroupLag]:
