@@ -56,3 +56,17 @@ def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_ag
     cli = Path(sys.executable).with_name("payevents")
     run = subprocess.run([cli, "lost", "ledgr", *opts], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.startswith("error: service: 'ledgr' is not one of "), run.stderr
+
+
+def test_lost_ranges_read_on_both_databases(store_settings: Settings) -> None:
+    """SQLite and PostgreSQL (its own schema): nothing before the runtime's tables exist, then what was stored."""
+    engine = db.engine_for(store_settings, "ledger")
+    assert lost_ranges(engine, "ledger") == []
+    migrate_runtime(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO consumer_lost (service, topic, partition_no, first_offset, upto_offset, reported_at)"
+            " VALUES ('ledger', 'payments.dev.events', 0, 5, 9, '2026-12-02T17:00:00+00:00')")
+    [lost] = lost_ranges(engine, "ledger")
+    assert (lost.gap.partition, lost.gap.first, lost.records) == (0, 5, 4)
+    assert lost_ranges(engine, "invoices") == []
