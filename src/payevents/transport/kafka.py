@@ -14,6 +14,7 @@ type is not passed to it (it would be ignored with a warning).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -464,6 +465,8 @@ class KafkaProducer:
 
 #: most seconds an assignment waits for the new partitions' log starts (:meth:`KafkaConsumer._start_at`)
 START_CHECK_S: Final = 5.0
+#: most seconds :meth:`KafkaConsumer.close` waits for librdkafka's close
+CLOSE_TIMEOUT_S: Final = 30.0
 
 
 class KafkaConsumer:
@@ -851,5 +854,26 @@ class KafkaConsumer:
                 self._flush_commits()
             except Exception as exc:  # the new owner re-reads from the last committed offset (at-least-once)
                 log.warning("group %s: final offset commit failed: %s", self.group, exc)
-            self._c.close()
+            self._close_client()
             self._assigned.clear()
+
+    def _close_client(self) -> None:
+        """librdkafka's close, which serves the revocation of this member's partitions, bounded: seen once (a CI run
+        of 2026-12-02) blocked for good inside it, the rebalance callback waiting on an assignment the closing group
+        never answered. A close that takes longer than :data:`CLOSE_TIMEOUT_S` is left to finish on its own thread
+        and said; the caller goes on (what was given to commit was committed synchronously before; a member that
+        has not left is taken out of the group by its session timeout)."""
+        done = threading.Event()
+
+        def close() -> None:
+            try:
+                self._c.close()
+            except Exception as exc:
+                log.warning("group %s: close failed: %s", self.group, exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=close, name=f"kafka-close {self.group}", daemon=True).start()
+        if not done.wait(CLOSE_TIMEOUT_S):
+            log.error("group %s: the Kafka client did not close in %g s; left closing on its own thread (the group "
+                      "drops this member after its session timeout)", self.group, CLOSE_TIMEOUT_S)
