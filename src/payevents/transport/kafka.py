@@ -863,17 +863,15 @@ class KafkaConsumer:
         never answered. A close that takes longer than :data:`CLOSE_TIMEOUT_S` is left to finish on its own thread
         and said; the caller goes on (what was given to commit was committed synchronously before; a member that
         has not left is taken out of the group by its session timeout)."""
-        done = threading.Event()
-
         def close() -> None:
             try:
                 self._c.close()
             except Exception as exc:
                 log.warning("group %s: close failed: %s", self.group, exc)
-            finally:
-                done.set()
 
-        threading.Thread(target=close, name=f"kafka-close {self.group}", daemon=True).start()
-        if not done.wait(CLOSE_TIMEOUT_S):
+        closing = threading.Thread(target=close, name=f"kafka-close {self.group}", daemon=True)
+        closing.start()
+        closing.join(CLOSE_TIMEOUT_S)
+        if closing.is_alive():
             log.error("group %s: the Kafka client did not close in %g s; left closing on its own thread (the group "
                       "drops this member after its session timeout)", self.group, CLOSE_TIMEOUT_S)
