@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ci_rule import missing
-from payevents.localkafka import kafka_libs
+from payevents.localkafka import free_port, kafka_libs
 
 
 def _brokers(data: Path) -> list[int]:
@@ -30,12 +29,6 @@ def _brokers(data: Path) -> list[int]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sigterm_while_kafka_up_starts_its_broker_stops_the_broker(tmp_path: Path) -> None:
     try:
         kafka_libs()
@@ -43,7 +36,7 @@ def test_sigterm_while_kafka_up_starts_its_broker_stops_the_broker(tmp_path: Pat
         missing(f"Apache Kafka's libraries ({exc})")
     data = tmp_path / "kdata"
     cli = Path(sys.executable).with_name("payevents")
-    proc = subprocess.Popen([cli, "kafka", "up", "--port", str(_free_port()), "--data-dir", str(data)],
+    proc = subprocess.Popen([cli, "kafka", "up", "--port", str(free_port()), "--data-dir", str(data)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
