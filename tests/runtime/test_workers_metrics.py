@@ -3,6 +3,9 @@ whose configuration cannot work is reported, not restarted."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import runtime_counter as rc
 from prometheus_client import REGISTRY
@@ -100,5 +103,39 @@ def test_probe_answers_from_the_worker_loops_and_its_store(settings: Settings, m
         assert "payevents_worker_ready" in httpx.get(f"{base}/metrics").text
     finally:
         probe.close()
+    (view,) = workers.read_registry(settings)
+    assert view.state == "stopped" and not view.alive
+
+
+def test_a_heartbeat_written_while_the_worker_stops_does_not_outlive_its_stopped_state(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The heartbeat thread builds its status document (state "running") and writes it; close() sets "stopped" and
+    # writes. When the heartbeat's write lands after close()'s, the file of a worker that stopped cleanly says
+    # "running" with a pid that is gone: every reader shows the worker "dead" (seen in a `payevents run` stopped by
+    # SIGTERM). The heartbeat here is held inside its write while close() runs.
+    import threading
+
+    from payevents.runtime import workers
+
+    real_write = workers._write
+    entered, release = threading.Event(), threading.Event()
+
+    def held_write(path: Path, doc: dict[str, Any]) -> None:
+        if threading.current_thread().name == "worker-heartbeat" and not entered.is_set():
+            entered.set()
+            release.wait(30)
+        real_write(path, doc)
+
+    monkeypatch.setattr(workers, "_write", held_write)
+    probe = workers.WorkerProbe(settings, "_probe", 0)
+    probe.set_state("running")
+    assert entered.wait(30), "the heartbeat never wrote"
+    closing = threading.Thread(target=probe.close)
+    closing.start()
+    closing.join(1.0)  # close() either finished (its write went first) or waits for the heartbeat's write
+    release.set()
+    closing.join(30)
+    for t in probe._threads:
+        t.join(30)
     (view,) = workers.read_registry(settings)
     assert view.state == "stopped" and not view.alive

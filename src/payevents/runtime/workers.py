@@ -142,6 +142,9 @@ class WorkerProbe:
         self._last_batch_at: float | None = None
         self._sample: dict[str, Any] = {}
         self._lock = threading.Lock()
+        #: one write of the status file at a time, each from the state as it is then; none after close()'s
+        self._write_lock = threading.Lock()
+        self._closed = False
         self._stop = threading.Event()
         self.supervisor_pid = supervisor_pid
         #: set when the supervisor is gone (the worker then stops: a new `payevents run` starts its own)
@@ -204,7 +207,12 @@ class WorkerProbe:
         return doc
 
     def write(self) -> None:
-        _write(self.path, self.status())
+        """Write the status file from the state as it is now. The heartbeat thread, the worker's loop
+        (:meth:`set_state`) and :meth:`close` all write: one at a time, and none after close()'s final state, which
+        an earlier document ("running") written late would otherwise replace, for a worker that is gone."""
+        with self._write_lock:
+            if not self._closed:
+                _write(self.path, self.status())
 
     def refresh(self) -> None:
         """Sample the runtime and (at most every 2 s) check the store; update the worker gauges."""
@@ -245,8 +253,10 @@ class WorkerProbe:
 
     def close(self, state: str = "stopped", detail: str = "") -> None:
         self._stop.set()
-        self.state, self.detail = state, detail
-        self.write()
+        with self._write_lock:
+            self.state, self.detail = state, detail
+            _write(self.path, self.status())
+            self._closed = True
         self._server.shutdown()
         self._server.server_close()
 
