@@ -278,15 +278,33 @@ def test_a_relay_whose_lock_session_ended_stops_publishing_until_it_holds_the_lo
     worker = threading.Thread(target=first.run, args=(stop,), daemon=True)
     worker.start()
     second = Relay(pg_settings, engine=engine)
+    lock_sql = f"{AdvisoryLock.CLASS_ID}, 'outbox_pending'::regclass::oid"
     try:
         wait_until(lambda: first.lease_held, 30, "the first relay to take the outbox lock")
+        # The second relay's lock session queues for the lock before the first one's session ends: the server
+        # grants it to the waiter as it frees it, so the first relay (which tries again as soon as it finds its
+        # session gone) cannot take it back in between
+        session = engine.connect()
+        queued = threading.Thread(target=lambda: session.exec_driver_sql(f"SELECT pg_advisory_lock({lock_sql}::int)"))
+        queued.start()
+
+        def waiters() -> int:
+            with engine.connect() as conn:
+                return int(conn.exec_driver_sql(
+                    f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND (classid, objid) = ({lock_sql})"
+                    " AND NOT granted").scalar_one())
+
+        wait_until(lambda: waiters() == 1, 30, "the second relay's session to queue for the lock")
         with engine.begin() as conn:
             ended = conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                f" AND classid = {AdvisoryLock.CLASS_ID} AND objid = 'outbox_pending'::regclass::oid AND granted"
+                f" AND (classid, objid) = ({lock_sql}) AND granted"
             ).scalars().all()
         assert ended == [True]
-        assert second.lock.try_acquire()  # the lock is free: the other relay has it now
+        queued.join(30)
+        assert not queued.is_alive()  # the lock is the second relay's now
+        session.commit()
+        second.lock._lock._conn, second.lock._lock.held = session, True  # type: ignore[attr-defined]
         wait_until(lambda: not first.lease_held, 15, "the first relay to find that it lost the lock")
         ids = [append_one(engine, "pay-lease", f"lease-{i}", amount=f"{i + 1}.00").event_id for i in range(3)]
         assert second.publish_pending() == 3  # published once, by the holder
