@@ -74,6 +74,23 @@ def test_prefilter_never_misses_a_card(prefix: str, body: str, sep: str, suffix:
         assert list(card_paths(msgspec.json.decode(raw))) == ["data.note"]
 
 
+_NUMBERS = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda body: _luhn_complete(body))
+#: UUIDs, and UUIDs cut short in their last group (what follows them completes their shape)
+_UUIDS = st.builds(lambda u, k: str(u)[:k], st.uuids(), st.sampled_from([36, 24, 26, 30]))
+_DATES = st.sampled_from(["2026-11-30", "30.11.2026", "11/30/2026", "01.02.2026"])
+_BITS = st.text(alphabet="0123456789abcdefABCDEF-./ _x:+g", max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_UUIDS | _DATES | _BITS, max_size=2).map("".join), _NUMBERS,
+       st.lists(_NUMBERS | _UUIDS | _DATES | _BITS, max_size=2).map("".join))
+def test_prefilter_never_misses_a_card_glued_to_ids_and_dates(before: str, number: str, after: str) -> None:
+    # a card number, UUIDs, dates and bits of ids run into each other with no space between them
+    text = before + number + after
+    if contains_card_number(text):
+        assert raw_may_contain_card(msgspec.json.encode({"data": {"note": text}})), text
+
+
 def test_card_paths_walk_keys_lists_and_values() -> None:
     doc = {"a": ["x", {"b": "4242424242424242"}], "4111111111111111": 1, "c": 4242424242424242}
     assert list(card_paths(doc)) == ["a[1].b", "4111111111111111"]

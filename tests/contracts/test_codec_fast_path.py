@@ -191,9 +191,30 @@ def test_decode_event_answers_like_the_precise_path(raw: bytes) -> None:
     _same_as_precise(raw)
 
 
+_GLUED_TO_A_UUID = "abcdef12-1234-1234-1234-4111111111111111"
+_UUID_AFTER_A_DATE = "01.02.2026abcd-1234-1234-1234-123456789011"  # 1234123456789011 is Luhn-valid
+
+
+def test_the_card_prefilter_and_the_precise_search_agree_on_uuid_shaped_tokens() -> None:
+    # The prefilter blanked a UUID-shaped run even when a digit followed it (the card search does not: it is no
+    # UUID then), and the card search left a UUID alone when another never-a-card token (a date) was found first
+    # and overlapped it (the prefilter blanks it): either way the prefilter said "no card" over a card number the
+    # search finds, and the event took the fast path with a card number in it, into every store
+    assert cardguard.contains_card_number(_GLUED_TO_A_UUID)
+    assert cardguard.raw_may_contain_card(json.dumps({"d": _GLUED_TO_A_UUID}).encode())
+    assert not cardguard.contains_card_number(_UUID_AFTER_A_DATE)  # a UUID-shaped token is never a card number
+    raw = json.dumps({"note": f"paid {_GLUED_TO_A_UUID}"}).encode()
+    assert cardguard.holds_card_number(raw)  # a dead letter's body is masked before it is stored
+    assert not cardguard.holds_card_number(cardguard.mask_card_numbers(raw))
+
+
 @pytest.mark.parametrize("text", [
     _CARD, "card 4111-1111-1111-1111 on file", "4111\\n1111\\n1111\\n1111", "\\u0034111111111111111",
     "ref 12345678-1234-5123-8123-123456789012 paid", "call +4930123456789",
+    # a card number glued to the end of a UUID-shaped prefix: no UUID (a UUID ends at a non-alphanumeric), a card
+    _GLUED_TO_A_UUID,
+    # a UUID-shaped token that starts inside a date: a UUID, so no card, whatever token is found first
+    _UUID_AFTER_A_DATE,
 ])
 @pytest.mark.parametrize("field", ["description", "orderId"])
 def test_card_data_in_free_text_is_judged_like_the_precise_path(text: str, field: str) -> None:

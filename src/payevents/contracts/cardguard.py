@@ -43,10 +43,17 @@ _SEP: Final = "[" + re.escape(_SEPARATORS) + "]"
 #: digit groups (any Unicode decimal digit) joined by 1–3 separators
 _CHAIN: Final = re.compile(rf"\d+(?:{_SEP}{{1,{_MAX_GAP}}}\d+)*")
 _GROUP: Final = re.compile(r"\d+")
-#: tokens that are never card numbers, blanked before the search (same length, so positions stay)
-_NOT_CARDS: Final = re.compile(
+#: a UUID-shaped token (never a card number); the same rule as :data:`_RAW_UUID`, the prefilter's, so that the
+#: prefilter blanks exactly the UUIDs the search blanks
+_UUID_SHAPED: Final = (
     r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Za-z])"
-    r"|(?<![0-9A-Za-z])(?=[0-9]*[A-Fa-f])[0-9A-Fa-f]{20,}(?![0-9A-Za-z])"  # hex ids and hashes
+)
+_UUID: Final = re.compile(_UUID_SHAPED, re.ASCII)
+#: the other tokens that are never card numbers; these and the UUIDs are blanked before the search (same length,
+#: so positions stay), the UUIDs first and on their own: a token of these found first must not hide a UUID that
+#: overlaps it from the UUID rule (the prefilter, which blanks UUIDs only, would then miss the card the search finds)
+_NOT_CARDS: Final = re.compile(
+    r"(?<![0-9A-Za-z])(?=[0-9]*[A-Fa-f])[0-9A-Fa-f]{20,}(?![0-9A-Za-z])"  # hex ids and hashes
     r"|(?<!\d)(?:19|20)\d\d([-/.])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)"
     r"|(?<!\d)(?:0[1-9]|[12]\d|3[01])([-/.])(?:0[1-9]|1[0-2])\2(?:19|20)\d\d(?!\d)"
     r"|(?<!\d)(?:0[1-9]|1[0-2])([-/.])(?:0[1-9]|[12]\d|3[01])\3(?:19|20)\d\d(?!\d)",
@@ -74,9 +81,7 @@ _RAW_CANDIDATE: Final = re.compile(rb"[0-9](?:[ \t\n\r\v\f\-./_]{0,3}[0-9]){12}|
 #: its first branch alone: a stretch of 13 ASCII digits in a run of ASCII digits and separators
 _RAW_DIGITS: Final = re.compile(rb"[0-9](?:[ \t\n\r\v\f\-./_]{0,3}[0-9]){12}")
 
-_RAW_UUID: Final = re.compile(
-    rb"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-)
+_RAW_UUID: Final = re.compile(_UUID_SHAPED.encode("ascii"))
 
 CARD_MESSAGE: Final = "looks like a card number (Luhn-valid 13–19 digits); card data is not allowed, value not shown"
 #: a string holding U+0000: no PostgreSQL text can keep it, and no payment's text has a use for it
@@ -137,11 +142,18 @@ def _ascii_digits(group: str) -> str:
     return group if group.isascii() else "".join(str(int(c)) for c in group)
 
 
+def _blank(m: re.Match[str]) -> str:
+    return "x" * len(m.group(0))
+
+
 def card_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every card number in ``text`` (see the module's rules); overlapping spans may repeat."""
     if _MAYBE.search(text) is None:
         return
-    scan = _NOT_CARDS.sub(lambda m: "x" * len(m.group(0)), text)
+    scan = _UUID.sub(_blank, text)
+    if scan != text and _MAYBE.search(scan) is None:
+        return  # the digits were the UUIDs' (blanking more tokens could only take more digits away)
+    scan = _NOT_CARDS.sub(_blank, scan)
     if _IBAN.search(scan) is not None:
         scan = _blank_ibans(scan)
     for chain in _CHAIN.finditer(scan):
