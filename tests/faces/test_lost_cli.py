@@ -36,7 +36,11 @@ def test_lost_lists_what_each_service_recorded_with_the_command_to_publish_it_ag
     assert json.loads(out.stdout) == [{
         "service": "ledger", "topic": "payments.dev.events", "partition": 2, "firstOffset": 120, "lastOffset": 149,
         "records": 30, "reportedAt": "2026-12-02T16:00:00+00:00",
-        "republish": "payevents outbox republish --partition 2 --from-offset 120 --to-offset 149"}]
+        "republish": "payevents outbox republish --partition 2 --from-offset 120 --to-offset 149",
+        "publishedAgain": None}]  # no payments outbox in this data dir to say what it published again
+    out = CliRunner().invoke(app, ["lost", "ledger", *opts], env={"COLUMNS": "300"})
+    assert out.exit_code == 0 and "| no outbox here" in out.stdout.replace("│", "|"), out.stdout
+    assert not list(settings.data_dir.glob("payments*"))  # asking created no outbox
     out = CliRunner().invoke(app, ["lost", "invoices", *opts])
     assert out.exit_code == 0 and "records lost before they were read (0)" in out.stdout
     assert not list(settings.data_dir.glob("invoices*"))  # asking created no store

@@ -16,7 +16,7 @@ from payevents.contracts.channel import topic_for
 from payevents.contracts.events import ProcessedMetadata
 from payevents.faces.cli import app
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, StoredEvent, append, events_for_payment, list_events
-from payevents.runtime.relay import Relay, republish
+from payevents.runtime.relay import Relay, published_again, republish
 from payevents.settings import Settings
 from payevents.store.db import connect
 from payevents.transport import open_transport
@@ -45,8 +45,13 @@ def test_the_range_goes_to_the_channel_again_and_nothing_of_the_outbox_changes(
     t = open_transport(settings)
     try:
         first = read_channel(t, topic_for("dev"))
+        assert published_again(outbox_engine, topic_for("dev"), 0, 3, 9) == (7, 0)
         done = republish(settings, 0, 3, 12, engine=outbox_engine)
         assert (len(done.sent), done.refused, done.not_ours) == (7, {}, 3)  # offsets 3-9 are ours, 10-12 none's
+        # what `payevents lost` shows of a range: the outbox's events in it, of them published again since
+        assert published_again(outbox_engine, topic_for("dev"), 0, 3, 9) == (7, 7)
+        assert published_again(outbox_engine, topic_for("dev"), 0, 0, 4) == (5, 2)
+        assert published_again(outbox_engine, topic_for("dev"), 1, 0, 4) == (0, 0)
         again = read_channel(t, topic_for("dev"))
     finally:
         t.close()

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from payevents.contracts import channel
 from payevents.contracts.codec import decode_event
 from payevents.faces.cli import app
+from payevents.faces.web.data import published_again_of
 from payevents.localkafka import LocalKafka
 from payevents.runtime.consumer import ConsumerRuntime, lost_ranges
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, append
@@ -111,6 +112,8 @@ def test_records_lost_to_retention_are_published_again_from_the_outbox(
     recorded = lost_ranges(store, counter.name)  # kept in the service's store, not only said
     assert sum(r.records for r in recorded) == 12
     assert sorted(r.republish.split()[1:] for r in recorded) == sorted(commands)
+    # `payevents lost` says how many of each range's outbox events were published again: none yet
+    assert [published_again_of(kafka_settings, r) for r in recorded] == [(r.records, 0) for r in recorded]
 
     cli = CliRunner()
     opts = ["--env", "dev", "--data-dir", str(kafka_settings.data_dir), "--broker", str(kafka_settings.broker)]
@@ -120,6 +123,7 @@ def test_records_lost_to_retention_are_published_again_from_the_outbox(
         assert out.exit_code == 0, out.output
         republished += int(out.stdout.splitlines()[-1].split()[0])
     assert republished == 12  # the lost ones, not the 8 read before nor the 5 after
+    assert [published_again_of(kafka_settings, r) for r in recorded] == [(r.records, r.records) for r in recorded]
     with ConsumerRuntime(kafka_settings, counter, max_batch=50, poll_timeout=0.3) as rt:
         drain(rt)
         # a gap the group had not read past yet (no record after it before) is seen again at this start

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, Final
 
 import orjson
+import sqlalchemy as sa
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection, Engine
 
@@ -688,6 +689,26 @@ class Republished:
     refused: dict[int, str]
     #: offsets of the range that this outbox never published (another producer's records, or none at all)
     not_ours: int
+
+
+_COUNT_REPUBLISHED_SQL: Final = (
+    "SELECT count(*), count(x.seq) FROM (SELECT DISTINCT seq FROM (" + _SELECT_PUBLISHED_AT_SQL.removesuffix(
+        " ORDER BY 1") + ") u) r LEFT JOIN (SELECT DISTINCT seq FROM outbox_republished WHERE partition = {0}"
+    ' AND "offset" > {0}) x ON x.seq = r.seq'
+)
+
+
+def published_again(engine: Engine, topic: str, partition: int, first: int, last: int) -> tuple[int, int] | None:
+    """(how many outbox events the relay put at offsets ``first`` to ``last`` of ``partition``, how many of them
+    :func:`republish` has put on the channel again since: after ``last``), for a range a consumer reported lost;
+    None when this database holds no outbox that can say (read only: nothing is migrated or created)."""
+    with engine.connect() as conn:
+        tables = sa.inspect(conn)
+        if not all(tables.has_table(t) for t in ("outbox_events", "outbox_published", "outbox_republished")):
+            return None
+        row = conn.exec_driver_sql(_COUNT_REPUBLISHED_SQL.format(sql_mark(conn)),
+                                   (topic, partition, first, last) * 2 + (partition, last)).one()
+    return int(row[0]), int(row[1])
 
 
 def republish(settings: Settings, partition: int, first: int, last: int, *, engine: Engine | None = None,

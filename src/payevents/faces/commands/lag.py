@@ -38,23 +38,32 @@ def lost_cmd(
     *, o: Common,
 ) -> None:
     """Records the channel deleted (its retention) before a service read them, as each service's consumers
-    reported them, with the command that publishes them again from the payments outbox."""
-    from payevents.faces.web.data import lost_ranges_of
+    reported them, with the command that publishes them again from the payments outbox and how many of the
+    outbox's events in each range it has published again since."""
+    from payevents.faces.web.data import lost_ranges_of, published_again_of
     from payevents.runtime.registry import registered_services, resolve_service
 
     settings = o.settings()
     rows = []
     for name in services or list(registered_services()):
         service = resolve_service(name)
-        rows += [(service.name, r) for r in lost_ranges_of(settings, service)]
+        rows += [(service.name, r, published_again_of(settings, r)) for r in lost_ranges_of(settings, service)]
     if o.json:
-        echo_json([{"service": name, **r.to_dict()} for name, r in rows])
+        echo_json([{"service": name, **r.to_dict(),
+                    "publishedAgain": None if again is None else {"outboxEvents": again[0], "published": again[1]}}
+                   for name, r, again in rows])
         return
-    print_table(f"records lost before they were read ({sum(r.records for _, r in rows)})",
-                ["service", "partition", "offsets", "records", "reported at", "publish them again"],
+
+    def said(again: tuple[int, int] | None) -> str:
+        if again is None:
+            return "no outbox here"
+        return "none of them the outbox's" if again[0] == 0 else f"{again[1]} of {again[0]}"
+
+    print_table(f"records lost before they were read ({sum(r.records for _, r, _a in rows)})",
+                ["service", "partition", "offsets", "records", "reported at", "publish them again", "published again"],
                 ([name, str(r.gap.partition), f"{r.gap.first}-{r.gap.upto - 1}", str(r.records), r.reported_at,
-                  r.republish]
-                 for name, r in rows), overflow="fold")  # fmt: skip
+                  r.republish, said(again)]
+                 for name, r, again in rows), overflow="fold")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -135,6 +135,20 @@ def lost_ranges_of(settings: Settings, service: ServiceDef) -> list[Any]:
     return lost_ranges(db.engine_for(settings, service.name, url=service.database_url), service.name)
 
 
+def published_again_of(settings: Settings, lost: Any) -> tuple[int, int] | None:
+    """For one ``runtime.consumer.LostRange``: (outbox events the relay had put in it, of them published again since)
+    from the payments outbox (``runtime.relay.published_again``); None when there is no outbox here to ask (nothing
+    is created by asking)."""
+    from payevents.runtime.relay import published_again
+    from payevents.store import db
+
+    url = settings.database_url_for("payments")
+    if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
+        return None
+    g = lost.gap
+    return published_again(db.engine_for(settings, "payments"), g.topic, g.partition, g.first, g.upto - 1)
+
+
 def lost_records(settings: Settings, service: ServiceDef) -> int:
     """How many records ``service``'s consumers reported lost (:func:`lost_ranges_of`)."""
     return sum(r.records for r in lost_ranges_of(settings, service))
