@@ -123,14 +123,18 @@ def _builtin_services() -> dict[str, ServiceDef]:
     return {name: load_service(name) for name in CONSUMER_SERVICES}
 
 
+def _no_store_yet(url: str) -> bool:
+    """A SQLite store whose file does not exist (reading it would create it)."""
+    return url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file()
+
+
 def lost_ranges_of(settings: Settings, service: ServiceDef) -> list[Any]:
     """The ranges ``service``'s consumers reported deleted from the channel before they read them
     (``runtime.consumer.LostRange``; none for a store that does not exist yet: nothing is created by asking)."""
     from payevents.runtime.consumer import lost_ranges
     from payevents.store import db
 
-    url = service.database_url or settings.database_url_for(service.name)
-    if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
+    if _no_store_yet(service.database_url or settings.database_url_for(service.name)):
         return []
     return lost_ranges(db.engine_for(settings, service.name, url=service.database_url), service.name)
 
@@ -142,8 +146,7 @@ def published_again_of(settings: Settings, lost: Any) -> tuple[int, int] | None:
     from payevents.runtime.relay import published_again
     from payevents.store import db
 
-    url = settings.database_url_for("payments")
-    if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
+    if _no_store_yet(settings.database_url_for("payments")):
         return None
     g = lost.gap
     return published_again(db.engine_for(settings, "payments"), g.topic, g.partition, g.first, g.upto - 1)
