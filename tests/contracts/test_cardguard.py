@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payevents.contracts.cardguard import card_paths, contains_card_number, luhn_ok, raw_may_contain_card
+from payevents.contracts.cardguard import (
+    card_paths,
+    contains_card_number,
+    holds_card_number,
+    luhn_ok,
+    mask_card_text,
+    raw_may_contain_card,
+)
 
 VALID = ["4242424242424242", "4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]
 
@@ -77,6 +84,9 @@ def test_prefilter_never_misses_a_card(prefix: str, body: str, sep: str, suffix:
 _NUMBERS = st.text(alphabet="0123456789", min_size=12, max_size=18).map(lambda body: _luhn_complete(body))
 #: UUIDs, and UUIDs cut short in their last group (what follows them completes their shape)
 _UUIDS = st.builds(lambda u, k: str(u)[:k], st.uuids(), st.sampled_from([36, 24, 26, 30]))
+#: card numbers in groups of four, and groups of other lengths
+_GROUPED = st.builds(lambda n, k: " ".join(n[i : i + k] for i in range(0, len(n), k)), _NUMBERS,
+                     st.sampled_from([4, 6]))
 _DATES = st.sampled_from(["2026-11-30", "30.11.2026", "11/30/2026", "01.02.2026"])
 _BITS = st.text(alphabet="0123456789abcdefABCDEF-./ _x:+g", max_size=12)
 
@@ -89,6 +99,27 @@ def test_prefilter_never_misses_a_card_glued_to_ids_and_dates(before: str, numbe
     text = before + number + after
     if contains_card_number(text):
         assert raw_may_contain_card(msgspec.json.encode({"data": {"note": text}})), text
+
+
+_SPLIT_GROUP = "7684 6186 4990 0414 131455 5489 3531 725"  # 6186…131455 is a card; 1455 5489 3531 725 becomes one
+
+
+def test_masking_leaves_no_card_number_behind() -> None:
+    # Masking kept the last four digits of 6186 4990 0414 131455 and masked the two before them: 1455 then stood apart
+    # and made a Luhn-valid run with the groups after it, so the masked text still looked like a card number — the
+    # reason or log line it went into kept one, and a dead letter's body was withheld whole instead of masked
+    from payevents.runtime.deadletter import _scrub
+
+    masked = mask_card_text(_SPLIT_GROUP)
+    assert not contains_card_number(masked) and masked.startswith("7684 **** **** **** ******")
+    body, changed = _scrub(msgspec.json.encode({"note": _SPLIT_GROUP}))
+    assert changed and body is not None and not holds_card_number(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NUMBERS | _GROUPED | _UUIDS | _DATES | _BITS, min_size=1, max_size=5).map("".join))
+def test_masked_text_holds_no_card_number(text: str) -> None:
+    assert not contains_card_number(mask_card_text(text)), text
 
 
 def test_card_paths_walk_keys_lists_and_values() -> None:

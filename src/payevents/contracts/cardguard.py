@@ -193,20 +193,23 @@ def contains_card_number(text: str) -> bool:
 
 
 def mask_card_text(text: str) -> str:
-    """``text`` with the digits of every card number masked (``*``) but the last four; separators kept."""
-    spans = sorted(card_spans(text))
-    if not spans:
-        return text
-    chars = list(text)
-    for start, end in spans:
-        keep = 4
-        for k in range(end - 1, start - 1, -1):
-            if chars[k].isdecimal() or chars[k] == "*":
-                if keep > 0:
-                    keep -= 1
-                else:
-                    chars[k] = "*"
-    return "".join(chars)
+    """``text`` with the digits of every card number masked (``*``) but the last four; separators kept.
+
+    The four digits kept can end a group whose other digits are masked: standing apart, they may make a new
+    Luhn-valid run with the groups after them (``…0414 131455 5489 3531 725`` -> ``…**** **1455 5489 3531 725``).
+    Such a run is masked in turn, until none is left (each pass masks 9 digits or more, so this ends)."""
+    while spans := sorted(card_spans(text)):
+        chars = list(text)
+        for start, end in spans:
+            keep = 4
+            for k in range(end - 1, start - 1, -1):
+                if chars[k].isdecimal() or chars[k] == "*":
+                    if keep > 0:
+                        keep -= 1
+                    else:
+                        chars[k] = "*"
+        text = "".join(chars)
+    return text
 
 
 def raw_may_contain_card(raw: bytes) -> bool:
