@@ -20,13 +20,14 @@ The digits are never returned, logged or put in an error message: only the fact 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
 
-from payevents.contracts.numbers import OutOfRange, json_number
+from payevents.contracts.numbers import OutOfRange, json_integer, json_number
 from payevents.errors import ContractError
 
 #: separator characters between digit groups; up to _MAX_GAP of them (mixed) between two groups
@@ -318,6 +319,13 @@ def _json(raw: bytes) -> Any:
         return _NOT_JSON
     try:
         return _DECODER.decode(raw)
+    except msgspec.ValidationError:
+        # an integer of more digits than a Python int is read from (msgspec: "out of range"): the standard reader
+        # keeps it as written (numbers.OutOfRange), like a number no Decimal can hold
+        try:
+            return json.loads(raw, parse_float=json_number, parse_int=json_integer)
+        except ValueError:
+            return _NOT_JSON
     except msgspec.DecodeError:
         return _NOT_JSON
 

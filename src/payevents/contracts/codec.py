@@ -38,7 +38,7 @@ from payevents.contracts.events import (
     PaymentEvent,
 )
 from payevents.contracts.money import MINOR_UNITS, amount_ok, amount_problem
-from payevents.contracts.numbers import OutOfRange, json_number
+from payevents.contracts.numbers import OutOfRange, json_integer, json_number
 from payevents.contracts.schema import load_schema
 from payevents.errors import PayeventsError
 
@@ -555,7 +555,7 @@ def _precise(raw: bytes, strict: bool) -> DecodedEvent:
     if problem is not None:
         raise EventValidationError([problem])
     try:
-        obj = json.loads(raw, parse_float=json_number)
+        obj = json.loads(raw, parse_float=json_number, parse_int=json_integer)
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
