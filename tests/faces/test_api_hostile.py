@@ -210,3 +210,20 @@ def test_a_huge_body_without_a_token_does_not_grow_the_servers_memory(tmp_path: 
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"customer_id": "cus_1",, }', "body: not valid JSON (Expecting property name enclosed in double quotes at"
+                                     " char 24)"),
+    (b'{"customer_id": "cus_\xff"}', "body: not UTF-8 (invalid byte at position 21: invalid start byte)"),
+    (b'{"customer_id": "cus_1", "n": ' + b"9" * 5000 + b"}", "body: a JSON number has more than 4,300 digits"),
+])
+def test_a_body_that_is_not_json_is_refused_with_why(settings: Settings, body: bytes, message: str) -> None:
+    # The framework's reader answered "14: JSON decode error" naming a character position as the parameter, and
+    # "There was an error parsing the body" for bytes that are not UTF-8 or a number of 5,000 digits
+    with TestClient(create_app(settings.replace(api_token=TOKEN)), raise_server_exceptions=False) as c:
+        r = c.post("/api/payments", content=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                                           "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"type": "invalid_request_error", "code": "body_invalid", "message": message,
+                                 "param": None}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -119,11 +120,16 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
     loc = [str(p) for p in first.get("loc", ()) if str(p) not in _LOCATIONS]
     param = ".".join(loc) or None
     kind = str(first.get("type", ""))
-    if kind == "missing":
+    if kind == "json_invalid":  # the body is not JSON: where the reader stopped, not a parameter
+        where = f" at char {loc[0]}" if loc else ""  # counted from 0, as the json module counts
+        ctx: Any = first.get("ctx") or {}
+        code, param = "body_invalid", None
+        message = f"body: not valid JSON ({ctx.get('error') or first.get('msg', '')}{where})"
+    elif kind == "missing":
         code, message = "parameter_missing", f"{param}: required"
     elif kind == "extra_forbidden":
         code, message = "parameter_unknown", f"{param}: unknown field; see the schema at /openapi.json"
-    elif kind in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
+    elif kind in ("model_attributes_type", "dict_type") and not loc:
         code, message = "body_invalid", f"the body must be a JSON object: {first.get('msg', '')}"
     elif param in AMOUNT_FIELDS:
         code, message = "parameter_invalid", (f"{param}: a decimal string in major units of the currency, e.g. "
@@ -134,6 +140,19 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return error_response(400, "invalid_request_error", code, message, param)
+
+
+def unreadable_body(cause: BaseException | None) -> str | None:
+    """Why a JSON body could not be read, when the framework's reader says only "There was an error parsing the
+    body": bytes that are not UTF-8, or a number of more digits than an int is read from (Python's limit, 4,300).
+    None for any other cause."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body: not UTF-8 (invalid byte at position {cause.start}: {cause.reason})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"body: a JSON number has more than {sys.get_int_max_str_digits():,} digits"
+    if isinstance(cause, ValueError):
+        return f"body: not readable as JSON ({mask_card_text(str(cause).splitlines()[0] if str(cause) else '')})"
+    return None
 
 
 def unavailable(message: str) -> JSONResponse:
@@ -270,6 +289,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             return error_response(405, "invalid_request_error", "method_not_allowed", "method not allowed here",
                                   headers=dict(exc.headers or {}))
+        if exc.status_code == 400 and (unread := unreadable_body(exc.__cause__)) is not None:
+            return _for_people(request, error_response(400, "invalid_request_error", "body_invalid", unread))
         return error_response(exc.status_code, "invalid_request_error", "request_invalid", str(exc.detail),
                               headers=dict(exc.headers or {}))
 
