@@ -144,14 +144,15 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
 
 def unreadable_body(cause: BaseException | None) -> str | None:
     """Why a JSON body could not be read, when the framework's reader says only "There was an error parsing the
-    body": bytes that are not UTF-8, or a number of more digits than an int is read from (Python's limit, 4,300).
-    None for any other cause."""
+    body": bytes that are not UTF-8, a number of more digits than an int is read from (Python's limit, 4,300), or
+    another ValueError's first line (``error_response`` masks card numbers in every message). None for any other
+    cause."""
     if isinstance(cause, UnicodeDecodeError):
         return f"body: not UTF-8 (invalid byte at position {cause.start}: {cause.reason})"
     if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
         return f"body: a JSON number has more than {sys.get_int_max_str_digits():,} digits"
     if isinstance(cause, ValueError):
-        return f"body: not readable as JSON ({mask_card_text(str(cause).splitlines()[0] if str(cause) else '')})"
+        return f"body: not readable as JSON ({str(cause).splitlines()[0] if str(cause) else type(cause).__name__})"
     return None
 
 
