@@ -122,6 +122,32 @@ def test_masked_text_holds_no_card_number(text: str) -> None:
     assert not contains_card_number(mask_card_text(text)), text
 
 
+#: every ASCII separator of the card rules, digits, letters, and a few non-ASCII digits and separators
+_TEXT_CHARS = "0123456789" + " \t\n\r\v\f-./\\_" + "abcxyzAF:+#" + "\u0663\uff11\u00a0\u2013\u3000"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet=_TEXT_CHARS, max_size=30) | _NUMBERS | _GROUPED | _UUIDS | _DATES,
+                max_size=4).map("".join))
+def test_the_text_skeleton_answers_as_the_precise_search_begins(text: str) -> None:
+    # the skeleton (a translate and a find) stands in front of the regex for ASCII text: it may only say "no" where
+    # the regex finds no 13 digits joined by at most three separators
+    from payevents.contracts.cardguard import _MAYBE, _may_hold_card
+
+    assert _may_hold_card(text) == (_MAYBE.search(text) is not None), text
+    if not _may_hold_card(text):
+        assert not contains_card_number(text)
+
+
+@pytest.mark.parametrize("text", [
+    "1234 5678\\9012 3", "4111\\1111\\1111\\1111", "4111_1111_1111_1111", "4111\v1111\f1111\r1111",
+])
+def test_the_text_skeleton_keeps_every_ascii_separator(text: str) -> None:
+    from payevents.contracts.cardguard import _may_hold_card
+
+    assert _may_hold_card(text)
+
+
 def test_card_paths_walk_keys_lists_and_values() -> None:
     doc = {"a": ["x", {"b": "4242424242424242"}], "4111111111111111": 1, "c": 4242424242424242}
     assert list(card_paths(doc)) == ["a[1].b", "4111111111111111"]

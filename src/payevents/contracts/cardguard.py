@@ -68,6 +68,13 @@ _IBAN: Final = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2}[0-9]{2}(?: ?[0-9A-Z]{4}){2,
 #: a quick "may hold a chain of 13+ digits" test before the precise search
 _MAYBE: Final = re.compile(rf"\d(?:{_SEP}{{0,{_MAX_GAP}}}\d){{12}}")
 
+#: ASCII text -> a skeleton: its digits and separators become "0", every other character "x". In ASCII text a
+#: match of :data:`_MAYBE` lies in a run of 13 or more "0"s, so text whose skeleton has none holds no card number
+#: (a UUID, an id, a name: most free text) — a translate and a find instead of the regex's backtracking
+_TEXT_SKELETON: Final = bytes(
+    ord("0") if (48 <= b <= 57 or chr(b) in _SEPARATORS) else ord("x") for b in range(128)
+) + b"x" * 128
+
 #: raw bytes -> a skeleton: ASCII digits and separators and every non-ASCII byte (a UTF-8 digit or separator
 #: may be one) become "0", a backslash (a JSON escape could spell anything) stays, everything else "x".
 #: Every card candidate is then a run of at least 13 "0"s.
@@ -147,9 +154,17 @@ def _blank(m: re.Match[str]) -> str:
     return "x" * len(m.group(0))
 
 
+def _may_hold_card(text: str) -> bool:
+    """False when ``text`` cannot hold a card number: no 13 digits joined by at most three separators (the ASCII
+    skeleton first, then :data:`_MAYBE`)."""
+    if text.isascii() and text.encode("ascii").translate(_TEXT_SKELETON).find(_RUN) < 0:
+        return False
+    return _MAYBE.search(text) is not None
+
+
 def card_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every card number in ``text`` (see the module's rules); overlapping spans may repeat."""
-    if _MAYBE.search(text) is None:
+    if not _may_hold_card(text):
         return
     scan = _UUID.sub(_blank, text)
     if scan != text and _MAYBE.search(scan) is None:
@@ -190,7 +205,7 @@ _SHORTEST: Final = 13
 
 def contains_card_number(text: str) -> bool:
     """True when ``text`` contains a card number (see the module's rules)."""
-    return len(text) >= _SHORTEST and next(card_spans(text), None) is not None
+    return len(text) >= _SHORTEST and _may_hold_card(text) and next(card_spans(text), None) is not None
 
 
 def mask_card_text(text: str) -> str:

@@ -229,14 +229,21 @@ MAX_AUDIT_HEADER_CHARS: Final = 255
 _CONTROL: Final = re.compile(r"[\x01-\x1f\x7f]")
 
 
+#: header names and (name, value) pairs that passed :func:`_check_headers`' rules, which depend on nothing else: the
+#: process's writers skip them (a source, a producer, the names repeat on every event); emptied when it grows past
+#: the bound (ids are new on every event)
+_CHECKED_HEADERS: Final[set[tuple[str, str]]] = set()
+_CHECKED_HEADERS_MAX: Final = 4096
+
+
 def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_key: str,
                    checked: set[tuple[str, str]]) -> dict[str, str]:
     """Every header an event is stored and published with, checked once: non-empty strings, no control character,
     held to the rules of free text entering a store (``cardguard.check_free_text``: no NUL, no card number; the
     audit headers at most 255 characters) — except a value that is the event's own eventId or paymentId, which
-    passed the event's rules when its body was encoded, and a (name, value) in ``checked`` (the pass's headers
-    already checked: a source, a producer, a payment's correlation id repeat); the transport headers are the
-    event's."""
+    passed the event's rules when its body was encoded, and a (name, value) in ``checked`` (headers already checked:
+    a source, a producer, a payment's correlation id repeat; ``(name, "")``: the name alone); the transport headers
+    are the event's."""
     out: dict[str, str] = {}
     own_ids = (event.eventId, event.data.paymentId)
     for name, value in headers.items():
@@ -245,9 +252,11 @@ def _check_headers(headers: Mapping[str, str], event: PaymentEvent, idempotency_
         if not isinstance(value, str) or not value:
             raise ContractError(f"headers.{name}: required non-empty string")
         if (name, value) not in checked:
-            check_free_text("headers: a header name", name, MAX_AUDIT_HEADER_CHARS)
-            if _CONTROL.search(name):
-                raise ContractError(f"headers: the header name {safe_repr(name)} holds a control character")
+            if (name, "") not in checked:  # the name on its own (a value is never empty)
+                check_free_text("headers: a header name", name, MAX_AUDIT_HEADER_CHARS)
+                if _CONTROL.search(name):
+                    raise ContractError(f"headers: the header name {safe_repr(name)} holds a control character")
+                checked.add((name, ""))
             if value not in own_ids:
                 check_free_text(f"headers.{name}", value,
                                 MAX_AUDIT_HEADER_CHARS if name in channel.AUDIT_HEADERS else None)
@@ -340,7 +349,9 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
     # Everything of a row that depends neither on its seq, the time nor the chain is made here, before the
     # chain lock and the clock: the time a row is stamped with is then its commit's, not its preparation's.
     prepared = []
-    checked: set[tuple[str, str]] = set()
+    checked = _CHECKED_HEADERS
+    if len(checked) > _CHECKED_HEADERS_MAX:
+        checked.clear()
     for item in items:
         key = item.idempotency_key
         if not isinstance(key, str) or not key:
