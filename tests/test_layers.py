@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: lower number = lower layer; a module may import its own layer and the ones below
 LAYERS = {
     "contracts": 0, "errors": 0,
-    "settings": 1,
+    "settings": 1, "sqlitelock": 1,
     "transport": 2, "store": 2, "localkafka": 2,
     "runtime": 3,
     "consuming": 4, "publishing": 4,

@@ -52,7 +52,7 @@ from payevents.runtime import tracing
 from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
-from payevents.store.db import dialect, engine_for, migrate
+from payevents.store.db import dialect, engine_for, migrate, writer
 from payevents.store.sql import mark as sql_mark
 from payevents.transport.base import Delivery, Producer, Record, RecordsRefused, Transport
 
@@ -386,7 +386,7 @@ class Relay:
         sent = self._send_pending(n)
         if sent is None or not sent[0]:
             return 0
-        with self.engine.connect() as conn:
+        with writer(self.engine).connect() as conn:
             self._mark_published(conn, [sent])
         return len(sent[0])
 
@@ -499,7 +499,7 @@ class Relay:
                         return
                     groups, self._marks = self._marks, []
                 try:
-                    with self.engine.connect() as conn:
+                    with writer(self.engine).connect() as conn:  # the lock at BEGIN, promptly (sqlitelock)
                         self._mark_published(conn, groups)
                 except Exception as exc:
                     if not is_transient(exc):

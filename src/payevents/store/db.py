@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import weakref
@@ -29,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.errors import ConfigError
 from payevents.settings import DATABASE_URL_FORMS, Settings, database_url_problem
+from payevents.sqlitelock import begin_immediate
 from payevents.store.sql import pg_array
 
 log = logging.getLogger("payevents.store")
@@ -399,11 +401,25 @@ def dialect(bind: Connection | Engine) -> Dialect:
         raise ConfigError(f"database: {bind.dialect.name!r} is not supported (SQLite or PostgreSQL)") from None
 
 
+#: how long a SQLite statement waits for a lock another connection holds (s)
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    if not conn.get_execution_options().get("sqlite_immediate"):
+        conn.exec_driver_sql("BEGIN")
+        return
+    try:
+        begin_immediate(conn.connection.dbapi_connection, SQLITE_BUSY_TIMEOUT_S)  # type: ignore[arg-type]
+    except sqlite3.Error as exc:  # as a statement's error would be: transient ("database is locked")
+        raise sa.exc.OperationalError("BEGIN IMMEDIATE", (), exc) from exc
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns (docs/architecture.md)
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -418,13 +434,13 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **kwargs)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+                                  **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy emit BEGIN itself, so a transaction is really one SQLite transaction. A writer that
-        # reads first should use writer(engine): BEGIN IMMEDIATE takes the write lock up front (waiting under the
-        # busy timeout), instead of failing at once when its read snapshot cannot be upgraded.
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(
-            "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"))
+        # reads first should use writer(engine): BEGIN IMMEDIATE takes the write lock up front (waiting for it,
+        # promptly: payevents.sqlitelock), instead of failing at once when its read snapshot cannot be upgraded.
+        sa.event.listen(engine, "begin", _sqlite_begin)
 
         @sa.event.listens_for(engine, "connect")
         def _no_pysqlite_tx(dbapi_conn: Any, _rec: Any) -> None:

@@ -50,6 +50,7 @@ import msgspec
 
 from payevents.contracts.channel import partitions_problem, retention_problem, topic_config
 from payevents.errors import ConfigError, TransientError
+from payevents.sqlitelock import begin_immediate
 from payevents.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
     Delivery,
@@ -144,6 +145,7 @@ class _Db:
     def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = path
         self.lock = threading.RLock()
+        self.busy_timeout = busy_timeout
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
@@ -160,7 +162,7 @@ class _Db:
         """A write transaction (BEGIN IMMEDIATE); SQLite busy/locked/IO errors become TransientError."""
         with self.lock:
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
+                begin_immediate(self.conn, self.busy_timeout)
             except sqlite3.Error as exc:
                 raise _wrap(exc, what) from exc
             try:

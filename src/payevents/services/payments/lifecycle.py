@@ -94,8 +94,7 @@ def _run(
     fingerprint = _fingerprint(command, params)
     command_id = ids.uuid4()
     now = _now()
-    with tracing.command_span(command, params.get("payment_id")), store.engine(settings).begin() as conn:
-        store.write_lock(conn)
+    with tracing.command_span(command, params.get("payment_id")), store.writer_engine(settings).begin() as conn:
         claimed = conn.execute(
             _CLAIM, {"k": key, "c": command, "f": fingerprint, "cid": command_id, "t": now.isoformat()}
         ).first()
@@ -375,7 +374,7 @@ def process_payments(
         p0 = _new_payment(**{**check, "amount": spec.amount}, payment_id=None, now=_now(), field_prefix=f"specs[{i}].")
         keyed.append((key, _fingerprint("process", fields), spec, p0))
     out: list[Payment] = []
-    eng = store.engine(settings)
+    eng = store.writer_engine(settings)
     for start in range(0, len(keyed), max(1, chunk)):
         with eng.begin() as conn:
             out.extend(_process_chunk(conn, settings, keyed[start : start + chunk], gw))
@@ -392,7 +391,6 @@ def _spec_fields(spec: PaymentSpec) -> dict[str, Any]:
 def _process_chunk(
     conn: Connection, settings: Settings, items: Sequence[tuple[str, str, PaymentSpec, Payment]], gw: Gateway
 ) -> list[Payment]:
-    store.write_lock(conn)
     existing = store.select_commands(conn, [it[0] for it in items])
     env = settings.env
     results: list[Payment] = []

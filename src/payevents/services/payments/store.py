@@ -17,7 +17,7 @@ from payevents.contracts.money import from_minor
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS
 from payevents.services.payments.models import Payment
 from payevents.settings import Settings
-from payevents.store.db import Migration, connect, dialect
+from payevents.store.db import Migration, connect, dialect, writer
 from payevents.store.sql import mark, rows_in_chunks
 
 SERVICE: Final = "payments"
@@ -116,10 +116,12 @@ def engine(settings: Settings) -> Engine:
     return connect(settings, SERVICE, MIGRATIONS)
 
 
-def write_lock(conn: Connection) -> None:
-    """Take the write lock first on SQLite (a read-then-write transaction could fail on a WAL snapshot
-    upgrade when another writer, e.g. the relay, committed in between)."""
-    dialect(conn).write_lock_first(conn, "UPDATE outbox_chain SET last_seq = last_seq WHERE id = 1")
+def writer_engine(settings: Settings) -> Engine:
+    """The payments database for a command's transaction: on SQLite it holds the write lock from its BEGIN (a
+    read-then-write transaction could fail on a WAL snapshot upgrade when another writer, e.g. the relay,
+    committed in between), taken as soon as it is free (``payevents.sqlitelock``: SQLite's own wait left the
+    relay's marks waiting for seconds behind a busy writer)."""
+    return writer(engine(settings))
 
 
 COLUMNS: Final = (
