@@ -164,8 +164,11 @@ def _may_hold_card(text: str) -> bool:
 
 def card_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of every card number in ``text`` (see the module's rules); overlapping spans may repeat."""
-    if not _may_hold_card(text):
-        return
+    return _spans(text) if _may_hold_card(text) else iter(())
+
+
+def _spans(text: str) -> Iterator[tuple[int, int]]:
+    """:func:`card_spans` of a text :func:`_may_hold_card` let through."""
     scan = _UUID.sub(_blank, text)
     if scan != text and _MAYBE.search(scan) is None:
         return  # the digits were the UUIDs' (blanking more tokens could only take more digits away)
@@ -205,7 +208,7 @@ _SHORTEST: Final = 13
 
 def contains_card_number(text: str) -> bool:
     """True when ``text`` contains a card number (see the module's rules)."""
-    return len(text) >= _SHORTEST and _may_hold_card(text) and next(card_spans(text), None) is not None
+    return len(text) >= _SHORTEST and _may_hold_card(text) and next(_spans(text), None) is not None
 
 
 def mask_card_text(text: str) -> str:
