@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import runtime_counter as rc
 
+from card_leak import shows_test_card
 from payevents.contracts import channel
 from payevents.errors import ConfigError
 from payevents.runtime.consumer import ConsumerRuntime
@@ -185,7 +186,7 @@ def test_a_record_of_any_size_is_dead_lettered_by_every_service_which_keeps_goin
         assert set(letters) == {where[big.value]}, svc.name
         d = letters[where[big.value]]
         h = dict(d.headers)
-        assert b"4111 1111" not in d.value and b"4111" not in b"".join(v for _, v in d.headers)
+        assert not shows_test_card(d.value) and not any(shows_test_card(v) for _, v in d.headers)
         if size == NEAR_LIMIT:  # its copy plus the dlq headers would not fit: cut
             assert h[H_TRUNCATED] == b"true"
             assert h[H_SIZE] == str(size).encode() and h[H_SHA256] == digest.encode()
@@ -308,7 +309,7 @@ def test_dead_letters_written_before_full_masking_are_masked_on_read(settings: S
                 headers=((channel.DLQ_REASON, b"invalid: 4111-1111-1111-1111"), ("x", b"4111_1111_1111_1111")))
     d = parse(m)
     text = json.dumps(d.to_dict())
-    assert "4111" not in text and "1111 1111" not in text and "1111" in text
+    assert not shows_test_card(text) and "1111" in text
 
 
 def test_a_reason_keeps_the_event_ids_it_names_and_masks_card_numbers() -> None:
