@@ -164,7 +164,13 @@ def send(settings: Settings, records: Sequence[Record]) -> None:
         p = t.producer()
         try:
             for i in range(0, len(records), 500):
-                p.send(records[i : i + 500])
+                for attempt in range(5):  # as the relay does: a transient fault means "send them again"
+                    try:
+                        p.send(records[i : i + 500])
+                        break
+                    except TransientError:
+                        if attempt == 4:
+                            raise
         finally:
             p.close()
     finally:

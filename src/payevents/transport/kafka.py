@@ -403,6 +403,7 @@ class KafkaProducer:
                 raise ConfigError(f"partition: {r.partition} is not a partition of {r.topic!r} (0..{n - 1})")
         results: list[Delivery | None] = [None] * len(records)
         errors: list[tuple[int, KafkaError]] = []
+        offsetless: list[tuple[int, int]] = []  # (index, partition): "delivered" with no offset
         pending = len(records) - len(refused)
 
         def report(i: int, err: KafkaError | None, msg: Any) -> None:
@@ -410,8 +411,10 @@ class KafkaProducer:
             pending -= 1
             if err is not None:
                 errors.append((i, err))
+            elif (offset := msg.offset()) is None or offset < 0:
+                offsetless.append((i, msg.partition()))
             else:
-                results[i] = Delivery(msg.topic(), msg.partition(), msg.offset(), time.time())
+                results[i] = Delivery(msg.topic(), msg.partition(), offset, time.time())
 
         produce = self._p.produce
         deadline = time.monotonic() + self._timeout + 10
@@ -442,6 +445,20 @@ class KafkaProducer:
             self._p.flush(min(1.0, max(deadline - time.monotonic(), 0.01)))
             if pending > 0 and time.monotonic() > deadline:
                 raise TransientError(f"kafka: {pending} of {len(records)} records not acknowledged in time")
+        if offsetless:
+            # librdkafka's "delivered" without an offset is the broker answering DUPLICATE_SEQUENCE_NUMBER (it
+            # says it holds the batch already). A partition just made anew said so of a batch it did not hold,
+            # having taken the producer's next batch first: the record was on no partition. Not a delivery: the
+            # caller sends again (a copy at most, which consumers drop by eventId; never a loss), and the next
+            # send starts with a fresh producer id, not the sequence state the broker and we disagree on.
+            i, partition = min(offsetless)
+            log.warning("kafka: record %d of %d to %s[%s] acknowledged without an offset: recreating the producer",
+                        i, len(records), records[i].topic, partition)
+            self._p.flush(0)
+            self._p = CkProducer(self._config)
+            raise TransientError(f"kafka: {len(offsetless)} of {len(records)} records to {records[i].topic!r} "
+                                 f"acknowledged without an offset (record {i}, partition {partition}): not known "
+                                 "to be stored; send them again")
         for i, err in list(errors):
             if err.code() in _REFUSED_CODES:
                 refused[i] = f"{err.str()} ({err.name()})"
