@@ -3,9 +3,11 @@
 librdkafka reports a record "delivered" with no error and no offset when the broker answers its produce request
 with DUPLICATE_SEQUENCE_NUMBER ("I already have this batch"). A partition just created (a topic deleted and made
 again under the same name) answered so for a batch it did NOT hold, after accepting the next batch of the same
-producer first: a 999,600-byte record was then acknowledged, marked published, and was on no partition — about one
-send in ten in `/tmp`-style loops of delete, create, send (2026-12-03). The fault is injected here (the broker's
-race does not come on demand): the producer reports one record delivered without an offset and never stores it."""
+producer first: a 999,600-byte record was acknowledged and was on no partition in 3 of 35 rounds of delete,
+create, send on the local broker (2026-12-03). A dead letter or a test's send took it as sent; the relay's mark
+failed on its NOT NULL offset and the pass was sent again without the producer being recreated. The fault is
+injected here (the broker's race does not come on demand): the producer reports one record delivered without an
+offset and never stores it."""
 
 from __future__ import annotations
 
