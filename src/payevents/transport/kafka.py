@@ -374,6 +374,12 @@ class KafkaProducer:
         self._timeout = _timeout_s(config, "message.timeout.ms", 300000)
         self._topics: dict[str, int] = {}
 
+    def _recreate(self, why: str) -> None:
+        """Drop the librdkafka producer for a fresh one (a new producer id and sequence state) after ``why``."""
+        log.warning("kafka producer: %s: recreating the producer", why)
+        self._p.flush(0)
+        self._p = CkProducer(self._config)
+
     def _partitions(self, topic: str) -> int:
         n = self._topics.get(topic)
         if n is None:
@@ -452,10 +458,8 @@ class KafkaProducer:
             # caller sends again (a copy at most, which consumers drop by eventId; never a loss), and the next
             # send starts with a fresh producer id, not the sequence state the broker and we disagree on.
             i, partition = min(offsetless)
-            log.warning("kafka: record %d of %d to %s[%s] acknowledged without an offset: recreating the producer",
-                        i, len(records), records[i].topic, partition)
-            self._p.flush(0)
-            self._p = CkProducer(self._config)
+            self._recreate(f"record {i} of {len(records)} to {records[i].topic}[{partition}] acknowledged without "
+                           "an offset")
             raise TransientError(f"kafka: {len(offsetless)} of {len(records)} records to {records[i].topic!r} "
                                  f"acknowledged without an offset (record {i}, partition {partition}): not known "
                                  "to be stored; send them again")
@@ -468,9 +472,7 @@ class KafkaProducer:
             if err.fatal() or err.code() in _RECREATE_CODES:
                 # the idempotent producer cannot continue (or stays stuck, e.g. after a broker restart lost
                 # its producer id): the next send starts with a fresh one
-                log.warning("kafka producer error %s: recreating the producer", err.str())
-                self._p.flush(0)
-                self._p = CkProducer(self._config)
+                self._recreate(f"error {err.str()}")
             raise _error(err, f"deliver record {i} of {len(records)} to {records[i].topic!r}")
         if refused:
             raise RecordsRefused(refused, results)
