@@ -106,6 +106,9 @@ def test_run_announces_each_worker_and_its_probes_answer(run: Run) -> None:
         assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
         ready = httpx.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["ready"] is True
+        # once started, the worker's heap is settled: its start-up objects frozen out of the collector's way
+        wait_for(lambda name=name: run.value(name, "payevents_worker_heap_frozen_objects") > 1000,
+                 f"{name}'s heap settled")
     # a consumer is ready because it holds partitions: the lag series are per partition
     lags = {ls for (n, ls) in run.scrape("ledger") if n == "payevents_consumer_lag"}
     assert {dict(ls)["partition"] for ls in lags} == {str(p) for p in range(run.settings.partitions)}

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from payevents.bench.core import BenchEnv, BenchReport, Figure
+from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
 
 #: the service measured and the group sizes
@@ -48,6 +49,7 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
         rt = ConsumerRuntime(settings, service)
         if service.background is not None:
             threading.Thread(target=service.background, args=(settings, stop), daemon=True).start()
+        settle_heap()  # as a worker process does once started (runtime.heap)
         # one loop from the start (the channel is empty until the fill, which may begin during any step)
         started = time.monotonic()
         while consumed.value < n:

@@ -15,6 +15,7 @@ from rich.console import Console
 from payevents.bench import baseline as raw
 from payevents.bench.core import BenchEnv, BenchReport, Figure, latency_summary, peak_rss_kb
 from payevents.bench.events import CURRENCIES, BenchEvent, make_events, run_id, to_records
+from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
 
 
@@ -205,6 +206,7 @@ def relay_worker(settings: Settings, ready: Any, stop: Any, cpu: Any = None) -> 
 
     with Relay(settings) as relay:
         relay.ensure_topics()
+        settle_heap()  # as a worker process does once started (runtime.heap)
         cpu0 = time.process_time()
         ready.set()
         try:
@@ -237,6 +239,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         if service.background is not None:
             background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
             background.start()
+        settle_heap()  # as a worker process does once started (runtime.heap)
         ready.set()
         go.wait()
         cpu0 = time.process_time()
@@ -366,6 +369,9 @@ def consume(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
     with benv.sub("consume") as settings:
         fill_channel(settings, events)
         seed_customers(settings)
+        # the services run in this process: its heap settled as a worker's is once started (runtime.heap), or
+        # the full collections would walk the benchmark's own events and figures as well
+        settle_heap(again=True)
         for name in CONSUMER_SERVICES:
             service = load_service(name)
             stop = threading.Event()
@@ -547,6 +553,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         if service.background is not None:
             background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
             background.start()
+        settle_heap()  # as a worker process does once started (runtime.heap)
         t_ready = time.time()
         deadline = time.monotonic() + timeout
         while rt.stats.consumed < n:

@@ -52,3 +52,5 @@ WORKER_PROGRESS = Gauge("payevents_worker_last_progress_timestamp_seconds",
 WORKER_START = Gauge("payevents_worker_start_time_seconds", "Unix time this worker process started", ["worker"])
 WORKER_RESTARTS = Counter("payevents_worker_restarts", "Times `payevents run` restarted this worker slot after "
                           "it died (set from the supervisor's count when the process starts)", ["worker"])
+HEAP_FROZEN = Gauge("payevents_worker_heap_frozen_objects", "Objects the garbage collector no longer visits: what "
+                    "was alive once this worker had started, frozen then (0: not settled; runtime.heap)")

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from payevents.errors import ConfigError
 from payevents.runtime import logs, tracing
 from payevents.runtime.backoff import Backoff
+from payevents.runtime.heap import settle_heap
 from payevents.runtime.limits import MAX_INSTANCES, batch_problem
 from payevents.runtime.service import ServiceDef
 from payevents.runtime.workers import (
@@ -207,6 +208,7 @@ def _start(settings: Settings, name: str, store: str, build: Callable[[], _T], s
     if built is not None:
         if probe is not None:
             attach(probe, built)
+            settle_heap()  # a worker process (it has a probe): its start-up's objects stay for good
         if ready is not None:
             ready.set()
     return built

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ConfigError
+from payevents.runtime.heap import settle_heap
 from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
 from payevents.services.notifications.store import engine
@@ -682,7 +683,13 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
         os._exit(1)
 
     threading.Thread(target=watch, name="delivery-watch", daemon=True).start()
-    run_delivery(settings, done, interval_s=interval_s, limit=limit, on_pass=events.put,
+
+    def on_pass(report: DeliveryReport) -> None:
+        events.put(report)
+        if report.claimed:  # the first pass that rendered something has loaded the templates and locale data
+            settle_heap()
+
+    run_delivery(settings, done, interval_s=interval_s, limit=limit, on_pass=on_pass,
                  on_beat=lambda: events.put(_BEAT))
 
 
