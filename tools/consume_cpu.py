@@ -16,7 +16,9 @@ To compare two versions of the code, run the same file against each source tree,
 
 (``PYTHONPATH`` comes before the editable install on ``sys.path``; the first output line says which
 ``payevents`` ran.) ``--sqlite`` also counts the CPU spent inside the database driver's statements and commits
-(SQLAlchemy cursor events and ``Dialect.do_commit``), i.e. SQLite's own share on the default stores.
+(SQLAlchemy cursor events and ``Dialect.do_commit``), i.e. SQLite's own share on the default stores; ``--gc`` the CPU
+of the garbage collector's collections (``gc.callbacks``), full and young. The loop settles its heap after the
+warm-up batch as a worker process does (``runtime.heap``; a tree without it measures without).
 """
 
 from __future__ import annotations
@@ -30,8 +32,23 @@ from pathlib import Path
 
 from consume_loop import consume_measured
 
-#: CPU seconds inside statements and commits while measuring (``--sqlite``)
-_INSIDE = {"on": 0.0, "sql": 0.0, "events": 1.0}
+#: CPU seconds inside statements and commits while measuring (``--sqlite``), and in the garbage collector's
+#: collections (``--gc``: the full ones, of its oldest generation, and the young ones)
+_INSIDE = {"on": 0.0, "sql": 0.0, "events": 1.0, "gc_full": 0.0, "gc_young": 0.0}
+
+
+def _count_the_collector() -> None:
+    import gc
+
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+        elif _INSIDE["on"]:
+            _INSIDE["gc_full" if info["generation"] == 2 else "gc_young"] += time.process_time() - started[0]
+
+    gc.callbacks.append(timed)
 
 
 def _count_inside_the_database() -> None:
@@ -66,7 +83,7 @@ def _consume(settings: object, name: str, n: int) -> float:
 
     def start() -> None:
         cpu["start"] = time.process_time()
-        _INSIDE.update(on=1.0, sql=0.0)
+        _INSIDE.update(on=1.0, sql=0.0, gc_full=0.0, gc_young=0.0)
 
     def end() -> None:
         cpu["used"] = time.process_time() - cpu["start"]
@@ -102,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--sqlite", action="store_true", help="also the CPU inside statements and commits")
+    ap.add_argument("--gc", action="store_true", help="also the CPU in the garbage collector's collections")
     ap.add_argument("services", nargs="*", default=["baseline", "ledger", "invoices", "analytics"])
     args = ap.parse_args()
 
@@ -115,6 +133,8 @@ def main() -> None:
     print(f"# payevents from {Path(payevents.__file__).parent}", flush=True)
     if args.sqlite:
         _count_inside_the_database()
+    if args.gc:
+        _count_the_collector()
     events = make_events(args.n, env="dev", run=run_id())
     with tempfile.TemporaryDirectory(prefix="consume-cpu-") as tmp:
         for i, name in enumerate(args.services):
@@ -129,6 +149,9 @@ def main() -> None:
             dispose_engines()
             per = _INSIDE["sql"] / _INSIDE["events"] * 1e6
             inside = f"   of it in statements + commits {per:6.1f}" if args.sqlite else ""
+            if args.gc and name != "baseline":
+                full, young = (_INSIDE[k] / _INSIDE["events"] * 1e6 for k in ("gc_full", "gc_young"))
+                inside += f"   in the collector: full {full:5.2f}, young {young:5.2f}"
             print(f"{name:14s} {us:8.1f} µs CPU/event{inside}", flush=True)
 
 

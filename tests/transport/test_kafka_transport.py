@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from payevents.errors import ConfigError, TransientError
@@ -118,5 +120,42 @@ def test_a_compacted_channel_is_refused(kafka_session: LocalKafka, unique: str, 
     try:
         with pytest.raises(ConfigError, match=f"topic '{topic}' has cleanup.policy={policy}"):
             transport.create_topics([topic], 2)
+    finally:
+        transport.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("code", ["UNKNOWN_LEADER_EPOCH", "FENCED_LEADER_EPOCH", "OFFSET_NOT_AVAILABLE",
+                                  "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION"])
+def test_end_offsets_wait_out_a_leader_being_elected(kafka_session: LocalKafka, unique: str, code: str) -> None:
+    """Just after a topic is created (or while its leader moves) the broker may answer ListOffsets with a leader
+    error — CI met ``UNKNOWN_LEADER_EPOCH`` ("Leader epoch is newer than broker epoch") from ``describe`` right
+    after ``create_topics`` on 2026-12-03. Kafka calls these retriable; ``describe`` retries them (up to 15 s)
+    instead of raising. The broker's race does not come on demand: the first two answers are that error."""
+    from concurrent.futures import Future
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    topic = f"t.{unique}"
+    transport = KafkaTransport(kafka_session.bootstrap)
+    try:
+        transport.create_topics([topic], 2)
+        real = transport._admin.list_offsets
+        calls = []
+
+        def list_offsets(requests: dict[Any, Any], **kwargs: Any) -> dict[Any, Future[Any]]:
+            calls.append(1)
+            if len(calls) > 2:
+                return real(requests, **kwargs)  # type: ignore[no-any-return]
+            failing: dict[Any, Future[Any]] = {}
+            for tp in requests:
+                fut: Future[Any] = Future()
+                fut.set_exception(KafkaException(KafkaError(getattr(KafkaError, code))))
+                failing[tp] = fut
+            return failing
+
+        transport._admin.list_offsets = list_offsets  # type: ignore[method-assign]
+        assert transport.describe(topic).partitions == 2
+        assert len(calls) == 3
     finally:
         transport.close()
