@@ -3,8 +3,8 @@
 Python's cyclic garbage collector runs a full (oldest-generation) collection whenever enough objects have
 survived the younger ones, and a full collection visits every tracked object in the process: the modules, the
 services, SQLAlchemy's and babel's caches — tens of thousands of objects that live as long as the process. In a
-consumer they are most of the heap, and the full collections cost 5–8 µs of CPU an event (``gc.callbacks``
-timing of ``tools/consume_cpu.py``'s loop, docs/architecture.md "A worker's heap, settled").
+consumer they are most of the heap, and the full collections cost 6.5–9.8 µs of CPU an event (``gc.callbacks``
+timing: ``tools/consume_cpu.py --gc``, docs/architecture.md "A worker's heap, settled").
 
 :func:`settle_heap` collects once and moves every object alive at that moment into the permanent generation
 (:func:`gc.freeze`): later collections, full ones too, visit only what the worker allocated since. Nothing
