@@ -48,9 +48,11 @@ def consume_measured(settings: Any, name: str, n: int, start: Callable[[], None]
 
 
 def _settle_heap() -> None:
-    """``runtime.heap.settle_heap`` where the measured tree has it (a tree older than it measures without)."""
+    """``runtime.heap.settle_heap`` where the measured tree has it (a tree older than it measures without). Each
+    call stands in for one worker's start, and a tool measures several services one after another in its one
+    process: ``again``, or only the first service's start-up objects would be frozen."""
     try:
         from payevents.runtime.heap import settle_heap
     except ImportError:
         return
-    settle_heap()
+    settle_heap(again=True)
