@@ -75,7 +75,7 @@ def _instrument() -> None:
     bulk._copy = _copy  # type: ignore[assignment]
 
 
-def _consume(settings: Any, name: str, n: int) -> tuple[float, float, float, float, float]:
+def _consume(settings: Any, name: str, n: int) -> tuple[float, float, float, float, float, int]:
     marks: dict[str, tuple[float, float, float]] = {}
 
     def start() -> None:
@@ -88,7 +88,7 @@ def _consume(settings: Any, name: str, n: int) -> tuple[float, float, float, flo
     k, nb = consume_measured(settings, name, n, start, end)
     (c0, s0, w0), (c1, s1, w1) = marks["start"], marks["end"]
     return ((c1 - c0) / k * 1e6, (s1 - s0) / k * 1e6, (w1 - w0) / k * 1e6, _count["stmts"] / nb,
-            _count["copies"] / nb)
+            _count["copies"] / nb, nb)
 
 
 def main() -> None:
@@ -123,7 +123,7 @@ def main() -> None:
 
                     profiler = Profiler(interval=0.0005)
                     profiler.start()
-                client, server, wall, stmts, copies = _consume(settings, name, args.n)
+                client, server, wall, stmts, copies, nb = _consume(settings, name, args.n)
                 if profiler is not None:
                     profiler.stop()
                     args.profile.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,8 @@ def main() -> None:
                 dispose_engines()
                 _backends.clear()
                 print(f"{name:14s} client {client:6.1f}  server {server:6.1f}  wall {wall:6.1f} µs/event"
-                      f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY", flush=True)
+                      f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY"
+                      f" ({args.n / nb:.0f} events a batch)", flush=True)
     finally:
         drop_schemas(PG_URL, prefix)
 

@@ -14,6 +14,11 @@ To compare two versions of the code, run the same file against each source tree,
     done
 
 ``--profile DIR`` also writes cProfile statistics (``writer.prof``, ``relay.prof``, and their text).
+
+``--postgresql``: the payments database (payments, commands, outbox) on PostgreSQL
+(``PAYEVENTS_BENCH_PG_URL``, default the test database on 127.0.0.1:5432; a unique schema, dropped after) instead
+of SQLite; each figure then also gives the CPU of the PostgreSQL backends serving this process (``server``, as in
+``tools/consume_pg.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ import pstats
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import consume_pg
+
+PG_URL = consume_pg.PG_URL
+_PREFIX = f"pcpu{uuid.uuid4().hex[:8]}_"
 
 
 def main() -> None:
@@ -35,7 +46,18 @@ def main() -> None:
     ap.add_argument("--writer-only", action="store_true",
                     help="no relay passes (e.g. for `strace -f -c` of the writer's system calls alone)")
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile statistics into this directory")
+    ap.add_argument("--postgresql", action="store_true", help="the payments database on PostgreSQL (see above)")
     args = ap.parse_args()
+    try:
+        _run(args)
+    finally:
+        if args.postgresql:
+            from payevents.bench.core import drop_schemas
+
+            drop_schemas(PG_URL, _PREFIX)
+
+
+def _run(args: argparse.Namespace) -> None:
 
     import logging
 
@@ -54,11 +76,14 @@ def main() -> None:
     run = run_id()
     with tempfile.TemporaryDirectory(prefix="publish-cpu-") as tmp:
         settings = Settings(env=Env.dev, data_dir=Path(tmp))
+        if args.postgresql:
+            settings = Settings(env=Env.dev, data_dir=Path(tmp), database_url=PG_URL, db_schema_prefix=_PREFIX)
+            consume_pg._instrument()
         store.engine(settings)
         write_payments(settings, payment_specs(500, run, start=10**7))  # warm-up: imports, caches, statements
         specs = payment_specs(args.n, run)
         prof = cProfile.Profile() if args.profile else None
-        start = time.process_time()
+        start, server = time.process_time(), consume_pg._server_cpu()
         if prof:
             prof.enable()
         write_payments(settings, specs, batch=args.per_call)
@@ -66,7 +91,8 @@ def main() -> None:
             prof.disable()
         writer = time.process_time() - start
         _dump(prof, args.profile, "writer")
-        print(f"writer {writer / args.n * 1e6:8.1f} µs CPU/payment ({args.per_call} per call)", flush=True)
+        print(f"writer {writer / args.n * 1e6:8.1f} µs CPU/payment ({args.per_call} per call)"
+              + _server(args, server), flush=True)
         if args.writer_only:
             dispose_engines()
             return
@@ -74,7 +100,7 @@ def main() -> None:
             relay.ensure_topics()
             relay.publish_pending()  # warm-up batch
             prof = cProfile.Profile() if args.profile else None
-            start = time.process_time()
+            start, server = time.process_time(), consume_pg._server_cpu()
             if prof:
                 prof.enable()
             while relay.publish_pending():
@@ -82,9 +108,17 @@ def main() -> None:
             if prof:
                 prof.disable()
             relay_cpu = time.process_time() - start
+            relay_server = _server(args, server)
             _dump(prof, args.profile, "relay")
         dispose_engines()
-    print(f"relay  {relay_cpu / args.n * 1e6:8.1f} µs CPU/payment", flush=True)
+    print(f"relay  {relay_cpu / args.n * 1e6:8.1f} µs CPU/payment" + relay_server, flush=True)
+
+
+def _server(args: argparse.Namespace, since: float) -> str:
+    """PostgreSQL: the backends' CPU µs per payment since ``since`` (their CPU seconds then), as text."""
+    if not args.postgresql:
+        return ""
+    return f"; server {(consume_pg._server_cpu() - since) / args.n * 1e6:8.1f} µs CPU/payment"
 
 
 def _dump(prof: cProfile.Profile | None, directory: Path | None, name: str) -> None:

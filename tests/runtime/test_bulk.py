@@ -104,3 +104,34 @@ def test_pg_array_refuses_other_types() -> None:
     for bad in ([True], [1.5], [b"x"], ["a", 2.0]):
         with pytest.raises(TypeError):
             pg_array(bad)
+
+
+def test_update_rows_updates_each_row_as_its_own_statement_would(store_settings: Settings) -> None:
+    """update_rows: one statement over arrays on PostgreSQL, an executemany on SQLite — the same rows after: each
+    listed row gets its own values (text of any spelling, NULL, a bigint), ``where`` is held per row, rows not
+    listed and keys not in the table change nothing."""
+    engine = _engine(store_settings)
+    odd = ['a"b', "c\\d", "g,h", "{i}", "NULL", "", "é🙂", "tab\there"]
+    with engine.begin() as conn:
+        bulk.copy_rows(conn, "t", COLUMNS, [("s", f"e{i}", "old", i) for i in range(6)])
+    marks = [{"event_id": f"e{i}", "note": odd[i] if i % 2 else None, "n": 10**12 + i, "only": "s"} for i in range(4)]
+    marks.append({"event_id": "absent", "note": "x", "n": 1, "only": "s"})
+    marks.append({"event_id": "e4", "note": "not me", "n": 2, "only": "other service"})
+    with engine.begin() as conn:
+        bulk.update_rows(conn, "t", "event_id", marks, assign="note = {note}, n = {n}",
+                         where="service = {only} AND n < 100", types={"n": "bigint"})
+        bulk.update_rows(conn, "t", "event_id", [], assign="note = {note}")
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in conn.exec_driver_sql("SELECT event_id, note, n FROM t"))
+    assert rows == [*((f"e{i}", odd[i] if i % 2 else None, 10**12 + i) for i in range(4)), ("e4", "old", 4),
+                    ("e5", "old", 5)]
+
+
+def test_update_rows_refuses_a_repeated_key(store_settings: Settings) -> None:
+    """One statement updates a row once: a second value for the same key would be lost without a word."""
+    engine = _engine(store_settings)
+    with pytest.raises(ValueError, match="'event_id' repeats"), engine.begin() as conn:
+        bulk.update_rows(conn, "t", "event_id", [{"event_id": "a", "n": 1}, {"event_id": "a", "n": 2}],
+                         assign="n = {n}", types={"n": "bigint"})
+    with pytest.raises(ValueError, match="no 'event_id'"), engine.begin() as conn:
+        bulk.update_rows(conn, "t", "event_id", [{"id": "a", "n": 1}], assign="n = {n}")

@@ -75,8 +75,8 @@ def test_one_message_per_payment_even_when_events_repeat(store_settings: Setting
     assert len(sent) == 12 and all(n.attempts == 1 and n.sent_at for n in sent)
 
 
-def test_smtp_down_for_a_while_then_everything_goes_out_once(settings: Settings, smtp: SmtpSink) -> None:
-    settings = settings.replace(smtp_url=smtp.url)
+def test_smtp_down_for_a_while_then_everything_goes_out_once(store_settings: Settings, smtp: SmtpSink) -> None:
+    settings = store_settings.replace(smtp_url=smtp.url)
     _customers(settings)
     events = [processed(f"pay_{i}", "10.00", "EUR", customer_id="cus_a") for i in range(6)]
     feed(settings, SERVICE, events)
@@ -132,8 +132,8 @@ def test_crash_between_send_and_mark_resends_once_with_the_same_message_id(
     assert ids == Counter({**expected, first: 2})
 
 
-def test_refusals_permanent_fail_transient_retry_then_give_up(settings: Settings, smtp: SmtpSink) -> None:
-    settings = settings.replace(smtp_url=smtp.url)
+def test_refusals_permanent_fail_transient_retry_then_give_up(store_settings: Settings, smtp: SmtpSink) -> None:
+    settings = store_settings.replace(smtp_url=smtp.url)
     notifications.add_customer(settings, "cus_ok", "Ok", "ok@example.com")
     notifications.add_customer(settings, "cus_rej", "Rejected", "reject@example.com")
     notifications.add_customer(settings, "cus_busy", "Busy", "busy@example.com")

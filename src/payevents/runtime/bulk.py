@@ -15,6 +15,10 @@ PostgreSQL (issue #14, from the profile of ``payevents bench consume --database 
   replay against a database older than the seen marks, a second member racing in a rebalance), falls back
   to the ``INSERT ... ON CONFLICT DO NOTHING`` executemany, so the outcome is exactly the INSERT's.
 
+* an ``executemany`` of an UPDATE is the same: a statement per row. Measured on these machines (2026-12-03, 1,000
+  notifications marked sent per transaction): 140–240 µs of the PostgreSQL backend's CPU a row, against 20–24 µs
+  for one ``UPDATE ... FROM unnest(arrays)`` over the same rows (:func:`update_rows`).
+
 SQLite keeps the driver-level ``executemany`` (sqlite3 runs it in C, in-process) and ``IN`` lists (its
 planner uses the primary key for them).
 
@@ -24,7 +28,7 @@ IntegrityError, ...), so the runtime's transient/permanent classification is the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -86,6 +90,38 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequen
         raise
     else:
         savepoint.commit()
+
+
+def update_rows(conn: Connection, table: str, key: str, rows: Sequence[Mapping[str, Any]], *, assign: str,
+                where: str = "", types: Mapping[str, str] | None = None) -> None:
+    """``UPDATE {table} SET {assign} WHERE {key} = <the row's key> [AND {where}]`` for each of ``rows``: one
+    statement over arrays on PostgreSQL, a driver-level executemany elsewhere.
+
+    Every row is a mapping with the same names, ``key`` among them, and no two rows have the same key (one
+    statement updates a row once: a second value for it would be lost, so it is refused). ``assign`` and
+    ``where`` name a row's values as ``{name}`` and the table's columns as themselves, e.g. ``assign="status =
+    'sent', sent_at = {at}"``. ``types``: the PostgreSQL type of a value that is not text (``{"next": "bigint"}``);
+    values are str, int or None (:func:`payevents.store.sql.pg_array`)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    if key not in names:
+        raise ValueError(f"update_rows: the rows have no {key!r}")
+    if len({r[key] for r in rows}) != len(rows):
+        raise ValueError(f"update_rows: a {key!r} repeats in the rows (one statement updates a row once)")
+    if not is_postgresql(conn):
+        named = {n: f":{n}" for n in names}
+        sql = f"UPDATE {table} SET {assign.format(**named)} WHERE {key} = :{key}"
+        conn.exec_driver_sql(sql + (f" AND {where.format(**named)}" if where else ""), [dict(r) for r in rows])
+        return
+    types = types or {}
+    arrays = ", ".join(f"%s::{types.get(n, 'text')}[]" for n in names)
+    # the values' columns get names no table has, so the table's own columns need no qualifier in assign/where
+    of_v = {n: f"bulk_rows.bulk_v{i}" for i, n in enumerate(names)}
+    sql = (f"UPDATE {table} SET {assign.format(**of_v)} FROM unnest({arrays})"
+           f" AS bulk_rows({', '.join(f'bulk_v{i}' for i in range(len(names)))}) WHERE {table}.{key} = {of_v[key]}")
+    conn.exec_driver_sql(sql + (f" AND {where.format(**of_v)}" if where else ""),
+                         tuple(pg_array([r[n] for r in rows]) for n in names))
 
 
 def _copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -48,7 +48,7 @@ from payevents.contracts.cardguard import check_free_text, safe_repr
 from payevents.contracts.channel import Env, partition_key, topic_for
 from payevents.contracts.events import PaymentEvent
 from payevents.errors import ContractError, IdempotencyConflict, TransientError
-from payevents.runtime import tracing
+from payevents.runtime import bulk, tracing
 from payevents.store.db import PG_ISOLATION_LEVEL, Migration
 from payevents.store.sql import mark as sql_mark
 
@@ -293,11 +293,10 @@ def _lock_chain(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-_INSERT_EVENT_SQL: Final = (
-    "INSERT INTO outbox_events (seq, event_id, idempotency_key, event_type, version, payment_id, partition_key,"
-    " topic, headers, body, content_hash, created_at, prev_hash, hash) VALUES ({})"
-)
-_INSERT_PENDING_SQL: Final = "INSERT INTO outbox_pending (seq) VALUES ({})"
+#: an outbox_events row's columns, in the order append_many builds its rows
+_EVENT_ROW_COLUMNS: Final = ("seq", "event_id", "idempotency_key", "event_type", "version", "payment_id",
+                             "partition_key", "topic", "headers", "body", "content_hash", "created_at", "prev_hash",
+                             "hash")
 _UPDATE_HEAD_SQL: Final = "UPDATE outbox_chain SET last_seq = {0}, last_hash = {0} WHERE id = 1"
 _SELECT_KEYS_SQL: Final = (
     "SELECT idempotency_key, event_id, seq, content_hash FROM outbox_events WHERE idempotency_key IN ({})"
@@ -404,9 +403,9 @@ def append_many(conn: Connection, items: Sequence[OutboxItem], *, env: Env | str
         known[key] = (event_id, seq, c_hash)
         results.append(AppendResult(event_id=event_id, seq=seq, created=True))
     if rows:
-        # driver-level executemany: no per-row parameter processing by SQLAlchemy (psycopg pipelines it)
-        conn.exec_driver_sql(_INSERT_EVENT_SQL.format(",".join([mark] * 14)), rows)
-        conn.exec_driver_sql(_INSERT_PENDING_SQL.format(mark), [(r[0],) for r in rows])
+        # one statement per table (runtime.bulk: COPY on PostgreSQL, a driver-level executemany on SQLite)
+        bulk.copy_rows(conn, "outbox_events", _EVENT_ROW_COLUMNS, rows)
+        bulk.copy_rows(conn, "outbox_pending", ("seq",), [(r[0],) for r in rows])
         conn.exec_driver_sql(_UPDATE_HEAD_SQL.format(mark), (last_seq, last_hash))
     return results
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ConfigError
+from payevents.runtime import bulk
 from payevents.runtime.heap import settle_heap
 from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
@@ -327,21 +328,25 @@ class _Policy:
 
 _event_decoder = msgspec.json.Decoder(PaymentProcessed)
 
-_MARK_SENT = sa.text(
-    "UPDATE notifications SET status = 'sent', sent_at = :at, subject = :subject, message_id = :message_id,"
-    " claim_token = NULL, claimed_until_ms = NULL, last_error = NULL WHERE event_id = :event_id"
-    " AND status = 'pending'"
-)
-_MARK_FAILED = sa.text(
-    "UPDATE notifications SET status = 'failed', reason_code = :code, reason = :reason, last_error = :reason,"
-    " subject = :subject, message_id = :message_id, claim_token = NULL, claimed_until_ms = NULL"
-    " WHERE event_id = :event_id AND status = 'pending'"
-)
-_MARK_RETRY = sa.text(
-    "UPDATE notifications SET next_attempt_ms = :next, last_error = :error, subject = :subject,"
-    " message_id = :message_id, claim_token = NULL, claimed_until_ms = NULL"
-    " WHERE event_id = :event_id AND status = 'pending' AND claim_token = :token"
-)
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Mark:
+    """An outcome of a pass's intents: ``runtime.bulk.update_rows``'s ``assign`` and ``where`` (``{name}``: a
+    mark's value) and the types of its values that are not text; each kind is one statement a pass."""
+
+    assign: str
+    where: str = "status = 'pending'"
+    types: tuple[tuple[str, str], ...] = ()
+
+
+_MARK_SENT: Final = _Mark("status = 'sent', sent_at = {at}, subject = {subject}, message_id = {message_id},"
+                          " claim_token = NULL, claimed_until_ms = NULL, last_error = NULL")
+_MARK_FAILED: Final = _Mark("status = 'failed', reason_code = {code}, reason = {reason}, last_error = {reason},"
+                            " subject = {subject}, message_id = {message_id}, claim_token = NULL,"
+                            " claimed_until_ms = NULL")
+_MARK_RETRY: Final = _Mark("next_attempt_ms = {next}, last_error = {error}, subject = {subject},"
+                           " message_id = {message_id}, claim_token = NULL, claimed_until_ms = NULL",
+                           "status = 'pending' AND claim_token = {token}", (("next", "bigint"),))
 
 
 _RENEW = sa.text(
@@ -356,13 +361,15 @@ def _renew(eng: sa.Engine, event_id: str, token: str, until_ms: int) -> bool:
         return conn.execute(_RENEW, {"until": until_ms, "event_id": event_id, "token": token}).rowcount == 1
 
 
-def _apply_marks(conn: Connection, marks: Sequence[tuple[sa.TextClause, dict[str, Any]]]) -> None:
-    """Write the outcome of sent/failed/retried intents (one transaction, one executemany per kind)."""
-    by_statement: dict[sa.TextClause, list[dict[str, Any]]] = {}
-    for stmt, params in marks:
-        by_statement.setdefault(stmt, []).append(params)
-    for stmt, rows in by_statement.items():
-        conn.execute(stmt, rows)
+def _apply_marks(conn: Connection, marks: Sequence[tuple[_Mark, dict[str, Any]]]) -> None:
+    """Write the outcome of sent/failed/retried intents (one transaction, one statement per kind on PostgreSQL,
+    one executemany per kind on SQLite: ``runtime.bulk.update_rows``)."""
+    by_kind: dict[_Mark, list[dict[str, Any]]] = {}
+    for kind, params in marks:
+        by_kind.setdefault(kind, []).append(params)
+    for kind, rows in by_kind.items():
+        bulk.update_rows(conn, "notifications", "event_id", rows, assign=kind.assign, where=kind.where,
+                         types=dict(kind.types))
 
 
 def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
@@ -419,7 +426,7 @@ def deliver_pending(
         return DeliveryReport()
 
     sent = retried = failed = 0
-    marks: list[tuple[sa.TextClause, dict[str, Any]]] = []
+    marks: list[tuple[_Mark, dict[str, Any]]] = []
     mailer: Mailer | None = None
 
     def flush() -> None:

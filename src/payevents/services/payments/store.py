@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.money import from_minor
+from payevents.runtime import bulk
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS
 from payevents.services.payments.models import Payment
 from payevents.settings import Settings
 from payevents.store.db import Migration, connect, dialect, writer
-from payevents.store.sql import mark, rows_in_chunks
+from payevents.store.sql import rows_in_chunks
 
 SERVICE: Final = "payments"
 
@@ -139,11 +140,8 @@ _UPDATE_COLS: Final = [c for c in COLUMNS if c != "payment_id"]
 UPDATE_PAYMENT: Final = sa.text(
     f"UPDATE payments SET {', '.join(f'{c} = :{c}' for c in _UPDATE_COLS)} WHERE payment_id = :payment_id"
 )
-_INSERT_PAYMENT_SQL: Final = f"INSERT INTO payments ({', '.join(COLUMNS)}) VALUES ({{}})"
-_INSERT_COMMAND_SQL: Final = (
-    "INSERT INTO payment_commands (idempotency_key, command, fingerprint, command_id, payment_id, result, created_at)"
-    " VALUES ({})"
-)
+_COMMAND_COLUMNS: Final = ("idempotency_key", "command", "fingerprint", "command_id", "payment_id", "result",
+                           "created_at")
 
 
 def to_tuple(p: Payment, updated_at: datetime) -> tuple[Any, ...]:
@@ -157,16 +155,14 @@ def to_tuple(p: Payment, updated_at: datetime) -> tuple[Any, ...]:
 
 
 def insert_payments(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """INSERT many :func:`to_tuple` rows with one driver-level executemany."""
-    if rows:
-        conn.exec_driver_sql(_INSERT_PAYMENT_SQL.format(",".join([mark(conn)] * len(COLUMNS))), rows)
+    """INSERT many :func:`to_tuple` rows in one statement (``runtime.bulk.copy_rows``)."""
+    bulk.copy_rows(conn, "payments", COLUMNS, rows)
 
 
 def insert_commands(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """INSERT many payment_commands rows (idempotency_key, command, fingerprint, command_id, payment_id, result,
-    created_at) with one driver-level executemany."""
-    if rows:
-        conn.exec_driver_sql(_INSERT_COMMAND_SQL.format(",".join([mark(conn)] * 7)), rows)
+    created_at) in one statement (``runtime.bulk.copy_rows``)."""
+    bulk.copy_rows(conn, "payment_commands", _COMMAND_COLUMNS, rows)
 
 
 def select_commands(conn: Connection, keys: list[str]) -> dict[str, Any]:
