@@ -158,6 +158,26 @@ def test_relay_has_no_high_water_mark(outbox_engine: Engine, store_settings: Set
     assert pending_count(outbox_engine) == 0
 
 
+def test_a_seq_marked_before_keeps_its_first_mark(outbox_engine: Engine, store_settings: Settings) -> None:
+    """A pending seq that outbox_published already holds (a mark that outlived its pending row's delete) is sent
+    again, its pending row goes, and its first mark stays: the relay's marks are INSERT ... ON CONFLICT (seq) DO
+    NOTHING, on PostgreSQL one COPY that falls back to that INSERT (runtime.bulk.copy_rows)."""
+    for i in range(3):
+        append_one(outbox_engine, f"pay-again-{i}", f"again-{i}")
+    with Relay(store_settings, engine=outbox_engine) as relay:
+        relay.ensure_topics()
+        assert relay.publish_pending() == 3
+        with outbox_engine.begin() as conn:
+            first = tuple(conn.exec_driver_sql(
+                'SELECT published_at, "offset" FROM outbox_published WHERE seq = 2').one())
+            conn.exec_driver_sql("INSERT INTO outbox_pending (seq) VALUES (2)")
+        assert relay.publish_pending() == 1
+    assert pending_count(outbox_engine) == 0
+    with outbox_engine.connect() as conn:
+        rows = conn.exec_driver_sql('SELECT seq, published_at, "offset" FROM outbox_published ORDER BY seq').all()
+    assert [r[0] for r in rows] == [1, 2, 3] and tuple(rows[1][1:]) == first
+
+
 def test_run_retries_transient_broker_faults_without_loss(outbox_engine: Engine, store_settings: Settings) -> None:
     from payevents.errors import TransientError
 

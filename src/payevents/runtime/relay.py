@@ -48,7 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.channel import dead_letter_topic_for, topic_for
 from payevents.errors import TransientError
-from payevents.runtime import tracing
+from payevents.runtime import bulk, tracing
 from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.outbox import OUTBOX_MIGRATIONS, pending_count, set_aside, set_aside_count
 from payevents.settings import Settings
@@ -232,10 +232,8 @@ _SELECT_PENDING_SQL: Final = (
     "SELECT e.seq, e.event_id, e.topic, e.partition_key, e.headers, e.body, e.created_at"
     " FROM outbox_pending p JOIN outbox_events e ON e.seq = p.seq ORDER BY p.seq LIMIT {}"
 )
-_INSERT_PUBLISHED_SQL: Final = (
-    'INSERT INTO outbox_published (seq, published_at, delay_s, partition, "offset")'
-    " VALUES ({0}, {0}, {0}, {0}, {0}) ON CONFLICT (seq) DO NOTHING"
-)
+#: an outbox_published row (a seq already marked keeps its first mark: ``bulk.copy_rows(..., or_ignore="seq")``)
+_PUBLISHED_COLUMNS: Final = ("seq", "published_at", "delay_s", "partition", '"offset"')
 _DELETE_PENDING_SQL: Final = "DELETE FROM outbox_pending WHERE seq IN ({})"
 _SELECT_PENDING_AFTER_SQL: Final = (
     "SELECT e.seq, e.event_id, e.topic, e.partition_key, e.headers, e.body, e.created_at"
@@ -462,7 +460,7 @@ class Relay:
         with conn.begin():
             # A mark lost in a server crash only means a re-publish (allowed): skip the WAL flush wait.
             dialect(conn).relaxed_commit(conn)
-            conn.exec_driver_sql(_INSERT_PUBLISHED_SQL.format(mark), published)
+            bulk.copy_rows(conn, "outbox_published", _PUBLISHED_COLUMNS, published, or_ignore="seq")
             for sent, _deliveries in groups:  # at most batch_size parameters per statement
                 conn.exec_driver_sql(_DELETE_PENDING_SQL.format(",".join([mark] * len(sent))),
                                      tuple(s[0] for s in sent))
