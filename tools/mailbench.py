@@ -6,7 +6,11 @@ precompiled templates against Jinja rendering the same .j2 files (see docs/archi
 notifications into a fresh data dir (not measured), then ``deliver_pending`` passes of 1,000 write them all to the
 Maildir; it prints the CPU µs (user + system, this process) per e-mail in total and in each part: the claim, the
 rendering, the message bytes, the Maildir write (file creation in the kernel, mostly), the marks, the sync, and the
-rest of the pass's own loop. Run: .venv/bin/python tools/mailbench.py --delivery 10000"""
+rest of the pass's own loop. Run: .venv/bin/python tools/mailbench.py --delivery 10000
+
+``--postgresql`` (with ``--delivery``): the notifications database on PostgreSQL (``PAYEVENTS_BENCH_PG_URL``, default
+the test database on 127.0.0.1:5432; a unique schema, dropped after); it also prints the CPU of the PostgreSQL
+backends serving this process per e-mail (as ``tools/consume_pg.py`` measures it)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import consume_pg
 from consume_loop import consume_measured
 
 from payevents.bench.events import make_events
@@ -52,13 +57,7 @@ def main() -> None:
         print(f"{name}: {_best(lambda r=render: [r(e) for e in events]) / len(events) * 1e6:.0f} µs per confirmation")
 
 
-def delivery(n: int) -> None:
-    from payevents.bench.suites import fill_channel, seed_customers
-    from payevents.contracts.channel import Env
-    from payevents.services.notifications import delivery as d
-    from payevents.settings import Settings
-    from payevents.store.db import dispose_engines
-
+def delivery(n: int, postgresql: bool = False) -> None:
     spent: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,8 +69,28 @@ def delivery(n: int) -> None:
                 spent[name] = spent.get(name, 0.0) + time.process_time() - started
         return run
 
+    prefix = f"mail{uuid.uuid4().hex[:8]}_"
+    pg = {"database_url": consume_pg.PG_URL, "db_schema_prefix": prefix} if postgresql else {}
+    if postgresql:
+        consume_pg._instrument()
+    try:
+        _delivery(n, pg, spent, timed)
+    finally:
+        if postgresql:
+            from payevents.bench.core import drop_schemas
+
+            drop_schemas(consume_pg.PG_URL, prefix)
+
+
+def _delivery(n: int, pg: dict[str, Any], spent: dict[str, float], timed: Callable[..., Any]) -> None:
+    from payevents.bench.suites import fill_channel, seed_customers
+    from payevents.contracts.channel import Env
+    from payevents.services.notifications import delivery as d
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+
     with tempfile.TemporaryDirectory(prefix="mailbench-") as tmp:
-        settings = Settings(env=Env.dev, data_dir=Path(tmp) / "data")
+        settings = Settings(env=Env.dev, data_dir=Path(tmp) / "data", **pg)
         fill_channel(settings, make_events(n))
         seed_customers(settings)
         consume_measured(settings, "notifications", n, background=False)  # the intents, left pending
@@ -82,15 +101,17 @@ def delivery(n: int) -> None:
         for name, (owner, attr) in parts.items():
             setattr(owner, attr, timed(name, originals[name]))
         try:
-            sent, started = 0, time.process_time()
+            sent, started, server = 0, time.process_time(), consume_pg._server_cpu()
             while (report := d.deliver_pending(settings, d.PASS_LIMIT)).claimed:
                 sent += report.sent
             total = time.process_time() - started
+            server = consume_pg._server_cpu() - server
         finally:
             for name, (owner, attr) in parts.items():
                 setattr(owner, attr, originals[name])
             dispose_engines()
-    print(f"delivery of {sent:,} e-mails: {total / sent * 1e6:.1f} µs CPU per e-mail")
+    print(f"delivery of {sent:,} e-mails: {total / sent * 1e6:.1f} µs CPU per e-mail"
+          + (f"; PostgreSQL backends {server / sent * 1e6:.1f} µs" if pg else ""))
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:14s} {seconds / sent * 1e6:7.1f}")
     print(f"  {'the pass loop':14s} {(total - sum(spent.values())) / sent * 1e6:7.1f}")
@@ -109,8 +130,10 @@ def _best(work: Callable[[], object]) -> float:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--delivery", type=int, metavar="N", help="where a delivery pass's CPU goes, over N e-mails")
+    ap.add_argument("--postgresql", action="store_true", help="with --delivery: the notifications database on"
+                    " PostgreSQL")
     args = ap.parse_args()
     if args.delivery:
-        delivery(args.delivery)
+        delivery(args.delivery, args.postgresql)
     else:
         main()

@@ -2,9 +2,9 @@
 
 A driver-level executemany is a statement per row on the server: on these machines it cost 140–240 µs of the
 backend's CPU a row, against about 20 µs in one COPY or one ``UPDATE ... FROM unnest(...)`` (issue #14,
-``runtime.bulk``). The payments writer (payments, their commands, the outbox's events and pending rows), the relay's
-marks and the e-mail delivery's marks write through ``runtime.bulk``; here the driver's statements are watched while they work,
-and each test also checks what they wrote."""
+``runtime.bulk``). The payments writer (payments, their commands, the outbox's events and pending rows), the
+relay's marks and the e-mail delivery's marks write through ``runtime.bulk``; here the driver's statements are
+watched while they work, and each test also checks what they wrote."""
 
 from __future__ import annotations
 
