@@ -39,7 +39,7 @@ from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
-from payevents.store.db import dialect
+from payevents.store.db import dialect, writer
 
 log = logging.getLogger("payevents.notifications.delivery")
 
@@ -374,28 +374,27 @@ def _apply_marks(conn: Connection, marks: Sequence[tuple[_Mark, dict[str, Any]]]
 
 def _claim(conn: Connection, limit: int, now_ms: int, lease_ms: int, token: str) -> list[Any]:
     """Lease up to ``limit`` due intents to ``token``: the due rows are picked and locked by one SELECT (PostgreSQL
-    skips rows another worker holds; SQLite takes the database's write lock first, so no other pass reads them in
-    between), then leased by key (``runtime.bulk.update_rows``).
+    skips rows another worker holds; on SQLite ``conn`` is a :func:`payevents.store.db.writer` transaction, which
+    holds the database's write lock from its BEGIN, so no other pass reads them in between), then leased by key
+    (``runtime.bulk.update_rows``).
 
     It was one UPDATE of ``event_id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``. PostgreSQL may run that as a
     nested loop that re-runs the locking subquery for every due row (it did wherever the table had no statistics
     yet), and each re-run, seeing the rows the statement had just leased as no longer due, locked the next ones: a
     pass leased the whole backlog instead of ``limit``, in O(backlog × limit) work (3.8 s of the server's CPU for a
     backlog of 5,000). Now the lock runs once and names at most ``limit`` rows."""
-    d = dialect(conn)
-    d.write_lock_first(conn, "UPDATE notifications SET claim_token = claim_token WHERE 1 = 0")
     due = ("status = 'pending' AND next_attempt_ms <= :now AND (claimed_until_ms IS NULL OR claimed_until_ms <= :now)")
     picked = conn.execute(
         sa.text(f"SELECT event_id FROM notifications WHERE {due} ORDER BY next_attempt_ms, event_id LIMIT :limit"
-                f"{d.skip_locked()}"),
+                f"{dialect(conn).skip_locked()}"),
         {"now": now_ms, "limit": limit},
     ).scalars().all()
+    if not picked:
+        return []
     bulk.update_rows(conn, "notifications", "event_id",
                      [{"event_id": e, "token": token, "until": now_ms + lease_ms} for e in picked],
                      assign="claim_token = {token}, claimed_until_ms = {until}, attempts = attempts + 1",
                      types={"until": "bigint"})
-    if not picked:
-        return []
     return list(conn.execute(
         sa.text("SELECT event_id, payment_id, recipient, recipient_name, locale, event_json, attempts, created_at"
                 " FROM notifications WHERE claim_token = :token ORDER BY next_attempt_ms, event_id"),
@@ -431,7 +430,7 @@ def deliver_pending(
     def pass_ms() -> int:  # the pass's clock: ``now`` plus the time the pass has taken so far
         return now_ms + int((time.monotonic() - started) * 1000)
 
-    with eng.begin() as conn:
+    with writer(eng).begin() as conn:
         rows = _claim(conn, limit, now_ms, lease_ms, token)
     if not rows:
         return DeliveryReport()
