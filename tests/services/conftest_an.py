@@ -5,10 +5,13 @@ models, and a way to feed them to a service's handlers the way the consumer runt
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import sqlalchemy as sa
 
 from payevents.contracts.codec import DecodedEvent
 from payevents.contracts.events import (
@@ -323,3 +326,18 @@ def legacy_envelope(payment_id: str, value: str, currency: str = "USD", merchant
         "metadata": {"correlationId": "corr-123-abc", "merchantId": merchant_id, "source": "payment_service",
                      "environment": "dev", "idempotencyKey": f"{payment_id}-2025-12-11-{value}"},
     }).encode()
+
+
+@contextmanager
+def driver_statements() -> Iterator[list[tuple[str, Any, bool]]]:
+    """Every statement a driver runs meanwhile, in any engine of this process: (SQL, parameters, executemany)."""
+    seen: list[tuple[str, Any, bool]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool) -> None:
+        seen.append((statement, parameters, executemany))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", before)

@@ -13,8 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
-from conftest_an import feed, processed
+from conftest_an import driver_statements, feed, processed
 
 from payevents.services import notifications
 from payevents.services.notifications.service import SERVICE
@@ -32,17 +31,9 @@ def test_a_pass_locks_its_intents_once_over_a_backlog(pg_settings: Settings) -> 
     notifications.add_customer(pg_settings, "cus_a", "Ann", "ann@example.com", "en_US")
     feed(pg_settings, SERVICE, [processed(f"pay_{i}", "10.00", "EUR", customer_id="cus_a") for i in range(3000)],
          batch=500)
-    claims: list[tuple[str, Any]] = []
-
-    def before(_c: Any, _cu: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
-        if "SKIP LOCKED" in statement:
-            claims.append((statement, parameters))
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", before)
-    try:
+    with driver_statements() as statements:
         report = notifications.deliver_pending(pg_settings, 500)
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", before)
+    claims = [(sql, parameters) for sql, parameters, _many in statements if "SKIP LOCKED" in sql]
     assert (report.claimed, report.sent) == (500, 500)
     assert claims
     with engine(pg_settings).connect() as conn:
