@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,27 @@ def _cpu_of(pid: int) -> float:
 
 def _server_cpu() -> float:
     return sum(_cpu_of(p) for p in _backends)
+
+
+def pg_options(prefix: str | None) -> dict[str, str]:
+    """The ``Settings`` options that put every service's database on :data:`PG_URL` under ``prefix`` (None: none,
+    SQLite stays)."""
+    return {} if prefix is None else {"database_url": PG_URL, "db_schema_prefix": prefix}
+
+
+@contextmanager
+def postgresql_schemas(tag: str) -> Iterator[str]:
+    """A schema prefix (``tag``, then a random part) unique to this run on :data:`PG_URL`, this process's backends
+    measured from now on (:func:`_server_cpu`); every schema under the prefix is dropped after. The measuring tools
+    that run on PostgreSQL (this one, ``publish_cpu.py``, ``mailbench.py``) share it."""
+    from payevents.bench.core import drop_schemas
+
+    _instrument()
+    prefix = f"{tag}{uuid.uuid4().hex[:8]}_"
+    try:
+        yield prefix
+    finally:
+        drop_schemas(PG_URL, prefix)
 
 
 def _instrument() -> None:
@@ -99,7 +122,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import payevents
-    from payevents.bench.core import drop_schemas
     from payevents.bench.events import make_events, run_id
     from payevents.bench.suites import fill_channel, seed_customers
     from payevents.contracts.channel import Env
@@ -107,35 +129,30 @@ def main() -> None:
     from payevents.store.db import dispose_engines
 
     print(f"# payevents from {Path(payevents.__file__).parent}; load {os.getloadavg()[0]:.2f}", flush=True)
-    _instrument()
     events = make_events(args.n, env="dev", run=run_id())
-    prefix = f"cpg{uuid.uuid4().hex[:8]}_"
-    try:
-        with tempfile.TemporaryDirectory(prefix="consume-pg-", ignore_cleanup_errors=True) as tmp:
-            for i, name in enumerate(args.services):
-                settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}", database_url=PG_URL,
-                                    db_schema_prefix=f"{prefix}{i}_")
-                fill_channel(settings, events)
-                seed_customers(settings)
-                profiler = None
-                if args.profile is not None:
-                    from pyinstrument import Profiler
+    with postgresql_schemas("cpg") as prefix, \
+            tempfile.TemporaryDirectory(prefix="consume-pg-", ignore_cleanup_errors=True) as tmp:
+        for i, name in enumerate(args.services):
+            settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}", database_url=PG_URL,
+                                db_schema_prefix=f"{prefix}{i}_")
+            fill_channel(settings, events)
+            seed_customers(settings)
+            profiler = None
+            if args.profile is not None:
+                from pyinstrument import Profiler
 
-                    profiler = Profiler(interval=0.0005)
-                    profiler.start()
-                client, server, wall, stmts, copies, nb = _consume(settings, name, args.n)
-                if profiler is not None:
-                    profiler.stop()
-                    args.profile.mkdir(parents=True, exist_ok=True)
-                    (args.profile / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
-                dispose_engines()
-                _backends.clear()
-                print(f"{name:14s} client {client:6.1f}  server {server:6.1f}  wall {wall:6.1f} µs/event"
-                      f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY"
-                      f" ({args.n / nb:.0f} events a batch)", flush=True)
-    finally:
-        drop_schemas(PG_URL, prefix)
-
+                profiler = Profiler(interval=0.0005)
+                profiler.start()
+            client, server, wall, stmts, copies, nb = _consume(settings, name, args.n)
+            if profiler is not None:
+                profiler.stop()
+                args.profile.mkdir(parents=True, exist_ok=True)
+                (args.profile / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+            dispose_engines()
+            _backends.clear()
+            print(f"{name:14s} client {client:6.1f}  server {server:6.1f}  wall {wall:6.1f} µs/event"
+                  f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY"
+                  f" ({args.n / nb:.0f} events a batch)", flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +70,11 @@ def delivery(n: int, postgresql: bool = False) -> None:
                 spent[name] = spent.get(name, 0.0) + time.process_time() - started
         return run
 
-    prefix = f"mail{uuid.uuid4().hex[:8]}_"
-    pg = {"database_url": consume_pg.PG_URL, "db_schema_prefix": prefix} if postgresql else {}
-    if postgresql:
-        consume_pg._instrument()
-    try:
-        _delivery(n, pg, spent, timed)
-    finally:
-        if postgresql:
-            from payevents.bench.core import drop_schemas
-
-            drop_schemas(consume_pg.PG_URL, prefix)
+    with consume_pg.postgresql_schemas("mail") if postgresql else nullcontext(None) as prefix:
+        _delivery(n, consume_pg.pg_options(prefix), spent, timed)
 
 
-def _delivery(n: int, pg: dict[str, Any], spent: dict[str, float], timed: Callable[..., Any]) -> None:
+def _delivery(n: int, pg: dict[str, str], spent: dict[str, float], timed: Callable[..., Any]) -> None:
     from payevents.bench.suites import fill_channel, seed_customers
     from payevents.contracts.channel import Env
     from payevents.services.notifications import delivery as d

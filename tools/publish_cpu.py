@@ -30,13 +30,10 @@ import pstats
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 import consume_pg
-
-PG_URL = consume_pg.PG_URL
-_PREFIX = f"pcpu{uuid.uuid4().hex[:8]}_"
 
 
 def main() -> None:
@@ -48,17 +45,12 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="write cProfile statistics into this directory")
     ap.add_argument("--postgresql", action="store_true", help="the payments database on PostgreSQL (see above)")
     args = ap.parse_args()
-    try:
-        _run(args)
-    finally:
-        if args.postgresql:
-            from payevents.bench.core import drop_schemas
-
-            drop_schemas(PG_URL, _PREFIX)
+    with consume_pg.postgresql_schemas("pcpu") if args.postgresql else nullcontext(None) as prefix:
+        _run(args, consume_pg.pg_options(prefix))
 
 
-def _run(args: argparse.Namespace) -> None:
-
+def _run(args: argparse.Namespace, pg: dict[str, str]) -> None:
+    """The writer's and the relay's figures; ``pg``: the settings that put the payments database on PostgreSQL."""
     import logging
 
     import payevents
@@ -75,10 +67,7 @@ def _run(args: argparse.Namespace) -> None:
     print(f"# payevents from {Path(payevents.__file__).parent}", flush=True)
     run = run_id()
     with tempfile.TemporaryDirectory(prefix="publish-cpu-") as tmp:
-        settings = Settings(env=Env.dev, data_dir=Path(tmp))
-        if args.postgresql:
-            settings = Settings(env=Env.dev, data_dir=Path(tmp), database_url=PG_URL, db_schema_prefix=_PREFIX)
-            consume_pg._instrument()
+        settings = Settings(env=Env.dev, data_dir=Path(tmp), **pg)
         store.engine(settings)
         write_payments(settings, payment_specs(500, run, start=10**7))  # warm-up: imports, caches, statements
         specs = payment_specs(args.n, run)
