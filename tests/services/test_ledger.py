@@ -109,7 +109,8 @@ def test_database_refuses_unbalanced_and_unsealed_entries(store_settings: Settin
         conn.exec_driver_sql(entry)
     with pytest.raises(sa.exc.DBAPIError, match=r"amount_minor|check"), eng.begin() as conn:
         conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=-5))
-    with pytest.raises(sa.exc.DBAPIError), eng.begin() as conn:  # lines without an entry: deferred FK at commit
+    # lines without an entry: refused at commit (SQLite: a deferred foreign key; PostgreSQL: ledger migration 6)
+    with pytest.raises(sa.exc.IntegrityError, match=r"(?i)never posted|foreign key"), eng.begin() as conn:
         conn.exec_driver_sql(line.format(n=1, a="cash", s="D", m=100))
         conn.exec_driver_sql(line.format(n=2, a="accounts_receivable", s="C", m=100))
     with pytest.raises(sa.exc.DBAPIError), eng.begin() as conn:  # an account in another currency
@@ -175,8 +176,8 @@ def test_reversal_is_a_new_entry(store_settings: Settings) -> None:
 def test_database_refuses_a_line_in_an_unknown_account_or_twice_in_a_batch(store_settings: Settings) -> None:
     """The lines' guards as the consume path meets them (all lines in one statement: COPY on PostgreSQL): a line in
     an account that does not exist in its currency, and a line written twice, each refuse the whole batch. On
-    PostgreSQL the line guards run once per statement (ledger migration 5): no per-row trigger or foreign key on
-    journal_lines but the deferred one to the entries, and the primary key checked at commit."""
+    PostgreSQL the line guards run once per statement (ledger migrations 5 and 6): no per-row trigger or foreign key
+    on journal_lines, the primary key and the lines' entries checked at commit."""
     from payevents.runtime.bulk import copy_rows
 
     eng = store.engine(store_settings)
@@ -199,6 +200,9 @@ def test_database_refuses_a_line_in_an_unknown_account_or_twice_in_a_batch(store
         batch(50, currency={23: "EUR"})  # no cash account in EUR
     with pytest.raises(sa.exc.IntegrityError):
         batch(50, extra_lines=[("a-7", 2, "accounts_receivable", "USD", "C", 100)])  # a-7's line 2 twice
+    with pytest.raises(sa.exc.IntegrityError, match=r"(?i)entry|foreign key"):  # lines whose entry never comes
+        batch(50, extra_lines=[("a-never", 1, "cash", "USD", "D", 100),
+                               ("a-never", 2, "accounts_receivable", "USD", "C", 100)])
     assert len(ledger.journal(store_settings)) == 1  # nothing of the refused batches
     batch(50)
     assert len(ledger.journal(store_settings)) == 51
@@ -208,11 +212,14 @@ def test_database_refuses_a_line_in_an_unknown_account_or_twice_in_a_batch(store
             row_guards = conn.exec_driver_sql(
                 "SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = 'journal_lines'::regclass"
                 " AND t.tgtype & 1 = 1 AND t.tgtype & 4 = 4"  # FOR EACH ROW, ON INSERT
-                " AND NOT (t.tgisinternal AND t.tgdeferrable AND t.tginitdeferred)").scalars().all()
+                # the deferred primary key's recheck: queued only for a row whose key may collide
+                " AND t.tgfoid <> 'unique_key_recheck'::regproc").scalars().all()
             pk_deferred = conn.exec_driver_sql(
                 "SELECT condeferrable AND condeferred FROM pg_constraint"
                 " WHERE conrelid = 'journal_lines'::regclass AND contype = 'p'").scalar_one()
+            awaiting = conn.exec_driver_sql("SELECT COUNT(*) FROM journal_lines_awaiting").scalar_one()
         assert row_guards == [] and pk_deferred
+        assert awaiting == 0  # each statement's row is gone once its check ran at commit
 
 
 def test_verify_reports_tampering(settings: Settings) -> None:
@@ -368,3 +375,18 @@ def test_a_journal_at_migration_3_upgrades_and_keeps_its_guards(store_settings: 
         "payment", "correction"]
     assert ledger.balances(store_settings).entries == 4
     assert ledger.verify(store_settings).ok
+
+
+def test_verify_names_the_dropped_check_of_the_lines_entries(pg_settings: Settings) -> None:
+    """PostgreSQL checks that every line's entry exists at commit with a constraint trigger (ledger migration 6):
+    dropped, lines without an entry go in, and verify names both the orphan lines and the missing guard."""
+    deliver(pg_settings, "ledger", [processed(amount="10.00")])  # creates the USD accounts
+    assert ledger.verify(pg_settings).ok
+    with store.engine(pg_settings).begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER journal_lines_posted ON journal_lines_awaiting")
+        conn.exec_driver_sql("INSERT INTO journal_lines (entry_id, line_no, account_code, currency, side,"
+                             " amount_minor) VALUES ('x', 1, 'cash', 'USD', 'D', 100),"
+                             " ('x', 2, 'accounts_receivable', 'USD', 'C', 100)")
+    report = ledger.verify(pg_settings)
+    assert {"orphan-line", "database-guard"} <= {v.rule for v in report.violations}
+    assert any("journal_lines_posted" in v.detail for v in report.violations)

@@ -496,7 +496,7 @@ def verify_conn(conn: Connection) -> VerifyReport:
         if not c.balanced:
             violations.append(Violation(rule="trial-balance", detail=f"{c.currency}: debits {c.total_debits_minor}"
                                         f" != credits {c.total_credits_minor} (minor units)"))  # fmt: skip
-    missing = store.GUARD_TRIGGERS - store.trigger_names(conn)
+    missing = store.guard_triggers(conn) - store.trigger_names(conn)
     for name in sorted(missing):
         violations.append(Violation(rule="database-guard", detail=f"trigger {name} is missing"))
     n_lines = int(conn.exec_driver_sql("SELECT COUNT(*) FROM journal_lines").scalar_one())
