@@ -173,3 +173,35 @@ def test_runtime_with_batch_handler_equals_per_event(settings: Settings) -> None
     tables = dump_tables(batched, SERVICE, TABLES)
     assert dump_tables(per_event, SERVICE, TABLES) == tables
     assert notifications.summary(per_event) == notifications.summary(batched)
+
+
+def test_claim_tokens_are_indexed_only_while_an_intent_is_claimed(store_settings: Settings) -> None:
+    """The claim token is set only while a delivery pass holds an intent (every mark clears it), so its index holds
+    the intents in flight only (notifications migration 2: no entry for each intent inserted and each version a mark
+    writes), and a pass's read of its claimed intents by token still goes through that index."""
+    from conftest_an import feed
+
+    from payevents.services.notifications.store import engine
+
+    notifications.add_customer(store_settings, "cus_a", "Ann", "ann@example.com", "en_US")
+    feed(store_settings, SERVICE, [processed(f"pay_{i}", "10.00", "EUR", customer_id="cus_a") for i in range(20)])
+    assert notifications.deliver_pending(store_settings, 100).sent == 20
+    eng = engine(store_settings)
+    with eng.connect() as conn:
+        if eng.dialect.name == "postgresql":
+            definition = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND indexname = 'ix_notifications_claim'").scalar_one()
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a table this small would be scanned anyway
+            plan = "\n".join(conn.exec_driver_sql(
+                "EXPLAIN SELECT event_id FROM notifications WHERE claim_token = 'tok'").scalars())
+        else:
+            definition = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'ix_notifications_claim'").scalar_one()
+            plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT event_id FROM notifications WHERE claim_token = 'tok'"))
+        in_flight = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM notifications WHERE claim_token IS NOT NULL").scalar_one()
+    assert "claim_token IS NOT NULL" in definition.replace("(claim_token IS NOT NULL)", "claim_token IS NOT NULL")
+    assert "ix_notifications_claim" in plan
+    assert in_flight == 0

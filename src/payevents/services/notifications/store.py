@@ -57,6 +57,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_notifications_payment ON notifications (payment_id)",
         ),
     ),
+    # issue #14: a claim token is set only while a delivery pass holds the intent (every mark clears it), and it is
+    # only ever looked up by value; the index of every row held a NULL entry for each intent inserted and each
+    # version a mark wrote. Now it holds the intents in flight only.
+    Migration(
+        2,
+        "claim tokens indexed only while set",
+        both=(
+            "DROP INDEX ix_notifications_claim",
+            "CREATE INDEX ix_notifications_claim ON notifications (claim_token) WHERE claim_token IS NOT NULL",
+        ),
+    ),
 )
 
 
