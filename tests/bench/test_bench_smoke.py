@@ -155,3 +155,18 @@ def test_scale_out_is_run_by_name_not_by_all() -> None:
     from payevents.bench.runner import EXTRA_SUITES, SUITES
 
     assert "scale-out" in EXTRA_SUITES and "scale-out" not in SUITES
+
+
+def test_the_benchmarks_consume_from_kafka_as_a_deployment_does() -> None:
+    """The benchmarks' Kafka clients differ from a deployment's (no kafka_config) only in the group-join timings
+    the local broker allows: every fetch setting is the deployed default. (With the tests' 10 ms fetch wait, the
+    end-to-end run measured a configuration no deployment runs, at ~40 % more of the broker's CPU.)"""
+    from payevents.localkafka import FAST_GROUP_CONFIG, bench_kafka_config
+    from payevents.transport.kafka import KafkaTransport
+
+    deployed = KafkaTransport("127.0.0.1:9092").consumer_config("g")
+    bench = KafkaTransport("127.0.0.1:9092", bench_kafka_config()).consumer_config("g")
+    differ = {k for k in deployed.keys() | bench.keys() if deployed.get(k) != bench.get(k)}
+    assert differ == {"session.timeout.ms", "heartbeat.interval.ms"}
+    tests = KafkaTransport("127.0.0.1:9092", FAST_GROUP_CONFIG).consumer_config("g")
+    assert tests["fetch.wait.max.ms"] == "10" != bench["fetch.wait.max.ms"]  # the tests still wait 10 ms at most

@@ -87,14 +87,16 @@ def kafka_consume(bootstrap: str, topic: str, n: int, extra: Mapping[str, str] |
     from the first record (the group join is not part of the rate)."""
     from confluent_kafka import Consumer
 
-    from payevents.localkafka import FAST_GROUP_CONFIG
+    from payevents.localkafka import bench_kafka_config
+    from payevents.transport.kafka import CONSUMER_DEFAULTS
 
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        **FAST_GROUP_CONFIG,
+        "fetch.wait.max.ms": CONSUMER_DEFAULTS["fetch.wait.max.ms"],  # the services' consumers fetch so
+        **bench_kafka_config(),
         **(extra or {}),
     }
     decode = _decoder()

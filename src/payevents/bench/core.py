@@ -202,11 +202,11 @@ def bench_env(
             values["database_url"] = pg_url
             values["db_schema_prefix"] = prefix
         if transport == "kafka":
-            from payevents.localkafka import FAST_GROUP_CONFIG, LocalKafka
+            from payevents.localkafka import LocalKafka, bench_kafka_config
 
             broker = LocalKafka().start()
             values["broker"] = broker.url
-            values["kafka_config"] = dict(FAST_GROUP_CONFIG)
+            values["kafka_config"] = bench_kafka_config()
         settings = Settings(**values)
         settings.validate()
         yield BenchEnv(settings=settings, transport=transport, database=database, tmp=tmp, broker=broker)
