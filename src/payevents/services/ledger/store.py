@@ -183,8 +183,10 @@ _INDEXES_V4: Final = [
 #: re-written entry's line 1 collides with its own line 1); an AFTER statement trigger runs after the primary key's
 #: check, so the primary key becomes DEFERRABLE INITIALLY DEFERRED: still unique, checked at commit (a duplicate line
 #: of an entry not posted yet is refused then), and the seal speaks first.
-_PG_LINE_STATEMENT_TRIGGERS: Final = [
-    f"""CREATE OR REPLACE FUNCTION journal_lines_checked_stmt() RETURNS trigger LANGUAGE plpgsql AS $fn$
+def _lines_checked_stmt(then: str = "") -> str:
+    """The lines' statement guard (migration 5; migration 6 adds ``then`` before its RETURN: the statement's row of
+    journal_lines_awaiting). Migration 5's text is this with nothing added: a migration's SQL never changes."""
+    return f"""CREATE OR REPLACE FUNCTION journal_lines_checked_stmt() RETURNS trigger LANGUAGE plpgsql AS $fn$
         DECLARE bad text;
         BEGIN
             SELECT n.entry_id INTO bad FROM (SELECT DISTINCT entry_id FROM new_lines) n
@@ -199,10 +201,14 @@ _PG_LINE_STATEMENT_TRIGGERS: Final = [
             LIMIT 1;
             IF bad IS NOT NULL THEN
                 RAISE EXCEPTION USING MESSAGE = '{NO_ACCOUNT}: ' || bad, ERRCODE = 'foreign_key_violation';
-            END IF;
+            END IF;{then}
             RETURN NULL;
         END
-        $fn$""",
+        $fn$"""
+
+
+_PG_LINE_STATEMENT_TRIGGERS: Final = [
+    _lines_checked_stmt(),
     "DROP TRIGGER IF EXISTS journal_lines_sealed ON journal_lines",
     """CREATE TRIGGER journal_lines_sealed AFTER INSERT ON journal_lines REFERENCING NEW TABLE AS new_lines
         FOR EACH STATEMENT EXECUTE FUNCTION journal_lines_checked_stmt()""",
@@ -241,27 +247,9 @@ _PG_LINES_POSTED: Final = [
         $fn$""",
     """CREATE CONSTRAINT TRIGGER journal_lines_posted AFTER INSERT ON journal_lines_awaiting
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION journal_lines_posted_check()""",
-    f"""CREATE OR REPLACE FUNCTION journal_lines_checked_stmt() RETURNS trigger LANGUAGE plpgsql AS $fn$
-        DECLARE bad text;
-        BEGIN
-            SELECT n.entry_id INTO bad FROM (SELECT DISTINCT entry_id FROM new_lines) n
-            WHERE EXISTS (SELECT 1 FROM journal_entries e WHERE e.entry_id = n.entry_id) LIMIT 1;
-            IF bad IS NOT NULL THEN
-                RAISE EXCEPTION USING MESSAGE = '{SEALED}: lines cannot be added to ' || bad,
-                                      ERRCODE = 'check_violation';
-            END IF;
-            SELECT n.account_code || ' ' || n.currency INTO bad
-            FROM (SELECT DISTINCT account_code, currency FROM new_lines) n
-            WHERE NOT EXISTS (SELECT 1 FROM ledger_accounts a WHERE a.code = n.account_code AND a.currency = n.currency)
-            LIMIT 1;
-            IF bad IS NOT NULL THEN
-                RAISE EXCEPTION USING MESSAGE = '{NO_ACCOUNT}: ' || bad, ERRCODE = 'foreign_key_violation';
-            END IF;
+    _lines_checked_stmt("""
             INSERT INTO journal_lines_awaiting (entry_ids)
-            SELECT array_agg(DISTINCT entry_id) FROM new_lines HAVING COUNT(*) > 0;
-            RETURN NULL;
-        END
-        $fn$""",
+            SELECT array_agg(DISTINCT entry_id) FROM new_lines HAVING COUNT(*) > 0;"""),
     "ALTER TABLE journal_lines DROP CONSTRAINT journal_lines_entry_id_fkey",
 ]
 
