@@ -192,7 +192,7 @@ def test_claim_tokens_are_indexed_only_while_an_intent_is_claimed(store_settings
             definition = conn.exec_driver_sql(
                 "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
                 " AND indexname = 'ix_notifications_claim'").scalar_one()
-            conn.exec_driver_sql("SET enable_seqscan = off")  # a table this small would be scanned anyway
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a table this small would be scanned anyway
             plan = "\n".join(conn.exec_driver_sql(
                 "EXPLAIN SELECT event_id FROM notifications WHERE claim_token = 'tok'").scalars())
         else:
@@ -202,6 +202,6 @@ def test_claim_tokens_are_indexed_only_while_an_intent_is_claimed(store_settings
                 "EXPLAIN QUERY PLAN SELECT event_id FROM notifications WHERE claim_token = 'tok'"))
         in_flight = conn.exec_driver_sql(
             "SELECT COUNT(*) FROM notifications WHERE claim_token IS NOT NULL").scalar_one()
-    assert "claim_token IS NOT NULL" in definition.replace("(claim_token IS NOT NULL)", "claim_token IS NOT NULL")
+    assert "claim_token IS NOT NULL" in definition
     assert "ix_notifications_claim" in plan
     assert in_flight == 0

@@ -170,19 +170,7 @@ _INDEXES_V4: Final = [
     "CREATE INDEX ix_journal_corrections_payment ON journal_entries (payment_id) WHERE kind = 'correction'",
 ]
 
-#: PostgreSQL (issue #14, second round): the lines' row-level guards once per statement. EXPLAIN ANALYZE of a batch
-#: of 500 entries (1,000 lines) showed two per-row triggers on journal_lines costing about as much as the inserts
-#: themselves: the seal (a plpgsql probe of journal_entries per line) and the foreign key to ledger_accounts (an RI
-#: probe that also locks the account row, per line). Both become one set-based query over the statement's new
-#: lines (its transition table), same rules, same error texts:
-#: * sealed: no new line may belong to an entry already posted (one probe per new entry id);
-#: * account: every new line's (account, currency) exists in ledger_accounts (one probe per distinct pair). This is
-#:   the whole of what the foreign key enforced: accounts are append-only (UPDATE, DELETE and TRUNCATE are refused by
-#:   triggers), so an account that existed when its line went in exists for good. SQLite keeps the foreign key.
-#: The seal used to be a BEFORE row trigger so that it refused a line of a posted entry before the primary key did (a
-#: re-written entry's line 1 collides with its own line 1); an AFTER statement trigger runs after the primary key's
-#: check, so the primary key becomes DEFERRABLE INITIALLY DEFERRED: still unique, checked at commit (a duplicate line
-#: of an entry not posted yet is refused then), and the seal speaks first.
+
 def _lines_checked_stmt(then: str = "") -> str:
     """The lines' statement guard (migration 5; migration 6 adds ``then`` before its RETURN: the statement's row of
     journal_lines_awaiting). Migration 5's text is this with nothing added: a migration's SQL never changes."""
@@ -207,6 +195,19 @@ def _lines_checked_stmt(then: str = "") -> str:
         $fn$"""
 
 
+#: PostgreSQL (issue #14, second round): the lines' row-level guards once per statement. EXPLAIN ANALYZE of a batch
+#: of 500 entries (1,000 lines) showed two per-row triggers on journal_lines costing about as much as the inserts
+#: themselves: the seal (a plpgsql probe of journal_entries per line) and the foreign key to ledger_accounts (an RI
+#: probe that also locks the account row, per line). Both become one set-based query over the statement's new
+#: lines (its transition table), same rules, same error texts:
+#: * sealed: no new line may belong to an entry already posted (one probe per new entry id);
+#: * account: every new line's (account, currency) exists in ledger_accounts (one probe per distinct pair). This is
+#:   the whole of what the foreign key enforced: accounts are append-only (UPDATE, DELETE and TRUNCATE are refused by
+#:   triggers), so an account that existed when its line went in exists for good. SQLite keeps the foreign key.
+#: The seal used to be a BEFORE row trigger so that it refused a line of a posted entry before the primary key did (a
+#: re-written entry's line 1 collides with its own line 1); an AFTER statement trigger runs after the primary key's
+#: check, so the primary key becomes DEFERRABLE INITIALLY DEFERRED: still unique, checked at commit (a duplicate line
+#: of an entry not posted yet is refused then), and the seal speaks first.
 _PG_LINE_STATEMENT_TRIGGERS: Final = [
     _lines_checked_stmt(),
     "DROP TRIGGER IF EXISTS journal_lines_sealed ON journal_lines",
