@@ -4,7 +4,7 @@ conflicting plain COPY is an SQLAlchemy IntegrityError (the runtime retries the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -98,6 +98,25 @@ def test_pg_array_reads_back_as_the_values(pg_conn: Any, values: list[Any]) -> N
     assert pg_conn.execute("SELECT %s::text[]", (pg_array(texts),)).fetchone()[0] == texts
     ints = [v for v in values if v is None or isinstance(v, int)]
     assert pg_conn.execute("SELECT %s::bigint[]", (pg_array(ints),)).fetchone()[0] == ints
+
+
+def test_pg_array_joins_plain_keys_without_escaping_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys with nothing to escape (eventIds, paymentIds: every consumer batch's lookups) are one join; only a list
+    holding a quote, a backslash, a None or an int goes element by element (store.sql._pg_elements)."""
+    from payevents.store import sql
+
+    per_element: list[Sequence[Any]] = []
+    slow = sql._pg_elements
+    monkeypatch.setattr(sql, "_pg_elements", lambda items: per_element.append(items) or slow(items))
+    assert pg_array(["019b0cf5-e440-82b2", "pay_1", "a,b {c} NULL"]) == '{"019b0cf5-e440-82b2","pay_1","a,b {c} NULL"}'
+    assert pg_array(["x"]) == '{"x"}'
+    assert pg_array([]) == "{}"
+    assert per_element == []
+    assert pg_array(['a"b', "c"]) == '{"a\\"b","c"}'
+    assert pg_array(["a\\b"]) == '{"a\\\\b"}'
+    assert pg_array(["a", None]) == '{"a",NULL}'
+    assert pg_array([1, 2]) == "{1,2}"
+    assert len(per_element) == 4
 
 
 def test_pg_array_refuses_other_types() -> None:

@@ -46,13 +46,20 @@ def pg_array(values: Iterable[str | int | None]) -> str:
     word NULL inside a string stay that string), None is ``NULL``, an int is its digits. Other types raise
     TypeError (a bool too: it is not a number here)."""
     items = values if isinstance(values, list | tuple) else list(values)
+    if not items:
+        return "{}"
     try:
         joined = '","'.join(items)  # type: ignore[arg-type]  # every element a str: the common case
     except TypeError:
-        pass
-    else:
-        if '"' not in joined and "\\" not in joined:
-            return '{"' + joined + '"}' if items else "{}"
+        return _pg_elements(items)
+    # nothing to escape: the only quotes are the separators' (two each) and there is no backslash
+    if joined.count('"') == 2 * (len(items) - 1) and "\\" not in joined:
+        return '{"' + joined + '"}'
+    return _pg_elements(items)
+
+
+def _pg_elements(items: Sequence[str | int | None]) -> str:
+    """:func:`pg_array` element by element: quotes and backslashes escaped, None as NULL, ints as digits."""
     out: list[str] = []
     for v in items:
         if v is None:
