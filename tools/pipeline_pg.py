@@ -13,7 +13,9 @@ content, ``journal.decide``, the entry id, the rows). Three ways, in the order g
   three the ledger's batch needs, each answered empty here) sent behind the previous batch's writes and waited
   for; then its writes (one ``INSERT … SELECT FROM unnest(arrays)`` per table) and COMMIT sent **without waiting**:
   the server writes batch k while the client works on batch k+1, and batch k's results are read just before batch
-  k+1's lookups (an error there would fail batch k before anything of k+1 is sent);
+  k+1's lookups (an error there would fail batch k before anything of k+1 is sent). The batch is decided before
+  its lookups answer, as if they find nothing (every bench event is new; the tool checks that they found nothing):
+  deciding after them, as the runtime does today, would leave only the next batch's poll and decode to overlap;
 * ``bound``: ``pipelined`` without the lookups (what overlapping could give at most).
 
 Per event it prints the client's CPU, the server backend's CPU and the wall, as ``consume_pg.py`` does. It is a
