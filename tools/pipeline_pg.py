@@ -6,7 +6,7 @@ is the client's CPU plus the server's), and a second thread gained nothing (the 
 PaymentProcessed events on fresh ledger tables (the runtime's migrations, a unique PostgreSQL schema, dropped
 after) it writes, per batch of 500, the rows the runtime writes per event — a seen mark, a business fact, the
 entry's two lines, the entry — after the client work the runtime does for them (decode + validate, the fact's
-content, ``journal.decide``, the entry id, the rows). Three ways, in the order given:
+content, ``journal.decide``, the entry id, the rows). Four ways, in the order given:
 
 * ``copy``: as the runtime does today: one COPY per table, then COMMIT, each waited for;
 * ``pipelined``: the batch's client work first; then its lookups (seen marks, facts, payments already posted: the
@@ -16,12 +16,14 @@ content, ``journal.decide``, the entry id, the rows). Three ways, in the order g
   k+1's lookups (an error there would fail batch k before anything of k+1 is sent). The batch is decided before
   its lookups answer, as if they find nothing (every bench event is new; the tool checks that they found nothing):
   deciding after them, as the runtime does today, would leave only the next batch's poll and decode to overlap;
+* ``after``: ``pipelined``, but the batch decided once its lookups answered (only decode + validate before them),
+  as the runtime and the ledger decide today;
 * ``bound``: ``pipelined`` without the lookups (what overlapping could give at most).
 
 Per event it prints the client's CPU, the server backend's CPU and the wall, as ``consume_pg.py`` does. It is a
 bound for a design, not the runtime: no poll, no offsets, no SQLAlchemy; compare its modes within one run::
 
-    .venv/bin/python tools/pipeline_pg.py --n 20000 copy pipelined bound copy pipelined bound
+    .venv/bin/python tools/pipeline_pg.py --n 20000 copy pipelined after bound copy pipelined after bound
 """
 
 from __future__ import annotations
@@ -50,25 +52,34 @@ _LOOKUPS = (  # the shape of runtime.bulk.lookup on PostgreSQL: one index probe 
 Table = tuple[str, Sequence[str], list[tuple[Any, ...]]]
 
 
-def _prepare(batch: Sequence[Any], first_offset: int) -> list[Table]:
-    """The client work of one batch and the rows it writes (every event new: nothing is looked up here)."""
+def _decode(batch: Sequence[Any]) -> list[Any]:
+    """Decode + validate, as the runtime's ``_decode`` does (a bench event is never refused)."""
+    from payevents.runtime.deadletter import record_problem
+
+    out = []
+    for ev in batch:
+        decoded, reason = record_problem(ev.value, ev.key, ev.headers)
+        if decoded is None:
+            raise RuntimeError(f"bench event refused: {reason}")
+        out.append(decoded)
+    return out
+
+
+def _rows(decoded: Sequence[Any], first_offset: int) -> list[Table]:
+    """The rest of a batch's client work (the facts' content, ``journal.decide``, the entry ids) and the rows it
+    writes, every event new: nothing is looked up here."""
     from payevents.runtime import facts
     from payevents.runtime.consumer import _MARK_COLUMNS
-    from payevents.runtime.deadletter import record_problem
 
     journal = importlib.import_module("payevents.services.ledger.journal")
     now = datetime.now(UTC).isoformat()
     marks, fact_rows, postings = [], [], []
-    for i, ev in enumerate(batch):
-        decoded, reason = record_problem(ev.value, ev.key, ev.headers)
-        if decoded is None:
-            raise RuntimeError(f"bench event refused: {reason}")
-        marks.append(("ledger", decoded.event_id, decoded.event_type, "applied", "t", 0, first_offset + i, now, None))
-        key = facts.fact_key(decoded)
+    for i, d in enumerate(decoded):
+        marks.append(("ledger", d.event_id, d.event_type, "applied", "t", 0, first_offset + i, now, None))
+        key = facts.fact_key(d)
         assert key is not None
-        fact_rows.append(("ledger", key[0], key[1], decoded.event_id,
-                          facts.encode_content(facts.content_of(decoded)), 0, now))
-        postings.append(journal.decide(decoded, None))
+        fact_rows.append(("ledger", key[0], key[1], d.event_id, facts.encode_content(facts.content_of(d)), 0, now))
+        postings.append(journal.decide(d, None))
     for p in postings:
         journal.check_balanced(p.lines)
     ids = [journal._entry_id(p.event_id) for p in postings]
@@ -149,25 +160,27 @@ def _run(mode: str, settings: Any, events: Sequence[Any]) -> None:
     if mode != "copy":
         conn.pgconn.enter_pipeline_mode()
     for b in range(0, n, BATCH):
-        tables = _prepare(events[b : b + BATCH], b)
+        decoded = _decode(events[b : b + BATCH])
         if mode == "copy":
             cur.execute("BEGIN")
-            for table, columns, rows in tables:
+            for table, columns, rows in _rows(decoded, b):
                 with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
             cur.execute("COMMIT")
             continue
-        writes = [_insert(table, columns, rows) for table, columns, rows in tables]
+        writes = [] if mode == "after" else [_insert(t, c, r) for t, c, r in _rows(decoded, b)]
         pipe.results()  # the previous batch's writes and commit
         begin: list[tuple[bytes, Sequence[bytes] | None]] = [(b"BEGIN", None)]
-        if mode == "pipelined":
-            keys = [[r[1] for r in tables[0][2]], [r[1] for r in tables[1][2]]]
+        if mode != "bound":
+            keys = [[d.event_id for d in decoded], [d.payment_id for d in decoded]]
             pipe.send([*begin, *((sql, [pg_array(keys[lk[2]]).encode()])
                                  for sql, lk in zip(lookups, _LOOKUPS, strict=True))])
             if pipe.results():
                 raise RuntimeError("a lookup found a row: every bench event is new")
             begin = []
+        if mode == "after":  # decided once the lookups answered, as the runtime does today
+            writes = [_insert(t, c, r) for t, c, r in _rows(decoded, b)]
         pipe.send([*begin, *((sql, params) for sql, params in writes), (b"COMMIT", None)])
     if mode != "copy":
         pipe.results()
@@ -185,8 +198,12 @@ def _run(mode: str, settings: Any, events: Sequence[Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("modes", nargs="*", choices=["copy", "pipelined", "bound"], default=["copy", "pipelined", "bound"])
+    ap.add_argument("modes", nargs="*", metavar="copy|pipelined|after|bound",
+                    default=["copy", "pipelined", "after", "bound"])
     args = ap.parse_args()
+    for mode in args.modes:
+        if mode not in ("copy", "pipelined", "after", "bound"):
+            ap.error(f"{mode!r}: not one of copy, pipelined, after, bound")
 
     import payevents
     from payevents.bench.events import make_events, run_id
