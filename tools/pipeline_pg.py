@@ -14,8 +14,7 @@ content, ``journal.decide``, the entry id, the rows). Four ways, in the order gi
   for; then its writes (one ``INSERT … SELECT FROM unnest(arrays)`` per table) and COMMIT sent **without waiting**:
   the server writes batch k while the client works on batch k+1, and batch k's results are read just before batch
   k+1's lookups (an error there would fail batch k before anything of k+1 is sent). The batch is decided before
-  its lookups answer, as if they find nothing (every bench event is new; the tool checks that they found nothing):
-  deciding after them, as the runtime does today, would leave only the next batch's poll and decode to overlap;
+  its lookups answer, as if they find nothing (every bench event is new; the tool checks that they found nothing);
 * ``after``: ``pipelined``, but the batch decided once its lookups answered (only decode + validate before them),
   as the runtime and the ledger decide today;
 * ``bound``: ``pipelined`` without the lookups (what overlapping could give at most).
