@@ -40,7 +40,6 @@ from typing import Any
 import consume_pg
 
 BATCH = 500
-_FACT_COLUMNS = ("service", "payment_id", "event_type", "event_id", "content", "absorbed", "created_at")
 _INTS = {"partition_no", "offset_no", "absorbed", "line_no", "amount_minor", "legacy", "line_count"}
 _LOOKUPS = (  # the shape of runtime.bulk.lookup on PostgreSQL: one index probe per key
     ("processed_events", "service = 'ledger' AND event_id = k.key LIMIT 1", 0),
@@ -86,7 +85,7 @@ def _rows(decoded: Sequence[Any], first_offset: int) -> list[Table]:
              for eid, p in zip(ids, postings, strict=True) for i, ln in enumerate(p.lines, start=1)]
     entries = [(eid, p.event_id, p.payment_id, p.kind, p.description, int(p.legacy), len(p.lines),
                 p.occurred_at.isoformat(), now, p.corrects) for eid, p in zip(ids, postings, strict=True)]
-    return [("processed_events", _MARK_COLUMNS, marks), ("business_facts", _FACT_COLUMNS, fact_rows),
+    return [("processed_events", _MARK_COLUMNS, marks), ("business_facts", facts.FACT_COLUMNS, fact_rows),
             ("journal_lines", journal._LINE_COLUMNS, lines), ("journal_entries", journal._ENTRY_COLUMNS, entries)]
 
 

@@ -277,13 +277,16 @@ def load(conn: Connection, service: str, payment_ids: Sequence[str]) -> dict[tup
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
+#: a new fact's row, in the order :func:`insert` takes it
+FACT_COLUMNS: Final = ("service", "payment_id", "event_type", "event_id", "content", "absorbed", "created_at")
+
+
 def insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, str, int, str]]) -> None:
     """New facts: (service, payment_id, event_type, event_id, content JSON, absorbed, created_at)."""
     from payevents.runtime import bulk
 
     # one COPY on PostgreSQL (a fact inserted meanwhile by another member fails the batch: retried)
-    bulk.copy_rows(conn, "business_facts",
-                   ("service", "payment_id", "event_type", "event_id", "content", "absorbed", "created_at"), rows)
+    bulk.copy_rows(conn, "business_facts", FACT_COLUMNS, rows)
 
 
 #: what a service's history tells about the facts it applied before the rule existed:
