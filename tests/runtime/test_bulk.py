@@ -101,8 +101,9 @@ def test_pg_array_reads_back_as_the_values(pg_conn: Any, values: list[Any]) -> N
 
 
 def test_pg_array_joins_plain_keys_without_escaping_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys with nothing to escape (eventIds, paymentIds: every consumer batch's lookups) are one join; only a list
-    holding a quote, a backslash, a None or an int goes element by element (store.sql._pg_elements)."""
+    """Keys with nothing to escape (eventIds, paymentIds: every consumer batch's lookups) are one join, and texts
+    holding quotes or backslashes (a fact's JSON) are escaped in one pass over the join; only a list holding a None,
+    an int or a NUL goes element by element (store.sql._pg_elements)."""
     from payevents.store import sql
 
     per_element: list[Sequence[Any]] = []
@@ -113,10 +114,12 @@ def test_pg_array_joins_plain_keys_without_escaping_each(monkeypatch: pytest.Mon
     assert pg_array([]) == "{}"
     assert per_element == []
     assert pg_array(['a"b', "c"]) == '{"a\\"b","c"}'
-    assert pg_array(["a\\b"]) == '{"a\\\\b"}'
+    assert pg_array(["a\\b", '{"k": "v\\\\"}']) == '{"a\\\\b","{\\"k\\": \\"v\\\\\\\\\\"}"}'
+    assert per_element == []
     assert pg_array(["a", None]) == '{"a",NULL}'
     assert pg_array([1, 2]) == "{1,2}"
-    assert len(per_element) == 4
+    assert pg_array(['a"\x00b']) == '{"a\\"\x00b"}'
+    assert len(per_element) == 3
 
 
 def test_pg_array_refuses_other_types() -> None:

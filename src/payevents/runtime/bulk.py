@@ -24,13 +24,21 @@ planner uses the primary key for them).
 
 psycopg errors from a COPY are raised as the matching SQLAlchemy exceptions (OperationalError,
 IntegrityError, ...), so the runtime's transient/permanent classification is the same as for any statement.
+
+Deferred rows (PostgreSQL, :mod:`payevents.runtime.writebehind`): on a connection whose ``info[DEFERRED]`` is a
+list, :func:`copy_rows` only records its rows there; the write-behind batch sends them at its end as one
+``INSERT ... SELECT FROM unnest(arrays)`` each (:func:`unnest_insert`), with the COMMIT, without waiting — or
+before the next statement of the batch that could see or depend on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -54,20 +62,40 @@ def _sa_errors(statement: str) -> Iterator[None]:
         raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
+#: ``Connection.info`` key of a write-behind batch's deferred rows (:class:`Deferred`, in the order written)
+DEFERRED: Final = "payevents.bulk.deferred"
+
+
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """Rows :func:`copy_rows` was given inside a write-behind batch, not sent yet."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[Sequence[Any]]
+    or_ignore: str | None
+
+
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-              or_ignore: str | None = None) -> None:
-    """Insert ``rows`` into ``table``: COPY on PostgreSQL, executemany elsewhere.
+              or_ignore: str | None = None, usually_there: bool = False) -> None:
+    """Insert ``rows`` into ``table``: COPY on PostgreSQL, executemany elsewhere; inside a write-behind batch
+    (``conn.info[DEFERRED]``), recorded and sent later (see the module's note).
 
     ``or_ignore``: the conflict target (e.g. ``"event_id"``) of an ``INSERT ... ON CONFLICT (...) DO
     NOTHING`` whose semantics must hold: the COPY runs under a savepoint and a unique violation re-runs the
-    rows as that INSERT."""
+    rows as that INSERT — at once, with no COPY tried first, for rows ``usually_there`` (a few reference rows
+    ensured by every batch)."""
     if not rows:
+        return
+    deferred = conn.info.get(DEFERRED)
+    if deferred is not None:
+        deferred.append(Deferred(table, tuple(columns), list(rows), or_ignore))
         return
     cols = ", ".join(columns)
     insert = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([mark(conn)] * len(columns))})"
     if or_ignore is not None:
         insert += f" ON CONFLICT ({or_ignore}) DO NOTHING"
-    if not is_postgresql(conn):
+    if not is_postgresql(conn) or (usually_there and or_ignore is not None):
         conn.exec_driver_sql(insert, list(rows))
         return
     sql = f"COPY {table} ({cols}) FROM STDIN"
@@ -122,6 +150,37 @@ def update_rows(conn: Connection, table: str, key: str, rows: Sequence[Mapping[s
            f" AS bulk_rows({', '.join(f'bulk_v{i}' for i in range(len(names)))}) WHERE {table}.{key} = {of_v[key]}")
     conn.exec_driver_sql(sql + (f" AND {where.format(**of_v)}" if where else ""),
                          tuple(pg_array([r[n] for r in rows]) for n in names))
+
+
+def unnest_insert(d: Deferred, types: Mapping[str, str]) -> tuple[str, list[str]]:
+    """``d`` as one ``INSERT ... SELECT * FROM unnest($1::type[], ...)`` (``ON CONFLICT (...) DO NOTHING`` with
+    ``or_ignore``) and its parameters: one array literal per column (:func:`payevents.store.sql.pg_array`).
+    ``types``: the table's column types without modifiers (the column's own length limit then holds on
+    assignment, as in COPY). Placeholders are libpq's ``$n`` (the statement is sent as it is)."""
+    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(d.columns, start=1))
+    sql = f"INSERT INTO {d.table} ({', '.join(d.columns)}) SELECT * FROM unnest({arrays})"
+    if d.or_ignore is not None:
+        sql += f" ON CONFLICT ({d.or_ignore}) DO NOTHING"
+    return sql, [_array([row[j] for row in d.rows]) for j in range(len(d.columns))]
+
+
+def _array(values: list[Any]) -> str:
+    """One column's values as an array literal; values other than str, int and None as COPY writes them."""
+    try:
+        return pg_array(values)
+    except TypeError:
+        return pg_array([v if v is None or (isinstance(v, str | int) and not isinstance(v, bool))
+                         else _text(v) for v in values])
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, Decimal | float):
+        return str(v)
+    raise TypeError(f"a deferred row holds a {type(v).__name__}, which has no text form here")
 
 
 def _copy(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -66,6 +66,7 @@ from payevents.runtime.backoff import Backoff, is_transient
 from payevents.runtime.deadletter import dead_letter_record, describe, record_problem, redact
 from payevents.runtime.limits import batch_problem, poll_timeout_problem
 from payevents.runtime.service import ServiceDef
+from payevents.runtime.writebehind import LateFailure, NotAhead, WriteBehind
 from payevents.settings import Settings
 from payevents.store import db
 from payevents.store.db import Migration
@@ -281,6 +282,9 @@ class BatchResult:
     seconds: float = 0.0
     #: reason of the fault when ``retried``
     fault: str | None = None
+    #: applied write-behind (:mod:`payevents.runtime.writebehind`): its commit is not confirmed yet, so it is
+    #: counted in the statistics, and its offsets committed, when the next step confirms it
+    in_flight: bool = False
 
     def add(self, other: BatchResult) -> None:
         """Count ``other`` (a part of this batch applied on its own) in this one."""
@@ -320,9 +324,20 @@ class ConsumerStats:
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, messages: Sequence[Message] = ()) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: records of an earlier batch to read again too (one applied write-behind that did not commit)
+        self.messages = messages
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """The batch applied write-behind, waiting for its commit to be confirmed."""
+
+    messages: Sequence[Message]
+    result: BatchResult
+    offsets: dict[TopicPartition, int]
 
 
 class _HandlerPoison(Exception):
@@ -399,6 +414,7 @@ class ConsumerRuntime:
         poll_timeout: float = 0.2,
         instance: int = 0,
         after_crash: bool = False,
+        write_behind: bool | None = None,
     ) -> None:
         if (problem := batch_problem(max_batch)) is not None:
             raise ConfigError(f"max_batch: {problem}")
@@ -422,6 +438,12 @@ class ConsumerRuntime:
         self.transport.create_topics([self.topic, self.dlq_topic], settings.partitions)
         self.engine: Engine = db.engine_for(settings, service.name, url=service.database_url)
         self._migrate()
+        #: PostgreSQL: a batch's rows and its COMMIT sent without waiting (``write_behind``; on by default there)
+        self._wb = (WriteBehind(self.engine) if db.dialect(self.engine).arrays_and_copy and write_behind is not False
+                    else None)
+        self._in_flight: _InFlight | None = None
+        #: a batch reads while the one before commits (``ServiceDef.insert_only``; off once a batch could not)
+        self._ahead = self._wb is not None and service.insert_only
         #: this process, in the attempts it records (a retry of its own after a transient fault is not a death)
         self._attempt_by = uuid.uuid4().hex
         #: the member this process runs (host and instance: what a restart of it, by any supervisor, runs again)
@@ -540,16 +562,21 @@ class ConsumerRuntime:
             # the batch waits: its offsets must not pass a gap before the gap is on record
             return self._back_off(messages, f"recording records lost: {problem}", started)
         if not messages:
+            try:
+                committed, _again = self._settle()  # the channel is idle: the batch in flight is confirmed now
+            except _Transient as fault:
+                return self._back_off(fault.messages, fault.reason, started)
             self._update_lag()
-            return BatchResult(seconds=time.perf_counter() - started)
+            return BatchResult(committed=committed, seconds=time.perf_counter() - started)
         try:
             with tracing.process_span(self.topic, self.service.group, self.service.name, messages):
                 result = self._after_death(messages) if self._careful > 0 else self._process(messages)
         except _Transient as fault:
-            return self._back_off(messages, fault.reason, started)
+            return self._back_off([*fault.messages, *messages], fault.reason, started)
         self._backoff.reset()
         result.seconds = time.perf_counter() - started
-        self._record(result)
+        if not result.in_flight:
+            self._record(result)
         self._update_lag()
         return result
 
@@ -613,6 +640,13 @@ class ConsumerRuntime:
             return
         self._closed = True
         try:
+            try:
+                self._settle()
+            except Exception as exc:  # never stored or never confirmed: the next start reads its records again
+                log.warning("%s: the last batch's commit was not confirmed (%s); its records are read again at the"
+                            " next start", self.service.name, describe(exc))
+            if self._wb is not None:
+                self._wb.close()
             if self._pending:
                 self._commit_offsets({})
             if clean:
@@ -641,10 +675,16 @@ class ConsumerRuntime:
         return item
 
     def _process(self, messages: Sequence[Message], *, poison_first: Mapping[int, str] | None = None,
-                 also: Callable[[Connection], None] | None = None) -> BatchResult:
+                 also: Callable[[Connection], None] | None = None, write_behind: bool = True) -> BatchResult:
         """Apply a batch: decode, one store transaction (``also(conn)`` in it too), dead letters, offsets.
-        ``poison_first``: records (by index) to dead-letter with that reason, whatever they are."""
+        ``poison_first``: records (by index) to dead-letter with that reason, whatever they are.
+
+        Write-behind (PostgreSQL, :mod:`payevents.runtime.writebehind`): a batch's first attempt with nothing to
+        dead-letter and nothing ``also`` to do commits without waiting; the result comes back ``in_flight`` and the
+        next step (or :meth:`close`) confirms it before it touches the store. Any other attempt waits for its
+        commit, as do the batches on SQLite."""
         items = [self._decode(i, m) for i, m in enumerate(messages)]
+        settled: dict[TopicPartition, int] = {}
         poison: dict[int, str] = {it.index: it.reason for it in items if it.reason is not None}
         poison.update(poison_first or {})
         use_batch = self.service.batch_handler is not None
@@ -658,24 +698,51 @@ class ConsumerRuntime:
             if poison:
                 self._send_dead_letters([(messages[i], reason) for i, reason in sorted(poison.items())])
 
+        behind = write_behind and self._wb is not None and also is None
+        ahead = behind and self._ahead
         while True:
+            behind = behind and not poison
+            ahead = ahead and behind
+            if not ahead:
+                # after decoding: the server commits the batch before while this one decodes
+                settled.update(self._settle()[0])
             try:
                 # events rejected after decoding (by a handler, as a conflict) are remembered as rejected in
                 # the same transaction: a redelivery skips them instead of re-evaluating them later
                 rejected = [(it, reason) for it in items if it.decoded is not None
                             and (reason := poison.get(it.index)) is not None]
                 result = self._apply([it for it in items if it.index not in poison and not it.passed], use_batch,
-                                     before_commit=dead_letter_first, rejected=rejected)
+                                     before_commit=None if behind else dead_letter_first, rejected=rejected,
+                                     write_behind=behind, ahead=ahead)
+                if ahead:
+                    assert self._wb is not None
+                    try:
+                        committed, again = self._settle()
+                    except BaseException:
+                        self._wb.drop_prepared()
+                        raise
+                    settled.update(committed)
+                    if again:  # the batch before was applied again: what this one read may miss it
+                        self._wb.drop_prepared()
+                        ahead = False
+                        continue
+                    self._wb.commit_prepared()
                 break
+            except NotAhead as na:
+                log.info("%s: batches are applied one after the other from now on: %s", self.service.name, na)
+                self._ahead = ahead = False
             except _Conflicts as c:
                 poison.update(c.reasons)
+                behind = False
             except _BatchFallback as bf:
+                behind = False
                 # rolled back; the per-event handlers (the reference semantics) find and isolate the culprit
                 log.info("%s: batch handler failed (%s), re-applying the batch per event", self.service.name,
                          describe(bf.exc))
                 use_batch = False
             except _HandlerPoison as hp:
                 poison[hp.index] = f"rejected: {redact(hp.reason)}"
+                behind = False
             except _HandlerFailure as hf:
                 m = messages[hf.index]
                 key = (m.topic, m.partition, m.offset)
@@ -700,8 +767,41 @@ class ConsumerRuntime:
         for m in messages:
             tp = (m.topic, m.partition)
             offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
-        result.committed = self._commit_offsets(offsets)
+        if behind:
+            result.in_flight = True
+            result.committed = settled
+            self._in_flight = _InFlight(messages, result, offsets)
+            return result
+        result.committed = {**settled, **self._commit_offsets(offsets)}
         return result
+
+    def _settle(self) -> tuple[dict[TopicPartition, int], bool]:
+        """The batch in flight (write-behind), before anything else writes to the store: its commit confirmed, it is
+        counted and its offsets are committed; not committed (or its outcome unknown: the server rolled it back or
+        the connection failed), it is applied again now through a transaction that is waited for, which finds any
+        culprit as usual. Returns the offsets committed, and whether the batch was applied again."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return {}, False
+        assert self._wb is not None
+        try:
+            self._wb.settle()
+        except LateFailure as exc:
+            log.warning("%s: a batch of %d record(s) did not commit (%s); applying it again", self.service.name,
+                        len(flight.messages), describe(exc))
+            try:
+                result = self._process(flight.messages, write_behind=False)
+            except _Transient as fault:
+                raise _Transient(fault.reason, [*flight.messages, *fault.messages]) from fault
+            again = True
+        else:
+            result = flight.result
+            result.in_flight = False
+            result.committed = self._commit_offsets(flight.offsets)
+            again = False
+        result.seconds = flight.result.seconds
+        self._record(result)
+        return result.committed, again
 
     def _after_death(self, messages: Sequence[Message]) -> BatchResult:
         """A batch among the first records after a worker died (``after_crash``): perhaps of one of them. Before the
@@ -711,6 +811,7 @@ class ConsumerRuntime:
         (:meth:`_one_by_one`), which finds the one that kills; a death unrelated to the records (a kill by an
         operator, a lost host) costs its successor one statement per batch, not a transaction per record."""
         keys = [(m.topic, m.partition, m.offset) for m in messages]
+        self._settle()
         with _store_faults(), db.writer(self.engine).begin() as conn:
             left = self._attempts_left(conn, keys)
             suspect = any(by != self._attempt_by for _n, by in left.values())
@@ -775,12 +876,18 @@ class ConsumerRuntime:
 
     def _apply(self, items: Sequence[_Item], use_batch: bool = False,
                before_commit: Callable[[Connection], None] | None = None,
-               rejected: Sequence[tuple[_Item, str]] = ()) -> BatchResult:
+               rejected: Sequence[tuple[_Item, str]] = (), write_behind: bool = False,
+               ahead: bool = False) -> BatchResult:
         """One store transaction: rejected marks, seen marks and business facts + handler effects (through the
         service's batch handler when ``use_batch``), then ``before_commit`` (the dead-letter produce). Raises
-        _Transient, _BatchFallback, _Conflicts, _HandlerPoison or _HandlerFailure (after rolling back)."""
+        _Transient, _BatchFallback, _Conflicts, _HandlerPoison or _HandlerFailure (after rolling back).
+        ``write_behind``: the transaction's deferred rows and COMMIT are sent, not waited for (:meth:`_settle`);
+        ``ahead``: read while the batch before commits, the rows kept for :meth:`_process` to send (or raises
+        NotAhead)."""
         result = BatchResult()
-        with _store_faults(), db.writer(self.engine).begin() as conn:
+        transaction = (self._wb.batch(ahead=ahead) if write_behind and self._wb is not None
+                       else db.writer(self.engine).begin())
+        with _store_faults(), transaction as conn:
             self._mark_rejected(conn, rejected)
             fresh = self._mark_seen(conn, items, result)
             handlers = self.service.handlers
@@ -795,7 +902,7 @@ class ConsumerRuntime:
                         with tracing.handler_span(self.service.name, len(todo)):
                             batch_handler(conn, todo)
                     except Exception as exc:
-                        if is_transient(exc):
+                        if is_transient(exc) or isinstance(exc, NotAhead):
                             raise
                         raise _BatchFallback(exc) from exc
                 result.applied += len(todo)
@@ -812,7 +919,7 @@ class ConsumerRuntime:
                 except PoisonEvent as exc:
                     raise _HandlerPoison(it.index, exc.reason) from exc
                 except Exception as exc:
-                    if is_transient(exc):
+                    if is_transient(exc) or isinstance(exc, NotAhead):
                         raise
                     if isinstance(exc, sa.exc.DataError):
                         # the store refuses this record's values (SQLSTATE class 22: too long, out of range,

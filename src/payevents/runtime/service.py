@@ -59,6 +59,12 @@ class ServiceDef:
     #: first eventId, content — see :func:`payevents.runtime.facts.content_from`), oldest first; recorded once
     #: when the runtime first starts on an existing database
     fact_history: Callable[[Connection], Iterable[tuple[str, str, str, dict[str, Any]]]] | None = None
+    #: every effect of the service's handlers is a row written with :func:`payevents.runtime.bulk.copy_rows` that a
+    #: unique key of its table guards, and they take no locks: a handler that decided on a read which missed the rows
+    #: of the batch just before would write a row the key refuses. Then, on PostgreSQL, the runtime reads a batch
+    #: while the batch before is still committing (:mod:`payevents.runtime.writebehind`, ``ahead``), and applies it
+    #: again should the key refuse it; a statement such a batch cannot run ahead turns it off for the process.
+    insert_only: bool = False
     #: what the service needs of the settings (an SMTP URL it can use, …), checked before its worker starts and
     #: by :class:`~payevents.runtime.consumer.ConsumerRuntime`: raises ConfigError naming the setting and the rule
     check: Callable[[Settings], None] | None = None

@@ -25,7 +25,6 @@ from payevents.services.ledger import store
 from payevents.settings import Settings
 from payevents.store.db import dialect
 from payevents.store.paging import after_clause
-from payevents.store.sql import driver_sql
 from payevents.store.sums import combine, exact_sum
 from payevents.transport.base import Message
 
@@ -119,8 +118,7 @@ class Posting(msgspec.Struct, kw_only=True, frozen=True):
     corrects: str | None = None
 
 
-_ENSURE_ACCOUNT: Final = ("INSERT INTO ledger_accounts (code, currency, name, kind, created_at) VALUES (?, ?, ?, ?, ?)"
-                          " ON CONFLICT (code, currency) DO NOTHING")
+_ACCOUNT_COLUMNS: Final = ("code", "currency", "name", "kind", "created_at")
 _LINE_COLUMNS: Final = ("entry_id", "line_no", "account_code", "currency", "side", "amount_minor")
 _ENTRY_COLUMNS: Final = ("entry_id", "event_id", "payment_id", "kind", "description", "legacy", "line_count",
                          "occurred_at", "posted_at", "corrects")
@@ -155,8 +153,11 @@ def write(conn: Connection, postings: Sequence[Posting]) -> list[str]:
     now = datetime.now(UTC).isoformat()
     accounts = {(ln.account, ln.currency) for p in postings for ln in p.lines} - _ensured(conn)
     if accounts:
-        conn.exec_driver_sql(driver_sql(conn, _ENSURE_ACCOUNT),
-                             [(a, c, ACCOUNTS[a][0], ACCOUNTS[a][1], now) for a, c in sorted(accounts)])
+        # INSERT ... ON CONFLICT (code, currency) DO NOTHING, in the same bulk form as the lines (a write-behind
+        # batch defers it with them: runtime.writebehind)
+        copy_rows(conn, "ledger_accounts", _ACCOUNT_COLUMNS,
+                  [(a, c, ACCOUNTS[a][0], ACCOUNTS[a][1], now) for a, c in sorted(accounts)],
+                  or_ignore="code, currency", usually_there=True)
         _ensured(conn).update(accounts)
     ids = [_entry_id(p.event_id) for p in postings]
     # lines first, then the entries that seal them: COPY on PostgreSQL (one statement per batch; row triggers

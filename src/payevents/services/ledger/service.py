@@ -13,5 +13,8 @@ SERVICE = ServiceDef(
     handlers={"PaymentProcessed": on_payment_processed},
     batch_handler=on_payment_processed_batch,
     fact_history=fact_history,
+    # seen marks, facts, accounts (ON CONFLICT DO NOTHING), lines and entries: copied rows, each guarded by a key
+    # (one entry per event and per payment)
+    insert_only=True,
     downstream_action="Creates journal entries (debit Cash, credit Accounts Receivable)",
 )

@@ -1,0 +1,354 @@
+"""Write-behind batches on PostgreSQL (payevents.runtime.writebehind): a batch's rows and COMMIT sent without waiting,
+its offsets committed and its counts recorded only once the next step has read that it committed; a batch that
+did not commit is applied again through a transaction that is waited for."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+import runtime_counter as rc
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from payevents.contracts.codec import DecodedEvent
+from payevents.runtime import bulk
+from payevents.runtime.consumer import ConsumerRuntime
+from payevents.runtime.deadletter import list_dead_letters
+from payevents.runtime.service import ServiceDef
+from payevents.runtime.writebehind import LateFailure, WriteBehind
+from payevents.settings import Settings
+from payevents.store import db
+from payevents.store.db import Migration
+from payevents.transport.base import Message
+
+pytestmark = pytest.mark.postgres
+
+_TABLE = Migration(1, "write-behind rows", both=[
+    "CREATE TABLE wb_rows (event_id VARCHAR(64) PRIMARY KEY, payment_id VARCHAR(12) NOT NULL,"
+    " partition_no BIGINT NOT NULL, offset_no BIGINT NOT NULL)"])
+
+
+def _rows_batch(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
+    """One row per event through runtime.bulk.copy_rows (deferred in a write-behind batch); a paymentId longer than
+    12 characters is refused by the store, but only when the rows reach it."""
+    bulk.copy_rows(conn, "wb_rows", ("event_id", "payment_id", "partition_no", "offset_no"),
+                   [(d.event_id, d.payment_id, m.partition, m.offset) for d, m in batch])
+
+
+def _service(name: str) -> ServiceDef:
+    return ServiceDef(name=name, description="write-behind rows (tests)", migrations=[_TABLE],
+                      handlers={"PaymentProcessed": lambda conn, d, m: _rows_batch(conn, [(d, m)])},
+                      batch_handler=_rows_batch)
+
+
+def _rows(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.exec_driver_sql("SELECT event_id FROM wb_rows").scalars())
+
+
+def _committed(rt: ConsumerRuntime) -> int:
+    """Records behind the group's committed offsets (a fresh channel: every partition starts at 0)."""
+    parts = [(rt.topic, p) for p in range(rt.settings.partitions)]
+    return sum(o or 0 for o in rt.consumer.committed(parts).values())
+
+
+def _backend(rt: ConsumerRuntime) -> int:
+    """The server process of the runtime's write-behind connection (read from the driver: the connection is busy)."""
+    conn = rt._wb._conn  # type: ignore[union-attr]
+    assert conn is not None
+    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def name(unique: str) -> str:
+    return f"_wb_{unique}"
+
+
+def test_a_batch_counts_and_commits_its_offsets_only_once_its_commit_is_confirmed(pg_settings: Settings,
+                                                                                  name: str) -> None:
+    """The step that applies a batch returns before the server confirms its commit: nothing counted, no offset
+    committed. A table lock held elsewhere keeps the server from writing the batch, which shows the step did not
+    wait; when the lock goes, the next step reads the commit, counts the batch and commits its offsets."""
+    svc = _service(name)
+    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(20)]
+    rc.send(pg_settings, [r for r, _ev in records])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+        engine = db.engine_for(pg_settings, svc.name)
+        with engine.connect() as locker:
+            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+            result = rt.step()  # would hang here if it waited for its commit
+            assert result.in_flight and result.consumed == 20 and result.applied == 20
+            assert rt.stats.consumed == 0 and rt.stats.applied == 0
+            assert _committed(rt) == 0
+            locker.rollback()
+        result = rt.step()  # nothing new: the batch in flight is confirmed
+        assert result.consumed == 0 and sum(result.committed.values()) == 20
+        assert rt.stats.consumed == 20 and rt.stats.applied == 20
+        assert _committed(rt) == 20
+    assert _rows(engine) == sorted(ev["eventId"] for _r, ev in records)
+
+
+def test_a_batch_the_server_refuses_at_commit_is_applied_again_and_its_culprit_dead_lettered(
+        pg_settings: Settings, name: str) -> None:
+    """A value too long for its column fails only when the deferred rows reach the server, after the step that
+    applied the batch: the batch is rolled back there and applied again, waited for, which finds the one record the
+    store refuses and dead-letters it. Every other record is applied once, and counted once."""
+    svc = _service(name)
+    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(10)]
+    bad, ev_bad = rc.event_record(pg_settings, "PAY-" + "x" * 20, "2.00")
+    records.insert(4, (bad, ev_bad))
+    rc.send(pg_settings, [r for r, _ev in records])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+        first = rt.step()
+        assert first.in_flight and first.applied == 11  # the server has not refused it yet
+        rt.step()
+        assert rt.stats.consumed == 11 and rt.stats.applied == 10 and rt.stats.dead_lettered == 1
+        assert rt.stats.retries == 0
+        assert _committed(rt) == 11
+    engine = db.engine_for(pg_settings, svc.name)
+    assert _rows(engine) == sorted(ev["eventId"] for _r, ev in records if ev is not ev_bad)
+    (letter,) = list_dead_letters(pg_settings, service=svc.name)
+    assert letter.event_id == ev_bad["eventId"]
+    assert letter.reason.startswith("rejected: the store refuses its data: DataError:"), letter.reason
+
+
+def test_a_connection_lost_before_the_commit_is_confirmed_loses_nothing_and_applies_nothing_twice(
+        pg_settings: Settings, name: str) -> None:
+    """The server ends the write-behind connection while the batch waits on a lock (so it certainly did not commit):
+    the next step finds the batch's outcome unknown and applies it again on a new connection."""
+    svc = _service(name)
+    first = [rc.event_record(pg_settings, f"PAY-A{i}", "1.00") for i in range(15)]
+    rc.send(pg_settings, [r for r, _ev in first])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+        engine = db.engine_for(pg_settings, svc.name)
+        with engine.connect() as locker:
+            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+            assert rt.step().in_flight
+            pid = _backend(rt)
+            with engine.connect() as killer:
+                assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+            locker.rollback()
+        second = [rc.event_record(pg_settings, f"PAY-B{i}", "1.00") for i in range(5)]
+        rc.send(pg_settings, [r for r, _ev in second])
+        for _ in range(20):
+            rt.step()
+            if rt.stats.applied == 20:
+                break
+        rt.step()
+        assert rt.stats.applied == 20 and rt.stats.consumed == 20
+        assert _committed(rt) == 20
+    assert _rows(engine) == sorted(ev["eventId"] for _r, ev in first + second)
+
+
+def test_close_confirms_the_batch_in_flight(pg_settings: Settings, name: str) -> None:
+    svc = _service(name)
+    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(7)]
+    rc.send(pg_settings, [r for r, _ev in records])
+    rt = ConsumerRuntime(pg_settings, svc, poll_timeout=0.2)
+    assert rt.step().in_flight
+    rt.close()
+    assert rt.stats.applied == 7
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as again:  # the group goes on after them
+        assert again.step().consumed == 0
+
+
+def test_sqlite_and_write_behind_off_wait_for_every_commit(settings: Settings, pg_settings: Settings,
+                                                           name: str) -> None:
+    # (one data dir: one channel, read by each from its start)
+    for i, (s, kw) in enumerate(((settings, {}), (pg_settings, {"write_behind": False}))):
+        svc = _service(f"{name}_{i}")
+        rc.send(s, [rc.event_record(s, f"PAY-{i}", "1.00")[0]])
+        with ConsumerRuntime(s, svc, poll_timeout=0.2, **kw) as rt:  # type: ignore[arg-type]
+            result = rt.step()
+            assert not result.in_flight and rt.stats.applied == result.consumed == i + 1
+            assert _committed(rt) == i + 1
+
+
+# -- the connection: deferred rows and the statements after them ------------------------------------------------
+
+
+@pytest.fixture
+def engine(pg_settings: Settings, name: str) -> Engine:
+    eng = db.engine_for(pg_settings, name)
+    db.migrate(eng, name, [_TABLE])
+    return eng
+
+
+def test_deferred_rows_are_sent_before_a_statement_that_could_see_or_depend_on_them(engine: Engine) -> None:
+    wb = WriteBehind(engine)
+    with wb.batch() as conn:
+        bulk.copy_rows(conn, "wb_rows", ("event_id", "payment_id", "partition_no", "offset_no"), [("e1", "p1", 0, 1)])
+        assert len(conn.info[bulk.DEFERRED]) == 1
+        assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1  # names no table with deferred rows: not sent
+        assert len(conn.info[bulk.DEFERRED]) == 1
+        assert conn.exec_driver_sql("SELECT payment_id FROM wb_rows").scalars().all() == ["p1"]  # sent first
+        assert conn.info[bulk.DEFERRED] == []
+        bulk.copy_rows(conn, "wb_rows", ("event_id", "payment_id", "partition_no", "offset_no"), [("e2", "p2", 0, 2)])
+        updated = conn.exec_driver_sql("UPDATE wb_rows SET payment_id = 'q' WHERE event_id IN ('e1', 'e2')")
+        assert updated.rowcount == 2  # any write goes after the rows written before it
+    assert wb.in_flight
+    wb.settle()
+    assert _payment_ids(engine) == {"e1": "q", "e2": "q"}
+    with wb.batch() as conn:  # the next batch on the same connection
+        bulk.copy_rows(conn, "wb_rows", ("event_id", "payment_id", "partition_no", "offset_no"), [("e3", "p3", 0, 3)])
+    wb.settle()
+    wb.close()
+    assert _payment_ids(engine)["e3"] == "p3"
+
+
+def _payment_ids(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {r[0]: r[1] for r in conn.exec_driver_sql("SELECT event_id, payment_id FROM wb_rows")}
+
+
+def test_a_batch_raising_inside_is_rolled_back_and_one_refused_late_raises_late_failure(engine: Engine) -> None:
+    wb = WriteBehind(engine)
+    cols = ("event_id", "payment_id", "partition_no", "offset_no")
+    with pytest.raises(RuntimeError), wb.batch() as conn:
+        conn.exec_driver_sql("INSERT INTO wb_rows VALUES ('sync', 'p', 0, 0)")
+        bulk.copy_rows(conn, "wb_rows", cols, [("deferred", "p", 0, 1)])
+        raise RuntimeError("the handler failed")
+    assert not wb.in_flight
+    with wb.batch() as conn:
+        bulk.copy_rows(conn, "wb_rows", cols, [("ok", "p", 0, 2), ("ok", "p", 0, 3)])  # a key twice: refused
+    with pytest.raises(LateFailure, match="duplicate key"):
+        wb.settle()
+    with wb.batch() as conn:  # the connection is usable again
+        bulk.copy_rows(conn, "wb_rows", cols, [("after", "p", 0, 4)], or_ignore="event_id")
+        bulk.copy_rows(conn, "wb_rows", cols, [("after", "other", 0, 5)], or_ignore="event_id")
+    wb.settle()
+    wb.close()
+    assert _payment_ids(engine) == {"after": "p"}
+
+
+def test_deferred_rows_store_every_value_as_copy_does(engine: Engine) -> None:
+    """Texts that need escaping in an array literal, NULLs, big integers and blank-padded CHAR columns arrive as COPY
+    would store them."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE wb_values (k INTEGER PRIMARY KEY, t TEXT, c CHAR(3), n BIGINT)")
+    odd = ['a"b', "c\\d", "g,h", "{i}", "NULL", "", "é🙂", "tab\there", '{"k": "v\\\\"}', None]
+    rows = [(i, v, "US" if i % 2 else "EUR", (2 ** 62 if i % 3 else None)) for i, v in enumerate(odd)]
+    wb = WriteBehind(engine)
+    with wb.batch() as conn:
+        bulk.copy_rows(conn, "wb_values", ("k", "t", "c", "n"), rows)
+    wb.settle()
+    wb.close()
+    with engine.connect() as conn:
+        stored = [tuple(r) for r in conn.exec_driver_sql("SELECT k, t, c, n FROM wb_values ORDER BY k")]
+    assert stored == [(k, t, c.ljust(3), n) for k, t, c, n in rows]
+
+
+def test_the_server_refusing_deferred_rows_mid_batch_raises_the_statements_own_error(engine: Engine) -> None:
+    wb = WriteBehind(engine)
+    with pytest.raises(sa.exc.DataError, match="too long"), wb.batch() as conn:
+        bulk.copy_rows(conn, "wb_rows", ("event_id", "payment_id", "partition_no", "offset_no"),
+                       [("e", "p" * 13, 0, 1)])
+        conn.exec_driver_sql("DELETE FROM wb_rows WHERE event_id = 'none'")
+    assert not wb.in_flight
+    wb.close()
+    assert _payment_ids(engine) == {}
+
+
+def test_step_does_not_block_other_threads_while_it_waits(pg_settings: Settings, name: str) -> None:
+    """settle() waits in select(), not inside libpq holding the interpreter: a thread next to the consumer (the
+    e-mail delivery worker, the metrics server) runs while the server holds the batch."""
+    svc = _service(name)
+    rc.send(pg_settings, [rc.event_record(pg_settings, "PAY-1", "1.00")[0]])
+    ticks: list[int] = []
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+        engine = db.engine_for(pg_settings, svc.name)
+        with engine.connect() as locker:
+            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+            assert rt.step().in_flight
+            done = threading.Event()
+
+            def settle() -> None:
+                rt.step()
+                done.set()
+
+            t = threading.Thread(target=settle)
+            t.start()
+            for _ in range(50):
+                ticks.append(1)
+                if done.wait(0.01):
+                    break
+            assert not done.is_set()  # still waiting for the lock
+            locker.rollback()
+            t.join(10)
+        assert rt.stats.applied == 1
+    assert len(ticks) >= 20
+
+
+# -- reading ahead (ServiceDef.insert_only: the ledger) ---------------------------------------------------------
+
+
+def test_a_batch_read_ahead_that_missed_the_batch_before_is_refused_by_its_keys_and_applied_again(
+        pg_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """The ledger reads a batch while the batch before is still committing. A lock held elsewhere (SHARE: reads go
+    on, inserts wait) keeps the first batch from committing, so the second batch — which delivers one of the first
+    batch's events again — reads before it and misses that event. Its rows then meet the first batch's at the
+    keys, the server refuses them, and the batch is applied again, waited for: the event is a duplicate, posted
+    once, and every other payment is posted once."""
+    from payevents.services.ledger.service import SERVICE as LEDGER
+
+    records = [rc.event_record(pg_settings, f"PAY-AHEAD-{i}", f"{i + 1}.00") for i in range(8)]
+    again = rc.record(pg_settings, records[3][0].value, "PAY-AHEAD-3", records[3][1]["eventId"])
+    # one partition's order: batch 1 = the first 5, batch 2 = the other 3 and the repeat
+    rc.send(pg_settings, [r for r, _ev in records[:5]])
+    with ConsumerRuntime(pg_settings, LEDGER, poll_timeout=0.2, max_batch=5) as rt:
+        engine = db.engine_for(pg_settings, "ledger")
+        locked, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with engine.connect() as locker:
+                locker.exec_driver_sql("LOCK TABLE journal_entries IN SHARE MODE")
+                locked.set()
+                release.wait(10)
+                locker.rollback()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert locked.wait(10)
+        first = rt.step()
+        assert first.in_flight and first.applied == 5
+        rc.send(pg_settings, [r for r, _ev in records[5:]] + [again])
+        threading.Timer(0.5, release.set).start()  # the second step reads, then waits for the first batch
+        with caplog.at_level("WARNING", logger="payevents.consumer"):
+            for _ in range(10):
+                rt.step()
+                if rt.stats.consumed == 9 and not rt._in_flight:
+                    break
+        holder.join(10)
+        assert rt.stats.applied == 8 and rt.stats.duplicates == 1 and rt.stats.dead_lettered == 0
+        assert _committed(rt) == 9
+    assert any("did not commit" in r.getMessage() for r in caplog.records), "the second batch was not refused"
+    with engine.connect() as conn:
+        posted = dict(conn.exec_driver_sql(
+            "SELECT payment_id, COUNT(*) FROM journal_entries GROUP BY payment_id").all())
+    assert posted == {f"PAY-AHEAD-{i}": 1 for i in range(8)}
+
+
+def _insert_now(conn: Connection, batch: Sequence[tuple[DecodedEvent, Message]]) -> None:
+    for d, m in batch:
+        conn.exec_driver_sql("INSERT INTO wb_rows VALUES (%s, %s, %s, %s)", (d.event_id, d.payment_id, m.partition,
+                                                                           m.offset))
+
+
+def test_a_service_that_cannot_read_ahead_is_applied_in_its_transaction_from_then_on(pg_settings: Settings,
+                                                                                      name: str) -> None:
+    """A service declared insert_only whose handler writes a row itself (not a deferred one): that batch cannot be
+    read ahead; it is applied in its transaction, as is every batch after it, and nothing is lost."""
+    svc = ServiceDef(name=name, description="writes at once (tests)", migrations=[_TABLE],
+                     handlers={"PaymentProcessed": lambda conn, d, m: _insert_now(conn, [(d, m)])},
+                     batch_handler=_insert_now, insert_only=True)
+    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(6)]
+    rc.send(pg_settings, [r for r, _ev in records])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, max_batch=4) as rt:
+        assert rt._ahead
+        for _ in range(5):
+            rt.step()
+        assert not rt._ahead
+        assert rt.stats.applied == 6 and _committed(rt) == 6
+    assert _rows(db.engine_for(pg_settings, name)) == sorted(ev["eventId"] for _r, ev in records)
