@@ -74,7 +74,7 @@ def test_a_batch_counts_and_commits_its_offsets_only_once_its_commit_is_confirme
     svc = _service(name)
     records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(20)]
     rc.send(pg_settings, [r for r, _ev in records])
-    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
         with engine.connect() as locker:
             locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
@@ -100,7 +100,7 @@ def test_a_batch_the_server_refuses_at_commit_is_applied_again_and_its_culprit_d
     bad, ev_bad = rc.event_record(pg_settings, "PAY-" + "x" * 20, "2.00")
     records.insert(4, (bad, ev_bad))
     rc.send(pg_settings, [r for r, _ev in records])
-    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         first = rt.step()
         assert first.in_flight and first.applied == 11  # the server has not refused it yet
         rt.step()
@@ -121,7 +121,7 @@ def test_a_connection_lost_before_the_commit_is_confirmed_loses_nothing_and_appl
     svc = _service(name)
     first = [rc.event_record(pg_settings, f"PAY-A{i}", "1.00") for i in range(15)]
     rc.send(pg_settings, [r for r, _ev in first])
-    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
         with engine.connect() as locker:
             locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
@@ -142,11 +142,21 @@ def test_a_connection_lost_before_the_commit_is_confirmed_loses_nothing_and_appl
     assert _rows(engine) == sorted(ev["eventId"] for _r, ev in first + second)
 
 
+def test_settle_confirms_the_batch_in_flight_now(pg_settings: Settings, name: str) -> None:
+    svc = _service(name)
+    rc.send(pg_settings, [rc.event_record(pg_settings, f"PAY-{i}", "1.00")[0] for i in range(3)])
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
+        assert rt.step().in_flight and rt.stats.applied == 0
+        assert sum(rt.settle().values()) == 3
+        assert rt.stats.applied == 3 and _committed(rt) == 3
+        assert rt.settle() == {}  # nothing in flight
+
+
 def test_close_confirms_the_batch_in_flight(pg_settings: Settings, name: str) -> None:
     svc = _service(name)
     records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(7)]
     rc.send(pg_settings, [r for r, _ev in records])
-    rt = ConsumerRuntime(pg_settings, svc, poll_timeout=0.2)
+    rt = ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True)
     assert rt.step().in_flight
     rt.close()
     assert rt.stats.applied == 7
@@ -154,10 +164,10 @@ def test_close_confirms_the_batch_in_flight(pg_settings: Settings, name: str) ->
         assert again.step().consumed == 0
 
 
-def test_sqlite_and_write_behind_off_wait_for_every_commit(settings: Settings, pg_settings: Settings,
-                                                           name: str) -> None:
+def test_sqlite_write_behind_off_and_a_service_not_insert_only_wait_for_every_commit(
+        settings: Settings, pg_settings: Settings, name: str) -> None:
     # (one data dir: one channel, read by each from its start)
-    for i, (s, kw) in enumerate(((settings, {}), (pg_settings, {"write_behind": False}))):
+    for i, (s, kw) in enumerate(((settings, {}), (pg_settings, {"write_behind": False}), (pg_settings, {}))):
         svc = _service(f"{name}_{i}")
         rc.send(s, [rc.event_record(s, f"PAY-{i}", "1.00")[0]])
         with ConsumerRuntime(s, svc, poll_timeout=0.2, **kw) as rt:  # type: ignore[arg-type]
@@ -257,7 +267,7 @@ def test_step_does_not_block_other_threads_while_it_waits(pg_settings: Settings,
     svc = _service(name)
     rc.send(pg_settings, [rc.event_record(pg_settings, "PAY-1", "1.00")[0]])
     ticks: list[int] = []
-    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2) as rt:
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
         with engine.connect() as locker:
             locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")

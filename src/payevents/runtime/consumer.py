@@ -438,9 +438,11 @@ class ConsumerRuntime:
         self.transport.create_topics([self.topic, self.dlq_topic], settings.partitions)
         self.engine: Engine = db.engine_for(settings, service.name, url=service.database_url)
         self._migrate()
-        #: PostgreSQL: a batch's rows and its COMMIT sent without waiting (``write_behind``; on by default there)
-        self._wb = (WriteBehind(self.engine) if db.dialect(self.engine).arrays_and_copy and write_behind is not False
-                    else None)
+        #: PostgreSQL: a batch's rows and its COMMIT sent without waiting (``write_behind``; by default for a service
+        #: that is ``insert_only``, which also reads ahead: without reading ahead only decoding overlaps the server's
+        #: work, about what its INSERT ... unnest costs the server more than COPY)
+        self._wb = (WriteBehind(self.engine) if db.dialect(self.engine).arrays_and_copy
+                    and (write_behind if write_behind is not None else service.insert_only) else None)
         self._in_flight: _InFlight | None = None
         #: a batch reads while the one before commits (``ServiceDef.insert_only``; off once a batch could not)
         self._ahead = self._wb is not None and service.insert_only
@@ -551,7 +553,8 @@ class ConsumerRuntime:
             return waited
         started = time.perf_counter()
         try:
-            messages = self.consumer.poll(self.max_batch, self.poll_timeout)
+            # a batch in flight: only what is there now, else it is confirmed at once (not after a wait for more)
+            messages = self.consumer.poll(self.max_batch, 0.0 if self._in_flight is not None else self.poll_timeout)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -579,6 +582,15 @@ class ConsumerRuntime:
             self._record(result)
         self._update_lag()
         return result
+
+    def settle(self) -> dict[TopicPartition, int]:
+        """Confirm the batch in flight now (write-behind, :mod:`payevents.runtime.writebehind`): count it and commit
+        its offsets, or apply it again if it did not commit. Returns the offsets committed; a no-op without one (a
+        step that finds the channel idle, and :meth:`close`, do it too)."""
+        try:
+            return self._settle()[0]
+        except _Transient as fault:
+            return self._back_off(fault.messages, fault.reason, time.perf_counter()).committed
 
     def _record_lost(self) -> str | None:
         """Store the ranges reported lost (``consumer_lost``) before the batch that follows them is applied, so the
