@@ -324,7 +324,15 @@ def test_a_batch_read_ahead_that_missed_the_batch_before_is_refused_by_its_keys_
         first = rt.step()
         assert first.in_flight and first.applied == 5
         rc.send(pg_settings, [r for r, _ev in records[5:]] + [again])
-        threading.Timer(0.5, release.set).start()  # the second step reads, then waits for the first batch
+        wb = rt._wb
+        assert wb is not None
+        settle = wb.settle
+
+        def release_then_settle() -> None:  # the second step has read its batch: let the first one commit
+            release.set()
+            settle()
+
+        wb.settle = release_then_settle  # type: ignore[method-assign]
         with caplog.at_level("WARNING", logger="payevents.consumer"):
             for _ in range(10):
                 rt.step()
@@ -335,7 +343,7 @@ def test_a_batch_read_ahead_that_missed_the_batch_before_is_refused_by_its_keys_
         assert _committed(rt) == 9
     assert any("did not commit" in r.getMessage() for r in caplog.records), "the second batch was not refused"
     with engine.connect() as conn:
-        posted = dict(conn.exec_driver_sql(
+        posted: dict[str, int] = dict(conn.exec_driver_sql(
             "SELECT payment_id, COUNT(*) FROM journal_entries GROUP BY payment_id").all())
     assert posted == {f"PAY-AHEAD-{i}": 1 for i in range(8)}
 
