@@ -94,11 +94,7 @@ class WriteBehind:
             self._roll_back(conn)
             raise
         conn.info[bulk.DEFERRED] = None
-        self.in_flight = True
-        try:
-            self._send(conn, deferred, commit=True)
-        except Exception as exc:  # given up at settle(): the batch is applied again
-            self._send_failed = describe(exc)
+        self._send_batch(deferred, begin=False)
 
     def _ahead(self) -> Iterator[Connection]:
         if self.prepared is not None:
@@ -126,11 +122,17 @@ class WriteBehind:
         deferred, self.prepared = self.prepared, None
         if deferred is None or self.in_flight:
             raise RuntimeError("write-behind: nothing read ahead, or the batch before is not settled")
+        self._send_batch(deferred, begin=True)
+
+    def _send_batch(self, deferred: Sequence[bulk.Deferred], *, begin: bool) -> None:
+        """Send a batch's rows and COMMIT on the write-behind connection (with its BEGIN, if ``begin``: a batch read
+        ahead); from now on the batch is in flight, and a failure to send is its outcome, given at :meth:`settle`."""
         self.in_flight = True
         try:
             conn = self._connection()
-            conn.commit()
-            self._send(conn, deferred, begin=True, commit=True)
+            if begin:
+                conn.commit()  # SQLAlchemy's record of the batch before (settled: the driver is idle)
+            self._send(conn, deferred, begin=begin, commit=True)
         except Exception as exc:  # given up at settle(): the batch is applied again
             self._send_failed = describe(exc)
 
@@ -202,10 +204,7 @@ class WriteBehind:
                 executemany: bool) -> None:
         """Before a statement of the batch: send the deferred rows it could see or depend on (waited for)."""
         deferred = conn.info.get(bulk.DEFERRED)
-        if not deferred:
-            return
-        head = statement.lstrip()[:6].upper()
-        if head == "SELECT" and not any(d.table in statement for d in deferred):
+        if not deferred or _after_deferred(statement, deferred) is None:
             return
         rows = list(deferred)
         deferred.clear()
@@ -284,12 +283,18 @@ def _only_reads(conn: Connection, cursor: Any, statement: str, parameters: Any, 
                 executemany: bool) -> None:
     """Before a statement of a batch read ahead: a SELECT of tables it has deferred no rows for, or NotAhead."""
     deferred = conn.info.get(bulk.DEFERRED)
-    if deferred is None:
-        return
+    if deferred is not None and (why := _after_deferred(statement, deferred)) is not None:
+        raise NotAhead(why)
+
+
+def _after_deferred(statement: str, deferred: Sequence[bulk.Deferred]) -> str | None:
+    """Why ``statement`` must run after the batch's ``deferred`` rows (it could see or depend on them), or None: any
+    statement but a SELECT, and a SELECT naming a table with rows deferred."""
     if statement.lstrip()[:6].upper() != "SELECT":
-        raise NotAhead(f"a statement other than a SELECT: {statement[:60]!r}")
+        return f"a statement other than a SELECT: {statement[:60]!r}"
     if any(d.table in statement for d in deferred):
-        raise NotAhead(f"a read of rows it deferred ({', '.join(sorted({d.table for d in deferred}))})")
+        return f"a read of rows it deferred ({', '.join(sorted({d.table for d in deferred}))})"
+    return None
 
 
 def _left(deadline: float) -> float:
