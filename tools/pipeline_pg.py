@@ -90,14 +90,13 @@ def _rows(decoded: Sequence[Any], first_offset: int) -> list[Table]:
 
 
 def _insert(table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> tuple[bytes, list[bytes]]:
-    """``INSERT … SELECT * FROM unnest($1::text[], …)`` and its array literals (``store.sql.pg_array``)."""
-    from payevents.store.sql import pg_array
+    """The runtime's own ``INSERT … SELECT * FROM unnest($1::type[], …)`` of deferred rows (``runtime.bulk``), the
+    columns typed ``bigint`` or ``text`` (the runtime reads the table's types from the catalog)."""
+    from payevents.runtime import bulk
 
-    arrays = ", ".join(f"${i + 1}::{'bigint' if c in _INTS else 'text'}[]" for i, c in enumerate(columns))
-    params = [("{" + ",".join(str(r[j]) for r in rows) + "}") if c in _INTS else pg_array([r[j] for r in rows])
-              for j, c in enumerate(columns)]
-    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})".encode(),
-            [p.encode() for p in params])
+    sql, params = bulk.unnest_insert(bulk.Deferred(table, tuple(columns), list(rows), None),
+                                     {c: "bigint" if c in _INTS else "text" for c in columns})
+    return sql.encode(), [p.encode() for p in params]
 
 
 class _Pipeline:
