@@ -5,7 +5,9 @@ did not commit is applied again through a transaction that is waited for."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import runtime_counter as rc
@@ -21,7 +23,7 @@ from payevents.runtime.writebehind import LateFailure, WriteBehind
 from payevents.settings import Settings
 from payevents.store import db
 from payevents.store.db import Migration
-from payevents.transport.base import Message
+from payevents.transport.base import Message, Record
 
 pytestmark = pytest.mark.postgres
 
@@ -61,6 +63,22 @@ def _backend(rt: ConsumerRuntime) -> int:
     return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
 
 
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """``wb_rows`` locked (ACCESS EXCLUSIVE) by another connection until the block ends or it rolls back: the
+    server cannot write a batch's rows meanwhile."""
+    with engine.connect() as locker:
+        locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+        yield locker
+
+
+def _sent(settings: Settings, n: int, prefix: str = "PAY-") -> list[tuple[Record, dict[str, Any]]]:
+    """``n`` PaymentProcessed of 1.00 for the payments ``{prefix}0`` to ``{prefix}{n-1}``, on the channel."""
+    records = [rc.event_record(settings, f"{prefix}{i}", "1.00") for i in range(n)]
+    rc.send(settings, [r for r, _ev in records])
+    return records
+
+
 @pytest.fixture
 def name(unique: str) -> str:
     return f"_wb_{unique}"
@@ -72,12 +90,10 @@ def test_a_batch_counts_and_commits_its_offsets_only_once_its_commit_is_confirme
     committed. A table lock held elsewhere keeps the server from writing the batch, which shows the step did not
     wait; when the lock goes, the next step reads the commit, counts the batch and commits its offsets."""
     svc = _service(name)
-    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(20)]
-    rc.send(pg_settings, [r for r, _ev in records])
+    records = _sent(pg_settings, 20)
     with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
-        with engine.connect() as locker:
-            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+        with _locked(engine) as locker:
             result = rt.step()  # would hang here if it waited for its commit
             assert result.in_flight and result.consumed == 20 and result.applied == 20
             assert rt.stats.consumed == 0 and rt.stats.applied == 0
@@ -119,19 +135,16 @@ def test_a_connection_lost_before_the_commit_is_confirmed_loses_nothing_and_appl
     """The server ends the write-behind connection while the batch waits on a lock (so it certainly did not commit):
     the next step finds the batch's outcome unknown and applies it again on a new connection."""
     svc = _service(name)
-    first = [rc.event_record(pg_settings, f"PAY-A{i}", "1.00") for i in range(15)]
-    rc.send(pg_settings, [r for r, _ev in first])
+    first = _sent(pg_settings, 15, "PAY-A")
     with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
-        with engine.connect() as locker:
-            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+        with _locked(engine) as locker:
             assert rt.step().in_flight
             pid = _backend(rt)
             with engine.connect() as killer:
                 assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
             locker.rollback()
-        second = [rc.event_record(pg_settings, f"PAY-B{i}", "1.00") for i in range(5)]
-        rc.send(pg_settings, [r for r, _ev in second])
+        second = _sent(pg_settings, 5, "PAY-B")
         for _ in range(20):
             rt.step()
             if rt.stats.applied == 20:
@@ -154,8 +167,7 @@ def test_settle_confirms_the_batch_in_flight_now(pg_settings: Settings, name: st
 
 def test_close_confirms_the_batch_in_flight(pg_settings: Settings, name: str) -> None:
     svc = _service(name)
-    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(7)]
-    rc.send(pg_settings, [r for r, _ev in records])
+    _sent(pg_settings, 7)
     rt = ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True)
     assert rt.step().in_flight
     rt.close()
@@ -269,8 +281,7 @@ def test_step_does_not_block_other_threads_while_it_waits(pg_settings: Settings,
     ticks: list[int] = []
     with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
         engine = db.engine_for(pg_settings, svc.name)
-        with engine.connect() as locker:
-            locker.exec_driver_sql("LOCK TABLE wb_rows IN ACCESS EXCLUSIVE MODE")
+        with _locked(engine) as locker:
             assert rt.step().in_flight
             done = threading.Event()
 
@@ -361,8 +372,7 @@ def test_a_service_that_cannot_read_ahead_is_applied_in_its_transaction_from_the
     svc = ServiceDef(name=name, description="writes at once (tests)", migrations=[_TABLE],
                      handlers={"PaymentProcessed": lambda conn, d, m: _insert_now(conn, [(d, m)])},
                      batch_handler=_insert_now, insert_only=True)
-    records = [rc.event_record(pg_settings, f"PAY-{i}", "1.00") for i in range(6)]
-    rc.send(pg_settings, [r for r, _ev in records])
+    records = _sent(pg_settings, 6)
     with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, max_batch=4) as rt:
         assert rt._ahead
         for _ in range(5):
