@@ -4,7 +4,9 @@ did not commit is applied again through a transaction that is waited for."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from payevents.contracts.codec import DecodedEvent
+from payevents.localkafka import FAST_GROUP_CONFIG
 from payevents.runtime import bulk
 from payevents.runtime.consumer import ConsumerRuntime
 from payevents.runtime.deadletter import list_dead_letters
@@ -300,6 +303,61 @@ def test_step_does_not_block_other_threads_while_it_waits(pg_settings: Settings,
             t.join(10)
         assert rt.stats.applied == 1
     assert len(ticks) >= 20
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("transport", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_a_batch_in_flight_when_its_partitions_move_is_committed_before_they_go(
+        pg_settings: Settings, name: str, transport: str, request: pytest.FixtureRequest) -> None:
+    """Member A has a batch in flight, on both partitions of the channel, when member B joins and the group gives B
+    one of them: A confirms that batch and commits its offsets before the partition goes (the transport calls the
+    runtime back before a revocation), so B starts after it and applies none of it again. Then events keep coming
+    and every one is applied once, by one of the two."""
+    from payevents.transport import open_transport
+
+    s = dataclasses.replace(pg_settings, partitions=2, kafka_config=dict(FAST_GROUP_CONFIG))  # heartbeats: 0.5 s
+    if transport == "kafka":
+        s = dataclasses.replace(s, broker=request.getfixturevalue("kafka_broker").url)
+    svc = _service(name)
+    _sent(s, 0)  # the channel, empty
+    a = ConsumerRuntime(s, svc, poll_timeout=0.2, write_behind=True)
+    b: ConsumerRuntime | None = None
+    try:
+        for _ in range(100):  # Kafka: until A has joined the group
+            if a.consumer.assignment():
+                break
+            a.step()
+        records = _sent(s, 200, "PAY-A")
+        time.sleep(1.0)  # Kafka: A's client has fetched from both partitions by now
+        for _ in range(200):  # until A has a batch in flight on both partitions
+            a.step()
+            if a._in_flight is not None and len(a._in_flight.offsets) == 2:
+                break
+            assert a.stats.consumed < len(records), "A never had a batch in flight on both partitions"
+        b = ConsumerRuntime(s, svc, poll_timeout=0.2, write_behind=True)
+        joined = time.monotonic() + 1.5  # B asks for a partition; A, its batch still in flight, has to give one up
+        while time.monotonic() < joined:
+            assert b.step().consumed == 0
+        records += _sent(s, 100, "PAY-B")
+        engine = db.engine_for(s, svc.name)
+        deadline = time.monotonic() + 120
+        while len(_rows(engine)) < len(records) or a._in_flight or b._in_flight:
+            assert time.monotonic() < deadline, f"{len(_rows(engine))} of {len(records)} applied"
+            a.step()
+            b.step()
+        assert b.consumer.assignment() and b.stats.applied > 0, "the group never gave B a partition"
+        assert (a.stats.duplicates, b.stats.duplicates) == (0, 0)  # nothing read again by its new owner
+        assert a.stats.applied + b.stats.applied == len(records)
+    finally:
+        for rt in (a, b):
+            if rt is not None:
+                rt.close()
+    assert _rows(engine) == sorted(ev["eventId"] for _r, ev in records)
+    t = open_transport(s)
+    try:
+        assert sum(t.group_offsets(svc.group, a.topic).values()) == len(records)
+    finally:
+        t.close()
 
 
 # -- reading ahead (ServiceDef.insert_only: the ledger) ---------------------------------------------------------

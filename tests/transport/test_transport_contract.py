@@ -293,6 +293,64 @@ def test_members_of_one_group_share_the_partitions(transport: Transport, unique:
     b.close()
 
 
+def test_a_member_finishes_its_work_before_its_partitions_move(transport: Transport, unique: str) -> None:
+    """``before_revoke`` is called inside a poll with the partitions a rebalance moves to another member, while they
+    are still assigned: a commit made there counts, and the new owner starts after it."""
+    topic, group = f"t.{unique}", f"g.{unique}"
+    transport.create_topics([topic], 2)
+    transport.producer().send([Record(topic, f"v{i}".encode(), partition=i % 2) for i in range(20)])
+    a = transport.consumer(group, [topic])
+    done = next_offsets(drain(a, 20, timeout=15))  # read, not committed yet
+    calls: list[tuple[set[tuple[str, int]], set[tuple[str, int]]]] = []
+
+    def finish(partitions: list[tuple[str, int]]) -> None:
+        calls.append((set(partitions), a.assignment()))
+        a.commit({tp: o for tp, o in done.items() if tp in partitions})
+
+    a.before_revoke = finish
+    b = transport.consumer(group, [topic])
+    deadline = time.monotonic() + 30
+    while not (a.assignment() and b.assignment()):
+        assert time.monotonic() < deadline, "b was never given a partition"
+        assert not a.poll(10, 0.05) and not b.poll(10, 0.05)  # b reads nothing a finished
+    ((moved, held),) = calls
+    assert moved == b.assignment() and moved <= held and not moved & a.assignment()
+    assert not b.poll(10, 0.5)
+    a.close()
+    b.close()
+
+
+def test_partitions_move_even_when_the_member_fails_to_finish_its_work(transport: Transport, unique: str) -> None:
+    """``before_revoke`` raising: the poll raises it, and the partitions go to the new owner all the same (which
+    reads from the last committed offset)."""
+    topic, group = f"t.{unique}", f"g.{unique}"
+    transport.create_topics([topic], 2)
+    transport.producer().send([Record(topic, f"v{i}".encode(), partition=i % 2) for i in range(20)])
+    a = transport.consumer(group, [topic])
+    assert len(drain(a, 20, timeout=15)) == 20  # read, nothing committed
+
+    def fail(_partitions: list[tuple[str, int]]) -> None:
+        raise RuntimeError("cannot finish (test)")
+
+    a.before_revoke = fail
+    b = transport.consumer(group, [topic])
+    raised, got = 0, []
+    deadline = time.monotonic() + 30
+    while not (b.assignment() and got):
+        assert time.monotonic() < deadline, f"b was never given a partition ({raised} raised)"
+        try:
+            assert not a.poll(10, 0.05)
+        except RuntimeError as exc:
+            assert str(exc) == "cannot finish (test)"
+            raised += 1
+        got += b.poll(10, 0.05)
+    assert raised == 1 and not b.assignment() & a.assignment()
+    got += drain(b, 10 - len(got), timeout=15)
+    assert len(got) == 10 and {m.offset for m in got} == set(range(10))  # all of b's partition, from its start
+    a.close()
+    b.close()
+
+
 def test_the_dead_letter_channel_is_kept_for_ever(transport: Transport, unique: str) -> None:
     # a dead letter is the only copy of a record no service could process; the channel's retention (7 days on a
     # Kafka with its defaults) would delete it before anyone looked at it or replayed it

@@ -453,6 +453,10 @@ class ConsumerRuntime:
         #: the process that ran this member before did not stop cleanly (:meth:`_start_member`)
         self.after_crash = self._start_member() or after_crash
         self.consumer: Consumer = self.transport.consumer(service.group, [self.topic], from_beginning=True)
+        #: a fault applying again, before a revocation, a batch that did not commit: the step backs off with it
+        self._revoke_fault: _Transient | None = None
+        if self._wb is not None:
+            self.consumer.before_revoke = self._before_revoke
         self._producer: Producer | None = None
         #: the known event types this service has no handler for: a record whose one eventType header names one
         #: is passed over unread (no decode, no seen mark; counted ignored, its offset committed with the batch).
@@ -559,6 +563,9 @@ class ConsumerRuntime:
             if not is_transient(exc):
                 raise
             return self._back_off([], f"poll: {describe(exc)}", started)
+        if self._revoke_fault is not None:  # its records first (those of the partitions gone are their owner's)
+            fault, self._revoke_fault = self._revoke_fault, None
+            return self._back_off([*fault.messages, *messages], fault.reason, started)
         for gap in self.consumer.skipped():
             self._report_lost(gap)
         if self._lost_unrecorded and (problem := self._record_lost()) is not None:
@@ -814,6 +821,18 @@ class ConsumerRuntime:
         result.seconds = flight.result.seconds
         self._record(result)
         return result.committed, again
+
+    def _before_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """A rebalance is about to move ``partitions`` to another member (the transport calls this inside the poll,
+        while they are still this member's): a batch in flight on any of them is confirmed now, so its offsets are
+        committed before they go and their new owner starts after it, instead of reading it again (which the seen
+        marks would make a no-op). A fault applying it again is kept for the step, which backs off with it."""
+        if self._in_flight is None or not set(self._in_flight.offsets).intersection(partitions):
+            return
+        try:
+            self._settle()
+        except _Transient as fault:
+            self._revoke_fault = fault
 
     def _after_death(self, messages: Sequence[Message]) -> BatchResult:
         """A batch among the first records after a worker died (``after_crash``): perhaps of one of them. Before the

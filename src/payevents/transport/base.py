@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol, runtime_checkable
 
 from payevents.errors import PayeventsError
@@ -144,6 +144,11 @@ class Producer(Protocol):
 
 @runtime_checkable
 class Consumer(Protocol):
+    #: called (inside :meth:`poll`) with the partitions a rebalance is about to move to another member, while they
+    #: are still this member's: the caller finishes what it has in progress on them and commits its offsets
+    #: (:meth:`commit` still takes them), so their new owner starts after it. ``None``: nothing to finish.
+    before_revoke: Callable[[Sequence[TopicPartition]], None] | None
+
     def poll(self, max_records: int = 500, timeout: float = 0.5) -> list[Message]:
         """Up to ``max_records`` messages from the assigned, non-paused partitions, in offset order
         per partition. Waits up to ``timeout`` seconds for the first one."""

@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -543,10 +543,23 @@ class EmbeddedConsumer:
         self._next_heartbeat = 0.0
         self._rr = 0
         self._closed = False
+        self.before_revoke: Callable[[Sequence[TopicPartition]], None] | None = None
         self._heartbeat()
 
     # -- group membership ------------------------------------------------------------------------
     def _heartbeat(self) -> None:
+        """Renew this member's lease on the group and follow the group's plan: take the partitions it gives this
+        member that are free, release those it gives another. Partitions to release are first offered to
+        :attr:`before_revoke`, still held (its commits count), then released by a second pass."""
+        held = self._beat(hold=self.before_revoke is not None)
+        if held and self.before_revoke is not None:
+            try:
+                self.before_revoke(held)
+            finally:
+                self._beat(hold=False)
+
+    def _beat(self, *, hold: bool) -> list[TopicPartition]:
+        """One heartbeat; with ``hold``, the partitions to release are kept and returned instead."""
         now = time.time()
         g = self.group
         with self._db.tx("heartbeat") as conn:
@@ -572,6 +585,9 @@ class EmbeddedConsumer:
             target = {pid for pid, m in plan.items() if m == self.member_id}
             mine = {pid for pid, m in leases.items() if m == self.member_id}
             release = mine - target
+            kept: set[int] = set()
+            if hold:
+                kept, release = release, set()
             take = [pid for pid in target if pid not in leases]
             if release:
                 conn.executemany("DELETE FROM leases WHERE grp = ? AND pid = ? AND member = ?",
@@ -611,6 +627,7 @@ class EmbeddedConsumer:
         self._pending = len(owned) < len(target)
         interval = PENDING_HEARTBEAT_INTERVAL if self._pending else self.heartbeat_interval
         self._next_heartbeat = time.monotonic() + interval
+        return sorted(self._assigned[pid] for pid in kept if pid in self._assigned)
 
     def _maybe_heartbeat(self) -> None:
         if time.monotonic() >= self._next_heartbeat:

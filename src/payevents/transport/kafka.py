@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from confluent_kafka import Consumer as CkConsumer
@@ -527,6 +527,7 @@ class KafkaConsumer:
         self._next: dict[TP, int] = {}
         self._skipped: list[Skipped] = []
         self._closed = False
+        self.before_revoke: Callable[[Sequence[TP]], None] | None = None
         self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _on_error(self, err: KafkaError) -> None:
@@ -592,18 +593,23 @@ class KafkaConsumer:
             self._next[tp] = offset
 
     def _on_revoke(self, _c: Any, partitions: list[TopicPartition]) -> None:
-        """Before the partitions move: commit synchronously what was given for them and is not known to be
-        committed (their new owner starts from there), then forget them."""
+        """Before the partitions move: the caller finishes its work on them (:attr:`before_revoke`; what it raises
+        comes out of the poll, after the rest), then what was given for them and is not known to be committed is
+        committed synchronously (their new owner starts from there), and they are forgotten."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        todo = {tp: o for tp, o in self._unconfirmed().items() if tp in gone}
-        if todo:
-            try:
-                self._commit_now(todo)
-            except KafkaException as exc:
-                log.warning("group %s: commit of revoked %s failed (%s): their new owner re-reads from the last "
-                            "committed offset", self.group, sorted(todo), exc.args[0].str())
-        self._forget(gone)
-        log.debug("group %s revoked %s", self.group, sorted(gone))
+        try:
+            if gone and self.before_revoke is not None:
+                self.before_revoke(sorted(gone & self._assigned))
+        finally:
+            todo = {tp: o for tp, o in self._unconfirmed().items() if tp in gone}
+            if todo:
+                try:
+                    self._commit_now(todo)
+                except KafkaException as exc:
+                    log.warning("group %s: commit of revoked %s failed (%s): their new owner re-reads from the "
+                                "last committed offset", self.group, sorted(todo), exc.args[0].str())
+            self._forget(gone)
+            log.debug("group %s revoked %s", self.group, sorted(gone))
 
     def _on_lost(self, _c: Any, partitions: list[TopicPartition]) -> None:
         """Lost (the member was out of the group): no commit is possible any more; the new owner re-reads."""
