@@ -178,6 +178,73 @@ def test_a_seq_marked_before_keeps_its_first_mark(outbox_engine: Engine, store_s
     assert [r[0] for r in rows] == [1, 2, 3] and tuple(rows[1][1:]) == first
 
 
+def test_an_idle_relay_waits_for_the_outbox_to_change_instead_of_asking_it(
+        outbox_engine: Engine, store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With nothing pending the relay does not ask the outbox again and again: it waits for a change (SQLite:
+    another connection's commit; PostgreSQL: the notification the trigger on outbox_pending sends at commit) and
+    publishes what came — an append, and a row put back by someone's own SQL. Its look anyway after IDLE_PASS_S
+    is put out of reach here, so only the wake-up can publish them."""
+    import sqlalchemy as sa
+
+    from payevents.runtime import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "IDLE_PASS_S", 3600.0, raising=False)
+    passes: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("SELECT") and "FROM outbox_pending" in statement:  # a pass (not a COUNT)
+            passes.append(statement)
+
+    sa.event.listen(outbox_engine, "before_cursor_execute", count)
+    stop = threading.Event()
+    with Relay(store_settings, engine=outbox_engine) as relay:
+        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+        worker.start()
+        try:
+            wait_until(lambda: relay.last_pass_ok, 30, "the relay's first pass")
+            idle_from = len(passes)
+            stop.wait(0.5)  # nothing changes: it used to look every 5 ms, ~100 passes
+            assert len(passes) - idle_from == 0, (idle_from, len(passes))
+            first = append_one(outbox_engine, "pay-idle", "idle-1")
+            wait_until(lambda: pending_count(outbox_engine) == 0, 20, "the append to be published")
+            with outbox_engine.begin() as conn:  # a deliberate re-send, by hand
+                conn.exec_driver_sql(f"INSERT INTO outbox_pending (seq) VALUES ({first.seq})")
+            wait_until(lambda: relay.stats.published == 2, 20, "the row put back to be published")
+        finally:
+            stop.set()
+            worker.join(30)
+        assert not worker.is_alive()
+    sa.event.remove(outbox_engine, "before_cursor_execute", count)
+
+
+@pytest.mark.postgres
+def test_a_relay_whose_wait_loses_its_connection_goes_on_publishing(
+        pg_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The server ends the session the idle relay listens on: the relay says so, looks at the table meanwhile and
+    publishes what comes."""
+    from payevents.runtime import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "IDLE_PASS_S", 3600.0)
+    engine = connect(pg_settings, "payments", OUTBOX_MIGRATIONS)
+    stop = threading.Event()
+    with Relay(pg_settings, engine=engine) as relay, caplog.at_level(logging.WARNING, "payevents.relay"):
+        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+        worker.start()
+        try:
+            wait_until(lambda: relay._watch is not None, 30, "the relay to wait for changes")
+            pid = relay._watch._conn.info.backend_pid  # type: ignore[union-attr]
+            with engine.connect() as killer:
+                assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+            wait_until(lambda: any("waiting for new events failed" in r.getMessage() for r in caplog.records), 20,
+                       "the relay to notice")
+            append_one(engine, "pay-lost-watch", "lost-watch-1")
+            wait_until(lambda: pending_count(engine) == 0, 20, "the append to be published")
+        finally:
+            stop.set()
+            worker.join(30)
+        assert not worker.is_alive() and relay.stats.published == 1
+
+
 def test_run_retries_transient_broker_faults_without_loss(outbox_engine: Engine, store_settings: Settings) -> None:
     from payevents.errors import TransientError
 

@@ -121,6 +121,19 @@ _PG_TRIGGERS: Final = [
         FOR EACH STATEMENT EXECUTE FUNCTION outbox_events_immutable()""",
 ]
 
+#: the PostgreSQL notification channel on which an outbox says it has events to publish (the payload: its schema)
+OUTBOX_CHANNEL: Final = "payevents_outbox"
+_PG_WAKE_RELAY: Final = [
+    f"""CREATE OR REPLACE FUNCTION outbox_pending_notify() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            PERFORM pg_notify('{OUTBOX_CHANNEL}', current_schema());
+            RETURN NULL;
+        END
+        $fn$""",
+    """CREATE TRIGGER outbox_pending_notify AFTER INSERT ON outbox_pending
+        FOR EACH STATEMENT EXECUTE FUNCTION outbox_pending_notify()""",
+]
+
 #: The outbox's schema steps; a producing service puts them first in its own migration list
 #: (versions 1..99 are reserved for the outbox, the service's own steps use 100+).
 OUTBOX_MIGRATIONS: Final[list[Migration]] = [
@@ -146,6 +159,9 @@ OUTBOX_MIGRATIONS: Final[list[Migration]] = [
             PRIMARY KEY (partition, "offset", seq)
         )""",
     ]),
+    # every statement that adds pending events — an append, a resend, a republish, anyone's SQL — wakes the relay
+    # (when its transaction commits) instead of the relay asking the table over and over (runtime.relay)
+    Migration(5, "outbox wakes its relay", postgresql=_PG_WAKE_RELAY),
 ]
 
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from payevents.errors import ConfigError
+from payevents.errors import ConfigError, TransientError
 from payevents.settings import DATABASE_URL_FORMS, Settings, database_url_problem
 from payevents.sqlitelock import begin_immediate
 from payevents.store.sql import pg_array
@@ -197,6 +197,111 @@ class Dialect:
         outbox), let go by the operating system or the server when the holder dies."""
         raise NotImplementedError
 
+    def change_watch(self, engine: Engine, channel: str, nap: float) -> ChangeWatch:
+        """A wait for ``engine``'s database to change (e.g. rows for the relay to publish), on a connection of its
+        own: SQLite notices another connection's commit within ``nap`` seconds; PostgreSQL is woken at once by a
+        notification on ``channel`` that a trigger of the current schema sends (see :class:`ListenWatch`)."""
+        raise NotImplementedError
+
+
+class ChangeWatch:
+    """Waits until a database may have changed (:meth:`Dialect.change_watch`). :meth:`wait` returning True is a
+    reason to look, not a promise of news; False: nothing seen within ``timeout``, or ``stop`` was set."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the watch's connection."""
+
+
+class PollWatch(ChangeWatch):
+    """No way to see changes (an in-memory database): every wait of ``nap`` seconds is a reason to look."""
+
+    def __init__(self, nap: float) -> None:
+        self.nap = nap
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        return not stop.wait(min(self.nap, timeout))
+
+
+class DataVersionWatch(ChangeWatch):
+    """SQLite: ``PRAGMA data_version`` of a connection of its own changes whenever another connection commits to
+    the file. Read after 1 ms, then at intervals doubling up to ``nap`` while nothing changes (a few µs a read,
+    where a pass over the tables it guards costs far more)."""
+
+    def __init__(self, path: str, nap: float) -> None:
+        self.nap = nap
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise TransientError(f"watching {path}: {exc}") from exc
+        self._version = self._read()
+
+    def _read(self) -> int:
+        try:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise TransientError(f"watching for changes: {exc}") from exc
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + timeout
+        nap = min(0.001, self.nap)
+        while True:
+            version = self._read()
+            if version != self._version:
+                self._version = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or stop.wait(min(nap, left)):
+                return False
+            nap = min(nap * 2, self.nap)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class ListenWatch(ChangeWatch):
+    """PostgreSQL: ``LISTEN channel`` on a connection of its own (taken from the engine's pool and never given
+    back). A trigger's ``pg_notify(channel, current_schema())``, sent when its transaction commits, wakes the wait
+    at once; a notification from another schema's tables on the same database is passed over."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        import psycopg
+
+        self._raw = engine.raw_connection()
+        try:
+            conn = self._raw.driver_connection
+            assert conn is not None
+            conn.rollback()
+            conn.autocommit = True
+            self._schema = str(conn.execute("SELECT current_schema()").fetchone()[0])
+            conn.execute(f"LISTEN {channel}")
+        except BaseException as exc:
+            self._raw.invalidate()
+            if isinstance(exc, psycopg.Error):
+                raise TransientError(f"LISTEN {channel}: {exc}") from exc
+            raise
+        self._conn = conn
+        self._error = psycopg.Error
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + timeout
+        try:
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # in slices, so that a stop is seen within 0.1 s
+                if any(n.payload == self._schema for n in self._conn.notifies(timeout=min(left, 0.1))):
+                    return True
+        except self._error as exc:
+            raise TransientError(f"waiting for a notification: {exc}") from exc
+        return False
+
+    def close(self) -> None:
+        self._raw.invalidate()  # a listening session is not one to give back to the pool
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -219,6 +324,10 @@ class SQLite(Dialect):
         # an exclusive flock on <database>.<role>.lock; an in-memory database is private to its process anyway
         path = engine.url.database or ""
         return FileLock(f"{path}.{role}.lock" if path and path != ":memory:" else None, role)
+
+    def change_watch(self, engine: Engine, channel: str, nap: float) -> ChangeWatch:
+        path = engine.url.database or ""
+        return DataVersionWatch(path, nap) if path and path != ":memory:" else PollWatch(nap)
 
 
 class PostgreSQL(Dialect):
@@ -263,6 +372,9 @@ class PostgreSQL(Dialect):
     def process_lock(self, engine: Engine, table: str, role: str) -> ProcessLock:
         # a session advisory lock keyed by the table's oid (so one per schema)
         return AdvisoryLock(engine, table)
+
+    def change_watch(self, engine: Engine, channel: str, nap: float) -> ChangeWatch:
+        return ListenWatch(engine, channel)
 
 
 class ProcessLock:
