@@ -303,6 +303,11 @@ class ListenWatch(ChangeWatch):
         self._raw.invalidate()  # a listening session is not one to give back to the pool
 
 
+def _on_disk(path: str | None) -> str | None:
+    """A SQLite database's ``path`` when it names a file, None for an in-memory database."""
+    return path if path and path != ":memory:" else None
+
+
 class SQLite(Dialect):
     name = "sqlite"
 
@@ -322,12 +327,12 @@ class SQLite(Dialect):
 
     def process_lock(self, engine: Engine, table: str, role: str) -> ProcessLock:
         # an exclusive flock on <database>.<role>.lock; an in-memory database is private to its process anyway
-        path = engine.url.database or ""
-        return FileLock(f"{path}.{role}.lock" if path and path != ":memory:" else None, role)
+        path = _on_disk(engine.url.database)
+        return FileLock(f"{path}.{role}.lock" if path else None, role)
 
     def change_watch(self, engine: Engine, channel: str, nap: float) -> ChangeWatch:
-        path = engine.url.database or ""
-        return DataVersionWatch(path, nap) if path and path != ":memory:" else PollWatch(nap)
+        path = _on_disk(engine.url.database)
+        return DataVersionWatch(path, nap) if path else PollWatch(nap)
 
 
 class PostgreSQL(Dialect):
@@ -543,8 +548,8 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     if (problem := database_url_problem(url)) is not None:
         raise ConfigError(f"database URL: {problem} ({DATABASE_URL_FORMS})")
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
+        path = _on_disk(url.split("///", 1)[1] if "///" in url else None)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
                                   **kwargs)
