@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -19,6 +21,7 @@ from payevents.contracts.events import (
     ProcessedMetadata,
 )
 from payevents.runtime.outbox import AppendResult, append
+from payevents.runtime.relay import Relay
 from payevents.transport.base import Message, Transport
 
 
@@ -76,3 +79,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def relay_running(relay: Relay, join_s: float = 10) -> Iterator[threading.Thread]:
+    """``relay.run`` in a thread of its own for the block; then stopped and joined (for up to ``join_s``)."""
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        worker.join(join_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from outbox_helpers import append_one, headers_for, processed_event, read_channel, wait_until
+from outbox_helpers import append_one, headers_for, processed_event, read_channel, relay_running, wait_until
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
@@ -119,15 +120,9 @@ def test_relay_publishes_to_kafka(kafka_settings: Settings) -> None:
     engine = connect(kafka_settings, "payments", OUTBOX_MIGRATIONS)
     pid = f"pay-{uuid.uuid4()}"
     ids = [append_one(engine, pid, f"kafka-{uuid.uuid4()}", amount=f"{i + 1}.00").event_id for i in range(20)]
-    stop = threading.Event()
     with Relay(kafka_settings, engine=engine, batch_size=7) as relay:
-        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-        worker.start()
-        try:
+        with relay_running(relay):
             wait_until(lambda: pending_count(engine) == 0, 60, "the relay to publish 20 events to Kafka")
-        finally:
-            stop.set()
-            worker.join(10)
         assert relay.stats.published == 20 and relay.stats.p99 > 0
     transport = open_transport(kafka_settings)
     try:
@@ -196,23 +191,17 @@ def test_an_idle_relay_waits_for_the_outbox_to_change_instead_of_asking_it(
             passes.append(statement)
 
     sa.event.listen(outbox_engine, "before_cursor_execute", count)
-    stop = threading.Event()
     with Relay(store_settings, engine=outbox_engine) as relay:
-        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-        worker.start()
-        try:
+        with relay_running(relay, join_s=30) as worker:
             wait_until(lambda: relay.last_pass_ok, 30, "the relay's first pass")
             idle_from = len(passes)
-            stop.wait(0.5)  # nothing changes: it used to look every 5 ms, ~100 passes
+            time.sleep(0.5)  # nothing changes: it used to look every 5 ms, ~100 passes
             assert len(passes) - idle_from == 0, (idle_from, len(passes))
             first = append_one(outbox_engine, "pay-idle", "idle-1")
             wait_until(lambda: pending_count(outbox_engine) == 0, 20, "the append to be published")
             with outbox_engine.begin() as conn:  # a deliberate re-send, by hand
                 conn.exec_driver_sql(f"INSERT INTO outbox_pending (seq) VALUES ({first.seq})")
             wait_until(lambda: relay.stats.published == 2, 20, "the row put back to be published")
-        finally:
-            stop.set()
-            worker.join(30)
         assert not worker.is_alive()
     sa.event.remove(outbox_engine, "before_cursor_execute", count)
 
@@ -226,11 +215,8 @@ def test_a_relay_whose_wait_loses_its_connection_goes_on_publishing(
 
     monkeypatch.setattr(relay_module, "IDLE_PASS_S", 3600.0)
     engine = connect(pg_settings, "payments", OUTBOX_MIGRATIONS)
-    stop = threading.Event()
     with Relay(pg_settings, engine=engine) as relay, caplog.at_level(logging.WARNING, "payevents.relay"):
-        worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-        worker.start()
-        try:
+        with relay_running(relay, join_s=30) as worker:
             wait_until(lambda: relay._watch is not None, 30, "the relay to wait for changes")
             pid = relay._watch._conn.info.backend_pid  # type: ignore[union-attr]
             with engine.connect() as killer:
@@ -239,9 +225,6 @@ def test_a_relay_whose_wait_loses_its_connection_goes_on_publishing(
                        "the relay to notice")
             append_one(engine, "pay-lost-watch", "lost-watch-1")
             wait_until(lambda: pending_count(engine) == 0, 20, "the append to be published")
-        finally:
-            stop.set()
-            worker.join(30)
         assert not worker.is_alive() and relay.stats.published == 1
 
 
@@ -274,15 +257,9 @@ def test_run_retries_transient_broker_faults_without_loss(outbox_engine: Engine,
             return getattr(real, attr)
 
     ids = [append_one(outbox_engine, "pay-flaky", f"flaky-{i}", amount=f"{i + 1}.00").event_id for i in range(10)]
-    stop = threading.Event()
     relay = Relay(store_settings, engine=outbox_engine, transport=FlakyTransport())  # type: ignore[arg-type]
-    worker = threading.Thread(target=relay.run, args=(stop,), daemon=True)
-    worker.start()
-    try:
+    with relay_running(relay):
         wait_until(lambda: pending_count(outbox_engine) == 0, 30, "the relay to recover and publish")
-    finally:
-        stop.set()
-        worker.join(10)
     assert relay.stats.errors == 2 and relay.stats.published == 10
     assert [m.header("eventId") for m in read_channel(real, topic_for("dev"))] == ids
     real.close()

@@ -9,7 +9,7 @@ import pytest
 from transport_helpers import drain, next_offsets, wait_assigned
 
 from payevents.errors import ConfigError
-from payevents.transport import Consumer, Producer, Record, Transport
+from payevents.transport import Consumer, Message, Producer, Record, Transport
 from payevents.transport.murmur2 import partition_for
 
 
@@ -293,14 +293,22 @@ def test_members_of_one_group_share_the_partitions(transport: Transport, unique:
     b.close()
 
 
-def test_a_member_finishes_its_work_before_its_partitions_move(transport: Transport, unique: str) -> None:
-    """``before_revoke`` is called inside a poll with the partitions a rebalance moves to another member, while they
-    are still assigned: a commit made there counts, and the new owner starts after it."""
+def _two_partitions_read(transport: Transport, unique: str) -> tuple[str, str, Consumer, list[Message]]:
+    """A topic of two partitions with 10 records each, all read by member ``a`` of a group (nothing committed)."""
     topic, group = f"t.{unique}", f"g.{unique}"
     transport.create_topics([topic], 2)
     transport.producer().send([Record(topic, f"v{i}".encode(), partition=i % 2) for i in range(20)])
     a = transport.consumer(group, [topic])
-    done = next_offsets(drain(a, 20, timeout=15))  # read, not committed yet
+    read = drain(a, 20, timeout=15)
+    assert len(read) == 20
+    return topic, group, a, read
+
+
+def test_a_member_finishes_its_work_before_its_partitions_move(transport: Transport, unique: str) -> None:
+    """``before_revoke`` is called inside a poll with the partitions a rebalance moves to another member, while they
+    are still assigned: a commit made there counts, and the new owner starts after it."""
+    topic, group, a, read = _two_partitions_read(transport, unique)
+    done = next_offsets(read)
     calls: list[tuple[set[tuple[str, int]], set[tuple[str, int]]]] = []
 
     def finish(partitions: list[tuple[str, int]]) -> None:
@@ -323,11 +331,7 @@ def test_a_member_finishes_its_work_before_its_partitions_move(transport: Transp
 def test_partitions_move_even_when_the_member_fails_to_finish_its_work(transport: Transport, unique: str) -> None:
     """``before_revoke`` raising: the poll raises it, and the partitions go to the new owner all the same (which
     reads from the last committed offset)."""
-    topic, group = f"t.{unique}", f"g.{unique}"
-    transport.create_topics([topic], 2)
-    transport.producer().send([Record(topic, f"v{i}".encode(), partition=i % 2) for i in range(20)])
-    a = transport.consumer(group, [topic])
-    assert len(drain(a, 20, timeout=15)) == 20  # read, nothing committed
+    topic, group, a, _read = _two_partitions_read(transport, unique)
 
     def fail(_partitions: list[tuple[str, int]]) -> None:
         raise RuntimeError("cannot finish (test)")
