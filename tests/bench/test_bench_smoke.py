@@ -139,6 +139,20 @@ def test_drain_suite_reports_all_four_at_n_and_5n_and_every_workers_peak_rss() -
     assert "60 e-mails" in main.note
     assert figs[f"all four @N={60 * suites.DRAIN_GROWTH}"].value > 0
     assert {f"peak RSS {s}" for s in ("ledger", "invoices", "analytics", "notifications")} <= set(figs)
+    # what a file cost the filesystem just before each run, next to what the delivery wrote
+    raw_file = figs["a Maildir file, raw"]
+    assert raw_file.value > 0 and raw_file.unit == "µs CPU" and raw_file.n == suites.DRAIN_RAW_FILES
+    assert figs[f"a Maildir file, raw @N={60 * suites.DRAIN_GROWTH}"].value > 0
+
+
+def test_the_raw_maildir_write_leaves_every_file_in_new_and_none_in_tmp(tmp_path: Path) -> None:
+    from payevents.bench.baseline import maildir_files
+
+    per_file = maildir_files(tmp_path / "md", 25, size=100)
+    assert per_file > 0
+    names = sorted(p.name for p in (tmp_path / "md" / "new").iterdir())
+    assert names == [f"{i:08d}.raw" for i in range(25)] and not list((tmp_path / "md" / "tmp").iterdir())
+    assert {(tmp_path / "md" / "new" / n).stat().st_size for n in names} == {100}
 
 
 def test_scale_out_suite_runs_one_to_three_members_of_a_group() -> None:
@@ -170,3 +184,29 @@ def test_the_benchmarks_consume_from_kafka_as_a_deployment_does() -> None:
     assert differ == {"session.timeout.ms", "heartbeat.interval.ms"}
     tests = KafkaTransport("127.0.0.1:9092", FAST_GROUP_CONFIG).consumer_config("g")
     assert tests["fetch.wait.max.ms"] == "10" != bench["fetch.wait.max.ms"]  # the tests still wait 10 ms at most
+
+
+def test_an_environment_made_in_a_runs_directory_leaves_its_files_to_the_run(tmp_path: Path) -> None:
+    """A run of several environments deletes their files once, at its end: on ext4 without a journal a file
+    created within about a minute of many deletions costs up to ten times as much, and the embedded run's clean-up
+    came shortly before the Kafka run's drain. Alone, an environment still removes its own."""
+    from payevents.bench.core import bench_env
+
+    with bench_env("embedded", parent=tmp_path) as benv:
+        (benv.settings.data_dir).mkdir(parents=True)
+        (benv.settings.data_dir / "kept").write_text("until the run ends")
+        kept = benv.settings.data_dir / "kept"
+    assert kept.read_text() == "until the run ends" and kept.is_relative_to(tmp_path)
+    with bench_env("embedded") as benv:
+        alone = benv.tmp
+        assert alone.is_dir()
+    assert not alone.exists()
+
+
+def test_a_run_removes_its_environments_files_at_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    report = run_bench("baseline", ["embedded", "embedded"], "sqlite", n=50)
+    assert not report.errors, report.errors
+    assert list(tmp_path.iterdir()) == []

@@ -4,10 +4,12 @@
   transport uses) and a consume loop that only decodes each value.
 * Embedded: raw ``sqlite3`` inserts of the same rows (batched, WAL, synchronous=NORMAL — the pragmas of
   our stores) and batched selects of them per partition, decoding each value.
+* Files: what one e-mail's file costs the filesystem right now (:func:`maildir_files`), the drain's tail.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -194,3 +196,33 @@ def sqlite_select(path: Path, n: int, partitions: int) -> float:
     if seen < n:
         raise RuntimeError(f"raw select: read {seen} of {n} rows")
     return n / elapsed
+
+
+# -- files (a Maildir's) ------------------------------------------------------------------------------
+
+
+def maildir_files(directory: Path, n: int, size: int = 4096) -> float:
+    """CPU µs (user + system) per file of ``n`` files of ``size`` bytes written as a Maildir delivery writes
+    them — created in ``tmp/``, written, closed, renamed into ``new/`` — and one ``os.sync`` after them: what a
+    file costs this filesystem at this moment. The files stay (they go with the run's directory).
+
+    The cost is mostly the kernel's and is not constant: on ext4 without a journal (this machine's), an inode
+    freed within the last 60 s (up to 360 s while its inode-table block is unwritten) is not reused, and every
+    new file's allocation walks past each such inode of its block group — after a clean-up of many files, a file
+    costs up to ten times as much for about a minute (``docs/architecture.md``, "Measured on 2026-12-03 and not
+    adopted")."""
+    new, tmp = directory / "new", directory / "tmp"
+    new.mkdir(parents=True)
+    tmp.mkdir()
+    data = b"x" * size
+    started = time.process_time()
+    for i in range(n):
+        name = f"{i:08d}.raw"
+        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp / name, new / name)
+    os.sync()
+    return (time.process_time() - started) / n * 1e6

@@ -189,11 +189,17 @@ def bench_env(
     env: str = "dev",
     partitions: int = 6,
     pg_url: str = PG_URL,
+    parent: Path | None = None,
 ) -> Iterator[BenchEnv]:
-    """A fresh temporary data dir, a local Apache Kafka for kafka, unique PostgreSQL schemas; all removed after."""
+    """A fresh temporary data dir, a local Apache Kafka for kafka, unique PostgreSQL schemas; all removed after —
+    but for the data dir when it is made in ``parent``: a run of several environments removes their files once, at
+    its end (:func:`payevents.bench.runner.run_bench`), so that no suite pays for an earlier one's clean-up. On ext4
+    without a journal (this machine's), a file created within about a minute of many deletions costs up to ten
+    times as much (:func:`payevents.bench.baseline.maildir_files`), and the embedded run's clean-up deleted its drains'
+    120,000 e-mails minutes before the Kafka run's drain wrote its own."""
     from payevents.store.db import dispose_engines
 
-    tmp = Path(tempfile.mkdtemp(prefix="payevents-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="payevents-bench-", dir=parent))
     prefix = f"bench{uuid.uuid4().hex[:8]}_"
     broker = None
     try:
@@ -216,7 +222,8 @@ def bench_env(
             broker.stop()
         if database == "postgresql":
             drop_schemas(pg_url, prefix)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if parent is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def drop_schemas(pg_url: str, prefix: str) -> None:

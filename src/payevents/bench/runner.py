@@ -8,6 +8,7 @@ ratio to its limit. A suite that fails is recorded as an error in the report; th
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -76,28 +77,37 @@ def run_bench(
             profile_dir, "contracts", lambda: _contracts(report, n_for("contracts", n), console)))
     per_transport = [s for s in chosen if s != "contracts"]
     if per_transport:
-        fns = _suite_fns()
-        for transport in transports:
-            try:
-                with bench_env(transport, database, env=env) as benv:
-                    # the baseline always runs: every other figure is a ratio to it
-                    names = ["baseline", *[s for s in per_transport if s != "baseline"]]
-                    for name in names:
-                        console.log(f"[bold]{transport}/{database}[/] {name} …")
-                        t0 = time.perf_counter()
-                        fn, label = fns[name], f"{transport}-{database}-{name}"
-
-                        def call(fn: SuiteFn = fn, benv: BenchEnv = benv, name: str = name, label: str = label) -> None:
-                            _profiled(profile_dir, label, lambda: fn(benv, report, n_for(name, n), console))
-
-                        _guard(report, console, f"{transport}/{database} {name}", call)
-                        console.log(f"{transport}/{database} {name} done in {time.perf_counter() - t0:.1f}s")
-            except Exception as exc:  # broker start, schema drop, ...
-                report.errors.append(f"{transport}/{database}: {type(exc).__name__}: {exc}")
-                console.print_exception()
+        # every environment's files, removed once at the end (bench_env: no suite pays for an earlier clean-up)
+        with tempfile.TemporaryDirectory(prefix="payevents-bench-", ignore_cleanup_errors=True) as root:
+            _per_transport(report, per_transport, transports, database, n, env, console, profile_dir, Path(root))
     report.meta["seconds"] = round(time.perf_counter() - started, 1)
     finalize(report)
     return report
+
+
+def _per_transport(report: BenchReport, per_transport: list[str], transports: Sequence[TransportName],
+                   database: DatabaseName, n: int | None, env: str, console: Console, profile_dir: Path | None,
+                   root: Path) -> None:
+    """The suites other than contracts, in an environment per transport, each made in ``root``."""
+    fns = _suite_fns()
+    for transport in transports:
+        try:
+            with bench_env(transport, database, env=env, parent=root) as benv:
+                # the baseline always runs: every other figure is a ratio to it
+                names = ["baseline", *[s for s in per_transport if s != "baseline"]]
+                for name in names:
+                    console.log(f"[bold]{transport}/{database}[/] {name} …")
+                    t0 = time.perf_counter()
+                    fn, label = fns[name], f"{transport}-{database}-{name}"
+
+                    def call(fn: SuiteFn = fn, benv: BenchEnv = benv, name: str = name, label: str = label) -> None:
+                        _profiled(profile_dir, label, lambda: fn(benv, report, n_for(name, n), console))
+
+                    _guard(report, console, f"{transport}/{database} {name}", call)
+                    console.log(f"{transport}/{database} {name} done in {time.perf_counter() - t0:.1f}s")
+        except Exception as exc:  # broker start, schema drop, ...
+            report.errors.append(f"{transport}/{database}: {type(exc).__name__}: {exc}")
+            console.print_exception()
 
 
 def _guard(report: BenchReport, console: Console, what: str, fn: Callable[[], None]) -> None:

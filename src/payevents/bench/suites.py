@@ -519,6 +519,8 @@ def _e2e_once(
 
 #: drain runs at N and at DRAIN_GROWTH × N (how the rate and every worker's peak RSS grow)
 DRAIN_GROWTH = 5
+#: files of the raw Maildir write each drain run measures first (``baseline.maildir_files``)
+DRAIN_RAW_FILES = 2000
 
 
 def _pending_emails(settings: Settings) -> int:
@@ -640,6 +642,8 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
         fill_channel(settings, events)
         seed_customers(settings)
         _prepare_services(settings)
+        # what an e-mail's file costs the filesystem now, beside the data dir (the delivery's tail depends on it)
+        file_us = raw.maildir_files(settings.data_dir / "raw-maildir", DRAIN_RAW_FILES)
         from payevents.store.db import dispose_engines
 
         dispose_engines()  # no pooled connection crosses into the workers
@@ -676,6 +680,10 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
     suffix = "" if primary else f" @N={n:,}"
+    report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
+                    note=f"create in tmp/, write 4 KiB, rename into new/ ({DRAIN_RAW_FILES:,} files, one sync) just"
+                         " before the workers start, beside their data: this filesystem's cost of a file then (on"
+                         " ext4 without a journal, up to tenfold for about a minute after many files were deleted)"))
     report.add(_fig(benv, "drain", f"all four{suffix}", n / total, "events/s", n=n, baseline="consume",
                     target=(">=", 5_000.0, "value") if primary else None,
                     note=f"{total:.2f}s from the processes' start to the last effect and e-mail ({emails:,} e-mails);"
