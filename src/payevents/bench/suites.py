@@ -521,6 +521,8 @@ def _e2e_once(
 DRAIN_GROWTH = 5
 #: files of the raw Maildir write each drain run measures first (``baseline.maildir_files``)
 DRAIN_RAW_FILES = 2000
+#: and the size of each (about a confirmation's)
+DRAIN_RAW_FILE_BYTES = 4096
 
 
 def _pending_emails(settings: Settings) -> int:
@@ -643,7 +645,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
         seed_customers(settings)
         _prepare_services(settings)
         # what an e-mail's file costs the filesystem now, beside the data dir (the delivery's tail depends on it)
-        file_us = raw.maildir_files(settings.data_dir / "raw-maildir", DRAIN_RAW_FILES)
+        file_us = raw.maildir_files(settings.data_dir / "raw-maildir", DRAIN_RAW_FILES, DRAIN_RAW_FILE_BYTES)
         from payevents.store.db import dispose_engines
 
         dispose_engines()  # no pooled connection crosses into the workers
@@ -681,9 +683,10 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
     suffix = "" if primary else f" @N={n:,}"
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
-                    note=f"create in tmp/, write 4 KiB, rename into new/ ({DRAIN_RAW_FILES:,} files, one sync) just"
-                         " before the workers start, beside their data: this filesystem's cost of a file then (on"
-                         " ext4 without a journal, up to tenfold for about a minute after many files were deleted)"))
+                    note=f"create in tmp/, write {DRAIN_RAW_FILE_BYTES / 1024:g} KiB, rename into new/"
+                         f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"
+                         " this filesystem's cost of a file then (on ext4 without a journal, up to tenfold for about"
+                         " a minute after many files were deleted)"))
     report.add(_fig(benv, "drain", f"all four{suffix}", n / total, "events/s", n=n, baseline="consume",
                     target=(">=", 5_000.0, "value") if primary else None,
                     note=f"{total:.2f}s from the processes' start to the last effect and e-mail ({emails:,} e-mails);"
