@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import mailbox
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -212,11 +213,16 @@ def _raise_for(code: int, message: str) -> None:
 class MaildirMailer:
     """Delivery into a Maildir folder; the file name is the Message-ID's uuid, so a re-send is a no-op.
 
-    An intent's first attempt is written (``tmp/``, then renamed into ``new/``) without looking: nothing can be
-    there (see :attr:`Outgoing.first_attempt`). A retry — after a crash between the write and the mark, or a
-    lease taken over — looks in ``cur/`` (messages a reader has seen; listed once per pass, not once per
-    message) and is linked into ``new/``, which fails if the file is there: the link is the exclusive claim of
-    the name, so a message a reader has not yet seen is never written twice either.
+    A file is made without a name (``O_TMPFILE`` in ``new/``), written, and linked into ``new/`` under its name
+    (:meth:`_write_linked`): a reader never sees part of it, the link is the exclusive claim of the name (a file
+    already there stays: the same message), and the one directory operation takes ``new/``'s lock once and only
+    for the link — creating a file in ``tmp/`` and renaming it into ``new/`` took two directories' locks, held
+    while the file system allocated the inode, which two writers of one Maildir spun on. Where the file system
+    or ``/proc`` does not allow it, the file is written in ``tmp/`` and linked (a retry) or renamed (a first
+    attempt) into ``new/``, as Maildir has it. An intent's first attempt is written without looking elsewhere:
+    nothing can be there (see :attr:`Outgoing.first_attempt`). A retry — after a crash between the write and the
+    mark, or a lease taken over — first looks in ``cur/`` (messages a reader has seen; listed once per pass, not
+    once per message), so a message a reader has moved is not delivered again either.
 
     Each file is written as it is sent, in the pass's thread (two writer threads beside the rendering used ~25 %
     more CPU for the same wall time: every write's return waits for the GIL); a failed write is kept and the pass
@@ -225,6 +231,8 @@ class MaildirMailer:
     One instance per pass."""
 
     idempotent = True
+    #: the Maildirs this process found it cannot write nameless files into (their passes write in tmp/)
+    _cannot_link: ClassVar[set[Path]] = set()
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -236,6 +244,9 @@ class MaildirMailer:
         self._tmp_suffix = f".{os.getpid()}.{threading.get_ident()}"
         self._cur: set[str] | None = None
         self._failed: OSError | None = None
+        #: the files are made nameless and linked (:meth:`_write_linked`) unless this system said it cannot
+        self._linked = hasattr(os, "O_TMPFILE") and path not in MaildirMailer._cannot_link
+        self._new_fd: int | None = None
 
     def seen(self, key: str) -> bool:
         """A reader has already moved this message to ``cur/``."""
@@ -255,13 +266,19 @@ class MaildirMailer:
                 self._failed = exc
 
     def _write(self, mail: Outgoing) -> None:
+        if self._linked:
+            try:
+                self._write_linked(mail)
+                return
+            except _CannotLink as exc:
+                log.info("Maildir %s: files are written in tmp/ and renamed (%s)", self.path, exc.__cause__)
+                self._linked = False
+                MaildirMailer._cannot_link.add(self.path)
         tmp = os.path.join(self._tmp, mail.key + self._tmp_suffix)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             try:
-                view = memoryview(mail.data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, mail.data)
             finally:
                 os.close(fd)
         except OSError:  # e.g. a full disk: no part-written file stays in tmp/ (the retry writes it anew)
@@ -279,6 +296,32 @@ class MaildirMailer:
         finally:
             os.unlink(tmp)
 
+    def _write_linked(self, mail: Outgoing) -> None:
+        """The file made without a name in ``new/``, written, then linked there under ``mail.key`` (``linkat`` of
+        ``/proc/self/fd/N``, following it to the file). A name already there is kept (the same Message-ID is the
+        same message); a failed write leaves nothing behind (a nameless file goes with its descriptor). Raises
+        _CannotLink, having written nothing, where the file system or ``/proc`` does not allow it."""
+        if self._new_fd is None:
+            self._new_fd = os.open(self._new, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(self._new, os.O_WRONLY | os.O_TMPFILE, 0o666)
+        except OSError as exc:
+            if exc.errno in _NO_TMPFILE:
+                raise _CannotLink from exc
+            raise
+        try:
+            _write_all(fd, mail.data)
+            try:
+                os.link(f"/proc/self/fd/{fd}", mail.key, dst_dir_fd=self._new_fd, follow_symlinks=True)
+            except FileExistsError:  # delivered before (in new/, not yet read)
+                pass
+            except OSError as exc:
+                if exc.errno in _NO_PROC_LINK:
+                    raise _CannotLink from exc
+                raise
+        finally:
+            os.close(fd)
+
     def sync(self) -> None:
         """Raise the pass's first failed write, else flush its files to disk once (instead of one fsync per file),
         before they are marked sent."""
@@ -291,7 +334,29 @@ class MaildirMailer:
             self._unsynced = False
 
     def close(self) -> None:
-        self.sync()
+        try:
+            self.sync()
+        finally:
+            if self._new_fd is not None:
+                os.close(self._new_fd)
+                self._new_fd = None
+
+
+#: ``open(O_TMPFILE)`` where the file system cannot make a nameless file (EOPNOTSUPP), or the kernel does not know
+#: the flag (before Linux 3.11: EISDIR, or EINVAL)
+_NO_TMPFILE: Final = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+#: ``linkat`` of ``/proc/self/fd/N`` where ``/proc`` is not mounted (ENOENT) or the link leads elsewhere (EXDEV)
+_NO_PROC_LINK: Final = frozenset({errno.ENOENT, errno.EXDEV})
+
+
+class _CannotLink(Exception):
+    """This system cannot make a Maildir file nameless and link it (:meth:`MaildirMailer._write_linked`)."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def maildir_path(settings: Settings) -> Path:
