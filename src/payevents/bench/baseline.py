@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 import uuid
@@ -202,27 +201,24 @@ def sqlite_select(path: Path, n: int, partitions: int) -> float:
 
 
 def maildir_files(directory: Path, n: int, size: int = 4096) -> float:
-    """CPU µs (user + system) per file of ``n`` files of ``size`` bytes written as a Maildir delivery writes
-    them — created in ``tmp/``, written, closed, renamed into ``new/`` — and one ``os.sync`` after them: what a
-    file costs this filesystem at this moment. The files stay (they go with the run's directory).
+    """CPU µs (user + system) per file of ``n`` files of ``size`` bytes written by the delivery's own Maildir writer
+    (:class:`~payevents.services.notifications.delivery.MaildirMailer`: a file made without a name in ``new/``,
+    written, linked there under its name) and one ``os.sync`` after them, with no rendering or marks: what a file
+    costs this filesystem at this moment. The files stay (they go with the run's directory).
 
     The cost is mostly the kernel's and is not constant: on ext4 without a journal (this machine's), an inode
     freed within the last 60 s (up to 360 s while its inode-table block is unwritten) is not reused, and every
     new file's allocation walks past each such inode of its block group — after a clean-up of many files, a file
     costs up to ten times as much for about a minute (``docs/architecture.md``, "Measured on 2026-12-03 and not
     adopted")."""
-    new, tmp = directory / "new", directory / "tmp"
-    new.mkdir(parents=True)
-    tmp.mkdir()
+    from payevents.services.notifications.delivery import MaildirMailer, Outgoing
+
+    mailer = MaildirMailer(directory)
     data = b"x" * size
     started = time.process_time()
-    for i in range(n):
-        name = f"{i:08d}.raw"
-        fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp / name, new / name)
-    os.sync()
+    try:
+        for i in range(n):
+            mailer.send(Outgoing(key=f"{i:08d}.raw", recipient="", data=data, first_attempt=True))
+    finally:
+        mailer.close()  # a failed write is raised here; else the files are synced
     return (time.process_time() - started) / n * 1e6

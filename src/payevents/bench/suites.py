@@ -683,7 +683,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
     suffix = "" if primary else f" @N={n:,}"
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
-                    note=f"create in tmp/, write {DRAIN_RAW_FILE_BYTES / 1024:g} KiB, rename into new/"
+                    note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"
                          " this filesystem's cost of a file then (on ext4 without a journal, up to tenfold for about"
                          " a minute after many files were deleted)"))
