@@ -23,6 +23,8 @@ from payevents.errors import ConfigError, ContractError
 #: the built-in services (third-party ones are found through the ``payevents.services`` entry points)
 SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "notifications")
 _SERVICE_NAME = re.compile(r"^_?[a-z][a-z0-9_]{0,47}$")
+#: the most e-mail delivery processes one notifications worker runs (each is an interpreter of its own)
+MAX_DELIVERY_PROCESSES: Final = 16
 #: the API token of a laptop; outside dev the API refuses to start with it
 DEV_API_TOKEN = "dev-token"
 #: outside dev, the API token must be at least this long (e.g. ``secrets.token_urlsafe(32)``: 43 characters)
@@ -90,6 +92,9 @@ class Settings:
     #: (or smtps:// for implicit TLS; ?starttls=1 for STARTTLS)
     smtp_url: SecretStr | None = None
     mail_from: str = "payments@payevents.local"
+    #: e-mail delivery processes beside each notifications worker, 1 to MAX_DELIVERY_PROCESSES; each claims its
+    #: own passes of pending e-mails (a backlog drains about that many times faster, cores permitting)
+    delivery_processes: int = 1
     #: bearer token required by the HTTP API's write endpoints
     api_token: SecretStr = dataclasses.field(default_factory=lambda: SecretStr(DEV_API_TOKEN))
     #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group
@@ -180,6 +185,9 @@ class Settings:
             values["smtp_url"] = e["PAYEVENTS_SMTP_URL"]
         if "PAYEVENTS_MAIL_FROM" in e:
             values["mail_from"] = e["PAYEVENTS_MAIL_FROM"]
+        if "PAYEVENTS_DELIVERY_PROCESSES" in e:
+            values["delivery_processes"] = _positive_int(e["PAYEVENTS_DELIVERY_PROCESSES"],
+                                                         "PAYEVENTS_DELIVERY_PROCESSES")
         if e.get("PAYEVENTS_RETENTION_MS"):
             try:
                 values["retention_ms"] = int(e["PAYEVENTS_RETENTION_MS"])
@@ -202,6 +210,9 @@ class Settings:
             raise ConfigError(f"PAYEVENTS_PARTITIONS: {problem}")
         if (problem := retention_problem(self.retention_ms)) is not None:
             raise ConfigError(f"PAYEVENTS_RETENTION_MS: {problem}")
+        if type(self.delivery_processes) is not int or not 1 <= self.delivery_processes <= MAX_DELIVERY_PROCESSES:
+            raise ConfigError(f"PAYEVENTS_DELIVERY_PROCESSES: {self.delivery_processes!r} must be a whole number from 1"
+                              f" to {MAX_DELIVERY_PROCESSES} (e-mail delivery processes per notifications worker)")
         if not self.is_kafka:  # the Kafka settings the embedded log takes too (librdkafka checks them on Kafka)
             embedded_kafka_knobs(self.kafka_config)
         if not self.api_token.get_secret_value().strip():

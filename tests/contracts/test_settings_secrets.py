@@ -132,3 +132,13 @@ def test_a_retention_out_of_bounds_is_refused_naming_the_setting(value: str) -> 
         Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_RETENTION_MS": value})
     for ok in ("-1", "0", "3153600000000"):
         assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_RETENTION_MS": ok}).retention_ms == int(ok)
+
+
+@pytest.mark.parametrize(("value", "rule"), [("0", "0 must be a positive integer"),
+                                             ("17", "17 must be a whole number from 1 to 16"),
+                                             ("two", "'two' is not an integer")])
+def test_a_delivery_process_count_out_of_bounds_is_refused_naming_the_setting(value: str, rule: str) -> None:
+    with pytest.raises(ConfigError, match=rf"PAYEVENTS_DELIVERY_PROCESSES: {rule}"):
+        Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DELIVERY_PROCESSES": value})
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev"}).delivery_processes == 1
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DELIVERY_PROCESSES": "16"}).delivery_processes == 16

@@ -111,6 +111,48 @@ def test_the_delivery_process_reports_to_its_supervisor_and_stops_with_it(settin
     assert notifications.summary(settings)["sent"] == 30 and _new_files(settings) == 30
 
 
+def test_two_delivery_processes_share_a_backlog_each_beating_under_its_own_name(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PAYEVENTS_DELIVERY_PROCESSES=2``: the worker's background runs two delivery children; both deliver part of
+    the backlog (their passes reach the supervisor under their own names), every e-mail is written once, and both
+    stop with it."""
+    n = 4000
+    _record(settings, n)
+    two = settings.replace(delivery_processes=2)
+    sent: Counter[str] = Counter()
+    counted = delivery.count_pass
+
+    def count(report: delivery.DeliveryReport, component: str = "delivery") -> None:
+        sent[component] += report.sent
+        counted(report, component)
+
+    monkeypatch.setattr(delivery, "count_pass", count)
+    for component in ("delivery", "delivery-2"):
+        workers._beats.pop(component, None)
+    stop = threading.Event()
+    supervisor = threading.Thread(target=SERVICE.background, args=(two, stop))  # type: ignore[arg-type]
+    supervisor.start()
+    names: set[str] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while sum(sent.values()) < n and time.monotonic() < deadline:
+            names |= {p.name for p in multiprocessing.active_children()}
+            time.sleep(0.02)
+        assert sum(sent.values()) == n
+        assert names >= {"payevents-notifications-delivery", "payevents-notifications-delivery-2"}
+        assert sent["delivery"] > 0 and sent["delivery-2"] > 0, sent
+        assert {"delivery", "delivery-2"} <= set(workers._beats)
+    finally:
+        stop.set()
+        supervisor.join(60)
+    assert not supervisor.is_alive()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("payevents-notifications-")]
+    ids = _message_ids(two)
+    assert len(ids) == n and set(ids.values()) == {1}
+    assert notifications.summary(two)["sent"] == n
+
+
 def test_a_mail_file_the_disk_fills_up_part_way_through_is_not_left_behind(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

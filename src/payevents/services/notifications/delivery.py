@@ -590,13 +590,18 @@ def deliver_pending(
 PASS_LIMIT = 1000
 
 
-def _beat() -> None:
+def _beat(component: str = "delivery") -> None:
     from payevents.runtime.workers import beat
 
-    beat("delivery")
+    beat(component)
 
 
-def count_pass(report: DeliveryReport) -> None:
+def _component(slot: int) -> str:
+    """The name a delivery process's loop beats under in its worker's liveness (``/livez``, ``progressAges``)."""
+    return "delivery" if slot == 1 else f"delivery-{slot}"
+
+
+def count_pass(report: DeliveryReport, component: str = "delivery") -> None:
     """A pass's outcomes in this process's metrics, and the delivery loop's liveness beat."""
     from payevents.runtime import metrics
 
@@ -604,7 +609,7 @@ def count_pass(report: DeliveryReport) -> None:
         if getattr(report, outcome):
             metrics.EMAILS.labels(outcome=outcome).inc(getattr(report, outcome))
     metrics.DELIVERY_PASS.set(time.time())
-    _beat()
+    _beat(component)
 
 
 def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = PASS_LIMIT,
@@ -633,16 +638,36 @@ def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float
             stop.wait(interval_s)
 
 
+def run_delivery_processes(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5,
+                           limit: int = PASS_LIMIT) -> None:
+    """The service's background worker: ``settings.delivery_processes`` delivery processes
+    (:func:`run_delivery_process`), each supervised from a thread of its own — this one for the first — until
+    ``stop`` is set. Each claims its own passes (the claim is exclusive, as between the delivery processes of
+    several notifications workers), beats under its own name in the worker's liveness (``delivery``,
+    ``delivery-2``, …) and counts in its metrics."""
+    others = [threading.Thread(target=run_delivery_process, args=(settings, stop), name=f"delivery-{slot}",
+                               kwargs={"interval_s": interval_s, "limit": limit, "slot": slot}, daemon=True)
+              for slot in range(2, settings.delivery_processes + 1)]
+    for thread in others:
+        thread.start()
+    run_delivery_process(settings, stop, interval_s=interval_s, limit=limit)
+    for thread in others:
+        thread.join()
+
+
 def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5,
-                         limit: int = PASS_LIMIT) -> None:
+                         limit: int = PASS_LIMIT, slot: int = 1) -> None:
     """The service's background worker: :func:`run_delivery` in a child process, supervised from this thread
     until ``stop`` is set. In its own interpreter, rendering and writing e-mails does not take the GIL from the
     consumer next to it (on two cores the consumer ran at about half its speed while the delivery worked).
     The child's passes count in this process's metrics and liveness (``/livez`` sees a stuck child), its log
     records are logged here, it is restarted if it dies, and it stops by itself when this process dies.
     Exactly-once is the claim's and the Maildir's, as in a thread: a killed child is a crash mid-pass.
-    Where a child cannot be started (a daemonic process), the delivery runs in this thread."""
+    Where a child cannot be started (a daemonic process), the delivery runs in this thread. ``slot``: which of the
+    worker's delivery processes this is (:func:`run_delivery_processes`; its name and liveness beat)."""
     import multiprocessing as mp
+
+    component = _component(slot)
 
     ctx = mp.get_context("spawn")
     while not stop.is_set():
@@ -654,16 +679,17 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         # the child's stop is a pipe, not an Event: setting an Event waits for every waiter to wake, and a
         # SIGKILLed child never does; the child also stops when the pipe closes (this process died)
         stop_reader, stop_writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_delivery_child, name="payevents-notifications-delivery", daemon=True,
+        proc = ctx.Process(target=_delivery_child, name=f"payevents-notifications-{component}", daemon=True,
                            args=(settings, stop_reader, channel, os.getpid(),
                                  logging.getLogger().getEffectiveLevel(), interval_s, limit))
-        _beat()  # the child's clock starts now: one stuck before its first pass is not live either
+        _beat(component)  # the child's clock starts now: one stuck before its first pass is not live either
         try:
             proc.start()
         except AssertionError:  # "daemonic processes are not allowed to have children"
             events.close()
             stop_writer.close()
-            run_delivery(settings, stop, interval_s=interval_s, limit=limit)
+            run_delivery(settings, stop, interval_s=interval_s, limit=limit,
+                         on_pass=lambda report: count_pass(report, component), on_beat=lambda: _beat(component))
             return
         finally:
             stop_reader.close()
@@ -671,14 +697,14 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         ended = False  # the child's end of the pipe is closed: it exited, or was killed
         try:
             while not stop.is_set() and not ended:
-                ended = not _relay_from(events, 0.2)
+                ended = not _relay_from(events, 0.2, component)
         finally:
             with contextlib.suppress(OSError):
                 stop_writer.send_bytes(b"stop")
             stop_writer.close()
             deadline = time.monotonic() + 15
             while not ended and time.monotonic() < deadline:  # what it sends until it ends is still relayed
-                ended = not _relay_from(events, 0.1)
+                ended = not _relay_from(events, 0.1, component)
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
@@ -696,22 +722,22 @@ ORPHAN_GRACE_S = 30.0
 _BEAT = "beat"
 
 
-def _relay(item: Any) -> None:
+def _relay(item: Any, component: str = "delivery") -> None:
     """One item from the delivery child: a pass's report, a beat of its loop, or a log record."""
     if isinstance(item, DeliveryReport):
-        count_pass(item)
+        count_pass(item, component)
     elif item == _BEAT:
-        _beat()
+        _beat(component)
     elif isinstance(item, logging.LogRecord):
         logging.getLogger(item.name).handle(item)
 
 
-def _relay_from(events: Any, timeout: float) -> bool:
+def _relay_from(events: Any, timeout: float, component: str = "delivery") -> bool:
     """Relay what the delivery child sent within ``timeout`` s, if anything; False once the child's end of the
     pipe is closed (it exited or was killed, perhaps half-way through a message, which is not relayed)."""
     try:
         if events.poll(timeout):
-            _relay(events.recv())
+            _relay(events.recv(), component)
     except (EOFError, OSError):
         return False
     return True

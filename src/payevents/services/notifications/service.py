@@ -9,16 +9,17 @@ from __future__ import annotations
 import threading
 
 from payevents.runtime.service import ServiceDef
-from payevents.services.notifications.delivery import check_settings, run_delivery_process
+from payevents.services.notifications.delivery import check_settings, run_delivery_processes
 from payevents.services.notifications.handlers import fact_history, handle_batch, handle_processed
 from payevents.services.notifications.store import MIGRATIONS, SERVICE_NAME
 from payevents.settings import Settings
 
 
 def background(settings: Settings, stop: threading.Event) -> None:
-    """The delivery worker: sends pending confirmations until ``stop`` is set (in a child process of its own,
-    supervised from this thread: :func:`~payevents.services.notifications.delivery.run_delivery_process`)."""
-    run_delivery_process(settings, stop)
+    """The delivery worker: sends pending confirmations until ``stop`` is set (in ``settings.delivery_processes``
+    child processes, supervised from this thread and one more per further child:
+    :func:`~payevents.services.notifications.delivery.run_delivery_processes`)."""
+    run_delivery_processes(settings, stop)
 
 
 SERVICE = ServiceDef(
