@@ -8,6 +8,13 @@ Maildir; it prints the CPU µs (user + system, this process) per e-mail in total
 rendering, the message bytes, the Maildir write (file creation in the kernel, mostly), the marks, the sync, and the
 rest of the pass's own loop. Run: .venv/bin/python tools/mailbench.py --delivery 10000
 
+``--backlog N --processes 1,2,1,2``: how fast delivery processes work through a backlog of N committed intents
+(prepared once, not timed; each run gets a copy of the data dir): for each count in ``--processes``, that many
+processes (spawned and started first, not timed) run ``deliver_pending`` passes of 1,000 until nothing is left;
+it prints the wall time, e-mails/s and the processes' CPU (children's user + system, their interpreters' start
+included). The Maildir is in ``TMPDIR``'s file system: ``TMPDIR=/dev/shm`` leaves ext4's state out of it.
+Run: .venv/bin/python tools/mailbench.py --backlog 10000 --processes 1,2,1,2
+
 ``--postgresql`` (with ``--delivery``): the notifications database on PostgreSQL (``PAYEVENTS_BENCH_PG_URL``, default
 the test database on 127.0.0.1:5432; a unique schema, dropped after); it also prints the CPU of the PostgreSQL
 backends serving this process per e-mail (as ``tools/consume_pg.py`` measures it)."""
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import email.policy
+import os
 import tempfile
 import time
 import uuid
@@ -109,6 +117,53 @@ def _delivery(n: int, pg: dict[str, str], spent: dict[str, float], timed: Callab
     print(f"  {'the pass loop':14s} {(total - sum(spent.values())) / sent * 1e6:7.1f}")
 
 
+def _backlog_child(settings: Any, go: Any) -> None:
+    from payevents.services.notifications.delivery import PASS_LIMIT, deliver_pending
+
+    go.wait()
+    while deliver_pending(settings, PASS_LIMIT).claimed:
+        pass
+
+
+def backlog(n: int, counts: list[int]) -> None:
+    import multiprocessing as mp
+    import resource
+    import shutil
+
+    from payevents.bench.suites import fill_channel, seed_customers
+    from payevents.contracts.channel import Env
+    from payevents.settings import Settings
+    from payevents.store.db import dispose_engines
+
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="mailbench-") as tmp:
+        prepared = Settings(env=Env.dev, data_dir=Path(tmp) / "prepared")
+        fill_channel(prepared, make_events(n))
+        seed_customers(prepared)
+        consume_measured(prepared, "notifications", n, background=False)  # the intents, left pending
+        dispose_engines()
+        for i, k in enumerate(counts):
+            settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"run{i}")
+            shutil.copytree(prepared.data_dir, settings.data_dir)
+            go = ctx.Event()
+            children = [ctx.Process(target=_backlog_child, args=(settings, go)) for _ in range(k)]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            for child in children:
+                child.start()
+            time.sleep(2.0)  # their interpreters started and waiting
+            started = time.perf_counter()
+            go.set()
+            for child in children:
+                child.join()
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            files = len(os.listdir(settings.data_dir / "maildir" / "new"))
+            print(f"{k} delivery process(es): {files:,} e-mails in {wall:.2f} s, {files / wall:,.0f} e-mails/s;"
+                  f" CPU {cpu:.2f} s ({cpu / files * 1e6:.0f} µs an e-mail)", flush=True)
+            shutil.rmtree(settings.data_dir)
+
+
 def _best(work: Callable[[], object]) -> float:
     """The least CPU time of three runs of ``work``."""
     best = float("inf")
@@ -124,8 +179,12 @@ if __name__ == "__main__":
     ap.add_argument("--delivery", type=int, metavar="N", help="where a delivery pass's CPU goes, over N e-mails")
     ap.add_argument("--postgresql", action="store_true", help="with --delivery: the notifications database on"
                     " PostgreSQL")
+    ap.add_argument("--backlog", type=int, metavar="N", help="delivery processes working through N pending e-mails")
+    ap.add_argument("--processes", default="1,2,1,2", help="with --backlog: process counts, one run each")
     args = ap.parse_args()
-    if args.delivery:
+    if args.backlog:
+        backlog(args.backlog, [int(k) for k in args.processes.split(",")])
+    elif args.delivery:
         delivery(args.delivery, args.postgresql)
     else:
         main()

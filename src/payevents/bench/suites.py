@@ -523,6 +523,8 @@ DRAIN_GROWTH = 5
 DRAIN_RAW_FILES = 2000
 #: and the size of each (about a confirmation's)
 DRAIN_RAW_FILE_BYTES = 4096
+#: delivery processes of the drain's second run at N (the first has one, the default)
+DRAIN_MORE_DELIVERY = 2
 
 
 def _pending_emails(settings: Settings) -> int:
@@ -620,8 +622,11 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
     at DRAIN_GROWTH × N (rate and peak RSS per worker as N grows)."""
     sizes = (n, n * DRAIN_GROWTH)
     mem: dict[int, dict[str, int]] = {}
-    for size in sizes:
-        mem[size] = _drain_once(benv, report, size, console, primary=size == n)
+    mem[n] = _drain_once(benv, report, n, console, primary=True)
+    # the same N with DRAIN_MORE_DELIVERY delivery processes (PAYEVENTS_DELIVERY_PROCESSES): the delivery is the
+    # drain's tail, which one process works through alone once the consumers are done
+    _drain_once(benv, report, n, console, primary=False, delivery_processes=DRAIN_MORE_DELIVERY)
+    mem[sizes[1]] = _drain_once(benv, report, sizes[1], console, primary=False)
     small, big = sizes
     for name, b in mem[big].items():
         a = mem[small].get(name, 0)
@@ -631,7 +636,8 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
                              f"({(b - a) / 1024:+.1f} MiB; flat: within 10 % + 8 MiB)"))
 
 
-def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool) -> dict[str, int]:
+def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool,
+                delivery_processes: int = 1) -> dict[str, int]:
     import multiprocessing as mp
     import queue
 
@@ -641,6 +647,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     ctx = mp.get_context("spawn")
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
+        settings = settings.replace(delivery_processes=delivery_processes)
         fill_channel(settings, events)
         seed_customers(settings)
         _prepare_services(settings)
@@ -681,7 +688,11 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                    if r["service"] == "notifications")
     cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
+    if delivery_processes > 1:
+        cpu += f" (the delivery's CPU is its {delivery_processes} processes')"
     suffix = "" if primary else f" @N={n:,}"
+    if delivery_processes > 1:
+        suffix = f", {delivery_processes} delivery processes"
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"
