@@ -688,10 +688,9 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                    if r["service"] == "notifications")
     cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
-    if delivery_processes > 1:
-        cpu += f" (the delivery's CPU is its {delivery_processes} processes')"
     suffix = "" if primary else f" @N={n:,}"
     if delivery_processes > 1:
+        cpu += f" (the delivery's CPU is its {delivery_processes} processes')"
         suffix = f", {delivery_processes} delivery processes"
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
