@@ -82,18 +82,25 @@ def delivery(n: int, postgresql: bool = False) -> None:
         _delivery(n, consume_pg.pg_options(prefix), spent, timed)
 
 
-def _delivery(n: int, pg: dict[str, str], spent: dict[str, float], timed: Callable[..., Any]) -> None:
+def _pending_intents(data_dir: Path, n: int, **pg: str) -> Any:
+    """Settings of a fresh data dir whose notifications store holds ``n`` committed intents, none delivered."""
     from payevents.bench.suites import fill_channel, seed_customers
     from payevents.contracts.channel import Env
-    from payevents.services.notifications import delivery as d
     from payevents.settings import Settings
+
+    settings = Settings(env=Env.dev, data_dir=data_dir, **pg)
+    fill_channel(settings, make_events(n))
+    seed_customers(settings)
+    consume_measured(settings, "notifications", n, background=False)  # the intents, left pending
+    return settings
+
+
+def _delivery(n: int, pg: dict[str, str], spent: dict[str, float], timed: Callable[..., Any]) -> None:
+    from payevents.services.notifications import delivery as d
     from payevents.store.db import dispose_engines
 
     with tempfile.TemporaryDirectory(prefix="mailbench-") as tmp:
-        settings = Settings(env=Env.dev, data_dir=Path(tmp) / "data", **pg)
-        fill_channel(settings, make_events(n))
-        seed_customers(settings)
-        consume_measured(settings, "notifications", n, background=False)  # the intents, left pending
+        settings = _pending_intents(Path(tmp) / "data", n, **pg)
         parts = {"claim": (d, "_claim"), "render": (d, "render_confirmation"), "message bytes": (d, "message_bytes"),
                  "marks": (d, "_apply_marks"), "Maildir write": (d.MaildirMailer, "send"),
                  "sync": (d.MaildirMailer, "sync")}
@@ -130,20 +137,14 @@ def backlog(n: int, counts: list[int]) -> None:
     import resource
     import shutil
 
-    from payevents.bench.suites import fill_channel, seed_customers
-    from payevents.contracts.channel import Env
-    from payevents.settings import Settings
     from payevents.store.db import dispose_engines
 
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="mailbench-") as tmp:
-        prepared = Settings(env=Env.dev, data_dir=Path(tmp) / "prepared")
-        fill_channel(prepared, make_events(n))
-        seed_customers(prepared)
-        consume_measured(prepared, "notifications", n, background=False)  # the intents, left pending
+        prepared = _pending_intents(Path(tmp) / "prepared", n)
         dispose_engines()
         for i, k in enumerate(counts):
-            settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"run{i}")
+            settings = prepared.replace(data_dir=Path(tmp) / f"run{i}")
             shutil.copytree(prepared.data_dir, settings.data_dir)
             go = ctx.Event()
             children = [ctx.Process(target=_backlog_child, args=(settings, go)) for _ in range(k)]
