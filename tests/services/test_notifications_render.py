@@ -8,6 +8,7 @@ import email
 import email.policy
 import random
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
@@ -197,3 +198,14 @@ def test_precompiled_templates_follow_the_template_files_and_refuse_what_they_ca
                    "{% endif %}", "{{- x }}", "{% if a and b %}{% endif %}"):
         with pytest.raises(TemplateError):
             compile_template(source)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
+                                               timezone(-timedelta(hours=11))])))
+def test_the_date_header_is_the_email_packages(at: datetime) -> None:
+    from email.utils import format_datetime
+
+    from payevents.services.notifications.render import mail_date
+
+    assert mail_date(at.isoformat()) == format_datetime(at.astimezone(UTC))
