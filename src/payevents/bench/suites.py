@@ -551,7 +551,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
     service = load_service(name)
     stop = threading.Event()
     error = None
-    t_ready = t_consumed = t_done = math.nan
+    t_ready = t_consumed = t_done = cpu_ready = math.nan
     rt = None
     background = None
     try:
@@ -561,6 +561,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
             background.start()
         settle_heap()  # as a worker process does once started (runtime.heap)
         t_ready = time.time()
+        cpu_ready = time.process_time()
         deadline = time.monotonic() + timeout
         while rt.stats.consumed < n:
             if time.monotonic() > deadline:
@@ -585,8 +586,8 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_consumed": t_consumed,
                      "t_done": t_done, "stats": stats, "peak_rss_kb": peak_rss_kb(), "error": error,
-                     "cpu_s": time.process_time(), "children_cpu_s": children.ru_utime + children.ru_stime,
-                     "children_peak_rss_kb": children.ru_maxrss})
+                     "cpu_s": time.process_time(), "cpu_ready_s": cpu_ready, "children_peak_rss_kb": children.ru_maxrss,
+                     "children_cpu_s": children.ru_utime + children.ru_stime})
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
@@ -704,7 +705,8 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     report.add(_fig(benv, "drain", f"all four, workers ready{suffix}", n / steady, "events/s", n=n,
                     baseline="consume",
                     note=f"{steady:.2f}s from the last worker ready (imports, migrations, group join done: "
-                         f"{max(r['t_ready'] for r in out) - t0:.2f}s after the start)"))
+                         f"{max(r['t_ready'] for r in out) - t0:.2f}s after the start; CPU s until ready: "
+                         + ", ".join(f"{r['service']} {r['cpu_ready_s']:.2f}" for r in out) + ")"))
     rss = {r["service"]: int(r["peak_rss_kb"]) for r in out}
     rss.update({f"{r['service']} (delivery process)": int(r["children_peak_rss_kb"]) for r in out
                 if r.get("children_peak_rss_kb")})
