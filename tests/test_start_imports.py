@@ -45,12 +45,13 @@ def test_make_bytecode_leaves_every_module_compiled() -> None:
     for source in sorted((root / "src" / "payevents").rglob("*.py")):
         cached = Path(importlib.util.cache_from_source(str(source)))
         data = cached.read_bytes() if cached.exists() else b""
+        st = source.stat()
         # a .pyc's header (PEP 552): magic, flags, then the source's mtime and size when validated by timestamp
         # (flags 0), or its hash (compileall under SOURCE_DATE_EPOCH)
         fresh = data[:4] == importlib.util.MAGIC_NUMBER and (
             data[4:8] != b"\0\0\0\0"
-            or (int.from_bytes(data[8:12], "little") == int(source.stat().st_mtime) & 0xFFFFFFFF
-                and int.from_bytes(data[12:16], "little") == source.stat().st_size & 0xFFFFFFFF))
+            or (int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+                and int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF))
         if not fresh:
             stale.append(str(source.relative_to(root)))
     assert stale == []

@@ -23,8 +23,8 @@ def test_a_full_prefetch_queue_postpones_the_next_fetch_no_longer_than_a_fetch_w
     """Once the bounded queue above is full, librdkafka postpones that partition's next fetch by
     ``fetch.queue.backoff.ms``: its default, 1,000 ms, left a consumer that had emptied its 8 MiB waiting for
     records the broker had ready (a service read 17,000–19,000 events/s from Kafka against 25,000–28,000 with
-    10 ms, ``docs/benchmarks.md``, 2026-12-04, midday). The postponement is at most the fetch's own wait, can be
-    set through PAYEVENTS_KAFKA_CONFIG, and librdkafka accepts it."""
+    10 ms, ``docs/benchmarks.md``, 2026-12-04, midday). By default the postponement is no longer than the fetch's
+    own wait, it can be set through PAYEVENTS_KAFKA_CONFIG, and librdkafka accepts it."""
     cfg = KafkaTransport("127.0.0.1:1").consumer_config("g")
     assert int(cfg["fetch.queue.backoff.ms"]) <= int(cfg["fetch.wait.max.ms"])
     Consumer(cfg).close()  # a librdkafka that did not know the property would refuse it here

@@ -72,8 +72,8 @@ CONSUMER_DEFAULTS: dict[str, str] = {
     "queued.max.messages.kbytes": "8192",
     # and once that queue is full, librdkafka postpones the partition's next fetch by this much (its default, 1 s,
     # left a consumer that had emptied its 8 MiB waiting for records the broker had ready: a service read 17,000–
-    # 19,000 events/s from a local broker, 25,000–28,000 with 10 ms, at the same CPU an event); at most
-    # fetch.wait.max.ms
+    # 19,000 events/s from a local broker, 25,000–28,000 with 10 ms, at the same CPU an event); no longer than the
+    # default fetch.wait.max.ms above
     "fetch.queue.backoff.ms": "10",
 }
 #: with the KIP-848 consumer protocol (group.protocol=consumer) the broker assigns partitions and owns the
