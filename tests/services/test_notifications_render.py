@@ -144,9 +144,11 @@ def test_cached_amount_and_date_formats_are_babels_byte_for_byte() -> None:
             digits = exponent(cur)
             for minor in [1, 7, 99, 100, 1000, 12345, 999999, 1000000, 123456789, 10**14, 10**18,
                           *(rng.randrange(1, 10**rng.randrange(1, 19)) for _ in range(40))]:
-                value = Decimal(minor).scaleb(-digits)
-                assert render.format_amount(value, cur, loc) == format_currency(
-                    value, cur, locale=loc, currency_digits=True), (loc, cur, value)
+                for value in (Decimal(minor).scaleb(-digits), -Decimal(minor).scaleb(-digits),
+                              # more digits than the currency has: babel rounds half-even to its minor unit
+                              Decimal(minor).scaleb(-digits - rng.randrange(1, 4))):
+                    assert render.format_amount(value, cur, loc) == format_currency(
+                        value, cur, locale=loc, currency_digits=True), (loc, cur, value)
         for _ in range(60):
             at = start + timedelta(seconds=rng.randrange(0, 400 * 86400), microseconds=rng.randrange(0, 10**6))
             assert render.format_processed_at(at, loc) == format_datetime(at, "medium", tzinfo=UTC, locale=loc)
@@ -209,3 +211,15 @@ def test_the_date_header_is_the_email_packages(at: datetime) -> None:
     from payevents.services.notifications.render import mail_date
 
     assert mail_date(at.isoformat()) == format_datetime(at.astimezone(UTC))
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.one_of(st.uuids().map(str), st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)))
+def test_the_message_key_is_uuid5s(event_id: str) -> None:
+    """The Maildir file name, the Message-ID and the MIME boundary come from :func:`message_key`, computed without
+    ``uuid.uuid5`` (issue #14): it must be ``uuid.uuid5``'s, for any eventId."""
+    import uuid
+
+    from payevents.services.notifications.render import MESSAGE_ID_NAMESPACE, message_key
+
+    assert message_key(event_id) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"payevents.notification:{event_id}"))

@@ -37,7 +37,7 @@ from payevents.errors import ConfigError
 from payevents.runtime import bulk
 from payevents.runtime.heap import settle_heap
 from payevents.services.notifications.handlers import to_ms
-from payevents.services.notifications.render import message_bytes, message_id_for, message_uuid, render_confirmation
+from payevents.services.notifications.render import message_bytes, message_id_for, message_key, render_confirmation
 from payevents.services.notifications.store import engine
 from payevents.settings import Settings
 from payevents.store.db import dialect, writer
@@ -556,7 +556,7 @@ def deliver_pending(
             if not mailer.idempotent and not _renew(eng, row.event_id, token, pass_ms() + lease_ms):
                 continue  # this pass outlived its lease and another worker took the intent over: it sends it
             try:
-                mailer.send(Outgoing(key=str(message_uuid(row.event_id)), recipient=row.recipient, data=data,
+                mailer.send(Outgoing(key=message_key(row.event_id), recipient=row.recipient, data=data,
                                      first_attempt=row.attempts == 1))
             except PermanentFailure as exc:
                 failed += 1
