@@ -55,3 +55,24 @@ def test_make_bytecode_leaves_every_module_compiled() -> None:
         if not fresh:
             stale.append(str(source.relative_to(root)))
     assert stale == []
+
+
+def test_a_spawned_worker_does_not_import_the_command_line() -> None:
+    """``multiprocessing``'s spawn runs the parent's main script again in each child, as ``__mp_main__``
+    (``spawn._fixup_main_from_path``): every worker the ``payevents`` command starts, and every delivery process a
+    notifications worker starts, runs the command's script before its own target. The script imports only a
+    small entry module; the command line (typer, click, rich: ~100 modules, ~40 ms of CPU) is imported when the
+    command runs, not in its workers."""
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("payevents")
+    assert script.is_file(), f"{script}: the console script of the installed package"
+    code = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__'); "
+            "print(' '.join(sorted(m for m in sys.modules"
+            " if m.split('.')[0] in ('typer', 'click', 'rich') or m == 'payevents.faces.cli')))")
+    out = subprocess.run([sys.executable, "-c", code, str(script)], capture_output=True, text=True, check=True,
+                         timeout=120)
+    assert out.stdout.strip() == ""
+    # the script still runs the command as its main
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True, timeout=120)
+    assert "Usage" in done.stdout
