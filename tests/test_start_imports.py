@@ -76,3 +76,28 @@ def test_a_spawned_worker_does_not_import_the_command_line() -> None:
     # the script still runs the command as its main
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True, timeout=120)
     assert "Usage" in done.stdout
+
+
+TARGET_MODULES = """
+import importlib, sys
+from payevents.bench import scaleout, suites
+targets = [suites.drain_worker, suites.relay_worker, suites.service_worker, scaleout.member_worker]
+modules = sorted({t.__module__ for t in targets})
+for name in [m for m in sys.modules if m.startswith(("payevents", "rich"))]:
+    del sys.modules[name]
+for name in modules:
+    importlib.import_module(name)
+print(" ".join(sorted(m for m in sys.modules
+                      if m.split(".")[0] == "rich" or m in ("payevents.bench.events", "payevents.bench.baseline",
+                                                             "payevents.bench.suites", "payevents.services.payments"))))
+"""
+
+
+def test_the_benchmarks_workers_import_what_an_operators_worker_imports() -> None:
+    """A spawned process imports the module of its target. The processes the benchmarks start (the drain's four
+    services, the end-to-end's relay and services, the scale-out's members) import the runtime and their service,
+    as an operator's worker does, and nothing of the suites (the event factory and the payments service behind
+    it, the console, the baselines): a drain times the workers' start, and it is an operator's worker's start."""
+    out = subprocess.run([sys.executable, "-c", TARGET_MODULES], capture_output=True, text=True, check=True,
+                         timeout=120)
+    assert out.stdout.strip() == ""

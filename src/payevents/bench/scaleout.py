@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from payevents.bench.core import BenchEnv, BenchReport, Figure
 from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
+
+if TYPE_CHECKING:  # the members this module's target starts do not import the console
+    from rich.console import Console
 
 #: the service measured and the group sizes
 SERVICE = "ledger"

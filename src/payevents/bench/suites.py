@@ -13,8 +13,9 @@ from typing import Any
 from rich.console import Console
 
 from payevents.bench import baseline as raw
-from payevents.bench.core import BenchEnv, BenchReport, Figure, latency_summary, peak_rss_kb
+from payevents.bench.core import BenchEnv, BenchReport, Figure, latency_summary
 from payevents.bench.events import CURRENCIES, BenchEvent, make_events, run_id, to_records
+from payevents.bench.workers import drain_worker, relay_worker, service_worker
 from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
 
@@ -188,81 +189,6 @@ def seed_customers(settings: Settings) -> None:
 
     for i in range(BENCH_CUSTOMERS):
         add_customer(settings, f"cus_{i:04d}", f"Customer {i}", f"customer{i}@example.com", "en_US")
-
-
-# -- workers in their own processes (spawned: clean memory, their own GIL) -------------------------------
-
-
-def relay_worker(settings: Settings, ready: Any, stop: Any, cpu: Any = None) -> None:
-    """Run the relay until ``stop`` (a multiprocessing Event) is set. Its per-event SLA-breach warnings
-    are silenced: a benchmark burst can breach by the ten thousand, and the suites count breaches from
-    the stored delays instead. ``cpu`` (a shared double, optional) gets the CPU seconds the relay used
-    from ready to stop."""
-    import logging
-
-    from payevents.runtime.relay import Relay
-
-    logging.getLogger("payevents.relay").setLevel(logging.ERROR)
-
-    with Relay(settings) as relay:
-        relay.ensure_topics()
-        settle_heap()  # as a worker process does once started (runtime.heap)
-        cpu0 = time.process_time()
-        ready.set()
-        try:
-            relay.run(stop, create_topics=False)
-        finally:
-            if cpu is not None:
-                cpu.value = time.process_time() - cpu0
-
-
-def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go: Any, results: Any,
-                   timeout: float) -> None:
-    """Consume until ``expected.value`` records (a shared value the writer sets once it knows) were consumed;
-    report (name, time of the last effect, stats, peak RSS)."""
-    import threading
-
-    from payevents.runtime.consumer import ConsumerRuntime
-    from payevents.services import load_service
-
-    service = load_service(name)
-    stop = threading.Event()
-    error = None
-    t_last = math.nan
-    cpu0 = math.nan
-    rt = ConsumerRuntime(settings, service)
-    try:
-        deadline = time.monotonic() + 60
-        while not rt.consumer.assignment() and time.monotonic() < deadline:
-            rt.step()
-        background = None
-        if service.background is not None:
-            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-            background.start()
-        settle_heap()  # as a worker process does once started (runtime.heap)
-        ready.set()
-        go.wait()
-        cpu0 = time.process_time()
-        deadline = time.monotonic() + timeout
-        while rt.stats.consumed < expected.value:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {expected.value} in {timeout:.0f}s")
-            r = rt.step()
-            if r.consumed:
-                t_last = time.time()
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        stop.set()
-        stats = rt.stats.as_dict()
-        rt.close()
-        import gc
-        import sys
-
-        gc.collect()
-        results.put({"service": name, "t_last": t_last, "stats": stats, "peak_rss_kb": peak_rss_kb(),
-                     "py_blocks": sys.getallocatedblocks(), "cpu_s": time.process_time() - cpu0,
-                     "error": error})
 
 
 # -- publish -------------------------------------------------------------------------------------------
@@ -525,69 +451,6 @@ DRAIN_RAW_FILES = 2000
 DRAIN_RAW_FILE_BYTES = 4096
 #: delivery processes of the drain's second run at N (the first has one, the default)
 DRAIN_MORE_DELIVERY = 2
-
-
-def _pending_emails(settings: Settings) -> int:
-    import sqlalchemy as sa
-
-    from payevents.services.notifications.store import engine
-
-    with engine(settings).connect() as conn:
-        return int(conn.execute(sa.text("SELECT COUNT(*) FROM notifications WHERE status = 'pending'")).scalar_one())
-
-
-def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: float) -> None:
-    """One service in its own process, from its start: consume the pre-filled channel's ``n`` records (effects
-    committed); notifications also until every e-mail is written (no intent pending). Reports (name, time it
-    started running, time it was ready, time it was done, stats, peak RSS — of the worker, and of the child
-    processes it started and waited for: notifications' delivery process)."""
-    t_started = time.time()
-    import resource
-    import threading
-
-    from payevents.runtime.consumer import ConsumerRuntime
-    from payevents.services import load_service
-
-    service = load_service(name)
-    stop = threading.Event()
-    error = None
-    t_ready = t_consumed = t_done = cpu_ready = math.nan
-    rt = None
-    background = None
-    try:
-        rt = ConsumerRuntime(settings, service)
-        if service.background is not None:
-            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-            background.start()
-        settle_heap()  # as a worker process does once started (runtime.heap)
-        t_ready = time.time()
-        cpu_ready = time.process_time()
-        deadline = time.monotonic() + timeout
-        while rt.stats.consumed < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: consumed {rt.stats.consumed} of {n} in {timeout:.0f}s")
-            rt.step()
-        t_consumed = time.time()
-        if name == "notifications":
-            while _pending_emails(settings):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name}: e-mails still pending after {timeout:.0f}s")
-                time.sleep(0.01)
-        t_done = time.time()
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        stop.set()
-        stats = rt.stats.as_dict() if rt is not None else {}
-        if rt is not None:
-            rt.close()
-        if background is not None:
-            background.join(30)  # notifications: its delivery process stopped and waited for
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_consumed": t_consumed,
-                     "t_done": t_done, "stats": stats, "peak_rss_kb": peak_rss_kb(), "error": error,
-                     "cpu_s": time.process_time(), "cpu_ready_s": cpu_ready, "children_peak_rss_kb": children.ru_maxrss,
-                     "children_cpu_s": children.ru_utime + children.ru_stime})
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
