@@ -61,7 +61,7 @@ def test_a_spawned_worker_does_not_import_the_command_line() -> None:
     """``multiprocessing``'s spawn runs the parent's main script again in each child, as ``__mp_main__``
     (``spawn._fixup_main_from_path``): every worker the ``payevents`` command starts, and every delivery process a
     notifications worker starts, runs the command's script before its own target. The script imports only a
-    small entry module; the command line (typer, click, rich: ~100 modules, ~40 ms of CPU) is imported when the
+    small entry module; the command line (typer, click, rich: ~100 modules, 30–60 ms of CPU) is imported when the
     command runs, not in its workers."""
     from pathlib import Path
 
