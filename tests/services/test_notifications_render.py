@@ -223,3 +223,15 @@ def test_the_message_key_is_uuid5s(event_id: str) -> None:
     from payevents.services.notifications.render import MESSAGE_ID_NAMESPACE, message_key
 
     assert message_key(event_id) == str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"payevents.notification:{event_id}"))
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["", "a", "Zoë", "x" * 90, "\u202f", "=", " ", "\t"]), max_size=8).flatmap(
+    lambda parts: st.lists(st.sampled_from(["\n", "\r\n", "\r", ""]), min_size=len(parts), max_size=len(parts)).map(
+        lambda ends: "".join(p + e for p, e in zip(parts, ends, strict=True)))))
+def test_a_bodys_lines_are_split_and_joined_only_where_they_must_be(content: str) -> None:
+    """``render._lines`` (issue #14: the rendered bodies have no ``\\r``, so they are not split and joined again)
+    gives what splitting into lines and joining them with ``\\n`` gave, for any mix of line ends."""
+    from payevents.services.notifications.render import _lines
+
+    assert _lines(content) == b"\n".join(content.encode("utf-8").splitlines()) + b"\n"

@@ -493,12 +493,21 @@ def build_message(
     return msg
 
 
+def _lines(content: str) -> bytes:
+    """``content`` in UTF-8 with ``\n`` line ends, ending in one: ``b"\n".join(lines) + b"\n"`` of its lines
+    (``\r\n`` and ``\r`` end a line too); split and joined only when it has a ``\r``, as rendered bodies have
+    not."""
+    data = content.encode("utf-8")
+    if b"\r" in data:
+        return b"\n".join(data.splitlines()) + b"\n"
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
 def _body(content: str) -> tuple[str, bytes]:
     """Content-Transfer-Encoding and encoded body (``\n`` line ends, ending in one): 7bit when it is ASCII
     with lines of at most 78 characters (as the ``email`` package chooses), else quoted-printable."""
-    lines = content.encode("utf-8").splitlines()
-    data = b"\n".join(lines) + b"\n"
-    if data.isascii() and max(map(len, lines), default=0) <= 78:
+    data = _lines(content)
+    if data.isascii() and max(map(len, data.split(b"\n")), default=0) <= 78:
         return "7bit", data
     return "quoted-printable", binascii.b2a_qp(data, istext=True)
 
@@ -518,6 +527,12 @@ def mail_date(iso: str) -> str:
     at = datetime.fromisoformat(iso).astimezone(UTC)
     return (f"{_DAYS[at.weekday()]}, {at.day:02d} {_MONTHS[at.month - 1]} {at.year:04d}"
             f" {at.hour:02d}:{at.minute:02d}:{at.second:02d} +0000")
+
+
+@functools.lru_cache(maxsize=4096)  # a customer's confirmations share it
+def _to_header(name: str, recipient: str) -> str:
+    """``formataddr((name, recipient))`` of an ASCII name (quoted where it must be)."""
+    return formataddr((name, recipient))
 
 
 def encoded_words(value: str) -> str:
@@ -551,7 +566,7 @@ def message_bytes(
         if not value.isascii() or "\n" in value or "\r" in value:
             raise ValueError(f"{what}: {value!r} cannot be sent (non-ASCII address or a line break)")
     name, subject, payment_id = (" ".join(v.splitlines()) for v in (recipient_name or "", subject, payment_id))
-    to = formataddr((name, recipient)) if name.isascii() else f"{encoded_words(name)} <{recipient}>"
+    to = _to_header(name, recipient) if name.isascii() else f"{encoded_words(name)} <{recipient}>"
     head = (
         f"From: {mail_from}\n"
         f"To: {to}\n"
