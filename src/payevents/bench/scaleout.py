@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from payevents.bench.core import BenchEnv, BenchReport, Figure
+from payevents.bench.workers import closed_stats
 from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
 
@@ -77,9 +78,7 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
         error = f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
-        stats = rt.stats.as_dict() if rt is not None else {}
-        if rt is not None:
-            rt.close()
+        stats = closed_stats(rt)
         results.put({"index": index, "t_first": t_first, "t_last": t_last, "consumed": mine, "stats": stats,
                      "cpu_s": time.process_time() - cpu0, "error": error})
 

@@ -15,6 +15,15 @@ from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
 
 
+def closed_stats(rt: Any) -> dict[str, Any]:
+    """A worker's consumer runtime closed (committing what it applied), and its stats (``{}``: it never started)."""
+    if rt is None:
+        return {}
+    stats: dict[str, Any] = rt.stats.as_dict()
+    rt.close()
+    return stats
+
+
 def relay_worker(settings: Settings, ready: Any, stop: Any, cpu: Any = None) -> None:
     """Run the relay until ``stop`` (a multiprocessing Event) is set. Its per-event SLA-breach warnings
     are silenced: a benchmark burst can breach by the ten thousand, and the suites count breaches from
@@ -138,9 +147,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         error = f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
-        stats = rt.stats.as_dict() if rt is not None else {}
-        if rt is not None:
-            rt.close()
+        stats = closed_stats(rt)
         if background is not None:
             background.join(30)  # notifications: its delivery process stopped and waited for
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
