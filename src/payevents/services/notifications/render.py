@@ -215,11 +215,16 @@ def _locale(identifier: str) -> Locale:
 _NAMESPACE_BYTES: Final = MESSAGE_ID_NAMESPACE.bytes
 
 
+def _message_name(event_id: str) -> str:
+    """The name whose uuid5 (in :data:`MESSAGE_ID_NAMESPACE`) identifies the confirmation for ``event_id``."""
+    return f"payevents.notification:{event_id}"
+
+
 @functools.lru_cache(maxsize=1024)  # the worker derives it for the Message-ID, the file name and the boundary
 def message_key(event_id: str) -> str:
     """``str(message_uuid(event_id))``, computed as ``uuid.uuid5`` computes it (SHA-1 of the namespace and the
     name, version 5, RFC 4122 variant) without building a ``UUID`` on the way (a third of its time)."""
-    name = f"payevents.notification:{event_id}".encode()
+    name = _message_name(event_id).encode()
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
@@ -230,7 +235,7 @@ def message_key(event_id: str) -> str:
 def message_uuid(event_id: str) -> uuid.UUID:
     """The uuid5 of the confirmation for ``event_id`` (its Message-ID, Maildir file name and MIME boundary are
     :func:`message_key`'s): ``uuid.uuid5`` itself, the reference :func:`build_message` builds with."""
-    return uuid.uuid5(MESSAGE_ID_NAMESPACE, f"payevents.notification:{event_id}")
+    return uuid.uuid5(MESSAGE_ID_NAMESPACE, _message_name(event_id))
 
 
 @functools.lru_cache(maxsize=1024)  # the worker asks twice per e-mail: for its mark and for the header
