@@ -85,8 +85,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         error = f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
-        stats = rt.stats.as_dict()
-        rt.close()
+        stats = closed_stats(rt)
         import gc
         import sys
 
