@@ -16,6 +16,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind
 
 from payevents.contracts import channel
@@ -220,3 +221,46 @@ def test_the_payment_page_shows_its_trace_id(settings: Settings, spans: InMemory
     assert f'<code id="trace-id">{trace_id}</code>' in page.text
     processed = next(e for e in timeline if e["event_type"] == "PaymentProcessed")
     assert tracing.trace_id(processed["headers"]["traceparent"]) == trace_id
+
+
+class _CardLikeIds(RandomIdGenerator):
+    """Span ids that are 16 decimal digits passing Luhn's check (a random span id is one about once in 20,000), and
+    random trace ids — or, ``trace_too``, a trace id whose digits hold such a run as well."""
+
+    def __init__(self, trace_too: bool = False) -> None:
+        self.trace_too = trace_too
+
+    def generate_span_id(self) -> int:
+        return 0x4111111111111111
+
+    def generate_trace_id(self) -> int:
+        return 0xABCD4111111111111111ABCDABCDABCD if self.trace_too else super().generate_trace_id()
+
+
+@pytest.mark.parametrize("trace_too", [False, True], ids=["span id", "trace id"])
+def test_a_trace_context_whose_digits_look_like_a_card_number_fails_no_payment(
+    settings: Settings, trace_too: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trace or span id is random hex: about one in 20,000 is 16 decimal digits passing Luhn's check, and the card
+    guard refuses it wherever it would be stored (a payment command failed with "headers.traceparent: looks like a
+    card number"). Telemetry never fails a payment: the event is stored without that trace context, said in a
+    warning that shows no digits, and card data still enters no store."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(id_generator=_CardLikeIds(trace_too))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        p = payments.create(settings, customer_id="cus_luhn", amount="5.00", currency="EUR", description="Luhn")
+        for step in (payments.authorize, payments.capture, payments.complete):
+            step(settings, p.payment_id)
+    finally:
+        tracing.install(None)
+        provider.shutdown()
+    events = events_for_payment(payments_store.engine(settings), p.payment_id)
+    assert [e.event_type for e in events][-1] == "PaymentProcessed"
+    for event in events:
+        assert "traceparent" not in event.headers and "tracestate" not in event.headers
+        assert "4111111111111111" not in str(event.headers)
+    assert verify_engine(payments_store.engine(settings)).ok
+    warned = [r.getMessage() for r in caplog.records if "trace context" in r.getMessage()]
+    assert warned and not any("4111" in m for m in warned)

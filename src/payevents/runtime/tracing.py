@@ -17,6 +17,7 @@ check per batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -24,7 +25,10 @@ from typing import Any, Final
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Tracer
 
+from payevents.contracts.cardguard import contains_card_number
 from payevents.errors import ConfigError
+
+log = logging.getLogger("payevents.tracing")
 
 #: the W3C trace-context header (stored with the outbox row, sent as a record header)
 TRACEPARENT: Final = "traceparent"
@@ -112,7 +116,11 @@ def command_span(name: str, payment_id: str | None = None) -> contextlib.Abstrac
 
 def creation_headers(topic: str, event_id: str, headers: Mapping[str, str]) -> Mapping[str, str]:
     """``headers`` plus the creation context of one event (a ``create`` span, child of the current span):
-    what the outbox stores. Unchanged while tracing is off or when the caller already set a traceparent."""
+    what the outbox stores. Unchanged while tracing is off or when the caller already set a traceparent.
+
+    A trace or span id is random hex, and about one in 20,000 is a run of decimal digits that passes Luhn's check:
+    the card guard refuses it wherever it is stored (the outbox's headers). Telemetry never fails a payment, so
+    such a context is left out (the event is stored untraced) and a warning says so without the value."""
     if _tracer is None or TRACEPARENT in headers:
         return headers
     with _tracer.start_as_current_span(f"create {topic}", kind=SpanKind.PRODUCER,
@@ -120,6 +128,10 @@ def creation_headers(topic: str, event_id: str, headers: Mapping[str, str]) -> M
                                                              **{"messaging.message.id": event_id})):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
+    if any(contains_card_number(carrier.get(name, "")) for name in (TRACEPARENT, TRACESTATE)):
+        log.warning("event %s is stored without its trace context: its trace or span id reads as a card number"
+                    " (value not shown)", event_id, extra={"eventId": event_id})
+        return headers
     out = dict(headers)
     for name in (TRACEPARENT, TRACESTATE):
         if carrier.get(name):
