@@ -25,6 +25,17 @@ SERVICES: tuple[str, ...] = ("payments", "ledger", "invoices", "analytics", "not
 _SERVICE_NAME = re.compile(r"^_?[a-z][a-z0-9_]{0,47}$")
 #: the most e-mail delivery processes one notifications worker runs (each is an interpreter of its own)
 MAX_DELIVERY_PROCESSES: Final = 16
+
+
+def default_delivery_processes() -> int:
+    """2 where this process may run on two or more CPUs, else 1: a second delivery process joins while a backlog
+    lasts (rendering and writing an e-mail costs more than consuming its event, so one process alone is a
+    backlog's bottleneck) and leaves once it is gone."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
 #: the API token of a laptop; outside dev the API refuses to start with it
 DEV_API_TOKEN = "dev-token"
 #: outside dev, the API token must be at least this long (e.g. ``secrets.token_urlsafe(32)``: 43 characters)
@@ -92,9 +103,10 @@ class Settings:
     #: (or smtps:// for implicit TLS; ?starttls=1 for STARTTLS)
     smtp_url: SecretStr | None = None
     mail_from: str = "payments@payevents.local"
-    #: e-mail delivery processes beside each notifications worker, 1 to MAX_DELIVERY_PROCESSES; each claims its
-    #: own passes of pending e-mails (a backlog drains about that many times faster, cores permitting)
-    delivery_processes: int = 1
+    #: the most e-mail delivery processes beside each notifications worker, 1 to MAX_DELIVERY_PROCESSES: the first
+    #: runs throughout, each other joins while a backlog lasts and leaves once it is gone; each claims its own
+    #: passes of pending e-mails (a backlog drains faster, cores permitting)
+    delivery_processes: int = dataclasses.field(default_factory=default_delivery_processes)
     #: bearer token required by the HTTP API's write endpoints
     api_token: SecretStr = dataclasses.field(default_factory=lambda: SecretStr(DEV_API_TOKEN))
     #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group

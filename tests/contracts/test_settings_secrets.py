@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from payevents.errors import ConfigError
-from payevents.settings import Settings
+from payevents.settings import Settings, default_delivery_processes
 
 TOKEN = "tok-Zq9v3xK2mN8pR4sT7uW1yB5cD6eF0gH"
 SMTP_PASSWORD = "smtp-Pa55w0rd-Xy"
@@ -140,5 +141,14 @@ def test_a_retention_out_of_bounds_is_refused_naming_the_setting(value: str) -> 
 def test_a_delivery_process_count_out_of_bounds_is_refused_naming_the_setting(value: str, rule: str) -> None:
     with pytest.raises(ConfigError, match=rf"PAYEVENTS_DELIVERY_PROCESSES: {rule}"):
         Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DELIVERY_PROCESSES": value})
-    assert Settings.from_env({"PAYEVENTS_ENV": "dev"}).delivery_processes == 1
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev"}).delivery_processes == default_delivery_processes()
     assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DELIVERY_PROCESSES": "16"}).delivery_processes == 16
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [({0}, 1), ({0, 1}, 2), (set(range(8)), 2)])
+def test_the_delivery_may_take_a_second_process_where_there_is_a_second_cpu(
+    monkeypatch: pytest.MonkeyPatch, cpus: set[int], expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus, raising=False)
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev"}).delivery_processes == expected
+    assert Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_DELIVERY_PROCESSES": "1"}).delivery_processes == 1

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from conftest_an import processed
@@ -111,15 +112,11 @@ def test_the_delivery_process_reports_to_its_supervisor_and_stops_with_it(settin
     assert notifications.summary(settings)["sent"] == 30 and _new_files(settings) == 30
 
 
-def test_two_delivery_processes_share_a_backlog_each_beating_under_its_own_name(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``PAYEVENTS_DELIVERY_PROCESSES=2``: the worker's background runs two delivery children; both deliver part of
-    the backlog (their passes reach the supervisor under their own names), every e-mail is written once, and both
-    stop with it."""
-    n = 4000
-    _record(settings, n)
-    two = settings.replace(delivery_processes=2)
+def _run_counting(settings: Settings, monkeypatch: pytest.MonkeyPatch, spare_cpus: float, **kwargs: float) -> tuple[
+        threading.Thread, threading.Event, Counter[str]]:
+    """``delivery.run_delivery_processes`` in a thread, counting what each delivery process sent; the host's idle
+    CPUs read as ``spare_cpus`` (whatever else the test machine runs meanwhile)."""
+    monkeypatch.setattr(delivery.CpuMeter, "spare", lambda self: spare_cpus)
     sent: Counter[str] = Counter()
     counted = delivery.count_pass
 
@@ -131,26 +128,85 @@ def test_two_delivery_processes_share_a_backlog_each_beating_under_its_own_name(
     for component in ("delivery", "delivery-2"):
         workers._beats.pop(component, None)
     stop = threading.Event()
-    supervisor = threading.Thread(target=SERVICE.background, args=(two, stop))  # type: ignore[arg-type]
+    supervisor = threading.Thread(target=delivery.run_delivery_processes, args=(settings, stop), kwargs=kwargs)
     supervisor.start()
+    return supervisor, stop, sent
+
+
+def _delivery_children() -> set[str]:
+    return {p.name for p in multiprocessing.active_children() if p.name.startswith("payevents-notifications-")}
+
+
+def test_a_second_delivery_process_joins_for_a_backlog_and_leaves_once_it_is_gone(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``PAYEVENTS_DELIVERY_PROCESSES=2``: after full passes in a row (a backlog), with a CPU idle, a second delivery
+    child joins; both deliver part of the backlog (their passes reach the supervisor under their own names), every
+    e-mail is written once; once a pass of the second finds nothing due it leaves (its liveness beat with it) while
+    the first runs on, and the first stops with the supervisor."""
+    n = 6000
+    _record(settings, n)
+    two = settings.replace(delivery_processes=2)
+    supervisor, stop, sent = _run_counting(two, monkeypatch, 1.0, limit=10, interval_s=0.05)
     names: set[str] = set()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while sum(sent.values()) < n and time.monotonic() < deadline:
-            names |= {p.name for p in multiprocessing.active_children()}
+            names |= _delivery_children()
             time.sleep(0.02)
         assert sum(sent.values()) == n
         assert names >= {"payevents-notifications-delivery", "payevents-notifications-delivery-2"}
         assert sent["delivery"] > 0 and sent["delivery-2"] > 0, sent
-        assert {"delivery", "delivery-2"} <= set(workers._beats)
+        while "payevents-notifications-delivery-2" in _delivery_children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _delivery_children() == {"payevents-notifications-delivery"}
+        while "delivery-2" in workers._beats and time.monotonic() < deadline:  # forgotten by its supervising thread
+            time.sleep(0.02)
+        assert "delivery-2" not in workers._beats and "delivery" in workers._beats
     finally:
         stop.set()
         supervisor.join(60)
-    assert not supervisor.is_alive()
-    assert not [p for p in multiprocessing.active_children() if p.name.startswith("payevents-notifications-")]
+    assert not supervisor.is_alive() and not _delivery_children()
     ids = _message_ids(two)
     assert len(ids) == n and set(ids.values()) == {1}
     assert notifications.summary(two)["sent"] == n
+
+
+def test_no_second_delivery_process_joins_for_one_full_pass(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full pass followed by one that is not (a burst, not a backlog) starts no second delivery process, though
+    two are allowed."""
+    _one_process_delivers(settings, monkeypatch, 15, 1.0)
+
+
+def test_no_second_delivery_process_joins_a_backlog_while_no_cpu_is_idle(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of many full passes, but the host's CPUs busy (less than ``SPARE_CPUS`` idle): the one delivery
+    process works through it alone, though two are allowed."""
+    _one_process_delivers(settings, monkeypatch, 300, delivery.SPARE_CPUS / 2)
+
+
+def _one_process_delivers(settings: Settings, monkeypatch: pytest.MonkeyPatch, n: int, spare_cpus: float) -> None:
+    _record(settings, n)
+    two = settings.replace(delivery_processes=2)
+    supervisor, stop, sent = _run_counting(two, monkeypatch, spare_cpus, limit=10, interval_s=0.05)
+    names: set[str] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while sum(sent.values()) < n and time.monotonic() < deadline:
+            names |= _delivery_children()
+            time.sleep(0.01)
+        assert sum(sent.values()) == n
+        for _ in range(20):  # and the passes after it, which find nothing due
+            names |= _delivery_children()
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        supervisor.join(60)
+    assert names == {"payevents-notifications-delivery"} and set(sent) == {"delivery"}
+    assert "delivery-2" not in workers._beats
 
 
 def test_a_mail_file_the_disk_fills_up_part_way_through_is_not_left_behind(
@@ -243,3 +299,22 @@ def test_a_stuck_delivery_child_told_to_stop_exits_after_its_grace(
         if child.exitcode is None:
             child.kill()
             child.join()
+
+
+def test_the_cpu_meter_reads_the_idle_cpus_between_two_readings(tmp_path: Path) -> None:
+    """``/proc/stat``'s first line (user nice system idle iowait irq softirq steal …) and its per-CPU lines: idle and
+    I/O wait ticks over all ticks, times the CPUs; no file, or no time passed: not measurable (None)."""
+    stat = tmp_path / "stat"
+
+    def write(user: int, idle: int, iowait: int) -> None:
+        stat.write_text(f"cpu  {user} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+                        "cpu1 1 2 3 4 5 6 7 8 9 10\nintr 1 2 3\nctxt 5\n")
+
+    write(100, 100, 0)
+    meter = delivery.CpuMeter(str(stat))
+    write(250, 130, 20)  # 200 ticks: 150 busy, 50 idle or waiting, on 2 CPUs
+    assert meter.spare() == pytest.approx(0.5)
+    write(250, 330, 20)  # all idle since
+    assert meter.spare() == pytest.approx(2.0)
+    assert meter.spare() is None  # no tick since the last reading
+    assert delivery.CpuMeter(str(tmp_path / "missing")).spare() is None

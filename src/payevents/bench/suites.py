@@ -449,8 +449,9 @@ DRAIN_GROWTH = 5
 DRAIN_RAW_FILES = 2000
 #: and the size of each (about a confirmation's)
 DRAIN_RAW_FILE_BYTES = 4096
-#: delivery processes of the drain's second run at N (the first has one, the default)
-DRAIN_MORE_DELIVERY = 2
+#: the most delivery processes of the drain's second run at N (the first has the default: two where there are two
+#: CPUs, the second joining while a backlog lasts)
+DRAIN_ONE_DELIVERY = 1
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
@@ -487,9 +488,9 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
     sizes = (n, n * DRAIN_GROWTH)
     mem: dict[int, dict[str, int]] = {}
     mem[n] = _drain_once(benv, report, n, console, primary=True)
-    # the same N with DRAIN_MORE_DELIVERY delivery processes (PAYEVENTS_DELIVERY_PROCESSES): the delivery is the
-    # drain's tail, which one process works through alone once the consumers are done
-    _drain_once(benv, report, n, console, primary=False, delivery_processes=DRAIN_MORE_DELIVERY)
+    # the same N with one delivery process (PAYEVENTS_DELIVERY_PROCESSES=1): the delivery is the drain's tail,
+    # which one process works through alone once the consumers are done
+    _drain_once(benv, report, n, console, primary=False, delivery_processes=DRAIN_ONE_DELIVERY)
     mem[sizes[1]] = _drain_once(benv, report, sizes[1], console, primary=False)
     small, big = sizes
     for name, b in mem[big].items():
@@ -501,7 +502,9 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
 
 
 def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool,
-                delivery_processes: int = 1) -> dict[str, int]:
+                delivery_processes: int | None = None) -> dict[str, int]:
+    """One drain run of ``n`` events; ``delivery_processes``: the most the notifications worker runs (None: the
+    default, ``settings.default_delivery_processes``)."""
     import multiprocessing as mp
     import queue
 
@@ -511,7 +514,8 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     ctx = mp.get_context("spawn")
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
-        settings = settings.replace(delivery_processes=delivery_processes)
+        if delivery_processes is not None:
+            settings = settings.replace(delivery_processes=delivery_processes)
         fill_channel(settings, events)
         seed_customers(settings)
         _prepare_services(settings)
@@ -553,9 +557,11 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
     suffix = "" if primary else f" @N={n:,}"
-    if delivery_processes > 1:
-        cpu += f" (the delivery's CPU is its {delivery_processes} processes')"
-        suffix = f", {delivery_processes} delivery processes"
+    if settings.delivery_processes > 1:
+        cpu += (f" (the delivery's CPU is that of its processes: up to {settings.delivery_processes}, those after"
+                " the first while a backlog lasted)")
+    if delivery_processes is not None:
+        suffix = f", {delivery_processes} delivery process" + ("es" if delivery_processes > 1 else "")
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"

@@ -69,6 +69,12 @@ def beat(component: str) -> None:
     _beats[component] = time.monotonic()
 
 
+def forget(component: str) -> None:
+    """``component``'s loop ended on purpose (e.g. a delivery process that joined for a backlog): no longer one
+    whose progress ``/livez`` follows."""
+    _beats.pop(component, None)
+
+
 def registry_dir(settings: Settings) -> Path:
     return settings.data_dir / "workers"
 

@@ -613,11 +613,13 @@ def count_pass(report: DeliveryReport, component: str = "delivery") -> None:
 
 
 def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5, limit: int = PASS_LIMIT,
-                 on_pass: Callable[[DeliveryReport], None] = count_pass, on_beat: Callable[[], None] = _beat) -> None:
+                 on_pass: Callable[[DeliveryReport], None] = count_pass, on_beat: Callable[[], None] = _beat,
+                 until_idle: bool = False) -> None:
     """Deliver in this thread until ``stop`` is set, in passes of up to ``limit`` e-mails; ``on_pass`` gets each
     pass's report (by default: this process's metrics and liveness), ``on_beat`` is called at each turn of the
     loop, a failed pass's too (by default: this process's liveness): a loop that retries a store that is down
-    is not stuck."""
+    is not stuck. ``until_idle``: return after a pass that found nothing due (a delivery process that joined for
+    a backlog: :func:`run_delivery_processes`)."""
     from payevents.runtime.backoff import is_transient
 
     log.info("notification delivery started (%s)", "SMTP" if settings.smtp_url else f"Maildir {maildir_path(settings)}")
@@ -634,29 +636,119 @@ def run_delivery(settings: Settings, stop: threading.Event, *, interval_s: float
             stop.wait(interval_s * 4)
             continue
         on_pass(report)
+        if until_idle and not report.claimed:
+            return
         if report.claimed < limit:
             stop.wait(interval_s)
 
 
+#: full passes in a row (of any of a worker's delivery processes) that show a backlog: one that outlasted a whole
+#: pass, not the burst a pass after the delivery's wait finds
+BACKLOG_PASSES = 2
+#: idle CPUs (over the last pass) another delivery process needs to join a backlog
+SPARE_CPUS = 0.5
+
+
+class CpuMeter:
+    """The host's idle CPUs between two readings of ``/proc/stat`` (idle and I/O wait time); None where there is
+    no such file (not Linux)."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self.path = path
+        self._last = self._read()
+
+    def _read(self) -> tuple[int, int, int] | None:
+        """(idle ticks, all ticks, CPUs) of the host so far."""
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except OSError:
+            return None
+        ticks = [int(v) for v in lines[0].split()[1:]]
+        cpus = sum(1 for line in lines[1:] if line[:3] == b"cpu" and line[3:4].isdigit())
+        return ticks[3] + (ticks[4] if len(ticks) > 4 else 0), sum(ticks[:8]), max(1, cpus)
+
+    def spare(self) -> float | None:
+        """Idle CPUs on average since the previous call (or the meter's start); None: not measurable here."""
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[1] <= last[1]:
+            return None
+        return (now[0] - last[0]) / (now[1] - last[1]) * now[2]
+
+
+class _Scaler:
+    """A worker's delivery processes (:func:`run_delivery_processes`): the first runs while the worker runs; the
+    others, up to ``settings.delivery_processes``, join one at a time while a backlog lasts (:data:`BACKLOG_PASSES`
+    full passes in a row) and a CPU is idle for them (:data:`SPARE_CPUS`: on a host whose CPUs are busy, say with
+    the consumers and the payments' own path, another process would only take time from them), and leave after a
+    pass that found nothing due."""
+
+    def __init__(self, settings: Settings, stop: threading.Event, interval_s: float, limit: int) -> None:
+        self.settings, self.stop, self.interval_s, self.limit = settings, stop, interval_s, limit
+        self._lock = threading.Lock()
+        self._running = {1}
+        self._full = 0
+        self._threads: list[threading.Thread] = []
+        self.cpu = CpuMeter()
+
+    def passed(self, report: DeliveryReport) -> None:
+        """A pass's report (from any of the processes): another process joins a backlog where a CPU is idle."""
+        with self._lock:
+            self._full = self._full + 1 if report.claimed >= self.limit else 0
+            spare = self.cpu.spare()
+            free = sorted(set(range(2, self.settings.delivery_processes + 1)) - self._running)
+            if (self._full < BACKLOG_PASSES or not free or self.stop.is_set()
+                    or (spare is not None and spare < SPARE_CPUS)):
+                return
+            slot = free[0]
+            self._running.add(slot)
+            self._full = 0
+            thread = threading.Thread(target=self._extra, args=(slot,), name=f"delivery-{slot}", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        log.info("notification delivery: a backlog (%d full passes of %d in a row) and %s idle CPU; starting delivery"
+                 " process %d of up to %d", BACKLOG_PASSES, self.limit, "an" if spare is None else f"{spare:.1f}",
+                 slot, self.settings.delivery_processes)
+        thread.start()
+
+    def join(self) -> None:
+        """Wait for the processes that joined to stop (``stop`` is set)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+
+    def _extra(self, slot: int) -> None:
+        try:
+            run_delivery_process(self.settings, self.stop, interval_s=self.interval_s, limit=self.limit, slot=slot,
+                                 on_report=self.passed, until_idle=True)
+        finally:
+            with self._lock:
+                self._running.discard(slot)
+            from payevents.runtime.workers import forget
+
+            forget(_component(slot))  # gone on purpose: not a loop that stopped making progress
+
+
 def run_delivery_processes(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5,
                            limit: int = PASS_LIMIT) -> None:
-    """The service's background worker: ``settings.delivery_processes`` delivery processes
+    """The service's background worker: up to ``settings.delivery_processes`` delivery processes
     (:func:`run_delivery_process`), each supervised from a thread of its own — this one for the first — until
-    ``stop`` is set. Each claims its own passes (the claim is exclusive, as between the delivery processes of
-    several notifications workers), beats under its own name in the worker's liveness (``delivery``,
-    ``delivery-2``, …) and counts in its metrics."""
-    others = [threading.Thread(target=run_delivery_process, args=(settings, stop), name=f"delivery-{slot}",
-                               kwargs={"interval_s": interval_s, "limit": limit, "slot": slot}, daemon=True)
-              for slot in range(2, settings.delivery_processes + 1)]
-    for thread in others:
-        thread.start()
-    run_delivery_process(settings, stop, interval_s=interval_s, limit=limit)
-    for thread in others:
-        thread.join()
+    ``stop`` is set. The first runs throughout; each other one joins while a backlog lasts (:class:`_Scaler`) and
+    leaves once its pass finds nothing due. Each claims its own passes (the claim is exclusive, as between the
+    delivery processes of several notifications workers), beats under its own name in the worker's liveness
+    (``delivery``, ``delivery-2``, …) while it runs and counts in its metrics."""
+    scaler = _Scaler(settings, stop, interval_s, limit)
+    try:
+        run_delivery_process(settings, stop, interval_s=interval_s, limit=limit,
+                             on_report=scaler.passed if settings.delivery_processes > 1 else None)
+    finally:
+        scaler.join()
 
 
 def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_s: float = 0.5,
-                         limit: int = PASS_LIMIT, slot: int = 1) -> None:
+                         limit: int = PASS_LIMIT, slot: int = 1,
+                         on_report: Callable[[DeliveryReport], None] | None = None, until_idle: bool = False) -> None:
     """The service's background worker: :func:`run_delivery` in a child process, supervised from this thread
     until ``stop`` is set. In its own interpreter, rendering and writing e-mails does not take the GIL from the
     consumer next to it (on two cores the consumer ran at about half its speed while the delivery worked).
@@ -664,10 +756,17 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
     records are logged here, it is restarted if it dies, and it stops by itself when this process dies.
     Exactly-once is the claim's and the Maildir's, as in a thread: a killed child is a crash mid-pass.
     Where a child cannot be started (a daemonic process), the delivery runs in this thread. ``slot``: which of the
-    worker's delivery processes this is (:func:`run_delivery_processes`; its name and liveness beat)."""
+    worker's delivery processes this is (:func:`run_delivery_processes`; its name and liveness beat);
+    ``on_report`` also gets each of its passes' reports; ``until_idle``: the child ends after a pass that found
+    nothing due, and so does this supervision (a process that joined for a backlog, not restarted)."""
     import multiprocessing as mp
 
     component = _component(slot)
+
+    def relay_report(report: DeliveryReport) -> None:
+        count_pass(report, component)
+        if on_report is not None:
+            on_report(report)
 
     ctx = mp.get_context("spawn")
     while not stop.is_set():
@@ -681,13 +780,15 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         stop_reader, stop_writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_delivery_child, name=f"payevents-notifications-{component}", daemon=True,
                            args=(settings, stop_reader, channel, os.getpid(),
-                                 logging.getLogger().getEffectiveLevel(), interval_s, limit))
+                                 logging.getLogger().getEffectiveLevel(), interval_s, limit, until_idle))
         _beat(component)  # the child's clock starts now: one stuck before its first pass is not live either
         try:
             proc.start()
         except AssertionError:  # "daemonic processes are not allowed to have children"
             events.close()
             stop_writer.close()
+            if until_idle:  # no process to add: the first one's thread carries the backlog alone
+                return
             run_delivery(settings, stop, interval_s=interval_s, limit=limit,
                          on_pass=lambda report: count_pass(report, component), on_beat=lambda: _beat(component))
             return
@@ -697,19 +798,26 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         ended = False  # the child's end of the pipe is closed: it exited, or was killed
         try:
             while not stop.is_set() and not ended:
-                ended = not _relay_from(events, 0.2, component)
+                ended = not _relay_from(events, 0.2, component, relay_report)
         finally:
             with contextlib.suppress(OSError):
                 stop_writer.send_bytes(b"stop")
             stop_writer.close()
             deadline = time.monotonic() + 15
             while not ended and time.monotonic() < deadline:  # what it sends until it ends is still relayed
-                ended = not _relay_from(events, 0.1, component)
+                ended = not _relay_from(events, 0.1, component, relay_report)
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
             events.close()
+        if until_idle:
+            if proc.exitcode == 0:
+                log.info("notification %s process stopped: no backlog left", component)
+            elif not stop.is_set():
+                log.warning("notification %s process exited (code %s); another joins while a backlog lasts",
+                            component, proc.exitcode)
+            return
         if not stop.is_set():
             log.warning("notification delivery process exited (code %s); restarting it in %.1f s", proc.exitcode,
                         interval_s * 4)
@@ -722,22 +830,28 @@ ORPHAN_GRACE_S = 30.0
 _BEAT = "beat"
 
 
-def _relay(item: Any, component: str = "delivery") -> None:
-    """One item from the delivery child: a pass's report, a beat of its loop, or a log record."""
+def _relay(item: Any, component: str = "delivery",
+           on_report: Callable[[DeliveryReport], None] | None = None) -> None:
+    """One item from the delivery child: a pass's report (to ``on_report``; by default: :func:`count_pass`), a
+    beat of its loop, or a log record."""
     if isinstance(item, DeliveryReport):
-        count_pass(item, component)
+        if on_report is None:
+            count_pass(item, component)
+        else:
+            on_report(item)
     elif item == _BEAT:
         _beat(component)
     elif isinstance(item, logging.LogRecord):
         logging.getLogger(item.name).handle(item)
 
 
-def _relay_from(events: Any, timeout: float, component: str = "delivery") -> bool:
+def _relay_from(events: Any, timeout: float, component: str = "delivery",
+                on_report: Callable[[DeliveryReport], None] | None = None) -> bool:
     """Relay what the delivery child sent within ``timeout`` s, if anything; False once the child's end of the
     pipe is closed (it exited or was killed, perhaps half-way through a message, which is not relayed)."""
     try:
         if events.poll(timeout):
-            _relay(events.recv(), component)
+            _relay(events.recv(), component, on_report)
     except (EOFError, OSError):
         return False
     return True
@@ -764,9 +878,9 @@ class _ToParent:
 
 
 def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int, level: int, interval_s: float,
-                    limit: int) -> None:
-    """The delivery child's main: passes until ``stop`` is set or its parent is gone; reports and log records
-    go to ``events``."""
+                    limit: int, until_idle: bool = False) -> None:
+    """The delivery child's main: passes until ``stop`` is set or its parent is gone (or, ``until_idle``, a pass
+    found nothing due); reports and log records go to ``events``."""
     import logging.handlers
     import signal
 
@@ -798,7 +912,7 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
             settle_heap()
 
     run_delivery(settings, done, interval_s=interval_s, limit=limit, on_pass=on_pass,
-                 on_beat=lambda: events.put(_BEAT))
+                 on_beat=lambda: events.put(_BEAT), until_idle=until_idle)
 
 
 def next_due_in(settings: Settings, now: datetime | None = None) -> timedelta | None:
