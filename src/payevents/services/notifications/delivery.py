@@ -706,9 +706,10 @@ class _Scaler:
             self._full = 0
             thread = threading.Thread(target=self._extra, args=(slot,), name=f"delivery-{slot}", daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        log.info("notification delivery: a backlog (%d full passes of %d in a row) and %s idle CPU; starting delivery"
-                 " process %d of up to %d", BACKLOG_PASSES, self.limit, "an" if spare is None else f"{spare:.1f}",
-                 slot, self.settings.delivery_processes)
+        log.info("notification delivery: a backlog (%d full passes of %d in a row; %s); starting delivery process %d"
+                 " of up to %d", BACKLOG_PASSES, self.limit,
+                 "no CPU reading here" if spare is None else f"{spare:.1f} CPUs idle", slot,
+                 self.settings.delivery_processes)
         thread.start()
 
     def join(self) -> None:
@@ -830,23 +831,17 @@ ORPHAN_GRACE_S = 30.0
 _BEAT = "beat"
 
 
-def _relay(item: Any, component: str = "delivery",
-           on_report: Callable[[DeliveryReport], None] | None = None) -> None:
-    """One item from the delivery child: a pass's report (to ``on_report``; by default: :func:`count_pass`), a
-    beat of its loop, or a log record."""
+def _relay(item: Any, component: str, on_report: Callable[[DeliveryReport], None]) -> None:
+    """One item from the delivery child: a pass's report (to ``on_report``), a beat of its loop, or a log record."""
     if isinstance(item, DeliveryReport):
-        if on_report is None:
-            count_pass(item, component)
-        else:
-            on_report(item)
+        on_report(item)
     elif item == _BEAT:
         _beat(component)
     elif isinstance(item, logging.LogRecord):
         logging.getLogger(item.name).handle(item)
 
 
-def _relay_from(events: Any, timeout: float, component: str = "delivery",
-                on_report: Callable[[DeliveryReport], None] | None = None) -> bool:
+def _relay_from(events: Any, timeout: float, component: str, on_report: Callable[[DeliveryReport], None]) -> bool:
     """Relay what the delivery child sent within ``timeout`` s, if anything; False once the child's end of the
     pipe is closed (it exited or was killed, perhaps half-way through a message, which is not relayed)."""
     try:
