@@ -244,12 +244,3 @@ def drop_schemas(pg_url: str, prefix: str) -> None:
         engine.dispose()
 
 
-def peak_rss_kb() -> int:
-    """Peak resident set size of this process in KiB (VmHWM, falling back to getrusage)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -10,8 +10,7 @@ import math
 import time
 from typing import Any
 
-from payevents.bench.core import peak_rss_kb
-from payevents.runtime.heap import settle_heap
+from payevents.runtime.heap import peak_rss_kb, settle_heap
 from payevents.settings import Settings
 
 
@@ -150,7 +149,14 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         if background is not None:
             background.join(30)  # notifications: its delivery process stopped and waited for
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # the delivery processes' own peaks, as they reported them (their ru_maxrss also counts this process's
+        # pages at their spawn: a fork, then the exec)
+        delivery_rss = 0
+        if background is not None:
+            from payevents.services.notifications.delivery import PEAK_RSS_KB
+
+            delivery_rss = max(PEAK_RSS_KB.values(), default=0)
         results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_consumed": t_consumed,
                      "t_done": t_done, "stats": stats, "peak_rss_kb": peak_rss_kb(), "error": error,
-                     "cpu_s": time.process_time(), "cpu_ready_s": cpu_ready, "children_peak_rss_kb": children.ru_maxrss,
+                     "cpu_s": time.process_time(), "cpu_ready_s": cpu_ready, "children_peak_rss_kb": delivery_rss,
                      "children_cpu_s": children.ru_utime + children.ru_stime})

@@ -16,12 +16,16 @@ It is called once per worker process where its start is done and before its loop
 (:func:`payevents.runtime.runner.serve_worker`), the notifications delivery child after its first pass (rendering
 loads the locale data lazily), and the benchmarks' own worker processes. Not on import, and not by the library's
 entry points a team calls from its own process (``ConsumerRuntime``, ``ServiceHarness``): that heap is theirs.
+
+:func:`peak_rss_kb` is the process's own peak resident memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
+from pathlib import Path
 
 _settled = False
 _lock = threading.Lock()
@@ -42,3 +46,16 @@ def settle_heap(*, again: bool = False) -> bool:
         _settled = True
     metrics.HEAP_FROZEN.set(gc.get_freeze_count())
     return True
+
+
+def peak_rss_kb() -> int:
+    """Peak resident set size of this process in KiB: ``VmHWM``, the peak of its own address space since its exec
+    (``getrusage``'s ``ru_maxrss`` where there is no ``/proc``, which also counts what the parent's pages weighed when
+    a fork and exec, as ``multiprocessing``'s spawn does, made it)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -42,6 +42,9 @@ BATCH_LATENCY = Histogram(
 EMAILS = Counter("payevents_notifications_emails", "Confirmation e-mails by delivery outcome", ["outcome"])
 DELIVERY_PASS = Gauge("payevents_notifications_delivery_last_pass_timestamp_seconds",
                       "Unix time the delivery worker last finished a pass")
+DELIVERY_PEAK_RSS = Gauge("payevents_notifications_delivery_peak_rss_bytes",
+                          "Peak resident memory of each of this worker's delivery processes (VmHWM, as of its last"
+                          " pass)", ["process"])
 
 # -- every worker process ----------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ConfigError
 from payevents.runtime import bulk
-from payevents.runtime.heap import settle_heap
+from payevents.runtime.heap import peak_rss_kb, settle_heap
 from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_key, render_confirmation
 from payevents.services.notifications.store import engine
@@ -379,6 +379,8 @@ class DeliveryReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    #: a delivery process's own peak resident memory in KiB when it sent the report (0: a pass in this process)
+    peak_rss_kb: int = 0
 
 
 @dataclasses.dataclass
@@ -601,14 +603,22 @@ def _component(slot: int) -> str:
     return "delivery" if slot == 1 else f"delivery-{slot}"
 
 
+#: the peak resident memory (KiB) each delivery process of this worker reported, by its liveness name
+PEAK_RSS_KB: dict[str, int] = {}
+
+
 def count_pass(report: DeliveryReport, component: str = "delivery") -> None:
-    """A pass's outcomes in this process's metrics, and the delivery loop's liveness beat."""
+    """A pass's outcomes in this process's metrics (a delivery process's peak memory too), and the delivery loop's
+    liveness beat."""
     from payevents.runtime import metrics
 
     for outcome in ("sent", "retried", "failed"):
         if getattr(report, outcome):
             metrics.EMAILS.labels(outcome=outcome).inc(getattr(report, outcome))
     metrics.DELIVERY_PASS.set(time.time())
+    if report.peak_rss_kb > PEAK_RSS_KB.get(component, 0):
+        PEAK_RSS_KB[component] = report.peak_rss_kb
+        metrics.DELIVERY_PEAK_RSS.labels(process=component).set(report.peak_rss_kb * 1024)
     _beat(component)
 
 
@@ -902,7 +912,7 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
     threading.Thread(target=watch, name="delivery-watch", daemon=True).start()
 
     def on_pass(report: DeliveryReport) -> None:
-        events.put(report)
+        events.put(dataclasses.replace(report, peak_rss_kb=peak_rss_kb()))
         if report.claimed:  # the first pass that rendered something has loaded the templates and locale data
             settle_heap()
 
