@@ -36,6 +36,8 @@ def default_delivery_processes() -> int:
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
     return 2 if cpus >= 2 else 1
+
+
 #: the API token of a laptop; outside dev the API refuses to start with it
 DEV_API_TOKEN = "dev-token"
 #: outside dev, the API token must be at least this long (e.g. ``secrets.token_urlsafe(32)``: 43 characters)

@@ -450,7 +450,7 @@ DRAIN_RAW_FILES = 2000
 #: and the size of each (about a confirmation's)
 DRAIN_RAW_FILE_BYTES = 4096
 #: the most delivery processes of the drain's second run at N (the first has the default: two where there are two
-#: CPUs, the second joining while a backlog lasts)
+#: CPUs, the second joining the backlog once a CPU is idle)
 DRAIN_ONE_DELIVERY = 1
 
 
