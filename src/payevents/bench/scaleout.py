@@ -49,8 +49,7 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
     rt = None
     try:
         rt = ConsumerRuntime(settings, service)
-        if service.background is not None:
-            threading.Thread(target=service.background, args=(settings, stop), daemon=True).start()
+        rt.start_background(stop)
         settle_heap()  # as a worker process does once started (runtime.heap)
         # one loop from the start (the channel is empty until the fill, which may begin during any step)
         started = time.monotonic()

@@ -302,10 +302,7 @@ def consume(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> No
             service = load_service(name)
             stop = threading.Event()
             rt = ConsumerRuntime(settings, service)
-            background = None
-            if service.background is not None:
-                background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-                background.start()
+            background = rt.start_background(stop)
             try:
                 first: float | None = None
                 deadline = time.monotonic() + 120 + n / 200

@@ -65,10 +65,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         deadline = time.monotonic() + 60
         while not rt.consumer.assignment() and time.monotonic() < deadline:
             rt.step()
-        background = None
-        if service.background is not None:
-            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-            background.start()
+        rt.start_background(stop)
         settle_heap()  # as a worker process does once started (runtime.heap)
         ready.set()
         go.wait()
@@ -123,9 +120,7 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
     background = None
     try:
         rt = ConsumerRuntime(settings, service)
-        if service.background is not None:
-            background = threading.Thread(target=service.background, args=(settings, stop), daemon=True)
-            background.start()
+        background = rt.start_background(stop)
         settle_heap()  # as a worker process does once started (runtime.heap)
         t_ready = time.time()
         cpu_ready = time.process_time()

@@ -631,13 +631,19 @@ class ConsumerRuntime:
                   extra={"service": self.service.name, "topic": gap.topic, "partition": gap.partition,
                          "offset": gap.first, "outcome": "lost"})
 
+    def start_background(self, stop: threading.Event) -> threading.Thread | None:
+        """The service's background work (``ServiceDef.background``, e.g. notifications' delivery) started in a
+        thread of its own, which returns once ``stop`` is set; None for a service without one."""
+        if self.service.background is None:
+            return None
+        thread = threading.Thread(target=self.service.background, args=(self.settings, stop),
+                                  name=f"{self.service.name}-background", daemon=True)
+        thread.start()
+        return thread
+
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop`` is set; then finish the current batch, commit and close."""
-        background: threading.Thread | None = None
-        if self.service.background is not None:
-            background = threading.Thread(target=self.service.background, args=(self.settings, stop),
-                                          name=f"{self.service.name}-background", daemon=True)
-            background.start()
+        background = self.start_background(stop)
         log.info("%s: consuming %s as group %s", self.service.name, self.topic, self.service.group)
         clean = False
         try:
