@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -87,3 +88,35 @@ def test_a_supervisor_that_fails_stops_its_workers_instead_of_leaving_them_unsup
     thread.join(DEADLINE)
     assert not thread.is_alive() and [str(e) for e in failed] == ["a bug in the supervisor's bookkeeping"]
     assert not Path(f"/proc/{views['ledger'].pid}").exists(), "the ledger runs on without its supervisor"
+
+
+def test_a_worker_killed_in_the_middle_of_writing_its_status_file_leaves_no_temporary_file(
+        settings: Settings) -> None:
+    """SIGKILL between a status file's temporary write and its rename leaves ``.{slot}.{pid}.tmp`` behind (CI met
+    it once, the kill landing in a heartbeat's write): the supervisor removes a dead worker's partial files when
+    it reaps the worker, and a new run those of processes gone before it (here: a supervisor killed with its
+    worker)."""
+    folder = registry_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid no longer runs
+    earlier = folder / f".relay.0.json.{gone.pid}.tmp"
+    earlier.write_text('{"name": "re')
+    stop = threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["relay"], report=False,
+                                                                            stop=stop)), daemon=True)
+    thread.start()
+    try:
+        first = wait_for(lambda: next((v for v in read_registry(settings) if v.name == "relay" and v.alive
+                                       and v.pid), None), "the relay alive")
+        assert not earlier.exists(), "a partial status file of a process gone before this run is still there"
+        (folder / f".relay.0.json.{first.pid}.tmp").write_text('{"name": "relay", "ins')  # as the kill left it
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for(lambda: next((v for v in read_registry(settings) if v.name == "relay" and v.alive
+                               and v.pid != first.pid), None), "the killed relay restarted")
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+    assert [(e.name, e.restarts) for e in exits] == [("relay", 1)]
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -41,6 +41,7 @@ from payevents.runtime.workers import (
     proc_stat,
     registry_dir,
     supervised_elsewhere,
+    sweep_partials,
     update_slot,
 )
 from payevents.settings import Settings, log_level_env, port_env, seconds_env
@@ -582,6 +583,8 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                 code = p.exitcode
                 p.join()
                 watch.forget(slot.index)
+                if slot.pid is not None:
+                    sweep_partials(settings, slot.pid)
                 slot.proc, slot.last_exit = None, code
                 announced.discard(slot.index)
                 if stop.is_set():
@@ -631,6 +634,7 @@ def _forget_dead_slots(settings: Settings, slots: Sequence[_Slot]) -> None:
     is gone: this run writes its own; other names are left alone."""
     from payevents.runtime.workers import read_registry
 
+    sweep_partials(settings)
     names = {s.name for s in slots}
     for view in read_registry(settings):
         if view.name in names and not view.alive:

@@ -520,6 +520,27 @@ def supervised_elsewhere(settings: Settings, slots: Iterable[tuple[str, int]], m
     return out
 
 
+_PARTIAL = re.compile(r"^\..+\.json\.(\d+)\.tmp$")
+
+
+def sweep_partials(settings: Settings, pid: int | None = None) -> None:
+    """Remove the temporary status files (:func:`_write`) of ``pid``, or of every process no longer running on this
+    host: a process killed between the write and the rename leaves one behind. The supervisor calls it when it
+    reaps a worker, and a run at its start for processes gone before it."""
+    folder = registry_dir(settings)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if (m := _PARTIAL.match(name)) is None:
+            continue
+        owner = int(m.group(1))
+        if owner == pid or (pid is None and not pid_alive(owner)):
+            with contextlib.suppress(OSError):  # a directory in its way, or gone meanwhile
+                (folder / name).unlink()
+
+
 def forget_slot(settings: Settings, name: str, instance: int) -> None:
     """Remove a slot's status file (its worker is gone and will not come back under this name)."""
     try:
