@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from payevents.localkafka import LocalKafka, fresh_channel
+from payevents.runtime import procs
+from payevents.runtime.procs import proc_stat
 from payevents.runtime.runner import descendants
-from payevents.runtime.workers import proc_stat
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))  # the tests' helpers (pytest puts it there too, later)
 from ci_rule import missing
@@ -52,7 +53,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     is left once every fixture is torn down is killed here and named."""
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
     left = {}
+    server = procs.server_pid()  # the workers' fork server ends by itself at exit, once its workers are gone
     for pid in descendants(os.getpid()):
+        if pid == server:
+            continue
         stat = proc_stat(pid)
         with contextlib.suppress(OSError):
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -135,7 +135,7 @@ def test_channel_commands_show_dead_letters_and_tail(settings: Settings, counter
 
 def _state(pid: int) -> str | None:
     """A process's state letter (None when it is gone)."""
-    from payevents.runtime.workers import proc_stat
+    from payevents.runtime.procs import proc_stat
 
     fields = proc_stat(pid)
     return None if fields is None else fields[0]

@@ -86,7 +86,7 @@ def _proc_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
     import os
 
-    from payevents.runtime.workers import proc_stat
+    from payevents.runtime.procs import proc_stat
 
     tick = os.sysconf("SC_CLK_TCK")
     total = 0

@@ -316,7 +316,7 @@ class Soak:
 
     def worker_pids(self) -> list[tuple[str, int]]:
         """(worker, pid) of the live children of ``payevents run`` named in the status registry."""
-        from payevents.runtime.workers import proc_stat
+        from payevents.runtime.procs import proc_stat
 
         assert self.proc is not None
         out = []

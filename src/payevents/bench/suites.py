@@ -499,16 +499,20 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
 
 
 def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool,
-                delivery_processes: int | None = None) -> dict[str, int]:
+                delivery_processes: int | None = None, start: str | None = None) -> dict[str, int]:
     """One drain run of ``n`` events; ``delivery_processes``: the most the notifications worker runs (None: the
-    default, ``settings.default_delivery_processes``)."""
-    import multiprocessing as mp
+    default, ``settings.default_delivery_processes``); ``start``: how the workers are started (None: as
+    ``payevents run`` does, ``runtime.procs.start_method``) — from a fork server, one started for this run (its
+    imports and its CPU are the run's)."""
     import queue
 
+    from payevents.runtime import procs
     from payevents.services import CONSUMER_SERVICES
 
     events = shared_events(benv, n)
-    ctx = mp.get_context("spawn")
+    start = start or procs.start_method()
+    ctx = procs.context(start)
+    procs.stop_server()  # an earlier run's, with its imports done: this run starts its own
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
         if delivery_processes is not None:
@@ -523,10 +527,8 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
         dispose_engines()  # no pooled connection crosses into the workers
         results = ctx.Queue()
         t0 = time.time()
-        workers = [ctx.Process(target=drain_worker, args=(settings, name, n, results, timeout),
-                               name=f"bench-drain-{name}") for name in CONSUMER_SERVICES]
-        for p in workers:
-            p.start()
+        workers = [procs.start(ctx, drain_worker, (settings, name, n, results, timeout), name=f"bench-drain-{name}")
+                   for name in CONSUMER_SERVICES]
         out = []
         try:
             for _ in CONSUMER_SERVICES:
@@ -540,6 +542,8 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                 if p.is_alive():
                     p.kill()
                     p.join()
+            server_cpu = procs.server_cpu_s()
+            procs.stop_server()
             emails = len(os.listdir(settings.data_dir / "maildir" / "new")) \
                 if (settings.data_dir / "maildir" / "new").is_dir() else 0
     errors = [f"{r['service']}: {r['error']}" for r in out if r["error"]]
@@ -557,8 +561,12 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     if settings.delivery_processes > 1:
         cpu += (f" (the delivery's CPU is that of its processes: up to {settings.delivery_processes}, those after"
                 " the first while a backlog lasted)")
+    if start == "forkserver":
+        cpu += f"; the workers' fork server {server_cpu:.1f} (its imports, once, before the first worker's fork)"
     if delivery_processes is not None:
         suffix = f", {delivery_processes} delivery process" + ("es" if delivery_processes > 1 else "")
+    if start != procs.start_method():
+        suffix = f", workers {'spawned' if start == 'spawn' else 'forked from a fork server'}"
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from payevents.errors import ConfigError
-from payevents.runtime import logs, tracing
+from payevents.runtime import logs, procs, tracing
 from payevents.runtime.backoff import Backoff
 from payevents.runtime.heap import settle_heap
 from payevents.runtime.limits import MAX_INSTANCES, batch_problem
@@ -38,7 +38,6 @@ from payevents.runtime.workers import (
     WorkerProbe,
     forget_slot,
     live_after_s,
-    proc_stat,
     registry_dir,
     supervised_elsewhere,
     sweep_partials,
@@ -417,12 +416,13 @@ def check_data_dir(settings: Settings) -> None:
 
 
 def check_process_env() -> None:
-    """The process's own knobs (PAYEVENTS_LIVE_AFTER_S, _METRICS_PORT, _RESTART_BACKOFF, _LOG_LEVEL, _LOG_FORMAT),
-    checked before anything starts: a bad one is one ConfigError naming it and its rule, not a traceback in a
-    worker (or in each of its restarts)."""
+    """The process's own knobs (PAYEVENTS_LIVE_AFTER_S, _WORKER_START, _METRICS_PORT, _RESTART_BACKOFF, _LOG_LEVEL,
+    _LOG_FORMAT), checked before anything starts: a bad one is one ConfigError naming it and its rule, not a
+    traceback in a worker (or in each of its restarts)."""
     from payevents.runtime.logs import log_format
 
     live_after_s()
+    procs.start_method()
     port_env(METRICS_PORT_ENV)
     restart_backoff()
     log_level_env()
@@ -452,7 +452,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     check_services(settings, names)
     check_data_dir(settings)
     base_port = metrics_port if metrics_port is not None else port_env(METRICS_PORT_ENV)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = procs.context()
     slots: list[_Slot] = []
     for name in names:
         for i in range(1 if name == RELAY else instances):
@@ -474,10 +474,9 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     def start(slot: _Slot) -> None:
         slot.ready = StartedFlag(ctx)
         port = base_port + slot.index if base_port else 0
-        slot.proc = ctx.Process(target=_worker_main, name=f"payevents-{slot.name}-{slot.instance}",
-                                args=(settings, slot.name, max_batch, slot.ready, log_file, slot.instance,
-                                      slot.restarts, port, os.getpid(), slot.why))
-        slot.proc.start()
+        slot.proc = procs.start(ctx, _worker_main, (settings, slot.name, max_batch, slot.ready, log_file,
+                                                    slot.instance, slot.restarts, port, os.getpid(), slot.why),
+                                name=f"payevents-{slot.name}-{slot.instance}")
         slot.pid, slot.started_at, slot.stuck = slot.proc.pid, time.monotonic(), None
         if slot.pid is not None:
             watch.watch(slot.index, slot.name, slot.instance, slot.pid)
@@ -504,7 +503,7 @@ def _children(pids: set[int]) -> list[int]:
     """The processes whose parent is one of ``pids`` (Linux ``/proc``; none elsewhere)."""
     out = []
     for proc in Path("/proc").glob("[0-9]*"):
-        fields = proc_stat(proc.name)
+        fields = procs.proc_stat(proc.name)
         if fields is not None and len(fields) > 1 and int(fields[1]) in pids:
             out.append(int(proc.name))
     return out

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from payevents.runtime import metrics
+from payevents.runtime.procs import ProcessIdentity, pid_alive
 from payevents.settings import Settings, seconds_env
 
 log = logging.getLogger("payevents.workers")
@@ -153,6 +154,8 @@ class WorkerProbe:
         self._closed = False
         self._stop = threading.Event()
         self.supervisor_pid = supervisor_pid
+        #: the supervisor by pid and start time: a forked worker's parent is the fork server (runtime.procs)
+        self._supervisor = ProcessIdentity.of(supervisor_pid) if supervisor_pid is not None else None
         #: set when the supervisor is gone (the worker then stops: a new `payevents run` starts its own)
         self.orphaned = threading.Event()
         self.started_at = time.time()
@@ -248,7 +251,7 @@ class WorkerProbe:
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            if self.supervisor_pid is not None and os.getppid() != self.supervisor_pid and not self.orphaned.is_set():
+            if self._supervisor is not None and not self.orphaned.is_set() and not self._supervisor.alive():
                 log.warning("%s[%d]: the supervisor (pid %d) is gone; stopping", self.name, self.instance,
                             self.supervisor_pid)
                 self.orphaned.set()
@@ -437,29 +440,6 @@ class WorkerView:
                 "lastBatchAt": self.last_batch_at, "lag": self.lag, "heartbeatAge": self.heartbeat_age,
                 "detail": self.detail, "exitcode": self.exitcode, "storeOk": self.store_ok, "healthy": self.healthy,
                 "lastRestart": self.last_restart}
-
-
-def proc_stat(pid: int | str) -> list[str] | None:
-    """The fields of ``/proc/{pid}/stat`` after the command name — state, ppid, ... (``proc(5)``, numbered from
-    3) — or None when the process is gone or this is not Linux. The name, in parentheses, may hold spaces and
-    parentheses itself: the fields start after its last ``)``."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields or None
-
-
-def pid_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    fields = proc_stat(pid)
-    return fields is None or fields[0] not in ("Z", "X")
 
 
 def read_registry(settings: Settings, now: float | None = None) -> list[WorkerView]:

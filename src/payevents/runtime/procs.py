@@ -1,0 +1,156 @@
+"""How payevents starts its worker processes: forked from a fork server that imported payevents once.
+
+A spawned worker (a fresh interpreter) imports payevents itself — SQLAlchemy, pydantic, the contracts, its
+service — about a third of a second of CPU each, before it reads a record: the four services of a drain paid it
+four times over on two cores, and each restart paid it again. ``payevents run`` starts its workers from a fork
+server instead (multiprocessing's ``forkserver``): one clean process, without threads, started with the first
+worker, that imports :data:`PRELOAD` once and forks each worker from itself; a worker then starts with those
+modules in place (shared with its siblings until written to) and spends its own CPU on its migrations and its
+group join only.
+
+What a worker inherits is what a spawned one got: its supervisor's environment, working directory and
+``sys.path`` as they are when it is started (:func:`start`; the fork server keeps those it was started with),
+fresh module state (the fork server only imports), a reseeded ``random`` (its at-fork hook). Its parent is the
+fork server, not the supervisor, so a worker knows its supervisor is gone by the supervisor's pid and start time
+(:class:`ProcessIdentity`), not by its parent pid.
+
+``PAYEVENTS_WORKER_START`` = ``forkserver`` (the default where the platform has it) or ``spawn`` (as before
+2026-12-04; the benchmarks' baseline of this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Final
+
+from payevents.errors import ConfigError
+
+START_ENV: Final = "PAYEVENTS_WORKER_START"
+START_METHODS: Final = ("forkserver", "spawn")
+#: what the fork server imports before it forks a worker: everything a relay or a consumer worker of the four
+#: services imports to start (a module missing here is imported by each worker, as before)
+PRELOAD: Final = (
+    "payevents.runtime.runner",
+    "payevents.runtime.consumer",
+    "payevents.runtime.relay",
+    "payevents.services.ledger",
+    "payevents.services.invoices",
+    "payevents.services.analytics",
+    "payevents.services.notifications",
+    "payevents.services.notifications.delivery",
+)
+
+
+def start_method() -> str:
+    """``PAYEVENTS_WORKER_START``, checked: ``forkserver`` (default where available) or ``spawn``."""
+    raw = os.environ.get(START_ENV, "").strip()
+    if not raw:
+        return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if raw not in START_METHODS or raw not in multiprocessing.get_all_start_methods():
+        have = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+        raise ConfigError(f"{START_ENV}: {raw!r} must be {' or '.join(have)}")
+    return raw
+
+
+def context(method: str | None = None) -> BaseContext:
+    """The multiprocessing context workers are started with (:func:`start_method` unless ``method``)."""
+    method = method or start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(list(PRELOAD))  # type: ignore[attr-defined]
+    return ctx
+
+
+def start(ctx: BaseContext, target: Callable[..., Any], args: Sequence[Any], *, name: str,
+          daemon: bool | None = None) -> BaseProcess:
+    """Start ``target(*args)`` in a new process of ``ctx``, with this process's environment and working directory
+    of now (a forked worker would otherwise have the fork server's)."""
+    proc = ctx.Process(target=_entry, name=name, daemon=daemon,  # type: ignore[attr-defined]
+                       args=(dict(os.environ), os.getcwd(), list(sys.path), target, tuple(args)))
+    proc.start()
+    return proc  # type: ignore[no-any-return]
+
+
+def _entry(environ: dict[str, str], cwd: str, path: list[str], target: Callable[..., Any],
+           args: tuple[Any, ...]) -> None:
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    with contextlib.suppress(OSError):  # gone since: the worker starts where the fork server is
+        os.chdir(cwd)
+    sys.path[:] = path  # e.g. a service named by its module (``--service mymodule:SERVICE``) found as spawned
+    target(*args)
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/{pid}/stat`` after the command name — state, ppid, ... (``proc(5)``, numbered from
+    3) — or None when the process is gone or this is not Linux. The name, in parentheses, may hold spaces and
+    parentheses itself: the fields start after its last ``)``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields or None
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = proc_stat(pid)
+    return fields is None or fields[0] not in ("Z", "X")
+
+
+def server_pid() -> int | None:
+    """The pid of this process's fork server, while one runs."""
+    return multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined,no-any-return]
+
+
+def server_cpu_s() -> float:
+    """CPU seconds the running fork server has used (its imports, its forks): 0.0 without one. For the
+    benchmarks, which count it with the workers'."""
+    pid = server_pid()
+    fields = proc_stat(pid) if pid is not None else None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
+def stop_server() -> None:
+    """Stop this process's fork server (the next worker starts a new one, which imports :data:`PRELOAD` again):
+    a benchmark run that times its workers from their start counts the fork server's start too."""
+    with contextlib.suppress(OSError):
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """A process by pid and start time (``/proc/{pid}/stat`` field 22), so that a pid reused by another process
+    is not taken for it; where there is no ``/proc``, by pid alone."""
+
+    pid: int
+    started: str | None
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity:
+        fields = proc_stat(pid)
+        return cls(pid, fields[19] if fields and len(fields) > 19 else None)
+
+    def alive(self) -> bool:
+        if not pid_alive(self.pid):
+            return False
+        if self.started is None:
+            return True
+        fields = proc_stat(self.pid)
+        return fields is not None and len(fields) > 19 and fields[19] == self.started

@@ -1,0 +1,140 @@
+"""Workers forked from a fork server that imported payevents once (runtime.procs): they start as spawned ones did
+— the supervisor's environment, working directory and sys.path of the moment — and stop when their supervisor is
+gone, though their parent is the fork server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payevents.errors import ConfigError
+from payevents.runtime import procs, runner
+from payevents.runtime.procs import ProcessIdentity, proc_stat
+from payevents.runtime.workers import read_registry
+from payevents.settings import Settings
+
+CLI = str(Path(sys.executable).parent / "payevents")
+DEADLINE = 90.0
+
+
+def wait_for(cond: Callable[[], Any], what: str) -> Any:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        if value := cond():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def _parent(pid: int) -> int:
+    fields = proc_stat(pid)
+    assert fields is not None, f"pid {pid} is gone"
+    return int(fields[1])
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+
+
+def _what_i_see(out: Any, name: str) -> None:
+    out.put((os.environ.get(name), os.getcwd(), list(sys.path), "sqlalchemy" in sys.modules))
+
+
+def test_a_worker_started_after_the_fork_server_sees_the_environment_of_its_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork server keeps the environment, directory and sys.path it was started with; a worker gets its
+    starter's of the moment (as a spawned one did), with the fork server's imports already done."""
+    ctx = procs.context("forkserver")
+    out = ctx.Queue()
+    first = procs.start(ctx, _what_i_see, (out, "PAYEVENTS_TEST_PROCS"), name="first")  # starts the fork server
+    assert out.get(timeout=DEADLINE)[0] is None
+    first.join(DEADLINE)
+    monkeypatch.setenv("PAYEVENTS_TEST_PROCS", "after the fork server")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "services"))
+    second = procs.start(ctx, _what_i_see, (out, "PAYEVENTS_TEST_PROCS"), name="second")
+    env, cwd, path, preloaded = out.get(timeout=DEADLINE)
+    second.join(DEADLINE)
+    assert env == "after the fork server" and Path(cwd) == tmp_path and path[0] == str(tmp_path / "services")
+    assert preloaded, "the worker imported nothing before it ran: not forked from the preloaded server"
+    assert second.exitcode == 0 and _parent(procs.server_pid() or 0) == os.getpid()
+
+
+def test_payevents_run_forks_its_workers_from_a_fork_server_that_imported_the_services(settings: Settings) -> None:
+    stop = threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["ledger"], report=False,
+                                                                            stop=stop)), daemon=True)
+    thread.start()
+    try:
+        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
+                          "the ledger alive")
+        assert worker.pid is not None
+        server = _parent(worker.pid)
+        assert server != os.getpid() and server == procs.server_pid()
+        assert b"multiprocessing.forkserver" in _cmdline(server) and b"payevents.services.ledger" in _cmdline(server)
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+    assert [(e.name, e.exitcode) for e in exits] == [("ledger", 0)]
+
+
+def test_payevents_worker_start_spawn_spawns_them_and_a_bad_value_is_refused(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(procs.START_ENV, "fork")
+    with pytest.raises(ConfigError, match=r"PAYEVENTS_WORKER_START: 'fork' must be forkserver or spawn"):
+        runner.run_workers(settings, ["ledger"], report=False)
+    monkeypatch.setenv(procs.START_ENV, "spawn")
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: runner.run_workers(settings, ["ledger"], report=False, stop=stop),
+                              daemon=True)
+    thread.start()
+    try:
+        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
+                          "the ledger alive")
+        assert worker.pid is not None and _parent(worker.pid) == os.getpid()
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+
+
+def test_workers_stop_when_their_supervisor_is_killed_though_their_parent_is_the_fork_server(
+        tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path / "data")}
+    supervisor = subprocess.Popen([CLI, "run", "ledger", "invoices"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        settings = Settings.from_env(env)
+        views = wait_for(lambda: (v := [w for w in read_registry(settings) if w.alive and w.pid]) and len(v) == 2
+                         and v, "both workers alive")
+        pids = [v.pid for v in views if v.pid is not None]
+        server = _parent(pids[0])
+        assert server != supervisor.pid and _parent(server) == supervisor.pid
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait(DEADLINE)
+        wait_for(lambda: not any(proc_stat(p) and proc_stat(p)[0] not in "ZX" for p in [*pids, server]),  # type: ignore[index]
+                 "the workers and the fork server gone")
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+def test_a_process_is_known_by_its_pid_and_start_time() -> None:
+    me = ProcessIdentity.of(os.getpid())
+    assert me.alive() and me.started is not None
+    assert not ProcessIdentity(os.getpid(), str(int(me.started) + 1)).alive(), "another process under my pid"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not ProcessIdentity.of(gone.pid).alive()
+    assert multiprocessing.current_process().name == "MainProcess"
