@@ -138,3 +138,30 @@ def test_a_process_is_known_by_its_pid_and_start_time() -> None:
     gone.wait()
     assert not ProcessIdentity.of(gone.pid).alive()
     assert multiprocessing.current_process().name == "MainProcess"
+
+
+def test_the_delivery_process_is_forked_from_the_same_server_and_ends_with_its_worker(settings: Settings) -> None:
+    """The notifications worker asks its fork server for its delivery process (its imports done there too): a
+    sibling of the worker in the process tree, listed in the worker's status file for the supervisor, and gone
+    on its own once the worker is killed."""
+    from payevents.runtime.workers import children_of
+
+    stop = threading.Event()
+    exits: list[runner.WorkerExit] = []
+    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["notifications"],
+                                                                            report=False, stop=stop)), daemon=True)
+    thread.start()
+    try:
+        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
+                          "the notifications worker alive")
+        (child,) = wait_for(lambda: children_of(settings, "notifications", 0), "its delivery process listed")
+        assert _parent(child.pid) == _parent(worker.pid) == procs.server_pid()
+        assert child.pid not in runner.descendants(worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_for(lambda: not child.alive(), "the delivery process gone with its worker")
+        wait_for(lambda: (v := children_of(settings, "notifications", 0)) and v[0].pid != child.pid,
+                 "the restarted worker's own delivery process")
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+    assert [(e.name, e.restarts) for e in exits] == [("notifications", 1)]

@@ -141,11 +141,19 @@ def _state(pid: int) -> str | None:
     return None if fields is None else fields[0]
 
 
-def _delivery_processes(worker: int | None) -> list[int]:
-    """The spawned children of a worker (not multiprocessing's resource tracker)."""
-    assert worker is not None
-    return [pid for pid in runner._children({worker})
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+def _delivery_processes(settings: Settings) -> list[int]:
+    """The notifications worker's delivery processes, as its status file lists them (forked from the fork server
+    like the worker, they are not under it in the process tree)."""
+    from payevents.runtime.workers import children_of
+
+    return [child.pid for child in children_of(settings, "notifications", 0)]
+
+
+def _parent(pid: int) -> int | None:
+    from payevents.runtime.procs import proc_stat
+
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_replaced(
@@ -168,13 +176,15 @@ def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_rep
         wait_for(ready.is_set, "the notifications worker up")
         (view,) = read_registry(settings)
         assert view.pid is not None
-        wait_for(lambda: bool(_delivery_processes(view.pid)), "its delivery process started")
-        (child,) = _delivery_processes(view.pid)
+        wait_for(lambda: bool(_delivery_processes(settings)), "its delivery process started")
+        (child,) = _delivery_processes(settings)
+        # forked from the worker's fork server, with its imports done: a sibling of the worker, not its child
+        assert child not in runner.descendants(view.pid) and _parent(child) == _parent(view.pid)
         os.kill(child, signal.SIGSTOP)
         wait_for(lambda: (v := read_registry(settings)[0]).alive and v.restarts == 1, "the worker replaced", 90)
         assert _state(child) in (None, "Z"), "the frozen delivery process outlived its worker"
-        (new,) = read_registry(settings)
-        wait_for(lambda: bool(_delivery_processes(new.pid)), "a new delivery process")
+        wait_for(lambda: bool(_delivery_processes(settings)) and _delivery_processes(settings) != [child],
+                 "a new delivery process")
     finally:
         if child is not None and _state(child) == "T":
             os.kill(child, signal.SIGKILL)

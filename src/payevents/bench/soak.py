@@ -315,16 +315,18 @@ class Soak:
                 self.proc.wait()
 
     def worker_pids(self) -> list[tuple[str, int]]:
-        """(worker, pid) of the live children of ``payevents run`` named in the status registry."""
+        """(worker, pid) of the live workers of this ``payevents run`` named in the status registry (each names its
+        supervisor; their parent is its fork server)."""
         from payevents.runtime.procs import proc_stat
 
         assert self.proc is not None
         out = []
         for path in sorted((self.settings.data_dir / "workers").glob("*.json")):
             with contextlib.suppress(OSError, ValueError, KeyError):
-                pid = int(json.loads(path.read_text())["pid"])
+                doc = json.loads(path.read_text())
+                pid = int(doc["pid"])
                 fields = proc_stat(pid)
-                if fields is not None and fields[0] != "Z" and int(fields[1]) == self.proc.pid:
+                if fields is not None and fields[0] != "Z" and doc.get("supervisorPid") == self.proc.pid:
                     out.append((path.stem, pid))
         return out
 

@@ -446,9 +446,8 @@ DRAIN_GROWTH = 5
 DRAIN_RAW_FILES = 2000
 #: and the size of each (about a confirmation's)
 DRAIN_RAW_FILE_BYTES = 4096
-#: the most delivery processes of the drain's second run at N (the first has the default: two where there are two
-#: CPUs, the second joining the backlog once a CPU is idle)
-DRAIN_ONE_DELIVERY = 1
+#: how the drain's second run at N starts its workers (the first as ``payevents run`` does: from a fork server)
+DRAIN_BASELINE_START = "spawn"
 
 
 def fill_channel(settings: Settings, events: list[BenchEvent]) -> None:
@@ -485,9 +484,9 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
     sizes = (n, n * DRAIN_GROWTH)
     mem: dict[int, dict[str, int]] = {}
     mem[n] = _drain_once(benv, report, n, console, primary=True)
-    # the same N with one delivery process (PAYEVENTS_DELIVERY_PROCESSES=1): the delivery is the drain's tail,
-    # which one process works through alone once the consumers are done
-    _drain_once(benv, report, n, console, primary=False, delivery_processes=DRAIN_ONE_DELIVERY)
+    # the same N with the workers spawned (PAYEVENTS_WORKER_START=spawn, as before 2026-12-04): each imports
+    # payevents itself instead of being forked from a fork server that did it once
+    _drain_once(benv, report, n, console, primary=False, start=DRAIN_BASELINE_START)
     mem[sizes[1]] = _drain_once(benv, report, sizes[1], console, primary=False)
     small, big = sizes
     for name, b in mem[big].items():
@@ -510,6 +509,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     from payevents.services import CONSUMER_SERVICES
 
     events = shared_events(benv, n)
+    label = "" if start is None else f", workers {'spawned' if start == 'spawn' else 'forked from a fork server'}"
     start = start or procs.start_method()
     ctx = procs.context(start)
     procs.stop_server()  # an earlier run's, with its imports done: this run starts its own
@@ -557,16 +557,15 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                    if r["service"] == "notifications")
     cpu = ", ".join(f"{r['service']} {r['cpu_s']:.1f}"
                     + (f" + delivery {r['children_cpu_s']:.1f}" if r.get("children_cpu_s") else "") for r in out)
-    suffix = "" if primary else f" @N={n:,}"
     if settings.delivery_processes > 1:
         cpu += (f" (the delivery's CPU is that of its processes: up to {settings.delivery_processes}, those after"
                 " the first while a backlog lasted)")
     if start == "forkserver":
         cpu += f"; the workers' fork server {server_cpu:.1f} (its imports, once, before the first worker's fork)"
+    suffix = "" if primary else f" @N={n:,}"
     if delivery_processes is not None:
         suffix = f", {delivery_processes} delivery process" + ("es" if delivery_processes > 1 else "")
-    if start != procs.start_method():
-        suffix = f", workers {'spawned' if start == 'spawn' else 'forked from a fork server'}"
+    suffix = label or suffix
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"

@@ -106,7 +106,6 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
     started running, time it was ready, time it was done, stats, peak RSS — of the worker, and of the child
     processes it started and waited for: notifications' delivery process)."""
     t_started = time.time()
-    import resource
     import threading
 
     from payevents.runtime.consumer import ConsumerRuntime
@@ -143,15 +142,15 @@ def drain_worker(settings: Settings, name: str, n: int, results: Any, timeout: f
         stats = closed_stats(rt)
         if background is not None:
             background.join(30)  # notifications: its delivery process stopped and waited for
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # the delivery processes' own peaks, as they reported them (their ru_maxrss also counts this process's
-        # pages at their spawn: a fork, then the exec)
-        delivery_rss = 0
+        # the delivery processes' own peaks and CPU, as they reported them with each pass (their ru_maxrss also
+        # counts this process's pages at their spawn, and one forked from the fork server is not this process's
+        # child: its CPU is not in RUSAGE_CHILDREN)
+        delivery_rss, delivery_cpu = 0, 0.0
         if background is not None:
-            from payevents.services.notifications.delivery import PEAK_RSS_KB
+            from payevents.services.notifications.delivery import CPU_S, PEAK_RSS_KB
 
-            delivery_rss = max(PEAK_RSS_KB.values(), default=0)
+            delivery_rss, delivery_cpu = max(PEAK_RSS_KB.values(), default=0), sum(CPU_S.values())
         results.put({"service": name, "t_started": t_started, "t_ready": t_ready, "t_consumed": t_consumed,
                      "t_done": t_done, "stats": stats, "peak_rss_kb": peak_rss_kb(), "error": error,
                      "cpu_s": time.process_time(), "cpu_ready_s": cpu_ready, "children_peak_rss_kb": delivery_rss,
-                     "children_cpu_s": children.ru_utime + children.ru_stime})
+                     "children_cpu_s": delivery_cpu})

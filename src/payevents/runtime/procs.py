@@ -21,18 +21,22 @@ fork server, not the supervisor, so a worker knows its supervisor is gone by the
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Final
 
 from payevents.errors import ConfigError
+
+log = logging.getLogger("payevents.procs")
 
 START_ENV: Final = "PAYEVENTS_WORKER_START"
 START_METHODS: Final = ("forkserver", "spawn")
@@ -70,17 +74,36 @@ def context(method: str | None = None) -> BaseContext:
     return ctx
 
 
+def child_context() -> BaseContext:
+    """The context for a worker's own child processes (the notifications worker's delivery processes): the fork
+    server this worker was forked from, where it was (the child then starts with the delivery's modules imported,
+    and its parent is the fork server too), else ``spawn``."""
+    return context("forkserver") if _inherited_server else multiprocessing.get_context("spawn")
+
+
+#: this process was forked from a fork server it can ask for processes of its own (:func:`_reuse_server`)
+_inherited_server = False
+
+
 def start(ctx: BaseContext, target: Callable[..., Any], args: Sequence[Any], *, name: str,
           daemon: bool | None = None) -> BaseProcess:
     """Start ``target(*args)`` in a new process of ``ctx``, with this process's environment and working directory
     of now (a forked worker would otherwise have the fork server's)."""
+    method = ctx.get_start_method()
     proc = ctx.Process(target=_entry, name=name, daemon=daemon,  # type: ignore[attr-defined]
-                       args=(dict(os.environ), os.getcwd(), list(sys.path), target, tuple(args)))
-    proc.start()
+                       args=(method, dict(os.environ), os.getcwd(), list(sys.path), target, tuple(args)))
+    try:
+        proc.start()
+    except OSError as exc:
+        if not (_inherited_server and method == "forkserver"):
+            raise
+        # the fork server this worker came from is gone (killed): its child is spawned, as before
+        log.warning("%s: the fork server is gone (%s); spawning it", name, exc)
+        return start(multiprocessing.get_context("spawn"), target, args, name=name, daemon=daemon)
     return proc  # type: ignore[no-any-return]
 
 
-def _entry(environ: dict[str, str], cwd: str, path: list[str], target: Callable[..., Any],
+def _entry(method: str, environ: dict[str, str], cwd: str, path: list[str], target: Callable[..., Any],
            args: tuple[Any, ...]) -> None:
     if os.environ != environ:
         os.environ.clear()
@@ -88,7 +111,22 @@ def _entry(environ: dict[str, str], cwd: str, path: list[str], target: Callable[
     with contextlib.suppress(OSError):  # gone since: the worker starts where the fork server is
         os.chdir(cwd)
     sys.path[:] = path  # e.g. a service named by its module (``--service mymodule:SERVICE``) found as spawned
+    if method == "forkserver":
+        _reuse_server()
     target(*args)
+
+
+def _reuse_server() -> None:
+    """In a process forked from a fork server: let it ask that server for processes of its own. The server's
+    address and its "alive" pipe come with the fork; multiprocessing would still start a second server (it
+    knows the first by the pid of its own child only), so its check is replaced by the resource tracker's alone.
+    Where this Python's fork server is not built so, nothing changes (:func:`child_context` spawns)."""
+    global _inherited_server
+    server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    if (getattr(server, "_forkserver_pid", 0) is None and getattr(server, "_forkserver_address", None)
+            and getattr(server, "_forkserver_alive_fd", None) is not None):
+        server.ensure_running = resource_tracker.ensure_running  # type: ignore[method-assign]
+        _inherited_server = True
 
 
 def proc_stat(pid: int | str) -> list[str] | None:

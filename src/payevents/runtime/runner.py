@@ -36,6 +36,7 @@ from payevents.runtime.workers import (
     METRICS_PORT_ENV,
     LivenessWatch,
     WorkerProbe,
+    children_of,
     forget_slot,
     live_after_s,
     registry_dir,
@@ -518,12 +519,17 @@ def descendants(pid: int) -> list[int]:
     return tree
 
 
-def kill_tree(pid: int | None) -> None:
-    """SIGKILL a worker and every process under it (the notifications worker's delivery process: when that one is
-    what is stuck, killing only its parent would leave it, stopped or waiting, for ever)."""
+def kill_tree(pid: int | None, also: Sequence[procs.ProcessIdentity] = ()) -> None:
+    """SIGKILL a worker, every process under it and its children ``also`` that are not under it (forked by the
+    fork server: ``children`` in its status file), and theirs: the notifications worker's delivery process, when
+    that one is what is stuck, would otherwise be left, stopped or waiting, for ever."""
     if pid is None:
         return
-    for p in [pid, *descendants(pid)]:
+    tree = [pid, *descendants(pid)]
+    for child in also:
+        if child.alive():
+            tree += [child.pid, *descendants(child.pid)]
+    for p in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
 
@@ -576,7 +582,7 @@ def _supervise(settings: Settings, slots: list[_Slot], stop: threading.Event, re
                     say(f"{slot.label} pid {slot.pid} is stuck ({why}); killing it")
                     log.warning("%s pid %s is stuck (%s); killing it", slot.label, slot.pid, why,
                                 extra={"worker": slot.label, "outcome": "stuck"})
-                    kill_tree(slot.pid)
+                    kill_tree(slot.pid, children_of(settings, slot.name, slot.instance))
                 continue
             if p is not None:  # it has just exited
                 code = p.exitcode

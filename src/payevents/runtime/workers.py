@@ -76,6 +76,35 @@ def forget(component: str) -> None:
     _beats.pop(component, None)
 
 
+#: this process's children that are not under it in the process tree — forked by the fork server it came from
+#: (runtime.procs): the notifications worker's delivery processes — by their liveness name; in the status file
+#: (``children``), for the supervisor to kill them with this process (runner.kill_tree)
+_children: dict[str, ProcessIdentity] = {}
+
+
+def adopt(component: str, child: ProcessIdentity) -> None:
+    """``child`` (started by this process, its loop beating as ``component``) runs until :func:`disown`."""
+    _children[component] = child
+
+
+def disown(component: str) -> None:
+    _children.pop(component, None)
+
+
+def children_of(settings: Settings, name: str, instance: int) -> list[ProcessIdentity]:
+    """The children a slot's worker (on this host) listed in its status file, those still running."""
+    doc = _read(_slot_file(settings, name, instance)) or {}
+    if doc.get("host") != socket.gethostname():
+        return []
+    out = []
+    for item in doc.get("children") or []:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int):
+            child = ProcessIdentity(item[0], item[1] if isinstance(item[1], str) else None)
+            if child.alive():
+                out.append(child)
+    return out
+
+
 def registry_dir(settings: Settings) -> Path:
     return settings.data_dir / "workers"
 
@@ -211,7 +240,8 @@ class WorkerProbe:
             doc = dict(self.doc)
             doc.update(self._sample)
         doc.update(state=self.state, detail=self.detail, live=live, ready=self.ready(), storeOk=self.store_ok,
-                   progressAges=ages, lastBatchAt=self._last_batch_at, heartbeatAt=time.time(), port=self.port)
+                   progressAges=ages, lastBatchAt=self._last_batch_at, heartbeatAt=time.time(), port=self.port,
+                   children=[[c.pid, c.started] for c in list(_children.values())])
         doc.pop("updated_at", None)
         return doc
 

@@ -36,6 +36,7 @@ from payevents.contracts.events import PaymentProcessed
 from payevents.errors import ConfigError
 from payevents.runtime import bulk
 from payevents.runtime.heap import peak_rss_kb, settle_heap
+from payevents.runtime.procs import ProcessIdentity
 from payevents.services.notifications.handlers import to_ms
 from payevents.services.notifications.render import message_bytes, message_id_for, message_key, render_confirmation
 from payevents.services.notifications.store import engine
@@ -381,6 +382,9 @@ class DeliveryReport:
     failed: int = 0
     #: a delivery process's own peak resident memory in KiB when it sent the report (0: a pass in this process)
     peak_rss_kb: int = 0
+    #: and its pid and the CPU seconds it has used so far
+    pid: int = 0
+    cpu_s: float = 0.0
 
 
 @dataclasses.dataclass
@@ -605,6 +609,9 @@ def _component(slot: int) -> str:
 
 #: the peak resident memory (KiB) each delivery process of this worker reported, by its liveness name
 PEAK_RSS_KB: dict[str, int] = {}
+#: the CPU seconds each delivery process of this worker has used, by pid, as of its last pass (a process forked
+#: from the fork server is not this worker's child: its CPU is not in this process's RUSAGE_CHILDREN)
+CPU_S: dict[int, float] = {}
 
 
 def count_pass(report: DeliveryReport, component: str = "delivery") -> None:
@@ -619,6 +626,8 @@ def count_pass(report: DeliveryReport, component: str = "delivery") -> None:
     if report.peak_rss_kb > PEAK_RSS_KB.get(component, 0):
         PEAK_RSS_KB[component] = report.peak_rss_kb
         metrics.DELIVERY_PEAK_RSS.labels(process=component).set(report.peak_rss_kb * 1024)
+    if report.pid:
+        CPU_S[report.pid] = report.cpu_s
     _beat(component)
 
 
@@ -770,7 +779,7 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
     worker's delivery processes this is (:func:`run_delivery_processes`; its name and liveness beat);
     ``on_report`` also gets each of its passes' reports; ``until_idle``: the child ends after a pass that found
     nothing due, and so does this supervision (a process that joined for a backlog, not restarted)."""
-    import multiprocessing as mp
+    from payevents.runtime import procs, workers
 
     component = _component(slot)
 
@@ -779,7 +788,8 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         if on_report is not None:
             on_report(report)
 
-    ctx = mp.get_context("spawn")
+    ctx = procs.child_context()  # the fork server this worker came from, else spawn
+    me = ProcessIdentity.of(os.getpid())
     while not stop.is_set():
         # what the child sends (reports, beats, log records) comes on a pipe whose write end only the child
         # holds: a child killed half-way through a message ends the pipe (EOFError here) instead of leaving this
@@ -789,12 +799,11 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         # the child's stop is a pipe, not an Event: setting an Event waits for every waiter to wake, and a
         # SIGKILLed child never does; the child also stops when the pipe closes (this process died)
         stop_reader, stop_writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_delivery_child, name=f"payevents-notifications-{component}", daemon=True,
-                           args=(settings, stop_reader, channel, os.getpid(),
-                                 logging.getLogger().getEffectiveLevel(), interval_s, limit, until_idle))
         _beat(component)  # the child's clock starts now: one stuck before its first pass is not live either
         try:
-            proc.start()
+            proc = procs.start(ctx, _delivery_child, name=f"payevents-notifications-{component}", daemon=True,
+                               args=(settings, stop_reader, channel, me, logging.getLogger().getEffectiveLevel(),
+                                     interval_s, limit, until_idle))
         except AssertionError:  # "daemonic processes are not allowed to have children"
             events.close()
             stop_writer.close()
@@ -806,6 +815,8 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
         finally:
             stop_reader.close()
             to_parent.close()
+        if proc.pid is not None:  # for the supervisor, which kills it with this process (runner.kill_tree)
+            workers.adopt(component, ProcessIdentity.of(proc.pid))
         ended = False  # the child's end of the pipe is closed: it exited, or was killed
         try:
             while not stop.is_set() and not ended:
@@ -821,6 +832,7 @@ def run_delivery_process(settings: Settings, stop: threading.Event, *, interval_
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            workers.disown(component)
             events.close()
         if until_idle:
             if proc.exitcode == 0:
@@ -882,8 +894,8 @@ class _ToParent:
     put_nowait = put  # what logging.handlers.QueueHandler calls
 
 
-def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int, level: int, interval_s: float,
-                    limit: int, until_idle: bool = False) -> None:
+def _delivery_child(settings: Settings, stop: Any, events: Any, parent: ProcessIdentity, level: int,
+                    interval_s: float, limit: int, until_idle: bool = False) -> None:
     """The delivery child's main: passes until ``stop`` is set or its parent is gone (or, ``until_idle``, a pass
     found nothing due); reports and log records go to ``events``."""
     import logging.handlers
@@ -896,10 +908,10 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
     root.setLevel(level)
     done = threading.Event()
 
-    def watch() -> None:  # the parent's stop, or its death (the pipe closes; the child is re-parented)
+    def watch() -> None:  # the worker's stop, or its death (the pipe closes; it is gone)
         while not done.is_set():
             try:
-                if stop.poll(0.25) or os.getppid() != parent_pid:
+                if stop.poll(0.25) or not parent.alive():
                     done.set()
             except (OSError, EOFError):
                 done.set()
@@ -912,7 +924,7 @@ def _delivery_child(settings: Settings, stop: Any, events: Any, parent_pid: int,
     threading.Thread(target=watch, name="delivery-watch", daemon=True).start()
 
     def on_pass(report: DeliveryReport) -> None:
-        events.put(dataclasses.replace(report, peak_rss_kb=peak_rss_kb()))
+        events.put(dataclasses.replace(report, peak_rss_kb=peak_rss_kb(), pid=os.getpid(), cpu_s=time.process_time()))
         if report.claimed:  # the first pass that rendered something has loaded the templates and locale data
             settle_heap()
 
