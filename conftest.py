@@ -19,7 +19,6 @@ import pytest
 from payevents.localkafka import LocalKafka, fresh_channel
 from payevents.runtime import procs
 from payevents.runtime.procs import proc_stat
-from payevents.runtime.runner import descendants
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))  # the tests' helpers (pytest puts it there too, later)
 from ci_rule import missing
@@ -54,7 +53,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
     left = {}
     server = procs.server_pid()  # the workers' fork server ends by itself at exit, once its workers are gone
-    for pid in descendants(os.getpid()):
+    for pid in procs.descendants(os.getpid()):
         if pid == server:
             continue
         stat = proc_stat(pid)

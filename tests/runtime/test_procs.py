@@ -156,7 +156,7 @@ def test_the_delivery_process_is_forked_from_the_same_server_and_ends_with_its_w
                           "the notifications worker alive")
         (child,) = wait_for(lambda: children_of(settings, "notifications", 0), "its delivery process listed")
         assert _parent(child.pid) == _parent(worker.pid) == procs.server_pid()
-        assert child.pid not in runner.descendants(worker.pid)
+        assert child.pid not in procs.descendants(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
         wait_for(lambda: not child.alive(), "the delivery process gone with its worker")
         wait_for(lambda: (v := children_of(settings, "notifications", 0)) and v[0].pid != child.pid,

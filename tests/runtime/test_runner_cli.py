@@ -18,7 +18,7 @@ import runtime_counter as rc
 from test_consumer_faults import check_exactly_once, produce, wait_for
 from typer.testing import CliRunner
 
-from payevents.runtime import runner
+from payevents.runtime import procs, runner
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
@@ -179,7 +179,7 @@ def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_rep
         wait_for(lambda: bool(_delivery_processes(settings)), "its delivery process started")
         (child,) = _delivery_processes(settings)
         # forked from the worker's fork server, with its imports done: a sibling of the worker, not its child
-        assert child not in runner.descendants(view.pid) and _parent(child) == _parent(view.pid)
+        assert child not in procs.descendants(view.pid) and _parent(child) == _parent(view.pid)
         os.kill(child, signal.SIGSTOP)
         wait_for(lambda: (v := read_registry(settings)[0]).alive and v.restarts == 1, "the worker replaced", 90)
         assert _state(child) in (None, "Z"), "the frozen delivery process outlived its worker"

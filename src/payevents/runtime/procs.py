@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,25 @@ def pid_alive(pid: int) -> bool:
     return fields is None or fields[0] not in ("Z", "X")
 
 
+def _children(pids: set[int]) -> list[int]:
+    """The processes whose parent is one of ``pids`` (Linux ``/proc``; none elsewhere)."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        fields = proc_stat(proc.name)
+        if fields is not None and len(fields) > 1 and int(fields[1]) in pids:
+            out.append(int(proc.name))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (Linux ``/proc``), each level after the one above it."""
+    tree: list[int] = []
+    level = {pid}
+    while level := set(_children(level)) - set(tree) - {pid}:
+        tree += sorted(level)
+    return tree
+
+
 def server_pid() -> int | None:
     """The pid of this process's fork server, while one runs."""
     return multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined,no-any-return]
@@ -167,7 +187,14 @@ def server_cpu_s() -> float:
 
 def stop_server() -> None:
     """Stop this process's fork server (the next worker starts a new one, which imports :data:`PRELOAD` again):
-    a benchmark run that times its workers from their start counts the fork server's start too."""
+    a benchmark run that times its workers from their start counts the fork server's start too. Processes of it
+    still running are killed first (the server ends once every process it forked has)."""
+    pid = server_pid()
+    if pid is None:
+        return
+    for left in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
     with contextlib.suppress(OSError):
         multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
 

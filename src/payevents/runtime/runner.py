@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -500,35 +499,16 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
         watch.close()
 
 
-def _children(pids: set[int]) -> list[int]:
-    """The processes whose parent is one of ``pids`` (Linux ``/proc``; none elsewhere)."""
-    out = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        fields = procs.proc_stat(proc.name)
-        if fields is not None and len(fields) > 1 and int(fields[1]) in pids:
-            out.append(int(proc.name))
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under ``pid`` (Linux ``/proc``), each level after the one above it."""
-    tree: list[int] = []
-    level = {pid}
-    while level := set(_children(level)) - set(tree) - {pid}:
-        tree += sorted(level)
-    return tree
-
-
 def kill_tree(pid: int | None, also: Sequence[procs.ProcessIdentity] = ()) -> None:
     """SIGKILL a worker, every process under it and its children ``also`` that are not under it (forked by the
     fork server: ``children`` in its status file), and theirs: the notifications worker's delivery process, when
     that one is what is stuck, would otherwise be left, stopped or waiting, for ever."""
     if pid is None:
         return
-    tree = [pid, *descendants(pid)]
+    tree = [pid, *procs.descendants(pid)]
     for child in also:
         if child.alive():
-            tree += [child.pid, *descendants(child.pid)]
+            tree += [child.pid, *procs.descendants(child.pid)]
     for p in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
