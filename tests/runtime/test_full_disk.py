@@ -8,27 +8,15 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from supervising import DEADLINE, alive, supervising, wait_for
 
 from payevents.runtime import runner
 from payevents.runtime.workers import read_registry, registry_dir
 from payevents.settings import Settings
-
-DEADLINE = 120.0
-
-
-def wait_for(cond: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 def test_supervision_goes_on_when_the_supervisor_cannot_write_a_status_file(settings: Settings) -> None:
@@ -102,21 +90,12 @@ def test_a_worker_killed_in_the_middle_of_writing_its_status_file_leaves_no_temp
     gone.wait()  # its pid no longer runs
     earlier = folder / f".relay.0.json.{gone.pid}.tmp"
     earlier.write_text('{"name": "re')
-    stop = threading.Event()
-    exits: list[runner.WorkerExit] = []
-    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["relay"], report=False,
-                                                                            stop=stop)), daemon=True)
-    thread.start()
-    try:
-        first = wait_for(lambda: next((v for v in read_registry(settings) if v.name == "relay" and v.alive
-                                       and v.pid), None), "the relay alive")
+    with supervising(settings, ["relay"]) as exits:
+        first = alive(settings, "relay")
         assert not earlier.exists(), "a partial status file of a process gone before this run is still there"
         (folder / f".relay.0.json.{first.pid}.tmp").write_text('{"name": "relay", "ins')  # as the kill left it
+        assert first.pid is not None
         os.kill(first.pid, signal.SIGKILL)
-        wait_for(lambda: next((v for v in read_registry(settings) if v.name == "relay" and v.alive
-                               and v.pid != first.pid), None), "the killed relay restarted")
-    finally:
-        stop.set()
-        thread.join(DEADLINE)
+        alive(settings, "relay", other_than=first.pid)
     assert [(e.name, e.restarts) for e in exits] == [("relay", 1)]
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -9,13 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from supervising import DEADLINE, alive, supervising, wait_for
 
 from payevents.errors import ConfigError
 from payevents.runtime import procs, runner
@@ -24,18 +22,6 @@ from payevents.runtime.workers import read_registry
 from payevents.settings import Settings
 
 CLI = str(Path(sys.executable).parent / "payevents")
-DEADLINE = 90.0
-
-
-def wait_for(cond: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {what}")
-
-
 def _parent(pid: int) -> int:
     fields = proc_stat(pid)
     assert fields is not None, f"pid {pid} is gone"
@@ -71,21 +57,12 @@ def test_a_worker_started_after_the_fork_server_sees_the_environment_of_its_star
 
 
 def test_payevents_run_forks_its_workers_from_a_fork_server_that_imported_the_services(settings: Settings) -> None:
-    stop = threading.Event()
-    exits: list[runner.WorkerExit] = []
-    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["ledger"], report=False,
-                                                                            stop=stop)), daemon=True)
-    thread.start()
-    try:
-        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
-                          "the ledger alive")
+    with supervising(settings, ["ledger"]) as exits:
+        worker = alive(settings, "ledger")
         assert worker.pid is not None
         server = _parent(worker.pid)
         assert server != os.getpid() and server == procs.server_pid()
         assert b"multiprocessing.forkserver" in _cmdline(server) and b"payevents.services.ledger" in _cmdline(server)
-    finally:
-        stop.set()
-        thread.join(DEADLINE)
     assert [(e.name, e.exitcode) for e in exits] == [("ledger", 0)]
 
 
@@ -95,17 +72,9 @@ def test_payevents_worker_start_spawn_spawns_them_and_a_bad_value_is_refused(
     with pytest.raises(ConfigError, match=r"PAYEVENTS_WORKER_START: 'fork' must be forkserver or spawn"):
         runner.run_workers(settings, ["ledger"], report=False)
     monkeypatch.setenv(procs.START_ENV, "spawn")
-    stop = threading.Event()
-    thread = threading.Thread(target=lambda: runner.run_workers(settings, ["ledger"], report=False, stop=stop),
-                              daemon=True)
-    thread.start()
-    try:
-        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
-                          "the ledger alive")
+    with supervising(settings, ["ledger"]):
+        worker = alive(settings, "ledger")
         assert worker.pid is not None and _parent(worker.pid) == os.getpid()
-    finally:
-        stop.set()
-        thread.join(DEADLINE)
 
 
 def test_workers_stop_when_their_supervisor_is_killed_though_their_parent_is_the_fork_server(
@@ -146,14 +115,9 @@ def test_the_delivery_process_is_forked_from_the_same_server_and_ends_with_its_w
     on its own once the worker is killed."""
     from payevents.runtime.workers import children_of
 
-    stop = threading.Event()
-    exits: list[runner.WorkerExit] = []
-    thread = threading.Thread(target=lambda: exits.extend(runner.run_workers(settings, ["notifications"],
-                                                                            report=False, stop=stop)), daemon=True)
-    thread.start()
-    try:
-        worker = wait_for(lambda: next((v for v in read_registry(settings) if v.alive and v.pid), None),
-                          "the notifications worker alive")
+    with supervising(settings, ["notifications"]) as exits:
+        worker = alive(settings, "notifications")
+        assert worker.pid is not None
         (child,) = wait_for(lambda: children_of(settings, "notifications", 0), "its delivery process listed")
         assert _parent(child.pid) == _parent(worker.pid) == procs.server_pid()
         assert child.pid not in procs.descendants(worker.pid)
@@ -161,7 +125,4 @@ def test_the_delivery_process_is_forked_from_the_same_server_and_ends_with_its_w
         wait_for(lambda: not child.alive(), "the delivery process gone with its worker")
         wait_for(lambda: (v := children_of(settings, "notifications", 0)) and v[0].pid != child.pid,
                  "the restarted worker's own delivery process")
-    finally:
-        stop.set()
-        thread.join(DEADLINE)
     assert [(e.name, e.restarts) for e in exits] == [("notifications", 1)]
