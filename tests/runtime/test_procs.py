@@ -57,12 +57,15 @@ def test_a_worker_started_after_the_fork_server_sees_the_environment_of_its_star
 
 
 def test_payevents_run_forks_its_workers_from_a_fork_server_that_imported_the_services(settings: Settings) -> None:
+    procs.stop_server()  # one an earlier test started (this session's): run_workers starts one for its settings
     with supervising(settings, ["ledger"]) as exits:
         worker = alive(settings, "ledger")
         assert worker.pid is not None
         server = _parent(worker.pid)
         assert server != os.getpid() and server == procs.server_pid()
-        assert b"multiprocessing.forkserver" in _cmdline(server) and b"payevents.services.ledger" in _cmdline(server)
+        assert b"multiprocessing.forkserver" in _cmdline(server)
+        assert b"payevents.services.ledger.service" in _cmdline(server)
+        assert b"payevents.transport.embedded" in _cmdline(server)
     assert [(e.name, e.exitcode) for e in exits] == [("ledger", 0)]
 
 
@@ -126,3 +129,14 @@ def test_the_delivery_process_is_forked_from_the_same_server_and_ends_with_its_w
         wait_for(lambda: (v := children_of(settings, "notifications", 0)) and v[0].pid != child.pid,
                  "the restarted worker's own delivery process")
     assert [(e.name, e.restarts) for e in exits] == [("notifications", 1)]
+
+
+def test_the_fork_server_also_imports_the_runs_transport_and_database_driver() -> None:
+    kafka_pg = Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_BROKER": "kafka://127.0.0.1:9092",
+                                  "PAYEVENTS_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db"})
+    embedded = Settings.from_env({"PAYEVENTS_ENV": "dev"})
+    assert procs.preload(kafka_pg)[-3:] == ["payevents.transport.kafka", "psycopg",
+                                            "sqlalchemy.dialects.postgresql.psycopg"]
+    assert procs.preload(embedded)[-2:] == ["payevents.transport.embedded", "sqlalchemy.dialects.sqlite.pysqlite"]
+    for name in [*procs.preload(kafka_pg), *procs.preload(embedded)]:  # each one there to be imported
+        __import__(name)

@@ -511,7 +511,6 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     events = shared_events(benv, n)
     label = "" if start is None else f", workers {'spawned' if start == 'spawn' else 'forked from a fork server'}"
     start = start or procs.start_method()
-    ctx = procs.context(start)
     procs.stop_server()  # an earlier run's, with its imports done: this run starts its own
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
@@ -525,6 +524,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
         from payevents.store.db import dispose_engines
 
         dispose_engines()  # no pooled connection crosses into the workers
+        ctx = procs.context(start, settings)
         results = ctx.Queue()
         t0 = time.time()
         workers = [procs.start(ctx, drain_worker, (settings, name, n, results, timeout), name=f"bench-drain-{name}")

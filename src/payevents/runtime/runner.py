@@ -452,7 +452,7 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     check_services(settings, names)
     check_data_dir(settings)
     base_port = metrics_port if metrics_port is not None else port_env(METRICS_PORT_ENV)
-    ctx = procs.context()
+    ctx = procs.context(settings=settings)
     slots: list[_Slot] = []
     for name in names:
         for i in range(1 if name == RELAY else instances):
