@@ -4,6 +4,7 @@ gone, though their parent is the fork server."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -33,7 +34,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _what_i_see(out: Any, name: str) -> None:
-    out.put((os.environ.get(name), os.getcwd(), list(sys.path), "sqlalchemy" in sys.modules))
+    out.put((os.environ.get(name), os.getcwd(), list(sys.path), "sqlalchemy" in sys.modules, gc.get_freeze_count()))
 
 
 def test_a_worker_started_after_the_fork_server_sees_the_environment_of_its_start(
@@ -43,13 +44,15 @@ def test_a_worker_started_after_the_fork_server_sees_the_environment_of_its_star
     ctx = procs.context("forkserver")
     out = ctx.Queue()
     first = procs.start(ctx, _what_i_see, (out, "PAYEVENTS_TEST_PROCS"), name="first")  # starts the fork server
-    assert out.get(timeout=DEADLINE)[0] is None
+    env, _cwd, _path, preloaded, frozen = out.get(timeout=DEADLINE)
     first.join(DEADLINE)
+    # the server's imports came collected and frozen: the worker's own collections do not visit them again
+    assert env is None and preloaded and frozen > 20_000
     monkeypatch.setenv("PAYEVENTS_TEST_PROCS", "after the fork server")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path / "services"))
     second = procs.start(ctx, _what_i_see, (out, "PAYEVENTS_TEST_PROCS"), name="second")
-    env, cwd, path, preloaded = out.get(timeout=DEADLINE)
+    env, cwd, path, preloaded, _frozen = out.get(timeout=DEADLINE)
     second.join(DEADLINE)
     assert env == "after the fork server" and Path(cwd) == tmp_path and path[0] == str(tmp_path / "services")
     assert preloaded, "the worker imported nothing before it ran: not forked from the preloaded server"
@@ -135,8 +138,10 @@ def test_the_fork_server_also_imports_the_runs_transport_and_database_driver() -
     kafka_pg = Settings.from_env({"PAYEVENTS_ENV": "dev", "PAYEVENTS_BROKER": "kafka://127.0.0.1:9092",
                                   "PAYEVENTS_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db"})
     embedded = Settings.from_env({"PAYEVENTS_ENV": "dev"})
-    assert procs.preload(kafka_pg)[-3:] == ["payevents.transport.kafka", "psycopg",
-                                            "sqlalchemy.dialects.postgresql.psycopg"]
-    assert procs.preload(embedded)[-2:] == ["payevents.transport.embedded", "sqlalchemy.dialects.sqlite.pysqlite"]
+    assert procs.preload(kafka_pg)[-4:] == ["payevents.transport.kafka", "psycopg",
+                                            "sqlalchemy.dialects.postgresql.psycopg", procs.FREEZE]
+    assert procs.preload(embedded)[-3:] == ["payevents.transport.embedded", "sqlalchemy.dialects.sqlite.pysqlite",
+                                            procs.FREEZE]
     for name in [*procs.preload(kafka_pg), *procs.preload(embedded)]:  # each one there to be imported
-        __import__(name)
+        if name != procs.FREEZE:  # (it would freeze this test process's heap)
+            __import__(name)
