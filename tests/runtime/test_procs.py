@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,23 @@ def test_the_fork_server_also_imports_the_runs_transport_and_database_driver() -
     for name in [*procs.preload(kafka_pg), *procs.preload(embedded)]:  # each one there to be imported
         if name != procs.FREEZE:  # (it would freeze this test process's heap)
             __import__(name)
+
+
+def test_a_killed_fork_server_is_not_taken_for_its_workers_deaths(settings: Settings) -> None:
+    """multiprocessing reports every process of a fork server that is gone as exited (255): the supervisor must not
+    start a second worker beside one that still runs, and a worker that dies afterwards is still seen and
+    restarted (from a new server)."""
+    with supervising(settings, ["ledger"]) as exits:
+        first = alive(settings, "ledger")
+        assert first.pid is not None
+        server = _parent(first.pid)
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not procs.pid_alive(server), "the fork server gone")
+        time.sleep(2.0)  # twenty turns of the supervisor's loop
+        (view,) = read_registry(settings)
+        assert view.pid == first.pid and view.alive and view.restarts == 0, view
+        os.kill(first.pid, signal.SIGKILL)
+        again = alive(settings, "ledger", other_than=first.pid)
+        assert again.pid is not None and _parent(again.pid) not in (server, os.getpid())
+        assert _parent(again.pid) == procs.server_pid()
+    assert [(e.name, e.restarts) for e in exits] == [("ledger", 1)]

@@ -27,6 +27,7 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
@@ -240,3 +241,38 @@ class ProcessIdentity:
             return True
         fields = proc_stat(self.pid)
         return fields is not None and len(fields) > 19 and fields[19] == self.started
+
+
+class Watched:
+    """A started worker as its supervisor sees it: its exit code comes with the process's sentinel, and for one
+    forked from the fork server that goes through the server — killed, the server takes every worker's sentinel
+    with it, and multiprocessing then reports each of them exited (255) while they still run. A code of 255 from a
+    worker still running under its pid and start time is therefore no exit (:attr:`exitcode` None), and the
+    worker is watched by its pid until it is gone."""
+
+    def __init__(self, proc: BaseProcess) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.identity = ProcessIdentity.of(proc.pid) if proc.pid is not None else None
+
+    @property
+    def exitcode(self) -> int | None:
+        code = self.proc.exitcode
+        if code == _SENTINEL_LOST and self.identity is not None and self.identity.alive():
+            return None  # its fork server is gone, it is not
+        return code
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.proc.join(timeout)
+        while self.exitcode is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)  # only where the sentinel was lost: by pid until it is gone
+
+    def kill(self) -> None:
+        if self.pid is not None and self.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+#: what multiprocessing reports for a process of a fork server that is gone (its exit status lost)
+_SENTINEL_LOST: Final = 255

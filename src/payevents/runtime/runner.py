@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -371,7 +370,7 @@ class _Slot:
     instance: int
     index: int
     backoff: Backoff
-    proc: multiprocessing.process.BaseProcess | None = None
+    proc: procs.Watched | None = None
     ready: StartedFlag | None = None
     pid: int | None = None
     started_at: float = 0.0
@@ -474,9 +473,10 @@ def run_workers(settings: Settings, names: Sequence[str], *, instances: int = 1,
     def start(slot: _Slot) -> None:
         slot.ready = StartedFlag(ctx)
         port = base_port + slot.index if base_port else 0
-        slot.proc = procs.start(ctx, _worker_main, (settings, slot.name, max_batch, slot.ready, log_file,
-                                                    slot.instance, slot.restarts, port, os.getpid(), slot.why),
-                                name=f"payevents-{slot.name}-{slot.instance}")
+        slot.proc = procs.Watched(procs.start(ctx, _worker_main, (settings, slot.name, max_batch, slot.ready,
+                                                                  log_file, slot.instance, slot.restarts, port,
+                                                                  os.getpid(), slot.why),
+                                              name=f"payevents-{slot.name}-{slot.instance}"))
         slot.pid, slot.started_at, slot.stuck = slot.proc.pid, time.monotonic(), None
         if slot.pid is not None:
             watch.watch(slot.index, slot.name, slot.instance, slot.pid)
@@ -514,14 +514,14 @@ def kill_tree(pid: int | None, also: Sequence[procs.ProcessIdentity] = ()) -> No
             os.kill(p, signal.SIGKILL)
 
 
-def _stop_now(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+def _stop_now(workers: Sequence[procs.Watched]) -> None:
     """SIGTERM to every live worker, SIGKILL to those still alive after :data:`STOP_GRACE` s; waits for all."""
-    for p in procs:
+    for p in workers:
         if p.exitcode is None and p.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE
-    for p in procs:
+    for p in workers:
         p.join(max(0.0, deadline - time.monotonic()))
         if p.exitcode is None:
             p.kill()
