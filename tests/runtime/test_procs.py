@@ -166,3 +166,20 @@ def test_a_killed_fork_server_is_not_taken_for_its_workers_deaths(settings: Sett
         assert again.pid is not None and _parent(again.pid) not in (server, os.getpid())
         assert _parent(again.pid) == procs.server_pid()
     assert [(e.name, e.restarts) for e in exits] == [("ledger", 1)]
+
+
+def test_a_process_the_fork_server_cannot_start_is_spawned(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import multiprocessing.forkserver
+
+    def refused(_fds: Any) -> Any:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    ctx = procs.context("forkserver")
+    monkeypatch.setattr(multiprocessing.forkserver, "connect_to_new_process", refused)
+    out = multiprocessing.get_context("spawn").Queue()
+    proc = procs.start(ctx, _what_i_see, (out, "PAYEVENTS_TEST_PROCS"), name="refused")
+    out.get(timeout=DEADLINE)
+    proc.join(DEADLINE)
+    assert proc.exitcode == 0 and proc._start_method == "spawn"  # type: ignore[attr-defined]
+    assert "refused: the fork server cannot start it" in caplog.text

@@ -118,10 +118,11 @@ def start(ctx: BaseContext, target: Callable[..., Any], args: Sequence[Any], *, 
     try:
         proc.start()
     except OSError as exc:
-        if not (_inherited_server and method == "forkserver"):
+        if method != "forkserver":
             raise
-        # the fork server this worker came from is gone (killed): its child is spawned, as before
-        log.warning("%s: the fork server is gone (%s); spawning it", name, exc)
+        # the fork server is gone (killed: a worker's cannot be started again from the worker) or cannot be
+        # reached: this process is spawned, as before, and the next start tries a (new) server again
+        log.warning("%s: the fork server cannot start it (%s); spawning it", name, exc)
         return start(multiprocessing.get_context("spawn"), target, args, name=name, daemon=daemon)
     return proc  # type: ignore[no-any-return]
 
