@@ -498,11 +498,10 @@ def drain(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None
 
 
 def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *, primary: bool,
-                delivery_processes: int | None = None, start: str | None = None) -> dict[str, int]:
-    """One drain run of ``n`` events; ``delivery_processes``: the most the notifications worker runs (None: the
-    default, ``settings.default_delivery_processes``); ``start``: how the workers are started (None: as
-    ``payevents run`` does, ``runtime.procs.start_method``) — from a fork server, one started for this run (its
-    imports and its CPU are the run's)."""
+                start: str | None = None) -> dict[str, int]:
+    """One drain run of ``n`` events; ``start``: how the workers are started (None: as ``payevents run`` does,
+    ``runtime.procs.start_method``) — from a fork server, one started for this run (its imports and its CPU are the
+    run's)."""
     import queue
 
     from payevents.runtime import procs
@@ -514,8 +513,6 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
     procs.stop_server()  # an earlier run's, with its imports done: this run starts its own
     timeout = 120 + n / 200
     with benv.sub(f"drain-{n}") as settings:
-        if delivery_processes is not None:
-            settings = settings.replace(delivery_processes=delivery_processes)
         fill_channel(settings, events)
         seed_customers(settings)
         _prepare_services(settings)
@@ -562,10 +559,7 @@ def _drain_once(benv: BenchEnv, report: BenchReport, n: int, console: Console, *
                 " the first while a backlog lasted)")
     if start == "forkserver":
         cpu += f"; the workers' fork server {server_cpu:.1f} (its imports, once, before the first worker's fork)"
-    suffix = "" if primary else f" @N={n:,}"
-    if delivery_processes is not None:
-        suffix = f", {delivery_processes} delivery process" + ("es" if delivery_processes > 1 else "")
-    suffix = label or suffix
+    suffix = label or ("" if primary else f" @N={n:,}")
     report.add(_fig(benv, "drain", f"a Maildir file, raw{suffix}", file_us, "µs CPU", n=DRAIN_RAW_FILES,
                     note=f"the delivery's Maildir write of {DRAIN_RAW_FILE_BYTES / 1024:g} KiB files, no rendering"
                          f" ({DRAIN_RAW_FILES:,} files, one sync) just before the workers start, beside their data:"
