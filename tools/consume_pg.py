@@ -34,22 +34,14 @@ from typing import Any
 from consume_loop import consume_measured
 
 PG_URL = os.environ.get("PAYEVENTS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-_TICK = os.sysconf("SC_CLK_TCK")
 _backends: set[int] = set()
 _count = {"stmts": 0, "copies": 0}
 
 
-def _cpu_of(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-
-
 def _server_cpu() -> float:
-    return sum(_cpu_of(p) for p in _backends)
+    from payevents.runtime.procs import cpu_s
+
+    return sum(cpu_s(p) for p in _backends)
 
 
 def pg_options(prefix: str | None) -> dict[str, str]:

@@ -84,17 +84,9 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
 
 def _proc_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
-    import os
+    from payevents.runtime.procs import cpu_s
 
-    from payevents.runtime.procs import proc_stat
-
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = proc_stat(pid)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    return sum(cpu_s(pid) for pid in pids)
 
 
 def _server_pids(benv: BenchEnv) -> dict[str, list[int]]:

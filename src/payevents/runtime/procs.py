@@ -101,7 +101,7 @@ def child_context() -> BaseContext:
     """The context for a worker's own child processes (the notifications worker's delivery processes): the fork
     server this worker was forked from, where it was (the child then starts with the delivery's modules imported,
     and its parent is the fork server too), else ``spawn``."""
-    return context("forkserver") if _inherited_server else multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("forkserver" if _inherited_server else "spawn")  # the server's imports are done
 
 
 #: this process was forked from a fork server it can ask for processes of its own (:func:`_reuse_server`)
@@ -200,12 +200,17 @@ def server_pid() -> int | None:
     return multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined,no-any-return]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0.0 when it is gone or this is not Linux."""
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0  # utime, stime
+
+
 def server_cpu_s() -> float:
     """CPU seconds the running fork server has used (its imports, its forks): 0.0 without one. For the
     benchmarks, which count it with the workers'."""
     pid = server_pid()
-    fields = proc_stat(pid) if pid is not None else None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+    return cpu_s(pid) if pid is not None else 0.0
 
 
 def stop_server() -> None:
