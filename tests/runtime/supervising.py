@@ -1,19 +1,38 @@
-"""Test helpers: ``payevents run``'s supervision (``runner.run_workers``) in a thread, and waiting for what it
-shows in the status registry."""
+"""Test helpers: ``payevents run``'s supervision (``runner.run_workers``) in a thread or as the command a user
+runs, waiting for what it shows in the status registry, and a process's parent."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from payevents.runtime import runner
+from payevents.runtime.procs import proc_stat
 from payevents.runtime.workers import WorkerView, read_registry
 from payevents.settings import Settings
 
 DEADLINE = 120.0
+#: the command line, as a user runs it
+CLI = str(Path(sys.executable).parent / "payevents")
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``payevents`` process of a test: this one's without its PAYEVENTS_ settings, the dev
+    channel, ``data_dir`` and ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
+            "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(data_dir), **extra}
+
+
+def parent_of(pid: int) -> int | None:
+    """A process's parent pid (None when it is gone)."""
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def wait_for(cond: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supervising import DEADLINE, alive, supervising, wait_for
+from supervising import CLI, DEADLINE, alive, cli_env, parent_of, supervising, wait_for
 
 from payevents.errors import ConfigError
 from payevents.runtime import procs, runner
@@ -23,11 +23,11 @@ from payevents.runtime.procs import ProcessIdentity, proc_stat
 from payevents.runtime.workers import read_registry
 from payevents.settings import Settings
 
-CLI = str(Path(sys.executable).parent / "payevents")
+
 def _parent(pid: int) -> int:
-    fields = proc_stat(pid)
-    assert fields is not None, f"pid {pid} is gone"
-    return int(fields[1])
+    ppid = parent_of(pid)
+    assert ppid is not None, f"pid {pid} is gone"
+    return ppid
 
 
 def _cmdline(pid: int) -> bytes:
@@ -86,8 +86,7 @@ def test_payevents_worker_start_spawn_spawns_them_and_a_bad_value_is_refused(
 
 def test_workers_stop_when_their_supervisor_is_killed_though_their_parent_is_the_fork_server(
         tmp_path: Path) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-           "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(tmp_path / "data")}
+    env = cli_env(tmp_path / "data")
     supervisor = subprocess.Popen([CLI, "run", "ledger", "invoices"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
     try:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import runtime_counter as rc
+from supervising import CLI, cli_env, parent_of
 from test_consumer_faults import check_exactly_once, produce, wait_for
 from typer.testing import CliRunner
 
@@ -22,16 +22,6 @@ from payevents.runtime import procs, runner
 from payevents.runtime.service import ServiceDef
 from payevents.settings import Settings
 from payevents.store import db
-
-#: the command line, as a user runs it
-CLI = str(Path(sys.executable).parent / "payevents")
-
-
-def _cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a ``payevents`` process of a test: this one's without its PAYEVENTS_ settings, the dev
-    channel, ``data_dir`` and ``extra``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("PAYEVENTS_")},
-            "PAYEVENTS_ENV": "dev", "PAYEVENTS_DATA_DIR": str(data_dir), **extra}
 
 
 def _refused(args: list[str], env: dict[str, str]) -> tuple[list[str], str]:
@@ -149,13 +139,6 @@ def _delivery_processes(settings: Settings) -> list[int]:
     return [child.pid for child in children_of(settings, "notifications", 0)]
 
 
-def _parent(pid: int) -> int | None:
-    from payevents.runtime.procs import proc_stat
-
-    fields = proc_stat(pid)
-    return None if fields is None else int(fields[1])
-
-
 def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_replaced(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,7 +162,7 @@ def test_a_stuck_delivery_process_takes_its_worker_down_with_it_and_both_are_rep
         wait_for(lambda: bool(_delivery_processes(settings)), "its delivery process started")
         (child,) = _delivery_processes(settings)
         # forked from the worker's fork server, with its imports done: a sibling of the worker, not its child
-        assert child not in procs.descendants(view.pid) and _parent(child) == _parent(view.pid)
+        assert child not in procs.descendants(view.pid) and parent_of(child) == parent_of(view.pid)
         os.kill(child, signal.SIGSTOP)
         wait_for(lambda: (v := read_registry(settings)[0]).alive and v.restarts == 1, "the worker replaced", 90)
         assert _state(child) in (None, "Z"), "the frozen delivery process outlived its worker"
@@ -198,7 +181,7 @@ def test_a_second_run_of_the_same_workers_on_one_data_dir_is_refused_and_the_fir
     # other's (the dashboard and /api/health flip between them); other workers may run beside them
     from payevents.runtime.workers import read_registry
 
-    env = _cli_env(settings.data_dir)
+    env = cli_env(settings.data_dir)
     runs = [subprocess.Popen([CLI, "run", "invoices"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)]
 
@@ -291,7 +274,7 @@ def test_a_record_that_kills_a_worker_run_alone_is_dead_lettered_after_three_dea
     from payevents.runtime.consumer import CRASH_LIMIT
     from payevents.runtime.deadletter import list_dead_letters
 
-    env = _cli_env(settings.data_dir, PAYEVENTS_TEST_COUNTER_NAME=counter.name,
+    env = cli_env(settings.data_dir, PAYEVENTS_TEST_COUNTER_NAME=counter.name,
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     events, applied = _payments_with_killers(settings, counter, 12, {5: "die"})
     engine = db.engine_for(settings, counter.name)
@@ -365,7 +348,7 @@ def test_only_a_member_that_did_not_stop_cleanly_makes_its_next_start_careful(se
 @pytest.mark.parametrize("one", [True, False], ids=["one", "supervised"])
 def test_a_bad_setting_is_one_line_naming_it_and_the_rule_before_anything_starts(
         tmp_path: Path, name: str, value: str, says: str, one: bool) -> None:
-    lines, output = _refused([*(["--one"] if one else []), "ledger"], _cli_env(tmp_path, **{name: value}))
+    lines, output = _refused([*(["--one"] if one else []), "ledger"], cli_env(tmp_path, **{name: value}))
     assert lines == [f"error: {says}" + lines[0][len("error: ") + len(says):]] and says in lines[0], output
     assert "s3cr3t" not in output
 
@@ -375,6 +358,6 @@ def test_a_worker_whose_service_cannot_work_with_the_settings_does_not_start(tmp
     # a malformed SMTP URL: the notifications worker started, and its delivery logged a traceback every 2 s for
     # ever while the confirmations piled up
     lines, output = _refused([*(["--one"] if one else []), "notifications"],
-                             _cli_env(tmp_path, PAYEVENTS_SMTP_URL="http://mail:s3cr3t@x"))
+                             cli_env(tmp_path, PAYEVENTS_SMTP_URL="http://mail:s3cr3t@x"))
     assert lines == ["error: PAYEVENTS_SMTP_URL: scheme 'http' must be smtp or smtps"], output
     assert "s3cr3t" not in output
