@@ -4,6 +4,7 @@ in the supervising process's metrics and liveness; it stops with its supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import errno
@@ -14,6 +15,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,6 +149,30 @@ def _delivery_children() -> set[str]:
     return {p.name for p in multiprocessing.active_children() if p.name.startswith("payevents-notifications-")}
 
 
+@contextlib.contextmanager
+def _delivering(settings: Settings, monkeypatch: pytest.MonkeyPatch, n: int, spare_cpus: float,
+                deadline: float) -> Iterator[tuple[Settings, Counter[str], set[str], float]]:
+    """``n`` pending e-mails delivered by up to two delivery processes (:func:`_run_counting`, passes of 10), the
+    host's idle CPUs read as ``spare_cpus``: the block runs once all are sent, with the settings, what each process
+    sent, the names of the delivery processes seen so far and the time by which the block must be done; then the
+    supervisor is stopped, and it stops."""
+    _record(settings, n)
+    two = settings.replace(delivery_processes=2)
+    supervisor, stop, sent = _run_counting(two, monkeypatch, spare_cpus, limit=10, interval_s=0.05)
+    names: set[str] = set()
+    try:
+        until = time.monotonic() + deadline
+        while sum(sent.values()) < n and time.monotonic() < until:
+            names |= _delivery_children()
+            time.sleep(0.02)
+        assert sum(sent.values()) == n
+        yield two, sent, names, until
+    finally:
+        stop.set()
+        supervisor.join(60)
+    assert not supervisor.is_alive() and not _delivery_children()
+
+
 def test_a_second_delivery_process_joins_for_a_backlog_and_leaves_once_it_is_gone(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,16 +181,7 @@ def test_a_second_delivery_process_joins_for_a_backlog_and_leaves_once_it_is_gon
     e-mail is written once; once a pass of the second finds nothing due it leaves (its liveness beat with it) while
     the first runs on, and the first stops with the supervisor."""
     n = 6000
-    _record(settings, n)
-    two = settings.replace(delivery_processes=2)
-    supervisor, stop, sent = _run_counting(two, monkeypatch, 1.0, limit=10, interval_s=0.05)
-    names: set[str] = set()
-    try:
-        deadline = time.monotonic() + 180
-        while sum(sent.values()) < n and time.monotonic() < deadline:
-            names |= _delivery_children()
-            time.sleep(0.02)
-        assert sum(sent.values()) == n
+    with _delivering(settings, monkeypatch, n, 1.0, 180) as (two, sent, names, deadline):
         assert names >= {"payevents-notifications-delivery", "payevents-notifications-delivery-2"}
         assert sent["delivery"] > 0 and sent["delivery-2"] > 0, sent
         while "payevents-notifications-delivery-2" in _delivery_children() and time.monotonic() < deadline:
@@ -173,10 +190,6 @@ def test_a_second_delivery_process_joins_for_a_backlog_and_leaves_once_it_is_gon
         while "delivery-2" in workers._beats and time.monotonic() < deadline:  # forgotten by its supervising thread
             time.sleep(0.02)
         assert "delivery-2" not in workers._beats and "delivery" in workers._beats
-    finally:
-        stop.set()
-        supervisor.join(60)
-    assert not supervisor.is_alive() and not _delivery_children()
     ids = _message_ids(two)
     assert len(ids) == n and set(ids.values()) == {1}
     assert notifications.summary(two)["sent"] == n
@@ -199,22 +212,10 @@ def test_no_second_delivery_process_joins_a_backlog_while_no_cpu_is_idle(
 
 
 def _one_process_delivers(settings: Settings, monkeypatch: pytest.MonkeyPatch, n: int, spare_cpus: float) -> None:
-    _record(settings, n)
-    two = settings.replace(delivery_processes=2)
-    supervisor, stop, sent = _run_counting(two, monkeypatch, spare_cpus, limit=10, interval_s=0.05)
-    names: set[str] = set()
-    try:
-        deadline = time.monotonic() + 60
-        while sum(sent.values()) < n and time.monotonic() < deadline:
-            names |= _delivery_children()
-            time.sleep(0.01)
-        assert sum(sent.values()) == n
+    with _delivering(settings, monkeypatch, n, spare_cpus, 60) as (_two, sent, names, _deadline):
         for _ in range(20):  # and the passes after it, which find nothing due
             names |= _delivery_children()
             time.sleep(0.02)
-    finally:
-        stop.set()
-        supervisor.join(60)
     assert names == {"payevents-notifications-delivery"} and set(sent) == {"delivery"}
     assert "delivery-2" not in workers._beats
 
