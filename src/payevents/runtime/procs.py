@@ -241,12 +241,10 @@ class ProcessIdentity:
         return cls(pid, fields[19] if fields and len(fields) > 19 else None)
 
     def alive(self) -> bool:
-        if not pid_alive(self.pid):
-            return False
         if self.started is None:
-            return True
-        fields = proc_stat(self.pid)
-        return fields is not None and len(fields) > 19 and fields[19] == self.started
+            return pid_alive(self.pid)
+        fields = proc_stat(self.pid)  # one reading: there, not a zombie, and the same process
+        return fields is not None and fields[0] not in ("Z", "X") and len(fields) > 19 and fields[19] == self.started
 
 
 class Watched:
