@@ -5,6 +5,12 @@ session; three nodes (each broker + controller, one quorum) for the fault tests.
 Central through ``tools/kafka/fetch.sh`` into a cache outside the work tree (``PAYEVENTS_KAFKA_LIBS`` names
 a ready folder of jars instead). Every node runs in its own process with its own data directory, so a node
 can be killed (SIGKILL), stopped, and started again on its own data.
+
+The JVM compiles with C1 only (:data:`DEFAULT_JVM_OPTIONS`): on the two cores that the broker shares with the
+services it serves, C2's compiler threads took 0.2–0.6 s of CPU in every 20,000-event drain of the benchmarks,
+even after three drains had warmed it, and the broker's request handlers ran no slower without them
+(``docs/benchmarks.md``, "2026-12-04, late"). ``PAYEVENTS_KAFKA_JVM_OPTS`` replaces these options (empty: the
+JVM's defaults, both compilers).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -21,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 from payevents.errors import ConfigError
 
@@ -60,6 +68,24 @@ logger.request.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+
+
+#: the environment variable whose value (split as a shell would) replaces :data:`DEFAULT_JVM_OPTIONS`
+JVM_OPTIONS_ENV: Final = "PAYEVENTS_KAFKA_JVM_OPTS"
+#: the local nodes' JVM options beyond heap and collector: C1 only (tiered compilation stops at level 1)
+DEFAULT_JVM_OPTIONS: Final = ("-XX:TieredStopAtLevel=1",)
+
+
+def jvm_options() -> list[str]:
+    """The JVM options of a node started now: ``PAYEVENTS_KAFKA_JVM_OPTS`` where it is set, else
+    :data:`DEFAULT_JVM_OPTIONS`."""
+    raw = os.environ.get(JVM_OPTIONS_ENV)
+    if raw is None:
+        return list(DEFAULT_JVM_OPTIONS)
+    try:
+        return shlex.split(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{JVM_OPTIONS_ENV}: cannot be split into options ({exc})") from None
 
 
 def free_port() -> int:
@@ -134,7 +160,7 @@ class KafkaNode:
         return conf
 
     def java(self, libs: Path, main: str, *args: str, heap: str = "512m") -> list[str]:
-        return ["java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        return ["java", f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", *jvm_options(), "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
                 "-cp", f"{libs}/*", main, *args]
 
