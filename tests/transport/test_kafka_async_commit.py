@@ -54,8 +54,11 @@ class _LossyClient:
 
 
 def _lossy(consumer: Any) -> _LossyClient:
+    """The consumer's client made lossy, and each of its commits sent at once (no interval between requests:
+    these tests are about what becomes of a request)."""
     client = _LossyClient(consumer)
     consumer._c = client
+    consumer.commit_interval_s = 0
     return client
 
 
@@ -129,6 +132,20 @@ def test_a_failed_commit_covered_by_a_later_one_is_not_sent_again(kafka_broker: 
         # offset 4 was never sent after 7: the committed offset never went back
         assert d.client.sent == [("async", {(d.topic, 0): 7})]
         assert d.t.group_offsets(d.group, d.topic) == {0: 7}
+
+
+def test_offsets_given_within_the_commit_interval_go_out_as_one_request(kafka_broker: LocalKafka) -> None:
+    with _drained(kafka_broker) as d:
+        d.c.commit_interval_s = 2.0
+        d.c.commit({(d.topic, 0): 4})
+        _until(lambda: d.t.group_offsets(d.group, d.topic) == {0: 4}, "offset 4 never committed", d.c)
+        before = len(d.client.sent)
+        for offset in (5, 6, 7):  # a batch applied every few milliseconds
+            d.c.commit({(d.topic, 0): offset})
+            assert not d.c.poll(10, 0)
+        # one request, once the interval since the one of offset 4 has passed, with the latest offset
+        _until(lambda: d.t.group_offsets(d.group, d.topic) == {0: 7}, "offset 7 never committed", d.c)
+        assert d.client.sent[before:] == [("async", {(d.topic, 0): 7})]
 
 
 def test_committed_and_close_commit_synchronously_what_is_not_known_committed(kafka_broker: LocalKafka) -> None:
