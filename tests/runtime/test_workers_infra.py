@@ -8,12 +8,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from supervising import CLI
 
 from payevents.runtime import logs
 from payevents.runtime.backoff import Backoff
@@ -26,7 +26,7 @@ CARD = "4111 1111 1111 1111"
 
 
 def _cli(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).parent / "payevents"), *args, "--env", "dev",
+    return subprocess.run([CLI, *args, "--env", "dev",
                            "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,7 +49,7 @@ def test_unreachable_broker_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> N
 @pytest.mark.parametrize("flag", [["--database-url", NO_DATABASE], ["--broker", NO_BROKER]],
                          ids=["database", "broker"])
 def test_a_worker_waits_for_its_database_or_broker_instead_of_exiting(tmp_path: Path, flag: list[str]) -> None:
-    cmd = [str(Path(sys.executable).parent / "payevents"), "run", "ledger", *flag, "--env", "dev",
+    cmd = [CLI, "run", "ledger", *flag, "--env", "dev",
            "--data-dir", str(tmp_path), "--log-format", "json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     settings = Settings(env="dev", data_dir=tmp_path)

@@ -13,9 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import httpx
 import pytest
 import runtime_counter as rc
 from prometheus_client.parser import text_string_to_metric_families
+from supervising import CLI, DEADLINE, wait_for
 
 from payevents.runtime.workers import read_registry
 from payevents.settings import Settings
@@ -30,23 +29,8 @@ from payevents.settings import Settings
 SERVICES = ("ledger", "invoices", "analytics", "notifications")
 WORKERS = ("relay", *SERVICES)
 CARD = "4111111111111111"
-DEADLINE = 120.0
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def _cli() -> str:
-    return str(Path(sys.executable).parent / "payevents")
-
-
-def wait_for(cond: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {what}")
 
 
 class Run:
@@ -85,7 +69,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
            "PAYEVENTS_RESTART_BACKOFF": "12"}
     out, err = data / "run.out", data / "run.err"
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([_cli(), "run", "all"], stdout=o, stderr=e, env=env, start_new_session=True)
+        proc = subprocess.Popen([CLI, "run", "all"], stdout=o, stderr=e, env=env, start_new_session=True)
     r = Run(Settings(env="dev", data_dir=data), proc, out, err)
     try:
         wait_for(lambda: all((v := r.views().get(n)) is not None and v.alive and v.ready for n in WORKERS),
@@ -241,7 +225,7 @@ def test_a_frozen_worker_is_seen_stuck_then_killed_and_restarted(run: Run) -> No
     assert f"invoices[0] pid {old.pid} is stuck" in run.out.read_text()
     new = wait_for(lambda: (v := run.views()["invoices"]).alive and v.pid != old.pid and v, "invoices restarted")
     assert new.restarts == 1 and new.last_restart == down.detail  # why, after the new process took over the slot
-    listed = subprocess.run([_cli(), "workers", "--env", "dev", "--data-dir", str(run.settings.data_dir)],
+    listed = subprocess.run([CLI, "workers", "--env", "dev", "--data-dir", str(run.settings.data_dir)],
                             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
     assert "1 (last: killed: stuck (/livez has not answered for" in listed.stdout, listed.stdout
 
@@ -257,6 +241,6 @@ def test_stopped_run_leaves_the_dashboard_degraded(run: Run) -> None:
     assert {v.state for v in views.values()} == {"stopped"} and not any(v.alive for v in views.values())
     health = TestClient(create_app(run.settings)).get("/api/health")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
-    listed = subprocess.run([_cli(), "workers", "--json", "--env", "dev", "--data-dir", str(run.settings.data_dir)],
+    listed = subprocess.run([CLI, "workers", "--json", "--env", "dev", "--data-dir", str(run.settings.data_dir)],
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 1 and {w["state"] for w in json.loads(listed.stdout)} == {"stopped"}
