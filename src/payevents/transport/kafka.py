@@ -523,6 +523,10 @@ class KafkaConsumer:
     def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
         self.group = str(config["group.id"])
         self._from_beginning = config.get("auto.offset.reset") in ("earliest", "smallest", "beginning")
+        #: the assignment is incremental (cooperative-sticky, or the KIP-848 protocol): an assignment callback
+        #: that assigns itself calls incremental_assign with the new partitions, else assign with all of them
+        self._incremental = (str(config.get("group.protocol", "classic")).lower() == "consumer"
+                             or "cooperative" in str(config.get("partition.assignment.strategy", "")))
         #: offsets given to commit() and not sent yet (or sent, failed and to be sent again)
         self._to_commit: dict[TP, int] = {}
         #: the latest offset sent per partition (a failed request is sent again only if still the latest)
@@ -571,7 +575,23 @@ class KafkaConsumer:
                             sorted((tp.topic, tp.partition) for tp in partitions), exc.args[0].str())
             else:
                 self._start_at({(tp.topic, tp.partition): tp.offset for tp in committed})
+                self._assign_at(partitions)
         log.debug("group %s assigned %s", self.group, sorted(self._assigned))
+
+    def _assign_at(self, partitions: list[TopicPartition]) -> None:
+        """Hand librdkafka the assignment with the start of each partition :meth:`_start_at` found (the group's
+        committed offset, or the log start a group with nothing committed there reads from). Left to itself,
+        librdkafka asks the group's committed offsets again, and for a partition with none waits ~100 ms on a
+        timer before it asks the broker for the log start (seen in its debug log): a new group's first records
+        came that much later. A partition whose start is not known keeps the offset librdkafka was given (it
+        looks it up as before); if the call fails, the client assigns the partitions itself after the callback."""
+        starts = [TopicPartition(tp.topic, tp.partition, self._next.get((tp.topic, tp.partition), tp.offset))
+                  for tp in partitions]
+        try:
+            (self._c.incremental_assign if self._incremental else self._c.assign)(starts)
+        except KafkaException as exc:
+            log.warning("group %s: assignment at the known offsets failed (%s); the client assigns %s itself",
+                        self.group, exc.args[0].str(), sorted((tp.topic, tp.partition) for tp in partitions))
 
     def _start_at(self, committed: dict[TP, int]) -> None:
         """Where this member reads each newly assigned partition from, checked against the partition's log start:
