@@ -38,6 +38,18 @@ def test_consumer_config_commits_manually_and_takes_overrides() -> None:
     assert "acks" not in cfg
 
 
+def test_every_client_reconnects_after_20_ms_unless_configured() -> None:
+    """librdkafka connects to a broker it learned from the bootstrap's metadata at most each reconnect.backoff.ms
+    / 2 after its last attempt: its default (100 ms) held every client's second connection back 50 ms."""
+    t = KafkaTransport("b:9092")
+    for cfg in (t.producer_config(), t.consumer_config("g"), t.admin_config()):
+        assert cfg["reconnect.backoff.ms"] == "20"
+    mine = KafkaTransport("b:9092", {"reconnect.backoff.ms": "200"})
+    for cfg in (mine.producer_config(), mine.consumer_config("g"), mine.admin_config()):
+        assert cfg["reconnect.backoff.ms"] == "200"
+    assert "session.timeout.ms" not in t.admin_config()
+
+
 @pytest.mark.parametrize(("key", "value"), [("enable.idempotence", "false"), ("acks", "1"),
                                             ("partitioner", "consistent_random")])
 def test_settings_that_would_break_order_or_dedup_are_refused(key: str, value: str) -> None:
