@@ -137,6 +137,12 @@ CLIENT_DEFAULTS: dict[str, str] = {
 }
 
 
+def _broker_assigns(cfg: Mapping[str, Any]) -> bool:
+    """Whether a consumer with these settings joins with the KIP-848 protocol (``group.protocol=consumer``): the
+    broker assigns its partitions, incrementally, and owns the session timing."""
+    return str(cfg.get("group.protocol", "classic")).lower() == "consumer"
+
+
 def _client_config(bootstrap: str, user: Mapping[str, str], *, drop: set[str]) -> dict[str, Any]:
     cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _rdkafka_log, **CLIENT_DEFAULTS}
     cfg.update({k: v for k, v in user.items() if k not in drop})
@@ -203,7 +209,7 @@ class KafkaTransport:
         cfg: dict[str, Any] = {**CONSUMER_DEFAULTS, "auto.offset.reset": "earliest" if from_beginning else "latest"}
         cfg.update(_client_config(self.bootstrap, self.kafka_config, drop=_PRODUCER_ONLY))
         cfg.update(CONSUMER_REQUIRED)
-        if str(cfg.get("group.protocol", "classic")).lower() == "consumer":
+        if _broker_assigns(cfg):
             for key in _CLASSIC_GROUP_ONLY:
                 cfg.pop(key, None)
         if group is not None:
@@ -542,7 +548,7 @@ class KafkaConsumer:
         self._from_beginning = config.get("auto.offset.reset") in ("earliest", "smallest", "beginning")
         #: the assignment is incremental (cooperative-sticky, or the KIP-848 protocol): an assignment callback
         #: that assigns itself calls incremental_assign with the new partitions, else assign with all of them
-        self._incremental = (str(config.get("group.protocol", "classic")).lower() == "consumer"
+        self._incremental = (_broker_assigns(config)
                              or "cooperative" in str(config.get("partition.assignment.strategy", "")))
         #: offsets given to commit() and not sent yet (or sent, failed and to be sent again)
         self._to_commit: dict[TP, int] = {}
