@@ -223,6 +223,80 @@ def test_deferred_rows_are_sent_before_a_statement_that_could_see_or_depend_on_t
     assert _payment_ids(engine)["e3"] == "p3"
 
 
+def _terminate(engine: Engine, pid: int) -> None:
+    """The server ends backend ``pid`` (as a restart or an administrator would), and the client has been told."""
+    with engine.connect() as killer:
+        assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+        for _ in range(100):
+            if not killer.exec_driver_sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).first():
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there")
+
+
+def _driver_pid(conn: Connection) -> int:
+    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("when", ["between batches", "while a batch reads", "while a batch reads ahead"])
+def test_a_connection_the_server_ends_costs_one_attempt_and_the_next_batch_runs_on_a_new_one(
+        engine: Engine, when: str) -> None:
+    """The server ends the write-behind connection (or the one a batch reads ahead on). The batch that meets it
+    fails with the server's own error, and the one after it runs on a new connection: SQLAlchemy keeps an
+    invalidated connection's transaction on record, and before, the batch's clean-up on it raised
+    PendingRollbackError, which left it in place to fail every batch after (a ledger retried one for 5 minutes)."""
+    cols = ("event_id", "payment_id", "partition_no", "offset_no")
+    wb = WriteBehind(engine)
+    with wb.batch() as conn:
+        bulk.copy_rows(conn, "wb_rows", cols, [("first", "p", 0, 0)])
+        pid = _driver_pid(conn)
+    wb.settle()
+    ahead = when == "while a batch reads ahead"
+    if ahead:
+        with wb.batch(ahead=True) as conn:
+            pid = _driver_pid(conn)
+        wb.drop_prepared()
+    if when == "between batches":
+        _terminate(engine, pid)
+    with pytest.raises(sa.exc.OperationalError, match="terminating connection"), wb.batch(ahead=ahead) as conn:
+        if when != "between batches":
+            _terminate(engine, pid)
+        conn.exec_driver_sql("SELECT count(*) FROM wb_rows").scalar_one()
+    assert wb.prepared is None and not wb.in_flight
+    with wb.batch(ahead=ahead) as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM wb_rows").scalar_one() == 1
+        assert _driver_pid(conn) != pid
+        bulk.copy_rows(conn, "wb_rows", cols, [("second", "p", 0, 1)])
+    if ahead:
+        wb.commit_prepared()
+    wb.settle()
+    wb.close()
+    assert sorted(_payment_ids(engine)) == ["first", "second"]
+
+
+def test_a_worker_whose_connection_the_server_ends_between_batches_goes_on(pg_settings: Settings,
+                                                                            name: str) -> None:
+    """The same through the runtime: the server ends the write-behind connection while the consumer waits for records;
+    the next records are applied after one retry, none lost and none twice."""
+    svc = _service(name)
+    first = _sent(pg_settings, 5, "PAY-A")
+    with ConsumerRuntime(pg_settings, svc, poll_timeout=0.2, write_behind=True) as rt:
+        engine = db.engine_for(pg_settings, svc.name)
+        for _ in range(20):
+            rt.step()
+            if rt.stats.applied == 5 and not rt._in_flight:
+                break
+        _terminate(engine, _backend(rt))
+        second = _sent(pg_settings, 5, "PAY-B")
+        deadline = time.monotonic() + 30
+        while rt.stats.applied < 10 or rt._in_flight:
+            assert time.monotonic() < deadline, f"stuck after {rt.stats.retries} retries: {rt.stats.as_dict()}"
+            rt.step()
+        assert rt.stats.retries <= 1 and rt.stats.consumed == 10
+        assert _committed(rt) == 10
+    assert _rows(engine) == sorted(ev["eventId"] for _r, ev in first + second)
+
+
 def _payment_ids(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
         return {r[0]: r[1] for r in conn.exec_driver_sql("SELECT event_id, payment_id FROM wb_rows")}

@@ -83,14 +83,13 @@ class WriteBehind:
         if self.in_flight:
             raise RuntimeError("write-behind: the batch in flight is not settled")
         conn = self._connection()
-        conn.commit()  # ends SQLAlchemy's own record of the previous batch (the driver is idle: nothing is sent)
         deferred: list[bulk.Deferred] = []
         try:
+            conn.commit()  # ends SQLAlchemy's own record of the previous batch (the driver is idle: nothing is sent)
             conn.exec_driver_sql("BEGIN")
             conn.info[bulk.DEFERRED] = deferred
             yield conn
         except BaseException:
-            conn.info[bulk.DEFERRED] = None
             self._roll_back(conn)
             raise
         conn.info[bulk.DEFERRED] = None
@@ -103,18 +102,19 @@ class WriteBehind:
         if conn is None or conn.invalidated or conn.closed:
             conn = self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             sa.event.listen(conn, "before_cursor_execute", _only_reads)
-        conn.commit()  # SQLAlchemy's record of a transaction; the driver sends nothing in autocommit
         deferred: list[bulk.Deferred] = []
-        conn.info[bulk.DEFERRED] = deferred
         try:
+            conn.commit()  # SQLAlchemy's record of a transaction; the driver sends nothing in autocommit
+            conn.info[bulk.DEFERRED] = deferred
             yield conn
         except BaseException as exc:
-            if isinstance(exc, sa.exc.DBAPIError):
-                self._reader = None
-                conn.invalidate()
+            if isinstance(exc, sa.exc.SQLAlchemyError) or conn.invalidated:
+                self._reader = None  # a new one next time (this one may have lost its server)
+                _drop(conn)
+            else:
+                conn.info[bulk.DEFERRED] = None
             raise
-        finally:
-            conn.info[bulk.DEFERRED] = None
+        conn.info[bulk.DEFERRED] = None
         self.prepared = deferred
 
     def commit_prepared(self) -> None:
@@ -169,6 +169,11 @@ class WriteBehind:
     # -- the connection -------------------------------------------------------------------------------------
 
     def _connection(self) -> Connection:
+        """The write-behind connection; a new one when SQLAlchemy found the last one broken (the server ended it, the
+        network failed): an invalidated connection keeps its transaction's record, and every use of it would raise
+        ``PendingRollbackError`` from then on."""
+        if self._conn is not None and (self._conn.invalidated or self._conn.closed):
+            self._discard()
         if self._conn is None:
             # the driver in autocommit: BEGIN and COMMIT are this class's to send (COMMIT in the pipeline)
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -179,18 +184,15 @@ class WriteBehind:
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.invalidate()  # its state is unknown: never back into the pool
-            conn.close()
-        except Exception:
-            pass
+        if conn is not None:
+            _drop(conn)
 
     def _roll_back(self, conn: Connection) -> None:
+        """Roll the batch's transaction back; a connection whose state is not known is given up instead."""
         try:
-            if self._pgconn(conn).pipeline_status:  # a pipeline left half read: the connection's state is unknown
-                raise RuntimeError("in pipeline mode")
+            if conn.invalidated or self._pgconn(conn).pipeline_status:  # broken, or a pipeline left half read
+                raise RuntimeError("the connection's state is not known")
+            conn.info[bulk.DEFERRED] = None
             conn.rollback()  # the driver sends ROLLBACK (its transaction is the BEGIN sent above)
         except Exception:
             self._discard()
@@ -277,6 +279,15 @@ class WriteBehind:
         if error is not None:
             self._roll_back(conn)
         return error
+
+
+def _drop(conn: Connection) -> None:
+    """Give a connection up for good: never back into the pool (its state is not known), its record rolled back."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:  # already unusable: nothing of it is kept
+        pass
 
 
 def _only_reads(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
