@@ -59,11 +59,27 @@ def _committed(rt: ConsumerRuntime) -> int:
     return sum(o or 0 for o in rt.consumer.committed(parts).values())
 
 
+def _terminate(engine: Engine, pid: int) -> None:
+    """The server ends backend ``pid`` (as a restart or an administrator would), and the client has been told."""
+    with engine.connect() as killer:
+        assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+        for _ in range(100):
+            if not killer.exec_driver_sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).first():
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there")
+
+
+def _driver_pid(conn: Connection) -> int:
+    """The server process of ``conn`` (read from the driver: the connection may be busy)."""
+    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+
+
 def _backend(rt: ConsumerRuntime) -> int:
-    """The server process of the runtime's write-behind connection (read from the driver: the connection is busy)."""
+    """The server process of the runtime's write-behind connection."""
     conn = rt._wb._conn  # type: ignore[union-attr]
     assert conn is not None
-    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
+    return _driver_pid(conn)
 
 
 @contextmanager
@@ -143,9 +159,7 @@ def test_a_connection_lost_before_the_commit_is_confirmed_loses_nothing_and_appl
         engine = db.engine_for(pg_settings, svc.name)
         with _locked(engine) as locker:
             assert rt.step().in_flight
-            pid = _backend(rt)
-            with engine.connect() as killer:
-                assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
+            _terminate(engine, _backend(rt))
             locker.rollback()
         second = _sent(pg_settings, 5, "PAY-B")
         for _ in range(20):
@@ -221,21 +235,6 @@ def test_deferred_rows_are_sent_before_a_statement_that_could_see_or_depend_on_t
     wb.settle()
     wb.close()
     assert _payment_ids(engine)["e3"] == "p3"
-
-
-def _terminate(engine: Engine, pid: int) -> None:
-    """The server ends backend ``pid`` (as a restart or an administrator would), and the client has been told."""
-    with engine.connect() as killer:
-        assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
-        for _ in range(100):
-            if not killer.exec_driver_sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).first():
-                return
-            time.sleep(0.02)
-    raise AssertionError(f"backend {pid} still there")
-
-
-def _driver_pid(conn: Connection) -> int:
-    return int(conn.connection.driver_connection.info.backend_pid)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("when", ["between batches", "while a batch reads", "while a batch reads ahead"])

@@ -99,7 +99,7 @@ class WriteBehind:
         if self.prepared is not None:
             raise RuntimeError("write-behind: a batch read ahead is neither sent nor dropped")
         conn = self._reader
-        if conn is None or conn.invalidated or conn.closed:
+        if conn is None or _broken(conn):
             conn = self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             sa.event.listen(conn, "before_cursor_execute", _only_reads)
         deferred: list[bulk.Deferred] = []
@@ -108,7 +108,7 @@ class WriteBehind:
             conn.info[bulk.DEFERRED] = deferred
             yield conn
         except BaseException as exc:
-            if isinstance(exc, sa.exc.SQLAlchemyError) or conn.invalidated:
+            if isinstance(exc, sa.exc.SQLAlchemyError) or _broken(conn):
                 self._reader = None  # a new one next time (this one may have lost its server)
                 _drop(conn)
             else:
@@ -172,7 +172,7 @@ class WriteBehind:
         """The write-behind connection; a new one when SQLAlchemy found the last one broken (the server ended it, the
         network failed): an invalidated connection keeps its transaction's record, and every use of it would raise
         ``PendingRollbackError`` from then on."""
-        if self._conn is not None and (self._conn.invalidated or self._conn.closed):
+        if self._conn is not None and _broken(self._conn):
             self._discard()
         if self._conn is None:
             # the driver in autocommit: BEGIN and COMMIT are this class's to send (COMMIT in the pipeline)
@@ -190,7 +190,7 @@ class WriteBehind:
     def _roll_back(self, conn: Connection) -> None:
         """Roll the batch's transaction back; a connection whose state is not known is given up instead."""
         try:
-            if conn.invalidated or self._pgconn(conn).pipeline_status:  # broken, or a pipeline left half read
+            if _broken(conn) or self._pgconn(conn).pipeline_status:  # or a pipeline left half read
                 raise RuntimeError("the connection's state is not known")
             conn.info[bulk.DEFERRED] = None
             conn.rollback()  # the driver sends ROLLBACK (its transaction is the BEGIN sent above)
@@ -279,6 +279,11 @@ class WriteBehind:
         if error is not None:
             self._roll_back(conn)
         return error
+
+
+def _broken(conn: Connection) -> bool:
+    """SQLAlchemy found ``conn`` broken (the server ended it, the network failed), or it was closed: not to be used."""
+    return conn.invalidated or conn.closed
 
 
 def _drop(conn: Connection) -> None:
