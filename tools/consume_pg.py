@@ -34,14 +34,14 @@ from typing import Any
 from consume_loop import consume_measured
 
 PG_URL = os.environ.get("PAYEVENTS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-_backends: set[int] = set()
 _count = {"stmts": 0, "copies": 0}
 
 
 def _server_cpu() -> float:
-    from payevents.runtime.procs import cpu_s
+    """CPU seconds of the live backends of this process's connections (``payevents.bench.servers``)."""
+    from payevents.bench.servers import backends_cpu
 
-    return sum(cpu_s(p) for p in _backends)
+    return sum(backends_cpu().values())
 
 
 def pg_options(prefix: str | None) -> dict[str, str]:
@@ -69,13 +69,10 @@ def _instrument() -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from payevents.bench.servers import track_backends
     from payevents.runtime import bulk
 
-    @event.listens_for(Engine, "connect")
-    def _connect(dbapi_conn: Any, _rec: Any) -> None:
-        pid = getattr(getattr(dbapi_conn, "info", None), "backend_pid", None)
-        if pid:
-            _backends.add(int(pid))
+    track_backends()
 
     @event.listens_for(Engine, "before_cursor_execute")
     def _before(*_a: Any) -> None:
@@ -141,7 +138,6 @@ def main() -> None:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 (args.profile / f"{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
             dispose_engines()
-            _backends.clear()
             print(f"{name:14s} client {client:6.1f}  server {server:6.1f}  wall {wall:6.1f} µs/event"
                   f"  ({1e6 / wall:,.0f}/s)  per batch: {stmts:.1f} statements, {copies:.1f} COPY"
                   f" ({args.n / nb:.0f} events a batch)", flush=True)

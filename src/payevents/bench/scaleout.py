@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from payevents.bench.core import BenchEnv, BenchReport, Figure
+from payevents.bench.servers import ServerCpu, backends_cpu, server_pids, track_backends
 from payevents.bench.workers import closed_stats
 from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
@@ -47,6 +48,8 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
     t_first = t_last = cpu0 = math.nan
     mine = 0
     rt = None
+    backends: dict[int, float] = {}
+    track_backends()  # its PostgreSQL backends' CPU, counted here: they end with its connections
     try:
         rt = ConsumerRuntime(settings, service)
         rt.start_background(stop)
@@ -57,6 +60,7 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
             if go.is_set():
                 if math.isnan(cpu0):
                     cpu0 = time.process_time()
+                    backends = backends_cpu()
                     started = time.monotonic()
                 if time.monotonic() > started + timeout:
                     raise TimeoutError(f"{name}[{index}]: the group consumed {consumed.value} of {n} in "
@@ -77,38 +81,10 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
         error = f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
+        backends = backends_cpu(since=backends)  # before its connections close
         stats = closed_stats(rt)
         results.put({"index": index, "t_first": t_first, "t_last": t_last, "consumed": mine, "stats": stats,
-                     "cpu_s": time.process_time() - cpu0, "error": error})
-
-
-def _proc_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes ``pids`` used so far (from /proc; 0 for those gone)."""
-    from payevents.runtime.procs import cpu_s
-
-    return sum(cpu_s(pid) for pid in pids)
-
-
-def _server_pids(benv: BenchEnv) -> dict[str, list[int]]:
-    """The processes serving the run besides the members: the Kafka broker(s) and, on PostgreSQL, every
-    postgres process of this host (a shared server: other clients' work counts too)."""
-    import os
-
-    out: dict[str, list[int]] = {}
-    if benv.broker is not None:
-        out["broker"] = [n.proc.pid for n in benv.broker.nodes if n.proc is not None]
-    if benv.database == "postgresql":
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/comm") as f:
-                        if f.read().strip() in ("postgres", "postmaster"):
-                            pids.append(int(entry))
-                except OSError:
-                    continue
-        out["postgres"] = pids
-    return out
+                     "cpu_s": time.process_time() - cpu0, "backends_cpu": backends, "error": error})
 
 
 def _prepare(settings: Settings, name: str) -> None:
@@ -178,8 +154,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
                     raise RuntimeError(f"scale-out ×{k}: a member exited before the group settled")
                 time.sleep(0.05)
             held = list(assigned[:])
-            servers = _server_pids(benv)
-            server_cpu0 = {k: _proc_cpu(v) for k, v in servers.items()}
+            servers = ServerCpu(lambda: server_pids(benv.broker, benv.database == "postgresql"))
             go.set()
             t0 = time.time()
             send_records(settings, records)
@@ -189,7 +164,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"scale-out ×{k}: members not done within {timeout + 30:.0f}s") from None
-            server_cpu = {k: _proc_cpu(v) - server_cpu0[k] for k, v in servers.items()}
+            server_cpu = servers.since_start({pid: s for r in out for pid, s in r["backends_cpu"].items()})
         finally:
             go.set()
             for p in members:
@@ -208,4 +183,5 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
     on_servers = "".join(f", {name} {c:.1f}s" for name, c in server_cpu.items())
     return n / total, (f"{total:.2f}s to the last effect (fill {t_filled:.2f}s); partitions {held}; consumed per "
                        f"member {per}; duplicates {dups}; CPU: members {cpu:.1f}s ({cpu / total:.2f} cores)"
-                       f"{on_servers} (until the last member reported)")
+                       f"{on_servers} (until the last member reported; with the servers "
+                       f"{(cpu + sum(server_cpu.values())) / total:.2f} cores)")

@@ -10,6 +10,7 @@ import math
 import time
 from typing import Any
 
+from payevents.bench.servers import backends_cpu, track_backends
 from payevents.runtime.heap import peak_rss_kb, settle_heap
 from payevents.settings import Settings
 
@@ -60,6 +61,8 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
     error = None
     t_last = math.nan
     cpu0 = math.nan
+    backends: dict[int, float] = {}
+    track_backends()  # its PostgreSQL backends' CPU, counted here: they end with its connections
     rt = ConsumerRuntime(settings, service)
     try:
         deadline = time.monotonic() + 60
@@ -70,6 +73,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         ready.set()
         go.wait()
         cpu0 = time.process_time()
+        backends = backends_cpu()
         deadline = time.monotonic() + timeout
         while rt.stats.consumed < expected.value:
             if time.monotonic() > deadline:
@@ -81,6 +85,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         error = f"{type(exc).__name__}: {exc}"
     finally:
         stop.set()
+        backends = backends_cpu(since=backends)  # before its connections close
         stats = closed_stats(rt)
         import gc
         import sys
@@ -88,7 +93,7 @@ def service_worker(settings: Settings, name: str, expected: Any, ready: Any, go:
         gc.collect()
         results.put({"service": name, "t_last": t_last, "stats": stats, "peak_rss_kb": peak_rss_kb(),
                      "py_blocks": sys.getallocatedblocks(), "cpu_s": time.process_time() - cpu0,
-                     "error": error})
+                     "backends_cpu": backends, "error": error})
 
 
 def _emails_pending(settings: Settings) -> bool:
