@@ -207,9 +207,10 @@ def test_cli_report_and_metrics(settings: Settings, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "Stage times" in res.stdout
 
 
-def test_a_store_at_migration_1_upgrades_without_the_payment_index(store_settings: Settings) -> None:
-    """Analytics migration 2 drops ix_analytics_events_payment (nothing reads events by payment): a store written at
-    version 1 upgrades with its figures unchanged and goes on consuming."""
+def test_a_store_at_migration_1_upgrades_without_the_payment_and_month_indexes(store_settings: Settings) -> None:
+    """Analytics migration 2 drops ix_analytics_events_payment (nothing reads events by payment), migration 3
+    ix_analytics_events_type_month (the report by month selects its rows by day): a store written at version 1
+    upgrades with its figures unchanged, by day and by month, and goes on consuming."""
     import dataclasses
 
     from payevents.services.analytics import store
@@ -222,6 +223,7 @@ def test_a_store_at_migration_1_upgrades_without_the_payment_index(store_setting
     db.dispose_engines()
     feed(store_settings, SERVICE, events[len(events) // 2 :], batch=40)  # migrates to the newest version first
     assert _totals(analytics.report(store_settings, d0, d1, by="day")) == expected
+    assert _totals(analytics.report(store_settings, d0, d1, by="month")) == expected
     eng = store.engine(store_settings)
     with eng.connect() as conn:
         if eng.dialect.name == "sqlite":
@@ -229,4 +231,5 @@ def test_a_store_at_migration_1_upgrades_without_the_payment_index(store_setting
         else:
             indexes = set(conn.exec_driver_sql(
                 "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").scalars())
-    assert "ix_analytics_events_type_day" in indexes and "ix_analytics_events_payment" not in indexes
+    assert "ix_analytics_events_type_day" in indexes
+    assert not indexes & {"ix_analytics_events_payment", "ix_analytics_events_type_month"}
