@@ -172,6 +172,33 @@ def test_scale_out_suite_runs_one_to_three_members_of_a_group() -> None:
         assert f"partitions {held}" in fig.note  # the group settled before the channel was filled
 
 
+def test_the_scale_out_members_read_nothing_until_the_channel_is_filled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The members hold while the benchmark fills the channel (it ran beside them before, on the cores they were
+    measured on): a fill that stays a second after its last record still sees no member read until it is done."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from payevents.bench import scaleout
+    from payevents.bench.core import bench_env
+    from payevents.bench.events import to_records
+
+    fill = suites.send_records
+
+    def slow_fill(settings: object, records: list[object]) -> None:
+        fill(settings, records)  # type: ignore[arg-type]
+        time.sleep(1.0)  # the records are on the channel: a member stepping now would read them
+
+    monkeypatch.setattr(suites, "send_records", slow_fill)
+    with bench_env("embedded", "sqlite") as benv:
+        events = suites.shared_events(benv, 200)
+        for k in (1, 2):
+            rate, note, first = scaleout._once(benv, events, k, to_records, Console(file=io.StringIO()))
+            assert rate > 0 and "duplicates 0" in note
+            assert first >= 0.0, f"×{k}: a member read {-first:.2f}s before the channel was filled"
+
+
 def test_scale_out_is_run_by_name_not_by_all() -> None:
     from payevents.bench.runner import EXTRA_SUITES, SUITES
 

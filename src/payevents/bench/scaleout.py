@@ -6,10 +6,12 @@ in ``channel.db``, balanced and sticky — both spread the channel's 6 partition
 every instance writes the one service database, whose write lock serializes them; PostgreSQL lets them write
 at once, so the suite is meant for ``--database postgresql``.
 
-Per group size: a fresh channel and schemas; the members start on the empty channel and wait until every one
-holds partitions (the group settled), then the run's N PaymentProcessed events are put on the channel and
-the time runs from the start of that fill to the last effect committed by any member. The CPU seconds all
-members used are reported too: with 2 cores, 3 members share them with the database server (and the broker).
+Per group size: a fresh channel and schemas; the members start on the empty channel and step until every one
+holds partitions (the group settled); then they hold (no step), the run's N PaymentProcessed events are put on
+the channel, and the time runs from the go to the last effect committed by any member. Until 2026-12-05 the
+channel was filled while the members consumed, from the benchmark's own process: on 2 cores that fill took 2–5 s
+of the 5 s runs and a share of the cores the members were measured on. The CPU seconds all members used are
+reported too: with 2 cores, 3 members share them with the database server (and the broker).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ SERVICE = "ledger"
 MEMBERS = (1, 2, 3)
 
 
-def member_worker(settings: Settings, name: str, index: int, n: int, assigned: Any, consumed: Any, go: Any,
-                  results: Any, timeout: float) -> None:
-    """One member of ``name``'s group: join (reporting the partitions it holds in ``assigned[index]``), and
-    consume until the group as a whole (``consumed``, shared) has consumed ``n`` records; ``go`` is set just
-    before the channel is filled (CPU is counted from then)."""
+def member_worker(settings: Settings, name: str, index: int, n: int, assigned: Any, consumed: Any, hold: Any,
+                  holding: Any, go: Any, results: Any, timeout: float) -> None:
+    """One member of ``name``'s group: join (reporting the partitions it holds in ``assigned[index]``); once
+    ``hold`` is set, stop stepping (counted in ``holding``, shared) until ``go``; then consume until the group as a
+    whole (``consumed``, shared) has consumed ``n`` records (CPU is counted from the go). A held member keeps its
+    partitions: the embedded log's lease lasts its session timeout (10 s), Kafka's heartbeats run in librdkafka's
+    own thread."""
     import threading
 
     from payevents.runtime.consumer import ConsumerRuntime
@@ -54,9 +58,18 @@ def member_worker(settings: Settings, name: str, index: int, n: int, assigned: A
         rt = ConsumerRuntime(settings, service)
         rt.start_background(stop)
         settle_heap()  # as a worker process does once started (runtime.heap)
-        # one loop from the start (the channel is empty until the fill, which may begin during any step)
         started = time.monotonic()
+        held = False
         while consumed.value < n:
+            if hold.is_set() and not go.is_set():
+                if not held:
+                    with holding.get_lock():
+                        holding.value += 1
+                    held = True
+                if time.monotonic() > started + timeout:
+                    raise TimeoutError(f"{name}[{index}]: held, and no go within {timeout:.0f}s")
+                go.wait(0.05)
+                continue
             if go.is_set():
                 if math.isnan(cpu0):
                     cpu0 = time.process_time()
@@ -115,14 +128,17 @@ def scale_out(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> 
     events = shared_events(benv, n)
     first: float | None = None
     for k in MEMBERS:
-        rate, note = _once(benv, events, k, to_records, console)
+        rate, note, _first = _once(benv, events, k, to_records, console)
         first = rate if first is None else first
         report.add(Figure(suite="scale-out", name=f"{SERVICE} ×{k}", value=rate, unit="events/s",
                           transport=benv.transport, database=benv.database, n=n, baseline="consume",
                           note=f"{rate / first:.2f}× one member; {note}"))
 
 
-def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: Console) -> tuple[float, str]:
+def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any,
+          console: Console) -> tuple[float, str, float]:
+    """One group of ``k`` members: (events/s, the figure's note, seconds from the end of the fill to the start of
+    the first batch any member applied — never negative: no member reads before the go)."""
     import multiprocessing as mp
     import queue
 
@@ -136,10 +152,12 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
         records = to_records(events, settings.env.value)
         assigned = ctx.Array("i", k)
         consumed = ctx.Value("q", 0)
-        go = ctx.Event()
+        holding = ctx.Value("i", 0)
+        hold, go = ctx.Event(), ctx.Event()
         results = ctx.Queue()
         members = [ctx.Process(target=member_worker, name=f"bench-{SERVICE}-{i}",
-                               args=(settings, SERVICE, i, n, assigned, consumed, go, results, timeout))
+                               args=(settings, SERVICE, i, n, assigned, consumed, hold, holding, go, results,
+                                     timeout))
                    for i in range(k)]
         for p in members:
             p.start()
@@ -154,11 +172,17 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
                     raise RuntimeError(f"scale-out ×{k}: a member exited before the group settled")
                 time.sleep(0.05)
             held = list(assigned[:])
+            hold.set()
+            while holding.value < k:  # each member done with the step it was in
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"scale-out ×{k}: the members did not hold within 120s")
+                time.sleep(0.01)
+            t_fill = time.time()
+            send_records(settings, records)
+            t_filled = time.time() - t_fill
             servers = ServerCpu(lambda: server_pids(benv.broker, benv.database == "postgresql"))
             go.set()
             t0 = time.time()
-            send_records(settings, records)
-            t_filled = time.time() - t0
             for _ in range(k):
                 try:
                     out.append(results.get(timeout=timeout + 30))
@@ -176,12 +200,14 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any, console: C
     if errors:
         raise RuntimeError("; ".join(errors))
     total = max(r["t_last"] for r in out if not math.isnan(r["t_last"])) - t0
+    first = min(r["t_first"] for r in out if not math.isnan(r["t_first"])) - (t_fill + t_filled)
     cpu = sum(r["cpu_s"] for r in out)
     per = ", ".join(f"{r['consumed']:,}" for r in sorted(out, key=lambda r: r["index"]))
     dups = sum(int(r["stats"].get("duplicates", 0)) for r in out)
     console.log(f"scale-out {SERVICE} ×{k}: {n / total:,.0f} events/s ({total:.2f}s)")
     on_servers = "".join(f", {name} {c:.1f}s" for name, c in server_cpu.items())
-    return n / total, (f"{total:.2f}s to the last effect (fill {t_filled:.2f}s); partitions {held}; consumed per "
+    return n / total, (f"{total:.2f}s to the last effect (the channel filled before, in {t_filled:.2f}s); partitions "
+                       f"{held}; consumed per "
                        f"member {per}; duplicates {dups}; CPU: members {cpu:.1f}s ({cpu / total:.2f} cores)"
                        f"{on_servers} (until the last member reported; with the servers "
-                       f"{(cpu + sum(server_cpu.values())) / total:.2f} cores)")
+                       f"{(cpu + sum(server_cpu.values())) / total:.2f} cores)"), first
