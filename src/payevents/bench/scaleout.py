@@ -121,7 +121,7 @@ def _prepare(settings: Settings, name: str) -> None:
 
 
 def scale_out(benv: BenchEnv, report: BenchReport, n: int, console: Console) -> None:
-    """SERVICE with 1, 2 and 3 members in its group: events/s from the fill's start to the last effect."""
+    """SERVICE with 1, 2 and 3 members in its group: events/s from the go (the channel filled) to the last effect."""
     from payevents.bench.events import to_records
     from payevents.bench.suites import shared_events
 
