@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from payevents.bench.core import BenchEnv, BenchReport, Figure
-from payevents.bench.servers import ServerCpu, backends_cpu, server_pids, track_backends
+from payevents.bench.servers import ServerCpu, backends_cpu, reported_backends, track_backends
 from payevents.bench.workers import closed_stats
 from payevents.runtime.heap import settle_heap
 from payevents.settings import Settings
@@ -180,7 +180,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any,
             t_fill = time.time()
             send_records(settings, records)
             t_filled = time.time() - t_fill
-            servers = ServerCpu(lambda: server_pids(benv.broker, benv.database == "postgresql"))
+            servers = ServerCpu.of_run(benv)
             go.set()
             t0 = time.time()
             for _ in range(k):
@@ -188,7 +188,7 @@ def _once(benv: BenchEnv, events: list[Any], k: int, to_records: Any,
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"scale-out ×{k}: members not done within {timeout + 30:.0f}s") from None
-            server_cpu = servers.since_start({pid: s for r in out for pid, s in r["backends_cpu"].items()})
+            server_cpu = servers.since_start(reported_backends(out))
         finally:
             go.set()
             for p in members:

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from payevents.runtime.procs import cpu_s, proc_stat
+from payevents.runtime.procs import live_cpu_s
+
+if TYPE_CHECKING:
+    from payevents.bench.core import BenchEnv
 
 #: the processes of a server by kind (``"broker"``, ``"postgres"``)
 Lister = Callable[[], Mapping[str, Iterable[int]]]
@@ -58,7 +61,12 @@ class ServerCpu:
 
     def __init__(self, lister: Lister) -> None:
         self._lister = lister
-        self._start = {kind: {pid: _cpu(pid) for pid in pids} for kind, pids in lister().items()}
+        self._start = {kind: {pid: live_cpu_s(pid) for pid in pids} for kind, pids in lister().items()}
+
+    @classmethod
+    def of_run(cls, benv: BenchEnv) -> ServerCpu:
+        """The account of a benchmark run's servers: its broker's nodes, and PostgreSQL where it runs on it."""
+        return cls(lambda: server_pids(benv.broker, benv.database == "postgresql"))
 
     def since_start(self, reported: Mapping[int, float] | None = None) -> dict[str, float]:
         """Seconds per kind; ``reported``: PostgreSQL backends' CPU the workers measured themselves, by pid — added to
@@ -71,18 +79,13 @@ class ServerCpu:
             for pid in pids:
                 if pid in reported:
                     continue
-                now = _cpu(pid)
+                now = live_cpu_s(pid)
                 if now is not None:
                     total += now - (before.get(pid) or 0.0)
             out[kind] = total
         if reported:
             out["postgres"] = out.get("postgres", 0.0) + sum(reported.values())
         return out
-
-
-def _cpu(pid: int) -> float | None:
-    """``pid``'s CPU seconds, None when it is gone."""
-    return cpu_s(pid) if proc_stat(pid) is not None else None
 
 
 def track_backends() -> None:
@@ -107,7 +110,12 @@ def backends_cpu(since: Mapping[int, float] | None = None) -> dict[int, float]:
     ``since`` (an earlier result), what each used after it (a backend opened since: all of its CPU)."""
     out: dict[int, float] = {}
     for pid in sorted(_backends):
-        now = _cpu(pid)
+        now = live_cpu_s(pid)
         if now is not None:
             out[pid] = now - (since or {}).get(pid, 0.0)
     return out
+
+
+def reported_backends(results: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """The backends' CPU the worker processes of a run reported (``"backends_cpu"`` of each result), by pid."""
+    return {pid: s for r in results for pid, s in r["backends_cpu"].items()}

@@ -384,9 +384,9 @@ def _e2e_once(
                     raise TimeoutError(f"{name} worker not ready within 90s")
             specs = payment_specs(n, run)
             seq0 = _outbox_seq(settings)
-            from payevents.bench.servers import ServerCpu, server_pids
+            from payevents.bench.servers import ServerCpu, reported_backends
 
-            servers = ServerCpu(lambda: server_pids(benv.broker, benv.database == "postgresql"))
+            servers = ServerCpu.of_run(benv)
             go.set()
             t0 = time.time()
             cpu0 = time.process_time()
@@ -401,7 +401,7 @@ def _e2e_once(
                     out.append(results.get(timeout=timeout + 30))
                 except queue.Empty:
                     raise TimeoutError(f"end-to-end N={n}: services not done within {timeout + 30:.0f}s") from None
-            server_cpu = servers.since_start({pid: s for r in out for pid, s in r["backends_cpu"].items()})
+            server_cpu = servers.since_start(reported_backends(out))
             delays = _delays_ms(settings, seq0, seq0 + events)
         finally:
             stop.set()

@@ -202,8 +202,13 @@ def server_pid() -> int | None:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used so far; 0.0 when it is gone or this is not Linux."""
+    return live_cpu_s(pid) or 0.0
+
+
+def live_cpu_s(pid: int) -> float | None:
+    """:func:`cpu_s`, but None when the process is gone (or this is not Linux): from one read of its stat."""
     fields = proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0  # utime, stime
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None  # utime, stime
 
 
 def server_cpu_s() -> float:
