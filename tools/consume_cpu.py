@@ -19,6 +19,11 @@ To compare two versions of the code, run the same file against each source tree,
 (SQLAlchemy cursor events and ``Dialect.do_commit``), i.e. SQLite's own share on the default stores; ``--gc`` the CPU
 of the garbage collector's collections (``gc.callbacks``), full and young. The loop settles its heap after the
 warm-up batch as a worker process does (``runtime.heap``; a tree without it measures without).
+
+``--lifecycle``: the channel holds what the end-to-end benchmark's services read instead — N payments written by
+the payments writer (``payments.process_payments``, 500 a call) and published by the relay, four events each
+(PaymentInitiated, PaymentAuthorized, PaymentCaptured, PaymentProcessed); the figures are then CPU µs per record
+and per payment, the records a service passes over unread included (``baseline`` is not run in this mode).
 """
 
 from __future__ import annotations
@@ -94,6 +99,23 @@ def _consume(settings: object, name: str, n: int) -> float:
     return cpu["used"] / counted * 1e6
 
 
+def _lifecycle_channel(settings: object, payments: int) -> None:
+    """The channel of ``settings`` filled as the end-to-end run fills it: ``payments`` payments written by the
+    payments writer, then published by the relay (neither measured)."""
+    import logging
+
+    from payevents.bench.events import run_id
+    from payevents.bench.suites import payment_specs, write_payments
+    from payevents.runtime.relay import Relay
+
+    logging.getLogger("payevents.relay").setLevel(logging.ERROR)  # events written long before they are published
+    write_payments(settings, payment_specs(payments, run_id()))  # type: ignore[arg-type]
+    with Relay(settings) as relay:  # type: ignore[arg-type]
+        relay.ensure_topics()
+        while relay.publish_pending():
+            pass
+
+
 def _baseline(data_dir: Path, n: int) -> float:
     from payevents.contracts.codec import decode_event
 
@@ -120,8 +142,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--sqlite", action="store_true", help="also the CPU inside statements and commits")
     ap.add_argument("--gc", action="store_true", help="also the CPU in the garbage collector's collections")
+    ap.add_argument("--lifecycle", action="store_true",
+                    help="N payments' four lifecycle events each, as the end-to-end run's services read them")
     ap.add_argument("services", nargs="*", default=["baseline", "ledger", "invoices", "analytics"])
     args = ap.parse_args()
+    if args.lifecycle and "baseline" in args.services:
+        ap.error("--lifecycle: the baseline is measured on the bench's PaymentProcessed events only")
 
     import payevents
     from payevents.bench.events import make_events, run_id
@@ -135,24 +161,31 @@ def main() -> None:
         _count_inside_the_database()
     if args.gc:
         _count_the_collector()
-    events = make_events(args.n, env="dev", run=run_id())
+    events = [] if args.lifecycle else make_events(args.n, env="dev", run=run_id())
     with tempfile.TemporaryDirectory(prefix="consume-cpu-") as tmp:
         for i, name in enumerate(args.services):
             settings = Settings(env=Env.dev, data_dir=Path(tmp) / f"{i}-{name}")
-            fill_channel(settings, events)
+            if args.lifecycle:
+                _lifecycle_channel(settings, args.n)
+            else:
+                fill_channel(settings, events)
             if name == "notifications":
                 seed_customers(settings)
             if name == "baseline":
                 us = _baseline(settings.data_dir, args.n)
             else:
-                us = _consume(settings, name, args.n)
+                # the warm-up batch (500 records) is not measured: the rest of the channel is
+                us = _consume(settings, name, 4 * args.n - 500 if args.lifecycle else args.n)
             dispose_engines()
             per = _INSIDE["sql"] / _INSIDE["events"] * 1e6
             inside = f"   of it in statements + commits {per:6.1f}" if args.sqlite else ""
             if args.gc and name != "baseline":
                 full, young = (_INSIDE[k] / _INSIDE["events"] * 1e6 for k in ("gc_full", "gc_young"))
                 inside += f"   in the collector: full {full:5.2f}, young {young:5.2f}"
-            print(f"{name:14s} {us:8.1f} µs CPU/event{inside}", flush=True)
+            if args.lifecycle:
+                print(f"{name:14s} {us:8.1f} µs CPU/record   {us * 4:8.1f} µs CPU/payment{inside}", flush=True)
+            else:
+                print(f"{name:14s} {us:8.1f} µs CPU/event{inside}", flush=True)
 
 
 if __name__ == "__main__":
