@@ -1,6 +1,7 @@
 """What a worker imports at its start: the libraries only an error path or a reference renderer needs are left
 to that path (jsonschema: a rejected record's precise errors; Jinja: the reference the precompiled e-mail
-templates are tested against). Each is tens of milliseconds of CPU at every worker's start."""
+templates are tested against), and pydantic to the HTTP API that validates with it (the settings' secrets are
+``payevents.settings.Secret``). Each is tens of milliseconds of CPU at every worker's start."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from payevents.services.notifications import delivery, render
 for name in ("ledger", "invoices", "analytics", "notifications"):
     load_service(name)
 render._compiled()
-print(" ".join(sorted(m for m in ("jsonschema", "jinja2") if m in sys.modules)))
+print(" ".join(sorted(m for m in ("jsonschema", "jinja2", "pydantic") if m in sys.modules)))
 """
 
 

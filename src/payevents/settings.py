@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import SecretStr
-
 from payevents.contracts.channel import Env, parse_env, partitions_problem, retention_problem
 from payevents.errors import ConfigError, ContractError
 
@@ -70,20 +68,61 @@ def redact_kafka_config(config: Mapping[str, str]) -> dict[str, str]:
     return {k: MASK if is_secret_key(k) else v for k, v in config.items()}
 
 
-def reveal(secret: SecretStr | None) -> str | None:
+class Secret:
+    """A secret setting's value: ``str``, ``repr``, f-strings and ``dataclasses.asdict`` show ``**********``;
+    :meth:`get_secret_value` gives the value (the interface of pydantic's ``SecretStr``, which the settings held
+    until importing pydantic for it cost every process ~50 ms of its start: `docs/benchmarks.md`). Equal to another
+    Secret of the same value; true when not empty."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Secret: a str, not {type(value).__name__}")
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:  # pickled to a spawned worker with its settings
+        return Secret, (self._value,)
+
+
+def reveal(secret: Secret | None) -> str | None:
     """The value of a secret setting, for the one place that uses it (a connection, a comparison)."""
     return None if secret is None else secret.get_secret_value()
 
 
-def _secret(value: Any) -> SecretStr | None:
-    return value if value is None or isinstance(value, SecretStr) else SecretStr(str(value))
+def _secret(value: Any) -> Secret | None:
+    """A setting's secret as given: None, a :class:`Secret`, another secret type with ``get_secret_value`` (a
+    library user's pydantic ``SecretStr``: its value, not its mask), or a plain value (its text)."""
+    if value is None or isinstance(value, Secret):
+        return value
+    reveal_value = getattr(value, "get_secret_value", None)
+    return Secret(str(reveal_value() if callable(reveal_value) else value))
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """The platform's settings. Secrets — the API token, ``smtp_url`` and ``database_url`` (their passwords) — are
-    :class:`pydantic.SecretStr` (given as plain strings, they are wrapped), so ``dataclasses.asdict``, f-strings and
-    ``str()`` of the field show ``**********``; :func:`reveal` gives the value where it is used. The secret keys of
+    :class:`Secret` (given as plain strings or as pydantic ``SecretStr``, they are wrapped), so
+    ``dataclasses.asdict``, f-strings and ``str()`` of the field show ``**********``; :func:`reveal` gives the value
+    where it is used. The secret keys of
     ``kafka_config`` (``sasl.password``, ...) are passed to librdkafka as they are and masked wherever the
     settings are shown. Nothing secret appears in ``repr``/``str`` (so never in a log line or a traceback that
     shows the object): :meth:`redacted` is what may be shown."""
@@ -95,7 +134,7 @@ class Settings:
     data_dir: Path = Path("payevents-data")
     #: None: one SQLite file per service in data_dir. Otherwise a SQLAlchemy URL; for PostgreSQL each
     #: service gets its own schema (``{db_schema_prefix}{service}``) in that database.
-    database_url: SecretStr | None = None
+    database_url: Secret | None = None
     db_schema_prefix: str = "payevents_"
     #: partition count of payments.{env}.events (and its dead-letter channel)
     partitions: int = 6
@@ -103,14 +142,14 @@ class Settings:
     kafka_config: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: None: deliver e-mail into the Maildir in data_dir. Otherwise smtp://[user:pass@]host:port
     #: (or smtps:// for implicit TLS; ?starttls=1 for STARTTLS)
-    smtp_url: SecretStr | None = None
+    smtp_url: Secret | None = None
     mail_from: str = "payments@payevents.local"
     #: the most e-mail delivery processes beside each notifications worker, 1 to MAX_DELIVERY_PROCESSES: the first
     #: runs throughout, each other joins while a backlog lasts and leaves once it is gone; each claims its own
     #: passes of pending e-mails (a backlog drains faster, cores permitting)
     delivery_processes: int = dataclasses.field(default_factory=default_delivery_processes)
     #: bearer token required by the HTTP API's write endpoints
-    api_token: SecretStr = dataclasses.field(default_factory=lambda: SecretStr(DEV_API_TOKEN))
+    api_token: Secret = dataclasses.field(default_factory=lambda: Secret(DEV_API_TOKEN))
     #: the embedded log's retention (Kafka's retention.ms): records older than this that every consumer group
     #: has committed past are removed; negative keeps everything. Default 7 days, Kafka's default.
     retention_ms: int = 7 * 24 * 3600 * 1000

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from payevents.errors import ConfigError
-from payevents.settings import Settings, default_delivery_processes
+from payevents.settings import Secret, Settings, default_delivery_processes
 
 TOKEN = "tok-Zq9v3xK2mN8pR4sT7uW1yB5cD6eF0gH"
 SMTP_PASSWORD = "smtp-Pa55w0rd-Xy"
@@ -57,14 +57,14 @@ def test_a_malformed_kafka_config_error_never_echoes_a_value() -> None:
 
 
 def test_the_secret_settings_are_secret_strings_whatever_the_caller_gave() -> None:
-    # from the environment, from a constructor with plain strings, from a CLI flag (replace): SecretStr every time
+    # from the environment, from a constructor with plain strings, from a CLI flag (replace): Secret every time
     for s in (Settings.from_env(ENV),
               Settings(env="prod", api_token=TOKEN, smtp_url=ENV["PAYEVENTS_SMTP_URL"],  # type: ignore[arg-type]
                        database_url=ENV["PAYEVENTS_DATABASE_URL"]),  # type: ignore[arg-type]
               Settings(env="prod").replace(api_token=TOKEN, smtp_url=ENV["PAYEVENTS_SMTP_URL"],
                                            database_url=ENV["PAYEVENTS_DATABASE_URL"])):
-        assert isinstance(s.api_token, SecretStr) and isinstance(s.smtp_url, SecretStr)
-        assert isinstance(s.database_url, SecretStr)
+        assert isinstance(s.api_token, Secret) and isinstance(s.smtp_url, Secret)
+        assert isinstance(s.database_url, Secret)
         assert s.database_url_for("ledger") == ENV["PAYEVENTS_DATABASE_URL"]  # where it is used, it is the value
         # the forms a dataclass is usually shown in: asdict (model_dump-like), its JSON, each field as text
         dumped = json.dumps(dataclasses.asdict(s), default=str)
@@ -72,6 +72,27 @@ def test_the_secret_settings_are_secret_strings_whatever_the_caller_gave() -> No
         for text in (dumped, fields, repr(s), str(s)):
             for secret in (TOKEN, SMTP_PASSWORD, DB_PASSWORD):
                 assert secret not in text
+
+
+def test_a_library_users_pydantic_secret_is_taken_by_its_value_and_a_secret_survives_the_trip_to_a_worker() -> None:
+    """A caller may hold its secrets as pydantic ``SecretStr``: the settings take the value behind it (its ``str``
+    is the mask, which would have become the password). A Secret reaches a spawned worker (pickled with the
+    settings) and a deep copy (``dataclasses.asdict``) whole, and is false only when empty, as ``SecretStr`` was."""
+    import copy
+    import pickle
+
+    s = Settings(env="prod", api_token=SecretStr(TOKEN), smtp_url=SecretStr(ENV["PAYEVENTS_SMTP_URL"]))  # type: ignore[arg-type]
+    assert isinstance(s.api_token, Secret) and s.api_token.get_secret_value() == TOKEN
+    assert s.smtp_url is not None and s.smtp_url.get_secret_value() == ENV["PAYEVENTS_SMTP_URL"]
+    back = pickle.loads(pickle.dumps(s))
+    assert back.api_token == s.api_token and back.api_token.get_secret_value() == TOKEN
+    assert copy.deepcopy(s.api_token).get_secret_value() == TOKEN
+    assert dataclasses.asdict(s)["api_token"] == s.api_token
+    assert f"{s.api_token} {s.api_token!r}" == "********** Secret('**********')"
+    assert Secret("x") and not Secret("") and len(Secret("abc")) == 3
+    assert Secret("a") != Secret("b") and hash(Secret("a")) == hash(Secret("a"))
+    with pytest.raises(TypeError):
+        Secret(b"bytes")  # type: ignore[arg-type]
 
 
 def test_the_demo_summary_shows_the_settings_without_the_database_password(tmp_path: Path) -> None:

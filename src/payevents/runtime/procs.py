@@ -1,6 +1,6 @@
 """How payevents starts its worker processes: forked from a fork server that imported payevents once.
 
-A spawned worker (a fresh interpreter) imports payevents itself — SQLAlchemy, pydantic, the contracts, its
+A spawned worker (a fresh interpreter) imports payevents itself — SQLAlchemy, the contracts, its
 service — about a third of a second of CPU each, before it reads a record: the four services of a drain paid it
 four times over on two cores, and each restart paid it again. ``payevents run`` starts its workers from a fork
 server instead (multiprocessing's ``forkserver``): one clean process, without threads, started with the first
