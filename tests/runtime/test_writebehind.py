@@ -63,7 +63,11 @@ def _terminate(engine: Engine, pid: int) -> None:
     """The server ends backend ``pid`` (as a restart or an administrator would), and the client has been told."""
     with engine.connect() as killer:
         assert killer.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar_one()
-        for _ in range(100):
+        for _ in range(500):
+            # each look in a transaction of its own: PostgreSQL shows a transaction one view of pg_stat_activity
+            # (stats_fetch_consistency = cache), so a backend still exiting at the first look stayed "there" for
+            # every look after it in the same transaction (a CI run failed so)
+            killer.rollback()
             if not killer.exec_driver_sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).first():
                 return
             time.sleep(0.02)
